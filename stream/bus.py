@@ -1,0 +1,136 @@
+"""ZeroMQ sockets as promptcam uses them: loopback-only binds unless allowed, linger 0,
+optional CURVE encryption, and receive with a poll timeout so nothing blocks forever."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+import zmq.auth
+
+from stream.errors import PromptcamError
+from stream.config import LOOPBACK_HOSTS, BusConfig
+
+log = logging.getLogger(__name__)
+
+
+class BusError(PromptcamError):
+    """A socket could not be bound or connected; the message is one line."""
+
+
+def _host(endpoint: str) -> str | None:
+    if not endpoint.startswith("tcp://"):
+        return None
+    return endpoint[6:].rsplit(":", 1)[0]
+
+
+def check_bind_allowed(endpoint: str, allow_remote: bool) -> None:
+    host = _host(endpoint)
+    if host is not None and host not in LOOPBACK_HOSTS and not allow_remote:
+        raise BusError(f"refusing to bind {endpoint}: not a loopback address (set bus.allow_remote: true to allow)")
+
+
+def _curve_server(sock: zmq.Socket[Any], bus: BusConfig) -> None:
+    c = bus.curve
+    if c.server_secret_key_file is None:
+        raise BusError("bus.curve.server_secret_key_file is required on the binding side")
+    pub, sec = zmq.auth.load_certificate(str(c.server_secret_key_file))
+    if sec is None:
+        raise BusError(f"{c.server_secret_key_file} holds no secret key")
+    sock.curve_secretkey = sec
+    sock.curve_publickey = pub
+    sock.curve_server = True
+
+
+def _curve_client(sock: zmq.Socket[Any], bus: BusConfig) -> None:
+    c = bus.curve
+    if c.client_secret_key_file is None or c.server_public_key_file is None:
+        raise BusError("bus.curve needs client_secret_key_file and server_public_key_file on the connecting side")
+    pub, sec = zmq.auth.load_certificate(str(c.client_secret_key_file))
+    server_pub, _ = zmq.auth.load_certificate(str(c.server_public_key_file))
+    if sec is None:
+        raise BusError(f"{c.client_secret_key_file} holds no secret key")
+    sock.curve_secretkey = sec
+    sock.curve_publickey = pub
+    sock.curve_serverkey = server_pub
+
+
+def bind(
+    ctx: zmq.Context[Any],
+    kind: int,
+    endpoint: str,
+    bus: BusConfig | None = None,
+    sndhwm: int | None = None,
+    curve: bool = False,
+) -> zmq.Socket[Any]:
+    """A socket of ``kind`` bound to ``endpoint`` (loopback unless ``bus.allow_remote``)."""
+    bus = bus or BusConfig()
+    check_bind_allowed(endpoint, bus.allow_remote)
+    sock = ctx.socket(kind)
+    sock.linger = 0
+    if sndhwm is not None:
+        sock.sndhwm = sndhwm
+    if curve and bus.curve.enabled:
+        _curve_server(sock, bus)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        if e.errno == zmq.EADDRINUSE:
+            raise BusError(f"cannot bind {endpoint}: address already in use (is another promptcam running?)") from None
+        raise BusError(f"cannot bind {endpoint}: {e.strerror}") from None
+    return sock
+
+
+def connect(
+    ctx: zmq.Context[Any],
+    kind: int,
+    endpoint: str,
+    bus: BusConfig | None = None,
+    subscribe: Sequence[bytes] = (),
+    rcvhwm: int | None = None,
+    curve: bool = False,
+) -> zmq.Socket[Any]:
+    """A socket of ``kind`` connected to ``endpoint``; SUB sockets subscribe to ``subscribe``."""
+    bus = bus or BusConfig()
+    sock = ctx.socket(kind)
+    sock.linger = 0
+    if rcvhwm is not None:
+        sock.rcvhwm = rcvhwm
+    if curve and bus.curve.enabled:
+        _curve_client(sock, bus)
+    for prefix in subscribe:
+        sock.setsockopt(zmq.SUBSCRIBE, prefix)
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        raise BusError(f"cannot connect {endpoint}: {e.strerror}") from None
+    return sock
+
+
+def recv_multipart_timeout(sock: zmq.Socket[Any], timeout_ms: int, copy: bool = False) -> list[Any] | None:
+    """One multipart message, or None when nothing arrives within ``timeout_ms``."""
+    if sock.poll(timeout_ms, zmq.POLLIN):
+        return sock.recv_multipart(copy=copy)
+    return None
+
+
+def request(endpoint: str, payload: dict[str, Any], timeout_ms: int = 5000, bus: BusConfig | None = None) -> dict[str, Any]:
+    """Send one control request (REQ) and return the JSON reply; ``BusError`` on timeout."""
+    import json
+
+    ctx = zmq.Context.instance()
+    sock = connect(ctx, zmq.REQ, endpoint, bus)
+    try:
+        sock.send(json.dumps(payload).encode())
+        if not sock.poll(timeout_ms, zmq.POLLIN):
+            raise BusError(f"no reply from {endpoint} within {timeout_ms / 1000:.1f}s (is the engine running?)")
+        reply = json.loads(sock.recv())
+        if not isinstance(reply, dict):
+            raise BusError(f"malformed reply from {endpoint}")
+        return reply
+    finally:
+        sock.close(0)

@@ -1,0 +1,224 @@
+"""One typed configuration for every promptcam process.
+
+Loaded once at the entry point (``load_config``) from ``configs/default.yaml`` (or ``--config``),
+then overridden from the command line with dotted keys, and passed down. Unknown keys and
+out-of-range values are rejected with one readable line naming the key (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from stream.errors import PromptcamError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class ConfigError(PromptcamError, ValueError):
+    """A configuration value is wrong; the message is one line that names the key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Model):
+    uri: str = Field("demo", description="Video source: webcam index or /dev/videoN, rtsp(s)/http(s) URL, file, image directory, or 'demo'.")
+    loop: bool = Field(False, description="Restart a video file or image directory at its end.")
+    realtime: bool = Field(True, description="Pace files and image directories at their frame rate instead of as fast as they decode.")
+    fps: float | None = Field(None, gt=0, le=240, description="Frame rate for image directories and the demo scene (files and cameras use their own).")
+    width: int = Field(640, ge=32, le=7680, description="Frame width of the demo scene (and requested webcam width).")
+    height: int = Field(480, ge=32, le=4320, description="Frame height of the demo scene (and requested webcam height).")
+    demo_objects: int = Field(3, ge=0, le=32, description="Number of moving objects in the demo scene.")
+    seed: int = Field(0, ge=0, description="Random seed of the demo scene.")
+    open_timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout for opening a network source.")
+    read_timeout_s: float = Field(5.0, gt=0, le=120, description="Socket read timeout for network sources.")
+    stall_timeout_s: float = Field(5.0, gt=0, le=600, description="No frame for this long counts as a stall and forces a reconnect.")
+    reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay; doubles per failure (with jitter).")
+    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Upper bound of the reconnect delay.")
+    encoding: Literal["bgr8", "jpeg"] = Field("bgr8", description="Frame encoding on the frames topic.")
+    jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality when encoding is jpeg.")
+
+
+class CurveConfig(_Model):
+    server_secret_key_file: Path | None = Field(None, description="CURVE secret key of the binding side (zmq.auth format).")
+    server_public_key_file: Path | None = Field(None, description="CURVE public key of the binding side, given to connecting sides.")
+    client_secret_key_file: Path | None = Field(None, description="CURVE secret key of a connecting side.")
+    client_public_key_file: Path | None = Field(None, description="CURVE public key of a connecting side.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.server_public_key_file is not None
+
+
+class BusConfig(_Model):
+    frames: str = Field("tcp://127.0.0.1:5550", description="Frames PUB endpoint (capture binds, engine connects).")
+    tracks: str = Field("tcp://127.0.0.1:5551", description="Tracks PUB endpoint (engine binds).")
+    annotated: str = Field("tcp://127.0.0.1:5552", description="Annotated-frames PUB endpoint (engine binds).")
+    control: str = Field("tcp://127.0.0.1:5553", description="Control REP endpoint (engine binds).")
+    detections: str | None = Field(None, description="Optional external detections SUB endpoint (engine connects), e.g. tcp://127.0.0.1:5554.")
+    allow_remote: bool = Field(False, description="Allow binding non-loopback addresses.")
+    curve: CurveConfig = Field(default_factory=CurveConfig, description="Optional CURVE encryption for frames/tracks across hosts.")
+    staleness_ms: float = Field(1000.0, gt=0, le=60000, description="A received frame older than this is skipped and counted as stale.")
+    max_payload_mb: float = Field(64.0, gt=0, le=1024, description="Largest accepted message payload.")
+    sndhwm: int = Field(4, ge=1, le=10000, description="Send high-water mark of frame publishers.")
+
+    @field_validator("frames", "tracks", "annotated", "control", "detections")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$", v):
+            raise ValueError("expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+        return v
+
+
+class ModelsConfig(_Model):
+    preset: str = Field("sam2.1-hiera-tiny", description="Model preset: sam2.1-hiera-{tiny,small,base-plus,large} (Hugging Face Hub) or tiny-random (offline).")
+    sam2_checkpoint: Path | None = Field(None, description="Local SAM 2 checkpoint (Meta format, dict with key 'model'); overrides the preset's SAM 2.")
+    sam2_config: Path | None = Field(None, description="SAM 2 hydra YAML config on disk, paired with sam2_checkpoint.")
+    detector: str | None = Field(None, description="Grounding DINO directory or Hugging Face Hub id; overrides the preset's detector.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Compute device.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bf16 autocast on CUDA, float32 on CPU.")
+    compile: bool = Field(False, description="torch.compile the SAM 2 hot modules (CUDA).")
+    image_size: int | None = Field(None, ge=64, le=2048, description="Override the SAM 2 input size (multiple of 32).")
+
+    @field_validator("image_size")
+    @classmethod
+    def _mult32(cls, v: int | None) -> int | None:
+        if v is not None and v % 32:
+            raise ValueError("must be a multiple of 32")
+        return v
+
+
+class EngineConfig(_Model):
+    prompt: str = Field("ball. box.", description="Text prompt: phrases separated by '.'.")
+    reground_every_frames: int = Field(30, ge=0, le=100000, description="Re-ground every N processed frames (0: off).")
+    reground_every_s: float | None = Field(None, gt=0, le=3600, description="Re-ground at least every N seconds (None: off).")
+    box_threshold: float = Field(0.35, ge=0, le=1, description="Grounding DINO box score threshold.")
+    text_threshold: float = Field(0.25, ge=0, le=1, description="Grounding DINO text score threshold.")
+    detector_size: int = Field(800, ge=64, le=2048, description="Shortest edge of the image given to the detector.")
+    iou_threshold: float = Field(0.3, gt=0, le=1, description="IoU at or above which a detection matches a track.")
+    drift_iou: float = Field(0.5, gt=0, le=1, description="A matched track whose mask box IoU with its detection is below this is re-seeded.")
+    merge_iou: float = Field(0.8, gt=0, le=1, description="Two tracks whose masks overlap at least this much are merged.")
+    score_threshold: float = Field(0.0, ge=-100, le=100, description="Object score logit below which a track counts as missed.")
+    max_missed: int = Field(30, ge=1, le=100000, description="Consecutive missed frames after which a track ends.")
+    max_unseen: int = Field(3, ge=1, le=10000, description="Re-groundings without re-detection after which a track ends.")
+    max_objects: int = Field(32, ge=1, le=256, description="Most objects tracked at once.")
+    seed_with: Literal["box", "mask", "points"] = Field("box", description="How a detection starts a track.")
+    annotate: bool = Field(True, description="Publish annotated JPEG frames.")
+    jpeg_quality: int = Field(80, ge=10, le=100, description="Annotated JPEG quality.")
+    stats_every_s: float = Field(2.0, gt=0, le=3600, description="Log a stats line this often.")
+
+
+class WebConfig(_Model):
+    host: str = Field("127.0.0.1", description="HTTP bind address.")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port (0: any free port).")
+    token: str | None = Field(None, min_length=8, description="Access token; required when host is not loopback.")
+    camera: str | None = Field(None, description="Camera to show (default: the configured camera).")
+    max_upload_mb: float = Field(200.0, gt=0, le=10000, description="Largest accepted video upload.")
+    max_body_kb: float = Field(64.0, gt=0, le=10240, description="Largest accepted non-upload request body.")
+    video_fps: float = Field(30.0, gt=0, le=120, description="Most frames per second sent to a viewer.")
+    ice_loopback_only: bool = Field(True, description="Offer only loopback ICE candidates (tests, single-host use).")
+
+    @model_validator(mode="after")
+    def _token(self) -> WebConfig:
+        if self.host not in LOOPBACK_HOSTS and not self.token:
+            raise ValueError("web.host is not loopback, so web.token must be set")
+        return self
+
+
+class RecordConfig(_Model):
+    directory: Path = Field(Path("recordings"), description="Where recordings are written.")
+    rotate_mb: float | None = Field(512.0, gt=0, description="Start a new file after this many megabytes.")
+    rotate_s: float | None = Field(3600.0, gt=0, description="Start a new file after this many seconds.")
+    fps: float = Field(15.0, gt=0, le=120, description="Frame rate written into MP4 files.")
+
+
+class RunConfig(_Model):
+    restart_initial_s: float = Field(1.0, gt=0, le=60, description="First restart delay of a child that exited.")
+    restart_max_s: float = Field(30.0, gt=0, le=600, description="Upper bound of the restart delay.")
+    status_every_s: float = Field(5.0, gt=0, le=3600, description="Print a one-line status this often.")
+    stop_timeout_s: float = Field(5.0, gt=0, le=60, description="Grace period before children are killed on stop.")
+
+
+class Config(_Model):
+    camera: str = Field("cam0", description="Camera name, used in topics.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    source: SourceConfig = Field(default_factory=SourceConfig)  # type: ignore[arg-type]
+    bus: BusConfig = Field(default_factory=BusConfig)  # type: ignore[arg-type]
+    models: ModelsConfig = Field(default_factory=ModelsConfig)  # type: ignore[arg-type]
+    engine: EngineConfig = Field(default_factory=EngineConfig)  # type: ignore[arg-type]
+    web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
+    record: RecordConfig = Field(default_factory=RecordConfig)  # type: ignore[arg-type]
+    run: RunConfig = Field(default_factory=RunConfig)  # type: ignore[arg-type]
+
+    @field_validator("camera")
+    @classmethod
+    def _camera(cls, v: str) -> str:
+        if not CAMERA_NAME_RE.match(v):
+            raise ValueError("expected 1-64 letters, digits, '_' or '-'")
+        return v
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown config key '{key}'"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"bad config value for '{key}': {msg} (got {err.get('input')!r})"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{dotted}': '{p}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config (default ``configs/default.yaml``) and apply dotted-key overrides."""
+    tree: dict[str, Any] = {}
+    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if path is not None or p.exists():
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at top level")
+        tree = loaded or {}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_first_error(e)) from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse ``key.sub=value`` (value read as YAML) from ``--set``."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value

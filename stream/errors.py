@@ -1,0 +1,27 @@
+"""The exceptions promptcam turns into one-line errors at the command line."""
+
+from __future__ import annotations
+
+
+class PromptcamError(Exception):
+    """Base of expected, user-facing failures: the message is one readable line."""
+
+
+class SourceError(PromptcamError):
+    """A video source cannot be opened or read."""
+
+
+class SourceConnectionError(SourceError):
+    """A (network or device) source is unreachable; capture retries these."""
+
+
+class EndOfStreamError(SourceError):
+    """A finite source (file, image directory) has no more frames."""
+
+
+class ModelLoadError(PromptcamError):
+    """Model weights or configs cannot be found, fetched or matched."""
+
+
+class PromptError(PromptcamError):
+    """A text prompt or a manual box/point prompt is invalid."""

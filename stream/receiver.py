@@ -1,0 +1,173 @@
+"""Latest-frame-wins receiver for the frames topic.
+
+Reads: ``frame.<camera>`` on a SUB socket. A named thread drains the socket continuously and
+keeps only the newest valid frame in a one-frame slot, so the ZeroMQ queue never fills with old
+frames (a full SUB queue would drop the *newest*) and memory is one frame however slow the
+consumer is. ``get()`` returns the newest frame not yet returned.
+
+Drops, all counted in ``stats``: frames overwritten in the slot or lost upstream (``skipped``,
+from ``seq`` gaps), frames older than the staleness budget when the consumer asks (``stale``),
+and malformed messages (``rejected``, by reason; logged, never raised).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from stream import bus as zbus
+from stream.config import BusConfig
+from stream.wire import DEFAULT_MAX_PAYLOAD, FrameMessage, WireError, now_ns
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReceiverStats:
+    received: int = 0
+    delivered: int = 0
+    skipped: int = 0
+    stale: int = 0
+    seq_resets: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "delivered": self.delivered,
+            "skipped": self.skipped,
+            "stale": self.stale,
+            "seq_resets": self.seq_resets,
+            "rejected": self.rejected_total,
+            "rejected_by_reason": dict(self.rejected),
+        }
+
+
+class LatestFrameReceiver:
+    """Subscribe to one camera's frames and hand out only the newest one."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        camera: str,
+        staleness_ms: float | None = 1000.0,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        bus: BusConfig | None = None,
+        ctx: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.camera = camera
+        self.staleness_ns = None if staleness_ms is None else int(staleness_ms * 1e6)
+        self.max_payload = max_payload
+        self.stats = ReceiverStats()
+        self._bus = bus
+        self._ctx = ctx or zmq.Context.instance()
+        self._cond = threading.Condition()
+        self._slot: FrameMessage | None = None
+        self._last_seq: int | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"frame-receiver-{camera}", daemon=True)
+
+    def start(self) -> LatestFrameReceiver:
+        self._thread.start()
+        self._ready.wait(5.0)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __enter__(self) -> LatestFrameReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
+        n = self.stats.rejected_total
+        if n <= 10 or n % 1000 == 0:
+            log.warning("rejected frame message (%s), %d rejected so far: %s", reason, n, detail)
+
+    def _drain(self) -> None:
+        try:
+            sock = zbus.connect(
+                self._ctx, zmq.SUB, self.endpoint, self._bus, subscribe=[f"frame.{self.camera}".encode()], curve=True
+            )
+        except BaseException as e:  # surfaced to start()
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(100, zmq.POLLIN):
+                    continue
+                # Drain everything pending; only the newest valid frame is kept.
+                newest: FrameMessage | None = None
+                while True:
+                    try:
+                        parts = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self.stats.received += 1
+                    try:
+                        msg = FrameMessage.from_parts(parts, self.max_payload)
+                    except WireError as e:
+                        self._reject(e.reason, str(e))
+                        continue
+                    if msg.camera != self.camera:
+                        continue  # prefix match of another camera's topic (cam1 vs cam10)
+                    newest = msg
+                if newest is not None:
+                    with self._cond:
+                        self._slot = newest
+                        self._cond.notify_all()
+        finally:
+            sock.close(0)
+
+    def _account(self, msg: FrameMessage) -> None:
+        last = self._last_seq
+        if last is not None:
+            if msg.seq > last:
+                self.stats.skipped += msg.seq - last - 1
+            else:
+                self.stats.seq_resets += 1
+                log.info("camera %s: seq went from %d to %d (capture restarted)", self.camera, last, msg.seq)
+        self._last_seq = msg.seq
+
+    def get(self, timeout: float | None = 1.0) -> FrameMessage | None:
+        """The newest frame not yet returned, waiting up to ``timeout`` seconds; None if none."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._stop.is_set():
+                msg = self._slot
+                if msg is not None:
+                    self._slot = None
+                    self._account(msg)
+                    if self.staleness_ns is not None and now_ns() - msg.t_capture_ns > self.staleness_ns:
+                        self.stats.stale += 1
+                        continue
+                    self.stats.delivered += 1
+                    return msg
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining if remaining is not None else 0.5)
+        return None

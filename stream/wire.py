@@ -1,0 +1,471 @@
+"""Wire types for every ZeroMQ message in CONTRACT.md (schema version 1).
+
+Each message is multipart ``[topic, header, *payload]``: an ASCII topic, one UTF-8 JSON header,
+and raw payload parts. ``to_parts`` builds the parts (frame buffers are passed through without
+copying, for ``send_multipart(..., copy=False)``); ``from_parts`` validates topic, JSON, version,
+field types and payload size and raises ``WireError`` with a one-line reason on anything wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+SCHEMA_VERSION = 1
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+
+Part = Union[bytes, bytearray, memoryview, Any]  # Any: zmq.Frame
+
+
+class WireError(ValueError):
+    """A message does not follow the contract. ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def _buf(part: Part) -> memoryview:
+    if isinstance(part, memoryview):
+        return part
+    if isinstance(part, (bytes, bytearray)):
+        return memoryview(part)
+    if isinstance(part, np.ndarray):
+        return memoryview(np.ascontiguousarray(part)).cast("B")
+    b = getattr(part, "buffer", None)  # zmq.Frame
+    if b is not None:
+        return memoryview(b)
+    raise WireError("bad_part", f"unsupported message part type {type(part).__name__}")
+
+
+def _topic(part: Part, kind: str) -> str:
+    raw = bytes(_buf(part))
+    try:
+        topic = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise WireError("bad_topic", "topic is not ASCII") from None
+    prefix, _, camera = topic.partition(".")
+    if prefix != kind or not camera:
+        raise WireError("bad_topic", f"expected topic '{kind}.<camera>', got {topic[:80]!r}")
+    return camera
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    v: int
+    camera: str
+
+
+_H = TypeVar("_H", bound=_Header)
+
+
+def _header(part: Part, model: type[_H]) -> _H:
+    raw = _buf(part)
+    if raw.nbytes > MAX_HEADER_BYTES:
+        raise WireError("bad_size", f"header of {raw.nbytes} bytes is too large")
+    try:
+        obj = json.loads(bytes(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WireError("bad_json", f"header is not UTF-8 JSON ({e.__class__.__name__})") from None
+    if not isinstance(obj, dict):
+        raise WireError("bad_json", "header is not a JSON object")
+    if obj.get("v") != SCHEMA_VERSION:
+        raise WireError("bad_version", f"expected v={SCHEMA_VERSION}, got {obj.get('v')!r}")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise WireError("bad_field", f"field '{loc}': {err['msg']}") from None
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+# --------------------------------------------------------------------------- frame
+
+
+class FrameHeader(_Header):
+    seq: Annotated[int, Field(ge=0)]
+    t_capture_ns: Annotated[int, Field(ge=0)]
+    width: Annotated[int, Field(gt=0, le=16384)]
+    height: Annotated[int, Field(gt=0, le=16384)]
+    encoding: Literal["bgr8", "jpeg"]
+
+
+@dataclass(frozen=True)
+class FrameMessage:
+    """One captured frame. ``data`` is the raw BGR buffer or a JPEG, never copied on receive."""
+
+    camera: str
+    seq: int
+    t_capture_ns: int
+    width: int
+    height: int
+    encoding: Literal["bgr8", "jpeg"]
+    data: memoryview | bytes | np.ndarray = field(repr=False)
+
+    @property
+    def topic(self) -> bytes:
+        return f"frame.{self.camera}".encode()
+
+    @classmethod
+    def from_image(
+        cls,
+        camera: str,
+        seq: int,
+        image: np.ndarray,
+        t_capture_ns: int | None = None,
+        encoding: Literal["bgr8", "jpeg"] = "bgr8",
+        jpeg_quality: int = 90,
+    ) -> FrameMessage:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image.shape} {image.dtype}")
+        h, w = image.shape[:2]
+        data: memoryview | bytes | np.ndarray
+        if encoding == "jpeg":
+            data = encode_jpeg(image, jpeg_quality)
+        else:
+            data = np.ascontiguousarray(image)
+        return cls(camera, seq, t_capture_ns if t_capture_ns is not None else now_ns(), w, h, encoding, data)
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "v": SCHEMA_VERSION,
+            "camera": self.camera,
+            "seq": self.seq,
+            "t_capture_ns": self.t_capture_ns,
+            "width": self.width,
+            "height": self.height,
+            "encoding": self.encoding,
+        }
+
+    def to_parts(self) -> list[Any]:
+        return [self.topic, _dump(self.header()), self.data]
+
+    @classmethod
+    def from_parts(cls, parts: Sequence[Part], max_payload: int = DEFAULT_MAX_PAYLOAD) -> FrameMessage:
+        if len(parts) != 3:
+            raise WireError("bad_parts", f"frame message needs 3 parts, got {len(parts)}")
+        camera = _topic(parts[0], "frame")
+        h = _header(parts[1], FrameHeader)
+        if h.camera != camera:
+            raise WireError("bad_field", f"header camera {h.camera!r} differs from topic camera {camera!r}")
+        payload = _buf(parts[2])
+        n = payload.nbytes
+        if n > max_payload:
+            raise WireError("bad_size", f"payload of {n} bytes exceeds limit {max_payload}")
+        if h.encoding == "bgr8" and n != h.width * h.height * 3:
+            raise WireError("bad_size", f"bgr8 payload is {n} bytes, expected {h.width}x{h.height}x3={h.width * h.height * 3}")
+        if h.encoding == "jpeg" and (n < 4 or bytes(payload[:2]) != b"\xff\xd8"):
+            raise WireError("bad_payload", "jpeg payload does not start with a JPEG marker")
+        return cls(camera, h.seq, h.t_capture_ns, h.width, h.height, h.encoding, payload)
+
+    def image(self) -> np.ndarray:
+        """The frame as an HxWx3 uint8 BGR array (a view for bgr8, decoded for jpeg)."""
+        if self.encoding == "bgr8":
+            arr = np.frombuffer(self.data, dtype=np.uint8) if not isinstance(self.data, np.ndarray) else self.data
+            return arr.reshape(self.height, self.width, 3)
+        img = decode_jpeg(bytes(self.data) if not isinstance(self.data, bytes) else self.data)
+        if img.shape[:2] != (self.height, self.width):
+            raise WireError("bad_payload", f"jpeg is {img.shape[1]}x{img.shape[0]}, header says {self.width}x{self.height}")
+        return img
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise WireError("bad_payload", "jpeg payload cannot be decoded")
+    return img
+
+
+# --------------------------------------------------------------------------- tracks
+
+
+class RleMask(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    size: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)]
+    counts: str
+
+
+class TrackedObject(BaseModel):
+    """One object in a tracks message."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    id: Annotated[int, Field(ge=0)]
+    label: str
+    score: float
+    box: Annotated[list[float], Field(min_length=4, max_length=4)]
+    mask: RleMask
+    age: Annotated[int, Field(ge=0)]
+    state: Literal["new", "tracked", "lost"]
+
+    def decode_mask(self) -> np.ndarray:
+        """The mask as an HxW bool array (pycocotools RLE decode)."""
+        from pycocotools import mask as mask_utils
+
+        rle = {"size": list(self.mask.size), "counts": self.mask.counts.encode()}
+        return mask_utils.decode(rle).astype(bool)
+
+
+class TracksHeader(_Header):
+    seq: Annotated[int, Field(ge=0)]
+    t_capture_ns: Annotated[int, Field(ge=0)]
+    t_publish_ns: Annotated[int, Field(ge=0)]
+    width: Annotated[int, Field(gt=0)]
+    height: Annotated[int, Field(gt=0)]
+    prompt: str
+    objects: list[TrackedObject]
+
+
+@dataclass(frozen=True)
+class TracksMessage:
+    """Tracking result of one processed frame (also when no object is present)."""
+
+    header: TracksHeader
+
+    @property
+    def camera(self) -> str:
+        return self.header.camera
+
+    @property
+    def topic(self) -> bytes:
+        return f"tracks.{self.header.camera}".encode()
+
+    @classmethod
+    def build(
+        cls,
+        camera: str,
+        seq: int,
+        t_capture_ns: int,
+        width: int,
+        height: int,
+        prompt: str,
+        objects: Sequence[TrackedObject],
+        t_publish_ns: int | None = None,
+    ) -> TracksMessage:
+        h = TracksHeader.model_construct(
+            v=SCHEMA_VERSION,
+            camera=camera,
+            seq=seq,
+            t_capture_ns=t_capture_ns,
+            t_publish_ns=t_publish_ns if t_publish_ns is not None else now_ns(),
+            width=width,
+            height=height,
+            prompt=prompt,
+            objects=list(objects),
+        )
+        return cls(h)
+
+    def to_json(self) -> str:
+        return self.header.model_dump_json()
+
+    def to_parts(self) -> list[bytes]:
+        return [self.topic, self.to_json().encode()]
+
+    @classmethod
+    def from_parts(cls, parts: Sequence[Part]) -> TracksMessage:
+        if len(parts) != 2:
+            raise WireError("bad_parts", f"tracks message needs 2 parts, got {len(parts)}")
+        camera = _topic(parts[0], "tracks")
+        h = _header(parts[1], TracksHeader)
+        if h.camera != camera:
+            raise WireError("bad_field", f"header camera {h.camera!r} differs from topic camera {camera!r}")
+        for o in h.objects:
+            if o.mask.size != [h.height, h.width]:
+                raise WireError("bad_field", f"object {o.id} mask size {o.mask.size} differs from frame {h.height}x{h.width}")
+        return cls(h)
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> TracksMessage:
+        """Parse one JSONL line written by ``promptcam track --tracks`` or ``subscribe``."""
+        return cls(_header(line.encode() if isinstance(line, str) else line, TracksHeader))
+
+
+# --------------------------------------------------------------------------- annotated
+
+
+class AnnotatedHeader(FrameHeader):
+    objects: Annotated[int, Field(ge=0)]
+
+
+@dataclass(frozen=True)
+class AnnotatedMessage:
+    """A JPEG frame with overlays drawn."""
+
+    camera: str
+    seq: int
+    t_capture_ns: int
+    width: int
+    height: int
+    objects: int
+    jpeg: bytes | memoryview = field(repr=False)
+
+    @property
+    def topic(self) -> bytes:
+        return f"annotated.{self.camera}".encode()
+
+    def to_parts(self) -> list[Any]:
+        header = {
+            "v": SCHEMA_VERSION,
+            "camera": self.camera,
+            "seq": self.seq,
+            "t_capture_ns": self.t_capture_ns,
+            "width": self.width,
+            "height": self.height,
+            "encoding": "jpeg",
+            "objects": self.objects,
+        }
+        return [self.topic, _dump(header), self.jpeg]
+
+    @classmethod
+    def from_parts(cls, parts: Sequence[Part], max_payload: int = DEFAULT_MAX_PAYLOAD) -> AnnotatedMessage:
+        if len(parts) != 3:
+            raise WireError("bad_parts", f"annotated message needs 3 parts, got {len(parts)}")
+        camera = _topic(parts[0], "annotated")
+        h = _header(parts[1], AnnotatedHeader)
+        if h.camera != camera:
+            raise WireError("bad_field", f"header camera {h.camera!r} differs from topic camera {camera!r}")
+        if h.encoding != "jpeg":
+            raise WireError("bad_field", "annotated frames must be jpeg")
+        payload = _buf(parts[2])
+        if payload.nbytes > max_payload:
+            raise WireError("bad_size", f"payload of {payload.nbytes} bytes exceeds limit {max_payload}")
+        if payload.nbytes < 4 or bytes(payload[:2]) != b"\xff\xd8":
+            raise WireError("bad_payload", "payload is not a JPEG")
+        return cls(camera, h.seq, h.t_capture_ns, h.width, h.height, h.objects, payload)
+
+    def image(self) -> np.ndarray:
+        return decode_jpeg(bytes(self.jpeg))
+
+
+# --------------------------------------------------------------------------- detections
+
+
+class Detection(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    label: str
+    score: float
+    box: Annotated[list[float], Field(min_length=4, max_length=4)]
+
+
+class DetectionsHeader(_Header):
+    seq: Annotated[int, Field(ge=0)]
+    detections: list[Detection]
+
+
+@dataclass(frozen=True)
+class DetectionsMessage:
+    """Boxes from an external detector, computed on frame ``seq``."""
+
+    header: DetectionsHeader
+
+    @classmethod
+    def build(cls, camera: str, seq: int, detections: Sequence[Detection]) -> DetectionsMessage:
+        return cls(DetectionsHeader.model_construct(v=SCHEMA_VERSION, camera=camera, seq=seq, detections=list(detections)))
+
+    @property
+    def topic(self) -> bytes:
+        return f"detections.{self.header.camera}".encode()
+
+    def to_parts(self) -> list[bytes]:
+        return [self.topic, self.header.model_dump_json().encode()]
+
+    @classmethod
+    def from_parts(cls, parts: Sequence[Part]) -> DetectionsMessage:
+        if len(parts) != 2:
+            raise WireError("bad_parts", f"detections message needs 2 parts, got {len(parts)}")
+        camera = _topic(parts[0], "detections")
+        h = _header(parts[1], DetectionsHeader)
+        if h.camera != camera:
+            raise WireError("bad_field", f"header camera {h.camera!r} differs from topic camera {camera!r}")
+        for d in h.detections:
+            x1, y1, x2, y2 = d.box
+            if not (x2 > x1 and y2 > y1):
+                raise WireError("bad_field", f"detection box {d.box} has no area")
+        return cls(h)
+
+
+# --------------------------------------------------------------------------- control
+
+Box = Annotated[list[float], Field(min_length=4, max_length=4)]
+
+
+class _Cmd(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class SetPrompt(_Cmd):
+    cmd: Literal["set_prompt"]
+    prompt: str
+
+
+class AddObject(_Cmd):
+    cmd: Literal["add_object"]
+    box: Box
+    label: str = "object"
+
+
+class RemoveObject(_Cmd):
+    cmd: Literal["remove_object"]
+    id: int
+
+
+class Reset(_Cmd):
+    cmd: Literal["reset"]
+
+
+class Stats(_Cmd):
+    cmd: Literal["stats"]
+
+
+ControlRequest = Annotated[Union[SetPrompt, AddObject, RemoveObject, Reset, Stats], Field(discriminator="cmd")]
+_CONTROL = TypeAdapter(ControlRequest)
+MAX_CONTROL_BYTES = 64 * 1024
+
+
+def parse_control(raw: bytes) -> SetPrompt | AddObject | RemoveObject | Reset | Stats:
+    """Parse one control request; raises ``WireError`` with the reply's error text."""
+    if len(raw) > MAX_CONTROL_BYTES:
+        raise WireError("bad_size", f"request of {len(raw)} bytes exceeds {MAX_CONTROL_BYTES}")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise WireError("bad_json", "request is not UTF-8 JSON") from None
+    if not isinstance(obj, dict) or "cmd" not in obj:
+        raise WireError("bad_field", "request must be a JSON object with a 'cmd' field")
+    if obj["cmd"] not in ("set_prompt", "add_object", "remove_object", "reset", "stats"):
+        raise WireError("unknown_cmd", f"unknown command {str(obj['cmd'])[:64]!r}")
+    try:
+        return _CONTROL.validate_python(obj)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"][1:]) or "request"
+        raise WireError("bad_field", f"field '{loc}': {err['msg']}") from None
+
+
+def control_reply(ok: bool, **fields: Any) -> bytes:
+    return _dump({"ok": ok, **fields})

@@ -1,0 +1,64 @@
+"""Shared fixtures: random loopback endpoints, a ZeroMQ context whose sockets close with linger 0,
+and a helper to poll for a condition instead of sleeping for fixed times."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tcp_endpoint() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll ``cond`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    c: zmq.Context[Any] = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+@pytest.fixture
+def endpoint() -> str:
+    return tcp_endpoint()
+
+
+@pytest.fixture
+def ipc_endpoint(tmp_path: Path) -> str:
+    return f"ipc:///tmp/promptcam-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def bus_overrides() -> dict[str, str]:
+    """Config overrides that put every socket on a fresh random loopback port."""
+    return {
+        "bus.frames": tcp_endpoint(),
+        "bus.tracks": tcp_endpoint(),
+        "bus.annotated": tcp_endpoint(),
+        "bus.control": tcp_endpoint(),
+    }
