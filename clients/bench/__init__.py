@@ -1,0 +1,79 @@
+"""``promptcam bench``: runs the benchmark parts and prints one table.
+
+Each part is a module in this package exposing ``run(cfg, args) -> list[BenchRow]``; rows are
+plain dicts with ``part``, ``name``, ``value``, ``unit`` and an optional ``note`` (target,
+machine, conditions). Benchmarks report numbers; tests assert behaviour, not speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from stream.config import Config
+from stream.errors import PromptcamError
+
+log = logging.getLogger(__name__)
+
+BenchRow = dict[str, Any]
+PARTS = ("transport", "engine", "grounding", "output", "soak")
+
+
+def row(part: str, name: str, value: float | int | str, unit: str = "", note: str = "") -> BenchRow:
+    return {"part": part, "name": name, "value": value, "unit": unit, "note": note}
+
+
+def machine() -> str:
+    gpu = "no GPU"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return f"{platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, {gpu}"
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:,.2f}" if isinstance(v, float) else str(v)
+
+    cols = ["part", "name", "value", "unit", "note"]
+    cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for x in cells:
+        lines.append("  ".join(v.rjust(w) if i == 2 else v.ljust(w) for i, (v, w) in enumerate(zip(x, widths, strict=True))))
+    return "\n".join(lines)
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if args.soak is not None and "soak" not in parts:
+        parts.append("soak")
+    for p in parts:
+        if p not in PARTS:
+            raise PromptcamError(f"unknown bench part '{p}' (known: {', '.join(PARTS)})")
+    rows: list[BenchRow] = []
+    started = time.time()
+    for p in parts:
+        module = importlib.import_module(f"clients.bench.{p}")
+        log.info("bench part %s", p)
+        part_rows: list[BenchRow] = module.run(cfg, args)
+        rows.extend(part_rows)
+        print(format_table(part_rows), flush=True)
+        print(flush=True)
+    print(f"machine: {machine()}; took {time.time() - started:.0f}s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    return 0
