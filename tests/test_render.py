@@ -1,0 +1,81 @@
+"""Renderer: stable colour per ID, input untouched, pixels change where masks are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.render import Renderer
+from stream.wire import decode_jpeg
+
+
+def _scene(h: int = 120, w: int = 160) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 40, size=(h, w, 3), dtype=np.uint8)
+
+
+def _mask(h: int, w: int, x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    m[y1:y2, x1:x2] = True
+    return m
+
+
+def test_input_not_modified_and_output_differs_where_masks_are() -> None:
+    img = _scene()
+    before = img.copy()
+    r = Renderer(draw_boxes=False, draw_labels=False)
+    m = _mask(120, 160, 40, 30, 90, 80)
+    out = r.draw(img, [3], ["ball"], [0.87], np.array([[40, 30, 90, 80]], float), m[None])
+    assert np.array_equal(img, before)
+    assert out is not img and out.shape == img.shape and out.dtype == np.uint8
+    diff = np.any(out != img, axis=2)
+    assert diff[m].mean() > 0.95
+    assert not diff[~m].any()
+
+
+def test_colour_is_stable_per_id_whatever_the_order() -> None:
+    h, w = 120, 160
+    img = np.zeros((h, w, 3), np.uint8)
+    r = Renderer(mask_opacity=1.0, draw_boxes=False, draw_labels=False)
+    ma, mb = _mask(h, w, 10, 10, 50, 50), _mask(h, w, 100, 60, 150, 110)
+    boxes = np.array([[10, 10, 50, 50], [100, 60, 150, 110]], float)
+    out1 = r.draw(img, [7, 2], ["a", "b"], [0.9, 0.8], boxes, np.stack([ma, mb]))
+    out2 = r.draw(img, [2, 7], ["b", "a"], [0.8, 0.9], boxes[::-1], np.stack([mb, ma]))
+    assert np.array_equal(out1, out2)
+    c7 = tuple(int(v) for v in out1[30, 30])
+    c2 = tuple(int(v) for v in out1[80, 120])
+    assert c7 == r.color_of(7)
+    assert c2 == r.color_of(2)
+    assert c7 != c2
+    # the same id in another frame, at another place, keeps its colour
+    out3 = r.draw(img, [7], ["a"], [0.5], boxes[1:], mb[None])
+    assert tuple(int(v) for v in out3[80, 120]) == r.color_of(7)
+
+
+def test_boxes_labels_and_jpeg() -> None:
+    img = _scene()
+    r = Renderer()
+    boxes = np.array([[20, 30, 100, 90]], float)
+    out = r.draw(img, [1], ["person"], [0.5], boxes, None)
+    assert np.any(out != img)
+    assert Renderer.label_text(3, "ball", 0.874) == "#3 ball 0.87"
+    jpg = r.render_jpeg(img, [1], ["person"], [0.5], boxes)
+    assert jpg[:2] == b"\xff\xd8"
+    assert decode_jpeg(jpg).shape == img.shape
+
+
+def test_no_objects_returns_a_copy() -> None:
+    img = _scene()
+    out = Renderer().draw(img, [], [], [], np.zeros((0, 4)), None)
+    assert out is not img and np.array_equal(out, img)
+
+
+def test_shape_errors_are_clear() -> None:
+    img = _scene()
+    r = Renderer()
+    with pytest.raises(ValueError, match="masks must be"):
+        r.draw(img, [1], ["a"], [0.5], np.array([[0, 0, 10, 10]]), np.zeros((1, 10, 10), bool))
+    with pytest.raises(ValueError, match="one entry per object"):
+        r.draw(img, [1, 2], ["a"], [0.5], np.array([[0, 0, 10, 10]]), None)
+    with pytest.raises(ValueError, match="HxWx3"):
+        r.draw(img[:, :, 0], [], [], [], np.zeros((0, 4)), None)
