@@ -211,6 +211,15 @@ class RleMask(BaseModel):
     counts: str
 
 
+def encode_mask(mask: np.ndarray) -> RleMask:
+    """An HxW bool mask as COCO compressed RLE (pycocotools), as the tracks topic carries it."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    counts = rle["counts"]
+    return RleMask.model_construct(size=[int(mask.shape[0]), int(mask.shape[1])], counts=counts.decode() if isinstance(counts, bytes) else counts)
+
+
 class TrackedObject(BaseModel):
     """One object in a tracks message."""
 
