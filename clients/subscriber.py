@@ -1,0 +1,197 @@
+"""Typed client for the ``tracks.<camera>`` topic: per-frame object IDs, labels, boxes and masks.
+
+Reads: ``tracks.<camera>`` (all cameras when ``camera`` is None) on a SUB socket. Every
+message is validated with ``TracksMessage.from_parts``; a malformed one is logged and counted
+in ``stats.rejected`` (by reason), never raised. Masks stay COCO RLE until you ask for them:
+``obj.decode_mask()`` returns an HxW bool numpy array.
+
+Delivery: ZeroMQ PUB/SUB. A subscriber that connects late misses everything published before
+its subscription reached the engine (usually a few milliseconds after ``connect``), and a
+subscriber that falls far behind loses messages at the high-water mark (``rcvhwm``). If the
+engine restarts, the socket reconnects by itself; ``seq`` then starts again, which
+``stats.seq_resets`` counts. Gaps in ``seq`` (frames the engine skipped, or messages lost here)
+are counted in ``stats.gaps``.
+
+Example (a robot that follows the biggest "person")::
+
+    from clients.subscriber import TracksSubscriber
+
+    with TracksSubscriber("tcp://127.0.0.1:5551", camera="cam0") as sub:
+        for msg in sub:                      # blocks; Ctrl-C to stop
+            people = [o for o in msg.header.objects if o.label == "person"]
+            if not people:
+                continue
+            target = max(people, key=lambda o: (o.box[2] - o.box[0]) * (o.box[3] - o.box[1]))
+            mask = target.decode_mask()      # (height, width) bool numpy array
+            ys, xs = mask.nonzero()
+            latency_ms = (time.time_ns() - msg.header.t_capture_ns) / 1e6
+            steer_towards(xs.mean() / msg.header.width, latency_ms)
+
+Use ``sub.recv(timeout=0.5)`` instead of iterating when your loop must do other work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from stream import bus as zbus
+from stream.config import BusConfig, Config
+from stream.wire import TracksMessage, WireError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubscriberStats:
+    """Counters of one ``TracksSubscriber``."""
+
+    received: int = 0
+    delivered: int = 0
+    gaps: int = 0
+    seq_resets: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "delivered": self.delivered,
+            "gaps": self.gaps,
+            "seq_resets": self.seq_resets,
+            "rejected": self.rejected_total,
+            "rejected_by_reason": dict(self.rejected),
+        }
+
+
+class TracksSubscriber:
+    """Subscribe to tracks messages of one camera (or all) and yield ``TracksMessage``s.
+
+    Use as a context manager; iterate (blocking) or call ``recv(timeout)``. Not thread-safe:
+    use one subscriber per thread.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = "tcp://127.0.0.1:5551",
+        camera: str | None = None,
+        *,
+        bus: BusConfig | None = None,
+        ctx: zmq.Context[Any] | None = None,
+        rcvhwm: int = 100,
+    ) -> None:
+        self.endpoint = endpoint
+        self.camera = camera
+        self.stats = SubscriberStats()
+        self._bus = bus
+        self._ctx = ctx or zmq.Context.instance()
+        self._rcvhwm = rcvhwm
+        self._sock: zmq.Socket[Any] | None = None
+        self._last_seq: dict[str, int] = {}
+
+    # -- lifecycle
+    def open(self) -> TracksSubscriber:
+        if self._sock is None:
+            prefix = b"tracks." + (self.camera.encode() if self.camera else b"")
+            self._sock = zbus.connect(
+                self._ctx,
+                zmq.SUB,
+                self.endpoint,
+                self._bus,
+                subscribe=[prefix],
+                rcvhwm=self._rcvhwm,
+                curve=True,
+            )
+        return self
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+
+    def __enter__(self) -> TracksSubscriber:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- receiving
+    def _reject(self, reason: str, detail: str) -> None:
+        self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
+        n = self.stats.rejected_total
+        if n <= 10 or n % 1000 == 0:
+            log.warning("rejected tracks message (%s), %d rejected so far: %s", reason, n, detail)
+
+    def _account(self, msg: TracksMessage) -> None:
+        last = self._last_seq.get(msg.camera)
+        if last is not None:
+            if msg.header.seq > last:
+                self.stats.gaps += msg.header.seq - last - 1
+            else:
+                self.stats.seq_resets += 1
+        self._last_seq[msg.camera] = msg.header.seq
+
+    def recv(self, timeout: float | None = 1.0) -> TracksMessage | None:
+        """The next valid message, or None if none arrives within ``timeout`` seconds
+        (``None``: wait forever)."""
+        sock = self.open()._sock
+        assert sock is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait_ms = (
+                None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            )
+            if not sock.poll(wait_ms, zmq.POLLIN):
+                return None
+            parts = sock.recv_multipart(copy=True)
+            self.stats.received += 1
+            try:
+                msg = TracksMessage.from_parts(parts)
+            except WireError as e:
+                self._reject(e.reason, str(e))
+                continue
+            if self.camera is not None and msg.camera != self.camera:
+                continue  # prefix match of another camera (cam1 vs cam10)
+            self._account(msg)
+            self.stats.delivered += 1
+            return msg
+
+    def __iter__(self) -> Iterator[TracksMessage]:
+        while True:
+            msg = self.recv(timeout=None)
+            if msg is not None:
+                yield msg
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    """``promptcam subscribe``: one JSON tracks header per line on stdout."""
+    endpoint = args.endpoint or cfg.bus.tracks
+    camera = cfg.camera  # --camera is already folded into the config
+    count: int | None = args.count
+    timeout: float | None = args.timeout
+    n = 0
+    with TracksSubscriber(endpoint, camera, bus=cfg.bus) as sub:
+        while count is None or n < count:
+            msg = sub.recv(timeout=timeout)
+            if msg is None:
+                sys.stderr.write(
+                    f"promptcam subscribe: error: no tracks message from {endpoint} (camera {camera}) "
+                    f"within {timeout:g}s (is the engine running?)\n"
+                )
+                return 1
+            sys.stdout.write(msg.to_json() + "\n")
+            sys.stdout.flush()
+            n += 1
+    if sub.stats.rejected_total:
+        log.warning("%d malformed messages were skipped", sub.stats.rejected_total)
+    return 0
