@@ -146,6 +146,9 @@ class RunConfig(_Model):
     restart_max_s: float = Field(30.0, gt=0, le=600, description="Upper bound of the restart delay.")
     status_every_s: float = Field(5.0, gt=0, le=3600, description="Print a one-line status this often.")
     stop_timeout_s: float = Field(5.0, gt=0, le=60, description="Grace period before children are killed on stop.")
+    stable_after_s: float = Field(30.0, gt=0, le=3600, description="A child that ran this long before exiting is restarted after restart_initial_s again (backoff reset).")
+    max_start_failures: int = Field(5, ge=1, le=1000, description="Give up (exit non-zero) when a child fails this many times in a row before becoming ready.")
+    status_file: Path | None = Field(None, description="JSON status written by `promptcam run` every second (children, pids, restarts, last capture/engine stats); the web reads it for /metrics. None: a file in the run's temporary directory.")
 
 
 class Config(_Model):
