@@ -1,0 +1,490 @@
+"""Track manager: which objects exist, under which IDs, and what to do when the detector looks again.
+
+Pure logic (numpy + scipy, no torch); the engine owns the models and applies what this module
+decides. Two inputs drive it:
+
+* ``on_frame(seq, observations)``: after SAM 2 propagated frame ``seq``, one :class:`Observation`
+  (mask box or ``None``, object score logit) per tracked object. A frame whose score is below
+  ``score_threshold`` or whose mask is empty is a *miss*; after ``max_missed`` consecutive misses
+  the track ends (``TrackEvent(kind="ended")``) and the engine frees its memory.
+* ``on_detections(seq, detections, tracks_at_seq)``: a grounding result computed on frame ``seq``
+  (possibly several frames ago: grounding runs beside propagation), matched against the tracks'
+  boxes *of that frame*. Returns a :class:`Plan` for the engine to apply:
+
+  - ``new``: unmatched detections become tracks with fresh IDs (box prompt on frame ``seq``),
+    highest score first, while fewer than ``max_objects`` tracks are live;
+  - ``reseed``: a matched track whose box at ``seq`` has drifted (IoU with its detection below
+    ``drift_iou``, or no box at all because it was lost) is re-prompted from the detection;
+  - ``ended``: tracks not re-detected for ``max_unseen`` consecutive re-groundings;
+  - ``merged``: the younger of two same-label tracks whose boxes at ``seq`` overlap at least
+    ``merge_iou`` (the older, lower ID is kept).
+
+Matching rules. Detections are first de-duplicated per label (greedy NMS at ``merge_iou``:
+Grounding DINO does no NMS). Assignment is one-to-one, by IoU, with the Hungarian algorithm
+(``scipy.optimize.linear_sum_assignment``); a pair counts only if its IoU is at least
+``iou_threshold`` and detection and track have the same label (a track keeps its label for
+life; a synonym phrase makes a separate track). A track absent from ``tracks_at_seq`` (created
+after ``seq``, or not reported) and a lost track with no box at ``seq`` are matched on their last
+known box; such a track is never penalised for a re-grounding older than its creation. An
+unmatched detection that overlaps a live same-label track by ``merge_iou`` or more is a duplicate,
+not a new object.
+
+States (CONTRACT.md): ``new`` on the first frame a track is observed, then ``tracked`` while its
+score is at or above ``score_threshold``, ``lost`` while below but not yet ended. ``age`` is frames
+since the track's first frame (its detection frame, or the first observed frame of a manual
+track). IDs start at 1, increase, and are never reused (not even after :meth:`reset`).
+
+Manual tracks (``add_manual``, control ``add_object``) are not ended by ``max_unseen`` or by a
+prompt change (their label need not be a prompt phrase); they end by ``max_missed``, ``remove``
+or ``reset``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+
+from stream.config import EngineConfig
+from stream.errors import PromptError
+
+log = logging.getLogger(__name__)
+
+Box = tuple[float, float, float, float]
+TrackState = Literal["new", "tracked", "lost"]
+_NO_MATCH_COST = 1e6
+
+
+def as_box(box: Sequence[float] | NDArray[np.floating]) -> Box:
+    """A validated ``(x1, y1, x2, y2)`` float tuple; raises :class:`PromptError` on a bad box."""
+    values = [float(v) for v in box]
+    if len(values) != 4 or not all(np.isfinite(values)):
+        raise PromptError(f"a box needs 4 finite numbers x1,y1,x2,y2, got {values}")
+    x1, y1, x2, y2 = values
+    if not (x2 > x1 and y2 > y1):
+        raise PromptError(f"box {values} has no area (need x2 > x1 and y2 > y1)")
+    return (x1, y1, x2, y2)
+
+
+def iou_matrix(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Pairwise IoU of boxes ``a`` (N, 4) and ``b`` (M, 4) in xyxy; (N, M)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_a[:, None] + area_b[None, :] - inter
+    out: NDArray[np.float64] = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return out
+
+
+class DetectionsLike(Protocol):
+    """What :meth:`TrackManager.on_detections` reads: ``supervision.Detections`` with
+    ``data["label"]`` (as produced by ``engine.grounder``) fits."""
+
+    xyxy: NDArray[np.floating]
+    confidence: NDArray[np.floating] | None
+    data: dict[str, NDArray[np.generic] | list[object]]
+
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One tracked object on one frame, from the segmenter: mask box (None: empty mask) and
+    object score logit."""
+
+    box: Box | None
+    score: float
+
+
+@dataclass(frozen=True)
+class TrackEvent:
+    """A state change reported by :meth:`TrackManager.on_frame`.
+
+    ``kind``: ``lost`` (score fell below threshold), ``recovered`` (back above it) or ``ended``
+    (``reason`` ``"missed"``: the engine must free the object's memory)."""
+
+    seq: int
+    id: int
+    kind: Literal["lost", "recovered", "ended"]
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class NewTrack:
+    """Start tracking ``label`` with a box prompt ``box`` on frame ``Plan.seq``."""
+
+    id: int
+    label: str
+    box: Box
+    score: float
+
+
+@dataclass(frozen=True)
+class Reseed:
+    """Re-prompt track ``id`` with ``box`` on frame ``Plan.seq`` (it drifted or was lost)."""
+
+    id: int
+    box: Box
+    score: float
+
+
+@dataclass(frozen=True)
+class Match:
+    """Detection ``detection`` (index into the detections given) matched track ``id``."""
+
+    id: int
+    detection: int
+    iou: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the engine applies after one re-grounding (boxes are in frame ``seq``'s pixels).
+
+    ``ended`` and ``merged`` tracks are already removed from the manager: free their memory."""
+
+    seq: int
+    new: tuple[NewTrack, ...] = ()
+    reseed: tuple[Reseed, ...] = ()
+    ended: tuple[int, ...] = ()
+    merged: tuple[int, ...] = ()
+    matches: tuple[Match, ...] = ()
+
+    @property
+    def removed(self) -> tuple[int, ...]:
+        """Every ID that ended in this plan (unseen or merged)."""
+        return self.ended + self.merged
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    id: int
+    label: str
+    state: TrackState
+    age: int
+    score: float
+    box: Box | None
+    manual: bool
+
+
+@dataclass
+class _Track:
+    id: int
+    label: str
+    manual: bool
+    first_seq: int | None  # None: manual track not observed yet
+    last_box: Box  # last known good box (seed box until observed)
+    score: float = 0.0
+    observed: int = 0  # frames observed
+    missed: int = 0  # consecutive missed frames
+    unseen: int = 0  # consecutive re-groundings without re-detection
+    lost: bool = False
+    last_seq: int | None = None
+
+
+@dataclass
+class _Candidate:
+    track: _Track
+    box: Box
+    at_seq: bool  # box is the track's box on the detection frame (not a fallback)
+
+
+@dataclass
+class TrackManager:
+    """Owns track IDs, labels and lifecycle; see the module docstring for the rules."""
+
+    cfg: EngineConfig
+    _tracks: dict[int, _Track] = field(default_factory=dict, init=False)
+    _next_id: int = field(default=1, init=False)
+    _last_seq: int | None = field(default=None, init=False)
+
+    # ------------------------------------------------------------------ frames
+
+    def on_frame(self, seq: int, observations: Mapping[int, Observation]) -> list[TrackEvent]:
+        """Update tracks from the segmenter's output for frame ``seq``.
+
+        Tracks absent from ``observations`` are left unchanged; observations of unknown (e.g.
+        just ended) IDs are ignored."""
+        self._last_seq = seq if self._last_seq is None else max(self._last_seq, seq)
+        events: list[TrackEvent] = []
+        for tid, obs in observations.items():
+            t = self._tracks.get(tid)
+            if t is None:
+                log.debug("observation of unknown track %d on frame %d ignored", tid, seq)
+                continue
+            if t.first_seq is None:
+                t.first_seq = seq
+            t.observed += 1
+            t.last_seq = seq
+            t.score = float(obs.score)
+            hit = obs.box is not None and obs.score >= self.cfg.score_threshold
+            if hit:
+                assert obs.box is not None
+                t.last_box = as_box(obs.box)
+                t.missed = 0
+                if t.lost:
+                    t.lost = False
+                    events.append(TrackEvent(seq, tid, "recovered"))
+                continue
+            t.missed += 1
+            if t.missed >= self.cfg.max_missed:
+                del self._tracks[tid]
+                events.append(TrackEvent(seq, tid, "ended", "missed"))
+                log.info("track %d (%s) ended: missed %d frames", tid, t.label, t.missed)
+            elif not t.lost:
+                t.lost = True
+                events.append(TrackEvent(seq, tid, "lost"))
+        return events
+
+    # ------------------------------------------------------------------ detections
+
+    def on_detections(
+        self, seq: int, detections: DetectionsLike, tracks_at_seq: Mapping[int, Observation]
+    ) -> Plan:
+        """Match a grounding result computed on frame ``seq`` and decide new/reseed/end/merge."""
+        boxes, scores, labels = _unpack(detections)
+        keep = _nms_per_label(boxes, scores, labels, self.cfg.merge_iou)
+        cands = self._candidates(seq, tracks_at_seq)
+
+        matches = self._assign(boxes, labels, keep, cands)
+        matched_tracks = {m.id for m in matches}
+        matched_dets = {m.detection for m in matches}
+        by_id = {c.track.id: c for c in cands}
+
+        reseed: list[Reseed] = []
+        for m in matches:
+            c = by_id[m.id]
+            c.track.unseen = 0
+            c.track.missed = 0
+            if not c.at_seq or m.iou < self.cfg.drift_iou:
+                reseed.append(Reseed(m.id, _box_at(boxes, m.detection), float(scores[m.detection])))
+                c.track.last_box = _box_at(boxes, m.detection)
+
+        ended: list[int] = []
+        for c in cands:
+            t = c.track
+            existed = t.first_seq is not None and t.first_seq <= seq
+            if t.id in matched_tracks or t.manual or not existed:
+                continue
+            t.unseen += 1
+            if t.unseen >= self.cfg.max_unseen:
+                ended.append(t.id)
+        for tid in ended:
+            t = self._tracks.pop(tid)
+            log.info(
+                "track %d (%s) ended: not re-detected for %d re-groundings", tid, t.label, t.unseen
+            )
+
+        merged = self._merge(seq, [c for c in cands if c.track.id in self._tracks and c.at_seq])
+
+        new = self._new_tracks(seq, boxes, scores, labels, keep, matched_dets)
+        return Plan(
+            seq=seq,
+            new=tuple(new),
+            reseed=tuple(r for r in reseed if r.id in self._tracks),
+            ended=tuple(ended),
+            merged=tuple(merged),
+            matches=tuple(matches),
+        )
+
+    def _candidates(self, seq: int, tracks_at_seq: Mapping[int, Observation]) -> list[_Candidate]:
+        cands: list[_Candidate] = []
+        for tid in sorted(self._tracks):
+            t = self._tracks[tid]
+            obs = tracks_at_seq.get(tid)
+            if obs is not None and obs.box is not None:
+                cands.append(_Candidate(t, as_box(obs.box), at_seq=True))
+            else:
+                cands.append(_Candidate(t, t.last_box, at_seq=False))
+        return cands
+
+    def _assign(
+        self,
+        boxes: NDArray[np.float64],
+        labels: list[str],
+        keep: list[int],
+        cands: list[_Candidate],
+    ) -> list[Match]:
+        if not keep or not cands:
+            return []
+        iou = iou_matrix(boxes[keep], np.array([c.box for c in cands], dtype=np.float64))
+        same = np.array([[labels[d] == c.track.label for c in cands] for d in keep], dtype=bool)
+        valid = same & (iou >= self.cfg.iou_threshold)
+        cost = np.where(valid, 1.0 - iou, _NO_MATCH_COST)
+        rows, cols = linear_sum_assignment(cost)
+        return [
+            Match(cands[c].track.id, keep[r], float(iou[r, c]))
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True)
+            if valid[r, c]
+        ]
+
+    def _merge(self, seq: int, cands: list[_Candidate]) -> list[int]:
+        merged: list[int] = []
+        if len(cands) < 2:
+            return merged
+        iou = iou_matrix(np.array([c.box for c in cands]), np.array([c.box for c in cands]))
+        for j in range(len(cands)):  # ascending IDs: the older track of a pair is kept
+            tj = cands[j].track
+            for i in range(j):
+                ti = cands[i].track
+                if ti.id in merged or ti.label != tj.label or iou[i, j] < self.cfg.merge_iou:
+                    continue
+                merged.append(tj.id)
+                ti.unseen = min(ti.unseen, tj.unseen)
+                del self._tracks[tj.id]
+                log.info(
+                    "track %d merged into %d on frame %d (box IoU %.2f)",
+                    tj.id,
+                    ti.id,
+                    seq,
+                    iou[i, j],
+                )
+                break
+        return merged
+
+    def _new_tracks(
+        self,
+        seq: int,
+        boxes: NDArray[np.float64],
+        scores: NDArray[np.float64],
+        labels: list[str],
+        keep: list[int],
+        matched_dets: set[int],
+    ) -> list[NewTrack]:
+        new: list[NewTrack] = []
+        live = list(self._tracks.values())
+        for d in sorted((d for d in keep if d not in matched_dets), key=lambda d: -scores[d]):
+            box = _box_at(boxes, d)
+            same = [t.last_box for t in live if t.label == labels[d]]
+            if (
+                same
+                and float(iou_matrix(boxes[d : d + 1], np.array(same)).max()) >= self.cfg.merge_iou
+            ):
+                continue  # a duplicate of a live track, not a new object
+            if len(self._tracks) >= self.cfg.max_objects:
+                log.info(
+                    "max_objects=%d reached: detection %r on frame %d not tracked",
+                    self.cfg.max_objects,
+                    labels[d],
+                    seq,
+                )
+                break
+            t = self._create(labels[d], box, manual=False, first_seq=seq)
+            t.score = float(scores[d])
+            live.append(t)
+            new.append(NewTrack(t.id, t.label, box, float(scores[d])))
+        return new
+
+    # ------------------------------------------------------------------ control
+
+    def add_manual(self, label: str, box: Sequence[float], seq: int | None = None) -> int:
+        """Start a manual track (control ``add_object``); returns its new ID.
+
+        ``seq``: the frame the box is given on (default: its first observed frame)."""
+        if not label.strip():
+            raise PromptError("an object label must not be empty")
+        if len(self._tracks) >= self.cfg.max_objects:
+            raise PromptError(
+                f"cannot add an object: max_objects={self.cfg.max_objects} are tracked"
+            )
+        return self._create(label.strip(), as_box(box), manual=True, first_seq=seq).id
+
+    def remove(self, track_id: int) -> None:
+        """End one track (control ``remove_object``); an unknown ID is a :class:`PromptError`."""
+        if track_id not in self._tracks:
+            raise PromptError(f"no tracked object with id {track_id}")
+        del self._tracks[track_id]
+
+    def set_labels(self, labels: Iterable[str]) -> list[int]:
+        """Prompt change: end (and return) the non-manual tracks whose label is not in ``labels``."""
+        allowed = set(labels)
+        gone = [tid for tid, t in self._tracks.items() if not t.manual and t.label not in allowed]
+        for tid in gone:
+            del self._tracks[tid]
+        return sorted(gone)
+
+    def reset(self) -> list[int]:
+        """End every track; returns their IDs. IDs are still never reused afterwards."""
+        gone = sorted(self._tracks)
+        self._tracks.clear()
+        return gone
+
+    # ------------------------------------------------------------------ queries
+
+    def tracks(self) -> list[TrackInfo]:
+        """Live tracks, by ID, as of the latest frame."""
+        return [self._info(t) for _, t in sorted(self._tracks.items())]
+
+    def __contains__(self, track_id: object) -> bool:
+        return track_id in self._tracks
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    @property
+    def next_id(self) -> int:
+        return self._next_id
+
+    def _info(self, t: _Track) -> TrackInfo:
+        state: TrackState = "new" if t.observed <= 1 else ("lost" if t.lost else "tracked")
+        ref = t.last_seq if t.last_seq is not None else self._last_seq
+        age = 0 if t.first_seq is None or ref is None else max(0, ref - t.first_seq)
+        return TrackInfo(
+            t.id, t.label, state, age, t.score, None if t.lost else t.last_box, t.manual
+        )
+
+    def _create(self, label: str, box: Box, manual: bool, first_seq: int | None) -> _Track:
+        t = _Track(self._next_id, label, manual, first_seq, box)
+        self._next_id += 1
+        self._tracks[t.id] = t
+        return t
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _unpack(
+    detections: DetectionsLike,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], list[str]]:
+    n = len(detections)
+    boxes = np.asarray(detections.xyxy, dtype=np.float64).reshape(n, 4)
+    conf = detections.confidence
+    scores = np.ones(n) if conf is None else np.asarray(conf, dtype=np.float64).reshape(n)
+    raw = detections.data.get("label")
+    if raw is None or len(raw) != n:
+        raise ValueError(f"detections need data['label'] with {n} entries")
+    return boxes, scores, [str(x) for x in raw]
+
+
+def _box_at(boxes: NDArray[np.float64], i: int) -> Box:
+    x1, y1, x2, y2 = (float(v) for v in boxes[i])
+    return (x1, y1, x2, y2)
+
+
+def _nms_per_label(
+    boxes: NDArray[np.float64], scores: NDArray[np.float64], labels: list[str], thr: float
+) -> list[int]:
+    """Indices kept by greedy NMS within each label, plus validity (finite, positive area)."""
+    valid = [
+        i
+        for i in range(len(labels))
+        if np.isfinite(boxes[i]).all() and boxes[i, 2] > boxes[i, 0] and boxes[i, 3] > boxes[i, 1]
+    ]
+    order = sorted(valid, key=lambda i: (-scores[i], i))
+    kept: list[int] = []
+    for i in order:
+        same = [k for k in kept if labels[k] == labels[i]]
+        if same and float(iou_matrix(boxes[i : i + 1], boxes[same]).max()) >= thr:
+            continue
+        kept.append(i)
+    return sorted(kept)
