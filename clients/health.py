@@ -1,0 +1,279 @@
+"""Run health: what the launcher observes of its children, as one status line and one JSON file.
+
+Reads, in a named thread, once per ``poll_s``:
+- capture status, ``capture.<camera>`` on the frames PUB socket (one-part JSON header
+  ``{"v":1, "camera", "t_ns", "stats":{frames, reconnects, stalls, fps, ...}}``);
+- engine stats, control request ``{"cmd":"stats"}``;
+- the web page, ``GET /healthz`` (any HTTP answer counts as up).
+
+The launcher adds its own view of the children (pid, state, restarts) and writes everything to
+the status file (``run.status_file``) every second, so that other processes (the web's
+``/metrics``) can expose restarts without talking to the launcher. The file is replaced
+atomically; its schema (``v`` 1)::
+
+    {"v": 1, "t_ns": int, "camera": str, "url": str, "launcher_pid": int, "uptime_s": float,
+     "children": {"capture"|"engine"|"web": {"pid": int|null, "state": str, "ready": bool,
+                  "restarts": int, "last_exit": int|null, "uptime_s": float|null}},
+     "capture": {...capture stats...}|null, "engine": {...engine stats...}|null}
+
+``state`` is one of ``starting`` (not ready yet), ``running``, ``backoff`` (waiting to be
+restarted), ``finished`` (ended cleanly, not restarted) or ``failed``.
+A malformed capture status message is logged and counted (``malformed_status``), never raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from stream import bus as zbus
+from stream.config import Config
+
+log = logging.getLogger(__name__)
+
+STATUS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    """The launcher's view of one child process."""
+
+    name: str
+    pid: int | None
+    state: str
+    ready: bool
+    restarts: int
+    last_exit: int | None
+    uptime_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "state": self.state,
+            "ready": self.ready,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "uptime_s": None if self.uptime_s is None else round(self.uptime_s, 1),
+        }
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The newest capture status, engine stats and web answer, with when each arrived
+    (``time.monotonic()``; None when never)."""
+
+    capture: dict[str, Any] | None = None
+    capture_at: float | None = None
+    engine: dict[str, Any] | None = None
+    engine_at: float | None = None
+    web_at: float | None = None
+    malformed_status: int = 0
+
+    def seen_since(self, name: str, since: float) -> bool:
+        """True when ``name`` (capture, engine, web) answered after ``since`` (monotonic)."""
+        at = {"capture": self.capture_at, "engine": self.engine_at, "web": self.web_at}.get(name)
+        return at is not None and at >= since
+
+
+@dataclass
+class _State:
+    observed: Observed = field(default_factory=Observed)
+
+
+class StatusCollector:
+    """Polls capture status, engine stats and the web's ``/healthz`` in a background thread.
+
+    ``snapshot()`` returns the newest ``Observed``; it never blocks on a slow child.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        poll_s: float = 1.0,
+        web_url: str | None = None,
+        request_timeout_s: float = 1.0,
+        ctx: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.poll_s = poll_s
+        self.web_url = web_url
+        self.request_timeout_s = request_timeout_s
+        self._ctx = ctx or zmq.Context.instance()
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="status-collector", daemon=True)
+
+    def start(self) -> StatusCollector:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.request_timeout_s + 2.0)
+
+    def __enter__(self) -> StatusCollector:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def snapshot(self) -> Observed:
+        with self._lock:
+            return self._state.observed
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            old = self._state.observed
+            self._state.observed = Observed(**{**old.__dict__, **changes})
+
+    def _loop(self) -> None:
+        topic = f"capture.{self.cfg.camera}".encode()
+        sub = zbus.connect(self._ctx, zmq.SUB, self.cfg.bus.frames, self.cfg.bus, subscribe=[topic], rcvhwm=16, curve=True)
+        try:
+            next_poll = time.monotonic()
+            while not self._stop.is_set():
+                wait_ms = max(0, int((next_poll - time.monotonic()) * 1000))
+                parts = zbus.recv_multipart_timeout(sub, min(wait_ms, 200), copy=True)
+                if parts is not None:
+                    self._on_capture_status(parts)
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + self.poll_s
+                    self._poll_engine()
+                    self._poll_web()
+        finally:
+            sub.close(0)
+
+    def _on_capture_status(self, parts: list[Any]) -> None:
+        try:
+            if len(parts) != 2:
+                raise ValueError(f"expected 2 parts, got {len(parts)}")
+            header = json.loads(bytes(parts[1]))
+            if not isinstance(header, dict) or not isinstance(header.get("stats"), dict):
+                raise ValueError("header has no 'stats' object")
+        except (ValueError, UnicodeDecodeError) as e:
+            n = self.snapshot().malformed_status + 1
+            self._update(malformed_status=n)
+            log.warning("malformed capture status message (%s), %d so far", e, n)
+            return
+        self._update(capture=header["stats"], capture_at=time.monotonic())
+
+    def _poll_engine(self) -> None:
+        try:
+            reply = zbus.request(self.cfg.bus.control, {"cmd": "stats"}, int(self.request_timeout_s * 1000), self.cfg.bus)
+        except zbus.BusError as e:
+            log.debug("engine stats: %s", e)
+            return
+        except (ValueError, zmq.ZMQError) as e:
+            log.warning("engine stats: bad reply: %s", e)
+            return
+        stats = reply.get("stats")
+        if reply.get("ok") and isinstance(stats, dict):
+            self._update(engine=stats, engine_at=time.monotonic())
+
+    def _poll_web(self) -> None:
+        if self.web_url is None:
+            return
+        try:
+            with urllib.request.urlopen(self.web_url.rstrip("/") + "/healthz", timeout=self.request_timeout_s):
+                pass
+        except urllib.error.HTTPError:
+            pass  # an HTTP error answer still means the server is up
+        except (urllib.error.URLError, OSError) as e:
+            log.debug("web healthz: %s", e)
+            return
+        self._update(web_at=time.monotonic())
+
+
+def _num(d: Mapping[str, Any] | None, *path: str) -> float | None:
+    node: Any = d
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def _fmt(v: float | None, spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _uptime(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def status_line(observed: Observed, children: Mapping[str, ChildInfo], uptime_s: float, stale_s: float = 5.0) -> str:
+    """One line: capture fps/reconnects, engine fps in/out, objects, drops, latency, memory, restarts."""
+    now = time.monotonic()
+    cap = observed.capture if observed.capture_at is not None and now - observed.capture_at < stale_s else None
+    eng = observed.engine if observed.engine_at is not None and now - observed.engine_at < stale_s else None
+    parts = []
+    if cap is None:
+        parts.append("capture -")
+    else:
+        parts.append(
+            f"capture {_fmt(_num(cap, 'fps'))} fps, reconnects {_fmt(_num(cap, 'reconnects'), '.0f')}, "
+            f"stalls {_fmt(_num(cap, 'stalls'), '.0f')}"
+        )
+    if eng is None:
+        parts.append("engine -")
+    else:
+        parts.append(
+            f"engine in {_fmt(_num(eng, 'fps_in'))} out {_fmt(_num(eng, 'fps_out'))} fps, "
+            f"objects {_fmt(_num(eng, 'objects'), '.0f')}, dropped {_fmt(_num(eng, 'frames_dropped'), '.0f')}, "
+            f"e2e {_fmt(_num(eng, 'latency_ms', 'end_to_end_ms'), '.0f')} ms, rss {_fmt(_num(eng, 'memory', 'rss_mb'), '.0f')} MB"
+        )
+    restarts = " ".join(f"{c.name} {c.restarts}" for c in children.values())
+    other = [f"{c.name} {c.state}" for c in children.values() if c.state != "running"]
+    parts.append(f"restarts {restarts}" + (f" ({', '.join(other)})" if other else ""))
+    parts.append(f"up {_uptime(uptime_s)}")
+    return " | ".join(parts)
+
+
+def status_document(
+    cfg: Config, observed: Observed, children: Mapping[str, ChildInfo], url: str, uptime_s: float
+) -> dict[str, Any]:
+    return {
+        "v": STATUS_VERSION,
+        "t_ns": time.time_ns(),
+        "camera": cfg.camera,
+        "url": url,
+        "launcher_pid": os.getpid(),
+        "uptime_s": round(uptime_s, 1),
+        "children": {name: c.as_dict() for name, c in children.items()},
+        "capture": observed.capture,
+        "engine": observed.engine,
+    }
+
+
+def write_status_file(path: Path, doc: Mapping[str, Any]) -> None:
+    """Replace ``path`` atomically with ``doc`` as JSON (readers never see half a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+def read_status_file(path: Path) -> dict[str, Any] | None:
+    """The launcher's status document, or None when there is none (not run by the launcher)
+    or it cannot be read."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("cannot read status file %s: %s", path, e)
+        return None
+    return doc if isinstance(doc, dict) and doc.get("v") == STATUS_VERSION else None
