@@ -36,7 +36,7 @@ from stream.config import Config, RunConfig, load_config
 from tests.conftest import free_port, tcp_endpoint, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = RunConfig(restart_initial_s=0.05, restart_max_s=0.4, stop_timeout_s=1.0, stable_after_s=1.0, max_start_failures=3)
+FAST = RunConfig.model_validate({"restart_initial_s": 0.05, "restart_max_s": 0.4, "stop_timeout_s": 1.0, "stable_after_s": 1.0, "max_start_failures": 3})
 
 
 def py(code: str) -> list[str]:
