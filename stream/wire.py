@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
 
-Part = Union[bytes, bytearray, memoryview, Any]  # Any: zmq.Frame
+Part = Any  # bytes, bytearray, memoryview, numpy array or zmq.Frame
 
 
 class WireError(ValueError):
@@ -451,7 +451,7 @@ class Stats(_Cmd):
     cmd: Literal["stats"]
 
 
-ControlRequest = Annotated[Union[SetPrompt, AddObject, RemoveObject, Reset, Stats], Field(discriminator="cmd")]
+ControlRequest = Annotated[SetPrompt | AddObject | RemoveObject | Reset | Stats, Field(discriminator="cmd")]
 _CONTROL = TypeAdapter(ControlRequest)
 MAX_CONTROL_BYTES = 64 * 1024
 

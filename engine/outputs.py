@@ -1,0 +1,136 @@
+"""What the engine publishes, built off the frame loop.
+
+``to_tracks_message`` turns a ``FrameResult`` into the contract's tracks message (masks as COCO
+RLE). ``TracksPublisher`` (thread) encodes and publishes one tracks message per processed frame
+from a bounded queue whose policy is BLOCK: tracks are never dropped, a publisher that falls
+behind slows the loop instead. ``AnnotatedPublisher`` (thread) renders and JPEG-encodes the
+newest result only: policy LATEST, older pending frames are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import zmq
+
+from engine.pipeline import FrameResult
+from engine.render import Renderer
+from stream.wire import AnnotatedMessage, TrackedObject, TracksMessage, encode_jpeg, encode_mask
+
+log = logging.getLogger(__name__)
+
+
+def to_tracks_message(camera: str, r: FrameResult, t_publish_ns: int | None = None) -> TracksMessage:
+    objects = [
+        TrackedObject.model_construct(
+            id=o.id,
+            label=o.label,
+            score=round(float(o.score), 4),
+            box=[round(float(v), 2) for v in o.box],
+            mask=encode_mask(o.mask),
+            age=o.age,
+            state=o.state,
+        )
+        for o in r.objects
+    ]
+    return TracksMessage.build(camera, r.seq, r.t_capture_ns, r.width, r.height, r.prompt, objects, t_publish_ns)
+
+
+def render_result(renderer: Renderer, image: np.ndarray, r: FrameResult) -> np.ndarray:
+    n = len(r.objects)
+    boxes = np.array([o.box for o in r.objects], np.float32).reshape(n, 4)
+    masks = np.stack([o.mask for o in r.objects]) if n else None
+    return renderer.draw(image, [o.id for o in r.objects], [o.label for o in r.objects], [o.score for o in r.objects], boxes, masks)
+
+
+class TracksPublisher:
+    """Publishes tracks messages from its own thread (the socket is owned by that thread)."""
+
+    def __init__(self, sock: zmq.Socket[Any], camera: str, on_published: Callable[[FrameResult, np.ndarray, float], None] | None = None, maxsize: int = 8) -> None:
+        self._sock = sock
+        self._camera = camera
+        self._q: queue.Queue[tuple[FrameResult, np.ndarray] | None] = queue.Queue(maxsize=maxsize)
+        self._on_published = on_published
+        self.published = 0
+        self.last_publish_ms = 0.0
+        self._thread = threading.Thread(target=self._run, name="tracks-publisher", daemon=True)
+        self._thread.start()
+
+    def put(self, result: FrameResult, image: np.ndarray) -> None:
+        self._q.put((result, image))  # BLOCK policy: never drop a tracks message
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            result, image = item
+            t0 = time.perf_counter()
+            msg = to_tracks_message(self._camera, result)
+            self._sock.send_multipart(msg.to_parts())
+            self.published += 1
+            self.last_publish_ms = (time.perf_counter() - t0) * 1e3
+            if self._on_published is not None:
+                self._on_published(result, image, self.last_publish_ms)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=5.0)
+        self._sock.close(0)
+
+
+class AnnotatedPublisher:
+    """Renders and publishes the newest result; a result that arrives while one is being
+    rendered replaces the pending one (counted in ``dropped``)."""
+
+    def __init__(self, sock: zmq.Socket[Any], camera: str, renderer: Renderer) -> None:
+        self._sock = sock
+        self._camera = camera
+        self._renderer = renderer
+        self._cond = threading.Condition()
+        self._slot: tuple[FrameResult, np.ndarray] | None = None
+        self._stop = False
+        self.published = 0
+        self.dropped = 0
+        self.last_render_ms = 0.0
+        self._thread = threading.Thread(target=self._run, name="annotated-publisher", daemon=True)
+        self._thread.start()
+
+    def offer(self, result: FrameResult, image: np.ndarray, _publish_ms: float = 0.0) -> None:
+        with self._cond:
+            if self._slot is not None:
+                self.dropped += 1
+            self._slot = (result, image)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._slot is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                assert self._slot is not None
+                result, image = self._slot
+                self._slot = None
+            t0 = time.perf_counter()
+            jpeg = encode_jpeg(render_result(self._renderer, image, result), self._renderer.jpeg_quality)
+            msg = AnnotatedMessage(self._camera, result.seq, result.t_capture_ns, result.width, result.height, len(result.objects), jpeg)
+            self._sock.send_multipart(msg.to_parts())
+            self.published += 1
+            self.last_render_ms = (time.perf_counter() - t0) * 1e3
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout=5.0)
+        self._sock.close(0)
+
+

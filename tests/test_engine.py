@@ -1,0 +1,190 @@
+"""The engine core and the engine process: scheduling of background grounding, control,
+publishing over real sockets. Models: tiny-random SAM 2; a detector double only where the test
+is about scheduling around the detector."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+from engine.segmenter import StreamingSegmenter
+from supervision import Detections
+
+from engine.grounder import make_detections
+from engine.pipeline import FrameInput, TrackingEngine
+from engine.sam2_models import load_sam2
+from stream import bus as zbus
+from stream.config import Config, EngineConfig, ModelsConfig, load_config
+from stream.demo import DemoScene
+from stream.errors import PromptError
+from stream.wire import FrameMessage, TracksMessage
+from tests.conftest import wait_for
+
+
+@pytest.fixture(scope="module")
+def loaded() -> Any:
+    return load_sam2(ModelsConfig(preset="tiny-random", device="cpu"))
+
+
+class SlowDetector:
+    """Detector double: takes ``delay`` seconds and reports where the scene's objects were on
+    the frame it was given (ground truth looked up by the frame's pixel tag)."""
+
+    def __init__(self, scene: DemoScene, delay: float) -> None:
+        self.scene = scene
+        self.delay = delay
+        self.calls: list[int] = []
+
+    def set_prompt(self, text: str) -> list[str]:
+        return ["ball", "box"]
+
+    def detect(self, image_bgr: np.ndarray) -> Detections:
+        i = int(image_bgr[0, 0, 0]) + 256 * int(image_bgr[0, 0, 1])  # frame index tagged in a pixel
+        self.calls.append(i)
+        time.sleep(self.delay)
+        _, gts = self.scene.render(i)
+        return make_detections([list(g.box) for g in gts], [0.9] * len(gts), [g.label for g in gts], ["ball", "box"])
+
+
+def tagged(scene: DemoScene, i: int) -> np.ndarray:
+    img, _ = scene.render(i)
+    img = img.copy()
+    img[0, 0, 0], img[0, 0, 1] = i % 256, i // 256
+    return img
+
+
+def test_background_grounding_never_stalls_and_applies_to_its_frame(loaded: Any) -> None:
+    scene = DemoScene(320, 240, 3, seed=1, fps=30)
+    det = SlowDetector(scene, delay=1.0)
+    cfg = EngineConfig(prompt="ball. box.", reground_every_frames=1000)
+    engine = TrackingEngine(cfg, StreamingSegmenter(loaded), det, background_grounding=True)  # type: ignore[arg-type]
+    try:
+        first_seen: dict[int, int] = {}
+        applied_at: int | None = None
+        i = 0
+        t_start = time.monotonic()
+        while time.monotonic() - t_start < 2.5:
+            r = engine.process(FrameInput(i, time.time_ns(), tagged(scene, i)))
+            if r.objects and applied_at is None:
+                applied_at = i
+                applied_after = time.monotonic() - t_start
+            for o in r.objects:
+                first_seen.setdefault(o.id, i - o.age)
+            i += 1
+        assert det.calls and det.calls[0] == 0  # grounding started on the first frame
+        # the loop kept processing frames while the 1 s detection ran beside it: the result
+        # arrived after >= 1 s, and many frames had been tracked (and published) meanwhile
+        assert applied_at is not None, "no object was created from the detections"
+        assert applied_after >= det.delay
+        assert applied_at >= 5, applied_at
+        # objects seeded from the late result were prompted on frame 0, where they were detected
+        assert set(first_seen.values()) == {0}, first_seen
+        _, gts = scene.render(0)
+        assert len(first_seen) == len(gts)
+    finally:
+        engine.close()
+
+
+def test_inline_grounding_and_manual_prompts(loaded: Any) -> None:
+    scene = DemoScene(320, 240, 2, seed=3, fps=30)
+    det = SlowDetector(scene, delay=0.0)
+    cfg = EngineConfig(prompt="ball. box.", reground_every_frames=5)
+    engine = TrackingEngine(cfg, StreamingSegmenter(loaded), det, background_grounding=False)  # type: ignore[arg-type]
+    r0 = engine.process(FrameInput(0, 0, tagged(scene, 0)))
+    _, gts = scene.render(0)
+    assert len(r0.objects) == len(gts)  # in line: objects appear on the grounded frame itself
+    assert all(o.state == "new" and o.age == 0 for o in r0.objects)
+    for i in range(1, 11):
+        engine.process(FrameInput(i, i, tagged(scene, i)))
+    assert det.calls == [0, 5, 10]  # scheduled frames only: reproducible
+    with pytest.raises(PromptError):
+        engine.add_object([10, 10, 10, 50])  # zero area
+    with pytest.raises(PromptError):
+        engine.add_object([400, 300, 500, 400])  # outside the 320x240 frame
+    with pytest.raises(PromptError):
+        engine.remove_object(9999)
+    tid = engine.add_object([10, 10, 60, 60], "cup")
+    r = engine.process(FrameInput(11, 11, tagged(scene, 11)))
+    assert tid in {o.id for o in r.objects}
+    engine.remove_object(tid)
+    r = engine.process(FrameInput(12, 12, tagged(scene, 12)))
+    assert tid not in {o.id for o in r.objects}
+    engine.reset()
+    assert engine.seg.object_ids == []
+
+
+# ---------------------------------------------------------------------------- engine process
+
+
+@pytest.fixture
+def engine_proc(loaded: Any, bus_overrides: dict[str, str]) -> Iterator[tuple[Config, Any]]:
+    from engine.process import EngineProcess
+
+    cfg = load_config(None, {**bus_overrides, "models.preset": "tiny-random", "models.device": "cpu", "engine.prompt": "", "bus.staleness_ms": 5000})
+    engine = TrackingEngine(cfg.engine, StreamingSegmenter(loaded), None, background_grounding=True)
+    proc = EngineProcess(cfg, engine)
+    t = threading.Thread(target=proc.run, daemon=True)
+    t.start()
+    yield cfg, proc
+    proc.stop.set()
+    t.join(10)
+    assert not t.is_alive()
+
+
+def test_engine_process_tracks_control_and_rejects(engine_proc: tuple[Config, Any], ctx: zmq.Context[Any]) -> None:
+    cfg, _proc = engine_proc
+    pub = zbus.bind(ctx, zmq.PUB, cfg.bus.frames, cfg.bus)
+    sub = zbus.connect(ctx, zmq.SUB, cfg.bus.tracks, subscribe=[b"tracks.cam0"])
+    scene = DemoScene(320, 240, 2, seed=0, fps=30)
+    seq = 0
+
+    def send() -> None:
+        nonlocal seq
+        pub.send_multipart(FrameMessage.from_image("cam0", seq, scene.render(seq)[0]).to_parts(), copy=False)
+        seq += 1
+
+    def next_tracks() -> TracksMessage | None:
+        send()
+        parts = zbus.recv_multipart_timeout(sub, 200, copy=True)
+        return TracksMessage.from_parts(parts) if parts else None
+
+    first = wait_for(next_tracks, timeout=20, what="first tracks message")
+    assert first.header.objects == [] and first.header.width == 320
+
+    reply = zbus.request(cfg.bus.control, {"cmd": "add_object", "box": [20, 20, 90, 90], "label": "cup"})
+    assert reply["ok"] is True and isinstance(reply["id"], int)
+    oid = reply["id"]
+    msg = wait_for(lambda: (m := next_tracks()) and any(o.id == oid for o in m.header.objects) and m, what="object in tracks")
+    obj = next(o for o in msg.header.objects if o.id == oid)
+    assert obj.label == "cup" and obj.mask.size == [240, 320]
+
+    for bad in [{"cmd": "add_object", "box": [5, 5, 5, 50]}, {"cmd": "remove_object", "id": 12345}, {"cmd": "fly"}]:
+        r = zbus.request(cfg.bus.control, bad)
+        assert r["ok"] is False and r["error"]
+    # garbage at the frames socket and the control socket: rejected, counted, tracking continues
+    for i in range(200):
+        pub.send_multipart([b"frame.cam0", b"{garbage" + bytes([i % 256])])
+        pub.send_multipart([b"frame.cam0", b'{"v":1,"camera":"cam0"}', b"xx"])
+    raw = ctx.socket(zmq.REQ)
+    raw.linger = 0
+    raw.connect(cfg.bus.control)
+    for i in range(50):
+        raw.send(b"\x00\x01" * (i + 1))
+        assert raw.poll(5000)
+        assert json.loads(raw.recv())["ok"] is False
+    raw.close(0)
+    wait_for(lambda: next_tracks(), what="tracks after garbage")
+    stats = zbus.request(cfg.bus.control, {"cmd": "stats"})["stats"]
+    assert stats["frames_rejected"] >= 400
+    assert stats["control_rejected"] >= 53
+    assert stats["frames_out"] > 0 and "rss_mb" in stats["memory"]
+    assert zbus.request(cfg.bus.control, {"cmd": "remove_object", "id": oid})["ok"] is True
+    assert zbus.request(cfg.bus.control, {"cmd": "reset"})["ok"] is True
+    pub.close(0)
+    sub.close(0)
