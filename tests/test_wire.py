@@ -119,7 +119,7 @@ def test_receiver_rejects_garbage_and_keeps_working(ctx: zmq.Context[Any], endpo
             pub.send_multipart(FrameMessage.from_image("cam0", seq, _img()).to_parts(), copy=False)
 
         wait_for(lambda: (send_good(0), rx.get(timeout=0.05))[1], what="subscription")
-        for i in range(50):
+        for _i in range(50):
             pub.send_multipart([b"frame.cam0", rng.bytes(int(rng.integers(1, 100))), rng.bytes(10)])
             pub.send_multipart([b"frame.cam0", b'{"v":1}'])
         send_good(1)
