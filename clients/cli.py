@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _models(p)
     p.add_argument("--json", metavar="FILE", help="also write results as JSON")
-    p.add_argument("--parts", default="transport,engine,grounding,output", help="comma-separated parts to run")
+    p.add_argument("--parts", default="transport,engine,grounding,loop,output", help="comma-separated parts to run")
     p.add_argument("--soak", type=float, metavar="MINUTES", help="long-run memory/latency soak")
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
     return parser
