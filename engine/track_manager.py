@@ -16,18 +16,20 @@ decides. Two inputs drive it:
   - ``reseed``: a matched track whose box at ``seq`` has drifted (IoU with its detection below
     ``drift_iou``, or no box at all because it was lost) is re-prompted from the detection;
   - ``ended``: tracks not re-detected for ``max_unseen`` consecutive re-groundings;
-  - ``merged``: the younger of two same-label tracks whose boxes at ``seq`` overlap at least
-    ``merge_iou`` (the older, lower ID is kept).
+  - ``merged``: the younger of two same-label tracks whose boxes (and masks, when the engine
+    passes ``mask_iou``) at ``seq`` overlap at least ``merge_iou`` on ``MERGE_AFTER`` (2) consecutive re-groundings while not both were
+    re-detected (the older, lower ID is kept; two objects crossing are not merged).
 
-Matching rules. Detections are first de-duplicated per label (greedy NMS at ``merge_iou``:
-Grounding DINO does no NMS). Assignment is one-to-one, by IoU, with the Hungarian algorithm
+Matching rules. Detections are first de-duplicated per label (greedy NMS at ``DUPLICATE_IOU``
+= 0.5, or ``merge_iou`` if lower: Grounding DINO does no NMS). Assignment is one-to-one, by IoU, with the Hungarian algorithm
 (``scipy.optimize.linear_sum_assignment``); a pair counts only if its IoU is at least
 ``iou_threshold`` and detection and track have the same label (a track keeps its label for
 life; a synonym phrase makes a separate track). A track absent from ``tracks_at_seq`` (created
 after ``seq``, or not reported) and a lost track with no box at ``seq`` are matched on their last
 known box; such a track is never penalised for a re-grounding older than its creation. An
-unmatched detection that overlaps a live same-label track by ``merge_iou`` or more is a duplicate,
-not a new object.
+unmatched detection that overlaps a live same-label track by that same IoU or more is a duplicate,
+not a new object (so a second object hidden behind a first of the same label gets its own track
+only once they overlap less).
 
 States (CONTRACT.md): ``new`` on the first frame a track is observed, then ``tracked`` while its
 score is at or above ``score_threshold``, ``lost`` while below but not yet ended. ``age`` is frames
@@ -42,12 +44,12 @@ or ``reset``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linear_sum_assignment
 
 from stream.config import EngineConfig
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 Box = tuple[float, float, float, float]
 TrackState = Literal["new", "tracked", "lost"]
 _NO_MATCH_COST = 1e6
+DUPLICATE_IOU = 0.5  # same-label boxes overlapping this much (or merge_iou if lower) are one object
+MERGE_AFTER = 2  # consecutive re-groundings a same-label pair must overlap before merging
 
 
 def as_box(box: Sequence[float] | NDArray[np.floating]) -> Box:
@@ -71,14 +75,14 @@ def as_box(box: Sequence[float] | NDArray[np.floating]) -> Box:
     return (x1, y1, x2, y2)
 
 
-def iou_matrix(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.float64]:
+def iou_matrix(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
     """Pairwise IoU of boxes ``a`` (N, 4) and ``b`` (M, 4) in xyxy; (N, M)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    aa = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    bb = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    area_a = np.clip(aa[:, 2] - aa[:, 0], 0, None) * np.clip(aa[:, 3] - aa[:, 1], 0, None)
+    area_b = np.clip(bb[:, 2] - bb[:, 0], 0, None) * np.clip(bb[:, 3] - bb[:, 1], 0, None)
+    lt = np.maximum(aa[:, None, :2], bb[None, :, :2])
+    rb = np.minimum(aa[:, None, 2:], bb[None, :, 2:])
     wh = np.clip(rb - lt, 0, None)
     inter = wh[..., 0] * wh[..., 1]
     union = area_a[:, None] + area_b[None, :] - inter
@@ -90,9 +94,14 @@ class DetectionsLike(Protocol):
     """What :meth:`TrackManager.on_detections` reads: ``supervision.Detections`` with
     ``data["label"]`` (as produced by ``engine.grounder``) fits."""
 
-    xyxy: NDArray[np.floating]
-    confidence: NDArray[np.floating] | None
-    data: dict[str, NDArray[np.generic] | list[object]]
+    @property
+    def xyxy(self) -> NDArray[Any]: ...
+
+    @property
+    def confidence(self) -> NDArray[Any] | None: ...
+
+    @property
+    def data(self) -> Mapping[str, Any]: ...
 
     def __len__(self) -> int: ...
 
@@ -207,6 +216,7 @@ class TrackManager:
     _tracks: dict[int, _Track] = field(default_factory=dict, init=False)
     _next_id: int = field(default=1, init=False)
     _last_seq: int | None = field(default=None, init=False)
+    _pair_hits: dict[tuple[int, int], int] = field(default_factory=dict, init=False)
 
     # ------------------------------------------------------------------ frames
 
@@ -249,11 +259,20 @@ class TrackManager:
     # ------------------------------------------------------------------ detections
 
     def on_detections(
-        self, seq: int, detections: DetectionsLike, tracks_at_seq: Mapping[int, Observation]
+        self,
+        seq: int,
+        detections: DetectionsLike,
+        tracks_at_seq: Mapping[int, Observation],
+        mask_iou: Callable[[int, int], float] | None = None,
     ) -> Plan:
-        """Match a grounding result computed on frame ``seq`` and decide new/reseed/end/merge."""
+        """Match a grounding result computed on frame ``seq`` and decide new/reseed/end/merge.
+
+        ``mask_iou(a, b)``: optional IoU of two tracks' masks on frame ``seq``; when given it
+        decides merging (a pair whose boxes overlap by ``merge_iou`` must also have masks that
+        do), so an object partly hidden behind another of the same label is not merged into it."""
         boxes, scores, labels = _unpack(detections)
-        keep = _nms_per_label(boxes, scores, labels, self.cfg.merge_iou)
+        dup_iou = min(DUPLICATE_IOU, self.cfg.merge_iou)
+        keep = _nms_per_label(boxes, scores, labels, dup_iou)
         cands = self._candidates(seq, tracks_at_seq)
 
         matches = self._assign(boxes, labels, keep, cands)
@@ -285,9 +304,10 @@ class TrackManager:
                 "track %d (%s) ended: not re-detected for %d re-groundings", tid, t.label, t.unseen
             )
 
-        merged = self._merge(seq, [c for c in cands if c.track.id in self._tracks and c.at_seq])
-
-        new = self._new_tracks(seq, boxes, scores, labels, keep, matched_dets)
+        alive = [c for c in cands if c.track.id in self._tracks]
+        merged = self._merge(seq, [c for c in alive if c.at_seq], matched_tracks, mask_iou)
+        alive = [c for c in alive if c.track.id in self._tracks]
+        new = self._new_tracks(seq, boxes, scores, labels, keep, matched_dets, alive, dup_iou)
         return Plan(
             seq=seq,
             new=tuple(new),
@@ -328,28 +348,46 @@ class TrackManager:
             if valid[r, c]
         ]
 
-    def _merge(self, seq: int, cands: list[_Candidate]) -> list[int]:
+    def _merge(
+        self,
+        seq: int,
+        cands: list[_Candidate],
+        matched: set[int],
+        mask_iou: Callable[[int, int], float] | None,
+    ) -> list[int]:
+        """End the younger of same-label pairs that overlap by ``merge_iou`` at ``seq`` on
+        ``MERGE_AFTER`` consecutive re-groundings, unless both were re-detected (two detections:
+        two objects). The persistence keeps two objects that cross from being merged."""
+        hits: dict[tuple[int, int], int] = {}
         merged: list[int] = []
-        if len(cands) < 2:
-            return merged
-        iou = iou_matrix(np.array([c.box for c in cands]), np.array([c.box for c in cands]))
-        for j in range(len(cands)):  # ascending IDs: the older track of a pair is kept
-            tj = cands[j].track
-            for i in range(j):
-                ti = cands[i].track
-                if ti.id in merged or ti.label != tj.label or iou[i, j] < self.cfg.merge_iou:
-                    continue
-                merged.append(tj.id)
-                ti.unseen = min(ti.unseen, tj.unseen)
-                del self._tracks[tj.id]
-                log.info(
-                    "track %d merged into %d on frame %d (box IoU %.2f)",
-                    tj.id,
-                    ti.id,
-                    seq,
-                    iou[i, j],
-                )
-                break
+        if len(cands) >= 2:
+            boxes = np.array([c.box for c in cands])
+            iou = iou_matrix(boxes, boxes)
+            for j in range(len(cands)):  # ascending IDs: the older track of a pair is kept
+                tj = cands[j].track
+                for i in range(j):
+                    ti = cands[i].track
+                    if ti.label != tj.label or iou[i, j] < self.cfg.merge_iou:
+                        continue
+                    if ti.id in matched and tj.id in matched:
+                        continue
+                    if mask_iou is not None and mask_iou(ti.id, tj.id) < self.cfg.merge_iou:
+                        continue
+                    pair = (ti.id, tj.id)
+                    hits[pair] = self._pair_hits.get(pair, 0) + 1
+                    if hits[pair] < MERGE_AFTER or ti.id in merged or tj.id in merged:
+                        continue
+                    merged.append(tj.id)
+                    ti.unseen = min(ti.unseen, tj.unseen)
+                    del self._tracks[tj.id]
+                    log.info(
+                        "track %d merged into %d on frame %d (box IoU %.2f)",
+                        tj.id,
+                        ti.id,
+                        seq,
+                        iou[i, j],
+                    )
+        self._pair_hits = {k: v for k, v in hits.items() if k[1] in self._tracks}
         return merged
 
     def _new_tracks(
@@ -360,16 +398,15 @@ class TrackManager:
         labels: list[str],
         keep: list[int],
         matched_dets: set[int],
+        alive: list[_Candidate],
+        dup_iou: float,
     ) -> list[NewTrack]:
         new: list[NewTrack] = []
-        live = list(self._tracks.values())
+        live = [(c.track.label, c.box) for c in alive]
         for d in sorted((d for d in keep if d not in matched_dets), key=lambda d: -scores[d]):
             box = _box_at(boxes, d)
-            same = [t.last_box for t in live if t.label == labels[d]]
-            if (
-                same
-                and float(iou_matrix(boxes[d : d + 1], np.array(same)).max()) >= self.cfg.merge_iou
-            ):
+            same = [b for lbl, b in live if lbl == labels[d]]
+            if same and float(iou_matrix(boxes[d : d + 1], np.array(same)).max()) >= dup_iou:
                 continue  # a duplicate of a live track, not a new object
             if len(self._tracks) >= self.cfg.max_objects:
                 log.info(
@@ -381,7 +418,7 @@ class TrackManager:
                 break
             t = self._create(labels[d], box, manual=False, first_seq=seq)
             t.score = float(scores[d])
-            live.append(t)
+            live.append((t.label, box))
             new.append(NewTrack(t.id, t.label, box, float(scores[d])))
         return new
 

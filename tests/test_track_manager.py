@@ -1,0 +1,538 @@
+"""Track manager over scripted scenes and property-based assignment invariants.
+
+The scene simulator stands in for the models (this is a test about association logic): ground
+truth objects move along straight lines, enter, cross, occlude each other and leave; a simulated
+detector (delayed by a few frames, like the grounding thread) misses objects, duplicates boxes and
+adds false positives; a simulated segmenter follows the object a track was seeded on, reports
+nothing while it is occluded or gone, and can drift until it is re-seeded.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import supervision as sv
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.grounder import make_detections
+from engine.track_manager import Box, Observation, Plan, TrackManager, iou_matrix
+from stream.config import EngineConfig
+from stream.errors import PromptError
+
+W, H = 640, 480
+PHRASES = ["person", "ball"]
+
+
+# ---------------------------------------------------------------------- scene simulator
+
+
+@dataclass
+class Obj:
+    label: str
+    size: tuple[float, float]
+    start: tuple[float, float]
+    velocity: tuple[float, float]
+    visible: list[tuple[int, int]]  # [first, last) frame intervals in the scene
+    depth: float = 0.0  # smaller is nearer the camera
+
+    def in_scene(self, t: int) -> bool:
+        return any(a <= t < b for a, b in self.visible)
+
+    def box(self, t: int) -> Box:
+        cx = self.start[0] + self.velocity[0] * t
+        cy = self.start[1] + self.velocity[1] * t
+        w, h = self.size
+        return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+def _area(b: Box) -> float:
+    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+
+def _inter(a: Box, b: Box) -> float:
+    return _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+
+
+@dataclass
+class Scene:
+    objects: list[Obj]
+    frames: int
+
+    def occluded(self, k: int, t: int) -> bool:
+        o = self.objects[k]
+        return any(
+            j != k
+            and p.in_scene(t)
+            and p.depth < o.depth
+            and _inter(p.box(t), o.box(t)) > 0.5 * _area(o.box(t))
+            for j, p in enumerate(self.objects)
+        )
+
+    def seen(self, k: int, t: int) -> bool:
+        return self.objects[k].in_scene(t) and not self.occluded(k, t)
+
+
+@dataclass
+class SimConfig:
+    every: int = 10  # re-ground every N frames
+    delay: int = 3  # frames between the detection frame and its result being applied
+    miss: float = 0.0  # detector miss probability per object
+    duplicate: float = 0.0  # probability of a second, slightly shifted box
+    false_positive: float = 0.0  # probability of a random box per re-grounding
+    box_noise: float = 0.0  # detector and segmenter box noise, pixels
+    drift: float = 0.0  # segmenter drift per frame, in object widths, of drifting tracks
+    seed: int = 0
+
+
+@dataclass
+class Run:
+    """What happened: per frame, which live track followed which object."""
+
+    follow: list[dict[int, list[int]]] = field(default_factory=list)  # t -> object -> track ids
+    created: list[int] = field(default_factory=list)
+    ended: set[int] = field(default_factory=set)
+    reseeds: int = 0
+    bound: dict[int, int | None] = field(default_factory=dict)  # live track -> object (None: FP)
+    plans: list[Plan] = field(default_factory=list)
+
+
+def _best_object(scene: Scene, box: Box, t: int) -> int | None:
+    best, best_iou = None, 0.5
+    for k, o in enumerate(scene.objects):
+        if o.in_scene(t):
+            iou = float(iou_matrix(np.array([box]), np.array([o.box(t)]))[0, 0])
+            if iou >= best_iou:
+                best, best_iou = k, iou
+    return best
+
+
+def simulate(scene: Scene, cfg: EngineConfig, sim: SimConfig) -> tuple[Run, TrackManager]:
+    rng = np.random.default_rng(sim.seed)
+    tm = TrackManager(cfg)
+    run = Run()
+    offset: dict[int, float] = {}
+    history: dict[int, dict[int, Observation]] = {}
+    pending: dict[
+        int, tuple[int, sv.Detections]
+    ] = {}  # apply frame -> (detection frame, detections)
+
+    def noisy(b: Box) -> Box:
+        n = rng.normal(0, sim.box_noise, 4) if sim.box_noise else np.zeros(4)
+        return (b[0] + n[0], b[1] + n[1], b[2] + n[2], b[3] + n[3])
+
+    def detect(t: int) -> sv.Detections:
+        boxes, scores, labels = [], [], []
+        for k, o in enumerate(scene.objects):
+            if scene.seen(k, t) and rng.random() >= sim.miss:
+                boxes.append(noisy(o.box(t)))
+                scores.append(0.5 + 0.5 * rng.random())
+                labels.append(o.label)
+                if rng.random() < sim.duplicate:
+                    b = o.box(t)
+                    boxes.append((b[0] + 2, b[1] + 1, b[2] + 1, b[3] - 1))
+                    scores.append(0.4)
+                    labels.append(o.label)
+        if rng.random() < sim.false_positive:
+            x, y = rng.uniform(0, W - 60), rng.uniform(0, H - 60)
+            boxes.append((x, y, x + 40, y + 40))
+            scores.append(0.4)
+            labels.append(PHRASES[int(rng.integers(len(PHRASES)))])
+        return make_detections(np.array(boxes).reshape(-1, 4), scores, labels, PHRASES)
+
+    for t in range(scene.frames):
+        if t % sim.every == 0:
+            pending[t + sim.delay] = (t, detect(t))
+        if t in pending:
+            s, dets = pending.pop(t)
+            plan = tm.on_detections(s, dets, history.get(s, {}))
+            run.plans.append(plan)
+            for tid in plan.removed:
+                run.ended.add(tid)
+                run.bound.pop(tid)
+            for n in plan.new:
+                run.created.append(n.id)
+                run.bound[n.id] = _best_object(scene, n.box, s)
+                offset[n.id] = 0.0
+            for r in plan.reseed:
+                run.reseeds += 1
+                run.bound[r.id] = _best_object(scene, r.box, s)
+                offset[r.id] = 0.0
+        obs: dict[int, Observation] = {}
+        for tid, k in run.bound.items():
+            if k is None or not scene.seen(k, t):
+                obs[tid] = Observation(None, -5.0)
+                continue
+            if tid % 2 == 0:  # even tracks drift until re-seeded
+                offset[tid] += sim.drift * scene.objects[k].size[0]
+            b = noisy(scene.objects[k].box(t))
+            d = offset[tid]
+            obs[tid] = Observation((b[0] + d, b[1], b[2] + d, b[3]), 5.0)
+        history[t] = obs
+        history.pop(t - 50, None)
+        for e in tm.on_frame(t, obs):
+            if e.kind == "ended":
+                run.ended.add(e.id)
+                run.bound.pop(e.id)
+        assert set(run.bound) == {i.id for i in tm.tracks()}
+        follow: dict[int, list[int]] = defaultdict(list)
+        for tid, k in run.bound.items():
+            if k is not None:
+                follow[k].append(tid)
+        run.follow.append(dict(follow))
+    return run, tm
+
+
+def id_switches(scene: Scene, run: Run) -> int:
+    """Times an object that stayed in the scene was followed by a different track than before."""
+    switches = 0
+    for k, o in enumerate(scene.objects):
+        for a, b in o.visible:
+            current: int | None = None
+            for t in range(a, min(b, scene.frames)):
+                ids = run.follow[t].get(k, [])
+                if not ids:
+                    continue
+                if current is not None and ids[0] != current:
+                    switches += 1
+                current = ids[0]
+    return switches
+
+
+def assert_scene_invariants(scene: Scene, run: Run, tm: TrackManager, settle: int) -> None:
+    # IDs never reused: every created ID is new and larger than all before it.
+    assert run.created == sorted(set(run.created))
+    assert id_switches(scene, run) == 0
+    # Exactly one track per object: never two, and one once the object was in view long enough.
+    for t, follow in enumerate(run.follow):
+        for k, ids in follow.items():
+            assert len(ids) == 1, f"frame {t}: object {k} followed by tracks {ids}"
+        for k, o in enumerate(scene.objects):
+            since = max((a for a, b in o.visible if a <= t < b), default=None)
+            if (
+                since is not None
+                and t - since >= settle
+                and all(scene.seen(k, u) for u in range(since, t + 1))
+            ):
+                assert follow.get(k), f"frame {t}: object {k} in view since {since} has no track"
+    # Every ended object is freed: at the end nothing is tracked, every created ID ended.
+    assert len(tm) == 0 and not run.bound
+    assert run.ended == set(run.created)
+
+
+def crossing_scene() -> Scene:
+    """Two people cross (the nearer one occludes the other for a few frames), a ball enters
+    late and leaves, a person leaves and comes back after a long time, a ball rolls through."""
+    return Scene(
+        [
+            Obj("person", (60, 160), (60, 240), (2.0, 0.0), [(0, 260)], depth=0.0),
+            Obj("person", (60, 160), (580, 250), (-2.0, 0.0), [(0, 260)], depth=1.0),
+            Obj("ball", (30, 30), (320, 60), (0.0, 0.5), [(40, 200)]),
+            Obj("person", (50, 120), (100, 380), (0.0, 0.0), [(0, 80), (180, 260)]),
+            Obj("ball", (40, 40), (-20, 420), (4.0, 0.0), [(10, 170)]),
+        ],
+        frames=300,
+    )
+
+
+CFG = EngineConfig(max_missed=15, max_unseen=3, iou_threshold=0.3, drift_iou=0.5, merge_iou=0.8)
+
+
+def test_perfect_detector_and_segmenter() -> None:
+    scene = crossing_scene()
+    run, tm = simulate(scene, CFG, SimConfig())
+    assert_scene_invariants(scene, run, tm, settle=15)
+    assert len(run.created) == 6  # 5 objects, one of them back after leaving
+
+
+def test_occlusion_keeps_the_id_of_the_hidden_person() -> None:
+    scene = crossing_scene()
+    hidden = [
+        t for t in range(scene.frames) if scene.objects[1].in_scene(t) and scene.occluded(1, t)
+    ]
+    assert 5 <= len(hidden) < CFG.max_missed  # the scene really occludes, briefly
+    run, _ = simulate(scene, CFG, SimConfig())
+    before = run.follow[hidden[0] - 1][1]
+    after = run.follow[hidden[-1] + 1][1]
+    assert before == after
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noisy_detector_misses_duplicates_false_positives(seed: int) -> None:
+    scene = crossing_scene()
+    sim = SimConfig(miss=0.1, duplicate=0.3, false_positive=0.3, box_noise=2.0, seed=seed)
+    run, tm = simulate(scene, CFG, sim)
+    assert_scene_invariants(scene, run, tm, settle=35)
+    assert len(run.created) > 6  # false positives made (short-lived) tracks
+
+
+def test_drifting_segmenter_is_reseeded() -> None:
+    scene = crossing_scene()
+    run, tm = simulate(scene, CFG, SimConfig(drift=0.015, box_noise=1.0))
+    assert run.reseeds > 0
+    assert_scene_invariants(scene, run, tm, settle=15)
+
+
+def test_object_gone_is_ended_after_max_missed_frames() -> None:
+    scene = Scene([Obj("ball", (40, 40), (100, 100), (0, 0), [(0, 20)])], frames=60)
+    cfg = EngineConfig(max_missed=5, max_unseen=100, reground_every_frames=10)
+    run, tm = simulate(scene, cfg, SimConfig(every=1000, delay=0))
+    assert run.created == [1] and run.ended == {1}
+    # Frames 20..24 missed: it ends on frame 24, so frame 23 is the last that still has it.
+    last = max(t for t, f in enumerate(run.follow) if 0 in f)
+    assert last == 20 + cfg.max_missed - 2
+    assert len(tm) == 0
+
+
+# ---------------------------------------------------------------------- unit behaviour
+
+
+def dets(*items: tuple[str, Box, float]) -> sv.Detections:
+    if not items:
+        return make_detections(np.zeros((0, 4)), [], [], PHRASES)
+    return make_detections(
+        [i[1] for i in items], [i[2] for i in items], [i[0] for i in items], PHRASES
+    )
+
+
+def test_states_age_and_lifecycle_events() -> None:
+    tm = TrackManager(EngineConfig(max_missed=2))
+    plan = tm.on_detections(10, dets(("ball", (0, 0, 10, 10), 0.9)), {})
+    (new,) = plan.new
+    assert new.id == 1 and new.label == "ball"
+    assert [i.state for i in tm.tracks()] == ["new"]
+    assert tm.on_frame(12, {1: Observation((0, 0, 10, 10), 3.0)}) == []
+    info = tm.tracks()[0]
+    assert (info.state, info.age) == ("new", 2)
+    tm.on_frame(13, {1: Observation((0, 0, 10, 10), 3.0)})
+    assert tm.tracks()[0].state == "tracked"
+    (ev,) = tm.on_frame(14, {1: Observation((0, 0, 10, 10), -1.0)})
+    assert (ev.kind, tm.tracks()[0].state) == ("lost", "lost")
+    (ev,) = tm.on_frame(15, {1: Observation((1, 0, 11, 10), 1.0)})
+    assert (ev.kind, tm.tracks()[0].state) == ("recovered", "tracked")
+    tm.on_frame(16, {1: Observation(None, 1.0)})
+    (ev,) = tm.on_frame(17, {1: Observation(None, 1.0)})
+    assert (ev.kind, ev.reason, ev.id) == ("ended", "missed", 1)
+    assert tm.tracks() == []
+    # Later observations of the ended ID are ignored; its ID is never given again.
+    assert tm.on_frame(18, {1: Observation((0, 0, 10, 10), 1.0)}) == []
+    assert tm.on_detections(18, dets(("ball", (0, 0, 10, 10), 0.9)), {}).new[0].id == 2
+
+
+def test_label_must_match_and_track_keeps_label() -> None:
+    tm = TrackManager(EngineConfig())
+    tm.on_detections(0, dets(("ball", (0, 0, 10, 10), 0.9)), {})
+    plan = tm.on_detections(
+        1, dets(("person", (0, 0, 10, 10), 0.9)), {1: Observation((0, 0, 10, 10), 1)}
+    )
+    assert plan.matches == () and [n.label for n in plan.new] == ["person"]
+    assert [(i.id, i.label) for i in tm.tracks()] == [(1, "ball"), (2, "person")]
+
+
+def test_drift_reseed_and_unseen_end() -> None:
+    tm = TrackManager(EngineConfig(max_unseen=2, drift_iou=0.5, iou_threshold=0.2))
+    tm.on_detections(
+        0, dets(("ball", (0, 0, 10, 10), 0.9), ("person", (100, 100, 150, 200), 0.9)), {}
+    )
+    at = {1: Observation((4, 0, 14, 10), 1.0), 2: Observation((100, 100, 150, 200), 1.0)}
+    plan = tm.on_detections(5, dets(("ball", (0, 0, 10, 10), 0.9)), at)
+    assert [(r.id, r.box) for r in plan.reseed] == [(1, (0.0, 0.0, 10.0, 10.0))]
+    assert plan.ended == ()
+    plan = tm.on_detections(10, dets(("ball", (0, 0, 10, 10), 0.9)), at)
+    assert plan.ended == (2,) and [i.id for i in tm.tracks()] == [1]
+
+
+def test_lost_track_matches_on_last_known_box_and_is_reseeded() -> None:
+    tm = TrackManager(EngineConfig())
+    tm.on_detections(0, dets(("ball", (0, 0, 10, 10), 0.9)), {})
+    tm.on_frame(1, {1: Observation((0, 0, 10, 10), 1.0)})
+    tm.on_frame(2, {1: Observation(None, -3.0)})
+    plan = tm.on_detections(2, dets(("ball", (1, 0, 11, 10), 0.9)), {1: Observation(None, -3.0)})
+    assert plan.new == () and [r.id for r in plan.reseed] == [1]
+
+
+def test_track_created_after_the_detection_frame_is_not_duplicated_or_penalised() -> None:
+    tm = TrackManager(EngineConfig(max_unseen=1))
+    tm.on_detections(20, dets(("ball", (0, 0, 10, 10), 0.9)), {})
+    # A slower result computed on frame 15 arrives later: the ball is matched, not re-created;
+    # a result without it does not count against a track that did not exist yet.
+    plan = tm.on_detections(15, dets(("ball", (0, 0, 10, 10), 0.9)), {})
+    assert plan.new == () and plan.ended == ()
+    plan = tm.on_detections(16, dets(), {})
+    assert plan.ended == ()
+    plan = tm.on_detections(21, dets(), {})
+    assert plan.ended == (1,)
+
+
+def test_duplicates_nms_and_merge_keep_older_id() -> None:
+    cfg = EngineConfig(merge_iou=0.8, max_unseen=100)
+    tm = TrackManager(cfg)
+    plan = tm.on_detections(
+        0, dets(("ball", (0, 0, 100, 100), 0.9), ("ball", (1, 1, 100, 100), 0.8)), {}
+    )
+    assert [n.id for n in plan.new] == [1]  # NMS: one object, one track
+    tm.add_manual("ball", (2, 2, 101, 101))  # a duplicate made by hand: id 2
+    at = {1: Observation((0, 0, 100, 100), 1.0), 2: Observation((2, 2, 101, 101), 1.0)}
+    one = dets(("ball", (0, 0, 100, 100), 0.9))
+    assert tm.on_detections(1, one, at).merged == ()
+    assert tm.on_detections(2, one, at).merged == (2,)
+    assert [i.id for i in tm.tracks()] == [1]
+
+
+def test_objects_crossing_are_not_merged() -> None:
+    tm = TrackManager(EngineConfig(merge_iou=0.8, max_unseen=100))
+    tm.add_manual("person", (0, 0, 50, 100))
+    tm.add_manual("person", (200, 0, 250, 100))
+    # Boxes overlap by ~0.9 for one re-grounding (they pass each other): not merged.
+    crossing = {1: Observation((100, 0, 150, 100), 1.0), 2: Observation((103, 0, 153, 100), 1.0)}
+    apart = {1: Observation((80, 0, 130, 100), 1.0), 2: Observation((123, 0, 173, 100), 1.0)}
+    one = dets(("person", (100, 0, 150, 100), 0.9))
+    for s, at in enumerate([crossing, apart, crossing, apart]):
+        assert tm.on_detections(s, one, at).merged == ()
+    # One behind the other for long: boxes overlap, masks (given by the engine) do not.
+    for s in range(4, 8):
+        plan = tm.on_detections(s, one, crossing, mask_iou=lambda a, b: 0.3)
+        assert plan.merged == ()
+    assert len(tm) == 2
+
+
+def test_max_objects_highest_scores_first() -> None:
+    tm = TrackManager(EngineConfig(max_objects=2))
+    boxes = [
+        ("ball", (i * 50.0, 0.0, i * 50.0 + 40, 40.0), s) for i, s in enumerate([0.5, 0.9, 0.7])
+    ]
+    plan = tm.on_detections(0, dets(*boxes), {})
+    assert [(n.id, n.score) for n in plan.new] == [(1, pytest.approx(0.9)), (2, pytest.approx(0.7))]
+    with pytest.raises(PromptError, match="max_objects"):
+        tm.add_manual("ball", (0, 0, 5, 5))
+
+
+def test_manual_remove_set_labels_reset() -> None:
+    tm = TrackManager(EngineConfig(max_unseen=1))
+    a = tm.add_manual("cup", (0, 0, 10, 10), seq=3)
+    tm.on_detections(
+        4, dets(("ball", (50, 50, 60, 60), 0.9), ("person", (80, 0, 120, 90), 0.9)), {}
+    )
+    assert [i.id for i in tm.tracks()] == [a, 2, 3]
+    assert tm.on_detections(5, dets(("ball", (50, 50, 60, 60), 0.9)), {}).ended == (3,)
+    assert a in tm  # manual tracks are not ended by re-grounding
+    assert tm.set_labels(["person"]) == [2]
+    assert [i.id for i in tm.tracks()] == [a]  # manual tracks survive a prompt change
+    with pytest.raises(PromptError, match="no tracked object with id 99"):
+        tm.remove(99)
+    with pytest.raises(PromptError, match="no area"):
+        tm.add_manual("cup", (10, 10, 5, 20))
+    with pytest.raises(PromptError, match="empty"):
+        tm.add_manual("  ", (0, 0, 5, 5))
+    tm.remove(a)
+    b = tm.add_manual("cup", (0, 0, 10, 10))
+    assert tm.reset() == [b]
+    assert tm.add_manual("cup", (0, 0, 10, 10)) == b + 1
+
+
+# ---------------------------------------------------------------------- properties
+
+box_st = st.tuples(st.floats(0, 200), st.floats(0, 200), st.floats(1, 80), st.floats(1, 80)).map(
+    lambda v: (v[0], v[1], v[0] + v[2], v[1] + v[3])
+)
+label_st = st.sampled_from(PHRASES)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tracks=st.lists(st.tuples(label_st, box_st), max_size=8),
+    detections=st.lists(st.tuples(label_st, box_st, st.floats(0.01, 1.0)), max_size=10),
+    iou_threshold=st.floats(0.05, 0.9),
+    max_objects=st.integers(1, 12),
+)
+def test_assignment_invariants(
+    tracks: list[tuple[str, Box]],
+    detections: list[tuple[str, Box, float]],
+    iou_threshold: float,
+    max_objects: int,
+) -> None:
+    cfg = EngineConfig(iou_threshold=iou_threshold, max_objects=max_objects, merge_iou=0.95)
+    tm = TrackManager(cfg)
+    ids = []
+    for label, box in tracks[:max_objects]:
+        ids.append(tm.add_manual(label, box, seq=0))
+    at = {i: Observation(b, 1.0) for i, (_, b) in zip(ids, tracks, strict=False)}
+    before = tm.next_id
+    d = dets(*detections)
+    plan = tm.on_detections(1, d, at)
+
+    # One-to-one.
+    assert len({m.id for m in plan.matches}) == len(plan.matches)
+    assert len({m.detection for m in plan.matches}) == len(plan.matches)
+    label_of = dict(zip(ids, (t[0] for t in tracks), strict=False))
+    for m in plan.matches:
+        # Matched pairs are above threshold and of one label.
+        tbox = at[m.id].box
+        assert tbox is not None
+        iou = float(iou_matrix(d.xyxy[m.detection : m.detection + 1], [tbox])[0, 0])
+        assert iou >= iou_threshold - 1e-9 and m.iou == pytest.approx(iou)
+        assert detections[m.detection][0] == label_of[m.id]
+    # Maximal: no unmatched track and unmatched detection could still pair.
+    free_tracks = [i for i in ids if i not in {m.id for m in plan.matches}]
+    used = {m.detection for m in plan.matches}
+    for j, (label, _, _) in enumerate(detections):
+        if j in used:
+            continue
+        xyxy = d.xyxy[j]
+        for i in free_tracks:
+            iou = float(iou_matrix(np.array([xyxy]), np.array([at[i].box]))[0, 0])
+            if label == label_of[i] and iou >= iou_threshold + 1e-9:
+                # Only allowed when NMS removed this detection in favour of a better one.
+                assert any(
+                    detections[k][0] == label
+                    and float(iou_matrix(np.array([box]), np.array([detections[k][1]]))[0, 0])
+                    >= cfg.merge_iou
+                    for k in range(len(detections))
+                    if k != j
+                )
+    # New IDs unique, increasing, never seen before; the total stays within max_objects.
+    new_ids = [n.id for n in plan.new]
+    assert new_ids == list(range(before, before + len(new_ids)))
+    assert len(tm) <= max_objects
+    assert not set(new_ids) & set(plan.removed)
+    assert {i.id for i in tm.tracks()} == (set(ids) - set(plan.removed)) | set(new_ids)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("det"), st.lists(st.tuples(label_st, box_st, st.floats(0.1, 1)), max_size=5)
+            ),
+            st.tuples(st.just("frame"), st.lists(st.booleans(), max_size=8)),
+            st.tuples(st.just("remove"), st.integers(0, 7)),
+            st.tuples(st.just("reset"), st.none()),
+        ),
+        max_size=30,
+    )
+)
+def test_ids_never_reused_over_any_sequence(steps: list[tuple[str, object]]) -> None:
+    tm = TrackManager(EngineConfig(max_missed=2, max_unseen=2, max_objects=6))
+    seen: list[int] = []
+    for seq, (kind, arg) in enumerate(steps):
+        live = [i.id for i in tm.tracks()]
+        if kind == "det":
+            plan = tm.on_detections(seq, dets(*arg), {})  # type: ignore[arg-type, misc]
+            seen.extend(n.id for n in plan.new)
+        elif kind == "frame":
+            hits = list(arg)  # type: ignore[call-overload]
+            obs = {
+                tid: Observation((0, 0, 5, 5) if h else None, 1.0)
+                for tid, h in zip(live, hits, strict=False)
+            }
+            tm.on_frame(seq, obs)
+        elif kind == "remove" and live:
+            tm.remove(live[int(arg) % len(live)])  # type: ignore[call-overload]
+        elif kind == "reset":
+            tm.reset()
+        assert len(tm) <= 6
+    assert seen == sorted(set(seen))
