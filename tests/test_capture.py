@@ -423,3 +423,13 @@ def test_status_reports_frames_to_a_plain_subscriber(ctx: zmq.Context[Any], endp
         sub.close(0)
     assert result == [0]
     assert np.isfinite(got[-1]["stats"]["fps"])
+
+
+def test_transport_bench_delivers_every_frame_intact(ipc_endpoint: str) -> None:
+    from clients.bench.transport import freshness, throughput
+
+    bus = load_config(None).bus
+    r = throughput(ipc_endpoint, 12, bus)
+    assert r["received"] == 12 and r["fps"] > 0
+    f = freshness(ipc_endpoint + "-fresh", 0.5, bus, work_s=0.05)
+    assert f["frames"] >= 3 and f["max_lag"] >= 0

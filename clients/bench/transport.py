@@ -1,0 +1,198 @@
+"""``promptcam bench`` part ``transport``: the frame bus on this machine.
+
+- Throughput: 1080p ``bgr8`` frames from a PUB (zero-copy sends) to a SUB that validates each
+  message (``FrameMessage.from_parts``) without copying, over ``ipc://`` and ``tcp://127.0.0.1``.
+  The publisher sends as fast as it can with high-water marks raised so nothing is dropped
+  (zero-copy: every queued message points at the same buffer); the rate is frames received
+  per second.
+- Freshness: a 30 fps publisher (``bus.sndhwm``) and a consumer that takes 100 ms per frame
+  through ``LatestFrameReceiver``: the age of each frame it gets (target: under one capture
+  interval) and how many frames behind the newest published one it is.
+
+Publisher and receiver are threads of this process (ZeroMQ's I/O runs outside the GIL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import socket
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import zmq
+
+from clients.bench import BenchRow, row
+from stream import bus as zbus
+from stream.config import BusConfig, Config
+from stream.receiver import LatestFrameReceiver
+from stream.wire import FrameMessage, now_ns
+
+CAMERA = "bench"
+WIDTH, HEIGHT = 1920, 1080
+
+
+def _tcp_endpoint() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _ipc_endpoint() -> str:
+    return f"ipc://{tempfile.gettempdir()}/promptcam-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _frame() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+
+
+def _publish_burst(endpoint: str, n: int, go: Any, done: Any, bus: BusConfig) -> None:
+    """Publisher process: probe until the receiver says go, then send ``n`` frames at once."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    pub = zbus.bind(ctx, zmq.PUB, endpoint, bus, sndhwm=n + 100)
+    image = _frame()
+    try:
+        deadline = time.monotonic() + 20
+        while not go.wait(0.02):  # a PUB drops what it sends before the SUB is connected
+            pub.send_multipart([f"probe.{CAMERA}".encode(), b"{}"])
+            if time.monotonic() > deadline:
+                return
+        for seq in range(n):
+            msg = FrameMessage.from_image(CAMERA, seq, image)
+            pub.send_multipart(msg.to_parts(), copy=False)
+        done.wait(60)  # keep the socket open until the receiver has everything
+    finally:
+        pub.close(0)
+        ctx.term()
+
+
+def throughput(endpoint: str, n: int, bus: BusConfig) -> dict[str, float]:
+    """Frames/s a SUB receives (and validates) of ``n`` 1080p frames sent as fast as possible
+    by a publisher process; high-water marks are raised so that none is dropped."""
+    mp = multiprocessing.get_context("spawn")
+    go, done = mp.Event(), mp.Event()
+    ctx: zmq.Context[Any] = zmq.Context()
+    sub = zbus.connect(
+        ctx,
+        zmq.SUB,
+        endpoint,
+        bus,
+        subscribe=[f"frame.{CAMERA}".encode(), b"probe."],
+        rcvhwm=n + 100,
+    )
+    proc = mp.Process(
+        target=_publish_burst, args=(endpoint, n, go, done, bus), name="bench-publisher"
+    )
+    proc.start()
+    received: list[float] = []
+    try:
+        if not sub.poll(30_000):
+            raise RuntimeError("bench publisher sent nothing within 30s")
+        sub.setsockopt(zmq.UNSUBSCRIBE, b"probe.")
+        go.set()
+        while len(received) < n and sub.poll(5000):
+            parts = sub.recv_multipart(copy=False)
+            if bytes(parts[0].buffer).startswith(b"probe."):
+                continue
+            msg = FrameMessage.from_parts(parts)
+            msg.image()[0, 0, 0]  # a zero-copy view of the received buffer
+            received.append(time.perf_counter())
+    finally:
+        go.set()
+        done.set()
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+        sub.close(0)
+        ctx.term()
+    got = len(received)
+    span = received[-1] - received[0] if got > 1 else float("nan")
+    return {"fps": (got - 1) / span if got > 1 else 0.0, "received": got, "sent": n}
+
+
+def freshness(
+    endpoint: str, duration_s: float, bus: BusConfig, fps: float = 30.0, work_s: float = 0.1
+) -> dict[str, float]:
+    """Ages (ms) of the frames a consumer taking ``work_s`` per frame gets from a ``fps`` publisher."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    pub = zbus.bind(ctx, zmq.PUB, endpoint, bus, sndhwm=bus.sndhwm)
+    stop = threading.Event()
+    image = _frame()
+
+    published = [-1]  # newest seq sent
+
+    def publish() -> None:
+        seq, t_next = 0, time.monotonic()
+        while not stop.is_set():
+            msg = FrameMessage.from_image(CAMERA, seq, image)
+            pub.send_multipart(msg.to_parts(), copy=False)
+            published[0] = seq
+            seq += 1
+            t_next += 1.0 / fps
+            stop.wait(max(0.0, t_next - time.monotonic()))
+
+    ages: list[float] = []
+    lags: list[int] = []
+    thread = threading.Thread(target=publish, name="bench-publisher", daemon=True)
+    rx = LatestFrameReceiver(endpoint, CAMERA, staleness_ms=None, bus=bus, ctx=ctx)
+    try:
+        rx.start()
+        thread.start()
+        if rx.get(timeout=10) is None:
+            raise RuntimeError("bench receiver got no frame within 10s")
+        end = time.monotonic() + duration_s
+        while time.monotonic() < end:
+            msg = rx.get(timeout=1)
+            if msg is None:
+                continue
+            ages.append((now_ns() - msg.t_capture_ns) / 1e6)
+            lags.append(published[0] - msg.seq)
+            time.sleep(work_s)  # the consumer's per-frame work
+        skipped = rx.stats.skipped
+    finally:
+        stop.set()
+        thread.join(5)
+        rx.close()
+        pub.close(0)
+        ctx.term()
+    ages.sort()
+    return {
+        "p50": statistics.median(ages),
+        "p95": ages[min(len(ages) - 1, int(0.95 * len(ages)))],
+        "max": ages[-1],
+        "frames": len(ages),
+        "newest_share": sum(1 for lag in lags if lag == 0) / len(lags),
+        "max_lag": max(lags),
+        "skipped": skipped,
+        "interval_ms": 1000.0 / fps,
+    }
+
+
+def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
+    quick = bool(getattr(args, "quick", False))
+    n = 300 if quick else 2000
+    rows: list[BenchRow] = []
+    for kind, endpoint in (("ipc", _ipc_endpoint()), ("tcp", _tcp_endpoint())):
+        r = throughput(endpoint, n, cfg.bus)
+        note = f"received {r['received']}/{r['sent']}, zero-copy, publisher process"
+        if kind == "ipc":
+            note += "; target >= 500"
+        rows.append(row("transport", f"1080p bgr8 {kind}", round(r["fps"], 1), "frames/s", note))
+    f = freshness(_ipc_endpoint(), 2.0 if quick else 6.0, cfg.bus)
+    note = f"30 fps publisher, 100 ms/frame consumer, {f['frames']} frames, target < {f['interval_ms']:.1f} ms"
+    rows.append(row("transport", "latest-frame age p50", round(f["p50"], 2), "ms", note))
+    rows.append(row("transport", "latest-frame age p95", round(f["p95"], 2), "ms", ""))
+    rows.append(row("transport", "latest-frame age max", round(f["max"], 2), "ms", ""))
+    behind = f"max {f['max_lag']} frame(s) behind the newest sent; {f['skipped']} skipped by design"
+    rows.append(
+        row("transport", "got the newest frame", round(100 * f["newest_share"], 1), "%", behind)
+    )
+    return rows
