@@ -38,7 +38,7 @@ import zmq
 
 from stream import bus as zbus
 from stream.config import Config
-from stream.errors import EndOfStreamError, PromptcamError, SourceError
+from stream.errors import EndOfStreamError, PromptcamError, SourceConnectionError, SourceError
 from stream.sources import open_source, redact_url
 from stream.wire import SCHEMA_VERSION, FrameMessage
 
@@ -304,9 +304,16 @@ class Capture:
 
     def _check_stall(self, now: float) -> None:
         reader = self._reader
-        if reader is None or not self._opened_once or not self._live:
-            return
         src = self.cfg.source
+        if reader is not None and not self._opened_once:
+            # Backstop for an open that ignores its own timeout: at start that is an error.
+            if now - reader.started_at > src.open_timeout_s + src.stall_timeout_s:
+                raise SourceConnectionError(
+                    f"cannot open {redact_url(src.uri)}: no answer within {src.open_timeout_s:g}s"
+                )
+            return
+        if reader is None or not self._live:
+            return
         opening = self.stats.state != "streaming"
         limit = src.open_timeout_s + src.stall_timeout_s if opening else src.stall_timeout_s
         if now - self._last_frame > limit:

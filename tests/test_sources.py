@@ -3,8 +3,11 @@ errors of bad input, both from ``open_source`` and through ``promptcam capture``
 
 from __future__ import annotations
 
+import functools
+import http.server
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -195,6 +198,27 @@ def test_video_file_realtime_pacing(tmp_path: Path) -> None:
     assert len(_read_all(src)) == 10
     # Nine frame intervals of 40 ms must have passed: frames come at their media time.
     assert time.monotonic() - t0 >= 0.3
+
+
+def test_http_stream(tmp_path: Path) -> None:
+    """A network source over HTTP (a file served on loopback): frames, then the stream ends."""
+    write_video(tmp_path / "clip.mp4", 6)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="http-test-server", daemon=True)
+    thread.start()
+    try:
+        url = f"http://user:pw-xyz@127.0.0.1:{server.server_address[1]}/clip.mp4"
+        src = open_source(url, _cfg(open_timeout_s=5, read_timeout_s=5))
+        assert src.live and "pw-xyz" not in src.describe()
+        frames = [src.read() for _ in range(6)]
+        assert [round(f.mean() / 20) for f in frames] == [0, 1, 2, 3, 4, 5]
+        with pytest.raises(SourceConnectionError, match="ended"):
+            src.read()
+        src.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --------------------------------------------------------------------------- errors
