@@ -273,7 +273,7 @@ def _titles_of_children(pid: int) -> dict[str, int]:
     out = {}
     for p in psutil.Process(pid).children():
         try:
-            out[" ".join(p.cmdline())] = p.pid
+            out[" ".join(p.cmdline()).strip()] = p.pid  # setproctitle pads with empty strings
         except psutil.NoSuchProcess:
             continue
     return out
