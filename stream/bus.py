@@ -10,8 +10,8 @@ from typing import Any
 import zmq
 import zmq.auth
 
-from stream.errors import PromptcamError
 from stream.config import LOOPBACK_HOSTS, BusConfig
+from stream.errors import PromptcamError
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ def connect(
 def recv_multipart_timeout(sock: zmq.Socket[Any], timeout_ms: int, copy: bool = False) -> list[Any] | None:
     """One multipart message, or None when nothing arrives within ``timeout_ms``."""
     if sock.poll(timeout_ms, zmq.POLLIN):
-        return sock.recv_multipart(copy=copy)
+        parts: list[Any] = sock.recv_multipart(0, copy, False)
+        return parts
     return None
 
 
@@ -122,7 +123,7 @@ def request(endpoint: str, payload: dict[str, Any], timeout_ms: int = 5000, bus:
     """Send one control request (REQ) and return the JSON reply; ``BusError`` on timeout."""
     import json
 
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     sock = connect(ctx, zmq.REQ, endpoint, bus)
     try:
         sock.send(json.dumps(payload).encode())

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from stream.errors import PromptcamError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stream.errors import PromptcamError
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -38,7 +39,7 @@ class SourceConfig(_Model):
     demo_objects: int = Field(3, ge=0, le=32, description="Number of moving objects in the demo scene.")
     seed: int = Field(0, ge=0, description="Random seed of the demo scene.")
     open_timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout for opening a network source.")
-    read_timeout_s: float = Field(5.0, gt=0, le=120, description="Socket read timeout for network sources.")
+    read_timeout_s: float = Field(10.0, gt=0, le=120, description="Socket read timeout for network sources (longer than stall_timeout_s, so a stall is detected as one).")
     stall_timeout_s: float = Field(5.0, gt=0, le=600, description="No frame for this long counts as a stall and forces a reconnect.")
     reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay; doubles per failure (with jitter).")
     reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Upper bound of the reconnect delay.")
@@ -154,13 +155,13 @@ class RunConfig(_Model):
 class Config(_Model):
     camera: str = Field("cam0", description="Camera name, used in topics.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
-    source: SourceConfig = Field(default_factory=SourceConfig)  # type: ignore[arg-type]
-    bus: BusConfig = Field(default_factory=BusConfig)  # type: ignore[arg-type]
-    models: ModelsConfig = Field(default_factory=ModelsConfig)  # type: ignore[arg-type]
-    engine: EngineConfig = Field(default_factory=EngineConfig)  # type: ignore[arg-type]
-    web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
-    record: RecordConfig = Field(default_factory=RecordConfig)  # type: ignore[arg-type]
-    run: RunConfig = Field(default_factory=RunConfig)  # type: ignore[arg-type]
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    bus: BusConfig = Field(default_factory=BusConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     @field_validator("camera")
     @classmethod

@@ -42,7 +42,7 @@ def _buf(part: Part) -> memoryview:
     if isinstance(part, (bytes, bytearray)):
         return memoryview(part)
     if isinstance(part, np.ndarray):
-        return memoryview(np.ascontiguousarray(part)).cast("B")
+        return memoryview(np.ascontiguousarray(part).reshape(-1).view(np.uint8).data)
     b = getattr(part, "buffer", None)  # zmq.Frame
     if b is not None:
         return memoryview(b)
@@ -452,7 +452,7 @@ class Stats(_Cmd):
 
 
 ControlRequest = Annotated[SetPrompt | AddObject | RemoveObject | Reset | Stats, Field(discriminator="cmd")]
-_CONTROL = TypeAdapter(ControlRequest)
+_CONTROL: TypeAdapter[SetPrompt | AddObject | RemoveObject | Reset | Stats] = TypeAdapter(ControlRequest)
 MAX_CONTROL_BYTES = 64 * 1024
 
 
