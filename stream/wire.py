@@ -90,6 +90,18 @@ def _header(part: Part, model: type[_H]) -> _H:
         raise WireError("bad_field", f"field '{loc}': {err['msg']}") from None
 
 
+def _parse(parts: Sequence[Part], kind: str, n_parts: int, model: type[_H]) -> _H:
+    """Check the part count, the topic ``<kind>.<camera>`` and the header, and that the header's
+    camera is the topic's."""
+    if len(parts) != n_parts:
+        raise WireError("bad_parts", f"{kind} message needs {n_parts} parts, got {len(parts)}")
+    camera = _topic(parts[0], kind)
+    h = _header(parts[1], model)
+    if h.camera != camera:
+        raise WireError("bad_field", f"header camera {h.camera!r} differs from topic camera {camera!r}")
+    return h
+
+
 def _dump(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -157,12 +169,7 @@ class FrameMessage:
 
     @classmethod
     def from_parts(cls, parts: Sequence[Part], max_payload: int = DEFAULT_MAX_PAYLOAD) -> FrameMessage:
-        if len(parts) != 3:
-            raise WireError("bad_parts", f"frame message needs 3 parts, got {len(parts)}")
-        camera = _topic(parts[0], "frame")
-        h = _header(parts[1], FrameHeader)
-        if h.camera != camera:
-            raise WireError("bad_field", f"header camera {h.camera!r} differs from topic camera {camera!r}")
+        h = _parse(parts, "frame", 3, FrameHeader)
         payload = _buf(parts[2])
         n = payload.nbytes
         if n > max_payload:
@@ -171,7 +178,7 @@ class FrameMessage:
             raise WireError("bad_size", f"bgr8 payload is {n} bytes, expected {h.width}x{h.height}x3={h.width * h.height * 3}")
         if h.encoding == "jpeg" and (n < 4 or bytes(payload[:2]) != b"\xff\xd8"):
             raise WireError("bad_payload", "jpeg payload does not start with a JPEG marker")
-        return cls(camera, h.seq, h.t_capture_ns, h.width, h.height, h.encoding, payload)
+        return cls(h.camera, h.seq, h.t_capture_ns, h.width, h.height, h.encoding, payload)
 
     def image(self) -> np.ndarray:
         """The frame as an HxWx3 uint8 BGR array (a view for bgr8, decoded for jpeg)."""
@@ -297,12 +304,7 @@ class TracksMessage:
 
     @classmethod
     def from_parts(cls, parts: Sequence[Part]) -> TracksMessage:
-        if len(parts) != 2:
-            raise WireError("bad_parts", f"tracks message needs 2 parts, got {len(parts)}")
-        camera = _topic(parts[0], "tracks")
-        h = _header(parts[1], TracksHeader)
-        if h.camera != camera:
-            raise WireError("bad_field", f"header camera {h.camera!r} differs from topic camera {camera!r}")
+        h = _parse(parts, "tracks", 2, TracksHeader)
         for o in h.objects:
             if o.mask.size != [h.height, h.width]:
                 raise WireError("bad_field", f"object {o.id} mask size {o.mask.size} differs from frame {h.height}x{h.width}")
@@ -352,12 +354,7 @@ class AnnotatedMessage:
 
     @classmethod
     def from_parts(cls, parts: Sequence[Part], max_payload: int = DEFAULT_MAX_PAYLOAD) -> AnnotatedMessage:
-        if len(parts) != 3:
-            raise WireError("bad_parts", f"annotated message needs 3 parts, got {len(parts)}")
-        camera = _topic(parts[0], "annotated")
-        h = _header(parts[1], AnnotatedHeader)
-        if h.camera != camera:
-            raise WireError("bad_field", f"header camera {h.camera!r} differs from topic camera {camera!r}")
+        h = _parse(parts, "annotated", 3, AnnotatedHeader)
         if h.encoding != "jpeg":
             raise WireError("bad_field", "annotated frames must be jpeg")
         payload = _buf(parts[2])
@@ -365,7 +362,7 @@ class AnnotatedMessage:
             raise WireError("bad_size", f"payload of {payload.nbytes} bytes exceeds limit {max_payload}")
         if payload.nbytes < 4 or bytes(payload[:2]) != b"\xff\xd8":
             raise WireError("bad_payload", "payload is not a JPEG")
-        return cls(camera, h.seq, h.t_capture_ns, h.width, h.height, h.objects, payload)
+        return cls(h.camera, h.seq, h.t_capture_ns, h.width, h.height, h.objects, payload)
 
     def image(self) -> np.ndarray:
         return decode_jpeg(bytes(self.jpeg))
@@ -405,12 +402,7 @@ class DetectionsMessage:
 
     @classmethod
     def from_parts(cls, parts: Sequence[Part]) -> DetectionsMessage:
-        if len(parts) != 2:
-            raise WireError("bad_parts", f"detections message needs 2 parts, got {len(parts)}")
-        camera = _topic(parts[0], "detections")
-        h = _header(parts[1], DetectionsHeader)
-        if h.camera != camera:
-            raise WireError("bad_field", f"header camera {h.camera!r} differs from topic camera {camera!r}")
+        h = _parse(parts, "detections", 2, DetectionsHeader)
         for d in h.detections:
             x1, y1, x2, y2 = d.box
             if not (x2 > x1 and y2 > y1):
