@@ -10,7 +10,8 @@ Loading (:func:`load_grounder`): ``models.detector`` or the preset's detector is
   config with random weights drawn from a fixed seed, so two loads are identical.
 
 Prompts (:func:`normalize_prompt`, :meth:`Grounder.set_prompt`): lower case, split into phrases
-on ``.``, whitespace collapsed, phrases without a letter or digit dropped, duplicates dropped;
+on ``.``, punctuation around a phrase stripped, whitespace collapsed, empty phrases and
+duplicates dropped;
 the model sees ``"phrase one. phrase two."``. An empty result is a :class:`PromptError`. A
 prompt longer than the text encoder accepts (``max_text_len`` tokens) is truncated: trailing
 phrases that do not fit are dropped with a warning (a single phrase that does not fit is a
@@ -51,7 +52,9 @@ log = logging.getLogger(__name__)
 TINY_RANDOM_DIR = CONFIGS_DIR / "grounding_dino_tiny_random"
 # Grounding DINO's reference resize is shortest edge 800, longest 1333; keep that aspect cap.
 LONGEST_EDGE_RATIO = 1333 / 800
+HUB_PROBE_TIMEOUT_S = 5.0
 _WORD = re.compile(r"[a-z0-9]")
+_EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")  # punctuation and spaces around a phrase
 
 
 def normalize_prompt(text: str) -> list[str]:
@@ -60,7 +63,7 @@ def normalize_prompt(text: str) -> list[str]:
     Raises :class:`PromptError` when no phrase with a letter or digit is left."""
     phrases: list[str] = []
     for part in text.lower().split("."):
-        phrase = " ".join(part.split())
+        phrase = " ".join(_EDGE_PUNCT.sub("", part).split())
         if phrase and _WORD.search(phrase) and phrase not in phrases:
             phrases.append(phrase)
     if not phrases:
@@ -320,6 +323,28 @@ def _is_tiny_random(source: str) -> bool:
     return path.is_dir() and path.resolve() == TINY_RANDOM_DIR.resolve()
 
 
+def _hub_unreachable(repo_id: str) -> str | None:
+    """Why the Hub cannot serve ``repo_id`` now (None: it can), found with one quick request.
+
+    transformers retries each of a dozen files when the network is down (minutes); this probe
+    lets a failed download fail in about a second, and a cached model load without the network."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+
+    if constants.is_offline_mode():
+        return "HF_HUB_OFFLINE=1"
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as e:  # transport errors are the HTTP library's own types
+        log.debug("hub probe for %s failed", repo_id, exc_info=True)
+        return _first_line(e)
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _from_pretrained(source: str) -> tuple[Any, Any]:
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
@@ -330,18 +355,24 @@ def _from_pretrained(source: str) -> tuple[Any, Any]:
     ):
         raise ModelLoadError(f"detector directory {source} does not exist; {OFFLINE_OPTIONS}")
     where = str(local) if is_local else source
+    unreachable = None if is_local else _hub_unreachable(source)
+    if unreachable:
+        log.info(
+            "Hugging Face Hub unreachable (%s): trying the local cache for %s", unreachable, source
+        )
     try:
-        processor = AutoProcessor.from_pretrained(where)
-        model = AutoModelForZeroShotObjectDetection.from_pretrained(where)
+        processor = AutoProcessor.from_pretrained(where, local_files_only=bool(unreachable))
+        model = AutoModelForZeroShotObjectDetection.from_pretrained(
+            where, local_files_only=bool(unreachable)
+        )
     except (OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if is_local:
             raise ModelLoadError(
-                f"cannot load Grounding DINO from directory {where}: {reason}"
+                f"cannot load Grounding DINO from directory {where}: {_first_line(e)}"
             ) from None
         raise ModelLoadError(
-            f"cannot download Grounding DINO '{source}' from the Hugging Face Hub (no network, or "
-            f"HF_HUB_OFFLINE=1 and not cached): {reason}; {OFFLINE_OPTIONS}"
+            f"cannot download Grounding DINO '{source}' from the Hugging Face Hub and it is not "
+            f"cached ({unreachable or _first_line(e)}); {OFFLINE_OPTIONS}"
         ) from None
     if getattr(model.config, "model_type", None) != "grounding-dino":
         raise ModelLoadError(f"{where} is a {model.config.model_type!r} model, not Grounding DINO")
