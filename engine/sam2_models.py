@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from hydra.errors import HydraException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -133,7 +135,7 @@ def read_sam2_config(path: Path, image_size: int | None = None) -> DictConfig:
         tree = OmegaConf.load(path)
     except FileNotFoundError:
         raise ModelLoadError(f"SAM 2 config {path} does not exist") from None
-    except (OSError, OmegaConfBaseException, ValueError) as e:
+    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelLoadError(f"SAM 2 config {path} is not readable YAML: {msg}") from None
     model_node = tree.get("model") if isinstance(tree, DictConfig) else None
@@ -253,6 +255,10 @@ def _load_checkpoint(model: torch.nn.Module, ckpt: Path, config: Path | str) -> 
         blob = torch.load(ckpt, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelLoadError(f"SAM 2 checkpoint {ckpt} does not exist") from None
+    except pickle.UnpicklingError:
+        raise ModelLoadError(
+            f"SAM 2 checkpoint {ckpt} is not readable: not a (weights-only) PyTorch checkpoint"
+        ) from None
     except (OSError, RuntimeError, ValueError, EOFError) as e:
         msg = str(e).strip().splitlines()
         raise ModelLoadError(
