@@ -36,7 +36,7 @@ from typing import Any
 
 import zmq
 from aiohttp import BodyPartReader, web
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONTROL_TIMEOUT_MS = 2000
+KEYFRAMES_AFTER_CONNECT_S = (0.2, 0.3, 0.5, 1.0)
+KEYFRAME_EVERY_S = 10.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -281,7 +283,7 @@ async def offer(request: web.Request) -> web.Response:
         if not video:
             raise ValueError("no video section")
         video[0].direction = "sendonly"
-        pc.addTrack(viewer)
+        sender = pc.addTrack(viewer)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, zmq.ZMQError) as e:
@@ -295,10 +297,16 @@ async def offer(request: web.Request) -> web.Response:
     st.pcs.add(pc)
     st.metrics.viewers.set(len(st.pcs))
 
+    keyframes: list[asyncio.Task[None]] = []
+
     @pc.on("connectionstatechange")
     async def on_state() -> None:
         log.info("viewer %x: %s", id(pc), pc.connectionState)
+        if pc.connectionState == "connected" and not keyframes:
+            keyframes.append(asyncio.get_running_loop().create_task(_keyframes(pc, sender)))
         if pc.connectionState in ("failed", "closed"):
+            for t in keyframes:
+                t.cancel()
             await _close_pc(st, pc, viewer)
 
     local = pc.localDescription
@@ -306,6 +314,21 @@ async def offer(request: web.Request) -> web.Response:
     if st.cfg.web.ice_loopback_only:
         answer_sdp, _ = filter_sdp_to_loopback(answer_sdp)
     return web.json_response({"sdp": answer_sdp, "type": local.type})
+
+
+async def _keyframes(pc: RTCPeerConnection, sender: RTCRtpSender) -> None:
+    """Ask the viewer's encoder for keyframes soon after connecting and then now and again.
+
+    Media can arrive before the viewer's DTLS side is ready and its first keyframe is then
+    lost; browsers ask again (PLI), but not every receiver does (aiortc does not on a decode
+    error), and it would see nothing until the next keyframe. ``_send_keyframe`` is what
+    aiortc itself calls on a PLI.
+    """
+    for delay in (*KEYFRAMES_AFTER_CONNECT_S, *([KEYFRAME_EVERY_S] * 1_000_000)):
+        await asyncio.sleep(delay)
+        if pc.connectionState != "connected":
+            return
+        sender._send_keyframe()
 
 
 async def _close_pc(st: WebState, pc: RTCPeerConnection, viewer: Any) -> None:

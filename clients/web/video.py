@@ -4,7 +4,8 @@
 queues, it skips every frame that arrived in between (counted as ``skipped``), and while no new
 frame arrives it repeats the last one once a second (a placeholder before the first), so a
 browser's video starts at once. JPEG decoding runs in the default executor, off the event loop.
-It only reads while someone is watching.
+Frames leave it as YUV 4:2:0 (converted once per camera, not per viewer). It only reads while
+someone is watching.
 
 ``VideoHub`` fans the source out through ``MediaRelay`` with ``buffered=False``: every viewer
 gets the newest frame when its encoder is ready for one, so a viewer that leaves or stalls holds
@@ -47,6 +48,16 @@ def placeholder(
     return img
 
 
+def bgr_to_i420(image: np.ndarray) -> np.ndarray:
+    """BGR → planar YUV 4:2:0 (what the encoders take), cropped to even width and height."""
+    h, w = image.shape[:2]
+    return cv2.cvtColor(image[: h - h % 2, : w - w % 2], cv2.COLOR_BGR2YUV_I420)
+
+
+def jpeg_to_i420(jpeg: bytes) -> np.ndarray:
+    return bgr_to_i420(decode_jpeg(jpeg))
+
+
 class AnnotatedVideoTrack(MediaStreamTrack):
     """Source track: the newest annotated frame of one camera, at most ``fps`` per second."""
 
@@ -85,14 +96,14 @@ class AnnotatedVideoTrack(MediaStreamTrack):
             self.skipped += max(0, version - self._version - 1) if self._version else 0
             self._version = version
             jpeg = bytes(msg.jpeg)
-            image = await asyncio.get_running_loop().run_in_executor(None, decode_jpeg, jpeg)
-            self._last = (image, msg.t_capture_ns)
+            i420 = await asyncio.get_running_loop().run_in_executor(None, jpeg_to_i420, jpeg)
+            self._last = (i420, msg.t_capture_ns)
         elif self._last is not None:
             self.repeated += 1
         else:
-            self._last = (placeholder(), 0)
-        image, t_capture_ns = self._last
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            self._last = (bgr_to_i420(placeholder()), 0)
+        i420, t_capture_ns = self._last
+        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         frame.pts = int((time.monotonic() - self._t0) * VIDEO_CLOCK)
         frame.time_base = Fraction(1, VIDEO_CLOCK)
         if t_capture_ns and msg is not None:
@@ -123,9 +134,13 @@ class ViewerTrack(MediaStreamTrack):
         self.sent = 0
 
     async def recv(self) -> av.VideoFrame:
-        frame = await self._proxy.recv()
-        if not isinstance(frame, av.VideoFrame):
+        shared = await self._proxy.recv()
+        if not isinstance(shared, av.VideoFrame):
             raise MediaStreamError
+        # Every viewer's encoder gets its own frame: encoders write to the frame they encode
+        # (pts rebasing, picture type, a cached reformatter), which races when it is shared.
+        frame = av.VideoFrame.from_ndarray(shared.to_ndarray(), format=shared.format.name)
+        frame.pts, frame.time_base = shared.pts, shared.time_base
         self.sent += 1
         t_cap = self._source.t_capture_by_pts.get(frame.pts) if frame.pts is not None else None
         self._on_sent((time.time_ns() - t_cap) / 1e9 if t_cap else None)

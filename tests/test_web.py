@@ -1,0 +1,379 @@
+"""Web server against a stand-in engine (real ZeroMQ sockets) and real aiortc viewers.
+
+The server runs as a real ``promptcam web`` subprocess; ICE is restricted to loopback on both
+sides (server: ``web.ice_loopback_only``; viewers here: the same aioice restriction), so no
+packet leaves the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import psutil
+import pytest
+
+from clients.web.probe import Viewer
+from clients.web.synthetic import SyntheticEngine
+from stream.config import load_config
+from tests.conftest import tcp_endpoint, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Stack:
+    url: str
+    engine: SyntheticEngine
+    proc: subprocess.Popen[str]
+    token: str | None
+
+
+def start_web(
+    overrides: dict[str, Any], extra: list[str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    args = [sys.executable, "-m", "clients.cli", "web", "--port", "0", "--log-level", "WARNING"]
+    for k, v in overrides.items():
+        args += ["--set", f"{k}={v}"]
+    proc = subprocess.Popen(args + (extra or []), stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "serving on" not in line:
+        proc.kill()
+        pytest.fail(f"promptcam web did not start: {line!r}")
+    return proc, line.split()[-1].split("?")[0]
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def make_stack(
+    token: str | None = None, extra_overrides: dict[str, Any] | None = None
+) -> Iterator[Stack]:
+    overrides: dict[str, Any] = {
+        "bus.annotated": tcp_endpoint(),
+        "bus.tracks": tcp_endpoint(),
+        "bus.control": tcp_endpoint(),
+        "models.preset": "tiny-random",
+        **(extra_overrides or {}),
+    }
+    if token:
+        overrides["web.token"] = token
+    engine = SyntheticEngine(load_config(None, overrides), fps=20).start()
+    proc, url = start_web(overrides)
+    try:
+        yield Stack(url, engine, proc, token)
+    finally:
+        stop(proc)
+        engine.close()
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    yield from make_stack()
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            status = resp.status
+            ctype = resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as e:
+        raw, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
+    return status, (json.loads(raw) if "json" in ctype else raw)
+
+
+def post_json(url: str, obj: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    return http(
+        "POST",
+        url,
+        json.dumps(obj).encode(),
+        {"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+def healthy(url: str) -> bool:
+    status, body = http("GET", url + "healthz")
+    return status == 200 and body["ok"] is True
+
+
+# --------------------------------------------------------------------------- video
+
+
+def test_peer_connection_counts_frames_and_measures_latency(stack: Stack) -> None:
+    async def run() -> dict[str, Any]:
+        viewer = Viewer(stack.url, t_capture_of=stack.engine.t_capture_of)
+        try:
+            await viewer.connect()
+            await viewer.receive(seconds=10, frames=40)
+        finally:
+            await viewer.close()
+        return viewer.result.summary() | {"stamps": viewer.result.stamps}
+
+    r = asyncio.run(run())
+    assert r["frames"] >= 40 and (r["width"], r["height"]) == (320, 240)
+    stamps = r["stamps"]
+    assert len(stamps) >= 30, "frames should carry readable capture stamps"
+    assert stamps == sorted(stamps), "frames arrive in capture order (newest frame, no reordering)"
+    assert 0 < r["latency_ms_p50"] < 1000
+    status, metrics = http("GET", stack.url + "metrics")
+    text = metrics.decode()
+    assert status == 200
+    for name in (
+        "promptcam_web_viewers",
+        "promptcam_web_frames_sent_total",
+        "promptcam_web_annotated_frames_received_total",
+        "promptcam_web_frame_latency_seconds_bucket",
+    ):
+        assert name in text
+
+
+def _rss(pid: int) -> int:
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+def test_three_viewers_one_stalls(stack: Stack) -> None:
+    """Two viewers in this process, a third in its own process that we freeze (SIGSTOP): it
+    neither reads nor answers. The others keep their frame rate; server memory stays flat."""
+    stalled = subprocess.Popen(
+        [sys.executable, "-m", "clients.web.probe", stack.url, "--seconds", "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert stalled.stdout is not None
+        for _ in range(2):
+            line = stalled.stdout.readline()
+        assert "receiving" in line, line
+
+        async def run() -> tuple[float, float, float, float, int, int]:
+            a, b = Viewer(stack.url), Viewer(stack.url)
+            try:
+                await asyncio.gather(a.connect(), b.connect())
+                assert http("GET", stack.url + "healthz")[1]["viewers"] == 3
+                await asyncio.gather(a.receive(seconds=3), b.receive(seconds=3))  # warm up
+                t1 = time.monotonic()
+                await asyncio.gather(a.receive(seconds=3), b.receive(seconds=3))
+                os.kill(stalled.pid, signal.SIGSTOP)
+                rss0 = _rss(stack.proc.pid)
+                t2 = time.monotonic()
+                await asyncio.gather(a.receive(seconds=6), b.receive(seconds=6))
+                rss1 = _rss(stack.proc.pid)
+                before = (a.result.fps(t1, t2), b.result.fps(t1, t2))
+                after = (a.result.fps(t2 + 0.5), b.result.fps(t2 + 0.5))
+                return before[0], before[1], after[0], after[1], rss0, rss1
+            finally:
+                await asyncio.gather(a.close(), b.close())
+
+        a0, b0, a1, b1, rss0, rss1 = asyncio.run(run())
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+        stalled.kill()
+        stalled.wait(10)
+    assert min(a0, b0) > 12, f"frame rate before the stall: {a0:.1f}, {b0:.1f} (source 20 fps)"
+    assert a1 > 0.8 * a0 and b1 > 0.8 * b0, f"fps before {a0:.1f}/{b0:.1f}, after {a1:.1f}/{b1:.1f}"
+    assert rss1 - rss0 < 30 * 2**20, f"server memory grew by {(rss1 - rss0) / 2**20:.1f} MiB"
+    assert healthy(stack.url)
+
+
+# --------------------------------------------------------------------------- control and lists
+
+
+def test_prompt_changes_engine_and_object_list(stack: Stack) -> None:
+    status, body = post_json(stack.url + "api/prompt", {"prompt": "person. forklift. dog."})
+    assert status == 200 and body["ok"]
+    assert stack.engine.prompt == "person. forklift. dog."
+
+    def labels() -> list[str] | None:
+        objs = http("GET", stack.url + "api/objects")[1]
+        got = [o["label"] for o in objs["objects"]]
+        return got if got == ["person", "forklift", "dog"] else None
+
+    wait_for(labels, what="object list with the new labels")
+    objs = http("GET", stack.url + "api/objects")[1]
+    assert {"id", "label", "score", "age", "state"} <= set(objs["objects"][0])
+    status, stats = http("GET", stack.url + "api/stats")
+    assert status == 200 and stats["engine"]["fps_in"] == 20 and "latency_ms_p50" in stats["web"]
+
+
+def test_engine_down_gives_clear_errors() -> None:
+    overrides = {
+        "bus.annotated": tcp_endpoint(),
+        "bus.tracks": tcp_endpoint(),
+        "bus.control": tcp_endpoint(),
+    }
+    proc, url = start_web(overrides)
+    try:
+        status, body = post_json(url + "api/prompt", {"prompt": "cat."})
+        assert status == 503 and "no reply" in body["error"]
+        status, body = http("GET", url + "api/stats")
+        assert status == 200 and body["engine"] is None and body["engine_error"]
+        status, body = http("GET", url + "healthz")
+        assert body["last_annotated_age_s"] is None
+    finally:
+        stop(proc)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_requests_are_refused_and_server_keeps_serving(stack: Stack) -> None:
+    url = stack.url
+    status, body = post_json(url + "offer", {"sdp": "this is not sdp", "type": "offer"})
+    assert status == 400 and "malformed SDP" in body["error"]
+    assert healthy(url)
+    broken = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:xx\r\n"
+    status, body = post_json(url + "offer", {"sdp": broken, "type": "offer"})
+    assert status == 400 and "SDP" in body["error"]
+    assert healthy(url)
+    status, body = http("POST", url + "offer", b"{nope", {"Content-Type": "application/json"})
+    assert status == 400 and "JSON" in body["error"]
+    status, body = post_json(url + "api/prompt", {"prompt": "x" * 100_000})
+    assert status == 413 and "limit" in body["error"]
+    assert healthy(url)
+    status, body = http("GET", url + "api/jobs/doesnotexist")
+    assert status == 404
+    status, metrics = http("GET", url + "metrics")
+    assert 'promptcam_web_request_errors_total{status="413"}' in metrics.decode()
+
+    # and video still works after all that
+    async def one_frame() -> int:
+        v = Viewer(url)
+        try:
+            await v.connect()
+            return (await v.receive(seconds=10, frames=3)).frames
+        finally:
+            await v.close()
+
+    assert asyncio.run(one_frame()) >= 3
+
+
+def test_token_required_when_set() -> None:
+    for st in make_stack(token="s3cret-token"):
+        url = st.url
+        assert http("GET", url)[0] == 401
+        assert (
+            http("GET", url + "api/objects", headers={"X-Promptcam-Token": "wrong-token"})[0] == 401
+        )
+        status, body = post_json(url + "offer", {"sdp": "v=0", "type": "offer"})
+        assert status == 401 and "token" in body["error"]
+        assert http("GET", url + "metrics")[0] == 401
+        assert http("GET", url + "healthz")[0] == 200
+        assert http("GET", url + "?token=s3cret-token")[0] == 200
+        assert (
+            http("GET", url + "api/objects", headers={"Authorization": "Bearer s3cret-token"})[0]
+            == 200
+        )
+        assert (
+            http("GET", url + "api/objects", headers={"X-Promptcam-Token": "s3cret-token"})[0]
+            == 200
+        )
+
+        async def frames() -> int:
+            v = Viewer(url, token="s3cret-token")
+            try:
+                await v.connect()
+                return (await v.receive(seconds=10, frames=3)).frames
+            finally:
+                await v.close()
+
+        assert asyncio.run(frames()) >= 3
+
+
+# --------------------------------------------------------------------------- offline jobs
+
+
+def make_video(path: Path, frames: int = 8, size: tuple[int, int] = (160, 120)) -> Path:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height = size
+        s.pix_fmt = "yuv420p"
+        for i in range(frames):
+            img = np.full((size[1], size[0], 3), 40, np.uint8)
+            img[30:70, 10 + 8 * i : 50 + 8 * i] = (0, 0, 255)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+def multipart(fields: dict[str, str], file_name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "----promptcamtest"
+    out = b""
+    for k, v in fields.items():
+        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+    out += f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="{file_name}"\r\nContent-Type: video/mp4\r\n\r\n'.encode()
+    out += data + f"\r\n--{boundary}--\r\n".encode()
+    return out, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.slow
+def test_offline_job_upload_run_and_download(tmp_path: Path) -> None:
+    for st in make_stack(extra_overrides={"web.max_upload_mb": 1, "engine.detector_size": 128}):
+        url = st.url
+        body, ctype = multipart(
+            {"prompt": "ball.", "seed_with": "box"}, "bad.mp4", b"not a video at all" * 100
+        )
+        status, resp = http("POST", url + "api/jobs", body, {"Content-Type": ctype})
+        assert status == 400 and "bad video file" in resp["error"]
+        body, ctype = multipart({"prompt": "ball."}, "big.mp4", b"\0" * (2 * 2**20))
+        status, resp = http("POST", url + "api/jobs", body, {"Content-Type": ctype})
+        assert status == 413
+        assert healthy(url)
+
+        video = make_video(tmp_path / "in.mp4", frames=4).read_bytes()
+        body, ctype = multipart(
+            {"prompt": "ball.", "seed_with": "mask", "boxes": "10,30,50,70@0"}, "in.mp4", video
+        )
+        status, job = http("POST", url + "api/jobs", body, {"Content-Type": ctype})
+        assert status == 201 and job["state"] in ("queued", "running"), job
+        final = wait_for(
+            lambda: (
+                (j := http("GET", url + f"api/jobs/{job['id']}")[1])["state"] in ("done", "failed")
+                and j
+            ),
+            timeout=240,
+            interval=0.2,
+            what="offline job",
+        )
+        assert final["state"] == "done", final
+        assert final["frames"] == 4 and final["progress"] == 1.0
+        status, mp4 = http("GET", url + final["result"].lstrip("/"))
+        assert status == 200
+        out = tmp_path / "out.mp4"
+        out.write_bytes(mp4)
+        with av.open(str(out)) as c:
+            assert c.streams.video[0].codec_context.name == "h264"
+            assert sum(1 for _ in c.decode(video=0)) == 4
+        status, tracks = http("GET", url + final["tracks"].lstrip("/") + "?download=1")
+        assert status == 200 and len(tracks.decode().splitlines()) == 4
