@@ -8,6 +8,7 @@ packet leaves the host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -90,7 +91,8 @@ def make_stack(
 
 @pytest.fixture
 def stack() -> Iterator[Stack]:
-    yield from make_stack()
+    with make_stack() as st:
+        yield st
 
 
 def http(
@@ -278,7 +280,7 @@ def test_bad_requests_are_refused_and_server_keeps_serving(stack: Stack) -> None
 
 
 def test_token_required_when_set() -> None:
-    for st in make_stack(token="s3cret-token"):
+    with make_stack(token="s3cret-token") as st:
         url = st.url
         assert http("GET", url)[0] == 401
         assert (
@@ -339,7 +341,7 @@ def multipart(fields: dict[str, str], file_name: str, data: bytes) -> tuple[byte
 
 @pytest.mark.slow
 def test_offline_job_upload_run_and_download(tmp_path: Path) -> None:
-    for st in make_stack(extra_overrides={"web.max_upload_mb": 1, "engine.detector_size": 128}):
+    with make_stack(extra_overrides={"web.max_upload_mb": 1, "engine.detector_size": 128}):
         url = st.url
         body, ctype = multipart(
             {"prompt": "ball.", "seed_with": "box"}, "bad.mp4", b"not a video at all" * 100
