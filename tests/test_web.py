@@ -68,6 +68,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
             proc.wait(5)
 
 
+@contextlib.contextmanager
 def make_stack(
     token: str | None = None, extra_overrides: dict[str, Any] | None = None
 ) -> Iterator[Stack]:
@@ -341,7 +342,7 @@ def multipart(fields: dict[str, str], file_name: str, data: bytes) -> tuple[byte
 
 @pytest.mark.slow
 def test_offline_job_upload_run_and_download(tmp_path: Path) -> None:
-    with make_stack(extra_overrides={"web.max_upload_mb": 1, "engine.detector_size": 128}):
+    with make_stack(extra_overrides={"web.max_upload_mb": 1, "engine.detector_size": 128}) as st:
         url = st.url
         body, ctype = multipart(
             {"prompt": "ball.", "seed_with": "box"}, "bad.mp4", b"not a video at all" * 100
