@@ -364,7 +364,7 @@ def test_stalled_subscribers_do_not_slow_others(engine_alone: EngineAlone) -> No
     ctx: zmq.Context[Any] = zmq.Context()
     try:
         wait_for(lambda: len(tap.seen) > 5, timeout=20, what="tracks")
-        window = 4.0
+        window = 3.0
         t0 = time.monotonic()
         s0 = eng.stats()
         wait_for(lambda: time.monotonic() - t0 >= window, timeout=window + 5, what="baseline window")
@@ -456,7 +456,7 @@ def test_engine_sigkill_is_restarted_and_clients_resume(procs: Procs, tmp_path: 
         st = run.ready()
         assert st is not None
         pids = {n: c["pid"] for n, c in st["children"].items()}
-        kills, recover_s, lost = 2, [], []
+        kills, recover_s, lost = 1, [], []
         for k in range(kills):
             wait_for(lambda: len(tap.seen) >= 3 and tap.seen[-1][0] > time.monotonic() - 1, timeout=30, what="flowing tracks")
             old_engine = run.status()["children"]["engine"]["pid"]  # type: ignore[index]
@@ -566,7 +566,7 @@ def test_compressed_long_run_memory_and_latency_stay_flat() -> None:
     """Thousands of frames through capture and engine (tiny-random, fast demo): engine RSS and
     end-to-end latency of the last window stay within tolerance of the first (after warm-up)."""
     base = load_config(None, {"models.preset": "tiny-random", "models.device": "cpu", "engine.max_objects": 1, "engine.reground_every_frames": 50})
-    result = soak.measure(soak.SoakPlan(frames=2000, fps=100.0, windows=4, warmup_fraction=0.15, sample_every_s=0.5), base)
+    result = soak.measure(soak.SoakPlan(frames=2000, fps=60.0, windows=4, warmup_fraction=0.15, sample_every_s=0.5), base)
     FIGURES["compressed_long_run"] = result.summary()
     assert result.frames_processed >= 2000 and result.engine_restarts == 0
     first, last = result.windows[0], result.windows[-1]
