@@ -1,0 +1,80 @@
+"""Bench part ``grounding``: time of one ``Grounder.detect`` on a 640x480 frame, at detector
+input sizes (shortest edge) 800 and 480, for
+
+* the Grounding DINO tiny architecture (``GroundingDinoConfig()`` defaults: Swin-T backbone,
+  BERT-base text encoder, 900 queries) with random weights, built locally (no download); and
+* ``tiny-random`` (the small config tests use).
+
+Random weights take the same time as trained ones. The slowdown of the frame loop while a
+re-grounding runs beside it is the ``loop`` part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from clients.bench import BenchRow, row
+from engine.grounder import Grounder, build_tiny_random, resolve_device
+from stream.config import Config
+
+log = logging.getLogger(__name__)
+
+SIZES = (800, 480)
+PROMPT = "person. ball. box."
+
+
+def _tiny_architecture(seed: int = 0) -> tuple[Any, Any]:
+    """Grounding DINO tiny (default config) with random weights, and the tiny-random processor
+    (its small vocabulary only changes which token ids the prompt gets, not the cost)."""
+    from transformers import AutoModelForZeroShotObjectDetection, GroundingDinoConfig
+
+    _, processor = build_tiny_random(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForZeroShotObjectDetection.from_config(GroundingDinoConfig())
+    return model.eval(), processor
+
+
+def _time_detect(grounder: Grounder, image: np.ndarray, runs: int) -> tuple[float, float]:
+    grounder.detect(image)  # warm-up
+    times = []
+    for _ in range(runs):
+        if grounder.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        grounder.detect(image)
+        if grounder.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), min(times)
+
+
+def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
+    device = resolve_device(cfg.models.device)
+    image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    rows: list[BenchRow] = []
+    models = (("grounding-dino-tiny arch", _tiny_architecture), ("tiny-random", build_tiny_random))
+    for name, build in models:
+        model, processor = build()
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        runs = (
+            (1 if args.quick else 3)
+            if name.startswith("grounding-dino")
+            else (3 if args.quick else 20)
+        )
+        for size in SIZES:
+            engine = cfg.engine.model_copy(update={"prompt": PROMPT, "detector_size": size})
+            grounder = Grounder(model, processor, engine, device, cfg.models.dtype)
+            median, best = _time_detect(grounder, image, runs)
+            note = f"{params:.1f} M params, 640x480 frame, {device.type}, median of {runs} (best {best:.0f} ms)"
+            rows.append(row("grounding", f"{name} @ {size}", median, "ms", note))
+            log.info("grounding %s @ %d: %.1f ms", name, size, median)
+        del model
+    return rows
