@@ -1,0 +1,238 @@
+"""``promptcam bench`` engine part: streaming segmenter vs the official SAM 2 video predictor.
+
+On the same frames (JPEGs in a temporary directory; the official predictor reads the files, the
+streaming segmenter gets the same decoded images), the same weights and the same box prompts on
+frame 0, it times per frame, for 1, 4 and 16 objects:
+- streaming: ``add_frame`` (preprocessing + image encoder) + ``track`` on frames 1..N-1;
+- official: ``propagate_in_video`` between the outputs of frame 0 and frame N-1 (frame loading
+  in ``init_state``, prompting and the memory encoding of the prompts are not timed).
+Models: tiny-random and the SAM 2.1 Hiera-T architecture at 512 px with random weights (CPU),
+and Hiera-T at 1024 px under bf16 autocast when CUDA is available. Also reports process RSS.
+Targets: never slower than official; tiny-random 16 objects <= 4x one object; on a GPU
+Hiera-T 1024 px >= 150 frames/s with one object and >= 30 with 16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from clients.bench import BenchRow, row
+from engine.sam2_models import (
+    LoadedSam2,
+    load_sam2,
+    official_video_predictor,
+    read_sam2_config,
+    save_checkpoint,
+)
+from engine.segmenter import StreamingSegmenter
+from stream.config import Config, ModelsConfig
+
+log = logging.getLogger(__name__)
+
+PART = "engine"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    loaded: LoadedSam2
+    frames: int
+    objects: tuple[int, ...]
+    height: int
+    width: int
+
+
+def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
+    quick = bool(getattr(args, "quick", False))
+    rows: list[BenchRow] = []
+    with tempfile.TemporaryDirectory(prefix="promptcam-bench-engine-") as tmp:
+        workdir = Path(tmp)
+        for case in _cases(workdir, quick):
+            rows += _bench_case(case, workdir)
+            del case
+    rows.append(row(PART, "process RSS", psutil.Process().memory_info().rss / 2**20, "MiB"))
+    return rows
+
+
+def _models(**fields: Any) -> ModelsConfig:
+    return ModelsConfig.model_validate(fields)
+
+
+def _cases(workdir: Path, quick: bool) -> list[Case]:
+    cases = [
+        Case(
+            "tiny-random 256px cpu",
+            load_sam2(_models(preset="tiny-random", device="cpu")),
+            6 if quick else 24,
+            (1, 4, 16),
+            360,
+            480,
+        ),
+    ]
+    hiera_t = _random_hiera_t(workdir, 512, "cpu")
+    cases.append(
+        Case(
+            "hiera-t 512px cpu (random)",
+            hiera_t,
+            3 if quick else 6,
+            (1, 4) if quick else (1, 4, 16),
+            360,
+            480,
+        )
+    )
+    if torch.cuda.is_available():
+        gpu = _random_hiera_t(workdir, 1024, "cuda")
+        cases.append(
+            Case(
+                f"hiera-t 1024px {torch.cuda.get_device_name(0)} bf16",
+                gpu,
+                10 if quick else 60,
+                (1, 4, 16),
+                720,
+                1280,
+            )
+        )
+    return cases
+
+
+def _random_hiera_t(workdir: Path, image_size: int, device: str) -> LoadedSam2:
+    """SAM 2.1 Hiera-T with random weights, saved and loaded through the local-checkpoint path."""
+    import sam2
+
+    config = Path(sam2.__file__).resolve().parent / "configs/sam2.1/sam2.1_hiera_t.yaml"
+    ckpt = workdir / "hiera_t_random.pt"
+    if not ckpt.exists():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            save_checkpoint(instantiate(read_sam2_config(config)), ckpt)
+    return load_sam2(
+        _models(sam2_checkpoint=ckpt, sam2_config=config, image_size=image_size, device=device)
+    )
+
+
+def _frames(n: int, height: int, width: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+    out = []
+    for i in range(n):
+        img = base.copy()
+        for k in range(16):
+            x = (40 + 70 * (k % 6) + 4 * i) % (width - 60)
+            y = 30 + 80 * (k // 6)
+            img[y : y + 50, x : x + 50] = ((37 * k) % 255, (91 * k) % 255, 200)
+        out.append(img)
+    return out
+
+
+def _boxes(n: int, height: int, width: int) -> list[tuple[float, float, float, float]]:
+    return [
+        (
+            float(40 + 70 * (k % 6)),
+            float(30 + 80 * (k // 6)),
+            float(90 + 70 * (k % 6)),
+            float(80 + 80 * (k // 6)),
+        )
+        for k in range(n)
+    ]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _bench_case(case: Case, workdir: Path) -> list[BenchRow]:
+    video = workdir / case.name.replace(" ", "_")
+    video.mkdir()
+    bgr = []
+    for i, rgb in enumerate(_frames(case.frames, case.height, case.width)):
+        path = video / f"{i:05d}.jpg"
+        Image.fromarray(rgb).save(path, quality=90)
+        bgr.append(np.asarray(Image.open(path).convert("RGB"))[..., ::-1].copy())
+    official = official_video_predictor(case.loaded)
+    # Warm-up (lazy kernel and allocator set-up for these shapes), not timed.
+    _time_streaming(case.loaded, bgr[:3], _boxes(2, case.height, case.width))
+    _time_official(official, case.loaded, video, _boxes(2, case.height, case.width), max_frames=3)
+    rows: list[BenchRow] = []
+    per_obj: dict[int, float] = {}
+    for n in case.objects:
+        boxes = _boxes(n, case.height, case.width)
+        ours = _time_streaming(case.loaded, bgr, boxes)
+        theirs = _time_official(official, case.loaded, video, boxes)
+        per_obj[n] = ours
+        note = f"{case.frames} frames, {case.height}x{case.width}"
+        rows.append(row(PART, f"{case.name}: {n} obj streaming", ours * 1e3, "ms/frame", note))
+        rows.append(row(PART, f"{case.name}: {n} obj official", theirs * 1e3, "ms/frame", note))
+        rows.append(row(PART, f"{case.name}: {n} obj speed-up", theirs / ours, "x", "target >= 1"))
+        if case.loaded.device.type == "cuda":
+            rows.append(
+                row(
+                    PART,
+                    f"{case.name}: {n} obj streaming",
+                    1.0 / ours,
+                    "frames/s",
+                    "target >= 150 (1 obj), >= 30 (16 obj)",
+                )
+            )
+        log.info(
+            "%s, %d objects: streaming %.1f ms, official %.1f ms",
+            case.name,
+            n,
+            ours * 1e3,
+            theirs * 1e3,
+        )
+    if 1 in per_obj and 16 in per_obj:
+        target = "target <= 4" if case.name.startswith("tiny-random") else ""
+        rows.append(
+            row(PART, f"{case.name}: 16 obj / 1 obj", per_obj[16] / per_obj[1], "x", target)
+        )
+    del official
+    return rows
+
+
+def _time_streaming(loaded: LoadedSam2, frames: list[np.ndarray], boxes: list[Any]) -> float:
+    seg = StreamingSegmenter(loaded)
+    idx = seg.add_frame(frames[0])
+    for obj_id, box in enumerate(boxes):
+        seg.add_prompt(obj_id, idx, box=box)
+    seg.track(idx)
+    _sync(loaded.device)
+    started = time.perf_counter()
+    for frame in frames[1:]:
+        idx = seg.add_frame(frame)
+        seg.track(idx)
+    _sync(loaded.device)
+    return (time.perf_counter() - started) / (len(frames) - 1)
+
+
+def _time_official(
+    predictor: Any, loaded: LoadedSam2, video: Path, boxes: list[Any], max_frames: int | None = None
+) -> float:
+    with torch.inference_mode(), loaded.autocast():
+        state = predictor.init_state(str(video))
+        for obj_id, box in enumerate(boxes):
+            predictor.add_new_points_or_box(state, 0, obj_id, box=np.asarray(box, np.float32))
+        first = last = 0.0
+        count = 0
+        propagation = predictor.propagate_in_video(state, max_frame_num_to_track=max_frames)
+        for frame_idx, _, masks in propagation:
+            masks.cpu()  # the streaming side hands out CPU masks too
+            _sync(loaded.device)
+            now = time.perf_counter()
+            if frame_idx == 0:
+                first = now
+            last = now
+            count += 1
+    return (last - first) / max(1, count - 1)
