@@ -106,7 +106,7 @@ def test_rotates_by_size(tmp_path: Path) -> None:
     with SyntheticEngine(load_config(None, ov), fps=20):
         proc = subprocess.run(
             _cmd(
-                {**ov, "record.rotate_mb": 0.002, "record.rotate_s": "null"},
+                {**ov, "record.rotate_mb": 0.01, "record.rotate_s": "null"},
                 tmp_path,
                 "--duration",
                 "2.0",
