@@ -143,7 +143,9 @@ class _PromptTokens:
 class Grounder:
     """A loaded Grounding DINO with its processor and the current prompt.
 
-    Not thread-safe: one thread calls :meth:`detect` at a time (the engine's grounding thread)."""
+    One thread calls :meth:`detect` at a time (the engine's grounding thread). :meth:`set_prompt`
+    may run beside it: it swaps the prompt in one assignment, and a running :meth:`detect` keeps
+    the prompt it started with (its labels are that prompt's phrases)."""
 
     def __init__(
         self,
