@@ -3,7 +3,7 @@
 Reads: ``annotated.<camera>`` and ``tracks.<camera>`` (one SUB socket, both topics). Writes
 ``<dir>/<camera>-<start time>.mp4`` (H.264 when PyAV's FFmpeg has an encoder, else MPEG-4, at
 ``record.fps``) and ``<dir>/<camera>-<start time>.jsonl`` (one tracks header per line, as
-``promptcam subscribe`` prints). A new pair of files starts when the MP4 exceeds
+``promptcam subscribe`` prints). A new pair of files starts when the pair exceeds
 ``record.rotate_mb`` or the pair is older than ``record.rotate_s``. Every tracks message is
 written; annotated frames are written as they come (the MP4's frame rate is nominal; a frame
 the engine skipped is not in the file). Malformed messages are logged and counted, never
@@ -74,11 +74,17 @@ class RotatingRecording:
             and time.monotonic() - self._opened_at >= self.rec.rotate_s
         )
         too_big = (
-            self.rec.rotate_mb is not None and self._mp4.bytes_written >= self.rec.rotate_mb * 2**20
+            self.rec.rotate_mb is not None and self.bytes_written >= self.rec.rotate_mb * 2**20
         )
         if too_old or too_big:
             self.close()
             self._open()
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes in the current pair (the MP4 muxer writes in chunks, so this lags a little)."""
+        mp4 = self._mp4.bytes_written if self._mp4 is not None else 0
+        return mp4 + (self._jsonl.tell() if self._jsonl is not None else 0)
 
     def write_frame(self, msg: AnnotatedMessage) -> None:
         self._maybe_rotate()
