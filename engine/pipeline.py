@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -209,6 +209,7 @@ class TrackingEngine:
         self._last_box: dict[int, Box] = {}
         self._current: tuple[int, int, int, int] | None = None  # seq, frame_idx, width, height
         self._pending_external: deque[tuple[int, Detections]] = deque(maxlen=8)
+        self._ground_masks: dict[int, dict[int, np.ndarray]] = {}  # seq -> masks, while its grounding is in flight
         self._device = device
         self._worker: RegroundWorker | None = None
         self._background = background_grounding
@@ -315,14 +316,15 @@ class TrackingEngine:
         ground_ms = 0.0
         if self._grounding_due():
             if self._background:
-                self._submit_background(frame.seq, idx, image)
+                self._submit_background(frame.seq, idx, image, {t: o.mask for t, o in outs.items()})
             else:
                 tg = time.perf_counter()
                 assert self.grounder is not None
                 dets = self.grounder.detect(image)
                 self.counters.groundings += 1
                 self._mark_grounded()
-                self._apply_plan(self.manager.on_detections(frame.seq, dets, self._history[frame.seq]), idx, outs)
+                plan = self.manager.on_detections(frame.seq, dets, self._history[frame.seq], mask_iou_of({t: o.mask for t, o in outs.items()}))
+                self._apply_plan(plan, idx, outs)
                 ground_ms = (time.perf_counter() - tg) * 1e3
                 self.counters.last_grounding_ms = ground_ms
         self._frames_since_ground += 1
@@ -371,17 +373,19 @@ class TrackingEngine:
         self._frames_since_ground = 0
         self._last_ground_t = time.monotonic()
 
-    def _submit_background(self, seq: int, idx: int, image: np.ndarray) -> None:
+    def _submit_background(self, seq: int, idx: int, image: np.ndarray, masks: dict[int, np.ndarray]) -> None:
         assert self.grounder is not None
         if self._worker is None:
             self._worker = RegroundWorker(self.grounder, self._device)
         self.seg.pin(idx)
         if self._worker.submit(_GroundJob(seq, idx, image, self._prompt_version)):
+            self._ground_masks[seq] = masks
             self._mark_grounded()
         else:
             self.seg.unpin(idx)
 
     def _apply_ground_result(self, r: _GroundResult) -> None:
+        masks = self._ground_masks.pop(r.seq, {})
         try:
             if r.detections is None:
                 self.counters.grounding_errors += 1
@@ -392,7 +396,7 @@ class TrackingEngine:
             if r.prompt_version != self._prompt_version or obs is None:
                 self.counters.grounding_results_dropped += 1
                 return
-            self._apply_plan(self.manager.on_detections(r.seq, r.detections, obs), r.frame_idx, None)
+            self._apply_plan(self.manager.on_detections(r.seq, r.detections, obs, mask_iou_of(masks)), r.frame_idx, None)
         finally:
             self.seg.unpin(r.frame_idx)
 
@@ -455,6 +459,20 @@ class TrackingEngine:
     def close(self) -> None:
         if self._worker is not None:
             self._worker.close()
+
+
+def mask_iou_of(masks: Mapping[int, np.ndarray]) -> Callable[[int, int], float]:
+    """IoU of two tracks' masks on one frame, for the track manager's merge decision; a track
+    without a mask there counts as overlapping (the box rule alone decides)."""
+
+    def iou(a: int, b: int) -> float:
+        ma, mb = masks.get(a), masks.get(b)
+        if ma is None or mb is None:
+            return 1.0
+        union = np.count_nonzero(ma | mb)
+        return float(np.count_nonzero(ma & mb)) / union if union else 0.0
+
+    return iou
 
 
 def sample_points(mask: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
