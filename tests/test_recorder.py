@@ -62,8 +62,7 @@ def test_sigterm_closes_files_properly(tmp_path: Path) -> None:
         try:
             wait_for(
                 lambda: (
-                    (files := list(tmp_path.glob("*.jsonl")))
-                    and files[0].stat().st_size > 2000
+                    (files := list(tmp_path.glob("*.jsonl"))) and files[0].stat().st_size > 2000
                 ),
                 timeout=30,
                 what="recording",
