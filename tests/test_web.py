@@ -111,7 +111,7 @@ def http(
             ctype = resp.headers.get("Content-Type", "")
     except urllib.error.HTTPError as e:
         raw, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
-    return status, (json.loads(raw) if "json" in ctype else raw)
+    return status, (json.loads(raw) if ctype.startswith("application/json") else raw)
 
 
 def post_json(url: str, obj: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
