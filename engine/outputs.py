@@ -80,8 +80,11 @@ class TracksPublisher:
                 self._on_published(result, image, self.last_publish_ms)
 
     def close(self) -> None:
-        self._q.put(None)
-        self._thread.join(timeout=5.0)
+        try:
+            self._q.put(None, timeout=2.0)
+        except queue.Full:
+            log.warning("tracks publisher did not drain in time; %d messages unsent", self._q.qsize())
+        self._thread.join(timeout=2.0)
         self._sock.close(0)
 
 
@@ -130,7 +133,7 @@ class AnnotatedPublisher:
         with self._cond:
             self._stop = True
             self._cond.notify()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=2.0)
         self._sock.close(0)
 
 

@@ -161,7 +161,7 @@ class RegroundWorker:
     def close(self) -> None:
         with contextlib.suppress(queue.Full):
             self._jobs.put_nowait(None)
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=1.0)  # daemon thread: a detection still running is abandoned
 
 
 @dataclass

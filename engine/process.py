@@ -43,6 +43,7 @@ from stream.wire import (
     SetPrompt,
     Stats,
     WireError,
+    MAX_CONTROL_BYTES,
     control_reply,
     now_ns,
     parse_control,
@@ -100,7 +101,8 @@ class EngineProcess:
             ann_sock = zbus.bind(self.ctx, zmq.PUB, b.annotated, b, sndhwm=4, curve=True)
             self.annotated = AnnotatedPublisher(ann_sock, cfg.camera, Renderer(jpeg_quality=cfg.engine.jpeg_quality))
         self.tracks = TracksPublisher(tracks_sock, cfg.camera, self._on_published)
-        self._control_sock = zbus.bind(self.ctx, zmq.REP, b.control, b)
+        # requests over the bound are dropped by ZeroMQ before they are read
+        self._control_sock = zbus.bind(self.ctx, zmq.REP, b.control, b, maxmsgsize=MAX_CONTROL_BYTES)
         self._threads = [threading.Thread(target=self._control_loop, name="control", daemon=True)]
         if b.detections:
             self._threads.append(threading.Thread(target=self._detections_loop, name="detections", daemon=True))
@@ -317,7 +319,7 @@ class EngineProcess:
             self.annotated.close()
         self._control_sock.close(0)
         self.engine.close()
-        self.ctx.term()
+        self.ctx.destroy(linger=0)
 
 
 def _cuda_memory() -> dict[str, float]:

@@ -64,14 +64,18 @@ def bind(
     bus: BusConfig | None = None,
     sndhwm: int | None = None,
     curve: bool = False,
+    maxmsgsize: int | None = None,
 ) -> zmq.Socket[Any]:
-    """A socket of ``kind`` bound to ``endpoint`` (loopback unless ``bus.allow_remote``)."""
+    """A socket of ``kind`` bound to ``endpoint`` (loopback unless ``bus.allow_remote``).
+    ``maxmsgsize``: larger incoming parts are dropped by ZeroMQ unread (peer disconnected)."""
     bus = bus or BusConfig()
     check_bind_allowed(endpoint, bus.allow_remote)
     sock = ctx.socket(kind)
     sock.linger = 0
     if sndhwm is not None:
         sock.sndhwm = sndhwm
+    if maxmsgsize is not None:
+        sock.maxmsgsize = maxmsgsize
     if curve and bus.curve.enabled:
         _curve_server(sock, bus)
     try:
@@ -92,11 +96,14 @@ def connect(
     subscribe: Sequence[bytes] = (),
     rcvhwm: int | None = None,
     curve: bool = False,
+    maxmsgsize: int | None = None,
 ) -> zmq.Socket[Any]:
     """A socket of ``kind`` connected to ``endpoint``; SUB sockets subscribe to ``subscribe``."""
     bus = bus or BusConfig()
     sock = ctx.socket(kind)
     sock.linger = 0
+    if maxmsgsize is not None:
+        sock.maxmsgsize = maxmsgsize
     if rcvhwm is not None:
         sock.rcvhwm = rcvhwm
     if curve and bus.curve.enabled:

@@ -108,7 +108,8 @@ class LatestFrameReceiver:
     def _drain(self) -> None:
         try:
             sock = zbus.connect(
-                self._ctx, zmq.SUB, self.endpoint, self._bus, subscribe=[f"frame.{self.camera}".encode()], curve=True
+                self._ctx, zmq.SUB, self.endpoint, self._bus, subscribe=[f"frame.{self.camera}".encode()], curve=True,
+                maxmsgsize=self.max_payload + (1 << 20),  # ZeroMQ drops larger parts unread
             )
         except BaseException as e:  # surfaced to start()
             self._error = e

@@ -175,6 +175,12 @@ def test_engine_process_tracks_control_and_rejects(engine_proc: tuple[Config, An
         assert raw.poll(5000)
         assert json.loads(raw.recv())["ok"] is False
     raw.close(0)
+    huge = ctx.socket(zmq.REQ)  # a request over the size bound is dropped unread, no reply
+    huge.linger = 0
+    huge.connect(cfg.bus.control)
+    huge.send(b"x" * (2 << 20))
+    assert huge.poll(500) == 0
+    huge.close(0)
     wait_for(lambda: next_tracks(), what="tracks after garbage")
     stats = zbus.request(cfg.bus.control, {"cmd": "stats"})["stats"]
     assert stats["frames_rejected"] >= 400
