@@ -10,7 +10,7 @@ its subscription reached the engine (usually a few milliseconds after ``connect`
 subscriber that falls far behind loses messages at the high-water mark (``rcvhwm``). If the
 engine restarts, the socket reconnects by itself; ``seq`` then starts again, which
 ``stats.seq_resets`` counts. Gaps in ``seq`` (frames the engine skipped, or messages lost here)
-are counted in ``stats.gaps``.
+are counted in ``stats.skipped``.
 
 Example (a robot that follows the biggest "person")::
 
@@ -37,41 +37,19 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
 from stream import bus as zbus
 from stream.config import BusConfig, Config
+from stream.counters import MessageCounters
 from stream.wire import TracksMessage, WireError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class SubscriberStats:
-    """Counters of one ``TracksSubscriber``."""
-
-    received: int = 0
-    delivered: int = 0
-    gaps: int = 0
-    seq_resets: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "delivered": self.delivered,
-            "gaps": self.gaps,
-            "seq_resets": self.seq_resets,
-            "rejected": self.rejected_total,
-            "rejected_by_reason": dict(self.rejected),
-        }
+SubscriberStats = MessageCounters  # received, delivered, skipped (seq gaps), seq_resets, rejected
 
 
 class TracksSubscriber:
@@ -97,7 +75,6 @@ class TracksSubscriber:
         self._ctx = ctx or zmq.Context.instance()
         self._rcvhwm = rcvhwm
         self._sock: zmq.Socket[Any] | None = None
-        self._last_seq: dict[str, int] = {}
 
     # -- lifecycle
     def open(self) -> TracksSubscriber:
@@ -127,19 +104,10 @@ class TracksSubscriber:
 
     # -- receiving
     def _reject(self, reason: str, detail: str) -> None:
-        self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
-        n = self.stats.rejected_total
-        if n <= 10 or n % 1000 == 0:
-            log.warning("rejected tracks message (%s), %d rejected so far: %s", reason, n, detail)
+        self.stats.reject(reason, detail, log, "tracks message")
 
     def _account(self, msg: TracksMessage) -> None:
-        last = self._last_seq.get(msg.camera)
-        if last is not None:
-            if msg.header.seq > last:
-                self.stats.gaps += msg.header.seq - last - 1
-            else:
-                self.stats.seq_resets += 1
-        self._last_seq[msg.camera] = msg.header.seq
+        self.stats.account_seq(msg.camera, msg.header.seq)
 
     def recv(self, timeout: float | None = 1.0) -> TracksMessage | None:
         """The next valid message, or None if none arrives within ``timeout`` seconds

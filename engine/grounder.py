@@ -42,6 +42,7 @@ import supervision as sv
 import torch
 from numpy.typing import NDArray
 
+from engine.device import autocast_dtype, resolve_device
 from engine.presets import CONFIGS_DIR, OFFLINE_OPTIONS, TINY_RANDOM, get_preset
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import ModelLoadError, PromptError
@@ -163,8 +164,7 @@ class Grounder:
         self.text_threshold = engine.text_threshold
         self.detector_size = engine.detector_size
         self.max_text_len = int(model.config.max_text_len)
-        use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
-        self._autocast_dtype: torch.dtype | None = torch.bfloat16 if use_bf16 else None
+        self._autocast_dtype: torch.dtype | None = autocast_dtype(dtype, device)
         self._prompt: _PromptTokens | None = None
         self.set_prompt(engine.prompt)
 
@@ -275,14 +275,6 @@ class Grounder:
 
 
 # ---------------------------------------------------------------------- loading
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("models.device is cuda but no CUDA device is available")
-    return torch.device(name)
 
 
 def detector_source(models: ModelsConfig) -> str:

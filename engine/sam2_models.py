@@ -40,6 +40,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from engine.device import autocast_dtype, resolve_device
 from engine.presets import OFFLINE_OPTIONS, TINY_RANDOM, Preset, get_preset
 from stream.config import ModelsConfig
 from stream.errors import ModelLoadError
@@ -84,7 +85,7 @@ class LoadedSam2:
 
 def load_sam2(cfg: ModelsConfig) -> LoadedSam2:
     """Build the SAM 2 model that ``cfg`` names (see the module docstring)."""
-    device = _pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     started = time.monotonic()
     if cfg.sam2_checkpoint is not None or cfg.sam2_config is not None:
         if cfg.sam2_checkpoint is None or cfg.sam2_config is None:
@@ -107,20 +108,20 @@ def load_sam2(cfg: ModelsConfig) -> LoadedSam2:
     # where this cross-object constraint is a no-op. Keep it a no-op (see engine/segmenter.py).
     model.non_overlap_masks_for_mem_enc = False
     model = model.to(device).eval()
-    autocast_dtype = _pick_dtype(cfg.dtype, device)
+    dtype = autocast_dtype(cfg.dtype, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if cfg.compile:
         _compile_hot_modules(model, device)
-    loaded = LoadedSam2(model, device, autocast_dtype, model_cfg, source)
+    loaded = LoadedSam2(model, device, dtype, model_cfg, source)
     log.info(
         "SAM 2 %s: %.2fM params, %d px, %s, %s, loaded in %.1fs",
         source,
         loaded.num_params / 1e6,
         loaded.image_size,
         device,
-        autocast_dtype or "float32",
+        dtype or "float32",
         time.monotonic() - started,
     )
     return loaded
@@ -203,20 +204,6 @@ def _compile_hot_modules(model: Any, device: torch.device) -> None:
         model.sam_mask_decoder.forward, mode=mode, dynamic=True
     )
     log.info("SAM 2 hot modules wrapped in torch.compile (%s); the first frames are slow", mode)
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("models.device is cuda but no CUDA device is available")
-    return torch.device(name)
-
-
-def _pick_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    if name == "bfloat16" or (name == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
 
 
 def _is_sam2_class(target: str) -> bool:

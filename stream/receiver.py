@@ -15,41 +15,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from stream import bus as zbus
 from stream.config import BusConfig
+from stream.counters import MessageCounters
 from stream.wire import DEFAULT_MAX_PAYLOAD, FrameMessage, WireError, now_ns
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class ReceiverStats:
-    received: int = 0
-    delivered: int = 0
-    skipped: int = 0
+class ReceiverStats(MessageCounters):
     stale: int = 0
-    seq_resets: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "delivered": self.delivered,
-            "skipped": self.skipped,
-            "stale": self.stale,
-            "seq_resets": self.seq_resets,
-            "rejected": self.rejected_total,
-            "rejected_by_reason": dict(self.rejected),
-        }
 
 
 class LatestFrameReceiver:
@@ -73,7 +54,6 @@ class LatestFrameReceiver:
         self._ctx = ctx or zmq.Context.instance()
         self._cond = threading.Condition()
         self._slot: FrameMessage | None = None
-        self._last_seq: int | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -100,10 +80,7 @@ class LatestFrameReceiver:
             self._thread.join(2.0)
 
     def _reject(self, reason: str, detail: str) -> None:
-        self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
-        n = self.stats.rejected_total
-        if n <= 10 or n % 1000 == 0:
-            log.warning("rejected frame message (%s), %d rejected so far: %s", reason, n, detail)
+        self.stats.reject(reason, detail, log, "frame message")
 
     def _drain(self) -> None:
         try:
@@ -144,14 +121,8 @@ class LatestFrameReceiver:
             sock.close(0)
 
     def _account(self, msg: FrameMessage) -> None:
-        last = self._last_seq
-        if last is not None:
-            if msg.seq > last:
-                self.stats.skipped += msg.seq - last - 1
-            else:
-                self.stats.seq_resets += 1
-                log.info("camera %s: seq went from %d to %d (capture restarted)", self.camera, last, msg.seq)
-        self._last_seq = msg.seq
+        if not self.stats.account_seq(msg.camera, msg.seq):
+            log.info("camera %s: seq went back to %d (capture restarted)", self.camera, msg.seq)
 
     def get(self, timeout: float | None = 1.0) -> FrameMessage | None:
         """The newest frame not yet returned, waiting up to ``timeout`` seconds; None if none."""

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from clients.bench import BenchRow, row
-from engine.grounder import Grounder, build_tiny_random, resolve_device
+from engine.device import resolve_device
+from engine.grounder import Grounder, build_tiny_random
 from stream.config import Config
 
 log = logging.getLogger(__name__)
