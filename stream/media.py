@@ -43,14 +43,14 @@ class Mp4Writer:
 
     def _open(self, w: int, h: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w")
+        self._container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
         codec = _codec()
         rate = Fraction(self.fps).limit_denominator(1000)
         stream = self._container.add_stream(codec, rate=rate)
         stream.width, stream.height = w - w % 2, h - h % 2
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
-            stream.options = {"crf": str(self._crf), "preset": "veryfast", "movflags": "+faststart"}
+            stream.options = {"crf": str(self._crf), "preset": "veryfast"}
         self._stream = stream
         self._size = (stream.width, stream.height)
 
