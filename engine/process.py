@@ -43,13 +43,13 @@ from stream.wire import (
     SetPrompt,
     Stats,
     WireError,
-    MAX_CONTROL_BYTES,
     control_reply,
     now_ns,
     parse_control,
 )
 
 log = logging.getLogger(__name__)
+CONTROL_DROP_BYTES = 1 << 20
 Command = Callable[[TrackingEngine], dict[str, Any]]
 
 
@@ -101,8 +101,9 @@ class EngineProcess:
             ann_sock = zbus.bind(self.ctx, zmq.PUB, b.annotated, b, sndhwm=4, curve=True)
             self.annotated = AnnotatedPublisher(ann_sock, cfg.camera, Renderer(jpeg_quality=cfg.engine.jpeg_quality))
         self.tracks = TracksPublisher(tracks_sock, cfg.camera, self._on_published)
-        # requests over the bound are dropped by ZeroMQ before they are read
-        self._control_sock = zbus.bind(self.ctx, zmq.REP, b.control, b, maxmsgsize=MAX_CONTROL_BYTES)
+        # Requests up to MAX_CONTROL_BYTES are parsed; larger ones get an error reply; beyond
+        # 1 MiB ZeroMQ drops them unread (and the peer's connection), so memory stays bounded.
+        self._control_sock = zbus.bind(self.ctx, zmq.REP, b.control, b, maxmsgsize=CONTROL_DROP_BYTES)
         self._threads = [threading.Thread(target=self._control_loop, name="control", daemon=True)]
         if b.detections:
             self._threads.append(threading.Thread(target=self._detections_loop, name="detections", daemon=True))

@@ -141,7 +141,7 @@ def test_hub_preset_offline_fails_fast_and_names_offline_options(tmp_path: Path)
         "import time\n"
         "t = time.monotonic()\n"
         "try:\n"
-        "    load_sam2(models_cfg(preset='sam2.1-hiera-tiny', device='cpu'))\n"
+        "    load_sam2(ModelsConfig(preset='sam2.1-hiera-tiny', device='cpu'))\n"
         "except ModelLoadError as e:\n"
         "    print('ERR', e)\n"
         "print('TOOK', time.monotonic() - t)\n"
