@@ -29,6 +29,7 @@ import pytest
 
 from clients.web.probe import Viewer
 from clients.web.synthetic import SyntheticEngine
+from clients.web.video import MAX_QUEUED, Encoded, LiveEncoder, ViewerTrack
 from stream.config import load_config
 from tests.conftest import tcp_endpoint, wait_for
 
@@ -136,12 +137,15 @@ def test_peer_connection_counts_frames_and_measures_latency(stack: Stack) -> Non
         viewer = Viewer(stack.url, t_capture_of=stack.engine.t_capture_of)
         try:
             await viewer.connect()
+            answer = viewer.pc.remoteDescription.sdp
             await viewer.receive(seconds=10, frames=40)
         finally:
             await viewer.close()
-        return viewer.result.summary() | {"stamps": viewer.result.stamps}
+        return viewer.result.summary() | {"stamps": viewer.result.stamps, "answer": answer}
 
     r = asyncio.run(run())
+    codecs = {ln.split()[1].split("/")[0] for ln in r["answer"].splitlines() if "a=rtpmap:" in ln}
+    assert "H264" in codecs and "VP8" not in codecs, f"only H.264 is negotiated: {codecs}"
     assert r["frames"] >= 40 and (r["width"], r["height"]) == (320, 240)
     stamps = r["stamps"]
     assert len(stamps) >= 30, "frames should carry readable capture stamps"
@@ -155,8 +159,78 @@ def test_peer_connection_counts_frames_and_measures_latency(stack: Stack) -> Non
         "promptcam_web_frames_sent_total",
         "promptcam_web_annotated_frames_received_total",
         "promptcam_web_frame_latency_seconds_bucket",
+        "promptcam_web_frames_encoded_total",
+        "promptcam_web_keyframes_encoded_total",
+        "promptcam_web_viewer_packets_dropped_total",
     ):
         assert name in text
+
+
+def metric(url: str, name: str) -> float:
+    status, body = http("GET", url + "metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_one_encoder_is_shared_by_all_viewers(stack: Stack) -> None:
+    """Three viewers: the web process encodes each source frame once, not once per viewer."""
+
+    async def run() -> tuple[float, float, list[float]]:
+        vs = [Viewer(stack.url) for _ in range(3)]
+        try:
+            await asyncio.gather(*(v.connect() for v in vs))
+            await asyncio.gather(*(v.receive(seconds=2) for v in vs))  # warm up
+            e0 = metric(stack.url, "promptcam_web_frames_encoded_total")
+            a0 = metric(stack.url, "promptcam_web_annotated_frames_received_total")
+            t0 = time.monotonic()
+            await asyncio.gather(*(v.receive(seconds=4) for v in vs))
+            e1 = metric(stack.url, "promptcam_web_frames_encoded_total")
+            a1 = metric(stack.url, "promptcam_web_annotated_frames_received_total")
+            return e1 - e0, a1 - a0, [v.result.fps(t0) for v in vs]
+        finally:
+            await asyncio.gather(*(v.close() for v in vs))
+
+    encoded, offered, fps = asyncio.run(run())
+    assert offered >= 50, f"the source offered {offered:.0f} frames in 4 s (20 fps)"
+    assert 0.7 * offered <= encoded <= 1.3 * offered, (
+        f"{encoded:.0f} frames encoded for {offered:.0f} offered with 3 viewers: not shared"
+    )
+    assert min(fps) > 12, f"viewer frame rates {fps}"
+    stats = http("GET", stack.url + "api/stats")[1]["web"]
+    assert stats["frames_encoded"] > 0 and stats["keyframes"] > 0
+
+
+def test_viewer_that_falls_behind_waits_for_a_keyframe() -> None:
+    """A viewer's queue is bounded; after an overflow it resumes at a keyframe only, and a new
+    viewer starts at one."""
+
+    def enc(i: int, key: bool) -> Encoded:
+        p = av.Packet(bytes([i]))
+        p.pts = i
+        return Encoded(p, key, 0)
+
+    async def run() -> tuple[list[int], int, int]:
+        dropped: list[int] = []
+        encoder = LiveEncoder(None, 10)  # type: ignore[arg-type]  # never started
+        v = ViewerTrack(encoder, lambda lat: None, dropped.append, lambda v: None)
+        v.offer(enc(0, False))  # before the first keyframe: dropped
+        v.offer(enc(1, True))
+        got = [(await v.recv()).pts or 0]
+        for i in range(2, 2 + MAX_QUEUED + 1):  # nobody reads: overflow on the last
+            v.offer(enc(i, False))
+        v.offer(enc(10, False))  # still waiting for a keyframe
+        v.offer(enc(11, True))
+        v.offer(enc(12, False))
+        got += [(await v.recv()).pts or 0, (await v.recv()).pts or 0]
+        v.stop()
+        return got, v.dropped, sum(dropped)
+
+    got, n_dropped, reported = asyncio.run(run())
+    assert got == [1, 11, 12]
+    assert n_dropped == reported == 1 + (MAX_QUEUED + 1) + 1
 
 
 def _rss(pid: int) -> int:

@@ -3,7 +3,8 @@
 - CPU per viewer at 720p and 1080p: the synthetic engine publishes annotated frames at 30 fps,
   ``promptcam web`` (a subprocess) serves 1 and then 3 viewers (aiortc receivers in this
   process); the web process's CPU time per second, divided by viewers, over a fixed window.
-  Each viewer has its own encoder in aiortc, so this is mostly encode cost.
+  One H.264 encoder per camera is shared by all viewers (aiortc only packetizes and encrypts
+  per viewer), so the cost per viewer falls as viewers are added.
 - End-to-end latency capture → browser-ready frame: ``t_capture_ns`` of the frame to the moment
   an aiortc receiver has the decoded frame (the frame's seq is read from a barcode in its pixels).
 

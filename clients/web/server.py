@@ -5,7 +5,7 @@ newest message only (older ones are dropped and never queued); sends control req
 (``set_prompt``, ``stats``) to the engine's REP socket from executor threads. Serves:
 
 - ``/`` the live page, ``/offline`` the offline page, ``/static/*``;
-- ``POST /offer`` WebRTC SDP exchange (one relayed source track per camera, see video.py);
+- ``POST /offer`` WebRTC SDP exchange (H.264 only: one shared encoder per camera, see video.py);
 - ``POST /api/prompt``, ``GET /api/objects``, ``GET /api/stats``;
 - ``POST /api/jobs`` (multipart upload), ``GET /api/jobs/{id}``, ``GET /api/jobs/{id}/video``,
   ``GET /api/jobs/{id}/tracks`` (offline jobs, see jobs.py);
@@ -37,6 +37,7 @@ from typing import Any
 import zmq
 from aiohttp import BodyPartReader, web
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.exceptions import OperationError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -49,7 +50,7 @@ from prometheus_client import (
 from clients.web.feeds import LatestFeed, annotated_feed, tracks_feed
 from clients.web.ice import filter_sdp_to_loopback, restrict_ice_to_loopback, rtc_configuration
 from clients.web.jobs import Job, JobManager, UploadError, probe_video
-from clients.web.video import VideoHub
+from clients.web.video import VideoHub, ViewerTrack
 from stream import bus as zbus
 from stream.config import LOOPBACK_HOSTS, Config
 from stream.errors import PromptcamError
@@ -60,7 +61,9 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONTROL_TIMEOUT_MS = 2000
 KEYFRAMES_AFTER_CONNECT_S = (0.2, 0.3, 0.5, 1.0)
-KEYFRAME_EVERY_S = 10.0
+H264_CODECS = [
+    c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == "video/h264"
+]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -89,7 +92,20 @@ class Metrics:
         r = self.registry
         self.viewers = Gauge("promptcam_web_viewers", "Connected WebRTC viewers.", registry=r)
         self.frames_sent = Counter(
-            "promptcam_web_frames_sent", "Video frames handed to viewer encoders.", registry=r
+            "promptcam_web_frames_sent", "Encoded video frames handed to viewers.", registry=r
+        )
+        self.frames_encoded = Counter(
+            "promptcam_web_frames_encoded",
+            "Video frames encoded (one shared encoder per camera, whatever the viewers).",
+            registry=r,
+        )
+        self.keyframes = Counter(
+            "promptcam_web_keyframes_encoded", "Keyframes among the encoded frames.", registry=r
+        )
+        self.packets_dropped = Counter(
+            "promptcam_web_viewer_packets_dropped",
+            "Encoded frames a viewer skipped (fell behind or joined: waits for a keyframe).",
+            registry=r,
         )
         self.annotated = Counter(
             "promptcam_web_annotated_frames_received",
@@ -113,11 +129,12 @@ class Metrics:
         )
         self.latency = Histogram(
             "promptcam_web_frame_latency_seconds",
-            "Capture to frame handed to a viewer's encoder.",
+            "Capture to encoded frame handed to a viewer's sender.",
             buckets=(0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
             registry=r,
         )
         self.frames_sent_n = 0
+        self.frames_encoded_n = 0
         self.annotated_n = 0
         self.tracks_n = 0
         self.latencies: deque[float] = deque(maxlen=300)
@@ -278,14 +295,25 @@ async def offer(request: web.Request) -> web.Response:
     pc = RTCPeerConnection(configuration=rtc_configuration())
     viewer = st.hub.subscribe()
     try:
+        # The transceiver exists before the offer is applied, so the offer's video section
+        # binds to it and its codec preferences (H.264 only: the shared encoder's packets are
+        # H.264) decide what is negotiated.
+        transceiver = pc.addTransceiver(viewer, direction="sendonly")
+        transceiver.setCodecPreferences(H264_CODECS)
+        sender = transceiver.sender
+        # aiortc calls this on a PLI/FIR; its own encoder is not used for packets
+        setattr(sender, "_send_keyframe", viewer.request_keyframe)  # noqa: B010
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        video = [t for t in pc.getTransceivers() if t.kind == "video"]
-        if not video:
+        if transceiver.mid is None:
             raise ValueError("no video section")
-        video[0].direction = "sendonly"
-        sender = pc.addTrack(viewer)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
+    except OperationError as e:
+        viewer.stop()
+        await pc.close()
+        raise web.HTTPBadRequest(
+            text=f"no common video codec: this server sends H.264 only ({e})"
+        ) from None
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, zmq.ZMQError) as e:
         # aiortc's SDP parser reports malformed input with any of these
         viewer.stop()
@@ -303,7 +331,7 @@ async def offer(request: web.Request) -> web.Response:
     async def on_state() -> None:
         log.info("viewer %x: %s", id(pc), pc.connectionState)
         if pc.connectionState == "connected" and not keyframes:
-            keyframes.append(asyncio.get_running_loop().create_task(_keyframes(pc, sender)))
+            keyframes.append(asyncio.get_running_loop().create_task(_keyframes(pc, viewer)))
         if pc.connectionState in ("failed", "closed"):
             for t in keyframes:
                 t.cancel()
@@ -316,19 +344,19 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer_sdp, "type": local.type})
 
 
-async def _keyframes(pc: RTCPeerConnection, sender: RTCRtpSender) -> None:
-    """Ask the viewer's encoder for keyframes soon after connecting and then now and again.
+async def _keyframes(pc: RTCPeerConnection, viewer: ViewerTrack) -> None:
+    """Ask the shared encoder for a few keyframes soon after a viewer connects.
 
     Media can arrive before the viewer's DTLS side is ready and its first keyframe is then
     lost; browsers ask again (PLI), but not every receiver does (aiortc does not on a decode
-    error), and it would see nothing until the next keyframe. ``_send_keyframe`` is what
-    aiortc itself calls on a PLI.
+    error), and it would see nothing until the next keyframe. The encoder also makes one
+    every ``video.KEYFRAME_EVERY_S``.
     """
-    for delay in (*KEYFRAMES_AFTER_CONNECT_S, *([KEYFRAME_EVERY_S] * 1_000_000)):
+    for delay in KEYFRAMES_AFTER_CONNECT_S:
         await asyncio.sleep(delay)
         if pc.connectionState != "connected":
             return
-        sender._send_keyframe()
+        viewer.request_keyframe()
 
 
 async def _close_pc(st: WebState, pc: RTCPeerConnection, viewer: Any) -> None:
@@ -395,7 +423,7 @@ async def api_stats(request: web.Request) -> web.Response:
     st = request.app[STATE]
     m = st.metrics
     lat = list(m.latencies)
-    source = st.hub.source
+    enc = st.hub.encoder
     web_stats: dict[str, Any] = {
         "viewers": len(st.pcs),
         "annotated_fps_in": round(st.rate_in.rate(m.annotated_n), 2),
@@ -403,7 +431,10 @@ async def api_stats(request: web.Request) -> web.Response:
         "video_fps_out": round(st.rate_out.rate(m.frames_sent_n) / max(1, len(st.hub.viewers)), 2),
         "frames_sent": m.frames_sent_n,
         "annotated_received": m.annotated_n,
-        "frames_skipped": source.skipped if source else 0,
+        "frames_encoded": enc.encoded,
+        "keyframes": enc.keyframes,
+        "frames_skipped": enc.skipped,
+        "viewer_packets_dropped": sorted((v.dropped for v in st.hub.viewers), reverse=True),
         "rejected": st.annotated.rejected_total + st.tracks.rejected_total,
         "latency_ms_p50": None if not lat else round(1e3 * (_percentile(lat, 0.5) or 0), 1),
         "latency_ms_p95": None if not lat else round(1e3 * (_percentile(lat, 0.95) or 0), 1),
@@ -579,6 +610,15 @@ def create_app(
             m.latency.observe(latency_s)
             m.latencies.append(latency_s)
 
+    def on_encoded(keyframe: bool) -> None:
+        m.frames_encoded.inc()
+        m.frames_encoded_n += 1
+        if keyframe:
+            m.keyframes.inc()
+
+    def on_dropped(n: int) -> None:
+        m.packets_dropped.inc(n)
+
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware, body_limit_middleware],
         client_max_size=int(cfg.web.max_body_kb * 1024),
@@ -589,7 +629,7 @@ def create_app(
         m,
         ann,
         trk,
-        VideoHub(ann, cfg.web.video_fps, on_sent),
+        VideoHub(ann, cfg.web.video_fps, on_sent, on_encoded, on_dropped),
         JobManager(cfg, jobs_root),
         set(),
         RateMeter(),

@@ -1,16 +1,22 @@
-"""The live video: one source track per camera, shared by every viewer.
+"""The live video: one H.264 encoder per camera, its packets shared by every viewer.
 
-``AnnotatedVideoTrack.recv()`` returns the NEWEST annotated frame, paced at ``fps``: it never
+``LiveEncoder`` reads the NEWEST annotated frame of its camera, paced at ``fps``: it never
 queues, it skips every frame that arrived in between (counted as ``skipped``), and while no new
 frame arrives it repeats the last one once a second (a placeholder before the first), so a
-browser's video starts at once. JPEG decoding runs in the default executor, off the event loop.
-Frames leave it as YUV 4:2:0 (converted once per camera, not per viewer). It only reads while
-someone is watching.
+browser's video starts at once. JPEG decoding, BGR → YUV 4:2:0 and the H.264 encode (PyAV
+``libx264``: baseline profile, ``preset=ultrafast``, ``tune=zerolatency``, Annex B with SPS/PPS
+before every keyframe) run once per camera in the default executor, off the event loop. It only
+encodes while someone is watching.
 
-``VideoHub`` fans the source out through ``MediaRelay`` with ``buffered=False``: every viewer
-gets the newest frame when its encoder is ready for one, so a viewer that leaves or stalls holds
-no queue and slows nobody. Each viewer is wrapped in ``ViewerTrack``, which counts frames and
-observes capture → sent latency.
+Every encoded ``av.Packet`` (pts in the 90 kHz RTP video clock) is fanned out to the viewers'
+``ViewerTrack``: aiortc's ``RTCRtpSender`` only packetizes a packet that a track's ``recv()``
+returns (``H264Encoder.pack``), it does not encode it again, so the cost per viewer is RTP and
+SRTP only. With inter-frame coding a viewer cannot skip packets at will: each viewer holds at
+most ``MAX_QUEUED`` packets; on overflow it drops its queue and every packet until the next
+keyframe (counted in ``dropped``), and a new viewer starts at a keyframe. So a viewer that
+leaves or stalls holds no growing queue and costs the others nothing. Keyframes come when a
+viewer joins, when a receiver asks (PLI/FIR, see ``ViewerTrack.request_keyframe``) and every
+``KEYFRAME_EVERY_S`` as a safety net; forced ones at most every ``MIN_KEYFRAME_GAP_S``.
 """
 
 from __future__ import annotations
@@ -18,15 +24,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 
 import av
 import cv2
 import numpy as np
 from aiortc import MediaStreamTrack
-from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
 from clients.web.feeds import LatestFeed
@@ -35,7 +41,11 @@ from stream.wire import AnnotatedMessage, decode_jpeg
 log = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90_000
+VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK)
 KEEPALIVE_S = 1.0
+KEYFRAME_EVERY_S = 2.0
+MIN_KEYFRAME_GAP_S = 0.2
+MAX_QUEUED = 3
 
 
 def placeholder(
@@ -49,7 +59,7 @@ def placeholder(
 
 
 def bgr_to_i420(image: np.ndarray) -> np.ndarray:
-    """BGR → planar YUV 4:2:0 (what the encoders take), cropped to even width and height."""
+    """BGR → planar YUV 4:2:0 (what the encoder takes), cropped to even width and height."""
     h, w = image.shape[:2]
     return cv2.cvtColor(image[: h - h % 2, : w - w % 2], cv2.COLOR_BGR2YUV_I420)
 
@@ -58,137 +68,281 @@ def jpeg_to_i420(jpeg: bytes) -> np.ndarray:
     return bgr_to_i420(decode_jpeg(jpeg))
 
 
-class AnnotatedVideoTrack(MediaStreamTrack):
-    """Source track: the newest annotated frame of one camera, at most ``fps`` per second."""
+def default_bitrate(width: int, height: int, fps: float) -> int:
+    """0.03 bit per pixel, between 1 and 3 Mbit/s: the range aiortc's own H.264 encoder keeps
+    to (one shared encoder cannot follow each receiver's bandwidth estimate)."""
+    return int(min(3_000_000, max(1_000_000, 0.03 * width * height * fps)))
 
-    kind = "video"
 
-    def __init__(self, feed: LatestFeed[AnnotatedMessage], fps: float) -> None:
-        super().__init__()
-        self._feed = feed
-        self._period = 1.0 / fps
-        self._t0 = time.monotonic()
-        self._next_at = 0.0
-        self._version = 0
-        self._last: tuple[np.ndarray, int] | None = None  # (image, t_capture_ns)
-        self._watched = asyncio.Event()
-        self.t_capture_by_pts: OrderedDict[int, int] = OrderedDict()  # bounded: last 256
-        self.produced = 0
-        self.skipped = 0
-        self.repeated = 0
+class H264Stream:
+    """A libx264 encoder that browsers decode (constrained baseline, packetization-mode 1).
 
-    def set_watched(self, watched: bool) -> None:
-        if watched:
-            self._watched.set()
-        else:
-            self._watched.clear()
+    Not thread-safe: one caller at a time (``LiveEncoder`` awaits each encode). The codec is
+    rebuilt when the frame size changes; its first frame is then a keyframe anyway.
+    """
 
-    async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        await self._watched.wait()
-        now = time.monotonic()
-        if self._next_at > now:
-            await asyncio.sleep(self._next_at - now)
-        self._next_at = max(self._next_at + self._period, time.monotonic())
-        msg, version = await self._feed.wait_newer(self._version, KEEPALIVE_S)
-        if msg is not None:
-            self.skipped += max(0, version - self._version - 1) if self._version else 0
-            self._version = version
-            jpeg = bytes(msg.jpeg)
-            i420 = await asyncio.get_running_loop().run_in_executor(None, jpeg_to_i420, jpeg)
-            self._last = (i420, msg.t_capture_ns)
-        elif self._last is not None:
-            self.repeated += 1
-        else:
-            self._last = (bgr_to_i420(placeholder()), 0)
-        i420, t_capture_ns = self._last
+    def __init__(self, fps: float) -> None:
+        self._fps = fps
+        self._codec: av.VideoCodecContext | None = None
+
+    def _open(self, width: int, height: int) -> av.VideoCodecContext:
+        codec = av.CodecContext.create("libx264", "w")
+        assert isinstance(codec, av.VideoCodecContext)
+        codec.width, codec.height = width, height
+        codec.pix_fmt = "yuv420p"
+        codec.time_base = VIDEO_TIME_BASE
+        codec.framerate = Fraction(round(self._fps * 1000), 1000)
+        codec.bit_rate = default_bitrate(width, height, self._fps)
+        codec.gop_size = int(4 * KEYFRAME_EVERY_S * self._fps)  # ours come first
+        codec.profile = "Baseline"
+        codec.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "level": "31",  # what aiortc negotiates (profile-level-id 42e01f / 42001f)
+            "forced-idr": "1",
+        }
+        log.info("H.264 encoder %dx%d at %d kbit/s", width, height, codec.bit_rate // 1000)
+        return codec
+
+    def encode(self, i420: np.ndarray, pts: int, keyframe: bool) -> list[av.Packet]:
         frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
-        frame.pts = int((time.monotonic() - self._t0) * VIDEO_CLOCK)
-        frame.time_base = Fraction(1, VIDEO_CLOCK)
-        if t_capture_ns and msg is not None:
-            self.t_capture_by_pts[frame.pts] = t_capture_ns
-            while len(self.t_capture_by_pts) > 256:
-                self.t_capture_by_pts.popitem(last=False)
-        self.produced += 1
-        return frame
+        if (
+            self._codec is None
+            or self._codec.width != frame.width
+            or self._codec.height != frame.height
+        ):
+            self._codec = self._open(frame.width, frame.height)
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        frame.pict_type = (
+            av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        )
+        packets = list(self._codec.encode(frame))
+        for p in packets:  # what aiortc's H264Encoder.pack reads: 90 kHz pts
+            p.pts = pts
+            p.time_base = VIDEO_TIME_BASE
+        return packets
+
+
+@dataclass(frozen=True)
+class Encoded:
+    packet: av.Packet
+    keyframe: bool
+    t_capture_ns: int  # 0: a repeat or the placeholder
 
 
 class ViewerTrack(MediaStreamTrack):
-    """One viewer's track: the relay proxy plus counters."""
+    """One viewer: the shared encoder's packets, at most ``MAX_QUEUED`` of them queued.
+
+    ``recv()`` returns ``av.Packet``: aiortc packetizes it without encoding.
+    """
 
     kind = "video"
 
     def __init__(
         self,
-        proxy: MediaStreamTrack,
-        source: AnnotatedVideoTrack,
+        encoder: LiveEncoder,
         on_sent: Callable[[float | None], None],
+        on_dropped: Callable[[int], None],
         on_stop: Callable[[ViewerTrack], None],
     ) -> None:
         super().__init__()
-        self._proxy = proxy
-        self._source = source
+        self._encoder = encoder
         self._on_sent = on_sent
+        self._on_dropped = on_dropped
         self._on_stop = on_stop
+        self._queue: deque[Encoded] = deque()
+        self._ready = asyncio.Event()
+        self._need_keyframe = True
         self.sent = 0
+        self.dropped = 0
 
-    async def recv(self) -> av.VideoFrame:
-        shared = await self._proxy.recv()
-        if not isinstance(shared, av.VideoFrame):
+    def request_keyframe(self) -> None:
+        """A receiver lost the picture (PLI/FIR) or has just connected: keyframe for all."""
+        self._encoder.request_keyframe()
+
+    def _drop(self, n: int) -> None:
+        if n:
+            self.dropped += n
+            self._on_dropped(n)
+
+    def offer(self, enc: Encoded) -> None:
+        """Called by the encoder with each packet, in order. Never blocks, never grows."""
+        if self.readyState != "live":
+            return
+        if enc.keyframe:
+            # a keyframe decodes on its own: whatever is still queued is only older
+            self._drop(len(self._queue))
+            self._queue.clear()
+            self._need_keyframe = False
+        elif self._need_keyframe:
+            self._drop(1)
+            return
+        elif len(self._queue) >= MAX_QUEUED:
+            self._drop(len(self._queue) + 1)
+            self._queue.clear()
+            self._need_keyframe = True
+            log.debug("viewer %x fell behind: waiting for the next keyframe", id(self))
+            return
+        self._queue.append(enc)
+        self._ready.set()
+
+    async def recv(self) -> av.Packet:
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        if self.readyState != "live":
             raise MediaStreamError
-        # Every viewer's encoder gets its own frame: encoders write to the frame they encode
-        # (pts rebasing, picture type, a cached reformatter), which races when it is shared.
-        frame = av.VideoFrame.from_ndarray(shared.to_ndarray(), format=shared.format.name)
-        frame.pts, frame.time_base = shared.pts, shared.time_base
+        enc = self._queue.popleft()
         self.sent += 1
-        t_cap = self._source.t_capture_by_pts.get(frame.pts) if frame.pts is not None else None
-        self._on_sent((time.time_ns() - t_cap) / 1e9 if t_cap else None)
-        return frame
+        self._on_sent((time.time_ns() - enc.t_capture_ns) / 1e9 if enc.t_capture_ns else None)
+        return enc.packet
 
     def stop(self) -> None:
         if self.readyState == "live":
             super().stop()
-            self._proxy.stop()
+            self._queue.clear()
+            self._ready.set()
             self._on_stop(self)
 
 
+class LiveEncoder:
+    """The one encoder of one camera: newest frame, at most ``fps`` per second, to all viewers."""
+
+    def __init__(
+        self,
+        feed: LatestFeed[AnnotatedMessage],
+        fps: float,
+        on_encoded: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._feed = feed
+        self._period = 1.0 / fps
+        self._stream = H264Stream(fps)
+        self._on_encoded = on_encoded
+        self._t0 = time.monotonic()
+        self._version = 0
+        self._last: np.ndarray | None = None
+        self._last_pts = -1
+        self._last_keyframe = -float("inf")
+        self._keyframe_wanted = True
+        self._watched = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.viewers: set[ViewerTrack] = set()
+        self.encoded = 0
+        self.keyframes = 0
+        self.skipped = 0
+        self.repeated = 0
+
+    def request_keyframe(self) -> None:
+        self._keyframe_wanted = True
+
+    def add(self, viewer: ViewerTrack) -> None:
+        self.viewers.add(viewer)
+        self.request_keyframe()
+        self._watched.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task.add_done_callback(self._ended)
+
+    @staticmethod
+    def _ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (e := task.exception()) is not None:
+            log.error("the video encoder stopped: %r (restarts with the next viewer)", e)
+
+    def remove(self, viewer: ViewerTrack) -> None:
+        self.viewers.discard(viewer)
+        if not self.viewers:
+            self._watched.clear()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def _keyframe_due(self, now: float) -> bool:
+        since = now - self._last_keyframe
+        return since >= KEYFRAME_EVERY_S or (self._keyframe_wanted and since >= MIN_KEYFRAME_GAP_S)
+
+    def _encode(
+        self, jpeg: bytes | None, pts: int, keyframe: bool
+    ) -> tuple[np.ndarray, list[av.Packet]]:
+        if jpeg is not None:
+            i420 = jpeg_to_i420(jpeg)
+        elif self._last is not None:
+            i420 = self._last
+        else:
+            i420 = bgr_to_i420(placeholder())
+        return i420, self._stream.encode(i420, pts, keyframe)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = 0.0
+        while True:
+            await self._watched.wait()
+            now = time.monotonic()
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+            next_at = max(next_at + self._period, time.monotonic())
+            msg, version = await self._feed.wait_newer(self._version, KEEPALIVE_S)
+            if not self.viewers:
+                continue
+            jpeg: bytes | None = None
+            t_capture_ns = 0
+            if msg is not None:
+                self.skipped += max(0, version - self._version - 1) if self._version else 0
+                self._version = version
+                jpeg, t_capture_ns = bytes(msg.jpeg), msg.t_capture_ns
+            elif self._last is not None:
+                self.repeated += 1
+            now = time.monotonic()
+            keyframe = self._keyframe_due(now)
+            pts = max(self._last_pts + 1, int((now - self._t0) * VIDEO_CLOCK))
+            try:
+                i420, packets = await loop.run_in_executor(None, self._encode, jpeg, pts, keyframe)
+            except (av.FFmpegError, ValueError) as e:
+                log.warning("video frame not encoded: %s", e)
+                continue
+            self._last, self._last_pts = i420, pts
+            if keyframe:
+                self._keyframe_wanted = False
+                self._last_keyframe = now
+            self.encoded += 1
+            for packet in packets:
+                enc = Encoded(packet, bool(packet.is_keyframe), t_capture_ns)
+                if enc.keyframe:
+                    self.keyframes += 1
+                if self._on_encoded is not None:
+                    self._on_encoded(enc.keyframe)
+                for viewer in list(self.viewers):
+                    viewer.offer(enc)
+
+
 class VideoHub:
-    """One source track per camera, relayed to every viewer without buffering."""
+    """One shared encoder per camera (this process serves one camera), fanned out to viewers."""
 
     def __init__(
         self,
         feed: LatestFeed[AnnotatedMessage],
         fps: float,
         on_sent: Callable[[float | None], None],
+        on_encoded: Callable[[bool], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
     ) -> None:
-        self._feed = feed
-        self._fps = fps
         self._on_sent = on_sent
-        self._relay = MediaRelay()
-        self._source: AnnotatedVideoTrack | None = None
-        self.viewers: set[ViewerTrack] = set()
+        self._on_dropped = on_dropped or (lambda n: None)
+        self.encoder = LiveEncoder(feed, fps, on_encoded)
 
     @property
-    def source(self) -> AnnotatedVideoTrack | None:
-        return self._source
+    def viewers(self) -> set[ViewerTrack]:
+        return self.encoder.viewers
 
     def subscribe(self) -> ViewerTrack:
-        if self._source is None or self._source.readyState != "live":
-            self._source = AnnotatedVideoTrack(self._feed, self._fps)
-        proxy = self._relay.subscribe(self._source, buffered=False)
-        viewer = ViewerTrack(proxy, self._source, self._on_sent, self._unsubscribe)
-        self.viewers.add(viewer)
-        self._source.set_watched(True)
+        viewer = ViewerTrack(self.encoder, self._on_sent, self._on_dropped, self.encoder.remove)
+        self.encoder.add(viewer)
         return viewer
-
-    def _unsubscribe(self, viewer: ViewerTrack) -> None:
-        self.viewers.discard(viewer)
-        if not self.viewers and self._source is not None:
-            self._source.set_watched(False)
 
     def close(self) -> None:
         for v in list(self.viewers):
             v.stop()
-        if self._source is not None:
-            self._source.stop()
+        self.encoder.close()
