@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
-from engine.segmenter import StreamingSegmenter
 from supervision import Detections
 
 from engine.grounder import make_detections
 from engine.pipeline import FrameInput, TrackingEngine
 from engine.sam2_models import load_sam2
+from engine.segmenter import StreamingSegmenter
 from stream import bus as zbus
 from stream.config import Config, EngineConfig, ModelsConfig, load_config
 from stream.demo import DemoScene
