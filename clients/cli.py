@@ -60,17 +60,31 @@ def parse_box(text: str) -> tuple[tuple[float, float, float, float], int]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (default: configs/default.yaml)")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override any config key, e.g. engine.max_missed=10")
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override any config key, e.g. engine.max_missed=10",
+    )
     p.add_argument("--camera", metavar="NAME", help="camera name (config: camera)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
 
 
 def _models(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
-    g.add_argument("--models", metavar="PRESET", help="sam2.1-hiera-{tiny,small,base-plus,large} or tiny-random")
-    g.add_argument("--sam2-checkpoint", metavar="FILE.pt", help="local SAM 2 checkpoint (Meta format)")
+    g.add_argument(
+        "--models",
+        metavar="PRESET",
+        help="sam2.1-hiera-{tiny,small,base-plus,large} or tiny-random",
+    )
+    g.add_argument(
+        "--sam2-checkpoint", metavar="FILE.pt", help="local SAM 2 checkpoint (Meta format)"
+    )
     g.add_argument("--sam2-config", metavar="FILE.yaml", help="SAM 2 hydra YAML config on disk")
-    g.add_argument("--detector", metavar="PATH_OR_HUB_ID", help="Grounding DINO directory or hub id")
+    g.add_argument(
+        "--detector", metavar="PATH_OR_HUB_ID", help="Grounding DINO directory or hub id"
+    )
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device")
 
 
@@ -82,15 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="start capture, engine and web, supervised")
     _common(p)
     _models(p)
-    p.add_argument("--source", metavar="SRC", help="webcam index, /dev/videoN, URL, file, image dir or demo (default demo)")
+    p.add_argument(
+        "--source",
+        metavar="SRC",
+        help="webcam index, /dev/videoN, URL, file, image dir or demo (default demo)",
+    )
     p.add_argument("--prompt", metavar="TEXT", help="text prompt")
     p.add_argument("--port", type=int, help="web port")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (for scripted runs)")
+    p.add_argument(
+        "--duration", type=float, metavar="S", help="stop after S seconds (for scripted runs)"
+    )
 
     p = sub.add_parser("capture", help="capture process: publish frames")
     _common(p)
-    p.add_argument("--source", metavar="SRC", required=True, help="webcam index, /dev/videoN, URL, file, image dir or demo")
-    p.add_argument("--loop", action="store_true", default=None, help="loop files and image directories")
+    p.add_argument(
+        "--source",
+        metavar="SRC",
+        required=True,
+        help="webcam index, /dev/videoN, URL, file, image dir or demo",
+    )
+    p.add_argument(
+        "--loop", action="store_true", default=None, help="loop files and image directories"
+    )
     p.add_argument("--fps", type=float, help="frame rate for image directories and demo")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
 
@@ -110,10 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     _models(p)
     p.add_argument("video", metavar="VIDEO", help="video file or image directory")
     p.add_argument("--prompt", metavar="TEXT", help="text prompt")
-    p.add_argument("--box", action="append", default=[], metavar="X1,Y1,X2,Y2[@FRAME]", help="manual box prompt (repeatable)")
+    p.add_argument(
+        "--box",
+        action="append",
+        default=[],
+        metavar="X1,Y1,X2,Y2[@FRAME]",
+        help="manual box prompt (repeatable)",
+    )
     p.add_argument("--out", metavar="OUT.mp4", help="write the annotated video")
     p.add_argument("--tracks", metavar="OUT.jsonl", help="write tracks, one JSON line per frame")
-    p.add_argument("--seed-with", choices=["box", "mask", "points"], help="how a detection starts a track")
+    p.add_argument(
+        "--seed-with", choices=["box", "mask", "points"], help="how a detection starts a track"
+    )
     p.add_argument("--max-frames", type=int, metavar="N", help="process at most N frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -121,7 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     p.add_argument("--endpoint", help="tracks endpoint (default from config)")
-    p.add_argument("--timeout", type=float, default=None, metavar="S", help="exit 1 if nothing arrives for S seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="exit 1 if nothing arrives for S seconds",
+    )
 
     p = sub.add_parser("prompt", help="change the text prompt of a running engine")
     _common(p)
@@ -137,7 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _models(p)
     p.add_argument("--json", metavar="FILE", help="also write results as JSON")
-    p.add_argument("--parts", default="transport,engine,grounding,loop,output", help="comma-separated parts to run")
+    p.add_argument(
+        "--parts",
+        default="transport,engine,grounding,loop,output",
+        help="comma-separated parts to run",
+    )
     p.add_argument("--soak", type=float, metavar="MINUTES", help="long-run memory/latency soak")
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
     return parser
@@ -187,7 +232,12 @@ def setup_logging(level: str) -> None:
 def prompt_main(cfg: Config, args: argparse.Namespace) -> int:
     from stream import bus
 
-    reply = bus.request(cfg.bus.control, {"cmd": "set_prompt", "prompt": args.text}, int(args.timeout * 1000), cfg.bus)
+    reply = bus.request(
+        cfg.bus.control,
+        {"cmd": "set_prompt", "prompt": args.text},
+        int(args.timeout * 1000),
+        cfg.bus,
+    )
     if not reply.get("ok"):
         raise PromptError(f"engine refused the prompt: {reply.get('error', 'unknown error')}")
     print(json.dumps(reply))

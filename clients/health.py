@@ -141,7 +141,15 @@ class StatusCollector:
 
     def _loop(self) -> None:
         topic = f"capture.{self.cfg.camera}".encode()
-        sub = zbus.connect(self._ctx, zmq.SUB, self.cfg.bus.frames, self.cfg.bus, subscribe=[topic], rcvhwm=16, curve=True)
+        sub = zbus.connect(
+            self._ctx,
+            zmq.SUB,
+            self.cfg.bus.frames,
+            self.cfg.bus,
+            subscribe=[topic],
+            rcvhwm=16,
+            curve=True,
+        )
         try:
             next_poll = time.monotonic()
             while not self._stop.is_set():
@@ -172,7 +180,12 @@ class StatusCollector:
 
     def _poll_engine(self) -> None:
         try:
-            reply = zbus.request(self.cfg.bus.control, {"cmd": "stats"}, int(self.request_timeout_s * 1000), self.cfg.bus)
+            reply = zbus.request(
+                self.cfg.bus.control,
+                {"cmd": "stats"},
+                int(self.request_timeout_s * 1000),
+                self.cfg.bus,
+            )
         except zbus.BusError as e:
             log.debug("engine stats: %s", e)
             return
@@ -187,7 +200,9 @@ class StatusCollector:
         if self.web_url is None:
             return
         try:
-            with urllib.request.urlopen(self.web_url.rstrip("/") + "/healthz", timeout=self.request_timeout_s):
+            with urllib.request.urlopen(
+                self.web_url.rstrip("/") + "/healthz", timeout=self.request_timeout_s
+            ):
                 pass
         except urllib.error.HTTPError:
             pass  # an HTTP error answer still means the server is up
@@ -215,11 +230,21 @@ def _uptime(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def status_line(observed: Observed, children: Mapping[str, ChildInfo], uptime_s: float, stale_s: float = 5.0) -> str:
+def status_line(
+    observed: Observed, children: Mapping[str, ChildInfo], uptime_s: float, stale_s: float = 5.0
+) -> str:
     """One line: capture fps/reconnects, engine fps in/out, objects, drops, latency, memory, restarts."""
     now = time.monotonic()
-    cap = observed.capture if observed.capture_at is not None and now - observed.capture_at < stale_s else None
-    eng = observed.engine if observed.engine_at is not None and now - observed.engine_at < stale_s else None
+    cap = (
+        observed.capture
+        if observed.capture_at is not None and now - observed.capture_at < stale_s
+        else None
+    )
+    eng = (
+        observed.engine
+        if observed.engine_at is not None and now - observed.engine_at < stale_s
+        else None
+    )
     parts = []
     if cap is None:
         parts.append("capture -")

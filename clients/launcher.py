@@ -197,7 +197,17 @@ class _Child:
 
 
 def child_argv(name: str, config_path: Path) -> list[str]:
-    return [sys.executable, "-m", "clients.launcher", "--child", name, "--parent", str(os.getpid()), "--config", str(config_path)]
+    return [
+        sys.executable,
+        "-m",
+        "clients.launcher",
+        "--child",
+        name,
+        "--parent",
+        str(os.getpid()),
+        "--config",
+        str(config_path),
+    ]
 
 
 class Supervisor:
@@ -242,7 +252,9 @@ class Supervisor:
         c.ready = False
         c.state = "starting"
         c.next_start_at = None
-        c.reader = threading.Thread(target=self._forward, args=(c, c.proc), name=f"output-{c.spec.name}", daemon=True)
+        c.reader = threading.Thread(
+            target=self._forward, args=(c, c.proc), name=f"output-{c.spec.name}", daemon=True
+        )
         c.reader.start()
         log.info("started %s (pid %d)", c.spec.name, c.proc.pid)
 
@@ -263,7 +275,11 @@ class Supervisor:
         now = time.monotonic()
         for c in self.children.values():
             if c.proc is not None and c.proc.poll() is None:
-                if not c.ready and self.is_ready is not None and self.is_ready(c.spec.name, c.started_at):
+                if (
+                    not c.ready
+                    and self.is_ready is not None
+                    and self.is_ready(c.spec.name, c.started_at)
+                ):
                     c.ready = c.ever_ready = True
                     c.start_failures = 0
                     c.state = "running"
@@ -305,7 +321,14 @@ class Supervisor:
         c.backoff_level += 1
         c.next_start_at = now + delay
         c.state = "backoff"
-        log.warning("%s exited (%s) after %.1fs; restart %d in %.1fs", name, _describe_exit(code), ran, c.restarts + 1, delay)
+        log.warning(
+            "%s exited (%s) after %.1fs; restart %d in %.1fs",
+            name,
+            _describe_exit(code),
+            ran,
+            c.restarts + 1,
+            delay,
+        )
 
     def stop(self, timeout_s: float | None = None) -> None:
         """SIGTERM every child (its whole process group), SIGKILL what is left after the timeout."""
@@ -374,7 +397,7 @@ def _signal_group(c: _Child, sig: int) -> None:
 def _strip_prefix(line: str, name: str) -> str:
     for prefix in (f"promptcam {name}: error: ", f"promptcam {name}: "):
         if line.startswith(prefix):
-            return line[len(prefix):]
+            return line[len(prefix) :]
     return line
 
 
@@ -414,7 +437,9 @@ def prepare_config(cfg: Config, run_dir: Path) -> Config:
     known and restarts keep it) and the status file placed in ``run_dir`` unless configured."""
     tree = cfg.model_dump(mode="json")
     if cfg.web.port == 0:
-        tree["web"]["port"] = _free_port(cfg.web.host if cfg.web.host in LOOPBACK_HOSTS else "0.0.0.0")
+        tree["web"]["port"] = _free_port(
+            cfg.web.host if cfg.web.host in LOOPBACK_HOSTS else "0.0.0.0"
+        )
     if cfg.run.status_file is None:
         tree["run"]["status_file"] = str(run_dir / "status.json")
     return Config.model_validate(tree)
@@ -448,12 +473,18 @@ def _run(cfg: Config, config_path: Path, duration: float | None) -> int:
     stop = _StopRequest()
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     collector = StatusCollector(cfg, poll_s=1.0, web_url=url.split("?")[0]).start()
-    sup = Supervisor(child_specs(config_path), cfg.run, is_ready=lambda n, t: collector.snapshot().seen_since(n, t))
+    sup = Supervisor(
+        child_specs(config_path),
+        cfg.run,
+        is_ready=lambda n, t: collector.snapshot().seen_since(n, t),
+    )
     stop.on_second = sup.kill_now
     started = time.monotonic()
     try:
         sup.start()
-        print(f"promptcam: open {url}  (Ctrl-C stops; status file {cfg.run.status_file})", flush=True)
+        print(
+            f"promptcam: open {url}  (Ctrl-C stops; status file {cfg.run.status_file})", flush=True
+        )
         next_status = started + cfg.run.status_every_s
         next_file = started
         while not stop.event.wait(0.1):
@@ -464,7 +495,10 @@ def _run(cfg: Config, config_path: Path, duration: float | None) -> int:
             sup.poll()
             if now >= next_file:
                 next_file = now + 1.0
-                write_status_file(cfg.run.status_file, status_document(cfg, collector.snapshot(), sup.info(), url, now - started))
+                write_status_file(
+                    cfg.run.status_file,
+                    status_document(cfg, collector.snapshot(), sup.info(), url, now - started),
+                )
             if now >= next_status:
                 next_status = now + cfg.run.status_every_s
                 print(status_line(collector.snapshot(), sup.info(), now - started), flush=True)
@@ -473,8 +507,13 @@ def _run(cfg: Config, config_path: Path, duration: float | None) -> int:
         collector.close()
         for s, h in old.items():
             signal.signal(s, h)
-        write_status_file(cfg.run.status_file, status_document(cfg, collector.snapshot(), sup.info(), url, time.monotonic() - started))
-    log.info("stopped (restarts: %s)", ", ".join(f"{n} {c.restarts}" for n, c in sup.children.items()))
+        write_status_file(
+            cfg.run.status_file,
+            status_document(cfg, collector.snapshot(), sup.info(), url, time.monotonic() - started),
+        )
+    log.info(
+        "stopped (restarts: %s)", ", ".join(f"{n} {c.restarts}" for n, c in sup.children.items())
+    )
     return 0
 
 
@@ -492,6 +531,7 @@ def die_with_parent(parent_pid: int) -> None:
     if os.getppid() != parent_pid:
         os._exit(1)  # the launcher died before prctl took effect
     if not ok:
+
         def watch() -> None:
             while os.getppid() == parent_pid:
                 time.sleep(0.5)

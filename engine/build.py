@@ -23,5 +23,15 @@ def build_engine(cfg: Config, *, background_grounding: bool) -> TrackingEngine:
     loaded = load_sam2(cfg.models)
     segmenter = StreamingSegmenter(loaded)
     grounder = load_detector(cfg) if cfg.engine.prompt.strip() else None
-    log.info("models ready: SAM 2 on %s%s", loaded.device, ", Grounding DINO" if grounder else ", no detector")
-    return TrackingEngine(cfg.engine, segmenter, grounder, background_grounding=background_grounding, device=loaded.device)
+    log.info(
+        "models ready: SAM 2 on %s%s",
+        loaded.device,
+        ", Grounding DINO" if grounder else ", no detector",
+    )
+    return TrackingEngine(
+        cfg.engine,
+        segmenter,
+        grounder,
+        background_grounding=background_grounding,
+        device=loaded.device,
+    )

@@ -73,7 +73,12 @@ def track_video(
             result = engine.process(FrameInput(seq, int(seq * 1e9 / fps), image), manual)
             seen.update(o.id for o in result.objects)
             if jsonl is not None:
-                jsonl.write(to_tracks_message(cfg.camera, result, t_publish_ns=result.t_capture_ns).to_json() + "\n")
+                jsonl.write(
+                    to_tracks_message(
+                        cfg.camera, result, t_publish_ns=result.t_capture_ns
+                    ).to_json()
+                    + "\n"
+                )
             if writer is not None:
                 writer.write(render_result(renderer, image, result))
             seq += 1
@@ -90,7 +95,9 @@ def track_video(
         raise SourceError(f"{video}: no frame could be decoded")
     if by_frame:
         late = ", ".join(f"@{f}" for f in sorted(by_frame))
-        raise PromptError(f"--box frames {late} are beyond the video's {seq} frames (outputs were written)")
+        raise PromptError(
+            f"--box frames {late} are beyond the video's {seq} frames (outputs were written)"
+        )
     return OfflineResult(seq, len(seen), fps)
 
 
@@ -129,5 +136,9 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         progress=_progress_bar(not args.no_progress and sys.stderr.isatty()),
         max_frames=args.max_frames,
     )
-    print(json.dumps({"frames": res.frames, "objects": res.objects, "out": args.out, "tracks": args.tracks}))
+    print(
+        json.dumps(
+            {"frames": res.frames, "objects": res.objects, "out": args.out, "tracks": args.tracks}
+        )
+    )
     return 0

@@ -26,7 +26,9 @@ from stream.wire import AnnotatedMessage, TrackedObject, TracksMessage, encode_j
 log = logging.getLogger(__name__)
 
 
-def to_tracks_message(camera: str, r: FrameResult, t_publish_ns: int | None = None) -> TracksMessage:
+def to_tracks_message(
+    camera: str, r: FrameResult, t_publish_ns: int | None = None
+) -> TracksMessage:
     objects = [
         TrackedObject.model_construct(
             id=o.id,
@@ -39,20 +41,35 @@ def to_tracks_message(camera: str, r: FrameResult, t_publish_ns: int | None = No
         )
         for o in r.objects
     ]
-    return TracksMessage.build(camera, r.seq, r.t_capture_ns, r.width, r.height, r.prompt, objects, t_publish_ns)
+    return TracksMessage.build(
+        camera, r.seq, r.t_capture_ns, r.width, r.height, r.prompt, objects, t_publish_ns
+    )
 
 
 def render_result(renderer: Renderer, image: np.ndarray, r: FrameResult) -> np.ndarray:
     n = len(r.objects)
     boxes = np.array([o.box for o in r.objects], np.float32).reshape(n, 4)
     masks = np.stack([o.mask for o in r.objects]) if n else None
-    return renderer.draw(image, [o.id for o in r.objects], [o.label for o in r.objects], [o.score for o in r.objects], boxes, masks)
+    return renderer.draw(
+        image,
+        [o.id for o in r.objects],
+        [o.label for o in r.objects],
+        [o.score for o in r.objects],
+        boxes,
+        masks,
+    )
 
 
 class TracksPublisher:
     """Publishes tracks messages from its own thread (the socket is owned by that thread)."""
 
-    def __init__(self, sock: zmq.Socket[Any], camera: str, on_published: Callable[[FrameResult, np.ndarray, float], None] | None = None, maxsize: int = 8) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket[Any],
+        camera: str,
+        on_published: Callable[[FrameResult, np.ndarray, float], None] | None = None,
+        maxsize: int = 8,
+    ) -> None:
         self._sock = sock
         self._camera = camera
         self._q: queue.Queue[tuple[FrameResult, np.ndarray] | None] = queue.Queue(maxsize=maxsize)
@@ -83,7 +100,9 @@ class TracksPublisher:
         try:
             self._q.put(None, timeout=2.0)
         except queue.Full:
-            log.warning("tracks publisher did not drain in time; %d messages unsent", self._q.qsize())
+            log.warning(
+                "tracks publisher did not drain in time; %d messages unsent", self._q.qsize()
+            )
         self._thread.join(timeout=2.0)
         self._sock.close(0)
 
@@ -123,8 +142,18 @@ class AnnotatedPublisher:
                 result, image = self._slot
                 self._slot = None
             t0 = time.perf_counter()
-            jpeg = encode_jpeg(render_result(self._renderer, image, result), self._renderer.jpeg_quality)
-            msg = AnnotatedMessage(self._camera, result.seq, result.t_capture_ns, result.width, result.height, len(result.objects), jpeg)
+            jpeg = encode_jpeg(
+                render_result(self._renderer, image, result), self._renderer.jpeg_quality
+            )
+            msg = AnnotatedMessage(
+                self._camera,
+                result.seq,
+                result.t_capture_ns,
+                result.width,
+                result.height,
+                len(result.objects),
+                jpeg,
+            )
             self._sock.send_multipart(msg.to_parts())
             self.published += 1
             self.last_render_ms = (time.perf_counter() - t0) * 1e3
@@ -135,5 +164,3 @@ class AnnotatedPublisher:
             self._cond.notify()
         self._thread.join(timeout=2.0)
         self._sock.close(0)
-
-

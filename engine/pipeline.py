@@ -155,7 +155,15 @@ class RegroundWorker:
                 self.errors += 1
                 log.exception("grounding failed on frame %d", job.seq)
                 dets = None
-            self._results.put(_GroundResult(job.seq, job.frame_idx, dets, job.prompt_version, (time.perf_counter() - t0) * 1e3))
+            self._results.put(
+                _GroundResult(
+                    job.seq,
+                    job.frame_idx,
+                    dets,
+                    job.prompt_version,
+                    (time.perf_counter() - t0) * 1e3,
+                )
+            )
             self._busy.clear()
 
     def close(self) -> None:
@@ -209,7 +217,9 @@ class TrackingEngine:
         self._last_box: dict[int, Box] = {}
         self._current: tuple[int, int, int, int] | None = None  # seq, frame_idx, width, height
         self._pending_external: deque[tuple[int, Detections]] = deque(maxlen=8)
-        self._ground_masks: dict[int, dict[int, np.ndarray]] = {}  # seq -> masks, while its grounding is in flight
+        self._ground_masks: dict[
+            int, dict[int, np.ndarray]
+        ] = {}  # seq -> masks, while its grounding is in flight
         self._device = device
         self._worker: RegroundWorker | None = None
         self._background = background_grounding
@@ -277,7 +287,9 @@ class TrackingEngine:
 
     # ------------------------------------------------------------------ the frame loop
 
-    def process(self, frame: FrameInput, manual: Sequence[tuple[Sequence[float], str]] = ()) -> FrameResult:
+    def process(
+        self, frame: FrameInput, manual: Sequence[tuple[Sequence[float], str]] = ()
+    ) -> FrameResult:
         """Segment and track one frame. ``manual`` boxes (with labels) become new objects
         prompted on this very frame, before propagation."""
         t0 = time.perf_counter()
@@ -323,7 +335,12 @@ class TrackingEngine:
                 dets = self.grounder.detect(image)
                 self.counters.groundings += 1
                 self._mark_grounded()
-                plan = self.manager.on_detections(frame.seq, dets, self._history[frame.seq], mask_iou_of({t: o.mask for t, o in outs.items()}))
+                plan = self.manager.on_detections(
+                    frame.seq,
+                    dets,
+                    self._history[frame.seq],
+                    mask_iou_of({t: o.mask for t, o in outs.items()}),
+                )
                 self._apply_plan(plan, idx, outs)
                 ground_ms = (time.perf_counter() - tg) * 1e3
                 self.counters.last_grounding_ms = ground_ms
@@ -339,9 +356,13 @@ class TrackingEngine:
         }
         self.counters.frames += 1
         self.counters.last_timings_ms = timings
-        return FrameResult(result.seq, result.t_capture_ns, w, h, self.prompt, result.objects, timings)
+        return FrameResult(
+            result.seq, result.t_capture_ns, w, h, self.prompt, result.objects, timings
+        )
 
-    def _result(self, frame: FrameInput, w: int, h: int, outs: Mapping[int, SegmentOutput]) -> FrameResult:
+    def _result(
+        self, frame: FrameInput, w: int, h: int, outs: Mapping[int, SegmentOutput]
+    ) -> FrameResult:
         objects: list[ObjectResult] = []
         for info in self.manager.tracks():
             out = outs.get(info.id)
@@ -350,7 +371,11 @@ class TrackingEngine:
             if out.box is not None:
                 self._last_box[info.id] = out.box
             box = out.box or self._last_box.get(info.id, (0.0, 0.0, 0.0, 0.0))
-            objects.append(ObjectResult(info.id, info.label, float(out.score), box, out.mask, info.age, info.state))
+            objects.append(
+                ObjectResult(
+                    info.id, info.label, float(out.score), box, out.mask, info.age, info.state
+                )
+            )
         return FrameResult(frame.seq, frame.t_capture_ns, w, h, self.prompt, objects, {})
 
     # ------------------------------------------------------------------ grounding
@@ -373,7 +398,9 @@ class TrackingEngine:
         self._frames_since_ground = 0
         self._last_ground_t = time.monotonic()
 
-    def _submit_background(self, seq: int, idx: int, image: np.ndarray, masks: dict[int, np.ndarray]) -> None:
+    def _submit_background(
+        self, seq: int, idx: int, image: np.ndarray, masks: dict[int, np.ndarray]
+    ) -> None:
         assert self.grounder is not None
         if self._worker is None:
             self._worker = RegroundWorker(self.grounder, self._device)
@@ -396,11 +423,17 @@ class TrackingEngine:
             if r.prompt_version != self._prompt_version or obs is None:
                 self.counters.grounding_results_dropped += 1
                 return
-            self._apply_plan(self.manager.on_detections(r.seq, r.detections, obs, mask_iou_of(masks)), r.frame_idx, None)
+            self._apply_plan(
+                self.manager.on_detections(r.seq, r.detections, obs, mask_iou_of(masks)),
+                r.frame_idx,
+                None,
+            )
         finally:
             self.seg.unpin(r.frame_idx)
 
-    def _apply_plan(self, plan: Plan, frame_idx: int, outs: dict[int, SegmentOutput] | None) -> None:
+    def _apply_plan(
+        self, plan: Plan, frame_idx: int, outs: dict[int, SegmentOutput] | None
+    ) -> None:
         for tid in (*plan.ended, *plan.merged):
             self._free(tid)
             if outs is not None:
@@ -430,7 +463,9 @@ class TrackingEngine:
             if mode == "mask":
                 return self.seg.add_prompt(tid, frame_idx, mask=mask)
             pts = sample_points(mask, 8, seed=tid)
-            return self.seg.add_prompt(tid, frame_idx, points=pts, point_labels=np.ones(len(pts), np.int32))
+            return self.seg.add_prompt(
+                tid, frame_idx, points=pts, point_labels=np.ones(len(pts), np.int32)
+            )
         except PromptError as e:
             self.counters.seed_failures += 1
             log.warning("could not seed object %d from box %s: %s", tid, box, e)

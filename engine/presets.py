@@ -23,18 +23,46 @@ OFFLINE_OPTIONS = (
 @dataclass(frozen=True)
 class Preset:
     name: str
-    sam2_hub_id: str | None  # Hugging Face Hub repo holding the checkpoint (sam2's build_sam2_hf ids)
+    sam2_hub_id: (
+        str | None
+    )  # Hugging Face Hub repo holding the checkpoint (sam2's build_sam2_hf ids)
     sam2_config: str  # sam2 package config name, or a file under configs/ for tiny-random
     detector: str  # Grounding DINO hub id, or a directory name under configs/ for tiny-random
     seed: int = 0
 
 
 PRESETS: dict[str, Preset] = {
-    "sam2.1-hiera-tiny": Preset("sam2.1-hiera-tiny", "facebook/sam2.1-hiera-tiny", "configs/sam2.1/sam2.1_hiera_t.yaml", "IDEA-Research/grounding-dino-tiny"),
-    "sam2.1-hiera-small": Preset("sam2.1-hiera-small", "facebook/sam2.1-hiera-small", "configs/sam2.1/sam2.1_hiera_s.yaml", "IDEA-Research/grounding-dino-tiny"),
-    "sam2.1-hiera-base-plus": Preset("sam2.1-hiera-base-plus", "facebook/sam2.1-hiera-base-plus", "configs/sam2.1/sam2.1_hiera_b+.yaml", "IDEA-Research/grounding-dino-base"),
-    "sam2.1-hiera-large": Preset("sam2.1-hiera-large", "facebook/sam2.1-hiera-large", "configs/sam2.1/sam2.1_hiera_l.yaml", "IDEA-Research/grounding-dino-base"),
-    TINY_RANDOM: Preset(TINY_RANDOM, None, str(CONFIGS_DIR / "sam2_tiny_random.yaml"), str(CONFIGS_DIR / "grounding_dino_tiny_random"), seed=0),
+    "sam2.1-hiera-tiny": Preset(
+        "sam2.1-hiera-tiny",
+        "facebook/sam2.1-hiera-tiny",
+        "configs/sam2.1/sam2.1_hiera_t.yaml",
+        "IDEA-Research/grounding-dino-tiny",
+    ),
+    "sam2.1-hiera-small": Preset(
+        "sam2.1-hiera-small",
+        "facebook/sam2.1-hiera-small",
+        "configs/sam2.1/sam2.1_hiera_s.yaml",
+        "IDEA-Research/grounding-dino-tiny",
+    ),
+    "sam2.1-hiera-base-plus": Preset(
+        "sam2.1-hiera-base-plus",
+        "facebook/sam2.1-hiera-base-plus",
+        "configs/sam2.1/sam2.1_hiera_b+.yaml",
+        "IDEA-Research/grounding-dino-base",
+    ),
+    "sam2.1-hiera-large": Preset(
+        "sam2.1-hiera-large",
+        "facebook/sam2.1-hiera-large",
+        "configs/sam2.1/sam2.1_hiera_l.yaml",
+        "IDEA-Research/grounding-dino-base",
+    ),
+    TINY_RANDOM: Preset(
+        TINY_RANDOM,
+        None,
+        str(CONFIGS_DIR / "sam2_tiny_random.yaml"),
+        str(CONFIGS_DIR / "grounding_dino_tiny_random"),
+        seed=0,
+    ),
 }
 
 
@@ -42,4 +70,6 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ModelLoadError(f"unknown model preset '{name}' (known: {', '.join(PRESETS)})") from None
+        raise ModelLoadError(
+            f"unknown model preset '{name}' (known: {', '.join(PRESETS)})"
+        ) from None

@@ -78,12 +78,16 @@ class RateMeter:
 class EngineProcess:
     """Frame loop + control server + publishers for one camera."""
 
-    def __init__(self, cfg: Config, engine: TrackingEngine, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self, cfg: Config, engine: TrackingEngine, stop: threading.Event | None = None
+    ) -> None:
         self.cfg = cfg
         self.engine = engine
         self.stop = stop or threading.Event()
         self.ctx: zmq.Context[Any] = zmq.Context()
-        self._commands: queue.Queue[tuple[Command, Future[dict[str, Any]]]] = queue.Queue(maxsize=64)
+        self._commands: queue.Queue[tuple[Command, Future[dict[str, Any]]]] = queue.Queue(
+            maxsize=64
+        )
         self._stats_lock = threading.Lock()
         self._stats: dict[str, Any] = {}
         self.control_rejected: dict[str, int] = {}
@@ -94,19 +98,27 @@ class EngineProcess:
         self._proc = psutil.Process()
         self._started = time.time()
         b = cfg.bus
-        self.receiver = LatestFrameReceiver(b.frames, cfg.camera, b.staleness_ms, int(b.max_payload_mb * 2**20), b, self.ctx)
+        self.receiver = LatestFrameReceiver(
+            b.frames, cfg.camera, b.staleness_ms, int(b.max_payload_mb * 2**20), b, self.ctx
+        )
         tracks_sock = zbus.bind(self.ctx, zmq.PUB, b.tracks, b, sndhwm=100, curve=True)
         self.annotated: AnnotatedPublisher | None = None
         if cfg.engine.annotate:
             ann_sock = zbus.bind(self.ctx, zmq.PUB, b.annotated, b, sndhwm=4, curve=True)
-            self.annotated = AnnotatedPublisher(ann_sock, cfg.camera, Renderer(jpeg_quality=cfg.engine.jpeg_quality))
+            self.annotated = AnnotatedPublisher(
+                ann_sock, cfg.camera, Renderer(jpeg_quality=cfg.engine.jpeg_quality)
+            )
         self.tracks = TracksPublisher(tracks_sock, cfg.camera, self._on_published)
         # Requests up to MAX_CONTROL_BYTES are parsed; larger ones get an error reply; beyond
         # 1 MiB ZeroMQ drops them unread (and the peer's connection), so memory stays bounded.
-        self._control_sock = zbus.bind(self.ctx, zmq.REP, b.control, b, maxmsgsize=CONTROL_DROP_BYTES)
+        self._control_sock = zbus.bind(
+            self.ctx, zmq.REP, b.control, b, maxmsgsize=CONTROL_DROP_BYTES
+        )
         self._threads = [threading.Thread(target=self._control_loop, name="control", daemon=True)]
         if b.detections:
-            self._threads.append(threading.Thread(target=self._detections_loop, name="detections", daemon=True))
+            self._threads.append(
+                threading.Thread(target=self._detections_loop, name="detections", daemon=True)
+            )
 
     # ------------------------------------------------------------------ publishing side
 
@@ -137,7 +149,9 @@ class EngineProcess:
     def _handle_control(self, parts: list[bytes]) -> bytes:
         if len(parts) != 1:
             self._reject("bad_parts")
-            return control_reply(False, error=f"request must be one JSON part, got {len(parts)} parts")
+            return control_reply(
+                False, error=f"request must be one JSON part, got {len(parts)} parts"
+            )
         try:
             req = parse_control(parts[0])
         except WireError as e:
@@ -213,7 +227,9 @@ class EngineProcess:
 
         b = self.cfg.bus
         assert b.detections is not None
-        sock = zbus.connect(self.ctx, zmq.SUB, b.detections, b, subscribe=[f"detections.{self.cfg.camera}".encode()])
+        sock = zbus.connect(
+            self.ctx, zmq.SUB, b.detections, b, subscribe=[f"detections.{self.cfg.camera}".encode()]
+        )
         try:
             while not self.stop.is_set():
                 parts = zbus.recv_multipart_timeout(sock, 100, copy=True)
@@ -227,7 +243,9 @@ class EngineProcess:
                     continue
                 seq = msg.header.seq
 
-                def cmd(e: TrackingEngine, m: DetectionsMessage = msg, s: int = seq) -> dict[str, Any]:
+                def cmd(
+                    e: TrackingEngine, m: DetectionsMessage = msg, s: int = seq
+                ) -> dict[str, Any]:
                     e.add_external_detections(s, detections_from_message(m, e.labels))
                     return {}
 
@@ -273,7 +291,12 @@ class EngineProcess:
         self.receiver.start()
         for t in self._threads:
             t.start()
-        log.info("engine: frames from %s, tracks on %s, control on %s", self.cfg.bus.frames, self.cfg.bus.tracks, self.cfg.bus.control)
+        log.info(
+            "engine: frames from %s, tracks on %s, control on %s",
+            self.cfg.bus.frames,
+            self.cfg.bus.tracks,
+            self.cfg.bus.control,
+        )
         last_log = time.monotonic()
         processed = 0
         try:
@@ -303,7 +326,11 @@ class EngineProcess:
                     st = self.stats()
                     log.info(
                         "fps in %.1f out %.1f, objects %d, dropped %d, e2e %.0f ms",
-                        st["fps_in"], st["fps_out"], st.get("objects", 0), st["frames_dropped"], st["latency_ms"].get("end_to_end_ms", 0.0),
+                        st["fps_in"],
+                        st["fps_out"],
+                        st.get("objects", 0),
+                        st["frames_dropped"],
+                        st["latency_ms"].get("end_to_end_ms", 0.0),
                     )
         finally:
             self.close()

@@ -235,7 +235,9 @@ class StreamingSegmenter:
     def _preprocess(self, image_bgr: np.ndarray) -> torch.Tensor:
         # Same steps and dtypes as sam2.utils.misc._load_img_as_tensor + load_video_frames.
         # Resizing works per channel, so BGR->RGB is done after it, on the small image.
-        small = Image.fromarray(np.ascontiguousarray(image_bgr)).resize((self.image_size, self.image_size))
+        small = Image.fromarray(np.ascontiguousarray(image_bgr)).resize(
+            (self.image_size, self.image_size)
+        )
         resized = np.asarray(small)[..., ::-1]
         img = torch.from_numpy(resized / 255.0).permute(2, 0, 1).to(torch.float32)
         img = img.to(self.device)

@@ -29,7 +29,9 @@ def _host(endpoint: str) -> str | None:
 def check_bind_allowed(endpoint: str, allow_remote: bool) -> None:
     host = _host(endpoint)
     if host is not None and host not in LOOPBACK_HOSTS and not allow_remote:
-        raise BusError(f"refusing to bind {endpoint}: not a loopback address (set bus.allow_remote: true to allow)")
+        raise BusError(
+            f"refusing to bind {endpoint}: not a loopback address (set bus.allow_remote: true to allow)"
+        )
 
 
 def _curve_server(sock: zmq.Socket[Any], bus: BusConfig) -> None:
@@ -47,7 +49,9 @@ def _curve_server(sock: zmq.Socket[Any], bus: BusConfig) -> None:
 def _curve_client(sock: zmq.Socket[Any], bus: BusConfig) -> None:
     c = bus.curve
     if c.client_secret_key_file is None or c.server_public_key_file is None:
-        raise BusError("bus.curve needs client_secret_key_file and server_public_key_file on the connecting side")
+        raise BusError(
+            "bus.curve needs client_secret_key_file and server_public_key_file on the connecting side"
+        )
     pub, sec = zmq.auth.load_certificate(str(c.client_secret_key_file))
     server_pub, _ = zmq.auth.load_certificate(str(c.server_public_key_file))
     if sec is None:
@@ -83,7 +87,9 @@ def bind(
     except zmq.ZMQError as e:
         sock.close(0)
         if e.errno == zmq.EADDRINUSE:
-            raise BusError(f"cannot bind {endpoint}: address already in use (is another promptcam running?)") from None
+            raise BusError(
+                f"cannot bind {endpoint}: address already in use (is another promptcam running?)"
+            ) from None
         raise BusError(f"cannot bind {endpoint}: {e.strerror}") from None
     return sock
 
@@ -118,7 +124,9 @@ def connect(
     return sock
 
 
-def recv_multipart_timeout(sock: zmq.Socket[Any], timeout_ms: int, copy: bool = False) -> list[Any] | None:
+def recv_multipart_timeout(
+    sock: zmq.Socket[Any], timeout_ms: int, copy: bool = False
+) -> list[Any] | None:
     """One multipart message, or None when nothing arrives within ``timeout_ms``."""
     if sock.poll(timeout_ms, zmq.POLLIN):
         parts: list[Any] = sock.recv_multipart(0, copy, False)
@@ -126,7 +134,9 @@ def recv_multipart_timeout(sock: zmq.Socket[Any], timeout_ms: int, copy: bool = 
     return None
 
 
-def request(endpoint: str, payload: dict[str, Any], timeout_ms: int = 5000, bus: BusConfig | None = None) -> dict[str, Any]:
+def request(
+    endpoint: str, payload: dict[str, Any], timeout_ms: int = 5000, bus: BusConfig | None = None
+) -> dict[str, Any]:
     """Send one control request (REQ) and return the JSON reply; ``BusError`` on timeout."""
     import json
 
@@ -135,7 +145,9 @@ def request(endpoint: str, payload: dict[str, Any], timeout_ms: int = 5000, bus:
     try:
         sock.send(json.dumps(payload).encode())
         if not sock.poll(timeout_ms, zmq.POLLIN):
-            raise BusError(f"no reply from {endpoint} within {timeout_ms / 1000:.1f}s (is the engine running?)")
+            raise BusError(
+                f"no reply from {endpoint} within {timeout_ms / 1000:.1f}s (is the engine running?)"
+            )
         reply = json.loads(sock.recv())
         if not isinstance(reply, dict):
             raise BusError(f"malformed reply from {endpoint}")

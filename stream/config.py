@@ -30,28 +30,77 @@ class _Model(BaseModel):
 
 
 class SourceConfig(_Model):
-    uri: str = Field("demo", description="Video source: webcam index or /dev/videoN, rtsp(s)/http(s) URL, file, image directory, or 'demo'.")
+    uri: str = Field(
+        "demo",
+        description="Video source: webcam index or /dev/videoN, rtsp(s)/http(s) URL, file, image directory, or 'demo'.",
+    )
     loop: bool = Field(False, description="Restart a video file or image directory at its end.")
-    realtime: bool = Field(True, description="Pace files and image directories at their frame rate instead of as fast as they decode.")
-    fps: float | None = Field(None, gt=0, le=240, description="Frame rate for image directories and the demo scene (files and cameras use their own).")
-    width: int = Field(640, ge=32, le=7680, description="Frame width of the demo scene (and requested webcam width).")
-    height: int = Field(480, ge=32, le=4320, description="Frame height of the demo scene (and requested webcam height).")
-    demo_objects: int = Field(3, ge=0, le=32, description="Number of moving objects in the demo scene.")
+    realtime: bool = Field(
+        True,
+        description="Pace files and image directories at their frame rate instead of as fast as they decode.",
+    )
+    fps: float | None = Field(
+        None,
+        gt=0,
+        le=240,
+        description="Frame rate for image directories and the demo scene (files and cameras use their own).",
+    )
+    width: int = Field(
+        640,
+        ge=32,
+        le=7680,
+        description="Frame width of the demo scene (and requested webcam width).",
+    )
+    height: int = Field(
+        480,
+        ge=32,
+        le=4320,
+        description="Frame height of the demo scene (and requested webcam height).",
+    )
+    demo_objects: int = Field(
+        3, ge=0, le=32, description="Number of moving objects in the demo scene."
+    )
     seed: int = Field(0, ge=0, description="Random seed of the demo scene.")
-    open_timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout for opening a network source.")
-    read_timeout_s: float = Field(10.0, gt=0, le=120, description="Socket read timeout for network sources (longer than stall_timeout_s, so a stall is detected as one).")
-    stall_timeout_s: float = Field(5.0, gt=0, le=600, description="No frame for this long counts as a stall and forces a reconnect.")
-    reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay; doubles per failure (with jitter).")
-    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Upper bound of the reconnect delay.")
-    encoding: Literal["bgr8", "jpeg"] = Field("bgr8", description="Frame encoding on the frames topic.")
+    open_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="Timeout for opening a network source."
+    )
+    read_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="Socket read timeout for network sources (longer than stall_timeout_s, so a stall is detected as one).",
+    )
+    stall_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="No frame for this long counts as a stall and forces a reconnect.",
+    )
+    reconnect_initial_s: float = Field(
+        0.5, gt=0, le=60, description="First reconnect delay; doubles per failure (with jitter)."
+    )
+    reconnect_max_s: float = Field(
+        10.0, gt=0, le=600, description="Upper bound of the reconnect delay."
+    )
+    encoding: Literal["bgr8", "jpeg"] = Field(
+        "bgr8", description="Frame encoding on the frames topic."
+    )
     jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality when encoding is jpeg.")
 
 
 class CurveConfig(_Model):
-    server_secret_key_file: Path | None = Field(None, description="CURVE secret key of the binding side (zmq.auth format).")
-    server_public_key_file: Path | None = Field(None, description="CURVE public key of the binding side, given to connecting sides.")
-    client_secret_key_file: Path | None = Field(None, description="CURVE secret key of a connecting side.")
-    client_public_key_file: Path | None = Field(None, description="CURVE public key of a connecting side.")
+    server_secret_key_file: Path | None = Field(
+        None, description="CURVE secret key of the binding side (zmq.auth format)."
+    )
+    server_public_key_file: Path | None = Field(
+        None, description="CURVE public key of the binding side, given to connecting sides."
+    )
+    client_secret_key_file: Path | None = Field(
+        None, description="CURVE secret key of a connecting side."
+    )
+    client_public_key_file: Path | None = Field(
+        None, description="CURVE public key of a connecting side."
+    )
 
     @property
     def enabled(self) -> bool:
@@ -59,15 +108,32 @@ class CurveConfig(_Model):
 
 
 class BusConfig(_Model):
-    frames: str = Field("tcp://127.0.0.1:5550", description="Frames PUB endpoint (capture binds, engine connects).")
+    frames: str = Field(
+        "tcp://127.0.0.1:5550", description="Frames PUB endpoint (capture binds, engine connects)."
+    )
     tracks: str = Field("tcp://127.0.0.1:5551", description="Tracks PUB endpoint (engine binds).")
-    annotated: str = Field("tcp://127.0.0.1:5552", description="Annotated-frames PUB endpoint (engine binds).")
+    annotated: str = Field(
+        "tcp://127.0.0.1:5552", description="Annotated-frames PUB endpoint (engine binds)."
+    )
     control: str = Field("tcp://127.0.0.1:5553", description="Control REP endpoint (engine binds).")
-    detections: str | None = Field(None, description="Optional external detections SUB endpoint (engine connects), e.g. tcp://127.0.0.1:5554.")
+    detections: str | None = Field(
+        None,
+        description="Optional external detections SUB endpoint (engine connects), e.g. tcp://127.0.0.1:5554.",
+    )
     allow_remote: bool = Field(False, description="Allow binding non-loopback addresses.")
-    curve: CurveConfig = Field(default_factory=CurveConfig, description="Optional CURVE encryption for frames/tracks across hosts.")
-    staleness_ms: float = Field(1000.0, gt=0, le=60000, description="A received frame older than this is skipped and counted as stale.")
-    max_payload_mb: float = Field(64.0, gt=0, le=1024, description="Largest accepted message payload.")
+    curve: CurveConfig = Field(
+        default_factory=CurveConfig,
+        description="Optional CURVE encryption for frames/tracks across hosts.",
+    )
+    staleness_ms: float = Field(
+        1000.0,
+        gt=0,
+        le=60000,
+        description="A received frame older than this is skipped and counted as stale.",
+    )
+    max_payload_mb: float = Field(
+        64.0, gt=0, le=1024, description="Largest accepted message payload."
+    )
     sndhwm: int = Field(4, ge=1, le=10000, description="Send high-water mark of frame publishers.")
 
     @field_validator("frames", "tracks", "annotated", "control", "detections")
@@ -81,14 +147,29 @@ class BusConfig(_Model):
 
 
 class ModelsConfig(_Model):
-    preset: str = Field("sam2.1-hiera-tiny", description="Model preset: sam2.1-hiera-{tiny,small,base-plus,large} (Hugging Face Hub) or tiny-random (offline).")
-    sam2_checkpoint: Path | None = Field(None, description="Local SAM 2 checkpoint (Meta format, dict with key 'model'); overrides the preset's SAM 2.")
-    sam2_config: Path | None = Field(None, description="SAM 2 hydra YAML config on disk, paired with sam2_checkpoint.")
-    detector: str | None = Field(None, description="Grounding DINO directory or Hugging Face Hub id; overrides the preset's detector.")
+    preset: str = Field(
+        "sam2.1-hiera-tiny",
+        description="Model preset: sam2.1-hiera-{tiny,small,base-plus,large} (Hugging Face Hub) or tiny-random (offline).",
+    )
+    sam2_checkpoint: Path | None = Field(
+        None,
+        description="Local SAM 2 checkpoint (Meta format, dict with key 'model'); overrides the preset's SAM 2.",
+    )
+    sam2_config: Path | None = Field(
+        None, description="SAM 2 hydra YAML config on disk, paired with sam2_checkpoint."
+    )
+    detector: str | None = Field(
+        None,
+        description="Grounding DINO directory or Hugging Face Hub id; overrides the preset's detector.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Compute device.")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bf16 autocast on CUDA, float32 on CPU.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, float32 on CPU."
+    )
     compile: bool = Field(False, description="torch.compile the SAM 2 hot modules (CUDA).")
-    image_size: int | None = Field(None, ge=64, le=2048, description="Override the SAM 2 input size (multiple of 32).")
+    image_size: int | None = Field(
+        None, ge=64, le=2048, description="Override the SAM 2 input size (multiple of 32)."
+    )
 
     @field_validator("image_size")
     @classmethod
@@ -100,19 +181,49 @@ class ModelsConfig(_Model):
 
 class EngineConfig(_Model):
     prompt: str = Field("ball. box.", description="Text prompt: phrases separated by '.'.")
-    reground_every_frames: int = Field(30, ge=0, le=100000, description="Re-ground every N processed frames (0: off).")
-    reground_every_s: float | None = Field(None, gt=0, le=3600, description="Re-ground at least every N seconds (None: off).")
-    box_threshold: float = Field(0.35, ge=0, le=1, description="Grounding DINO box score threshold.")
-    text_threshold: float = Field(0.25, ge=0, le=1, description="Grounding DINO text score threshold.")
-    detector_size: int = Field(800, ge=64, le=2048, description="Shortest edge of the image given to the detector.")
-    iou_threshold: float = Field(0.3, gt=0, le=1, description="IoU at or above which a detection matches a track.")
-    drift_iou: float = Field(0.5, gt=0, le=1, description="A matched track whose mask box IoU with its detection is below this is re-seeded.")
-    merge_iou: float = Field(0.8, gt=0, le=1, description="Two tracks whose masks overlap at least this much are merged.")
-    score_threshold: float = Field(0.0, ge=-100, le=100, description="Object score logit below which a track counts as missed.")
-    max_missed: int = Field(30, ge=1, le=100000, description="Consecutive missed frames after which a track ends.")
-    max_unseen: int = Field(3, ge=1, le=10000, description="Re-groundings without re-detection after which a track ends.")
+    reground_every_frames: int = Field(
+        30, ge=0, le=100000, description="Re-ground every N processed frames (0: off)."
+    )
+    reground_every_s: float | None = Field(
+        None, gt=0, le=3600, description="Re-ground at least every N seconds (None: off)."
+    )
+    box_threshold: float = Field(
+        0.35, ge=0, le=1, description="Grounding DINO box score threshold."
+    )
+    text_threshold: float = Field(
+        0.25, ge=0, le=1, description="Grounding DINO text score threshold."
+    )
+    detector_size: int = Field(
+        800, ge=64, le=2048, description="Shortest edge of the image given to the detector."
+    )
+    iou_threshold: float = Field(
+        0.3, gt=0, le=1, description="IoU at or above which a detection matches a track."
+    )
+    drift_iou: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="A matched track whose mask box IoU with its detection is below this is re-seeded.",
+    )
+    merge_iou: float = Field(
+        0.8, gt=0, le=1, description="Two tracks whose masks overlap at least this much are merged."
+    )
+    score_threshold: float = Field(
+        0.0, ge=-100, le=100, description="Object score logit below which a track counts as missed."
+    )
+    max_missed: int = Field(
+        30, ge=1, le=100000, description="Consecutive missed frames after which a track ends."
+    )
+    max_unseen: int = Field(
+        3,
+        ge=1,
+        le=10000,
+        description="Re-groundings without re-detection after which a track ends.",
+    )
     max_objects: int = Field(32, ge=1, le=256, description="Most objects tracked at once.")
-    seed_with: Literal["box", "mask", "points"] = Field("box", description="How a detection starts a track.")
+    seed_with: Literal["box", "mask", "points"] = Field(
+        "box", description="How a detection starts a track."
+    )
     annotate: bool = Field(True, description="Publish annotated JPEG frames.")
     jpeg_quality: int = Field(80, ge=10, le=100, description="Annotated JPEG quality.")
     stats_every_s: float = Field(2.0, gt=0, le=3600, description="Log a stats line this often.")
@@ -121,12 +232,22 @@ class EngineConfig(_Model):
 class WebConfig(_Model):
     host: str = Field("127.0.0.1", description="HTTP bind address.")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port (0: any free port).")
-    token: str | None = Field(None, min_length=8, description="Access token; required when host is not loopback.")
+    token: str | None = Field(
+        None, min_length=8, description="Access token; required when host is not loopback."
+    )
     camera: str | None = Field(None, description="Camera to show (default: the configured camera).")
-    max_upload_mb: float = Field(200.0, gt=0, le=10000, description="Largest accepted video upload.")
-    max_body_kb: float = Field(64.0, gt=0, le=10240, description="Largest accepted non-upload request body.")
-    video_fps: float = Field(30.0, gt=0, le=120, description="Most frames per second sent to a viewer.")
-    ice_loopback_only: bool = Field(True, description="Offer only loopback ICE candidates (tests, single-host use).")
+    max_upload_mb: float = Field(
+        200.0, gt=0, le=10000, description="Largest accepted video upload."
+    )
+    max_body_kb: float = Field(
+        64.0, gt=0, le=10240, description="Largest accepted non-upload request body."
+    )
+    video_fps: float = Field(
+        30.0, gt=0, le=120, description="Most frames per second sent to a viewer."
+    )
+    ice_loopback_only: bool = Field(
+        True, description="Offer only loopback ICE candidates (tests, single-host use)."
+    )
 
     @model_validator(mode="after")
     def _token(self) -> WebConfig:
@@ -137,24 +258,51 @@ class WebConfig(_Model):
 
 class RecordConfig(_Model):
     directory: Path = Field(Path("recordings"), description="Where recordings are written.")
-    rotate_mb: float | None = Field(512.0, gt=0, description="Start a new file after this many megabytes.")
-    rotate_s: float | None = Field(3600.0, gt=0, description="Start a new file after this many seconds.")
+    rotate_mb: float | None = Field(
+        512.0, gt=0, description="Start a new file after this many megabytes."
+    )
+    rotate_s: float | None = Field(
+        3600.0, gt=0, description="Start a new file after this many seconds."
+    )
     fps: float = Field(15.0, gt=0, le=120, description="Frame rate written into MP4 files.")
 
 
 class RunConfig(_Model):
-    restart_initial_s: float = Field(1.0, gt=0, le=60, description="First restart delay of a child that exited.")
-    restart_max_s: float = Field(30.0, gt=0, le=600, description="Upper bound of the restart delay.")
-    status_every_s: float = Field(5.0, gt=0, le=3600, description="Print a one-line status this often.")
-    stop_timeout_s: float = Field(5.0, gt=0, le=60, description="Grace period before children are killed on stop.")
-    stable_after_s: float = Field(30.0, gt=0, le=3600, description="A child that ran this long before exiting is restarted after restart_initial_s again (backoff reset).")
-    max_start_failures: int = Field(5, ge=1, le=1000, description="Give up (exit non-zero) when a child fails this many times in a row before becoming ready.")
-    status_file: Path | None = Field(None, description="JSON status written by `promptcam run` every second (children, pids, restarts, last capture/engine stats); the web reads it for /metrics. None: a file in the run's temporary directory.")
+    restart_initial_s: float = Field(
+        1.0, gt=0, le=60, description="First restart delay of a child that exited."
+    )
+    restart_max_s: float = Field(
+        30.0, gt=0, le=600, description="Upper bound of the restart delay."
+    )
+    status_every_s: float = Field(
+        5.0, gt=0, le=3600, description="Print a one-line status this often."
+    )
+    stop_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="Grace period before children are killed on stop."
+    )
+    stable_after_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A child that ran this long before exiting is restarted after restart_initial_s again (backoff reset).",
+    )
+    max_start_failures: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Give up (exit non-zero) when a child fails this many times in a row before becoming ready.",
+    )
+    status_file: Path | None = Field(
+        None,
+        description="JSON status written by `promptcam run` every second (children, pids, restarts, last capture/engine stats); the web reads it for /metrics. None: a file in the run's temporary directory.",
+    )
 
 
 class Config(_Model):
     camera: str = Field("cam0", description="Camera name, used in topics.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
     source: SourceConfig = Field(default_factory=SourceConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
@@ -203,7 +351,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+            raise ConfigError(
+                f"config file {p} is not valid YAML: {str(e).splitlines()[0]}"
+            ) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping at top level")
         tree = loaded or {}

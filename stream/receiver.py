@@ -57,7 +57,9 @@ class LatestFrameReceiver:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name=f"frame-receiver-{camera}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._drain, name=f"frame-receiver-{camera}", daemon=True
+        )
 
     def start(self) -> LatestFrameReceiver:
         self._thread.start()
@@ -85,7 +87,12 @@ class LatestFrameReceiver:
     def _drain(self) -> None:
         try:
             sock = zbus.connect(
-                self._ctx, zmq.SUB, self.endpoint, self._bus, subscribe=[f"frame.{self.camera}".encode()], curve=True,
+                self._ctx,
+                zmq.SUB,
+                self.endpoint,
+                self._bus,
+                subscribe=[f"frame.{self.camera}".encode()],
+                curve=True,
                 maxmsgsize=self.max_payload + (1 << 20),  # ZeroMQ drops larger parts unread
             )
         except BaseException as e:  # surfaced to start()
@@ -133,7 +140,10 @@ class LatestFrameReceiver:
                 if msg is not None:
                     self._slot = None
                     self._account(msg)
-                    if self.staleness_ns is not None and now_ns() - msg.t_capture_ns > self.staleness_ns:
+                    if (
+                        self.staleness_ns is not None
+                        and now_ns() - msg.t_capture_ns > self.staleness_ns
+                    ):
                         self.stats.stale += 1
                         continue
                     self.stats.delivered += 1

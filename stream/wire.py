@@ -98,7 +98,9 @@ def _parse(parts: Sequence[Part], kind: str, n_parts: int, model: type[_H]) -> _
     camera = _topic(parts[0], kind)
     h = _header(parts[1], model)
     if h.camera != camera:
-        raise WireError("bad_field", f"header camera {h.camera!r} differs from topic camera {camera!r}")
+        raise WireError(
+            "bad_field", f"header camera {h.camera!r} differs from topic camera {camera!r}"
+        )
     return h
 
 
@@ -151,7 +153,15 @@ class FrameMessage:
             data = encode_jpeg(image, jpeg_quality)
         else:
             data = np.ascontiguousarray(image)
-        return cls(camera, seq, t_capture_ns if t_capture_ns is not None else now_ns(), w, h, encoding, data)
+        return cls(
+            camera,
+            seq,
+            t_capture_ns if t_capture_ns is not None else now_ns(),
+            w,
+            h,
+            encoding,
+            data,
+        )
 
     def header(self) -> dict[str, Any]:
         return {
@@ -168,14 +178,19 @@ class FrameMessage:
         return [self.topic, _dump(self.header()), self.data]
 
     @classmethod
-    def from_parts(cls, parts: Sequence[Part], max_payload: int = DEFAULT_MAX_PAYLOAD) -> FrameMessage:
+    def from_parts(
+        cls, parts: Sequence[Part], max_payload: int = DEFAULT_MAX_PAYLOAD
+    ) -> FrameMessage:
         h = _parse(parts, "frame", 3, FrameHeader)
         payload = _buf(parts[2])
         n = payload.nbytes
         if n > max_payload:
             raise WireError("bad_size", f"payload of {n} bytes exceeds limit {max_payload}")
         if h.encoding == "bgr8" and n != h.width * h.height * 3:
-            raise WireError("bad_size", f"bgr8 payload is {n} bytes, expected {h.width}x{h.height}x3={h.width * h.height * 3}")
+            raise WireError(
+                "bad_size",
+                f"bgr8 payload is {n} bytes, expected {h.width}x{h.height}x3={h.width * h.height * 3}",
+            )
         if h.encoding == "jpeg" and (n < 4 or bytes(payload[:2]) != b"\xff\xd8"):
             raise WireError("bad_payload", "jpeg payload does not start with a JPEG marker")
         return cls(h.camera, h.seq, h.t_capture_ns, h.width, h.height, h.encoding, payload)
@@ -183,11 +198,18 @@ class FrameMessage:
     def image(self) -> np.ndarray:
         """The frame as an HxWx3 uint8 BGR array (a view for bgr8, decoded for jpeg)."""
         if self.encoding == "bgr8":
-            arr = np.frombuffer(self.data, dtype=np.uint8) if not isinstance(self.data, np.ndarray) else self.data
+            arr = (
+                np.frombuffer(self.data, dtype=np.uint8)
+                if not isinstance(self.data, np.ndarray)
+                else self.data
+            )
             return arr.reshape(self.height, self.width, 3)
         img = decode_jpeg(bytes(self.data) if not isinstance(self.data, bytes) else self.data)
         if img.shape[:2] != (self.height, self.width):
-            raise WireError("bad_payload", f"jpeg is {img.shape[1]}x{img.shape[0]}, header says {self.width}x{self.height}")
+            raise WireError(
+                "bad_payload",
+                f"jpeg is {img.shape[1]}x{img.shape[0]}, header says {self.width}x{self.height}",
+            )
         return img
 
 
@@ -224,7 +246,10 @@ def encode_mask(mask: np.ndarray) -> RleMask:
 
     rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
     counts = rle["counts"]
-    return RleMask.model_construct(size=[int(mask.shape[0]), int(mask.shape[1])], counts=counts.decode() if isinstance(counts, bytes) else counts)
+    return RleMask.model_construct(
+        size=[int(mask.shape[0]), int(mask.shape[1])],
+        counts=counts.decode() if isinstance(counts, bytes) else counts,
+    )
 
 
 class TrackedObject(BaseModel):
@@ -307,7 +332,10 @@ class TracksMessage:
         h = _parse(parts, "tracks", 2, TracksHeader)
         for o in h.objects:
             if o.mask.size != [h.height, h.width]:
-                raise WireError("bad_field", f"object {o.id} mask size {o.mask.size} differs from frame {h.height}x{h.width}")
+                raise WireError(
+                    "bad_field",
+                    f"object {o.id} mask size {o.mask.size} differs from frame {h.height}x{h.width}",
+                )
         return cls(h)
 
     @classmethod
@@ -353,13 +381,17 @@ class AnnotatedMessage:
         return [self.topic, _dump(header), self.jpeg]
 
     @classmethod
-    def from_parts(cls, parts: Sequence[Part], max_payload: int = DEFAULT_MAX_PAYLOAD) -> AnnotatedMessage:
+    def from_parts(
+        cls, parts: Sequence[Part], max_payload: int = DEFAULT_MAX_PAYLOAD
+    ) -> AnnotatedMessage:
         h = _parse(parts, "annotated", 3, AnnotatedHeader)
         if h.encoding != "jpeg":
             raise WireError("bad_field", "annotated frames must be jpeg")
         payload = _buf(parts[2])
         if payload.nbytes > max_payload:
-            raise WireError("bad_size", f"payload of {payload.nbytes} bytes exceeds limit {max_payload}")
+            raise WireError(
+                "bad_size", f"payload of {payload.nbytes} bytes exceeds limit {max_payload}"
+            )
         if payload.nbytes < 4 or bytes(payload[:2]) != b"\xff\xd8":
             raise WireError("bad_payload", "payload is not a JPEG")
         return cls(h.camera, h.seq, h.t_capture_ns, h.width, h.height, h.objects, payload)
@@ -391,7 +423,11 @@ class DetectionsMessage:
 
     @classmethod
     def build(cls, camera: str, seq: int, detections: Sequence[Detection]) -> DetectionsMessage:
-        return cls(DetectionsHeader.model_construct(v=SCHEMA_VERSION, camera=camera, seq=seq, detections=list(detections)))
+        return cls(
+            DetectionsHeader.model_construct(
+                v=SCHEMA_VERSION, camera=camera, seq=seq, detections=list(detections)
+            )
+        )
 
     @property
     def topic(self) -> bytes:
@@ -443,8 +479,12 @@ class Stats(_Cmd):
     cmd: Literal["stats"]
 
 
-ControlRequest = Annotated[SetPrompt | AddObject | RemoveObject | Reset | Stats, Field(discriminator="cmd")]
-_CONTROL: TypeAdapter[SetPrompt | AddObject | RemoveObject | Reset | Stats] = TypeAdapter(ControlRequest)
+ControlRequest = Annotated[
+    SetPrompt | AddObject | RemoveObject | Reset | Stats, Field(discriminator="cmd")
+]
+_CONTROL: TypeAdapter[SetPrompt | AddObject | RemoveObject | Reset | Stats] = TypeAdapter(
+    ControlRequest
+)
 MAX_CONTROL_BYTES = 64 * 1024
 
 

@@ -30,15 +30,28 @@ def test_bind_port_in_use_is_one_line(ctx: zmq.Context[Any], endpoint: str) -> N
     first.close(0)
 
 
-def test_curve_frames_reach_key_holders_only(ctx: zmq.Context[Any], endpoint: str, tmp_path: Path) -> None:
+def test_curve_frames_reach_key_holders_only(
+    ctx: zmq.Context[Any], endpoint: str, tmp_path: Path
+) -> None:
     server_pub, server_sec = zmq.auth.create_certificates(tmp_path, "server")
     client_pub, client_sec = zmq.auth.create_certificates(tmp_path, "client")
-    server = BusConfig(curve=CurveConfig(server_secret_key_file=Path(server_sec), server_public_key_file=Path(server_pub)))
-    client = BusConfig(curve=CurveConfig(server_public_key_file=Path(server_pub), client_secret_key_file=Path(client_sec), client_public_key_file=Path(client_pub)))
+    server = BusConfig(
+        curve=CurveConfig(
+            server_secret_key_file=Path(server_sec), server_public_key_file=Path(server_pub)
+        )
+    )
+    client = BusConfig(
+        curve=CurveConfig(
+            server_public_key_file=Path(server_pub),
+            client_secret_key_file=Path(client_sec),
+            client_public_key_file=Path(client_pub),
+        )
+    )
     pub = zbus.bind(ctx, zmq.PUB, endpoint, server, curve=True)
     plain = zbus.connect(ctx, zmq.SUB, endpoint, subscribe=[b"frame."])  # no keys: gets nothing
     img = np.zeros((8, 8, 3), np.uint8)
     with LatestFrameReceiver(endpoint, "cam0", staleness_ms=None, bus=client, ctx=ctx) as rx:
+
         def send_and_get() -> FrameMessage | None:
             pub.send_multipart(FrameMessage.from_image("cam0", 1, img).to_parts(), copy=False)
             return rx.get(timeout=0.1)
@@ -50,7 +63,9 @@ def test_curve_frames_reach_key_holders_only(ctx: zmq.Context[Any], endpoint: st
     pub.close(0)
 
 
-def test_curve_missing_secret_key_is_a_clear_error(ctx: zmq.Context[Any], endpoint: str, tmp_path: Path) -> None:
+def test_curve_missing_secret_key_is_a_clear_error(
+    ctx: zmq.Context[Any], endpoint: str, tmp_path: Path
+) -> None:
     server_pub, _ = zmq.auth.create_certificates(tmp_path, "server")
     bad = BusConfig(curve=CurveConfig(server_public_key_file=Path(server_pub)))
     with pytest.raises(zbus.BusError, match="server_secret_key_file"):

@@ -51,7 +51,9 @@ class SlowDetector:
         if self.gate is not None and not self.gate.wait(60):
             raise TimeoutError("test never released the detector")
         _, gts = self.scene.render(i)
-        return make_detections([list(g.box) for g in gts], [0.9] * len(gts), [g.label for g in gts], ["ball", "box"])
+        return make_detections(
+            [list(g.box) for g in gts], [0.9] * len(gts), [g.label for g in gts], ["ball", "box"]
+        )
 
 
 def tagged(scene: DemoScene, i: int) -> np.ndarray:
@@ -122,7 +124,16 @@ def test_inline_grounding_and_manual_prompts(loaded: Any) -> None:
 def engine_proc(loaded: Any, bus_overrides: dict[str, str]) -> Iterator[tuple[Config, Any]]:
     from engine.process import EngineProcess
 
-    cfg = load_config(None, {**bus_overrides, "models.preset": "tiny-random", "models.device": "cpu", "engine.prompt": "", "bus.staleness_ms": 5000})
+    cfg = load_config(
+        None,
+        {
+            **bus_overrides,
+            "models.preset": "tiny-random",
+            "models.device": "cpu",
+            "engine.prompt": "",
+            "bus.staleness_ms": 5000,
+        },
+    )
     engine = TrackingEngine(cfg.engine, StreamingSegmenter(loaded), None, background_grounding=True)
     proc = EngineProcess(cfg, engine)
     t = threading.Thread(target=proc.run, daemon=True)
@@ -133,7 +144,9 @@ def engine_proc(loaded: Any, bus_overrides: dict[str, str]) -> Iterator[tuple[Co
     assert not t.is_alive()
 
 
-def test_engine_process_tracks_control_and_rejects(engine_proc: tuple[Config, Any], ctx: zmq.Context[Any]) -> None:
+def test_engine_process_tracks_control_and_rejects(
+    engine_proc: tuple[Config, Any], ctx: zmq.Context[Any]
+) -> None:
     cfg, _proc = engine_proc
     pub = zbus.bind(ctx, zmq.PUB, cfg.bus.frames, cfg.bus)
     sub = zbus.connect(ctx, zmq.SUB, cfg.bus.tracks, subscribe=[b"tracks.cam0"])
@@ -142,7 +155,9 @@ def test_engine_process_tracks_control_and_rejects(engine_proc: tuple[Config, An
 
     def send() -> None:
         nonlocal seq
-        pub.send_multipart(FrameMessage.from_image("cam0", seq, scene.render(seq)[0]).to_parts(), copy=False)
+        pub.send_multipart(
+            FrameMessage.from_image("cam0", seq, scene.render(seq)[0]).to_parts(), copy=False
+        )
         seq += 1
 
     def next_tracks() -> TracksMessage | None:
@@ -153,14 +168,23 @@ def test_engine_process_tracks_control_and_rejects(engine_proc: tuple[Config, An
     first = wait_for(next_tracks, timeout=20, what="first tracks message")
     assert first.header.objects == [] and first.header.width == 320
 
-    reply = zbus.request(cfg.bus.control, {"cmd": "add_object", "box": [20, 20, 90, 90], "label": "cup"})
+    reply = zbus.request(
+        cfg.bus.control, {"cmd": "add_object", "box": [20, 20, 90, 90], "label": "cup"}
+    )
     assert reply["ok"] is True and isinstance(reply["id"], int)
     oid = reply["id"]
-    msg = wait_for(lambda: (m := next_tracks()) and any(o.id == oid for o in m.header.objects) and m, what="object in tracks")
+    msg = wait_for(
+        lambda: (m := next_tracks()) and any(o.id == oid for o in m.header.objects) and m,
+        what="object in tracks",
+    )
     obj = next(o for o in msg.header.objects if o.id == oid)
     assert obj.label == "cup" and obj.mask.size == [240, 320]
 
-    for bad in [{"cmd": "add_object", "box": [5, 5, 5, 50]}, {"cmd": "remove_object", "id": 12345}, {"cmd": "fly"}]:
+    for bad in [
+        {"cmd": "add_object", "box": [5, 5, 5, 50]},
+        {"cmd": "remove_object", "id": 12345},
+        {"cmd": "fly"},
+    ]:
         r = zbus.request(cfg.bus.control, bad)
         assert r["ok"] is False and r["error"]
     # garbage at the frames socket and the control socket: rejected, counted, tracking continues
@@ -198,7 +222,9 @@ def test_seed_with_mask_and_points(loaded: Any, mode: str) -> None:
     sampled inside it (``points``), as the reference Grounded SAM 2 pipeline does."""
     scene = DemoScene(320, 240, 2, seed=3, fps=30)
     cfg = EngineConfig(prompt="ball. box.", reground_every_frames=0, seed_with=mode)  # type: ignore[arg-type]
-    engine = TrackingEngine(cfg, StreamingSegmenter(loaded), SlowDetector(scene), background_grounding=False)  # type: ignore[arg-type]
+    engine = TrackingEngine(
+        cfg, StreamingSegmenter(loaded), SlowDetector(scene), background_grounding=False
+    )  # type: ignore[arg-type]
     r0 = engine.process(FrameInput(0, 0, tagged(scene, 0)))
     _, gts = scene.render(0)
     assert len(r0.objects) == len(gts) and engine.counters.seed_failures == 0

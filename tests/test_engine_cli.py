@@ -46,7 +46,20 @@ def read_jsonl(path: Path) -> list[TracksMessage]:
 
 def test_track_boxes_every_frame_no_detector(video: Path, tmp_path: Path) -> None:
     tracks, out = tmp_path / "t.jsonl", tmp_path / "o.mp4"
-    r = run_cli("track", str(video), "--models", "tiny-random", "--box", "10,10,80,80", "--box", "150,100,220,170@4", "--tracks", str(tracks), "--out", str(out))
+    r = run_cli(
+        "track",
+        str(video),
+        "--models",
+        "tiny-random",
+        "--box",
+        "10,10,80,80",
+        "--box",
+        "150,100,220,170@4",
+        "--tracks",
+        str(tracks),
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[-1])["frames"] == 12
     msgs = read_jsonl(tracks)
@@ -64,8 +77,22 @@ def test_track_boxes_every_frame_no_detector(video: Path, tmp_path: Path) -> Non
 
 def test_track_text_prompt_runs_real_grounding_dino(video: Path, tmp_path: Path) -> None:
     tracks = tmp_path / "t.jsonl"
-    r = run_cli("track", str(video), "--models", "tiny-random", "--prompt", "Ball. BOX. ball.", "--tracks", str(tracks),
-                "--set", "engine.box_threshold=0.0", "--set", "engine.text_threshold=0.0", "--set", "engine.reground_every_frames=4")
+    r = run_cli(
+        "track",
+        str(video),
+        "--models",
+        "tiny-random",
+        "--prompt",
+        "Ball. BOX. ball.",
+        "--tracks",
+        str(tracks),
+        "--set",
+        "engine.box_threshold=0.0",
+        "--set",
+        "engine.text_threshold=0.0",
+        "--set",
+        "engine.reground_every_frames=4",
+    )
     assert r.returncode == 0, r.stderr
     msgs = read_jsonl(tracks)
     assert len(msgs) == 12 and msgs[0].header.prompt == "ball. box."
@@ -83,11 +110,28 @@ def test_track_text_prompt_runs_real_grounding_dino(video: Path, tmp_path: Path)
         (["track", "VIDEO", "--box", "10,10,50,50@99", "--tracks", "x.jsonl"], "beyond"),
         (["track", "VIDEO", "--prompt", " . ,, . ", "--tracks", "x.jsonl"], "prompt"),
         (["track", "VIDEO", "--box", "1,1,5,5"], "nothing to write"),
-        (["track", "VIDEO", "--models", "no-such-preset", "--box", "1,1,5,5", "--tracks", "x.jsonl"], "unknown model preset"),
+        (
+            [
+                "track",
+                "VIDEO",
+                "--models",
+                "no-such-preset",
+                "--box",
+                "1,1,5,5",
+                "--tracks",
+                "x.jsonl",
+            ],
+            "unknown model preset",
+        ),
     ],
 )
-def test_track_bad_input_one_line_error(video: Path, tmp_path: Path, args: list[str], needle: str) -> None:
-    args = [str(video) if a == "VIDEO" else str(tmp_path / a) if a.endswith(".jsonl") else a for a in args]
+def test_track_bad_input_one_line_error(
+    video: Path, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    args = [
+        str(video) if a == "VIDEO" else str(tmp_path / a) if a.endswith(".jsonl") else a
+        for a in args
+    ]
     if "--models" not in args:
         args += ["--models", "tiny-random"]
     r = run_cli(*args)
@@ -106,8 +150,44 @@ def live(tmp_path: Path) -> Iterator[dict[str, str]]:
     sets = [f"bus.{k}={v}" for k, v in eps.items()]
     common = [a for s in sets for a in ("--set", s)]
     procs = [
-        subprocess.Popen([*CLI, "capture", "--source", "demo", "--fps", "15", *common, "--set", "source.width=320", "--set", "source.height=240"], env=ENV, stderr=subprocess.PIPE, text=True),
-        subprocess.Popen([*CLI, "engine", "--models", "tiny-random", "--prompt", "ball. box.", *common, "--set", "engine.box_threshold=0.0", "--set", "engine.text_threshold=0.0", "--set", "engine.reground_every_frames=5"], env=ENV, stderr=subprocess.PIPE, text=True),
+        subprocess.Popen(
+            [
+                *CLI,
+                "capture",
+                "--source",
+                "demo",
+                "--fps",
+                "15",
+                *common,
+                "--set",
+                "source.width=320",
+                "--set",
+                "source.height=240",
+            ],
+            env=ENV,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
+        subprocess.Popen(
+            [
+                *CLI,
+                "engine",
+                "--models",
+                "tiny-random",
+                "--prompt",
+                "ball. box.",
+                *common,
+                "--set",
+                "engine.box_threshold=0.0",
+                "--set",
+                "engine.text_threshold=0.0",
+                "--set",
+                "engine.reground_every_frames=5",
+            ],
+            env=ENV,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
     ]
     try:
         yield eps
@@ -123,7 +203,9 @@ def live(tmp_path: Path) -> Iterator[dict[str, str]]:
         assert procs[1].returncode == 0, procs[1].stderr.read() if procs[1].stderr else ""
 
 
-def test_engine_process_text_prompt_and_prompt_command(live: dict[str, str], ctx: zmq.Context[Any]) -> None:
+def test_engine_process_text_prompt_and_prompt_command(
+    live: dict[str, str], ctx: zmq.Context[Any]
+) -> None:
     sub = zbus.connect(ctx, zmq.SUB, live["tracks"], subscribe=[b"tracks.cam0"])
 
     def next_msg() -> TracksMessage | None:
@@ -132,11 +214,19 @@ def test_engine_process_text_prompt_and_prompt_command(live: dict[str, str], ctx
 
     first = wait_for(next_msg, timeout=90, what="tracks from the engine process")
     assert first.header.prompt == "ball. box." and first.header.width == 320
-    wait_for(lambda: (m := next_msg()) is not None and m.header.objects, timeout=30, what="objects from grounding")
+    wait_for(
+        lambda: (m := next_msg()) is not None and m.header.objects,
+        timeout=30,
+        what="objects from grounding",
+    )
     r = run_cli("prompt", "Cup.", "--set", f"bus.control={live['control']}", timeout=30)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"ok": True, "labels": ["cup"]}
-    msg = wait_for(lambda: (m := next_msg()) is not None and m.header.prompt == "cup." and m, timeout=30, what="new prompt in tracks")
+    msg = wait_for(
+        lambda: (m := next_msg()) is not None and m.header.prompt == "cup." and m,
+        timeout=30,
+        what="new prompt in tracks",
+    )
     assert all(o.label == "cup" for o in msg.header.objects)
     bad = run_cli("prompt", "...", "--set", f"bus.control={live['control']}", timeout=30)
     assert bad.returncode == 2 and "prompt" in bad.stderr and "Traceback" not in bad.stderr

@@ -68,7 +68,9 @@ class Procs:
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = (self.logdir / f"{name}-{len(self.started)}.log").open("wb")
-        p = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(
+            argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         self.started.append(p)
         return p
@@ -88,7 +90,9 @@ class Procs:
             except psutil.NoSuchProcess:
                 tree = [p.pid]
             for pid in tree:
-                with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or not a group leader
+                with contextlib.suppress(
+                    ProcessLookupError, PermissionError
+                ):  # gone, or not a group leader
                     os.killpg(pid, signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):  # gone already
                     os.kill(pid, signal.SIGKILL)
@@ -107,7 +111,12 @@ def sets(overrides: dict[str, Any]) -> list[str]:
 
 
 def endpoints() -> dict[str, str]:
-    return {"bus.frames": tcp_endpoint(), "bus.tracks": tcp_endpoint(), "bus.annotated": tcp_endpoint(), "bus.control": tcp_endpoint()}
+    return {
+        "bus.frames": tcp_endpoint(),
+        "bus.tracks": tcp_endpoint(),
+        "bus.annotated": tcp_endpoint(),
+        "bus.control": tcp_endpoint(),
+    }
 
 
 def gone(pid: int) -> bool:
@@ -192,7 +201,9 @@ class FrameFeed:
                     self.sent_garbage += 1
                 if time.monotonic() >= next_t:
                     next_t += 1.0 / self.fps
-                    frame = FrameMessage.from_image(CAMERA, self.seq, self._frames[self.seq % len(self._frames)])
+                    frame = FrameMessage.from_image(
+                        CAMERA, self.seq, self._frames[self.seq % len(self._frames)]
+                    )
                     sock.send_multipart(frame.to_parts(), copy=False)
                     self.seq += 1
                 time.sleep(0.002)
@@ -216,7 +227,15 @@ def engine_stats(control: str) -> dict[str, Any] | None:
 
 def malformed_frames(n: int) -> Iterator[list[bytes]]:
     """``n`` malformed frame messages of a dozen kinds, all with a topic the engine subscribes to."""
-    good = {"v": 1, "camera": CAMERA, "seq": 1, "t_capture_ns": time.time_ns(), "width": 4, "height": 2, "encoding": "bgr8"}
+    good = {
+        "v": 1,
+        "camera": CAMERA,
+        "seq": 1,
+        "t_capture_ns": time.time_ns(),
+        "width": 4,
+        "height": 2,
+        "encoding": "bgr8",
+    }
     t = f"frame.{CAMERA}".encode()
 
     def h(**kw: Any) -> bytes:
@@ -299,7 +318,11 @@ def engine_alone(engine_procs: Procs) -> Iterator[EngineAlone]:
     feed = FrameFeed(ov["bus.frames"]).start()
     p = procs.promptcam("engine", "engine", "--models", "tiny-random", "--device", "cpu", *sets(ov))
     eng = EngineAlone(ov, p, feed)
-    wait_for(lambda: p.poll() is None and (s := engine_stats(eng.control)) and s["frames_out"] > 5, timeout=60, what=f"engine up\n{procs.log(p)}")
+    wait_for(
+        lambda: p.poll() is None and (s := engine_stats(eng.control)) and s["frames_out"] > 5,
+        timeout=60,
+        what=f"engine up\n{procs.log(p)}",
+    )
     yield eng
     feed.close()
 
@@ -322,7 +345,11 @@ def test_malformed_frames_and_requests_are_rejected_and_counted(engine_alone: En
                 eng.feed.garbage.put(m)
             sent += len(batch)
             target = sent
-            wait_for(lambda: eng.stats()["frames_rejected"] - before["frames_rejected"] >= target, timeout=20, what=f"{sent} frames rejected")  # noqa: B023
+            wait_for(
+                lambda t=target: eng.stats()["frames_rejected"] - before["frames_rejected"] >= t,
+                timeout=20,
+                what=f"{sent} frames rejected",
+            )
         # control: one REQ socket, every request must get an error reply
         ctx: zmq.Context[Any] = zmq.Context()
         errors = 0
@@ -367,7 +394,9 @@ def test_stalled_subscribers_do_not_slow_others(engine_alone: EngineAlone) -> No
         window = 3.0
         t0 = time.monotonic()
         s0 = eng.stats()
-        wait_for(lambda: time.monotonic() - t0 >= window, timeout=window + 5, what="baseline window")
+        wait_for(
+            lambda: time.monotonic() - t0 >= window, timeout=window + 5, what="baseline window"
+        )
         s1 = eng.stats()
         baseline = tap.count_since(t0) / window
         # subscribers that connect and never read, on tracks and annotated, with tiny queues
@@ -387,7 +416,11 @@ def test_stalled_subscribers_do_not_slow_others(engine_alone: EngineAlone) -> No
         # nobody else slows down: the reader gets everything the engine published meanwhile, and
         # the engine kept its pace (a generous bound: other load on a small CI machine is noise)
         assert received >= published - 2, (published, received)
-        assert published / window >= 0.5 * (s1["frames_out"] - s0["frames_out"]) / window, (s0, s1, s2)
+        assert published / window >= 0.5 * (s1["frames_out"] - s0["frames_out"]) / window, (
+            s0,
+            s1,
+            s2,
+        )
         assert s2["latency_ms"].get("publish_ms", 0.0) < 250.0, s2["latency_ms"]
         FIGURES["stalled_subscribers"] = {
             "faults_injected": len(stalled),
@@ -427,13 +460,22 @@ class Run:
 
 def start_run(procs: Procs, tmp_path: Path, source: str = "demo", **extra: str) -> Run:
     ov = {
-        **endpoints(), "web.port": str(free_port()), "run.status_file": str(tmp_path / "status.json"),
-        "run.status_every_s": "1", "run.restart_initial_s": "0.5", "source.fps": "15", "engine.annotate": "true",
+        **endpoints(),
+        "web.port": str(free_port()),
+        "run.status_file": str(tmp_path / "status.json"),
+        "run.status_every_s": "1",
+        "run.restart_initial_s": "0.5",
+        "source.fps": "15",
+        "engine.annotate": "true",
         **extra,
     }
-    p = procs.promptcam("run", "run", "--source", source, "--models", "tiny-random", "--device", "cpu", *sets(ov))
+    p = procs.promptcam(
+        "run", "run", "--source", source, "--models", "tiny-random", "--device", "cpu", *sets(ov)
+    )
     run = Run(ov, p, tmp_path / "status.json")
-    wait_for(lambda: p.poll() is None and run.ready(), timeout=90, what=f"run ready\n{procs.log(p)}")
+    wait_for(
+        lambda: p.poll() is None and run.ready(), timeout=90, what=f"run ready\n{procs.log(p)}"
+    )
     return run
 
 
@@ -458,11 +500,16 @@ def test_engine_sigkill_is_restarted_and_clients_resume(procs: Procs, tmp_path: 
         pids = {n: c["pid"] for n, c in st["children"].items()}
         kills, recover_s, lost = 1, [], []
         for k in range(kills):
-            wait_for(lambda: len(tap.seen) >= 3 and tap.seen[-1][0] > time.monotonic() - 1, timeout=30, what="flowing tracks")
+            wait_for(
+                lambda: len(tap.seen) >= 3 and tap.seen[-1][0] > time.monotonic() - 1,
+                timeout=30,
+                what="flowing tracks",
+            )
             old_engine = run.status()["children"]["engine"]["pid"]  # type: ignore[index]
             last_seq = tap.seen[-1][1]
             t_kill = time.monotonic()
             os.kill(old_engine, signal.SIGKILL)
+
             def resumed(t: float = t_kill, pid: int = old_engine) -> tuple[float, int] | None:
                 return tap.first_after(t + 0.05) if gone(pid) else None
 
@@ -471,8 +518,15 @@ def test_engine_sigkill_is_restarted_and_clients_resume(procs: Procs, tmp_path: 
             # capture was not restarted, so its seq continues: the gap is what the outage cost
             lost.append(max(0, first[1] - last_seq - 1))
             assert healthz(run.url) == 200
-        st = wait_for(lambda: (s := run.status()) and s["children"]["engine"]["restarts"] == kills and s, timeout=10, what="restart count")
-        assert st["children"]["web"]["pid"] == pids["web"] and st["children"]["capture"]["pid"] == pids["capture"]
+        st = wait_for(
+            lambda: (s := run.status()) and s["children"]["engine"]["restarts"] == kills and s,
+            timeout=10,
+            what="restart count",
+        )
+        assert (
+            st["children"]["web"]["pid"] == pids["web"]
+            and st["children"]["capture"]["pid"] == pids["capture"]
+        )
         assert st["children"]["web"]["restarts"] == 0 and st["children"]["capture"]["restarts"] == 0
         FIGURES["engine_sigkill"] = {
             "faults_injected": kills,
@@ -496,13 +550,18 @@ def stop_launcher(procs: Procs, run: Run, how: signal.Signals) -> None:
     t0 = time.monotonic()
     run.proc.send_signal(how)
     code = run.proc.wait(timeout=20)
-    wait_for(lambda: all(gone(pid) for pid in tree), timeout=10, what=f"children gone after {how.name}")
+    wait_for(
+        lambda: all(gone(pid) for pid in tree), timeout=10, what=f"children gone after {how.name}"
+    )
     took = time.monotonic() - t0
     if how == signal.SIGTERM:
         assert code == 0, procs.log(run.proc)
         assert took < 8.0
     FIGURES.setdefault("launcher_stop", {})[how.name] = {
-        "faults_injected": 1, "exit_code": code, "all_gone_s": round(took, 2), "processes": len(tree),
+        "faults_injected": 1,
+        "exit_code": code,
+        "all_gone_s": round(took, 2),
+        "processes": len(tree),
         "orphans": sum(1 for pid in tree if not gone(pid)),
     }
 
@@ -512,18 +571,30 @@ RTSP_SERVER = REPO / "tests" / "rtsp_server.py"
 
 def _rtsp_server(procs: Procs, port: int) -> subprocess.Popen[bytes]:
     p = procs.start("rtsp", ["/usr/bin/python3", str(RTSP_SERVER), str(port), "15"])
-    wait_for(lambda: "READY" in procs.log(p) or p.poll() is not None, timeout=20, what="rtsp server")
+    wait_for(
+        lambda: "READY" in procs.log(p) or p.poll() is not None, timeout=20, what="rtsp server"
+    )
     assert p.poll() is None, procs.log(p)
     return p
 
 
-@pytest.mark.skipif(not RTSP_SERVER.exists() or not Path("/usr/bin/python3").exists(), reason="needs tests/rtsp_server.py and system python3 with GStreamer")
+@pytest.mark.skipif(
+    not RTSP_SERVER.exists() or not Path("/usr/bin/python3").exists(),
+    reason="needs tests/rtsp_server.py and system python3 with GStreamer",
+)
 def test_rtsp_server_restarts_capture_recovers(procs: Procs, tmp_path: Path) -> None:
     port = free_port()
     server = _rtsp_server(procs, port)
     run = start_run(
-        procs, tmp_path, source=f"rtsp://127.0.0.1:{port}/test",
-        **{"source.reconnect_initial_s": "0.2", "source.reconnect_max_s": "1.0", "source.stall_timeout_s": "2.0", "source.read_timeout_s": "2.0"},
+        procs,
+        tmp_path,
+        source=f"rtsp://127.0.0.1:{port}/test",
+        **{
+            "source.reconnect_initial_s": "0.2",
+            "source.reconnect_max_s": "1.0",
+            "source.stall_timeout_s": "2.0",
+            "source.read_timeout_s": "2.0",
+        },
     )
     tap = TracksTap(run.overrides["bus.tracks"]).start()
     try:
@@ -537,7 +608,11 @@ def test_rtsp_server_restarts_capture_recovers(procs: Procs, tmp_path: Path) -> 
             wait_for(lambda: time.monotonic() - t_kill > 1.0, timeout=5, what="outage")  # noqa: B023
             server = _rtsp_server(procs, port)
             t_up = time.monotonic()
-            first = wait_for(lambda: tap.first_after(t_up), timeout=30, what=f"tracks after rtsp restart {k + 1}")  # noqa: B023
+            first = wait_for(
+                lambda t=t_up: tap.first_after(t),
+                timeout=30,
+                what=f"tracks after rtsp restart {k + 1}",
+            )
             recover_s.append(round(first[0] - t_up, 2))
             last_before = max((at for at, _ in tap.seen if at < t_up), default=t_kill)
             gaps.append(round(first[0] - last_before, 2))
@@ -565,9 +640,19 @@ def test_rtsp_server_restarts_capture_recovers(procs: Procs, tmp_path: Path) -> 
 def test_compressed_long_run_memory_and_latency_stay_flat() -> None:
     """Thousands of frames through capture and engine (tiny-random, fast demo): engine RSS and
     end-to-end latency of the last window stay within tolerance of the first (after warm-up)."""
-    base = load_config(None, {"models.preset": "tiny-random", "models.device": "cpu", "engine.max_objects": 1, "engine.reground_every_frames": 50})
+    base = load_config(
+        None,
+        {
+            "models.preset": "tiny-random",
+            "models.device": "cpu",
+            "engine.max_objects": 1,
+            "engine.reground_every_frames": 50,
+        },
+    )
     # 2,000 frames take ~1 min on an idle 2-core machine; the time cap bounds a loaded one
-    plan = soak.SoakPlan(frames=2000, duration_s=150.0, fps=60.0, windows=4, warmup_fraction=0.15, sample_every_s=0.5)
+    plan = soak.SoakPlan(
+        frames=2000, duration_s=150.0, fps=60.0, windows=4, warmup_fraction=0.15, sample_every_s=0.5
+    )
     result = soak.measure(plan, base)
     FIGURES["compressed_long_run"] = result.summary()
     assert result.frames_processed >= 1000 and result.engine_restarts == 0

@@ -36,17 +36,31 @@ from stream.config import Config, RunConfig, load_config
 from tests.conftest import free_port, tcp_endpoint, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = RunConfig.model_validate({"restart_initial_s": 0.05, "restart_max_s": 0.4, "stop_timeout_s": 1.0, "stable_after_s": 1.0, "max_start_failures": 3})
+FAST = RunConfig.model_validate(
+    {
+        "restart_initial_s": 0.05,
+        "restart_max_s": 0.4,
+        "stop_timeout_s": 1.0,
+        "stable_after_s": 1.0,
+        "max_start_failures": 3,
+    }
+)
 
 
 def py(code: str) -> list[str]:
     return [sys.executable, "-c", textwrap.dedent(code)]
 
 
-def promptcam(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def promptcam(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "clients.cli", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -58,7 +72,12 @@ def supervisors() -> Iterator[list[Supervisor]]:
         s.stop(timeout_s=0.5)
 
 
-def supervise(made: list[Supervisor], specs: list[ChildSpec], run: RunConfig = FAST, ready: set[str] | None = None) -> Supervisor:
+def supervise(
+    made: list[Supervisor],
+    specs: list[ChildSpec],
+    run: RunConfig = FAST,
+    ready: set[str] | None = None,
+) -> Supervisor:
     flags = ready if ready is not None else set()
     sup = Supervisor(specs, run, is_ready=lambda name, _since: name in flags, output=io.StringIO())
     made.append(sup)
@@ -78,7 +97,14 @@ def poll_until(sup: Supervisor, cond: Any, timeout: float = 10.0, what: str = "c
 
 
 def test_child_config_round_trips_and_is_private(tmp_path: Path) -> None:
-    cfg = load_config(None, {"web.token": "s3cret-token", "source.uri": "rtsp://u:p@127.0.0.1:1/x", "engine.max_missed": 7})
+    cfg = load_config(
+        None,
+        {
+            "web.token": "s3cret-token",
+            "source.uri": "rtsp://u:p@127.0.0.1:1/x",
+            "engine.max_missed": 7,
+        },
+    )
     path = write_child_config(cfg, tmp_path)
     assert load_config(path) == cfg
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -89,7 +115,10 @@ def test_prepare_config_resolves_port_zero_and_status_file(tmp_path: Path) -> No
     assert cfg.web.port > 0
     assert cfg.run.status_file == tmp_path / "status.json"
     assert page_url(cfg) == f"http://127.0.0.1:{cfg.web.port}/"
-    assert page_url(load_config(None, {"web.token": "abcdefgh1"})) == "http://127.0.0.1:8080/?token=abcdefgh1"
+    assert (
+        page_url(load_config(None, {"web.token": "abcdefgh1"}))
+        == "http://127.0.0.1:8080/?token=abcdefgh1"
+    )
 
 
 def test_port_in_use_is_named() -> None:
@@ -138,7 +167,12 @@ def test_web_port_in_use_gives_one_line() -> None:
 
 
 def test_child_that_exits_is_restarted_with_backoff(supervisors: list[Supervisor]) -> None:
-    sup = supervise(supervisors, [ChildSpec("flaky", py("import sys; sys.exit(1)"))], ready=set(), run=FAST.model_copy(update={"max_start_failures": 100}))
+    sup = supervise(
+        supervisors,
+        [ChildSpec("flaky", py("import sys; sys.exit(1)"))],
+        ready=set(),
+        run=FAST.model_copy(update={"max_start_failures": 100}),
+    )
     starts: list[float] = []
     last_pid = [0]
 
@@ -158,9 +192,16 @@ def test_child_that_exits_is_restarted_with_backoff(supervisors: list[Supervisor
 
 def test_backoff_resets_after_stable_run(supervisors: list[Supervisor]) -> None:
     run = FAST.model_copy(update={"stable_after_s": 0.3, "max_start_failures": 100})
-    sup = supervise(supervisors, [ChildSpec("slow", py("import time, sys; time.sleep(0.35); sys.exit(1)"))], run=run, ready={"slow"})
+    sup = supervise(
+        supervisors,
+        [ChildSpec("slow", py("import time, sys; time.sleep(0.35); sys.exit(1)"))],
+        run=run,
+        ready={"slow"},
+    )
     poll_until(sup, lambda: sup.children["slow"].restarts >= 3, what="3 restarts")
-    assert sup.children["slow"].backoff_level == 1  # reset before each restart: always the first delay
+    assert (
+        sup.children["slow"].backoff_level == 1
+    )  # reset before each restart: always the first delay
 
 
 def test_expected_error_at_start_is_fatal_with_its_line(supervisors: list[Supervisor]) -> None:
@@ -173,25 +214,37 @@ def test_expected_error_at_start_is_fatal_with_its_line(supervisors: list[Superv
 
 
 def test_expected_error_after_ready_is_restarted(supervisors: list[Supervisor]) -> None:
-    sup = supervise(supervisors, [ChildSpec("engine", py("import time, sys; time.sleep(0.2); sys.exit(2)"))], ready={"engine"})
+    sup = supervise(
+        supervisors,
+        [ChildSpec("engine", py("import time, sys; time.sleep(0.2); sys.exit(2)"))],
+        ready={"engine"},
+    )
     poll_until(sup, lambda: sup.children["engine"].restarts >= 1, what="restart")
 
 
 def test_repeated_start_failures_give_up(supervisors: list[Supervisor]) -> None:
     sup = supervise(supervisors, [ChildSpec("web", py("raise SystemExit('boom')"))])
-    with pytest.raises(ChildFailedError, match=r"web failed 3 times before becoming ready \(exit 1\): boom"):
+    with pytest.raises(
+        ChildFailedError, match=r"web failed 3 times before becoming ready \(exit 1\): boom"
+    ):
         poll_until(sup, lambda: False, what="give up")
 
 
 def test_clean_exit_of_finite_capture_is_not_restarted(supervisors: list[Supervisor]) -> None:
-    sup = supervise(supervisors, [ChildSpec("capture", py("pass"), restart_on_clean_exit=False)], ready={"capture"})
+    sup = supervise(
+        supervisors,
+        [ChildSpec("capture", py("pass"), restart_on_clean_exit=False)],
+        ready={"capture"},
+    )
     poll_until(sup, lambda: sup.children["capture"].state == "finished", what="finished")
     for _ in range(20):
         sup.poll()
     assert sup.children["capture"].restarts == 0
 
 
-def test_stop_kills_a_child_that_ignores_sigterm_and_its_group(supervisors: list[Supervisor], tmp_path: Path) -> None:
+def test_stop_kills_a_child_that_ignores_sigterm_and_its_group(
+    supervisors: list[Supervisor], tmp_path: Path
+) -> None:
     pidfile = tmp_path / "grandchild"
     code = f"""
         import signal, subprocess, sys, time
@@ -209,7 +262,10 @@ def test_stop_kills_a_child_that_ignores_sigterm_and_its_group(supervisors: list
     sup.stop(timeout_s=0.5)
     assert time.monotonic() - t0 < 3.0
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
-    wait_for(lambda: not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE, what="grandchild gone")
+    wait_for(
+        lambda: not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE,
+        what="grandchild gone",
+    )
 
 
 def test_children_die_with_a_sigkilled_launcher(tmp_path: Path) -> None:
@@ -231,12 +287,19 @@ def test_children_die_with_a_sigkilled_launcher(tmp_path: Path) -> None:
     """
     launcher = subprocess.Popen(py(code), cwd=REPO)
     try:
-        pids = wait_for(lambda: pidfile.exists() and pidfile.read_text() and json.loads(pidfile.read_text()), what="child pids")
+        pids = wait_for(
+            lambda: pidfile.exists() and pidfile.read_text() and json.loads(pidfile.read_text()),
+            what="child pids",
+        )
         child = psutil.Process(pids["sleeper"])
         assert child.is_running()
         launcher.send_signal(signal.SIGKILL)
         launcher.wait(timeout=5)
-        wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, timeout=5, what="orphan gone")
+        wait_for(
+            lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
+            timeout=5,
+            what="orphan gone",
+        )
     finally:
         launcher.kill()
         launcher.wait()
@@ -247,9 +310,14 @@ def test_children_die_with_a_sigkilled_launcher(tmp_path: Path) -> None:
 
 def run_overrides(tmp_path: Path) -> dict[str, str]:
     return {
-        "bus.frames": tcp_endpoint(), "bus.tracks": tcp_endpoint(), "bus.annotated": tcp_endpoint(),
-        "bus.control": tcp_endpoint(), "web.port": str(free_port()), "run.status_file": str(tmp_path / "status.json"),
-        "run.status_every_s": "1", "source.fps": "15",
+        "bus.frames": tcp_endpoint(),
+        "bus.tracks": tcp_endpoint(),
+        "bus.annotated": tcp_endpoint(),
+        "bus.control": tcp_endpoint(),
+        "web.port": str(free_port()),
+        "run.status_file": str(tmp_path / "status.json"),
+        "run.status_every_s": "1",
+        "source.fps": "15",
     }
 
 
@@ -260,7 +328,9 @@ def as_args(overrides: dict[str, str]) -> list[str]:
 def test_real_preset_offline_fails_with_one_line(tmp_path: Path) -> None:
     """The default preset with no network: the engine cannot fetch weights; the launcher says so
     in one line and exits 2 instead of restarting forever."""
-    r = promptcam("run", *as_args(run_overrides(tmp_path)), env={"HF_HUB_OFFLINE": "1"}, timeout=120)
+    r = promptcam(
+        "run", *as_args(run_overrides(tmp_path)), env={"HF_HUB_OFFLINE": "1"}, timeout=120
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("promptcam run: error: engine could not start:"), last
@@ -281,25 +351,58 @@ def _titles_of_children(pid: int) -> dict[str, int]:
 
 def test_run_starts_names_reports_and_stops(tmp_path: Path) -> None:
     overrides = run_overrides(tmp_path)
-    cmd = [sys.executable, "-m", "clients.cli", "run", "--models", "tiny-random", "--duration", "60", *as_args(overrides)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "clients.cli",
+        "run",
+        "--models",
+        "tiny-random",
+        "--duration",
+        "60",
+        *as_args(overrides),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         cfg: Config = load_config(None, dict(overrides))
         assert f"http://127.0.0.1:{cfg.web.port}/" in first
-        wait_for(lambda: {"promptcam: capture", "promptcam: engine", "promptcam: web"} <= set(_titles_of_children(proc.pid)), timeout=30, what="child titles")
+        wait_for(
+            lambda: (
+                {"promptcam: capture", "promptcam: engine", "promptcam: web"}
+                <= set(_titles_of_children(proc.pid))
+            ),
+            timeout=30,
+            what="child titles",
+        )
         assert psutil.Process(proc.pid).cmdline()[0] == "promptcam: run"
-        status = wait_for(lambda: (s := read_status_file(tmp_path / "status.json")) and all(c["ready"] for c in s["children"].values()) and s, timeout=60, what="all ready")
+        status = wait_for(
+            lambda: (
+                (s := read_status_file(tmp_path / "status.json"))
+                and all(c["ready"] for c in s["children"].values())
+                and s
+            ),
+            timeout=60,
+            what="all ready",
+        )
         pids = [c["pid"] for c in status["children"].values()]
-        line = wait_for(lambda: (ln := proc.stdout.readline()) and "engine in" in ln and ln, timeout=30, what="status line")  # type: ignore[union-attr]
+        line = wait_for(
+            lambda: (ln := proc.stdout.readline()) and "engine in" in ln and ln,
+            timeout=30,
+            what="status line",
+        )  # type: ignore[union-attr]
         assert "restarts capture 0 engine 0 web 0" in line, line
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         assert proc.wait(timeout=15) == 0
         assert time.monotonic() - t0 < cfg.run.stop_timeout_s + 3
         for pid in pids:
-            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            assert (
+                not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            )
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -67,8 +67,13 @@ def test_tracks_roundtrip_and_mask_decode() -> None:
     m[10:20, 5:30] = 1
     rle = mask_utils.encode(np.asfortranarray(m))
     obj = TrackedObject(
-        id=1, label="ball", score=0.9, box=[5.0, 10.0, 30.0, 20.0],
-        mask={"size": [48, 64], "counts": rle["counts"].decode()}, age=3, state="tracked",  # type: ignore[arg-type]
+        id=1,
+        label="ball",
+        score=0.9,
+        box=[5.0, 10.0, 30.0, 20.0],
+        mask={"size": [48, 64], "counts": rle["counts"].decode()},
+        age=3,
+        state="tracked",  # type: ignore[arg-type]
     )
     msg = TracksMessage.build("cam0", 9, 123, 64, 48, "ball.", [obj])
     back = TracksMessage.from_parts(msg.to_parts())
@@ -86,9 +91,13 @@ def test_annotated_and_detections() -> None:
 
     a = AnnotatedMessage("cam0", 1, 2, 64, 48, 0, encode_jpeg(_img()))
     assert AnnotatedMessage.from_parts(a.to_parts()).image().shape == (48, 64, 3)
-    d = DetectionsMessage.build("cam0", 4, [Detection(label="ball", score=0.5, box=[1.0, 2.0, 3.0, 4.0])])
+    d = DetectionsMessage.build(
+        "cam0", 4, [Detection(label="ball", score=0.5, box=[1.0, 2.0, 3.0, 4.0])]
+    )
     assert DetectionsMessage.from_parts(d.to_parts()).header.detections[0].label == "ball"
-    bad = DetectionsMessage.build("cam0", 4, [Detection(label="ball", score=0.5, box=[3.0, 2.0, 1.0, 4.0])])
+    bad = DetectionsMessage.build(
+        "cam0", 4, [Detection(label="ball", score=0.5, box=[3.0, 2.0, 1.0, 4.0])]
+    )
     with pytest.raises(WireError):
         DetectionsMessage.from_parts(bad.to_parts())
 

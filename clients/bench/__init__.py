@@ -49,11 +49,18 @@ def format_table(rows: list[BenchRow]) -> str:
 
     cols = ["part", "name", "value", "unit", "note"]
     cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    widths = [
+        max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(cols)
+    ]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     for x in cells:
-        lines.append("  ".join(v.rjust(w) if i == 2 else v.ljust(w) for i, (v, w) in enumerate(zip(x, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                v.rjust(w) if i == 2 else v.ljust(w)
+                for i, (v, w) in enumerate(zip(x, widths, strict=True))
+            )
+        )
     return "\n".join(lines)
 
 

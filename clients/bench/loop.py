@@ -26,18 +26,31 @@ def _tiny_random(cfg: Config) -> tuple[LoadedSam2, Grounder, int]:
     return load_sam2(models), load_grounder(models, engine), 480
 
 
-def _frame_times(loaded: LoadedSam2, grounder: Grounder, cfg: Config, frames: int, reground: bool) -> tuple[float, int]:
+def _frame_times(
+    loaded: LoadedSam2, grounder: Grounder, cfg: Config, frames: int, reground: bool
+) -> tuple[float, int]:
     """Mean ms per frame over ``frames`` frames with 2 tracked objects; with ``reground`` a new
     grounding starts whenever the previous one finished. Returns (mean ms, groundings done)."""
-    ecfg = cfg.engine.model_copy(update={"prompt": "ball. box.", "reground_every_frames": 1 if reground else 0, "box_threshold": 1.0})
-    engine = TrackingEngine(ecfg, StreamingSegmenter(loaded), grounder, background_grounding=True, device=loaded.device)
+    ecfg = cfg.engine.model_copy(
+        update={
+            "prompt": "ball. box.",
+            "reground_every_frames": 1 if reground else 0,
+            "box_threshold": 1.0,
+        }
+    )
+    engine = TrackingEngine(
+        ecfg, StreamingSegmenter(loaded), grounder, background_grounding=True, device=loaded.device
+    )
     scene = DemoScene(640, 480, 2, seed=0)
     times: list[float] = []
     try:
         for i in range(frames + 3):
             image = scene.render(i)[0]
             t0 = time.perf_counter()
-            engine.process(FrameInput(i, time.time_ns(), image), [((40, 40, 140, 140), "a"), ((300, 200, 420, 330), "b")] if i == 0 else ())
+            engine.process(
+                FrameInput(i, time.time_ns(), image),
+                [((40, 40, 140, 140), "a"), ((300, 200, 420, 330), "b")] if i == 0 else (),
+            )
             if loaded.device.type == "cuda":
                 import torch
 
@@ -59,8 +72,16 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
         busy, n = _frame_times(loaded, grounder, cfg, frames, reground=True)
         slow = (busy / base - 1) * 100
         rows += [
-            row("loop", f"{name}: frame loop, no grounding", base, "ms/frame", "2 objects, 640x480"),
-            row("loop", f"{name}: frame loop, grounding beside it", busy, "ms/frame", f"{n} groundings at {size} px ran meanwhile"),
+            row(
+                "loop", f"{name}: frame loop, no grounding", base, "ms/frame", "2 objects, 640x480"
+            ),
+            row(
+                "loop",
+                f"{name}: frame loop, grounding beside it",
+                busy,
+                "ms/frame",
+                f"{n} groundings at {size} px ran meanwhile",
+            ),
             row("loop", f"{name}: slowdown while re-grounding", slow, "%", "target < 10% on GPU"),
         ]
     return rows

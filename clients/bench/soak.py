@@ -122,8 +122,18 @@ def soak_config(base: Config, plan: SoakPlan) -> Config:
     """``base`` with the demo source at the plan's rate and size and every socket on a fresh
     loopback port (so a soak never collides with a running ``promptcam run``)."""
     tree = base.model_dump(mode="json")
-    tree["source"].update({"uri": "demo", "fps": plan.fps, "width": plan.width, "height": plan.height, "realtime": True})
-    tree["bus"].update({k: _free_tcp_endpoint() for k in ("frames", "tracks", "annotated", "control")})
+    tree["source"].update(
+        {
+            "uri": "demo",
+            "fps": plan.fps,
+            "width": plan.width,
+            "height": plan.height,
+            "realtime": True,
+        }
+    )
+    tree["bus"].update(
+        {k: _free_tcp_endpoint() for k in ("frames", "tracks", "annotated", "control")}
+    )
     tree["bus"]["detections"] = None
     return Config.model_validate(tree)
 
@@ -151,7 +161,14 @@ def measure(plan: SoakPlan, base: Config | None = None) -> SoakResult:
 
 def _measure(cfg: Config, plan: SoakPlan, sup: Supervisor, logfile: Path) -> SoakResult:
     ctx: zmq.Context[Any] = zmq.Context()
-    sub = zbus.connect(ctx, zmq.SUB, cfg.bus.tracks, cfg.bus, subscribe=[f"tracks.{cfg.camera}".encode()], curve=True)
+    sub = zbus.connect(
+        ctx,
+        zmq.SUB,
+        cfg.bus.tracks,
+        cfg.bus,
+        subscribe=[f"tracks.{cfg.camera}".encode()],
+        curve=True,
+    )
     msgs: list[tuple[float, float]] = []  # (monotonic arrival, latency ms)
     rss: list[tuple[float, float]] = []  # (monotonic, MB)
     try:
@@ -160,7 +177,9 @@ def _measure(cfg: Config, plan: SoakPlan, sup: Supervisor, logfile: Path) -> Soa
             sup.poll()
             if time.monotonic() > deadline:
                 tail = logfile.read_text(errors="replace")[-2000:]
-                raise PromptcamError(f"no tracks within {plan.start_timeout_s:.0f}s of starting the soak; children said: {tail}")
+                raise PromptcamError(
+                    f"no tracks within {plan.start_timeout_s:.0f}s of starting the soak; children said: {tail}"
+                )
             _recv(sub, msgs, 200)
         started = time.monotonic()
         next_sample = started
@@ -203,29 +222,41 @@ def _recv(sub: zmq.Socket[Any], msgs: list[tuple[float, float]], timeout_ms: int
         msgs.append((time.monotonic(), (arrival_ns - int(header["t_capture_ns"])) / 1e6))
 
 
-def summarise(msgs: Sequence[tuple[float, float]], rss: Sequence[tuple[float, float]], plan: SoakPlan, started: float, ended: float) -> SoakResult:
+def summarise(
+    msgs: Sequence[tuple[float, float]],
+    rss: Sequence[tuple[float, float]],
+    plan: SoakPlan,
+    started: float,
+    ended: float,
+) -> SoakResult:
     """Cut the post-warm-up messages into equal-count windows; RSS per window is the median
     of the samples taken during it (the nearest sample when none was)."""
     skip = int(len(msgs) * plan.warmup_fraction)
     steady = list(msgs[skip:])
     n = max(1, min(plan.windows, len(steady) // 10))
     if len(steady) < 2 or not rss:
-        raise PromptcamError(f"too few frames for a soak report ({len(msgs)} tracks messages, {len(rss)} memory samples)")
+        raise PromptcamError(
+            f"too few frames for a soak report ({len(msgs)} tracks messages, {len(rss)} memory samples)"
+        )
     size = len(steady) // n
     windows = []
     for k in range(n):
         chunk = steady[k * size : (k + 1) * size if k < n - 1 else len(steady)]
         t0, t1 = chunk[0][0], chunk[-1][0]
-        inside = [m for t, m in rss if t0 <= t <= t1] or [min(rss, key=lambda s: abs(s[0] - (t0 + t1) / 2))[1]]
+        inside = [m for t, m in rss if t0 <= t <= t1] or [
+            min(rss, key=lambda s: abs(s[0] - (t0 + t1) / 2))[1]
+        ]
         lat = [m for _, m in chunk]
-        windows.append(Window(
-            frames=len(chunk),
-            seconds=round(t1 - t0, 3),
-            fps=round((len(chunk) - 1) / (t1 - t0), 2) if t1 > t0 else 0.0,
-            latency_ms_p50=round(statistics.median(lat), 2),
-            latency_ms_p95=round(_percentile(lat, 0.95), 2),
-            rss_mb=round(statistics.median(inside), 1),
-        ))
+        windows.append(
+            Window(
+                frames=len(chunk),
+                seconds=round(t1 - t0, 3),
+                fps=round((len(chunk) - 1) / (t1 - t0), 2) if t1 > t0 else 0.0,
+                latency_ms_p50=round(statistics.median(lat), 2),
+                latency_ms_p95=round(_percentile(lat, 0.95), 2),
+                rss_mb=round(statistics.median(inside), 1),
+            )
+        )
     t_steady = steady[0][0]
     return SoakResult(
         frames_processed=len(msgs),
@@ -241,8 +272,21 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     if minutes <= 0:
         raise PromptcamError(f"--soak must be > 0 minutes, got {minutes}")
     fps = cfg.source.fps or 30.0
-    plan = SoakPlan(duration_s=minutes * 60.0, fps=fps, width=cfg.source.width, height=cfg.source.height, sample_every_s=max(1.0, minutes * 60.0 / 600))
-    log.info("soak: %.1f min, demo at %.0f fps %dx%d, models %s", minutes, fps, plan.width, plan.height, cfg.models.preset)
+    plan = SoakPlan(
+        duration_s=minutes * 60.0,
+        fps=fps,
+        width=cfg.source.width,
+        height=cfg.source.height,
+        sample_every_s=max(1.0, minutes * 60.0 / 600),
+    )
+    log.info(
+        "soak: %.1f min, demo at %.0f fps %dx%d, models %s",
+        minutes,
+        fps,
+        plan.width,
+        plan.height,
+        cfg.models.preset,
+    )
     r = measure(plan, cfg)
     s = r.summary()
     note = f"{cfg.models.preset}, demo {fps:.0f} fps {plan.width}x{plan.height}, {minutes:g} min"
@@ -251,12 +295,36 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
         row("soak", "engine fps", s["engine_fps"], "fps"),
         row("soak", "engine RSS, first window", s["rss_mb_first_window"], "MB"),
         row("soak", "engine RSS, last window", s["rss_mb_last_window"], "MB"),
-        row("soak", "engine RSS slope", s["rss_slope_mb_per_h"], "MB/h", "after warm-up; ~0 means flat"),
-        row("soak", "latency p50, first window", s["latency_ms_p50_first_window"], "ms", "capture -> subscriber"),
+        row(
+            "soak",
+            "engine RSS slope",
+            s["rss_slope_mb_per_h"],
+            "MB/h",
+            "after warm-up; ~0 means flat",
+        ),
+        row(
+            "soak",
+            "latency p50, first window",
+            s["latency_ms_p50_first_window"],
+            "ms",
+            "capture -> subscriber",
+        ),
         row("soak", "latency p50, last window", s["latency_ms_p50_last_window"], "ms"),
         row("soak", "latency p95, first window", s["latency_ms_p95_first_window"], "ms"),
         row("soak", "latency p95, last window", s["latency_ms_p95_last_window"], "ms"),
-        row("soak", "latency slope", s["latency_slope_ms_per_h"], "ms/h", "after warm-up; ~0 means flat"),
-        row("soak", "frames dropped by engine", s["frames_dropped_by_engine"] if s["frames_dropped_by_engine"] is not None else "-", "frames", "latest frame wins"),
+        row(
+            "soak",
+            "latency slope",
+            s["latency_slope_ms_per_h"],
+            "ms/h",
+            "after warm-up; ~0 means flat",
+        ),
+        row(
+            "soak",
+            "frames dropped by engine",
+            s["frames_dropped_by_engine"] if s["frames_dropped_by_engine"] is not None else "-",
+            "frames",
+            "latest frame wins",
+        ),
         row("soak", "engine restarts", s["engine_restarts"], ""),
     ]
