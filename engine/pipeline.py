@@ -434,22 +434,20 @@ class TrackingEngine:
     def _apply_plan(
         self, plan: Plan, frame_idx: int, outs: dict[int, SegmentOutput] | None
     ) -> None:
-        for tid in (*plan.ended, *plan.merged):
+        for tid in plan.removed:
             self._free(tid)
             if outs is not None:
                 outs.pop(tid, None)
-        for rs in plan.reseed:
-            out = self._seed(rs.id, frame_idx, rs.box)
-            if out is not None:
-                self.counters.reseeded += 1
-                if outs is not None:
-                    outs[rs.id] = out
-        for nt in plan.new:
-            out = self._seed(nt.id, frame_idx, nt.box)
-            if out is not None:
-                self.counters.objects_created += 1
-                if outs is not None:
-                    outs[nt.id] = out
+        seeds = [(r.id, r.box, "reseeded") for r in plan.reseed] + [
+            (n.id, n.box, "objects_created") for n in plan.new
+        ]
+        for tid, box, counter in seeds:
+            out = self._seed(tid, frame_idx, box)
+            if out is None:
+                continue
+            setattr(self.counters, counter, getattr(self.counters, counter) + 1)
+            if outs is not None:
+                outs[tid] = out
 
     def _seed(self, tid: int, frame_idx: int, box: Box) -> SegmentOutput | None:
         """Start (or restart) object ``tid`` on ``frame_idx`` from a detection box, as ``seed_with`` says."""
