@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from engine import segmenter
 from engine.presets import CONFIGS_DIR
 from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor, save_checkpoint
 from engine.segmenter import StreamingSegmenter, mask_box
@@ -161,11 +162,22 @@ def _mask_prompt() -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "obj_ids", [(1,), (1, 2, 3, 4, 5)], ids=["one-object", "several-objects-box-points-mask"]
+    ("obj_ids", "attention_bytes"),
+    [((1,), None), ((1, 2, 3, 4, 5), None), ((1, 2, 3, 4, 5), 1)],
+    ids=["one-object", "several-objects-box-points-mask", "several-objects-attention-cut"],
 )
 def test_equals_official_prompts_on_first_frame(
-    loaded: LoadedSam2, official: Any, video: Video, obj_ids: tuple[int, ...]
+    loaded: LoadedSam2,
+    official: Any,
+    video: Video,
+    obj_ids: tuple[int, ...],
+    attention_bytes: int | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """With ``attention_bytes=1`` the CPU batch cut puts every object in its own memory-attention
+    call (what Hiera-T at 1024 px gets on CPU); decoding and memory encoding stay batched."""
+    if attention_bytes is not None:
+        monkeypatch.setattr(segmenter, "CPU_ATTENTION_BYTES", attention_bytes)
     prompts = {i: PROMPTS[i] if i in PROMPTS else {"mask": _mask_prompt()} for i in obj_ids}
     ref = run_official(official, video.directory, prompts)
     seg = StreamingSegmenter(loaded)
@@ -176,6 +188,23 @@ def test_equals_official_prompts_on_first_frame(
             for obj_id, p in prompts.items():
                 seg.add_prompt(obj_id, idx, **p)
         assert_same(seg, seg.track(idx), ref[i], f"frame {i}")
+
+
+def test_prepare_equals_official_frame_loading(loaded: LoadedSam2, video: Video) -> None:
+    """``prepare`` (PIL resize + a lookup table for /255, mean, std) gives the official loader's
+    input tensors bit for bit, from the same decoded JPEGs."""
+    from sam2.utils.misc import load_video_frames
+
+    size = int(loaded.model.image_size)
+    images, height, width = load_video_frames(str(video.directory), size, offload_video_to_cpu=True)
+    seg = StreamingSegmenter(loaded)
+    for i in (0, 7, NUM_FRAMES - 1):
+        prepared = seg.prepare(video.bgr[i])
+        assert (prepared.height, prepared.width) == (height, width) == (H, W)
+        assert prepared.image.shape == (1, 3, size, size)
+        assert torch.equal(prepared.image[0], images[i]), f"frame {i}"
+    with pytest.raises(ValueError, match="uint8"):
+        seg.prepare(video.bgr[0].astype(np.float32))
 
 
 def test_object_added_later_equals_official_from_its_frame(

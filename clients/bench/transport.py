@@ -180,12 +180,20 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     quick = bool(getattr(args, "quick", False))
     n = 300 if quick else 2000
     rows: list[BenchRow] = []
-    for kind, endpoint in (("ipc", _ipc_endpoint()), ("tcp", _tcp_endpoint())):
-        r = throughput(endpoint, n, cfg.bus)
-        note = f"received {r['received']}/{r['sent']}, zero-copy, publisher process"
+    runs = 1 if quick else 3
+    for kind, new_endpoint in (("ipc", _ipc_endpoint), ("tcp", _tcp_endpoint)):
+        # The first burst of a process pays for growing its heap and socket buffers: one short
+        # burst warms up, then the median of ``runs`` bursts is the steady-state rate.
+        throughput(new_endpoint(), min(n, 200), cfg.bus)
+        results = [throughput(new_endpoint(), n, cfg.bus) for _ in range(runs)]
+        fps = sorted(r["fps"] for r in results)
+        got = min(r["received"] for r in results)
+        note = f"median of {runs} x {n} frames (range {fps[0]:.0f}-{fps[-1]:.0f}), min received {got}/{n}, zero-copy, publisher process"
         if kind == "ipc":
             note += "; target >= 500"
-        rows.append(row("transport", f"1080p bgr8 {kind}", round(r["fps"], 1), "frames/s", note))
+        rows.append(
+            row("transport", f"1080p bgr8 {kind}", round(fps[len(fps) // 2], 1), "frames/s", note)
+        )
     f = freshness(_ipc_endpoint(), 2.0 if quick else 6.0, cfg.bus)
     note = f"30 fps publisher, 100 ms/frame consumer, {f['frames']} frames, target < {f['interval_ms']:.1f} ms"
     rows.append(row("transport", "latest-frame age p50", round(f["p50"], 2), "ms", note))
