@@ -67,6 +67,7 @@ class LoadedSam2:
     autocast_dtype: torch.dtype | None  # None: plain float32
     model_config: DictConfig  # the resolved ``model`` node it was built from
     source: str  # preset name or checkpoint path, for logs and stats
+    preprocess: str = "pil"  # "pil" or "device": where frames are resized (ModelsConfig)
 
     @property
     def image_size(self) -> int:
@@ -115,7 +116,10 @@ def load_sam2(cfg: ModelsConfig) -> LoadedSam2:
         torch.backends.cudnn.allow_tf32 = True
     if cfg.compile:
         _compile_hot_modules(model, device)
-    loaded = LoadedSam2(model, device, dtype, model_cfg, source)
+    preprocess = cfg.preprocess
+    if preprocess == "auto":
+        preprocess = "device" if device.type == "cuda" else "pil"
+    loaded = LoadedSam2(model, device, dtype, model_cfg, source, preprocess)
     log.info(
         "SAM 2 %s: %.2fM params, %d px, %s, %s, loaded in %.1fs",
         source,

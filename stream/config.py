@@ -167,6 +167,12 @@ class ModelsConfig(_Model):
         "auto", description="auto: bf16 autocast on CUDA, float32 on CPU."
     )
     compile: bool = Field(False, description="torch.compile the SAM 2 hot modules (CUDA).")
+    preprocess: Literal["auto", "pil", "device"] = Field(
+        "auto",
+        description="Frame resize: pil (bit-exact with the official SAM 2 loader, on the CPU), "
+        "device (antialiased bicubic on the model's device, within 1 grey level of pil on "
+        "natural images); auto: device on CUDA, pil on CPU.",
+    )
     image_size: int | None = Field(
         None, ge=64, le=2048, description="Override the SAM 2 input size (multiple of 32)."
     )

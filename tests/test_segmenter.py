@@ -25,7 +25,7 @@ from PIL import Image
 from engine import segmenter
 from engine.presets import CONFIGS_DIR
 from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor, save_checkpoint
-from engine.segmenter import StreamingSegmenter, mask_box
+from engine.segmenter import IMG_STD, StreamingSegmenter, mask_box
 from stream.config import ModelsConfig
 from stream.errors import PromptError
 
@@ -205,6 +205,22 @@ def test_prepare_equals_official_frame_loading(loaded: LoadedSam2, video: Video)
         assert torch.equal(prepared.image[0], images[i]), f"frame {i}"
     with pytest.raises(ValueError, match="uint8"):
         seg.prepare(video.bgr[0].astype(np.float32))
+
+
+def test_device_preprocess_close_to_pil(video: Video) -> None:
+    """``models.preprocess: device`` (the CUDA default, run here on the CPU through the same
+    torch code) stays within one grey level of the exact PIL path on nearly every value."""
+    pil = StreamingSegmenter(load_sam2(models_cfg(preset="tiny-random", device="cpu")))
+    dev_loaded = load_sam2(models_cfg(preset="tiny-random", device="cpu", preprocess="device"))
+    assert dev_loaded.preprocess == "device" and pil.loaded.preprocess == "pil"
+    dev = StreamingSegmenter(dev_loaded)
+    one_level = 1.0 / (255 * min(IMG_STD)) + 1e-6
+    for frame in video.bgr[:3]:
+        a, b = pil.prepare(frame).image, dev.prepare(frame).image
+        assert a.shape == b.shape
+        diff = (a - b).abs()
+        assert (diff <= one_level).float().mean().item() >= 0.995
+        assert diff.max().item() <= 3 * one_level
 
 
 def test_object_added_later_equals_official_from_its_frame(
