@@ -175,9 +175,9 @@ def test_equals_official_prompts_on_first_frame(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With ``attention_bytes=1`` the CPU batch cut puts every object in its own memory-attention
-    call (what Hiera-T at 1024 px gets on CPU); decoding and memory encoding stay batched."""
+    and memory-encoding call (what Hiera-T at 1024 px gets on CPU); decoding stays batched."""
     if attention_bytes is not None:
-        monkeypatch.setattr(segmenter, "CPU_ATTENTION_BYTES", attention_bytes)
+        monkeypatch.setattr(segmenter, "CPU_BATCH_BYTES", attention_bytes)
     prompts = {i: PROMPTS[i] if i in PROMPTS else {"mask": _mask_prompt()} for i in obj_ids}
     ref = run_official(official, video.directory, prompts)
     seg = StreamingSegmenter(loaded)
