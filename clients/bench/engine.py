@@ -9,7 +9,11 @@ frame 0, it times per frame, for 1, 4 and 16 objects:
 - official: ``propagate_in_video`` between the outputs of frame 0 and frame N-1 (its frame
   loading, resize and normalisation happen in ``init_state``, which is not timed, nor are
   prompting and the memory encoding of the prompts).
-The speed-up compares like with like: the model work per frame, without preprocessing.
+The speed-up compares like with like: the model work per frame, without preprocessing. Both
+sides run in lockstep, one frame each in turn, so that this host's speed drift hits both alike.
+The work per frame is the same on both sides; one value differs on videos shorter than
+``max_obj_ptrs_in_encoder`` (16) frames: the official predictor scales object-pointer distances
+by ``min(video length, 16) - 1``, a live stream (no length) by 15.
 Models: tiny-random and the SAM 2.1 Hiera-T architecture at 512 px with random weights (CPU),
 and Hiera-T at 1024 px under bf16 autocast when CUDA is available. Also reports process RSS.
 Targets: never slower than official; tiny-random 16 objects <= 4x one object; on a GPU
