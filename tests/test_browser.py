@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests import netns  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -43,14 +44,6 @@ CHROMIUM_FLAGS = [
 
 
 # --------------------------------------------------------------------------- in the namespace
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> Any:
@@ -98,7 +91,7 @@ def session(out: Path, engine_kind: str) -> dict[str, Any]:
 
     results: dict[str, Any] = {"engine": engine_kind}
     ports = {
-        k: f"tcp://127.0.0.1:{_free_port()}" for k in ("frames", "tracks", "annotated", "control")
+        k: f"tcp://127.0.0.1:{free_port()}" for k in ("frames", "tracks", "annotated", "control")
     }
     overrides: dict[str, Any] = {f"bus.{k}": v for k, v in ports.items()}
     overrides |= {
