@@ -15,7 +15,10 @@ The work per frame is the same on both sides; one value differs on videos shorte
 ``max_obj_ptrs_in_encoder`` (16) frames: the official predictor scales object-pointer distances
 by ``min(video length, 16) - 1``, a live stream (no length) by 15.
 Models: tiny-random and the SAM 2.1 Hiera-T architecture at 512 px with random weights (CPU),
-and Hiera-T at 1024 px under bf16 autocast when CUDA is available. Also reports process RSS.
+and Hiera-T at 1024 px under bf16 autocast when CUDA is available. Memory attention, the bulk of
+the work, is also replayed alone on the inputs of the last streamed frame: its time, its arithmetic
+(torch's FLOP counter) and the rate reached, on CUDA as a share of the card's bf16 peak. Also
+reports process RSS.
 Targets: never slower than official; tiny-random 16 objects <= 4x one object; on a GPU
 Hiera-T 1024 px >= 150 frames/s with one object and >= 30 with 16.
 """
@@ -23,6 +26,7 @@ Hiera-T 1024 px >= 150 frames/s with one object and >= 30 with 16.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import tempfile
@@ -37,6 +41,7 @@ import psutil
 import torch
 from hydra.utils import instantiate
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from clients.bench import BenchRow, row
 from engine.sam2_models import (
@@ -184,16 +189,20 @@ def _bench_case(case: Case, workdir: Path) -> list[BenchRow]:
         ours_t: list[float] = []
         prep_t: list[float] = []
         theirs_t: list[float] = []
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # memory attention, last frame
         for rep in range(case.repeats):
             ours_steps = _streaming_steps(case.loaded, bgr, boxes)
             theirs_steps = _official_steps(official, case.loaded, video, boxes)
             for i in range(case.frames - 1):
+                last = rep == case.repeats - 1 and i == case.frames - 2
                 if (i + rep) % 2 == 0:
-                    model_s, prep_s = next(ours_steps)
+                    with _capturing(case.loaded.model.memory_attention, calls if last else None):
+                        model_s, prep_s = next(ours_steps)
                     theirs_s = next(theirs_steps)
                 else:
                     theirs_s = next(theirs_steps)
-                    model_s, prep_s = next(ours_steps)
+                    with _capturing(case.loaded.model.memory_attention, calls if last else None):
+                        model_s, prep_s = next(ours_steps)
                 ours_t.append(model_s)
                 prep_t.append(prep_s)
                 theirs_t.append(theirs_s)
@@ -201,7 +210,7 @@ def _bench_case(case: Case, workdir: Path) -> list[BenchRow]:
         ours, prep, theirs = (float(np.mean(t)) for t in (ours_t, prep_t, theirs_t))
         ratios = np.asarray(theirs_t) / np.asarray(ours_t)
         per_obj[n] = ours
-        note = f"{case.frames} frames, {case.height}x{case.width}, mean of {case.repeats} runs in lockstep with official"
+        note = f"{case.frames} frames, {case.height}x{case.width}, mean of {case.repeats} run{'s' if case.repeats > 1 else ''} in lockstep with official"
         rows.append(row(PART, f"{case.name}: {n} obj streaming", ours * 1e3, "ms/frame", note))
         rows.append(row(PART, f"{case.name}: {n} obj official", theirs * 1e3, "ms/frame", note))
         spread = f"per-frame ratio median {np.median(ratios):.2f}, range {ratios.min():.2f}-{ratios.max():.2f}; target >= 1"
@@ -232,12 +241,132 @@ def _bench_case(case: Case, workdir: Path) -> list[BenchRow]:
             ours * 1e3,
             theirs * 1e3,
         )
+        rows += _attention_rows(case, n, calls)
     if 1 in per_obj and 16 in per_obj:
         target = "target <= 4" if case.name.startswith("tiny-random") else ""
         rows.append(
             row(PART, f"{case.name}: 16 obj / 1 obj", per_obj[16] / per_obj[1], "x", target)
         )
     del official
+    return rows
+
+
+# bf16 dense tensor-core peaks (TFLOP/s, no sparsity) from the vendor's data sheets; more
+# specific names first. A card not listed gets its TFLOP/s without a share of its peak.
+BF16_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("L4", 121.0),
+)
+
+
+def bf16_peak_tflops(device_name: str) -> float | None:
+    for key, peak in BF16_PEAK_TFLOPS:
+        if key in device_name:
+            return peak
+    return None
+
+
+@contextlib.contextmanager
+def _capturing(
+    module: torch.nn.Module, calls: list[tuple[tuple[Any, ...], dict[str, Any]]] | None
+) -> Iterator[None]:
+    """Records the arguments of ``module``'s calls into ``calls`` (nothing when it is None)."""
+    if calls is None:
+        yield
+        return
+    had_own = "forward" in module.__dict__
+    forward = module.forward
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return forward(*args, **kwargs)
+
+    module.forward = record  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if had_own:
+            module.forward = forward  # type: ignore[method-assign]
+        else:
+            del module.forward
+
+
+def _flop_counter() -> FlopCounterMode:
+    """torch's FLOP counter, taught the fused CPU attention kernel (it counts the CUDA ones)."""
+    mapping: dict[Any, Any] = {}
+    cpu_flash = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_flash is not None:
+
+        def cpu_sdpa(q: Any, k: Any, v: Any, *_: Any, out_shape: Any = None, **__: Any) -> int:
+            return int(sdpa_flop_count(q, k, v))
+
+        mapping[cpu_flash] = cpu_sdpa
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def _attention_rows(
+    case: Case, n: int, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+) -> list[BenchRow]:
+    """Memory attention alone, replayed on the inputs of the last streamed frame: its time per
+    frame, the arithmetic it does (torch's FLOP counter) and the rate it reaches; on CUDA also
+    the share of the card's bf16 peak."""
+    if not calls:
+        return []
+    loaded = case.loaded
+    module = loaded.model.memory_attention
+    counter = _flop_counter()
+    cuda = loaded.device.type == "cuda"
+    with torch.inference_mode(), loaded.autocast():
+        with counter:  # the module's own forward: a compiled one hides its operations
+            for args, kwargs in calls:
+                type(module).forward(module, *args, **kwargs)
+        if cuda:  # warm-up of what is timed (compiled, where models.compile is on)
+            for args, kwargs in calls:
+                module(*args, **kwargs)
+        repeats = 10 if cuda else 1
+        _sync(loaded.device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            for args, kwargs in calls:
+                module(*args, **kwargs)
+        _sync(loaded.device)
+    seconds = (time.perf_counter() - t0) / repeats
+    flops = counter.get_total_flops()
+    note = f"{flops / 1e9:.1f} GFLOP/frame in {len(calls)} call(s), replayed alone"
+    rows = [row(PART, f"{case.name}: {n} obj memory attention", seconds * 1e3, "ms/frame", note)]
+    if cuda:
+        name = torch.cuda.get_device_name(loaded.device)
+        peak = bf16_peak_tflops(name)
+        share = (
+            f"{flops / seconds / 1e12 / peak:.1%} of {name}'s bf16 peak {peak:.0f}"
+            if peak
+            else f"bf16 peak of {name} unknown"
+        )
+        rows.append(
+            row(
+                PART,
+                f"{case.name}: {n} obj memory attention",
+                flops / seconds / 1e12,
+                "TFLOP/s",
+                share,
+            )
+        )
+    else:
+        rows.append(
+            row(
+                PART,
+                f"{case.name}: {n} obj memory attention",
+                flops / seconds / 1e9,
+                "GFLOP/s",
+                "float32 on CPU",
+            )
+        )
     return rows
 
 

@@ -1,0 +1,48 @@
+"""The engine bench's measuring tools: FLOP counting of fused attention, argument capture, peaks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from clients.bench.engine import _capturing, _flop_counter, bf16_peak_tflops
+
+
+def test_flop_counter_counts_fused_cpu_attention_and_linears() -> None:
+    b, lq, lk, e, ev = 2, 64, 256, 32, 16
+    q, k = torch.randn(b, 1, lq, e), torch.randn(b, 1, lk, e)
+    v = torch.randn(b, 1, lk, e)
+    lin = torch.nn.Linear(ev, e)
+    counter = _flop_counter()
+    with torch.inference_mode(), counter:
+        F.scaled_dot_product_attention(q, k, v)
+        lin(torch.randn(b, lk, ev))
+    attention = 2 * b * lq * lk * e * 2  # q @ k^T and weights @ v, 2 FLOP per multiply-add
+    linear = 2 * b * lk * ev * e
+    assert counter.get_total_flops() == attention + linear
+
+
+def test_capturing_records_calls_and_restores_forward() -> None:
+    module = torch.nn.Linear(3, 2)
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+    x = torch.randn(1, 3)
+    with _capturing(module, calls):
+        y = module(x)
+    assert len(calls) == 1 and calls[0][0][0] is x
+    assert torch.equal(y, module(x))
+    assert "forward" not in module.__dict__  # the class's forward again
+    module(x)
+    assert len(calls) == 1
+    with _capturing(module, None):
+        module(x)
+    assert len(calls) == 1
+
+
+def test_bf16_peaks_by_device_name() -> None:
+    assert bf16_peak_tflops("NVIDIA H200") == 989.0
+    assert bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert bf16_peak_tflops("NVIDIA L40") == 181.0
+    assert bf16_peak_tflops("NVIDIA L4") == 121.0
+    assert bf16_peak_tflops("NVIDIA GeForce GTX 1080") is None
