@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
-from clients.bench.engine import _capturing, _flop_counter, bf16_peak_tflops
+from clients.bench.engine import _capturing, _flop_counter, _lockstep, bf16_peak_tflops
 
 
 def test_flop_counter_counts_fused_cpu_attention_and_linears() -> None:
@@ -46,3 +48,23 @@ def test_bf16_peaks_by_device_name() -> None:
     assert bf16_peak_tflops("NVIDIA L40") == 181.0
     assert bf16_peak_tflops("NVIDIA L4") == 121.0
     assert bf16_peak_tflops("NVIDIA GeForce GTX 1080") is None
+
+
+def test_lockstep_alternates_who_goes_first_and_finishes_both() -> None:
+    order: list[str] = []
+    finished: list[str] = []
+
+    def steps(name: str, n: int) -> Iterator[int]:
+        for i in range(n):
+            order.append(name)
+            yield i
+        finished.append(name)
+
+    a, b = _lockstep(lambda: steps("a", 4), lambda: steps("b", 4), steps=3, repeats=2)
+    assert a == b == [0, 1, 2, 0, 1, 2]
+    # Who goes first alternates by step and by repeat; then each generator runs to its end
+    # (its 4th step, not collected).
+    first_run = ["a", "b", "b", "a", "a", "b", "a", "b"]
+    second_run = ["b", "a", "a", "b", "b", "a", "a", "b"]
+    assert order == [*first_run, *second_run]
+    assert finished == ["a", "b", "a", "b"]
