@@ -505,7 +505,7 @@ class StreamingSegmenter:
         faults fresh pages in): Hiera-T at 512 px, 16 objects in one call took 8.5 s against
         5.7 s one by one, in copies, RoPE products and ReLUs, and two per call was still 9 %
         slower than one. Batches stay under ``CPU_BATCH_BYTES``; small models (tiny-random:
-        0.2 MiB per object) keep one batch up to 18 objects.
+        0.23 MiB per object) keep one batch up to 17 objects.
         """
         tokens = sum(m.shape[-2] * m.shape[-1] for _, m in item.spatial)
         tokens += len(item.ptrs) * max(1, hidden // self.model.mem_dim)
