@@ -34,9 +34,13 @@ def free_port() -> int:
     where every outgoing connection (ZeroMQ's connects and reconnects among them) also takes its
     local port, so it can be taken between being picked and being bound by the test's server."""
     lo, hi = _EPHEMERAL
-    pool = [(1024 + 2000, lo - 1), (hi + 1, 65535)]
+    outside = [(a, b) for a, b in ((3024, lo - 1), (hi + 1, 65535)) if b - a >= 1000]
+    if not outside:  # the ephemeral range covers (nearly) everything: let the kernel pick
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    first, last = max(outside, key=lambda r: r[1] - r[0])
     for _ in range(200):
-        first, last = pool[0] if pool[0][1] - pool[0][0] > 1000 else pool[1]
         port = _rng.randint(first, last)
         if port in _handed_out:
             continue
