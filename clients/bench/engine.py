@@ -353,30 +353,15 @@ def _attention_rows(
     if cuda:
         name = torch.cuda.get_device_name(loaded.device)
         peak = bf16_peak_tflops(name)
-        share = (
-            f"{flops / seconds / 1e12 / peak:.1%} of {name}'s bf16 peak {peak:.0f}"
+        rate, unit = flops / seconds / 1e12, "TFLOP/s"
+        rate_note = (
+            f"{rate / peak:.1%} of {name}'s bf16 peak {peak:.0f}"
             if peak
             else f"bf16 peak of {name} unknown"
         )
-        rows.append(
-            row(
-                PART,
-                f"{case.name}: {n} obj memory attention",
-                flops / seconds / 1e12,
-                "TFLOP/s",
-                share,
-            )
-        )
     else:
-        rows.append(
-            row(
-                PART,
-                f"{case.name}: {n} obj memory attention",
-                flops / seconds / 1e9,
-                "GFLOP/s",
-                "float32 on CPU",
-            )
-        )
+        rate, unit, rate_note = flops / seconds / 1e9, "GFLOP/s", "float32 on CPU"
+    rows.append(row(PART, f"{case.name}: {n} obj memory attention rate", rate, unit, rate_note))
     return rows
 
 
@@ -422,10 +407,10 @@ def _streaming_steps(
         prepared = seg.prepare(frame)
         _sync(loaded.device)
         t1 = time.perf_counter()
-        last = capture is not None and i == len(frames)
-        if last and capture is not None:
-            capture.clear()
-        with _capturing(loaded.model.memory_attention, capture if last else None):
+        take = capture if i == len(frames) else None
+        if take is not None:
+            take.clear()
+        with _capturing(loaded.model.memory_attention, take):
             seg.track(seg.add_frame(prepared))
         _sync(loaded.device)
         yield time.perf_counter() - t1, t1 - t0
