@@ -4,7 +4,10 @@ optional CURVE encryption, and receive with a poll timeout so nothing blocks for
 from __future__ import annotations
 
 import logging
+import random
+import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -18,6 +21,49 @@ log = logging.getLogger(__name__)
 
 class BusError(PromptcamError):
     """A socket could not be bound or connected; the message is one line."""
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+_rng = random.Random()
+
+
+def free_loopback_port() -> int:
+    """A loopback TCP port that binds now, not handed out before by this process, and outside
+    the kernel's ephemeral range. A port the kernel picks for ``bind(0)`` comes from that range,
+    where every outgoing connection (ZeroMQ's connects and reconnects among them) also takes its
+    local port, so it can be taken between being picked and being bound by a server."""
+    lo, hi = _ephemeral_range()
+    outside = [(a, b) for a, b in ((3024, lo - 1), (hi + 1, 65535)) if b - a >= 1000]
+    if not outside:  # the ephemeral range covers (nearly) everything: let the kernel pick
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    first, last = max(outside, key=lambda r: r[1] - r[0])
+    for _ in range(200):
+        port = _rng.randint(first, last)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise BusError(f"no free loopback port outside the ephemeral range {lo}-{hi}")
+
+
+def free_loopback_endpoint() -> str:
+    """``tcp://127.0.0.1:PORT`` on a :func:`free_loopback_port`."""
+    return f"tcp://127.0.0.1:{free_loopback_port()}"
 
 
 def _host(endpoint: str) -> str | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -27,16 +26,11 @@ import psutil
 from clients.bench import BenchRow, row
 from clients.web.probe import Viewer
 from clients.web.synthetic import SyntheticEngine
+from stream.bus import free_loopback_endpoint
 from stream.config import Config
 
 PART = "output"
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def _endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def _start_web(overrides: dict[str, Any]) -> tuple[subprocess.Popen[str], str]:
@@ -85,9 +79,9 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     rows: list[BenchRow] = []
     for w, h, name in sizes:
         overrides = {
-            "bus.annotated": _endpoint(),
-            "bus.tracks": _endpoint(),
-            "bus.control": _endpoint(),
+            "bus.annotated": free_loopback_endpoint(),
+            "bus.tracks": free_loopback_endpoint(),
+            "bus.control": free_loopback_endpoint(),
             "web.video_fps": 30,
         }
         engine = SyntheticEngine(

@@ -31,6 +31,7 @@ import zmq
 from clients.bench import BenchRow, row
 from clients.launcher import ChildSpec, Supervisor, child_argv, write_child_config
 from stream import bus as zbus
+from stream.bus import free_loopback_endpoint
 from stream.config import Config, RunConfig, load_config
 from stream.errors import PromptcamError
 
@@ -110,14 +111,6 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def _free_tcp_endpoint() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
 def soak_config(base: Config, plan: SoakPlan) -> Config:
     """``base`` with the demo source at the plan's rate and size and every socket on a fresh
     loopback port (so a soak never collides with a running ``promptcam run``)."""
@@ -132,7 +125,7 @@ def soak_config(base: Config, plan: SoakPlan) -> Config:
         }
     )
     tree["bus"].update(
-        {k: _free_tcp_endpoint() for k in ("frames", "tracks", "annotated", "control")}
+        {k: free_loopback_endpoint() for k in ("frames", "tracks", "annotated", "control")}
     )
     tree["bus"]["detections"] = None
     return Config.model_validate(tree)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import socket
 import statistics
 import tempfile
 import threading
@@ -32,18 +31,13 @@ import zmq
 
 from clients.bench import BenchRow, row
 from stream import bus as zbus
+from stream.bus import free_loopback_endpoint
 from stream.config import BusConfig, Config
 from stream.receiver import LatestFrameReceiver
 from stream.wire import FrameMessage, now_ns
 
 CAMERA = "bench"
 WIDTH, HEIGHT = 1920, 1080
-
-
-def _tcp_endpoint() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def _ipc_endpoint() -> str:
@@ -185,7 +179,7 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     n = 300 if quick else 2000
     rows: list[BenchRow] = []
     runs = 1 if quick else 3
-    for kind, new_endpoint in (("ipc", _ipc_endpoint), ("tcp", _tcp_endpoint)):
+    for kind, new_endpoint in (("ipc", _ipc_endpoint), ("tcp", free_loopback_endpoint)):
         # The first burst of a process pays for growing its heap and socket buffers: one short
         # burst warms up, then the median of ``runs`` bursts is the steady-state rate.
         throughput(new_endpoint(), min(n, 200), cfg.bus)
