@@ -39,6 +39,7 @@ import zmq
 from stream import bus as zbus
 from stream.config import Config
 from stream.errors import EndOfStreamError, PromptcamError, SourceConnectionError, SourceError
+from stream.shm import ShmError, ShmRing
 from stream.sources import open_source, redact_url
 from stream.wire import SCHEMA_VERSION, FrameMessage
 
@@ -61,6 +62,7 @@ class CaptureStats:
     state: str = "starting"  # starting | streaming | reconnecting | stopped
     source: str = ""
     last_error: str = ""
+    payload: str = "inline"  # inline | shm (bus.frames_shm) | inline (shm failed: why)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,6 +170,8 @@ class Capture:
         self._last_frame = time.monotonic()
         self._retry_at = 0.0
         self._fps_mark = (time.monotonic(), 0)
+        self._ring: ShmRing | None = None
+        self._shm = cfg.bus.frames_shm
 
     # ----------------------------------------------------------------- main loop
 
@@ -194,6 +198,8 @@ class Capture:
             self._publish_status(sock, time.monotonic())
             self._shutdown_readers()
             sock.close(0)
+            if self._ring is not None:
+                self._ring.close()
             if self._opened_once:
                 log.info("camera %s: stopped after %d frames", self.cfg.camera, self.stats.frames)
 
@@ -333,6 +339,8 @@ class Capture:
             encoding=src.encoding,
             jpeg_quality=src.jpeg_quality,
         )
+        if self._shm and msg.encoding == "bgr8":
+            msg = self._in_shm(msg)
         sock.send_multipart(msg.to_parts(), copy=False)
         self._seq += 1
         self.stats.frames += 1
@@ -340,6 +348,32 @@ class Capture:
         if self.stats.state != "streaming":
             self.stats.state = "streaming"
         self._backoff.reset()
+
+    def _in_shm(self, msg: FrameMessage) -> FrameMessage:
+        """``msg`` written into the shared-memory ring, made (again) for this frame size; if the
+        ring cannot be made, frames go inline from then on (logged once, shown in the status)."""
+        nbytes = msg.width * msg.height * 3
+        if self._ring is None or self._ring.slot_bytes != nbytes:
+            if self._ring is not None:
+                self._ring.close()
+                self._ring = None
+            try:
+                self._ring = ShmRing(self.cfg.camera, nbytes, self.cfg.bus.shm_slots)
+            except ShmError as e:
+                log.warning("camera %s: %s; sending frames inline", self.cfg.camera, e)
+                self._shm = False
+                self.stats.payload = f"inline (shm failed: {e})"
+                return msg
+            log.info(
+                "camera %s: frame payloads in shared memory %s (%d slots of %dx%d)",
+                self.cfg.camera,
+                self._ring.path,
+                self._ring.slots,
+                msg.width,
+                msg.height,
+            )
+            self.stats.payload = "shm"
+        return msg.to_shm(self._ring)
 
     def _publish_status(self, sock: zmq.Socket[Any], now: float) -> None:
         t0, n0 = self._fps_mark

@@ -135,6 +135,16 @@ class BusConfig(_Model):
         64.0, gt=0, le=1024, description="Largest accepted message payload."
     )
     sndhwm: int = Field(4, ge=1, le=10000, description="Send high-water mark of frame publishers.")
+    frames_shm: bool = Field(
+        False,
+        description="Put bgr8 frame payloads in a shared-memory ring (/dev/shm) and send only a reference over ZeroMQ: no kernel copies, for capture and engine on one host (frames endpoint ipc://, inproc:// or loopback tcp). Receivers must be promptcam's.",
+    )
+    shm_slots: int = Field(
+        8,
+        ge=2,
+        le=256,
+        description="Frames the shared-memory ring holds; a receiver holding a frame longer than this many frames sees it counted as overrun.",
+    )
 
     @field_validator("frames", "tracks", "annotated", "control", "detections")
     @classmethod
@@ -144,6 +154,16 @@ class BusConfig(_Model):
         if not re.match(r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$", v):
             raise ValueError("expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
         return v
+
+    @model_validator(mode="after")
+    def _shm_same_host(self) -> BusConfig:
+        if self.frames_shm and self.frames.startswith("tcp://"):
+            host = self.frames[6:].rsplit(":", 1)[0]
+            if host not in LOOPBACK_HOSTS:
+                raise ValueError(
+                    f"frames_shm needs capture and engine on one host, but frames is {self.frames}"
+                )
+        return self
 
 
 class ModelsConfig(_Model):

@@ -7,7 +7,8 @@ consumer is. ``get()`` returns the newest frame not yet returned.
 
 Drops, all counted in ``stats``: frames overwritten in the slot or lost upstream (``skipped``,
 from ``seq`` gaps), frames older than the staleness budget when the consumer asks (``stale``),
-and malformed messages (``rejected``, by reason; logged, never raised).
+malformed messages (``rejected``, by reason; logged, never raised), and shared-memory frames
+whose slot was reused before they could be copied out (``overrun``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import zmq
 from stream import bus as zbus
 from stream.config import BusConfig
 from stream.counters import MessageCounters
+from stream.shm import ShmOverrun, ShmReader
 from stream.wire import DEFAULT_MAX_PAYLOAD, FrameMessage, WireError, now_ns
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ReceiverStats(MessageCounters):
     stale: int = 0
+    overrun: int = 0  # shared-memory frames whose slot was reused before they were copied out
 
 
 class LatestFrameReceiver:
@@ -52,6 +55,7 @@ class LatestFrameReceiver:
         self.stats = ReceiverStats()
         self._bus = bus
         self._ctx = ctx or zmq.Context.instance()
+        self._shm = ShmReader()  # used when the capture sends payloads in shared memory
         self._cond = threading.Condition()
         self._slot: FrameMessage | None = None
         self._stop = threading.Event()
@@ -113,10 +117,12 @@ class LatestFrameReceiver:
                         break
                     self.stats.received += 1
                     try:
-                        msg = FrameMessage.from_parts(parts, self.max_payload)
+                        msg = FrameMessage.from_parts(parts, self.max_payload, self._shm)
                     except WireError as e:
                         self._reject(e.reason, str(e))
                         continue
+                    except ShmOverrun:
+                        continue  # already superseded: counted in ``skipped`` by the seq gap
                     if msg.camera != self.camera:
                         continue  # prefix match of another camera's topic (cam1 vs cam10)
                     newest = msg
@@ -126,30 +132,35 @@ class LatestFrameReceiver:
                         self._cond.notify_all()
         finally:
             sock.close(0)
+            self._shm.close()
 
     def _account(self, msg: FrameMessage) -> None:
         if not self.stats.account_seq(msg.camera, msg.seq):
             log.info("camera %s: seq went back to %d (capture restarted)", self.camera, msg.seq)
 
     def get(self, timeout: float | None = 1.0) -> FrameMessage | None:
-        """The newest frame not yet returned, waiting up to ``timeout`` seconds; None if none."""
+        """The newest frame not yet returned, waiting up to ``timeout`` seconds; None if none.
+        The frame's payload is its own (a shared-memory payload is copied out of its slot)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._stop.is_set():
+        while not self._stop.is_set():
+            with self._cond:
                 msg = self._slot
-                if msg is not None:
-                    self._slot = None
-                    self._account(msg)
-                    if (
-                        self.staleness_ns is not None
-                        and now_ns() - msg.t_capture_ns > self.staleness_ns
-                    ):
-                        self.stats.stale += 1
-                        continue
-                    self.stats.delivered += 1
-                    return msg
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cond.wait(remaining if remaining is not None else 0.5)
+                self._slot = None
+                if msg is None:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return None
+                    self._cond.wait(remaining if remaining is not None else 0.5)
+                    continue
+                self._account(msg)
+            if self.staleness_ns is not None and now_ns() - msg.t_capture_ns > self.staleness_ns:
+                self.stats.stale += 1
+                continue
+            try:
+                msg = msg.owned()  # outside the lock: the drain thread goes on meanwhile
+            except ShmOverrun:
+                self.stats.overrun += 1
+                continue
+            self.stats.delivered += 1
+            return msg
         return None

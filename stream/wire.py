@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from stream.shm import NAME_RE, ShmError, ShmOverrun, ShmReader, ShmRef, ShmRing
 
 SCHEMA_VERSION = 1
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -111,17 +113,29 @@ def _dump(obj: dict[str, Any]) -> bytes:
 # --------------------------------------------------------------------------- frame
 
 
+class ShmRefHeader(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    name: Annotated[str, Field(pattern=NAME_RE.pattern)]
+    slot: Annotated[int, Field(ge=0, le=1_000_000)]
+    gen: Annotated[int, Field(ge=2)]
+
+
 class FrameHeader(_Header):
     seq: Annotated[int, Field(ge=0)]
     t_capture_ns: Annotated[int, Field(ge=0)]
     width: Annotated[int, Field(gt=0, le=16384)]
     height: Annotated[int, Field(gt=0, le=16384)]
     encoding: Literal["bgr8", "jpeg"]
+    shm: ShmRefHeader | None = None
 
 
 @dataclass(frozen=True)
 class FrameMessage:
-    """One captured frame. ``data`` is the raw BGR buffer or a JPEG, never copied on receive."""
+    """One captured frame. ``data`` is the raw BGR buffer or a JPEG, never copied on receive.
+
+    With ``shm`` set (``bus.frames_shm``, see ``stream.shm``) the payload lies in a shared-memory
+    slot instead of a message part; on the receiving side ``data`` is then a read-only view of
+    that slot, valid while :meth:`intact`, and :meth:`owned` copies it out."""
 
     camera: str
     seq: int
@@ -130,6 +144,8 @@ class FrameMessage:
     height: int
     encoding: Literal["bgr8", "jpeg"]
     data: memoryview | bytes | np.ndarray = field(repr=False)
+    shm: ShmRef | None = None
+    shm_reader: ShmReader | None = field(default=None, repr=False, compare=False)
 
     @property
     def topic(self) -> bytes:
@@ -164,7 +180,7 @@ class FrameMessage:
         )
 
     def header(self) -> dict[str, Any]:
-        return {
+        h = {
             "v": SCHEMA_VERSION,
             "camera": self.camera,
             "seq": self.seq,
@@ -173,15 +189,54 @@ class FrameMessage:
             "height": self.height,
             "encoding": self.encoding,
         }
+        if self.shm is not None:
+            h["shm"] = self.shm.as_dict()
+        return h
 
     def to_parts(self) -> list[Any]:
+        if self.shm is not None:
+            return [self.topic, _dump(self.header())]
         return [self.topic, _dump(self.header()), self.data]
+
+    def to_shm(self, ring: ShmRing) -> FrameMessage:
+        """This ``bgr8`` frame written into the next slot of ``ring``, as a message naming it."""
+        if self.encoding != "bgr8":
+            raise ValueError("only bgr8 frames go through shared memory")
+        return replace(self, shm=ring.write(self.seq, self.image()))
+
+    def intact(self) -> bool:
+        """False once a shared-memory frame's slot was reused (always True for inline payloads)."""
+        if self.shm is None or self.shm_reader is None:
+            return True
+        return self.shm_reader.intact(self.shm)
+
+    def owned(self) -> FrameMessage:
+        """A frame whose payload is this process's own: shared-memory payloads are copied out and
+        checked unchanged (``ShmOverrun`` otherwise); inline ones are returned as they are."""
+        if self.shm is None or self.shm_reader is None:
+            return self
+        data = np.frombuffer(self.data, np.uint8).copy()
+        if not self.intact():
+            raise ShmOverrun(
+                f"frame {self.seq} of camera {self.camera} was overwritten while copied"
+            )
+        return replace(self, data=data, shm=None, shm_reader=None)
 
     @classmethod
     def from_parts(
-        cls, parts: Sequence[Part], max_payload: int = DEFAULT_MAX_PAYLOAD
+        cls,
+        parts: Sequence[Part],
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        shm_reader: ShmReader | None = None,
     ) -> FrameMessage:
-        h = _parse(parts, "frame", 3, FrameHeader)
+        """Validate a frame message. A shared-memory payload needs ``shm_reader``; a slot already
+        reused for a newer frame raises ``ShmOverrun`` (not malformed: the reader was late)."""
+        n_parts = len(parts) if len(parts) in (2, 3) else 3
+        h = _parse(parts, "frame", n_parts, FrameHeader)
+        if h.shm is not None:
+            return cls._from_shm(h, n_parts, max_payload, shm_reader)
+        if n_parts != 3:
+            raise WireError("bad_parts", "frame message needs 3 parts, got 2")
         payload = _buf(parts[2])
         n = payload.nbytes
         if n > max_payload:
@@ -194,6 +249,30 @@ class FrameMessage:
         if h.encoding == "jpeg" and (n < 4 or bytes(payload[:2]) != b"\xff\xd8"):
             raise WireError("bad_payload", "jpeg payload does not start with a JPEG marker")
         return cls(h.camera, h.seq, h.t_capture_ns, h.width, h.height, h.encoding, payload)
+
+    @classmethod
+    def _from_shm(
+        cls, h: FrameHeader, n_parts: int, max_payload: int, reader: ShmReader | None
+    ) -> FrameMessage:
+        assert h.shm is not None
+        if n_parts != 2:
+            raise WireError("bad_parts", "frame message with a shared-memory payload needs 2 parts")
+        if h.encoding != "bgr8":
+            raise WireError("bad_field", "field 'shm': only bgr8 frames go through shared memory")
+        n = h.width * h.height * 3
+        if n > max_payload:
+            raise WireError("bad_size", f"payload of {n} bytes exceeds limit {max_payload}")
+        if reader is None:
+            raise WireError(
+                "shm_unsupported",
+                "frame payload is in shared memory; this receiver takes inline payloads only",
+            )
+        ref = ShmRef(h.shm.name, h.shm.slot, h.shm.gen)
+        try:
+            view = reader.view(ref, n)
+        except ShmError as e:
+            raise WireError("bad_shm", str(e)) from None
+        return cls(h.camera, h.seq, h.t_capture_ns, h.width, h.height, "bgr8", view, ref, reader)
 
     def image(self) -> np.ndarray:
         """The frame as an HxWx3 uint8 BGR array (a view for bgr8, decoded for jpeg)."""

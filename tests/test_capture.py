@@ -431,5 +431,9 @@ def test_transport_bench_delivers_every_frame_intact(ipc_endpoint: str) -> None:
     bus = load_config(None).bus
     r = throughput(ipc_endpoint, 12, bus)
     assert r["received"] == 12 and r["fps"] > 0
+    r = throughput(ipc_endpoint + "-shm", 12, bus, payload="shm")
+    assert r["received"] + r["overrun"] == 12 and r["received"] > 1 and r["fps"] > 0
     f = freshness(ipc_endpoint + "-fresh", 0.5, bus, work_s=0.05)
     assert f["frames"] >= 3 and f["max_lag"] >= 0
+    f = freshness(ipc_endpoint + "-fresh-shm", 0.5, bus, work_s=0.05, shm=True)
+    assert f["frames"] >= 3 and f["overrun"] == 0

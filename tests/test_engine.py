@@ -216,6 +216,47 @@ def test_engine_process_tracks_control_and_rejects(
     sub.close(0)
 
 
+def test_engine_process_reads_frames_from_shared_memory(
+    engine_proc: tuple[Config, Any], ctx: zmq.Context[Any]
+) -> None:
+    """``bus.frames_shm`` on the capture side: the engine's receiver reads the ring unasked and
+    tracks what it would track from inline frames."""
+    from stream.shm import ShmRing
+
+    cfg, _proc = engine_proc
+    pub = zbus.bind(ctx, zmq.PUB, cfg.bus.frames, cfg.bus)
+    sub = zbus.connect(ctx, zmq.SUB, cfg.bus.tracks, subscribe=[b"tracks.cam0"])
+    scene = DemoScene(320, 240, 2, seed=0, fps=30)
+    ring = ShmRing("cam0", 320 * 240 * 3, cfg.bus.shm_slots)
+    seq = 0
+
+    def next_tracks() -> TracksMessage | None:
+        nonlocal seq
+        msg = FrameMessage.from_image("cam0", seq, scene.render(seq)[0]).to_shm(ring)
+        pub.send_multipart(msg.to_parts(), copy=False)
+        seq += 1
+        parts = zbus.recv_multipart_timeout(sub, 200, copy=True)
+        return TracksMessage.from_parts(parts) if parts else None
+
+    try:
+        first = wait_for(next_tracks, timeout=20, what="first tracks message")
+        assert first.header.width == 320 and first.header.height == 240
+        reply = zbus.request(cfg.bus.control, {"cmd": "add_object", "box": [20, 20, 90, 90]})
+        oid = reply["id"]
+        msg = wait_for(
+            lambda: (m := next_tracks()) and any(o.id == oid for o in m.header.objects) and m,
+            what="object in tracks",
+        )
+        assert next(o for o in msg.header.objects if o.id == oid).mask.size == [240, 320]
+        stats = zbus.request(cfg.bus.control, {"cmd": "stats"})["stats"]
+        assert stats["frames_in"] > 0 and stats["frames_rejected"] == 0
+        assert stats["frames_overrun"] == 0
+    finally:
+        pub.close(0)
+        sub.close(0)
+        ring.close()
+
+
 @pytest.mark.parametrize("mode", ["mask", "points"])
 def test_seed_with_mask_and_points(loaded: Any, mode: str) -> None:
     """Detections seed tracks through a SAM 2 mask decoded from the box (``mask``) or points
