@@ -212,7 +212,7 @@ class ShmReader:
     used (a capture that restarts or changes resolution makes a new one; the old one's memory
     is freed when its last mapping goes)."""
 
-    def __init__(self, keep: int = 4) -> None:
+    def __init__(self, keep: int = 2) -> None:
         self.keep = keep
         self._maps: OrderedDict[str, _Mapped] = OrderedDict()
         self._lock = threading.Lock()

@@ -150,6 +150,16 @@ def test_receiver_copies_out_counts_overrun_and_rejects(
         send(7)
         later = wait_for(lambda: rx.get(timeout=0.1), what="frame after rejections")
         assert later.seq == 7 and np.array_equal(later.image(), _img(7))
+        # a restarted capture makes a new ring (new name, seq from 0): read without a hitch
+        restarted = ShmRing("cam0", 48 * 64 * 3, 4)
+        try:
+            msg = FrameMessage.from_image("cam0", 0, _img(100)).to_shm(restarted)
+            pub.send_multipart(msg.to_parts(), copy=False)
+            again = wait_for(lambda: rx.get(timeout=0.1), what="frame from the new ring")
+            assert again.seq == 0 and np.array_equal(again.image(), _img(100))
+            assert rx.stats.seq_resets == 1
+        finally:
+            restarted.close()
     pub.close(0)
 
 
