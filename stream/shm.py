@@ -10,8 +10,8 @@ reads the frame in place.
 
 The segment starts with a 4096-byte header: magic ``PCAMSHM1``, then ``slot_bytes``, ``slots`` and
 ``stride`` (little-endian u64), so a reader checks a reference against the ring's real geometry.
-Each slot starts with a 64-byte header, ``gen`` first, then ``seq`` and ``nbytes`` (little-endian
-u64), and is a seqlock: the writer makes ``gen`` odd, writes the frame, then makes it even; the
+Each slot starts with a 64-byte header, ``gen`` then ``seq`` (little-endian u64), and is a
+seqlock: the writer makes ``gen`` odd, writes the frame, then makes it even; the
 message names the even ``gen``. A reader that finds another ``gen`` in the slot, before or after
 reading, knows the slot was reused for a newer frame (the ring has ``bus.shm_slots`` slots, so a
 reader is overrun only when it holds a reference for that many frames): the frame is counted as
@@ -72,12 +72,14 @@ class ShmRef:
         return {"name": self.name, "slot": self.slot, "gen": self.gen}
 
 
-def available() -> bool:
-    return SHM_DIR.is_dir() and os.access(SHM_DIR, os.W_OK)
-
-
 def _slot_stride(nbytes: int) -> int:
     return -(-(SLOT_HEADER + nbytes) // _ALIGN) * _ALIGN
+
+
+def _slot(buf: np.ndarray, stride: int, slot: int) -> tuple[np.ndarray, int]:
+    """A slot's header (u64 view: ``gen``, ``seq``) and the offset of its payload in ``buf``."""
+    off = SEGMENT_HEADER + slot * stride
+    return buf[off : off + SLOT_HEADER].view("<u8"), off + SLOT_HEADER
 
 
 def _safe(text: str) -> str:
@@ -139,10 +141,6 @@ class ShmRing:
         self._buf[8:32].view("<u8")[:] = (slot_bytes, slots, self.stride)
         self._next = 0
 
-    def _hdr(self, slot: int) -> np.ndarray:
-        off = SEGMENT_HEADER + slot * self.stride
-        return self._buf[off : off + SLOT_HEADER].view("<u8")
-
     def write(self, seq: int, payload: np.ndarray) -> ShmRef:
         """Copy one frame into the next slot; the reference to put in its message."""
         data = np.ascontiguousarray(payload).reshape(-1).view(np.uint8)
@@ -152,14 +150,12 @@ class ShmRing:
             )
         slot = self._next
         self._next = (slot + 1) % self.slots
-        hdr = self._hdr(slot)
+        hdr, off = _slot(self._buf, self.stride, slot)
         gen = int(hdr[0]) + 1 if int(hdr[0]) % 2 == 0 else int(hdr[0])
         hdr[0] = gen  # odd: being written
         _fence()
-        off = SEGMENT_HEADER + slot * self.stride + SLOT_HEADER
         self._buf[off : off + data.nbytes] = data
         hdr[1] = seq
-        hdr[2] = data.nbytes
         _fence()
         hdr[0] = gen + 1
         return ShmRef(self.name, slot, gen + 1)
@@ -178,33 +174,24 @@ class _Mapped:
     """One segment mapped read-only, its geometry read from its header and checked."""
 
     def __init__(self, name: str) -> None:
-        path = SHM_DIR / name
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(SHM_DIR / name, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as e:
             raise ShmError(f"cannot open shared-memory segment {name!r}: {e.strerror}") from None
         try:
             size = os.fstat(fd).st_size
-            if size < SEGMENT_HEADER:
-                raise ShmError(f"shared-memory segment {name!r} is not a frame ring")
-            self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+            self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ) if size else None
         except OSError as e:
             raise ShmError(f"cannot map shared-memory segment {name!r}: {e.strerror}") from None
         finally:
             os.close(fd)
-        self.buf = np.frombuffer(self.map, dtype=np.uint8)
-        slot_bytes, slots, stride = (int(x) for x in self.buf[8:32].view("<u8"))
-        if (
-            self.buf[: len(MAGIC)].tobytes() != MAGIC
-            or stride != _slot_stride(slot_bytes)
-            or SEGMENT_HEADER + slots * stride != size
-        ):
+        self.buf = np.frombuffer(self.map if self.map is not None else b"", dtype=np.uint8)
+        if size < SEGMENT_HEADER or self.buf[: len(MAGIC)].tobytes() != MAGIC:
             raise ShmError(f"shared-memory segment {name!r} is not a frame ring")
+        slot_bytes, slots, stride = (int(x) for x in self.buf[8:32].view("<u8"))
+        if stride != _slot_stride(slot_bytes) or SEGMENT_HEADER + slots * stride != size:
+            raise ShmError(f"shared-memory segment {name!r} has an inconsistent layout")
         self.slot_bytes, self.slots, self.stride = slot_bytes, slots, stride
-
-    def header(self, slot: int) -> np.ndarray:
-        off = SEGMENT_HEADER + slot * self.stride
-        return self.buf[off : off + SLOT_HEADER].view("<u8")
 
 
 class ShmReader:
@@ -243,13 +230,12 @@ class ShmReader:
             raise ShmError(
                 f"slot {ref.slot} lies outside segment {ref.name!r} of {seg.slots} slots"
             )
-        hdr = seg.header(ref.slot)
+        hdr, off = _slot(seg.buf, seg.stride, ref.slot)
         if int(hdr[0]) != ref.gen:
             raise ShmOverrun(
                 f"slot {ref.slot} of {ref.name} holds generation {int(hdr[0])}, not {ref.gen}"
             )
         _fence()
-        off = SEGMENT_HEADER + ref.slot * seg.stride + SLOT_HEADER
         return seg.buf[off : off + nbytes].data
 
     def intact(self, ref: ShmRef) -> bool:
@@ -259,7 +245,7 @@ class ShmReader:
             seg = self._maps.get(ref.name)
         if seg is None or not 0 <= ref.slot < seg.slots:
             return False
-        return int(seg.header(ref.slot)[0]) == ref.gen
+        return int(_slot(seg.buf, seg.stride, ref.slot)[0][0]) == ref.gen
 
     def close(self) -> None:
         with self._lock:

@@ -101,6 +101,19 @@ def test_bad_references_are_rejected(ring: ShmRing, change: dict[str, Any], reas
     assert e.value.reason == reason
 
 
+@pytest.mark.parametrize("content", [b"", b"x" * 10, b"\0" * 8192])
+def test_a_file_that_is_not_a_ring_is_rejected(ring: ShmRing, content: bytes) -> None:
+    junk = shm.SHM_DIR / f"promptcam-junk-{os.getpid()}-00"
+    junk.write_bytes(content)
+    try:
+        parts = _shm_parts(ring, shm={"name": junk.name, "slot": 0, "gen": 2})
+        with pytest.raises(WireError, match="not a frame ring") as e:
+            FrameMessage.from_parts(parts, shm_reader=ShmReader())
+        assert e.value.reason == "bad_shm"
+    finally:
+        junk.unlink()
+
+
 def test_slot_index_outside_segment_and_part_count(ring: ShmRing) -> None:
     parts = _shm_parts(ring)
     h = json.loads(parts[1])
