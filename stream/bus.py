@@ -13,7 +13,7 @@ from typing import Any
 import zmq
 import zmq.auth
 
-from stream.config import LOOPBACK_HOSTS, BusConfig
+from stream.config import BusConfig, off_host
 from stream.errors import PromptcamError
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,8 @@ def free_loopback_endpoint() -> str:
     return f"tcp://127.0.0.1:{free_loopback_port()}"
 
 
-def _host(endpoint: str) -> str | None:
-    if not endpoint.startswith("tcp://"):
-        return None
-    return endpoint[6:].rsplit(":", 1)[0]
-
-
 def check_bind_allowed(endpoint: str, allow_remote: bool) -> None:
-    host = _host(endpoint)
-    if host is not None and host not in LOOPBACK_HOSTS and not allow_remote:
+    if off_host(endpoint) and not allow_remote:
         raise BusError(
             f"refusing to bind {endpoint}: not a loopback address (set bus.allow_remote: true to allow)"
         )

@@ -21,6 +21,11 @@ CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
+def off_host(endpoint: str) -> bool:
+    """True for a ``tcp://`` endpoint whose host is not a loopback address."""
+    return endpoint.startswith("tcp://") and endpoint[6:].rsplit(":", 1)[0] not in LOOPBACK_HOSTS
+
+
 class ConfigError(PromptcamError, ValueError):
     """A configuration value is wrong; the message is one line that names the key."""
 
@@ -157,12 +162,10 @@ class BusConfig(_Model):
 
     @model_validator(mode="after")
     def _shm_same_host(self) -> BusConfig:
-        if self.frames_shm and self.frames.startswith("tcp://"):
-            host = self.frames[6:].rsplit(":", 1)[0]
-            if host not in LOOPBACK_HOSTS:
-                raise ValueError(
-                    f"frames_shm needs capture and engine on one host, but frames is {self.frames}"
-                )
+        if self.frames_shm and off_host(self.frames):
+            raise ValueError(
+                f"frames_shm needs capture and engine on one host, but frames is {self.frames}"
+            )
         return self
 
 

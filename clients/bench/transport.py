@@ -6,7 +6,8 @@
   nothing is dropped (zero-copy: every queued message points at the same buffer); the rate is
   frames received per second. Over ``ipc://`` also with ``bus.frames_shm``: each frame written
   once into the shared-memory ring (``stream.shm``), the message only naming its slot, the
-  receiver reading it in place (or copying it out, as ``LatestFrameReceiver`` does).
+  receiver reading it in place. The ring's write and ``LatestFrameReceiver``'s copy-out are
+  timed on their own.
 - Freshness: a 30 fps publisher thread (``bus.sndhwm``) and a consumer that takes 100 ms per
   frame through ``LatestFrameReceiver``: the age of each frame it gets (target: under one capture
   interval) and how many frames behind the newest published one it is; inline and shm payloads.
@@ -51,6 +52,12 @@ def _frame() -> np.ndarray:
     return rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
 
 
+def _send(pub: zmq.Socket[Any], seq: int, image: np.ndarray, ring: ShmRing | None) -> None:
+    """Publish one frame, zero-copy, its payload inline or (``ring``) in shared memory."""
+    msg = FrameMessage.from_image(CAMERA, seq, image)
+    pub.send_multipart((msg if ring is None else msg.to_shm(ring)).to_parts(), copy=False)
+
+
 def _publish_burst(endpoint: str, n: int, go: Any, done: Any, bus: BusConfig, shm: bool) -> None:
     """Publisher process: probe until the receiver says go, then send ``n`` frames at once
     (with ``shm``, each written into the shared-memory ring first, as the capture does)."""
@@ -65,10 +72,7 @@ def _publish_burst(endpoint: str, n: int, go: Any, done: Any, bus: BusConfig, sh
             if time.monotonic() > deadline:
                 return
         for seq in range(n):
-            msg = FrameMessage.from_image(CAMERA, seq, image)
-            if ring is not None:
-                msg = msg.to_shm(ring)
-            pub.send_multipart(msg.to_parts(), copy=False)
+            _send(pub, seq, image, ring)
         done.wait(60)  # keep the socket open until the receiver has everything
     finally:
         pub.close(0)
@@ -166,10 +170,7 @@ def freshness(
     def publish() -> None:
         seq, t_next = 0, time.monotonic()
         while not stop.is_set():
-            msg = FrameMessage.from_image(CAMERA, seq, image)
-            if ring is not None:
-                msg = msg.to_shm(ring)
-            pub.send_multipart(msg.to_parts(), copy=False)
+            _send(pub, seq, image, ring)
             published[0] = seq
             seq += 1
             t_next += 1.0 / fps
