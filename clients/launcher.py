@@ -1,7 +1,9 @@
 """``promptcam run``: capture, engine and web as supervised child processes under one config.
 
-Start-up, in order: check the model preset and that every port to be bound is free (one-line
-error naming the port otherwise), write the resolved config to a private temporary YAML that
+Start-up, in order: check the model preset (on the demo source, a hub preset whose weights are
+neither cached nor fetchable gives way to the shipped ``demo`` preset, said in one line:
+``engine.availability``) and that every port to be bound is free (one-line error naming the
+port otherwise), write the resolved config to a private temporary YAML that
 every child reads (``--config``), start the children, print the page URL.
 
 Children: ``python -m clients.launcher --child NAME`` (a trampoline that arranges to die with
@@ -458,6 +460,11 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
 
     setproctitle("promptcam: run")
     check_models(cfg)
+    from engine.availability import demo_fallback
+
+    cfg, note = demo_fallback(cfg, explicit_models=getattr(args, "models", None) is not None)
+    if note:
+        print(note, flush=True)
     check_ports_free(cfg)
     duration: float | None = getattr(args, "duration", None)
     if duration is not None and duration <= 0:

@@ -74,6 +74,17 @@ def normalize_prompt(text: str) -> list[str]:
     return phrases
 
 
+def processor_size(processor: Any) -> int:
+    """The shortest edge a Grounding DINO processor resizes images to (800 if it names none)."""
+    size = getattr(getattr(processor, "image_processor", None), "size", None)
+    edge = (
+        size.get("shortest_edge")
+        if isinstance(size, dict)
+        else getattr(size, "shortest_edge", None)
+    )
+    return int(edge) if edge else 800
+
+
 def prompt_text(phrases: Sequence[str]) -> str:
     """The text given to the model: each phrase ended by '.'."""
     return " ".join(f"{p}." for p in phrases)
@@ -162,7 +173,7 @@ class Grounder:
         self.device = device
         self.box_threshold = engine.box_threshold
         self.text_threshold = engine.text_threshold
-        self.detector_size = engine.detector_size
+        self.detector_size = engine.detector_size or processor_size(processor)
         self.max_text_len = int(model.config.max_text_len)
         self._autocast_dtype: torch.dtype | None = autocast_dtype(dtype, device)
         self._prompt: _PromptTokens | None = None

@@ -1,8 +1,11 @@
 """Model presets: which SAM 2 and which Grounding DINO a ``--models`` name means.
 
 Real presets fetch from the Hugging Face Hub on first use (and are cached by huggingface_hub);
+``demo`` is a small SAM 2 and Grounding DINO trained by ``promptcam train-demo`` on the generated
+demo scenes and shipped in ``configs/demo/`` (loaded as local weights are: a Meta-format
+checkpoint + its YAML, a transformers directory), so the demo source tracks for real offline;
 ``tiny-random`` builds small random-weight models from configs in ``configs/`` with a fixed
-seed, for tests and offline runs. It is never chosen silently.
+seed, for tests that need only shapes. It is never chosen silently.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from stream.errors import ModelLoadError
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 TINY_RANDOM = "tiny-random"
+DEMO = "demo"
+DEMO_DIR = CONFIGS_DIR / "demo"
 OFFLINE_OPTIONS = (
-    "offline options: --models tiny-random (random weights), or local weights with "
-    "--sam2-checkpoint FILE.pt --sam2-config FILE.yaml and --detector DIR"
+    "offline options: --models demo (trained on the demo scenes), --models tiny-random (random "
+    "weights), or local weights with --sam2-checkpoint FILE.pt --sam2-config FILE.yaml and "
+    "--detector DIR"
 )
 
 
@@ -27,8 +33,14 @@ class Preset:
         str | None
     )  # Hugging Face Hub repo holding the checkpoint (sam2's build_sam2_hf ids)
     sam2_config: str  # sam2 package config name, or a file under configs/ for tiny-random
-    detector: str  # Grounding DINO hub id, or a directory name under configs/ for tiny-random
+    detector: str  # Grounding DINO hub id, or a local directory (tiny-random, demo)
     seed: int = 0
+    sam2_checkpoint: str | None = None  # a local Meta-format checkpoint (demo)
+
+    @property
+    def is_local(self) -> bool:
+        """Needs no download (weights shipped or generated here)."""
+        return self.sam2_hub_id is None
 
 
 PRESETS: dict[str, Preset] = {
@@ -62,6 +74,13 @@ PRESETS: dict[str, Preset] = {
         str(CONFIGS_DIR / "sam2_tiny_random.yaml"),
         str(CONFIGS_DIR / "grounding_dino_tiny_random"),
         seed=0,
+    ),
+    DEMO: Preset(
+        DEMO,
+        None,
+        str(DEMO_DIR / "sam2_demo.yaml"),
+        str(DEMO_DIR / "grounding_dino"),
+        sam2_checkpoint=str(DEMO_DIR / "sam2_demo.pt"),
     ),
 }
 

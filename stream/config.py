@@ -63,9 +63,13 @@ class SourceConfig(_Model):
         description="Frame height of the demo scene (and requested webcam height).",
     )
     demo_objects: int = Field(
-        3, ge=0, le=32, description="Number of moving objects in the demo scene."
+        6, ge=0, le=32, description="Number of moving objects in the demo scene."
     )
-    seed: int = Field(0, ge=0, description="Random seed of the demo scene.")
+    seed: int = Field(
+        10,
+        ge=0,
+        description="Random seed of the demo scene (10 with 6 objects: two look-alike red balls, a green ball, red, purple and yellow boxes).",
+    )
     open_timeout_s: float = Field(
         5.0, gt=0, le=120, description="Timeout for opening a network source."
     )
@@ -172,7 +176,7 @@ class BusConfig(_Model):
 class ModelsConfig(_Model):
     preset: str = Field(
         "sam2.1-hiera-tiny",
-        description="Model preset: sam2.1-hiera-{tiny,small,base-plus,large} (Hugging Face Hub) or tiny-random (offline).",
+        description="Model preset: sam2.1-hiera-{tiny,small,base-plus,large} (Hugging Face Hub), demo (trained on the demo scenes, shipped) or tiny-random (random weights, offline).",
     )
     sam2_checkpoint: Path | None = Field(
         None,
@@ -222,8 +226,11 @@ class EngineConfig(_Model):
     text_threshold: float = Field(
         0.25, ge=0, le=1, description="Grounding DINO text score threshold."
     )
-    detector_size: int = Field(
-        800, ge=64, le=2048, description="Shortest edge of the image given to the detector."
+    detector_size: int | None = Field(
+        None,
+        ge=64,
+        le=2048,
+        description="Shortest edge of the image given to the detector (None: the detector's own, its processor's shortest edge: 800 for Grounding DINO, 240 for the demo model).",
     )
     iou_threshold: float = Field(
         0.3, gt=0, le=1, description="IoU at or above which a detection matches a track."

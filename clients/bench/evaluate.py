@@ -487,7 +487,8 @@ def ap50_many(
 def box_rle(box: Sequence[float], height: int, width: int) -> dict[str, Any]:
     """The COCO RLE of a box (x1, y1, x2, y2), for detections that have no mask."""
     x1, y1, x2, y2 = (float(v) for v in box)
-    rle: dict[str, Any] = mask_utils.frPyObjects([[x1, y1, x2 - x1, y2 - y1]], height, width)[0]
+    xywh = np.array([[x1, y1, x2 - x1, y2 - y1]], dtype=np.float64)
+    rle: dict[str, Any] = mask_utils.frPyObjects(xywh, height, width)[0]
     return rle
 
 
