@@ -5,6 +5,11 @@ of its track ID (``ColorLookup.TRACK``), so an object keeps its colour for as lo
 tracked, whatever its position in the list. The input image is never modified. It is pure CPU
 work; the engine calls it from its renderer thread, off the GPU loop, and the offline job and
 the recorder use the same class so every output looks the same.
+
+Labels stay readable: a label that would leave the frame (above a box at the top edge, past a
+box at the right edge) is moved inside it, overlapping labels are spread apart (supervision's
+``smart_position``), and the text is black or white, whichever contrasts more with the label's
+colour (WCAG contrast ratio; at least 4.5:1 for every colour of the palette).
 """
 
 from __future__ import annotations
@@ -12,12 +17,37 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import supervision as sv
 
 from stream.wire import encode_jpeg
 
 log = logging.getLogger(__name__)
+
+
+def relative_luminance(color: sv.Color) -> float:
+    """WCAG 2 relative luminance of an sRGB colour, 0 (black) to 1 (white)."""
+
+    def channel(v: int) -> float:
+        c = v / 255.0
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * channel(color.r) + 0.7152 * channel(color.g) + 0.0722 * channel(color.b)
+
+
+def contrast_ratio(a: sv.Color, b: sv.Color) -> float:
+    """WCAG 2 contrast ratio of two colours, 1 (none) to 21 (black on white)."""
+    la, lb = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def readable_text_color(background: sv.Color) -> sv.Color:
+    """Black or white, whichever contrasts more with ``background``."""
+    black, white = sv.Color.BLACK, sv.Color.WHITE
+    return (
+        black if contrast_ratio(background, black) >= contrast_ratio(background, white) else white
+    )
 
 
 class Renderer:
@@ -43,6 +73,8 @@ class Renderer:
         if not 0.0 <= mask_opacity <= 1.0:
             raise ValueError(f"mask_opacity must be in [0, 1], got {mask_opacity}")
         self.palette = palette or sv.ColorPalette.DEFAULT
+        self.text_scale = text_scale
+        self.text_padding = text_padding
         self.jpeg_quality = jpeg_quality
         lookup = sv.ColorLookup.TRACK
         self._mask = (
@@ -58,11 +90,11 @@ class Renderer:
         self._label = (
             sv.LabelAnnotator(
                 color=self.palette,
-                text_color=sv.Color.WHITE,
+                text_color=sv.ColorPalette([readable_text_color(c) for c in self.palette.colors]),
                 text_scale=text_scale,
                 text_padding=text_padding,
                 color_lookup=lookup,
-                smart_position=False,
+                smart_position=True,  # inside the frame, overlapping labels spread apart
             )
             if draw_labels
             else None
@@ -71,6 +103,15 @@ class Renderer:
     def color_of(self, track_id: int) -> tuple[int, int, int]:
         """The BGR colour used for ``track_id``."""
         return self.palette.by_idx(int(track_id)).as_bgr()
+
+    def text_color_of(self, track_id: int) -> tuple[int, int, int]:
+        """The BGR colour of the label text of ``track_id``."""
+        return readable_text_color(self.palette.by_idx(int(track_id))).as_bgr()
+
+    def label_size(self, text: str) -> tuple[int, int]:
+        """Width and height in pixels of the label box of ``text`` (text plus padding)."""
+        (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, self.text_scale, 1)
+        return w + 2 * self.text_padding, h + 2 * self.text_padding
 
     @staticmethod
     def label_text(track_id: int, label: str, score: float) -> str:
