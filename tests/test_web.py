@@ -8,17 +8,12 @@ packet leaves the host.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,105 +23,24 @@ import psutil
 import pytest
 
 from clients.web.probe import Viewer
-from clients.web.synthetic import SyntheticEngine
 from clients.web.video import MAX_QUEUED, Encoded, LiveEncoder, ViewerTrack
-from stream.config import load_config
 from tests.conftest import tcp_endpoint, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class Stack:
-    url: str
-    engine: SyntheticEngine
-    proc: subprocess.Popen[str]
-    token: str | None
-
-
-def start_web(
-    overrides: dict[str, Any], extra: list[str] | None = None
-) -> tuple[subprocess.Popen[str], str]:
-    args = [sys.executable, "-m", "clients.cli", "web", "--port", "0", "--log-level", "WARNING"]
-    for k, v in overrides.items():
-        args += ["--set", f"{k}={v}"]
-    proc = subprocess.Popen(args + (extra or []), stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "serving on" not in line:
-        proc.kill()
-        pytest.fail(f"promptcam web did not start: {line!r}")
-    return proc, line.split()[-1].split("?")[0]
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-@contextlib.contextmanager
-def make_stack(
-    token: str | None = None, extra_overrides: dict[str, Any] | None = None
-) -> Iterator[Stack]:
-    overrides: dict[str, Any] = {
-        "bus.annotated": tcp_endpoint(),
-        "bus.tracks": tcp_endpoint(),
-        "bus.control": tcp_endpoint(),
-        "models.preset": "tiny-random",
-        **(extra_overrides or {}),
-    }
-    if token:
-        overrides["web.token"] = token
-    engine = SyntheticEngine(load_config(None, overrides), fps=20).start()
-    proc, url = start_web(overrides)
-    try:
-        yield Stack(url, engine, proc, token)
-    finally:
-        stop(proc)
-        engine.close()
+from tests.web_stack import (
+    ROOT,
+    Stack,
+    healthy,
+    http,
+    make_stack,
+    post_json,
+    start_web,
+    stop,
+)
 
 
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     with make_stack() as st:
         yield st
-
-
-def http(
-    method: str,
-    url: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = 10,
-) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
-            status = resp.status
-            ctype = resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as e:
-        raw, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
-    return status, (json.loads(raw) if ctype.startswith("application/json") else raw)
-
-
-def post_json(url: str, obj: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    return http(
-        "POST",
-        url,
-        json.dumps(obj).encode(),
-        {"Content-Type": "application/json", **(headers or {})},
-    )
-
-
-def healthy(url: str) -> bool:
-    status, body = http("GET", url + "healthz")
-    return status == 200 and body["ok"] is True
 
 
 # --------------------------------------------------------------------------- video

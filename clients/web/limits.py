@@ -26,7 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger(__name__)
 
-FILES_RESERVED = 128  # ZeroMQ sockets, WebRTC peers, job files, logs: never for connections
+FILES_RESERVED = 256  # one accept burst (backlog 128), ZeroMQ, WebRTC peers, job files, logs
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -72,6 +72,42 @@ class _Refusal(asyncio.Protocol):
         """Whatever the client sends is ignored: the answer is already on its way."""
 
 
+class _Counted(asyncio.Protocol):
+    """aiohttp's handler of one connection, seen by the guard from accept to close (aiohttp
+    registers a connection only once it is made, after a whole burst was accepted)."""
+
+    def __init__(self, guard: ConnectionGuard, handler: RequestHandler) -> None:
+        self.guard = guard
+        self.handler = handler
+        self.made = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.guard.evicted_before_made(self.handler):
+            transport.close()  # replaced while it waited in the accept burst
+            return
+        self.made = True
+        self.handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.made:
+            self.handler.data_received(data)
+
+    def eof_received(self) -> None:
+        if self.made:
+            self.handler.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard._lost(self.handler)
+        if self.made:
+            self.handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.handler.resume_writing()
+
+
 class ConnectionGuard:
     """Protocol factory that caps open connections around aiohttp's ``Server``.
 
@@ -88,25 +124,21 @@ class ConnectionGuard:
         self._server = server
         self.max_connections = max_connections
         self._on_limit = on_limit or (lambda what: None)
-        # keyed by aiohttp's handlers (no weak references): pruned to the open ones per call
+        self._last_active: dict[RequestHandler, float] = {}  # every open connection
         self._busy: dict[RequestHandler, int] = {}
-        self._last_active: dict[RequestHandler, float] = {}
         self._closing: set[RequestHandler] = set()
         self.refused = 0
         self.evicted = 0
 
     def open_connections(self) -> int:
-        return sum(1 for c in self._server.connections if c not in self._closing)
+        return len(self._last_active) - len(self._closing)
 
-    def _prune(self) -> None:
-        open_now = set(self._server.connections)
-        for d in (self._last_active, self._busy):
-            for c in [c for c in d if c not in open_now]:
-                del d[c]
-        self._closing &= open_now
+    def _lost(self, handler: RequestHandler) -> None:
+        self._last_active.pop(handler, None)
+        self._busy.pop(handler, None)
+        self._closing.discard(handler)
 
     def __call__(self) -> asyncio.BaseProtocol:
-        self._prune()
         if self.open_connections() >= self.max_connections:
             victim = self._longest_idle()
             if victim is None:
@@ -114,32 +146,40 @@ class ConnectionGuard:
                 self._on_limit("connections_refused")
                 return _Refusal()
             self._closing.add(victim)
-            victim.force_close()
+            if victim.transport is not None:
+                victim.force_close()
             self.evicted += 1
             self._on_limit("connections_evicted")
-        proto = self._server()
-        self._last_active[proto] = time.monotonic()
-        return proto
+        handler = self._server()
+        self._last_active[handler] = time.monotonic()
+        return _Counted(self, handler)
+
+    def evicted_before_made(self, handler: RequestHandler) -> bool:
+        return handler in self._closing
 
     def _longest_idle(self) -> RequestHandler | None:
+        """The connection idle longest (no request in progress): one already serving first,
+        else the oldest still waiting in an accept burst."""
         idle = [
-            c for c in self._server.connections if c not in self._busy and c not in self._closing
+            (c.transport is None, t, i, c)
+            for i, (c, t) in enumerate(self._last_active.items())
+            if c not in self._busy and c not in self._closing
         ]
-        return min(idle, key=lambda c: self._last_active.get(c, 0.0), default=None)
+        return min(idle)[3] if idle else None
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         proto = request.protocol
-        if not isinstance(proto, RequestHandler):
+        if not isinstance(proto, RequestHandler) or proto not in self._last_active:
             return await handler(request)
         self._busy[proto] = self._busy.get(proto, 0) + 1
-        try:
-            resp = await handler(request)
-            if isinstance(resp, web.FileResponse) and not resp.prepared:
-                await resp.prepare(request)  # the file is sent now, while marked busy
-            return resp
-        finally:
-            n = self._busy.pop(proto, 1) - 1
+        # busy until the response is sent: ``request.task`` also writes it (a file: all of it)
+        request.task.add_done_callback(lambda _task: self._request_done(proto))
+        return await handler(request)
+
+    def _request_done(self, proto: RequestHandler) -> None:
+        n = self._busy.pop(proto, 1) - 1
+        if proto in self._last_active:
             if n > 0:
                 self._busy[proto] = n
             self._last_active[proto] = time.monotonic()
