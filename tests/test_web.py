@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 import psutil
 import pytest
 
 from clients.web.probe import Viewer
+from clients.web.synthetic import read_stamp
 from clients.web.video import MAX_QUEUED, Encoded, LiveEncoder, ViewerTrack
 from tests.conftest import tcp_endpoint, wait_for
 from tests.web_stack import (
@@ -214,6 +216,65 @@ def test_prompt_changes_engine_and_object_list(stack: Stack) -> None:
     assert {"id", "label", "score", "age", "state"} <= set(objs["objects"][0])
     status, stats = http("GET", stack.url + "api/stats")
     assert status == 200 and stats["engine"]["fps_in"] == 20 and "latency_ms_p50" in stats["web"]
+
+
+def _objects(url: str) -> dict[int, dict[str, Any]]:
+    return {o["id"]: o for o in http("GET", url + "api/objects")[1]["objects"]}
+
+
+def test_objects_added_relabelled_removed_reset_and_snapshot(stack: Stack) -> None:
+    url = stack.url
+    wait_for(lambda: len(_objects(url)) == 2, what="the prompt's two objects")
+    status, body = post_json(url + "api/objects", {"box": [10, 20, 60, 80], "label": "cup"})
+    assert status == 201, body
+    cup = body["id"]
+    wait_for(lambda: _objects(url).get(cup, {}).get("label") == "cup", what="the drawn object")
+    assert _objects(url)[cup]["box"] == [10, 20, 60, 80]
+
+    status, body = post_json(url + f"api/objects/{cup}/label", {"label": "mug"})
+    assert status == 200 and body["replaced"] == cup, body
+    mug = body["id"]
+    wait_for(lambda: mug in _objects(url) and cup not in _objects(url), what="the relabel")
+    assert _objects(url)[mug]["label"] == "mug" and _objects(url)[mug]["box"] == [10, 20, 60, 80]
+
+    status, body = http("DELETE", url + f"api/objects/{mug}")
+    assert status == 200 and body["removed"] == mug
+    wait_for(lambda: mug not in _objects(url), what="the removal")
+    status, body = http("DELETE", url + f"api/objects/{mug}")
+    assert status == 400 and f"no tracked object with id {mug}" in body["error"]
+    for bad, words in [
+        ({"box": [10, 20, 60, 80], "label": "\ud800"}, "not valid Unicode"),
+        ({"box": [10, 20, 60, 80], "label": "a\nb"}, "control characters"),
+        ({"box": [10, 20, 10, 80]}, "no area"),
+        ({"box": [10, 20, "x", 80]}, "4 numbers"),
+        ({"box": [500, 500, 600, 600]}, "engine refused the box"),
+    ]:
+        status, body = post_json(url + "api/objects", bad)
+        assert status == 400 and words in body["error"], (bad, body)
+    assert http("GET", url + "api/objects?camera=cam9")[0] == 404
+    assert all("camera" not in r for r in stack.engine.requests), "one camera: none is named"
+
+    # a snapshot: the newest annotated frame and the tracks message of that very frame
+    status, snap = http("GET", url + "api/snapshot")
+    assert status == 200 and snap["tracks"]["seq"] == snap["seq"], snap
+    status, png = http("GET", url + snap["image"].lstrip("/"))
+    assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (240, 320, 3) and read_stamp(image) == snap["seq"]
+
+    status, body = http("POST", url + "api/reset", b"{}", {"Content-Type": "application/json"})
+    assert status == 200
+    wait_for(lambda: not _objects(url), what="no object after reset")
+
+    state = http("GET", url + "api/state")[1]
+    assert state["state"] == "live" and state["banner"] == "live", state
+    assert state["prompt"] == stack.engine.prompt and state["frame_age_s"] < 2
+    stack.engine.close()  # the engine stops answering: its banner says so
+    wait_for(
+        lambda: http("GET", url + "api/state")[1]["state"] == "engine_restarting",
+        timeout=10,
+        what="the engine-restarting banner",
+    )
 
 
 def test_engine_down_gives_clear_errors() -> None:
