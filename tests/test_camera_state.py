@@ -68,3 +68,21 @@ def _launcher(state: str, restarts: int) -> dict[str, Any]:
 )
 def test_banner(kw: dict[str, Any], expected: tuple[str, str, int | None]) -> None:
     assert _status(**kw) == expected
+
+
+def test_launcher_status_line_shows_the_camera_reconnecting() -> None:
+    import time
+
+    from clients.health import ChildInfo, Observed, status_line
+
+    child = {"capture": ChildInfo("capture", 1, "running", True, 0, None, 5.0)}
+
+    def line(stats: dict[str, Any]) -> str:
+        return status_line(Observed(capture=stats, capture_at=time.monotonic()), child, 5.0)
+
+    base = {"fps": 0.0, "reconnects": 2, "stalls": 1, "reconnect_attempts": 3}
+    assert line(base | {"state": "reconnecting"}).startswith(
+        "capture reconnecting (attempt 3), 0.0 fps, reconnects 2"
+    )
+    assert line(base | {"state": "waiting"}).startswith("capture waiting for camera (attempt 3)")
+    assert line(base | {"state": "streaming", "fps": 15.0}).startswith("capture 15.0 fps")

@@ -111,8 +111,7 @@ def test_label_stays_readable_at_every_frame_edge(where: str, track_id: int) -> 
     assert len(ys), f"no label drawn for a box at the {where} edge"
     lx1, ly1, lx2, ly2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
     lw, lh = r.label_size(Renderer.label_text(track_id, "forklift", 0.87))
-    # supervision fills the rectangle's end row and column too: one pixel more, or the frame edge
-    assert lw <= lx2 - lx1 <= lw + 1 and lh <= ly2 - ly1 <= lh + 1, f"label clipped ({where})"
+    assert (lx2 - lx1, ly2 - ly1) == (lw, lh), f"label clipped at the {where} edge"
     assert changed[ly1:ly2, lx1:lx2].all(), "the label box is filled"
     assert lx1 < x2 and lx2 > x1 and ly1 <= y2 and ly2 >= y1, "the label touches its box"
     label = out[ly1:ly2, lx1:lx2].reshape(-1, 3).astype(int)
@@ -135,3 +134,34 @@ def test_every_palette_colour_gets_readable_text() -> None:
         assert contrast_ratio(c, readable_text_color(c)) >= 4.5, c.as_hex()
     assert readable_text_color(sv.Color.WHITE) == sv.Color.BLACK
     assert readable_text_color(sv.Color.BLACK) == sv.Color.WHITE
+
+
+def label_fill(image: np.ndarray, text: str, bgr: tuple[int, int, int], tol: int = 60) -> float:
+    """The share of the object's colour in the best label-sized window of ``image``: near 1
+    (less its text) where the label box of ``text`` is drawn whole and uncovered."""
+    match = (np.abs(image.astype(int) - np.array(bgr)).sum(axis=2) < tol).astype(np.float64)
+    w, h = Renderer().label_size(text)
+    sums = np.pad(match.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    win = sums[h:, w:] - sums[:-h, w:] - sums[h:, :-w] + sums[:-h, :-w]
+    return float(win.max()) / (w * h) if win.size else 0.0
+
+
+def test_overlapping_objects_keep_every_label_readable() -> None:
+    """Three objects on one box (masks over the whole frame, as random weights give): no label
+    covers another."""
+    h, w = 240, 320
+    r = Renderer()
+    img = np.full((h, w, 3), 60, np.uint8)
+    ids, labels = [1, 2, 7], ["thing", "other", "cup"]
+    boxes = np.array([[0, 0, 316, 240]] * 3, float)
+    out = r.draw(img, ids, labels, [0.27] * 3, boxes, np.ones((3, h, w), bool))
+    placed = r.label_boxes(
+        [Renderer.label_text(i, b, 0.27) for i, b in zip(ids, labels, strict=True)], boxes, w, h
+    )
+    for i, a in enumerate(placed):
+        assert all(
+            not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+            for b in placed[i + 1 :]
+        )
+    for i, lab in zip(ids, labels, strict=True):
+        assert label_fill(out, Renderer.label_text(i, lab, 0.27), r.color_of(i), tol=1) > 0.6, i
