@@ -409,6 +409,39 @@ def test_offline_job_upload_run_and_download(tmp_path: Path) -> None:
         )
         status, job = http("POST", url + "api/jobs", body, {"Content-Type": ctype})
         assert status == 201 and job["state"] in ("queued", "running"), job
+
+        # meanwhile, a draft: its frames shown, boxes checked in the page's words, queued, cancelled
+        draft = _draft(url, video)
+        assert draft["state"] == "draft" and draft["total"] == 4 and draft["name"] == "in.mp4"
+        status, jpeg = http("GET", url + f"api/jobs/{draft['id']}/frames/3.jpg")
+        assert status == 200 and cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1).shape == (
+            120,
+            160,
+            3,
+        )
+        assert http("GET", url + f"api/jobs/{draft['id']}/frames/4.jpg")[0] == 404
+        start = url + f"api/jobs/{draft['id']}/start"
+        for bad, words in [
+            ({"boxes": []}, "type what to track"),
+            (
+                {"boxes": [{"box": [200, 10, 260, 50], "frame": 0}]},
+                "box 1 lies outside the 160×120 frame",
+            ),
+            (
+                {"boxes": [{"box": [10, 10, 50, 50], "frame": 9}]},
+                "frame 9 is past the end of the video (4 frames)",
+            ),
+            ({"prompt": "ball.", "seed_with": "paint"}, "seeding must be box, mask or points"),
+        ]:
+            status, body_ = post_json(start, bad)
+            assert status == 400 and words in body_["error"] and "--" not in body_["error"], body_
+        status, queued = post_json(start, {"boxes": [{"box": [10, 30, 50, 70], "frame": 2}]})
+        assert status == 200 and queued["state"] == "queued", queued
+        assert queued["boxes"] == [{"box": [10.0, 30.0, 50.0, 70.0], "frame": 2}]
+        assert post_json(start, {"prompt": "ball."})[0] == 409
+        status, cancelled = post_json(url + f"api/jobs/{draft['id']}/cancel", {})
+        assert status == 200 and cancelled["state"] == "cancelled"
+
         final = wait_for(
             lambda: (
                 (j := http("GET", url + f"api/jobs/{job['id']}")[1])["state"] in ("done", "failed")
@@ -429,3 +462,46 @@ def test_offline_job_upload_run_and_download(tmp_path: Path) -> None:
             assert sum(1 for _ in c.decode(video=0)) == 4
         status, tracks = http("GET", url + final["tracks"].lstrip("/") + "?download=1")
         assert status == 200 and len(tracks.decode().splitlines()) == 4
+        listed = [j["id"] for j in http("GET", url + "api/jobs")[1]["jobs"]]
+        assert listed == [draft["id"], job["id"]], "newest first"
+
+        # a running job cancelled: its worker ends, its files go
+        running = _draft(url, video)
+        post_json(url + f"api/jobs/{running['id']}/start", {"prompt": "ball."})
+        wait_for(
+            lambda: http("GET", url + f"api/jobs/{running['id']}")[1]["state"] == "running",
+            what="the job running",
+        )
+        workers = [
+            c
+            for c in psutil.Process(st.proc.pid).children()
+            if "spawn_main" in " ".join(c.cmdline())
+        ]
+        assert len(workers) == 1, "the job's worker process"
+        status, body_ = post_json(url + f"api/jobs/{running['id']}/cancel", {})
+        assert status == 200
+        wait_for(
+            lambda: http("GET", url + f"api/jobs/{running['id']}")[1]["state"] == "cancelled",
+            timeout=30,
+            what="the running job cancelled",
+        )
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+        assert http("GET", url + f"api/jobs/{running['id']}/frames/0.jpg")[0] == 404
+
+
+def _draft(url: str, video: bytes) -> dict[str, Any]:
+    body, ctype = multipart({"draft": "1"}, "in.mp4", video)
+    status, job = http("POST", url + "api/jobs", body, {"Content-Type": ctype})
+    assert status == 201, job
+    return job
+
+
+def test_job_eta_from_the_rate_so_far(tmp_path: Path) -> None:
+    from clients.web.jobs import Job, VideoInfo
+
+    job = Job("j", tmp_path, tmp_path / "v", "", "box", [], VideoInfo(64, 48, 100, 25.0, "h264"))
+    assert job.eta_s() is None  # queued
+    job.state, job.started_at, job.done = "running", 1000.0, 0
+    assert job.eta_s(now=1010.0) is None  # no frame done yet
+    job.done = 25
+    assert job.eta_s(now=1010.0) == pytest.approx(30.0)
