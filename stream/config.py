@@ -445,6 +445,27 @@ class Config(_Model):
             return self.camera
         return None
 
+    def for_camera(self, name: str | None = None) -> Config:
+        """The one-camera view of camera ``name`` (default: the selected camera): its source,
+        engine settings and frames endpoint in the top-level sections, no mapping. What a
+        one-camera process (capture, record) runs on."""
+        settings = self.camera_settings()
+        name = name if name is not None else self.selected_camera()
+        if name is None or name not in settings:
+            known = ", ".join(settings)
+            what = "choose one with --camera" if name is None else f"no camera {name!r}"
+            raise ConfigError(f"the config defines cameras {known}: {what}")
+        cam = settings[name]
+        tree = self.model_dump(mode="json")
+        tree.update(
+            camera=name,
+            cameras={},
+            source=cam.source.model_dump(mode="json"),
+            engine=cam.engine.model_dump(mode="json"),
+        )
+        tree["bus"]["frames"] = cam.frames
+        return Config.model_validate(tree)
+
     def _resolve_camera(self, index: int, name: str, cam: CameraConfig) -> CameraSettings:
         source: dict[str, Any] = self.source.model_dump()
         if isinstance(cam.source, str):
