@@ -481,12 +481,15 @@ class EngineProcess:
             return self._stats
 
     def stats(self) -> dict[str, Any]:
-        """The control ``stats`` reply: the loop's latest snapshot (refreshed every tick, and
-        every 50 ms while no frame comes), with uptime and memory as of now."""
+        """The control ``stats`` reply: the loop's latest snapshot of the cameras (refreshed
+        every tick, and every 50 ms while no frame comes), with the counters of the other
+        threads, uptime and memory as of now."""
         snap = self.engine_stats()
         return replace(
             snap,
             uptime_s=round(time.time() - self._started, 1),
+            control_rejected=sum(self.control_rejected.values()),
+            detections_rejected=self.detections_rejected,
             rss_mb=round(self._proc.memory_info().rss / 2**20, 1),
         ).as_dict()
 
