@@ -380,3 +380,12 @@ def test_engine_process_serves_cameras_and_control_addresses_them(
     for c in (left, right, third):
         c.pub.close(0)
     sub.close(0)
+
+
+def test_cameras_bench_worker_counts_frames_per_camera() -> None:
+    from clients.bench.cameras import _worker
+
+    shared = _worker(2, True, 0.5, 1, "cpu")
+    assert set(shared["fps"]) == {"cam0", "cam1"} and all(v > 0 for v in shared["fps"].values())
+    solo = _worker(1, False, 0.5, 1, "cpu")
+    assert list(solo["fps"]) == ["cam0"] and solo["fps"]["cam0"] > 0 and solo["rss_mb"] > 0
