@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--source",
         metavar="SRC",
-        required=True,
-        help="webcam index, /dev/videoN, URL, file, image dir or demo",
+        help="webcam index, /dev/videoN, URL, file, image dir or demo (default: the config's "
+        "source, or with a cameras mapping the --camera's)",
     )
     p.add_argument(
         "--loop", action="store_true", default=None, help="loop files and image directories"

@@ -392,7 +392,9 @@ class EngineProcess:
             except queue.Empty:
                 return
             try:
-                fut.set_result(cmd(self))
+                result = cmd(self)
+                self._publish_stats()  # a reply's effect shows in the next stats/cameras
+                fut.set_result(result)
             except PromptcamError as e:
                 fut.set_exception(e)
             except Exception as e:  # keep the engine running; the requester gets the error
