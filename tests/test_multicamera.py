@@ -248,6 +248,8 @@ def test_cameras_config_resolves_and_rejects(tmp_path: Path) -> None:
         "  front: {source: demo, prompt: 'ball.'}\n"
         "  yard: {source: {uri: demo, seed: 3}, fps: 5, engine: {max_objects: 2}}\n"
     )
+    example = load_config(Path(__file__).parent.parent / "configs" / "site-example.yaml")
+    assert list(example.camera_settings()) == ["yard", "dock", "gate"]
     cams = load_config(site).camera_settings()
     assert list(cams) == ["front", "yard"]
     assert cams["front"].engine.prompt == "ball." and cams["front"].engine.max_objects == 8
