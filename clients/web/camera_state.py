@@ -157,6 +157,15 @@ class CameraMonitor:
             return None
         return seen.engine
 
+    def camera_stats(self, stats: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The figures of this camera in an engine ``stats`` answer: its entry under
+        ``cameras`` over the process-wide ones (an engine of one camera: the same)."""
+        if not isinstance(stats, dict):
+            return None
+        cams = stats.get("cameras")
+        mine = cams.get(self.camera) if isinstance(cams, dict) else None
+        return {**stats, **mine} if isinstance(mine, dict) else stats
+
     def _launcher_doc(self, now: float) -> dict[str, Any] | None:
         if self._status_file is None:
             return None
@@ -172,7 +181,9 @@ class CameraMonitor:
     def status(self) -> CameraStatus:
         now = time.monotonic()
         seen = self._collector.snapshot()
-        capture = seen.capture
+        capture, capture_at = seen.capture, seen.capture_at
+        if self.camera in seen.cameras:  # the collector follows every camera of the config
+            capture, capture_at = seen.cameras[self.camera], seen.cameras_at.get(self.camera)
         if capture is not None and capture.get("state") in ("reconnecting", "waiting"):
             if self._outage_base is None:
                 attempts = capture.get("reconnect_attempts")
@@ -182,14 +193,14 @@ class CameraMonitor:
         ann, _, _ = self._annotated.latest()
         frame_age = None if ann is None else max(0.0, (time.time_ns() - ann.t_capture_ns) / 1e9)
         trk, _, _ = self._tracks.latest()
-        engine = seen.engine if seen.engine_at is not None else None
-        prompt = engine.get("prompt") if isinstance(engine, dict) else None
+        engine = self.camera_stats(seen.engine) if seen.engine_at is not None else None
+        prompt = engine.get("prompt") if engine is not None else None
         if not isinstance(prompt, str):
             prompt = trk.header.prompt if trk is not None else None
         return camera_status(
             self.camera,
             capture=capture,
-            capture_age_s=None if seen.capture_at is None else now - seen.capture_at,
+            capture_age_s=None if capture_at is None else now - capture_at,
             engine_age_s=None if seen.engine_at is None else now - seen.engine_at,
             engine_ever_answered=seen.engine_at is not None,
             launcher=self._launcher_doc(now),

@@ -125,9 +125,11 @@ def camera_of(request: web.Request) -> str:
 async def control(
     st: WebState, payload: dict[str, Any], timeout_ms: int = CONTROL_TIMEOUT_MS
 ) -> dict[str, Any]:
-    """A control request in an executor thread (ZeroMQ REQ blocks); 503 when the engine does
-    not answer. (A one-camera engine knows no ``camera`` field: none is sent.)"""
+    """A control request for this server's camera, in an executor thread (ZeroMQ REQ blocks);
+    503 when the engine does not answer."""
     loop = asyncio.get_running_loop()
+    if payload.get("cmd") != "stats":
+        payload = {**payload, "camera": st.camera}
     try:
         return await loop.run_in_executor(
             None, zbus.request, st.cfg.bus.control, payload, timeout_ms, st.cfg.bus

@@ -1,6 +1,7 @@
 """Routes of the live page: prompt, objects (list, add, remove, relabel, reset), the camera's
 state, stats and snapshots. Every route takes an optional ``?camera=NAME`` (this server shows
-one camera; another name is 404), so a page made of one view per camera asks each the same way.
+one camera; another name is 404), so a page made of one view per camera asks each the same way;
+control requests name that camera (v1.1), ``stats`` figures are that camera's.
 
 - ``GET /api/cameras``; ``GET /api/state``: the camera banner (``camera_state.py``);
 - ``POST /api/prompt`` ``{"prompt"}``; ``GET /api/objects``; ``POST /api/objects``
@@ -204,6 +205,7 @@ async def api_stats(request: web.Request) -> web.Response:
             (msg.header.t_publish_ns - msg.header.t_capture_ns) / 1e6, 1
         )
     engine, engine_error = await _engine_stats(st)
+    engine = st.monitor.camera_stats(engine)
     state = st.monitor.status()
     return web.json_response(
         {

@@ -289,7 +289,8 @@ def create_app(
     cfg: Config, *, ctx: zmq.Context[Any] | None = None, jobs_root: Path | None = None
 ) -> web.Application:
     """The web application; feeds start and stop with it (``on_startup``/``on_cleanup``)."""
-    camera = cfg.web.camera or cfg.camera
+    # the configured camera, or with a cameras mapping that does not name it, the first one
+    camera = cfg.web.camera or cfg.selected_camera() or next(iter(cfg.camera_settings()))
     m = Metrics()
     history = FrameHistory()
 

@@ -182,7 +182,9 @@ class SyntheticEngine:
             if not found:
                 return control_reply(False, error=f"no tracked object with id {req.id}")
             return control_reply(True)
-        with self._lock:  # reset
+        if req.cmd != "reset":
+            return control_reply(False, error=f"{req.cmd} is not supported by the synthetic engine")
+        with self._lock:
             self._manual.clear()
         self._prompt_hidden = True
         return control_reply(True)
