@@ -199,8 +199,9 @@ class StatusCollector:
             return
         now = time.monotonic()
         old = self.snapshot()
+        merged = {**old.cameras, camera: header["stats"]}
         changes: dict[str, Any] = {
-            "cameras": {**old.cameras, camera: header["stats"]},
+            "cameras": {n: merged[n] for n in cameras if n in merged},  # config order
             "cameras_at": {**old.cameras_at, camera: now},
         }
         if camera == cameras[0]:
