@@ -1,7 +1,7 @@
 """``promptcam run``: capture, engine and web as supervised child processes under one config.
 
-Start-up, in order: check the model preset and that every port to be bound is free (one-line
-error naming the port otherwise), write the resolved config to a private temporary YAML that
+Start-up, in order: check the model preset (known; its Hub weights cached or the Hub
+reachable) and that every port to be bound is free (one-line error naming the port otherwise), write the resolved config to a private temporary YAML that
 every child reads (``--config``), start the children, print the page URL.
 
 Children: ``python -m clients.launcher --child NAME`` (a trampoline that arranges to die with
@@ -134,10 +134,12 @@ def _free_port(host: str) -> int:
 
 
 def check_models(cfg: Config) -> None:
-    """Fail fast on an unknown preset instead of letting the engine child find out."""
-    from engine.presets import get_preset
+    """Fail fast on an unknown preset, or on Hub weights that are neither cached nor
+    reachable, instead of letting the engine child find out."""
+    from engine.hub import ensure_available
+    from engine.presets import hub_files
 
-    get_preset(cfg.models.preset)
+    ensure_available(hub_files(cfg.models, with_detector=bool(cfg.engine.prompt.strip())))
 
 
 def page_url(cfg: Config) -> str:

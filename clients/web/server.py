@@ -463,7 +463,7 @@ async def api_stats(request: web.Request) -> web.Response:
 
 
 def _parse_boxes(text: str) -> list[tuple[tuple[float, float, float, float], int]]:
-    from clients.cli import parse_box
+    from stream.boxes import parse_box
 
     return [parse_box(b) for b in text.replace(";", "\n").split() if b.strip()]
 
