@@ -1,7 +1,8 @@
 """Model presets: which SAM 2 and which Grounding DINO a ``--models`` name means.
 
 Real presets fetch from the Hugging Face Hub on first use (and are cached by huggingface_hub);
-``tiny-random`` builds small random-weight models from configs in ``configs/`` with a fixed
+``tiny-random`` builds small random-weight models from configs in ``configs/`` (found where
+``stream.config.CONFIGS_DIR`` says: the source tree or the installed package data) with a fixed
 seed, for tests and offline runs. It is never chosen silently.
 """
 
@@ -10,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream.config import ModelsConfig
+from stream.config import CONFIGS_DIR, ModelsConfig
 from stream.errors import ModelLoadError
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 TINY_RANDOM = "tiny-random"
 OFFLINE_OPTIONS = (
     "offline options: --models tiny-random (random weights), or local weights with "

@@ -16,7 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stream.errors import PromptcamError
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+def _configs_dir() -> Path:
+    """The folder with ``default.yaml`` and the tiny-random model configs: installed as package
+    data next to this module (``stream/_configs``, see pyproject.toml), or the source tree's
+    top-level ``configs/``."""
+    here = Path(__file__).resolve().parent
+    installed, source = here / "_configs", here.parent / "configs"
+    return installed if (installed / "default.yaml").is_file() else source
+
+
+CONFIGS_DIR = _configs_dir()
+DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.yaml"
 CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 MAX_CONFIG_BYTES = 1 << 20  # a config file larger than this is refused unread
