@@ -93,9 +93,8 @@ def track_video(
     src_cfg = cfg.source.model_copy(update={"uri": str(video), "realtime": False, "loop": False})
     source = open_source(str(video), src_cfg)
     try:
-        image: np.ndarray | None = _first_frame(source, video)
-        assert image is not None
-        by_frame = fit_boxes(boxes, image.shape[1], image.shape[0])
+        first = _first_frame(source, video)
+        by_frame = fit_boxes(boxes, first.shape[1], first.shape[0])
         fps = source.fps or 30.0
         total = getattr(source, "frame_count", None)
         if max_frames is not None:
@@ -109,6 +108,7 @@ def track_video(
     jsonl = tracks_jsonl.open("w") if tracks_jsonl else None
     seen: set[int] = set()
     seq = 0
+    image: np.ndarray | None = first
     try:
         while image is not None and (max_frames is None or seq < max_frames):
             if stop is not None and stop.is_set():
