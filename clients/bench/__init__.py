@@ -32,6 +32,7 @@ PARTS: dict[str, str] = {
     "loop": "the frame loop with and without re-grounding beside it (ms/frame)",
     "output": "web live view: CPU per viewer, capture-to-browser latency",
     "soak": "memory and latency of capture + engine over a long run (--soak MINUTES)",
+    "cameras": "one engine serving 1/2/4/8 cameras vs as many one-camera engines (frames/s, RSS)",
 }
 DEFAULT_PARTS = ("transport", "engine", "grounding", "loop", "output")
 
