@@ -15,7 +15,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stream.config import Config, ConfigError, load_config, parse_override
+from clients.bench import DEFAULT_PARTS, PARTS
+from stream.boxes import parse_box
+from stream.config import Config, ConfigError, load_config, parse_override, shorten
 from stream.errors import PromptcamError, PromptError
 
 log = logging.getLogger("promptcam")
@@ -35,6 +37,14 @@ COMMANDS: dict[str, str] = {
 }
 
 
+MAX_ERROR_CHARS = 1000  # an error line is cut to this length, whatever the input was
+
+
+def error_line(prog: str, message: str) -> str:
+    """The one line an expected failure prints: whitespace collapsed, length bounded."""
+    return shorten(f"{prog}: error: {message}", MAX_ERROR_CHARS) + "\n"
+
+
 # With a cameras mapping these flags would silently redefine every camera: refused.
 SINGLE_CAMERA_FLAGS = {"run": ("source", "prompt"), "engine": ("prompt",), "capture": ("source",)}
 # Commands that serve one camera: they run on that camera's view of the config (--camera).
@@ -43,26 +53,8 @@ ONE_CAMERA_COMMANDS = ("capture", "record")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(error_line(self.prog, message))
         sys.exit(2)
-
-
-def parse_box(text: str) -> tuple[tuple[float, float, float, float], int]:
-    """``X1,Y1,X2,Y2[@FRAME]`` -> ((x1, y1, x2, y2), frame)."""
-    coords, _, frame = text.partition("@")
-    try:
-        vals = [float(v) for v in coords.split(",")]
-        idx = int(frame) if frame else 0
-    except ValueError:
-        raise PromptError(f"--box expects X1,Y1,X2,Y2[@FRAME] with numbers, got '{text}'") from None
-    if len(vals) != 4:
-        raise PromptError(f"--box expects 4 coordinates, got {len(vals)} in '{text}'")
-    if idx < 0:
-        raise PromptError(f"--box frame must be >= 0, got {idx}")
-    x1, y1, x2, y2 = vals
-    if not (x2 > x1 and y2 > y1):
-        raise PromptError(f"--box {text} has zero or negative area (need X2>X1 and Y2>Y1)")
-    return (x1, y1, x2, y2), idx
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -95,8 +87,31 @@ def _models(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device")
 
 
+def package_version() -> str:
+    """The installed package's version (``pyproject.toml``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("promptcam")
+    except PackageNotFoundError:
+        return "(not installed: running from a source tree)"
+
+
+def no_prompt_notice(args: argparse.Namespace) -> str | None:
+    """``run``/``engine`` with an empty ``--prompt``: say what it means (no text prompt)."""
+    text = getattr(args, "prompt", None)
+    if args.command not in ("run", "engine") or text is None or text.strip():
+        return None
+    return (
+        f"promptcam {args.command}: --prompt '' means no text prompt: no detector is loaded and "
+        "only boxes added with add_object (the page, the control socket) are tracked, until a "
+        "prompt is set"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="promptcam", description="Track anything you can describe, live.")
+    parser.add_argument("--version", action="version", version=f"promptcam {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -135,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("web", help="WebRTC live view and control page")
     _common(p)
+    _models(p)  # for the offline page's jobs
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--token", help="access token (required off loopback)")
@@ -183,14 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", metavar="DIR", help="output directory (config: record.directory)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
-    p = sub.add_parser("bench", help="benchmarks: transport, engine, grounding, output, soak")
+    p = sub.add_parser(
+        "bench",
+        help=f"benchmarks: {', '.join(PARTS)}",
+        epilog="parts:\n" + "\n".join(f"  {k:<10} {v}" for k, v in PARTS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(p)
     _models(p)
     p.add_argument("--json", metavar="FILE", help="also write results as JSON")
     p.add_argument(
         "--parts",
-        default="transport,engine,grounding,loop,output",
-        help="comma-separated parts to run",
+        default=",".join(DEFAULT_PARTS),
+        metavar="PART,...",
+        help=f"comma-separated parts to run (default {','.join(DEFAULT_PARTS)}; see below)",
     )
     p.add_argument("--soak", type=float, metavar="MINUTES", help="long-run memory/latency soak")
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
@@ -245,7 +267,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         overrides[k] = v
     cfg = load_config(args.config, overrides)
     if cfg.cameras and args.command in SINGLE_CAMERA_FLAGS:
-        given = [f"--{f}" for f in SINGLE_CAMERA_FLAGS[args.command] if getattr(args, f, None)]
+        given = [
+            f"--{f}"
+            for f in SINGLE_CAMERA_FLAGS[args.command]
+            if getattr(args, f, None) is not None
+        ]
         if given:
             raise ConfigError(
                 f"{'/'.join(given)} define(s) one camera, but the config defines cameras "
@@ -341,11 +367,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "prompt", None) is not None and not args.prompt.strip():
+            args.prompt = ""
         cfg = config_from_args(args)
         setup_logging(cfg.log_level)
+        if notice := no_prompt_notice(args):
+            print(notice, file=sys.stderr, flush=True)
         code = _resolve(COMMANDS[args.command])(cfg, args)
     except (PromptcamError, ConfigError) as e:
-        sys.stderr.write(f"promptcam {args.command}: error: {e}\n")
+        sys.stderr.write(error_line(f"promptcam {args.command}", str(e)))
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

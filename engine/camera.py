@@ -36,6 +36,7 @@ from engine.grounding import GroundJob, GroundResult
 from engine.protocols import Detector, DetectorPrompt, SegmenterSession
 from engine.segmenter import SegmentOutput
 from engine.track_manager import Observation, Plan, TrackManager
+from stream.boxes import clip_box
 from stream.config import EngineConfig
 from stream.errors import PromptError
 
@@ -432,14 +433,16 @@ class CameraTracker:
 
 
 def _check_box(box: Sequence[float], w: int, h: int) -> Box:
-    if len(box) != 4 or not all(np.isfinite(v) for v in box):
-        raise PromptError(f"box must be 4 finite numbers, got {list(box)}")
-    x1, y1, x2, y2 = (float(v) for v in box)
-    if not (x2 > x1 and y2 > y1):
-        raise PromptError(f"box {[x1, y1, x2, y2]} has zero or negative area")
-    if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
-        raise PromptError(f"box {[x1, y1, x2, y2]} lies outside the {w}x{h} frame")
-    return (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2))
+    fitted = clip_box(box, w, h)
+    if fitted.clipped:
+        log.warning(
+            "box %s extends beyond the %dx%d frame: clipped to %s",
+            [float(v) for v in box],
+            w,
+            h,
+            list(fitted.box),
+        )
+    return fitted.box
 
 
 def mask_iou_of(masks: Mapping[int, np.ndarray]) -> Callable[[int, int], float]:

@@ -1,7 +1,8 @@
 """Model presets: which SAM 2 and which Grounding DINO a ``--models`` name means.
 
 Real presets fetch from the Hugging Face Hub on first use (and are cached by huggingface_hub);
-``tiny-random`` builds small random-weight models from configs in ``configs/`` with a fixed
+``tiny-random`` builds small random-weight models from configs in ``configs/`` (found where
+``stream.config.CONFIGS_DIR`` says: the source tree or the installed package data) with a fixed
 seed, for tests and offline runs. It is never chosen silently.
 """
 
@@ -10,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream.config import CONFIGS_DIR, ModelsConfig
 from stream.errors import ModelLoadError
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 TINY_RANDOM = "tiny-random"
 OFFLINE_OPTIONS = (
     "offline options: --models tiny-random (random weights), or local weights with "
@@ -28,6 +29,7 @@ class Preset:
     )  # Hugging Face Hub repo holding the checkpoint (sam2's build_sam2_hf ids)
     sam2_config: str  # sam2 package config name, or a file under configs/ for tiny-random
     detector: str  # Grounding DINO hub id, or a directory name under configs/ for tiny-random
+    sam2_file: str | None = None  # the checkpoint's file name in sam2_hub_id
     seed: int = 0
 
 
@@ -37,24 +39,28 @@ PRESETS: dict[str, Preset] = {
         "facebook/sam2.1-hiera-tiny",
         "configs/sam2.1/sam2.1_hiera_t.yaml",
         "IDEA-Research/grounding-dino-tiny",
+        "sam2.1_hiera_tiny.pt",
     ),
     "sam2.1-hiera-small": Preset(
         "sam2.1-hiera-small",
         "facebook/sam2.1-hiera-small",
         "configs/sam2.1/sam2.1_hiera_s.yaml",
         "IDEA-Research/grounding-dino-tiny",
+        "sam2.1_hiera_small.pt",
     ),
     "sam2.1-hiera-base-plus": Preset(
         "sam2.1-hiera-base-plus",
         "facebook/sam2.1-hiera-base-plus",
         "configs/sam2.1/sam2.1_hiera_b+.yaml",
         "IDEA-Research/grounding-dino-base",
+        "sam2.1_hiera_base_plus.pt",
     ),
     "sam2.1-hiera-large": Preset(
         "sam2.1-hiera-large",
         "facebook/sam2.1-hiera-large",
         "configs/sam2.1/sam2.1_hiera_l.yaml",
         "IDEA-Research/grounding-dino-base",
+        "sam2.1_hiera_large.pt",
     ),
     TINY_RANDOM: Preset(
         TINY_RANDOM,
@@ -64,6 +70,22 @@ PRESETS: dict[str, Preset] = {
         seed=0,
     ),
 }
+
+
+def hub_files(models: ModelsConfig, with_detector: bool) -> list[tuple[str, str]]:
+    """(repo id, file) on the Hugging Face Hub that loading ``models`` needs (a probe file
+    for the detector: its ``config.json``); none for tiny-random or local weights."""
+    from engine.hub import looks_like_hub_id
+
+    preset = get_preset(models.preset)
+    files = []
+    if models.sam2_checkpoint is None and preset.sam2_hub_id and preset.sam2_file:
+        files.append((preset.sam2_hub_id, preset.sam2_file))
+    detector = models.detector if models.detector is not None else preset.detector
+    local = Path(detector).expanduser().is_dir()
+    if with_detector and detector != TINY_RANDOM and not local and looks_like_hub_id(detector):
+        files.append((detector, "config.json"))
+    return files
 
 
 def get_preset(name: str) -> Preset:

@@ -37,6 +37,7 @@ from clients.web.jobs import (
     probe_video,
 )
 from clients.web.preview import PreviewError, read_frame
+from stream.boxes import parse_box
 from stream.errors import PromptcamError
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,6 @@ def _check_box(
 
 
 def _boxes_from_text(text: str, info: VideoInfo) -> Boxes:
-    from clients.cli import parse_box
-
     items = [b for b in text.replace(";", " ").split() if b.strip()]
     if len(items) > MAX_BOXES:
         raise web.HTTPBadRequest(text=f"at most {MAX_BOXES} boxes, got {len(items)}")
