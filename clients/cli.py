@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from clients.bench import DEFAULT_PARTS, PARTS
-from stream.boxes import parse_box
 from stream.config import Config, ConfigError, load_config, parse_override, shorten
 from stream.errors import PromptcamError, PromptError
 
@@ -321,6 +320,8 @@ def object_request(args: argparse.Namespace) -> dict[str, Any]:
                 f"a live box has no @FRAME (it applies to the newest frame): '{args.box}'"
             )
         try:
+            from stream.boxes import parse_box
+
             box, _ = parse_box(args.box)
         except PromptError:
             raise PromptError(
