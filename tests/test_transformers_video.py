@@ -377,3 +377,83 @@ def test_loading_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         load_kernel(ModelsConfig(tracker=str(tmp_path / "missing"), device="cpu"))
     with pytest.raises(ModelLoadError, match="name two trackers"):
         load_kernel(ModelsConfig(tracker="x", sam2_checkpoint=saved, sam2_config=saved))
+
+
+def test_sam3_concept_mode_seeds_masks_and_keeps_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--models sam3-tiny-random``: SAM 3's detector grounds the prompt with masks, every
+    track is seeded with its detection's mask, the SAM 3 tracker follows; a prompt change keeps
+    the IDs of the labels still in the prompt and new IDs are never reused."""
+    from engine.backends.sam3_concept import Sam3ConceptDetector
+    from engine.build import build_engine
+    from engine.pipeline import FrameInput
+    from stream.config import Config
+
+    cfg = Config.model_validate(
+        {
+            "models": {"preset": "sam3-tiny-random", "device": "cpu"},
+            # random weights score every query near 0.25: a low threshold gives detections
+            "engine": {"prompt": "ball. box.", "box_threshold": 0.2, "max_objects": 6,
+                       "reground_every_frames": 3},
+        }
+    )  # fmt: skip
+    engine = build_engine(cfg, background_grounding=False)
+    assert isinstance(engine.grounder, Sam3ConceptDetector)
+    assert isinstance(engine.seg, HfVideoSession)
+    seeds: list[set[str]] = []
+    real = engine.seg.add_prompt
+
+    def recording(obj_id: int, frame_idx: int, **prompt: Any) -> Any:
+        seeds.append({k for k, v in prompt.items() if v is not None})
+        return real(obj_id, frame_idx, **prompt)
+
+    monkeypatch.setattr(engine.seg, "add_prompt", recording)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(8)]
+    for i in range(4):
+        engine.process(FrameInput(i, 0, frames[i]))
+    labels = {t.id: t.label for t in engine.manager.tracks()}
+    assert {"ball", "box"} <= set(labels.values()), labels
+    assert seeds and all(s == {"mask"} for s in seeds), seeds
+    engine.set_prompt("ball.")
+    kept = {tid for tid, label in labels.items() if label == "ball"}
+    assert {t.id: t.label for t in engine.manager.tracks()} == {t: "ball" for t in kept}
+    assert set(engine.seg.object_ids) == kept  # the box tracks' memory is freed
+    for i in range(4, 8):
+        result = engine.process(FrameInput(i, 0, frames[i]))
+    now = {t.id: t.label for t in engine.manager.tracks()}
+    assert set(now.values()) == {"ball"}
+    # tracks may end on their own (random weights); an ID is never given out twice
+    assert all(tid in kept or tid > max(labels) for tid in now)
+    assert {o.id for o in result.objects} <= set(now)
+
+
+def test_track_cli_with_a_transformers_tracker(tmp_path: Path) -> None:
+    """``promptcam track --models sam2.1-hf-tiny-random --box ...`` runs every frame; a preset
+    whose weights are not here is a one-line error."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    video = tmp_path / "frames"
+    video.mkdir()
+    for i, frame in enumerate(FRAMES[:6]):
+        Image.fromarray(frame[..., ::-1]).save(video / f"{i:05d}.png")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "clients.cli", "track", str(video), "--device", "cpu"]
+    tracks = tmp_path / "tracks.jsonl"
+    done = subprocess.run(
+        [*cli, "--models", "sam2.1-hf-tiny-random", "--box", "20,30,80,80", "--tracks", str(tracks)],
+        capture_output=True, text=True, timeout=240, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in tracks.read_text().splitlines()]
+    assert len(rows) == 6 and all(len(r["objects"]) == 1 for r in rows)
+    bad = subprocess.run(
+        [*cli, "--models", "sam3-tracker", "--box", "20,30,80,80", "--tracks", str(tracks)],
+        capture_output=True, text=True, timeout=240, env=env,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    err = bad.stderr.strip().splitlines()
+    assert len(err) == 1 and "offline options" in err[0], bad.stderr
