@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "track": "engine.offline:main",
     "subscribe": "clients.subscriber:main",
     "prompt": "clients.cli:prompt_main",
+    "object": "clients.cli:object_main",
     "record": "clients.recorder:main",
     "bench": "clients.bench:main",
 }
@@ -181,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", metavar="TEXT", help="new prompt, e.g. 'person. forklift.'")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="reply timeout")
 
+    _object_parser(sub)
+
     p = sub.add_parser("record", help="record annotated video (MP4) and tracks (JSONL)")
     _common(p)
     p.add_argument("--dir", metavar="DIR", help="output directory (config: record.directory)")
@@ -198,6 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soak", type=float, metavar="MINUTES", help="long-run memory/latency soak")
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
     return parser
+
+
+def _object_parser(sub: Any) -> None:
+    """``promptcam object add X1,Y1,X2,Y2 [--label L] | remove ID | reset`` (control commands)."""
+    p = sub.add_parser("object", help="add, remove or reset tracked objects of a running engine")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+    v = verbs.add_parser("add", help="track the object in a box of the newest frame")
+    v.add_argument("box", metavar="X1,Y1,X2,Y2", help="box in pixels of the frame")
+    v.add_argument("--label", default="object", help="label of the new object (default: object)")
+    v = verbs.add_parser("remove", help="stop tracking an object")
+    v.add_argument("id", metavar="ID", type=int, help="object id, as in tracks messages")
+    v = verbs.add_parser("reset", help="end every track")
+    for v in (verbs.choices["add"], verbs.choices["remove"], verbs.choices["reset"]):
+        _common(v)
+        v.add_argument("--timeout", type=float, default=5.0, metavar="S", help="reply timeout")
 
 
 _FLAG_KEYS = {
@@ -266,6 +285,55 @@ def prompt_main(cfg: Config, args: argparse.Namespace) -> int:
     )
     if not reply.get("ok"):
         raise PromptError(f"engine refused the prompt: {reply.get('error', 'unknown error')}")
+    print(json.dumps(reply))
+    return 0
+
+
+MAX_LABEL_CHARS = 64
+
+
+def object_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The control request of ``promptcam object VERB``; ``"camera"`` only when ``--camera``
+    was given (an engine of one camera needs none)."""
+    req: dict[str, Any]
+    if args.verb == "add":
+        if "@" in args.box:
+            raise PromptError(
+                f"a live box has no @FRAME (it applies to the newest frame): '{args.box}'"
+            )
+        try:
+            box, _ = parse_box(args.box)
+        except PromptError:
+            raise PromptError(
+                f"the box must be X1,Y1,X2,Y2 in pixels with X2>X1 and Y2>Y1, got '{args.box}'"
+            ) from None
+        label = args.label.strip()
+        if not label or len(label) > MAX_LABEL_CHARS or not label.isprintable():
+            raise PromptError(
+                f"--label must be 1 to {MAX_LABEL_CHARS} printable characters, got {args.label[:80]!r}"
+            )
+        req = {"cmd": "add_object", "box": list(box), "label": label}
+    elif args.verb == "remove":
+        if args.id < 0:
+            raise PromptError(f"object ids are >= 0, got {args.id}")
+        req = {"cmd": "remove_object", "id": args.id}
+    else:
+        req = {"cmd": "reset"}
+    if args.camera is not None:
+        req["camera"] = args.camera
+    return req
+
+
+def object_main(cfg: Config, args: argparse.Namespace) -> int:
+    """``promptcam object add|remove|reset``: one control request, its reply printed as JSON."""
+    from stream import bus
+
+    req = object_request(args)
+    if not 0 < args.timeout <= 3600:
+        raise PromptError(f"--timeout must be in (0, 3600] seconds, got {args.timeout:g}")
+    reply = bus.request(cfg.bus.control, req, int(args.timeout * 1000), cfg.bus)
+    if not reply.get("ok"):
+        raise PromptError(f"engine refused {req['cmd']}: {reply.get('error', 'unknown error')}")
     print(json.dumps(reply))
     return 0
 

@@ -287,6 +287,36 @@ class WebConfig(_Model):
     ice_loopback_only: bool = Field(
         True, description="Offer only loopback ICE candidates (tests, single-host use)."
     )
+    max_viewers: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Most WebRTC viewers at once (all share one encoder); an offer beyond gets 503.",
+    )
+    connect_timeout_s: float = Field(
+        20.0,
+        ge=1,
+        le=300,
+        description="A viewer whose WebRTC connection is not up this long after its offer (no usable ICE candidates, a client gone) is closed and its slot freed.",
+    )
+    max_connections: int = Field(
+        256,
+        ge=8,
+        le=65536,
+        description="Most open HTTP connections (kept below the process's file limit); at the limit a new connection replaces the longest-idle one, or gets 503 when every one is busy.",
+    )
+    idle_timeout_s: float = Field(
+        15.0,
+        ge=1,
+        le=3600,
+        description="An HTTP connection without a complete request for this long is closed (idle keep-alive and partial request headers alike).",
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="Longest wait for a request body (uploads: for each next chunk); beyond, 408.",
+    )
 
     @model_validator(mode="after")
     def _token(self) -> WebConfig:
