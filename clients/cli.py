@@ -83,6 +83,12 @@ def _models(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--detector", metavar="PATH_OR_HUB_ID", help="Grounding DINO directory or hub id"
     )
+    g.add_argument(
+        "--tracker",
+        metavar="PRESET_DIR_OR_HUB_ID",
+        help="transformers video tracker (Sam2Video, EdgeTamVideo, Sam3TrackerVideo): a tracker "
+        "preset, a local directory or a hub id; overrides the preset's tracker",
+    )
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device")
 
 
@@ -245,6 +251,7 @@ _FLAG_KEYS = {
     "sam2_checkpoint": "models.sam2_checkpoint",
     "sam2_config": "models.sam2_config",
     "detector": "models.detector",
+    "tracker": "models.tracker",
     "device": "models.device",
     "seed_with": "engine.seed_with",
     "host": "web.host",

@@ -1,9 +1,14 @@
-"""Model presets: which SAM 2 and which Grounding DINO a ``--models`` name means.
+"""Model presets: which tracker and which detector a ``--models`` name means, and the tracker
+presets ``--tracker`` accepts.
 
 Real presets fetch from the Hugging Face Hub on first use (and are cached by huggingface_hub);
 ``tiny-random`` builds small random-weight models from configs in ``configs/`` (found where
 ``stream.config.CONFIGS_DIR`` says: the source tree or the installed package data) with a fixed
 seed, for tests and offline runs. It is never chosen silently.
+
+A :class:`Preset` with ``tracker`` None tracks with Meta's ``sam2`` package (``sam2_hub_id`` /
+``sam2_config``); with ``tracker`` set, with that row of :data:`TRACKER_PRESETS` (a transformers
+video model, ``engine.backends``). To add a preset, add one row.
 """
 
 from __future__ import annotations
@@ -22,6 +27,44 @@ OFFLINE_OPTIONS = (
 
 
 @dataclass(frozen=True)
+class TrackerPreset:
+    """A transformers video tracker by name: a Hub repo, or (``hub_id`` None) a tiny-random
+    config directory under ``configs/`` built with random weights from ``seed``."""
+
+    name: str
+    family: str  # transformers model_type (engine/backends/video_models.py: FAMILIES)
+    hub_id: str | None
+    config_dir: Path | None = None
+    seed: int = 0
+    note: str = ""  # what else it needs, for errors and listings
+
+
+_GATED = "gated on the Hub: accept the licence and log in (huggingface-cli login)"
+_TIMM = "its image encoder is a timm model: needs timm (and an importable torchvision)"
+
+TRACKER_PRESETS: dict[str, TrackerPreset] = {
+    p.name: p
+    for p in (
+        TrackerPreset("sam2.1-hiera-tiny-hf", "sam2_video", "facebook/sam2.1-hiera-tiny"),
+        TrackerPreset("sam2.1-hiera-small-hf", "sam2_video", "facebook/sam2.1-hiera-small"),
+        TrackerPreset("sam2.1-hiera-base-plus-hf", "sam2_video", "facebook/sam2.1-hiera-base-plus"),
+        TrackerPreset("sam2.1-hiera-large-hf", "sam2_video", "facebook/sam2.1-hiera-large"),
+        TrackerPreset("edgetam", "edgetam_video", "yonigozlan/EdgeTAM-hf", note=_TIMM),
+        TrackerPreset("sam3-tracker", "sam3_tracker_video", "facebook/sam3", note=_GATED),
+        TrackerPreset(
+            "sam2.1-hf-tiny-random", "sam2_video", None, CONFIGS_DIR / "sam2_video_tiny_random"
+        ),
+        TrackerPreset(
+            "sam3-tracker-tiny-random",
+            "sam3_tracker_video",
+            None,
+            CONFIGS_DIR / "sam3_tracker_video_tiny_random",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     sam2_hub_id: (
@@ -31,6 +74,17 @@ class Preset:
     detector: str  # Grounding DINO hub id, or a directory name under configs/ for tiny-random
     sam2_file: str | None = None  # the checkpoint's file name in sam2_hub_id
     seed: int = 0
+    tracker: str | None = None  # a TRACKER_PRESETS name; None: the sam2 package (sam2_* above)
+
+
+def _hf(name: str, tracker: str, detector: str) -> Preset:
+    """A preset tracking with a transformers video model (its sam2_* fields are unused)."""
+    return Preset(name, None, "", detector, tracker=tracker)
+
+
+_GDINO_TINY = "IDEA-Research/grounding-dino-tiny"
+_GDINO_TINY_RANDOM = str(CONFIGS_DIR / "grounding_dino_tiny_random")
+_SAM3_TINY_RANDOM = str(CONFIGS_DIR / "sam3_tiny_random")
 
 
 PRESETS: dict[str, Preset] = {
@@ -69,6 +123,20 @@ PRESETS: dict[str, Preset] = {
         str(CONFIGS_DIR / "grounding_dino_tiny_random"),
         seed=0,
     ),
+    # transformers video trackers (engine/backends); "sam3" is SAM 3 concept mode: its detector
+    # grounds the prompt, its tracker follows (engine/backends/sam3_concept.py).
+    **{
+        p.name: p
+        for p in (
+            _hf("sam2.1-hiera-tiny-hf", "sam2.1-hiera-tiny-hf", _GDINO_TINY),
+            _hf("edgetam", "edgetam", _GDINO_TINY),
+            _hf("sam3-tracker", "sam3-tracker", _GDINO_TINY),
+            _hf("sam3", "sam3-tracker", "facebook/sam3"),
+            _hf("sam2.1-hf-tiny-random", "sam2.1-hf-tiny-random", _GDINO_TINY_RANDOM),
+            _hf("sam3-tracker-tiny-random", "sam3-tracker-tiny-random", _GDINO_TINY_RANDOM),
+            _hf("sam3-tiny-random", "sam3-tracker-tiny-random", _SAM3_TINY_RANDOM),
+        )
+    },
 }
 
 

@@ -195,7 +195,10 @@ class BusConfig(_Model):
 class ModelsConfig(_Model):
     preset: str = Field(
         "sam2.1-hiera-tiny",
-        description="Model preset: sam2.1-hiera-{tiny,small,base-plus,large} (Hugging Face Hub) or tiny-random (offline).",
+        description="Model preset (engine/presets.py): sam2.1-hiera-{tiny,small,base-plus,large} "
+        "(sam2 package), sam2.1-hiera-tiny-hf, edgetam, sam3-tracker, sam3 (transformers; Hugging "
+        "Face Hub), or tiny-random, sam2.1-hf-tiny-random, sam3-tracker-tiny-random, "
+        "sam3-tiny-random (offline).",
     )
     sam2_checkpoint: Path | None = Field(
         None,
@@ -207,6 +210,12 @@ class ModelsConfig(_Model):
     detector: str | None = Field(
         None,
         description="Grounding DINO directory or Hugging Face Hub id; overrides the preset's detector.",
+    )
+    tracker: str | None = Field(
+        None,
+        description="transformers video tracker: a tracker preset (engine/presets.py "
+        "TRACKER_PRESETS), a local directory or a Hugging Face Hub id of a Sam2Video, "
+        "EdgeTamVideo or Sam3TrackerVideo model; overrides the preset's tracker.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Compute device.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(

@@ -33,6 +33,7 @@ PARTS: dict[str, str] = {
     "output": "web live view: CPU per viewer, capture-to-browser latency",
     "soak": "memory and latency of capture + engine over a long run (--soak MINUTES)",
     "cameras": "one engine serving 1/2/4/8 cameras vs as many one-camera engines (frames/s, RSS)",
+    "backends": "each tracker backend vs its reference's own streaming session, 1/4/16 objects (ms/frame, MB per 1,000 frames)",
 }
 DEFAULT_PARTS = ("transport", "engine", "grounding", "loop", "output")
 
