@@ -8,6 +8,7 @@ out-of-range values are rejected with one readable line naming the key (``Config
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,9 +17,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stream.errors import PromptcamError
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+def _configs_dir() -> Path:
+    """The folder with ``default.yaml`` and the tiny-random model configs: installed as package
+    data next to this module (``stream/_configs``, see pyproject.toml), or the source tree's
+    top-level ``configs/``."""
+    here = Path(__file__).resolve().parent
+    installed, source = here / "_configs", here.parent / "configs"
+    return installed if (installed / "default.yaml").is_file() else source
+
+
+CONFIGS_DIR = _configs_dir()
+DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.yaml"
 CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+MAX_CONFIG_BYTES = 1 << 20  # a config file larger than this is refused unread
+MAX_CONFIG_VALUES = 20_000  # values in a YAML document once its aliases are expanded
+MAX_SHOWN_CHARS = 120  # characters of a user's value that an error line shows
 
 
 def off_host(endpoint: str) -> bool:
@@ -28,6 +43,10 @@ def off_host(endpoint: str) -> bool:
 
 class ConfigError(PromptcamError, ValueError):
     """A configuration value is wrong; the message is one line that names the key."""
+
+
+class YamlSyntaxError(ConfigError):
+    """A text is not valid YAML (``--set`` then takes it as a plain string)."""
 
 
 class _Model(BaseModel):
@@ -162,6 +181,10 @@ class BusConfig(_Model):
             return v
         if not re.match(r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$", v):
             raise ValueError("expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+        if v.startswith("tcp://"):
+            port = int(v.rsplit(":", 1)[1])
+            if not 1 <= port <= 65535:
+                raise ValueError(f"TCP port {port} is out of range (1-65535)")
         return v
 
     @model_validator(mode="after")
@@ -176,7 +199,10 @@ class BusConfig(_Model):
 class ModelsConfig(_Model):
     preset: str = Field(
         "sam2.1-hiera-tiny",
-        description="Model preset: sam2.1-hiera-{tiny,small,base-plus,large} (Hugging Face Hub), demo (trained on the demo scenes, shipped) or tiny-random (random weights, offline).",
+        description="Model preset (engine/presets.py): sam2.1-hiera-{tiny,small,base-plus,large} "
+        "(sam2 package), sam2.1-hiera-tiny-hf, edgetam, sam3-tracker, sam3 (transformers; Hugging "
+        "Face Hub), demo (trained on the demo scenes, shipped), or tiny-random, "
+        "sam2.1-hf-tiny-random, sam3-tracker-tiny-random, sam3-tiny-random (random weights, offline).",
     )
     sam2_checkpoint: Path | None = Field(
         None,
@@ -188,6 +214,12 @@ class ModelsConfig(_Model):
     detector: str | None = Field(
         None,
         description="Grounding DINO directory or Hugging Face Hub id; overrides the preset's detector.",
+    )
+    tracker: str | None = Field(
+        None,
+        description="transformers video tracker: a tracker preset (engine/presets.py "
+        "TRACKER_PRESETS), a local directory or a Hugging Face Hub id of a Sam2Video, "
+        "EdgeTamVideo or Sam3TrackerVideo model; overrides the preset's tracker.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Compute device.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
@@ -284,6 +316,36 @@ class WebConfig(_Model):
     ice_loopback_only: bool = Field(
         True, description="Offer only loopback ICE candidates (tests, single-host use)."
     )
+    max_viewers: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Most WebRTC viewers at once (all share one encoder); an offer beyond gets 503.",
+    )
+    connect_timeout_s: float = Field(
+        20.0,
+        ge=1,
+        le=300,
+        description="A viewer whose WebRTC connection is not up this long after its offer (no usable ICE candidates, a client gone) is closed and its slot freed.",
+    )
+    max_connections: int = Field(
+        256,
+        ge=8,
+        le=65536,
+        description="Most open HTTP connections (kept below the process's file limit); at the limit a new connection replaces the longest-idle one, or gets 503 when every one is busy.",
+    )
+    idle_timeout_s: float = Field(
+        15.0,
+        ge=1,
+        le=3600,
+        description="An HTTP connection without a complete request for this long is closed (idle keep-alive and partial request headers alike).",
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="Longest wait for a request body (uploads: for each next chunk); beyond, 408.",
+    )
 
     @model_validator(mode="after")
     def _token(self) -> WebConfig:
@@ -301,6 +363,18 @@ class RecordConfig(_Model):
         3600.0, gt=0, description="Start a new file after this many seconds."
     )
     fps: float = Field(15.0, gt=0, le=120, description="Frame rate written into MP4 files.")
+    retry_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="While files cannot be written (a full disk), check this often whether they can again.",
+    )
+    min_free_mb: float = Field(
+        16.0,
+        ge=0,
+        le=1e6,
+        description="After a full disk, resume writing once its filesystem has this much free space.",
+    )
 
 
 class RunConfig(_Model):
@@ -334,8 +408,69 @@ class RunConfig(_Model):
     )
 
 
+# Engine keys a camera of a ``cameras:`` mapping may override (the rest are engine-wide: one
+# detector and one model serve every camera).
+PER_CAMERA_ENGINE_KEYS = (
+    "prompt",
+    "reground_every_frames",
+    "reground_every_s",
+    "iou_threshold",
+    "drift_iou",
+    "merge_iou",
+    "score_threshold",
+    "max_missed",
+    "max_unseen",
+    "max_objects",
+    "seed_with",
+)
+CAMERA_PORT_STRIDE = 10  # tcp frames port of the k-th camera: bus.frames port + 10 k
+
+
+class CameraConfig(_Model):
+    """One camera of a ``cameras:`` mapping (Frigate style): what differs from the top-level
+    ``source`` and ``engine`` sections."""
+
+    source: str | dict[str, Any] | None = Field(
+        None,
+        description="The camera's source: a URI (as --source), or source keys that override the top-level source section.",
+    )
+    prompt: str | None = Field(
+        None, max_length=4096, description="Text prompt of this camera (default: engine.prompt)."
+    )
+    fps: float | None = Field(
+        None, gt=0, le=240, description="Frame rate of this camera's demo scene or image directory."
+    )
+    frames: str | None = Field(
+        None,
+        description="Frames endpoint this camera's capture binds (default: bus.frames for the first camera; the k-th gets the tcp port + 10 k, or the ipc path + '-NAME').",
+    )
+    engine: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per-camera overrides of engine keys: "
+        + ", ".join(PER_CAMERA_ENGINE_KEYS)
+        + ".",
+    )
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """One camera, resolved: its source, its engine settings and its frames endpoint."""
+
+    name: str
+    source: SourceConfig
+    engine: EngineConfig
+    frames: str
+
+
 class Config(_Model):
-    camera: str = Field("cam0", description="Camera name, used in topics.")
+    camera: str = Field(
+        "cam0",
+        description="Camera name, used in topics; with a cameras mapping, the camera a one-camera command (capture, prompt, subscribe, record, object) addresses.",
+    )
+    cameras: dict[str, CameraConfig] = Field(
+        default_factory=dict,
+        description="Several cameras served by one engine: name -> {source, prompt, fps, frames, engine}. Empty: one camera, named by 'camera', from the source and engine sections.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
@@ -354,14 +489,202 @@ class Config(_Model):
             raise ValueError("expected 1-64 letters, digits, '_' or '-'")
         return v
 
+    @model_validator(mode="after")
+    def _cameras_resolve(self) -> Config:
+        self.camera_settings()  # every camera's settings are checked at load time
+        return self
 
-def _first_error(exc: ValidationError) -> str:
+    def camera_settings(self) -> dict[str, CameraSettings]:
+        """Every camera, resolved (in config order); raises ``ConfigError`` naming the camera and
+        key of a bad override."""
+        if not self.cameras:
+            return {
+                self.camera: CameraSettings(self.camera, self.source, self.engine, self.bus.frames)
+            }
+        out: dict[str, CameraSettings] = {}
+        used: dict[str, str] = {}
+        for index, (name, cam) in enumerate(self.cameras.items()):
+            if not CAMERA_NAME_RE.match(name):
+                raise ConfigError(
+                    f"camera name {name[:80]!r}: expected 1-64 letters, digits, '_' or '-'"
+                )
+            settings = self._resolve_camera(index, name, cam)
+            other = used.get(settings.frames)
+            if other is not None:
+                raise ConfigError(
+                    f"cameras {other!r} and {name!r} both use frames endpoint {settings.frames}"
+                )
+            used[settings.frames] = name
+            out[name] = settings
+        return out
+
+    def selected_camera(self) -> str | None:
+        """The camera a one-camera command addresses: ``camera``, when it is one of the cameras
+        (or there is no mapping); None when a mapping does not name it."""
+        if not self.cameras or self.camera in self.cameras:
+            return self.camera
+        return None
+
+    def for_camera(self, name: str | None = None) -> Config:
+        """The one-camera view of camera ``name`` (default: the selected camera): its source,
+        engine settings and frames endpoint in the top-level sections, no mapping. What a
+        one-camera process (capture, record) runs on."""
+        settings = self.camera_settings()
+        name = name if name is not None else self.selected_camera()
+        if name is None or name not in settings:
+            known = ", ".join(settings)
+            what = "choose one with --camera" if name is None else f"no camera {name!r}"
+            raise ConfigError(f"the config defines cameras {known}: {what}")
+        cam = settings[name]
+        tree = self.model_dump(mode="json")
+        tree.update(
+            camera=name,
+            cameras={},
+            source=cam.source.model_dump(mode="json"),
+            engine=cam.engine.model_dump(mode="json"),
+        )
+        tree["bus"]["frames"] = cam.frames
+        return Config.model_validate(tree)
+
+    def _resolve_camera(self, index: int, name: str, cam: CameraConfig) -> CameraSettings:
+        source: dict[str, Any] = self.source.model_dump()
+        if isinstance(cam.source, str):
+            source["uri"] = cam.source
+        elif cam.source is not None:
+            source.update(cam.source)
+        if cam.fps is not None:
+            source["fps"] = cam.fps
+        engine: dict[str, Any] = self.engine.model_dump()
+        for key, value in cam.engine.items():
+            if key not in PER_CAMERA_ENGINE_KEYS:
+                where = "unknown engine key" if key not in engine else "engine-wide key"
+                raise ConfigError(
+                    f"cameras.{name}.engine.{str(key)[:64]}: {where}; a camera may set "
+                    + ", ".join(PER_CAMERA_ENGINE_KEYS)
+                )
+            engine[key] = value
+        if cam.prompt is not None:
+            engine["prompt"] = cam.prompt
+        try:
+            src = SourceConfig.model_validate(source)
+        except ValidationError as e:
+            raise ConfigError(_first_error(e, f"cameras.{name}.source.")) from None
+        try:
+            eng = EngineConfig.model_validate(engine)
+        except ValidationError as e:
+            raise ConfigError(_first_error(e, f"cameras.{name}.engine.")) from None
+        frames = cam.frames or camera_frames_endpoint(self.bus.frames, index, name)
+        try:
+            BusConfig._endpoint(frames)
+        except ValueError as e:
+            raise ConfigError(f"bad config value for 'cameras.{name}.frames': {e}") from None
+        return CameraSettings(name, src, eng, frames)
+
+
+def camera_frames_endpoint(base: str, index: int, name: str) -> str:
+    """The frames endpoint of the ``index``-th camera when the config names none: ``base`` for
+    the first; then the tcp port + ``CAMERA_PORT_STRIDE * index``, or the ipc/inproc path with
+    ``-NAME`` appended."""
+    if index == 0:
+        return base
+    if base.startswith("tcp://"):
+        host, port = base[6:].rsplit(":", 1)
+        derived = int(port) + CAMERA_PORT_STRIDE * index
+        if derived > 65535:
+            raise ConfigError(
+                f"camera {name!r}: no frames port left after {base} (set cameras.{name}.frames)"
+            )
+        return f"tcp://{host}:{derived}"
+    return f"{base}-{name}"
+
+
+def _first_error(exc: ValidationError, prefix: str = "") -> str:
     err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        return f"unknown config key '{key}'"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"bad config value for '{key}': {msg} (got {err.get('input')!r})"
+    if not err["loc"] and not prefix:
+        return msg  # a whole-config check: its message names the keys
+    key = prefix + ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"unknown config key '{shorten(key)}'"
+    return f"bad config value for '{shorten(key)}': {msg} (got {shorten(repr(err.get('input')))})"
+
+
+def shorten(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters: what an error shows of user input."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else f"{line[: limit - 3]}..."
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many values ``root`` stands for once every alias is expanded, counted on the node
+    graph without expanding it (so an alias bomb costs its size, not its expansion); more
+    than ``limit`` (or a cycle: an alias inside its own anchor) gives ``limit + 1``."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            total = 1 + sum(sizes[id(c)] for c in _yaml_children(node))
+            sizes[key] = min(total, limit + 1)
+            on_path.discard(key)
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            return limit + 1
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _yaml_children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def load_yaml(text: str, what: str, loader_class: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
+    """``yaml.safe_load`` bounded to ``MAX_CONFIG_VALUES`` values after alias expansion and to
+    the parser's nesting depth; anything else is a one-line ``ConfigError`` about ``what``."""
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{what} expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases?); refused"
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise YamlSyntaxError(f"{what} is not valid YAML: {shorten(str(e))}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} is nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
+
+
+def _read_config_text(p: Path) -> str:
+    try:
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {p} is larger than {MAX_CONFIG_BYTES // 2**10} KiB; refused"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {p} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})"
+        ) from None
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -375,21 +698,28 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key that appears twice in one mapping (a second camera of
+    the same name would silently replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {str(key)[:64]!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config (default ``configs/default.yaml``) and apply dotted-key overrides."""
     tree: dict[str, Any] = {}
     p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if path is not None or p.exists():
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(
-                f"config file {p} is not valid YAML: {str(e).splitlines()[0]}"
-            ) from None
+        loaded = load_yaml(_read_config_text(p), f"config file {p}", _UniqueKeyLoader)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping at top level")
         tree = loaded or {}
@@ -408,7 +738,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
+        value = load_yaml(raw, f"--set {shorten(key)}") if raw else ""
+    except YamlSyntaxError:
+        value = raw  # not YAML: the text itself
     return key.strip(), value
