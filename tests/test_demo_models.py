@@ -1,0 +1,124 @@
+"""The ``demo`` preset: training end to end on a tiny budget, the shipped weights through both
+real loaders, the offline default of the demo source, and ``red ball.`` against ground truth."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clients.bench.evaluate import evaluate, read_tracks, sequence_from_results
+from clients.bench.quality import run_promptcam
+from engine.availability import demo_fallback
+from engine.grounder import load_grounder
+from engine.presets import DEMO_DIR
+from engine.sam2_models import load_sam2
+from stream.config import EngineConfig, ModelsConfig, load_config
+from stream.demo import DemoScene
+from stream.groundtruth import GroundTruthWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINE = EngineConfig(prompt="ball. box.")
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_train_demo_tiny_budget_end_to_end(tmp_path: Path) -> None:
+    """``promptcam train-demo`` on the CI budget: both losses go down on held-back batches and
+    the written weights load through the local-weights loaders."""
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "train-demo", "--budget", "tiny", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "training.json").read_text())
+    for model in ("detector", "sam2"):
+        r = report[model]
+        assert r["held_back_loss_after"] < 0.8 * r["held_back_loss_before"], (model, r)
+        assert len(r["loss_curve"]) >= 2 and r["steps"] == 24
+    sam2 = load_sam2(
+        ModelsConfig(
+            sam2_checkpoint=out / "sam2_demo.pt", sam2_config=out / "sam2_demo.yaml", device="cpu"
+        )
+    )
+    saved = torch.load(out / "sam2_demo.pt", weights_only=True)["model"]
+    assert all(torch.equal(sam2.model.state_dict()[k], v) for k, v in saved.items())
+    grounder = load_grounder(
+        ModelsConfig(detector=str(out / "grounding_dino"), device="cpu"), ENGINE
+    )
+    assert grounder.detector_size == 240 and grounder.phrases == ["ball", "box"]
+
+
+def test_shipped_weights_load_through_both_loaders() -> None:
+    """The demo preset is the local-weights path: the same model as --sam2-checkpoint/--sam2-config
+    and --detector DIR give, with trained (not initial) weights."""
+    by_preset = load_sam2(ModelsConfig(preset="demo", device="cpu"))
+    by_path = load_sam2(
+        ModelsConfig(
+            sam2_checkpoint=DEMO_DIR / "sam2_demo.pt",
+            sam2_config=DEMO_DIR / "sam2_demo.yaml",
+            device="cpu",
+        )
+    )
+    assert _same_weights(by_preset.model, by_path.model) and by_preset.image_size == 256
+    g1 = load_grounder(ModelsConfig(preset="demo", device="cpu"), ENGINE)
+    g2 = load_grounder(
+        ModelsConfig(detector=str(DEMO_DIR / "grounding_dino"), device="cpu"), ENGINE
+    )
+    assert _same_weights(g1.model, g2.model) and g1.detector_size == 240
+    sizes = sum(p.stat().st_size for p in DEMO_DIR.rglob("*") if p.is_file())
+    assert sizes < 20 * 2**20  # a few MB in the repository
+
+
+def test_demo_source_falls_back_to_demo_preset_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = load_config(None, {"source.uri": "demo"})
+    chosen, line = demo_fallback(cfg, explicit_models=False)
+    assert chosen.models.preset == "demo" and line is not None and line.count("\n") == 0
+    assert "demo" in line and cfg.models.preset in line
+    for other, explicit in (({"source.uri": "demo"}, True), ({"source.uri": "clip.mp4"}, False)):
+        same, note = demo_fallback(load_config(None, other), explicit_models=explicit)
+        assert note is None and same.models.preset == cfg.models.preset
+
+
+RED_SEED = 10  # the demo default: two look-alike red balls, a green ball, a red box, two boxes
+FRAMES = 60
+
+
+def test_red_ball_prompt_tracks_only_red_balls(tmp_path: Path) -> None:
+    """On the held-out demo scene, the tracks of ``red ball.`` follow the red balls (against the
+    generator's ground truth) and nothing else: not the green ball, not the red box."""
+    scene = DemoScene(640, 480, 6, seed=RED_SEED)
+    kinds = [(o.colour, o.label) for o in scene.objects]
+    assert (
+        kinds.count(("red", "ball")) == 2 and ("red", "box") in kinds and ("green", "ball") in kinds
+    )
+    frames = [scene.render_frame(i) for i in range(FRAMES)]
+    with (tmp_path / "gt.jsonl").open("w") as f:
+        writer = GroundTruthWriter(f)
+        for frame in frames:
+            writer.write(frame)
+    cfg = load_config(
+        None, {"models.preset": "demo", "models.device": "cpu", "engine.prompt": "red ball."}
+    )
+    results, _ = run_promptcam(cfg, [f.image for f in frames])
+    report = evaluate(sequence_from_results(results), read_tracks(tmp_path / "gt.jsonl"))
+    assert report.tracking["gt_tracks"] >= 1 and report.tracking["IDF1"] >= 0.8, report.as_dict()
+    on_red = total = 0
+    for r, frame in zip(results, frames, strict=True):
+        reds = [frame.mask(g.id) for g in frame.truth if g.description == "red ball"]
+        for o in r.objects:
+            assert o.label == "red ball"
+            total += 1
+            ious = [np.count_nonzero(o.mask & m) / np.count_nonzero(o.mask | m) for m in reds]
+            on_red += bool(ious) and max(ious) >= 0.5
+    assert total > 0 and on_red / total >= 0.95, (on_red, total)
