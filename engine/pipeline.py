@@ -266,9 +266,17 @@ class TrackingEngine:
         self._free(tid)
 
     def reset(self) -> None:
+        """End every track. Grounding results from before (in flight, or external detections
+        not applied yet) are discarded, counted in ``grounding_results_dropped``: the frames
+        they were computed on are gone."""
         for tid in self.manager.reset():
             self._last_box.pop(tid, None)
         self.seg.reset()
+        self._history.clear()
+        self._ground_masks.clear()
+        self.counters.grounding_results_dropped += len(self._pending_external)
+        self._pending_external.clear()
+        self._prompt_version += 1  # a result in flight no longer applies (dropped, counted)
 
     def add_external_detections(self, seq: int, detections: Detections) -> None:
         """Boxes from an external detector, computed on frame ``seq``; applied on the next frame."""

@@ -282,3 +282,27 @@ def test_sample_points_inside_mask() -> None:
     assert pts.shape == (8, 2)
     assert all(mask[int(y), int(x)] for x, y in pts)
     assert np.array_equal(pts, sample_points(mask, 8, seed=1))
+
+
+def test_reset_discards_grounding_results_from_before(loaded: Any) -> None:
+    """A background grounding result that arrives after ``reset`` belongs to a frame that is
+    gone: it is discarded and counted, never seeded (it was: a seed failure per detection)."""
+    scene = DemoScene(320, 240, 3, seed=1, fps=30)
+    gate = threading.Event()
+    det = SlowDetector(scene, gate)
+    cfg = EngineConfig(prompt="ball. box.", reground_every_frames=1000)
+    engine = TrackingEngine(cfg, StreamingSegmenter(loaded), det, background_grounding=True)  # type: ignore[arg-type]
+    try:
+        for i in range(3):
+            engine.process(FrameInput(i, time.time_ns(), tagged(scene, i)))
+        assert engine.stats()["grounding_in_flight"] is True
+        engine.reset()
+        gate.set()
+        assert engine.wait_grounding_idle(30)
+        r = engine.process(FrameInput(3, time.time_ns(), tagged(scene, 3)))
+        st = engine.stats()
+        assert r.objects == [] and engine.seg.object_ids == []
+        assert st["seed_failures"] == 0 and st["grounding_results_dropped"] == 1
+    finally:
+        gate.set()
+        engine.close()
