@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream.errors import PromptcamError
+from stream.wire import MAX_PROMPT_CHARS
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -137,7 +138,11 @@ class BusConfig(_Model):
         description="A received frame older than this is skipped and counted as stale.",
     )
     max_payload_mb: float = Field(
-        64.0, gt=0, le=1024, description="Largest accepted message payload."
+        96.0,
+        gt=0,
+        le=1024,
+        description="Largest accepted frame (a bgr8 payload, or what a JPEG decodes to), in MiB; "
+        "the default takes the largest source.width x source.height (7680x4320, 94.9 MiB).",
     )
     sndhwm: int = Field(4, ge=1, le=10000, description="Send high-water mark of frame publishers.")
     frames_shm: bool = Field(
@@ -209,7 +214,11 @@ class ModelsConfig(_Model):
 
 
 class EngineConfig(_Model):
-    prompt: str = Field("ball. box.", description="Text prompt: phrases separated by '.'.")
+    prompt: str = Field(
+        "ball. box.",
+        max_length=MAX_PROMPT_CHARS,
+        description="Text prompt: phrases separated by '.' (at most 1000 characters, as on the web page).",
+    )
     reground_every_frames: int = Field(
         30, ge=0, le=100000, description="Re-ground every N processed frames (0: off)."
     )
@@ -256,6 +265,10 @@ class EngineConfig(_Model):
     annotate: bool = Field(True, description="Publish annotated JPEG frames.")
     jpeg_quality: int = Field(80, ge=10, le=100, description="Annotated JPEG quality.")
     stats_every_s: float = Field(2.0, gt=0, le=3600, description="Log a stats line this often.")
+    state_file: Path | None = Field(
+        None,
+        description="Where the engine keeps its runtime state (prompt, manual objects) so that a restarted engine carries on; `promptcam run` puts it in its run directory. None: not kept.",
+    )
 
 
 class WebConfig(_Model):
@@ -321,6 +334,12 @@ class RunConfig(_Model):
         le=1000,
         description="Give up (exit non-zero) when a child fails this many times in a row before becoming ready.",
     )
+    watchdog_s: float | None = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Progress watchdog: a ready child that stops answering (or is stopped) for this long, or an engine that publishes nothing while frames flow for this long (or 4x its last frame time, whichever is longer), is killed and restarted. None: off.",
+    )
     status_file: Path | None = Field(
         None,
         description="JSON status written by `promptcam run` every second (children, pids, restarts, last capture/engine stats); the web reads it for /metrics. None: a file in the run's temporary directory.",
@@ -346,6 +365,21 @@ class Config(_Model):
         if not CAMERA_NAME_RE.match(v):
             raise ValueError("expected 1-64 letters, digits, '_' or '-'")
         return v
+
+    def check_frame_size(self) -> None:
+        """``ConfigError`` when frames of ``source.width`` x ``source.height`` (the demo scene, the
+        size requested from a webcam) would exceed ``bus.max_payload_mb``: receivers would refuse
+        every frame, so say so before anything starts."""
+        s = self.source
+        nbytes = s.width * s.height * 3
+        limit = self.bus.max_payload_mb * 2**20
+        if nbytes > limit:
+            need = -(-nbytes // 2**20)
+            raise ConfigError(
+                f"source.width x source.height = {s.width}x{s.height} makes {nbytes / 2**20:.1f} MiB "
+                f"frames, over bus.max_payload_mb={self.bus.max_payload_mb:g}; set "
+                f"bus.max_payload_mb={need} or more"
+            )
 
 
 def _first_error(exc: ValidationError) -> str:

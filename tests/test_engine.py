@@ -306,3 +306,36 @@ def test_reset_discards_grounding_results_from_before(loaded: Any) -> None:
     finally:
         gate.set()
         engine.close()
+
+
+def test_a_thread_that_dies_stops_the_process_and_nothing_blocks_on_it(
+    ctx: zmq.Context[Any], endpoint: str
+) -> None:
+    """The tracks publisher dying (a label it cannot serialise, as a lone surrogate once made
+    it) sets the process's stop event with the thread's name and a non-zero exit code, and the
+    frame loop's ``put`` returns instead of blocking forever (SIGTERM was ignored then)."""
+    from engine.outputs import TracksPublisher
+    from engine.pipeline import FrameResult, ObjectResult
+    from stream.threads import EXIT_THREAD_DIED, ThreadDeath
+
+    stop = threading.Event()
+    death = ThreadDeath(stop)
+    previous = threading.excepthook
+    death.install()
+    sock = zbus.bind(ctx, zmq.PUB, endpoint)
+    try:
+        pub = TracksPublisher(sock, "cam0", maxsize=1)
+        image = np.zeros((4, 4, 3), np.uint8)
+        obj = ObjectResult(1, "\ud800", 1.0, (0, 0, 1, 1), np.zeros((4, 4), bool), 0, "new")
+        bad = FrameResult(0, 0, 4, 4, "x.", [obj], {})
+        assert pub.put(bad, image, stop) is True
+        wait_for(lambda: stop.is_set(), timeout=10, what="stop after the thread died")
+        assert death.died == "tracks-publisher" and death.exit_code() == EXIT_THREAD_DIED
+        good = FrameResult(1, 0, 4, 4, "x.", [], {})
+        t0 = time.monotonic()
+        assert pub.put(good, image) is False and pub.put(good, image, stop) is False
+        pub.close()
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        death.disarm()
+        threading.excepthook = previous
