@@ -712,9 +712,7 @@ class StreamingSegmenter:
 
     def state_size(self) -> StateSize:
         objects = tuple(
-            ObjectStateSize(
-                s.obj_id, int(s.cond_memory.shape[0]), len(s.memories), len(s.obj_ptrs)
-            )
+            ObjectStateSize(s.obj_id, int(s.cond_memory.shape[0]), len(s.memories), len(s.obj_ptrs))
             for s in self._objects.values()
         )
         frames: dict[int, FrameFeatures] = dict(self._pinned)
