@@ -147,6 +147,13 @@ def test_port_in_use_is_named() -> None:
         (["--models", "sam3-giant"], "unknown model preset 'sam3-giant'"),
         (["--duration", "-1"], "--duration"),
         (["--set", "web.host=0.0.0.0"], "web.token"),
+        (
+            [
+                *("--set", "source.width=7680", "--set", "source.height=4320"),
+                *("--set", "bus.max_payload_mb=64"),
+            ],
+            "7680x4320 makes 94.9 MiB frames, over bus.max_payload_mb=64",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line(args: list[str], expect: str) -> None:
