@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 
 from engine.device import autocast_dtype, resolve_device
 from engine.presets import CONFIGS_DIR, OFFLINE_OPTIONS, TINY_RANDOM, get_preset
+from engine.protocols import DetectorPrompt
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import ModelLoadError, PromptError
 from stream.wire import DetectionsMessage
@@ -134,9 +135,7 @@ def detections_from_message(msg: DetectionsMessage, phrases: Sequence[str]) -> s
 
 
 @dataclass(frozen=True)
-class _PromptTokens:
-    phrases: tuple[str, ...]
-    text: str
+class _PromptTokens(DetectorPrompt):
     spans: tuple[tuple[int, int], ...]  # token index range [start, end) of each phrase
     n_tokens: int
 
@@ -166,7 +165,8 @@ class Grounder:
         self.max_text_len = int(model.config.max_text_len)
         self._autocast_dtype: torch.dtype | None = autocast_dtype(dtype, device)
         self._prompt: _PromptTokens | None = None
-        self.set_prompt(engine.prompt)
+        if engine.prompt.strip():
+            self.set_prompt(engine.prompt)
 
     # ------------------------------------------------------------------ prompt
 
@@ -181,6 +181,11 @@ class Grounder:
 
     def set_prompt(self, text: str) -> list[str]:
         """Normalise and set the prompt; returns its phrases (the labels detections carry)."""
+        self._prompt = self.parse_prompt(text)
+        return list(self._prompt.phrases)
+
+    def parse_prompt(self, text: str) -> _PromptTokens:
+        """The prompt's phrases that fit the text encoder, with their token spans."""
         phrases = normalize_prompt(text)
         budget = self.max_text_len - 2  # [CLS] ... [SEP]
         spans: list[tuple[int, int]] = []
@@ -212,20 +217,30 @@ class Grounder:
             raise PromptError(
                 f"prompt {text_in!r} tokenises unexpectedly ({len(ids)} tokens, expected {pos + 1})"
             )
-        self._prompt = _PromptTokens(tuple(kept), text_in, tuple(spans), len(ids))
-        return kept
+        return _PromptTokens(tuple(kept), text_in, tuple(spans), len(ids))
 
     # ------------------------------------------------------------------ detect
 
-    def detect(self, image_bgr: NDArray[np.uint8]) -> sv.Detections:
-        """Boxes of the prompt's phrases in ``image_bgr`` (H, W, 3 uint8), in its pixels."""
+    def detect_batch(
+        self, images: Sequence[NDArray[np.uint8]], prompts: Sequence[DetectorPrompt]
+    ) -> list[sv.Detections]:
+        """``detect`` of each frame with its prompt."""
+        return [self.detect(img, p) for img, p in zip(images, prompts, strict=True)]
+
+    def detect(
+        self, image_bgr: NDArray[np.uint8], prompt: DetectorPrompt | None = None
+    ) -> sv.Detections:
+        """Boxes of ``prompt``'s phrases (default: the current prompt) in ``image_bgr``
+        (H, W, 3 uint8), in its pixels."""
         if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
             raise ValueError(
                 f"detect expects an HxWx3 uint8 BGR image, got {image_bgr.dtype} {image_bgr.shape}"
             )
-        if self._prompt is None:
+        if prompt is not None and not isinstance(prompt, _PromptTokens):
+            prompt = self.parse_prompt(prompt.text)
+        p = prompt if prompt is not None else self._prompt
+        if p is None:
             raise PromptError("no prompt set")
-        p = self._prompt
         h, w = image_bgr.shape[:2]
         rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
         size = {

@@ -1,13 +1,14 @@
 """The engine's runtime state, kept in a file so that a restarted engine carries on.
 
-What a user changed at run time — the text prompt (``set_prompt``, from ``promptcam prompt`` or
-the web page) and the manual objects (``add_object``) with their latest boxes — is written to
-``engine.state_file`` (``promptcam run`` puts it in its private run directory): at once after a
-control command, and at most once a second while manual objects move. An engine that starts
-with such a file tracks its prompt instead of the configured one and re-seeds each manual object
-from its last box on its first frame, and logs that it did. Objects found by the detector are
-not kept: re-grounding finds them again. The file is JSON, written atomically, mode 0600; a
-malformed one is logged and ignored.
+What a user changed at run time — each camera's text prompt (``set_prompt``, from ``promptcam
+prompt`` or the web page) and manual objects (``add_object``) with their latest boxes — is
+written to ``engine.state_file`` (``promptcam run`` puts it in its private run directory): at
+once after a control command, and at most once a second while manual objects move. An engine
+that starts with such a file tracks each configured camera's kept prompt instead of the
+configured one and re-seeds each manual object from its last box on the camera's first frame,
+and logs that it did. Objects found by the detector are not kept: re-grounding finds them
+again. The file is JSON ``{"v":1,"cameras":{NAME:{"prompt":str,"objects":[{"id","label","box"}]}}}``,
+written atomically, mode 0600; a malformed one is logged and ignored.
 """
 
 from __future__ import annotations
@@ -38,12 +39,19 @@ class _ObjectModel(BaseModel):
     box: Annotated[list[Finite], Field(min_length=4, max_length=4)]
 
 
+class _CameraModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    prompt: Prompt
+    objects: Annotated[list[_ObjectModel], Field(max_length=256)]
+
+
 class _StateModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
     v: int
-    camera: str
-    prompt: Prompt
-    objects: Annotated[list[_ObjectModel], Field(max_length=256)]
+    cameras: Annotated[
+        dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")], _CameraModel],
+        Field(max_length=1024),
+    ]
 
 
 @dataclass(frozen=True)
@@ -84,21 +92,21 @@ def snapshot(prompt: str, tracks: Sequence[TrackInfo], previous: EngineState | N
 
 
 class StateFile:
-    """Reads and writes one camera's ``EngineState`` at ``path``."""
+    """Reads and writes every camera's ``EngineState`` at ``path``."""
 
-    def __init__(self, path: Path, camera: str) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.camera = camera
 
-    def load(self) -> EngineState | None:
-        """The state kept there, or None (no file, another camera's, or malformed: logged)."""
+    def load(self) -> dict[str, EngineState]:
+        """The states kept there by camera; empty when there is no file or it is malformed
+        (logged)."""
         try:
             raw = self.path.read_bytes()[: MAX_STATE_BYTES + 1]
         except FileNotFoundError:
-            return None
+            return {}
         except OSError as e:
             log.warning("cannot read engine state %s: %s", self.path, e.strerror)
-            return None
+            return {}
         try:
             if len(raw) > MAX_STATE_BYTES:
                 raise ValueError(f"over {MAX_STATE_BYTES} bytes")
@@ -107,24 +115,31 @@ class StateFile:
                 raise ValueError(f"version {m.v}, expected {STATE_VERSION}")
         except (ValueError, ValidationError) as e:
             log.warning("ignoring malformed engine state %s: %s", self.path, str(e)[:200])
-            return None
-        if m.camera != self.camera:
-            return None
-        return EngineState(
-            m.prompt,
-            tuple(
-                ManualObject(o.id, o.label, (o.box[0], o.box[1], o.box[2], o.box[3]))
-                for o in m.objects
-            ),
-        )
+            return {}
+        return {
+            name: EngineState(
+                c.prompt,
+                tuple(
+                    ManualObject(o.id, o.label, (o.box[0], o.box[1], o.box[2], o.box[3]))
+                    for o in c.objects
+                ),
+            )
+            for name, c in m.cameras.items()
+        }
 
-    def save(self, state: EngineState) -> None:
+    def save(self, states: Mapping[str, EngineState]) -> None:
         """Replace the file atomically (mode 0600); a write error is logged, not raised."""
         doc = {
             "v": STATE_VERSION,
-            "camera": self.camera,
-            "prompt": state.prompt,
-            "objects": [{"id": o.id, "label": o.label, "box": list(o.box)} for o in state.objects],
+            "cameras": {
+                name: {
+                    "prompt": st.prompt,
+                    "objects": [
+                        {"id": o.id, "label": o.label, "box": list(o.box)} for o in st.objects
+                    ],
+                }
+                for name, st in states.items()
+            },
         }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:

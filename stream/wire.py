@@ -638,8 +638,13 @@ class DetectionsMessage:
 Box = Annotated[list[Finite], Field(min_length=4, max_length=4)]
 
 
+CameraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
 class _Cmd(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # v1.1: the camera a request addresses; required when the engine serves several.
+    camera: CameraName | None = None
 
 
 class SetPrompt(_Cmd):
@@ -666,17 +671,44 @@ class Stats(_Cmd):
     cmd: Literal["stats"]
 
 
-ControlRequest = Annotated[
-    SetPrompt | AddObject | RemoveObject | Reset | Stats, Field(discriminator="cmd")
-]
-_CONTROL: TypeAdapter[SetPrompt | AddObject | RemoveObject | Reset | Stats] = TypeAdapter(
-    ControlRequest
+class Cameras(_Cmd):
+    cmd: Literal["cameras"]
+
+
+class AddCamera(_Cmd):
+    cmd: Literal["add_camera"]
+    camera: CameraName  # type: ignore[assignment]  # required here
+    frames: Annotated[
+        str,
+        Field(max_length=1024, pattern=r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$"),
+    ]
+    prompt: Prompt | None = None
+
+
+class RemoveCamera(_Cmd):
+    cmd: Literal["remove_camera"]
+    camera: CameraName  # type: ignore[assignment]  # required here
+
+
+ControlCommand = (
+    SetPrompt | AddObject | RemoveObject | Reset | Stats | Cameras | AddCamera | RemoveCamera
+)
+ControlRequest = Annotated[ControlCommand, Field(discriminator="cmd")]
+_CONTROL: TypeAdapter[ControlCommand] = TypeAdapter(ControlRequest)
+CONTROL_COMMANDS = (
+    "set_prompt",
+    "add_object",
+    "remove_object",
+    "reset",
+    "stats",
+    "cameras",
+    "add_camera",
+    "remove_camera",
 )
 MAX_CONTROL_BYTES = 64 * 1024
-CONTROL_COMMANDS = ("set_prompt", "add_object", "remove_object", "reset", "stats")
 
 
-def parse_control(raw: bytes) -> SetPrompt | AddObject | RemoveObject | Reset | Stats:
+def parse_control(raw: bytes) -> ControlCommand:
     """Parse one control request; raises ``WireError`` with the reply's error text."""
     if len(raw) > MAX_CONTROL_BYTES:
         raise WireError("bad_size", f"request of {len(raw)} bytes exceeds {MAX_CONTROL_BYTES}")

@@ -11,31 +11,38 @@ from engine.track_manager import TrackInfo
 
 
 def test_state_round_trips_privately(tmp_path: Path) -> None:
-    f = StateFile(tmp_path / "engine-state.json", "cam0")
-    assert f.load() is None
-    state = EngineState("ball. box.", (ManualObject(3, "cup", (1.0, 2.0, 30.0, 40.0)),))
-    f.save(state)
-    assert f.load() == state
+    f = StateFile(tmp_path / "engine-state.json")
+    assert f.load() == {}
+    states = {
+        "cam0": EngineState("ball. box.", (ManualObject(3, "cup", (1.0, 2.0, 30.0, 40.0)),)),
+        "door": EngineState("person.", ()),
+    }
+    f.save(states)
+    assert f.load() == states
     assert stat.S_IMODE(f.path.stat().st_mode) == 0o600
-    assert StateFile(f.path, "cam1").load() is None  # another camera's
 
 
 def test_malformed_state_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "engine-state.json"
-    f = StateFile(path, "cam0")
-    good = {"v": 1, "camera": "cam0", "prompt": "ball.", "objects": []}
+    f = StateFile(path)
+    cam = {"prompt": "ball.", "objects": []}
+
+    def doc(**c: object) -> bytes:
+        return json.dumps({"v": 1, "cameras": {"cam0": {**cam, **c}}}).encode()
+
     for bad in (
         b"[" * 100_000,
         b"\xff\xfe",
-        json.dumps({**good, "v": 2}).encode(),
-        json.dumps({**good, "prompt": "a" * 1001}).encode(),
-        json.dumps(
-            {**good, "objects": [{"id": 1, "label": "\ud800", "box": [1, 2, 3, 4]}]}
-        ).encode(),
-        json.dumps({**good, "objects": [{"id": 1, "label": "x", "box": [1, 2, 3]}]}).encode(),
+        json.dumps({"v": 2, "cameras": {"cam0": cam}}).encode(),
+        json.dumps({"v": 1, "cameras": {"bad name!": cam}}).encode(),
+        doc(prompt="a" * 1001),
+        doc(objects=[{"id": 1, "label": "\ud800", "box": [1, 2, 3, 4]}]),
+        doc(objects=[{"id": 1, "label": "x", "box": [1, 2, 3]}]),
     ):
         path.write_bytes(bad)
-        assert f.load() is None, bad[:60]
+        assert f.load() == {}, bad[:60]
+    path.write_bytes(doc())
+    assert f.load() == {"cam0": EngineState("ball.", ())}
 
 
 def test_snapshot_keeps_live_manual_tracks_with_their_boxes() -> None:
