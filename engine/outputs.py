@@ -81,6 +81,11 @@ class TracksPublisher:
         self._thread = threading.Thread(target=self._run, name="tracks-publisher", daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """False once the publisher thread has ended (it died: nothing is published any more)."""
+        return self._thread.is_alive()
+
     def put(
         self,
         camera: str,

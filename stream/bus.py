@@ -202,14 +202,14 @@ class Subscription:
         )
         monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED)
         monitor.linger = 0
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(monitor, zmq.POLLIN)
         return sock, monitor
 
     def poll(self, timeout_ms: int) -> bool:
         """True when a message can be received; watches the connection meanwhile."""
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
-        ready = dict(poller.poll(timeout_ms))
+        ready = dict(self._poller.poll(timeout_ms))
         if self._monitor in ready:
             self._on_events()
         if self._lost_at is not None and time.monotonic() - self._lost_at > self.RECONNECT_WAIT_S:

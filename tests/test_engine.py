@@ -337,6 +337,7 @@ def test_a_thread_that_dies_stops_the_process_and_nothing_blocks_on_it(
         assert pub.put("cam0", bad, image, stop) is True
         wait_for(lambda: stop.is_set(), timeout=10, what="stop after the thread died")
         assert death.died == "tracks-publisher" and death.exit_code() == EXIT_THREAD_DIED
+        wait_for(lambda: not pub.alive, timeout=10, what="the thread's end")
         good = FrameResult(1, 0, 4, 4, "x.", [], {})
         t0 = time.monotonic()
         assert pub.put("cam0", good, image) is False

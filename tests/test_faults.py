@@ -914,11 +914,13 @@ def _engine(run: Run) -> dict[str, Any]:
 
 
 def _state_file(run_dir: Path) -> dict[str, Any] | None:
+    """What the engine keeps for camera cam0 in the run directory."""
     try:
-        doc: dict[str, Any] = json.loads((run_dir / "engine-state.json").read_text())
+        doc = json.loads((run_dir / "engine-state.json").read_text())
     except (OSError, ValueError):
         return None
-    return doc
+    cam: dict[str, Any] | None = doc.get("cameras", {}).get(CAMERA)
+    return cam
 
 
 @pytest.mark.skipif(
