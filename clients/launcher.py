@@ -1,8 +1,9 @@
 """``promptcam run``: capture, engine and web as supervised child processes under one config.
 
-Start-up, in order: check the model preset and that every port to be bound is free (one-line
-error naming the port otherwise), write the resolved config to a private temporary YAML that
-every child reads (``--config``), start the children, print the page URL.
+Start-up, in order: check that every port to be bound is free (one-line error naming the port
+otherwise) and the model preset (known; its Hub weights cached or the Hub reachable), write
+the resolved config to a private temporary YAML that every child reads (``--config``), start
+the children, print the page URL.
 
 Children: ``python -m clients.launcher --child NAME`` (a trampoline that arranges to die with
 the launcher, sets the process title ``promptcam: NAME`` and runs ``promptcam NAME``). Each
@@ -149,10 +150,13 @@ def _free_port(host: str) -> int:
 
 
 def check_models(cfg: Config) -> None:
-    """Fail fast on an unknown preset instead of letting the engine child find out."""
-    from engine.presets import get_preset
+    """Fail fast on an unknown preset, or on Hub weights that are neither cached nor
+    reachable, instead of letting the engine child find out."""
+    from engine.hub import ensure_available
+    from engine.presets import hub_files
 
-    get_preset(cfg.models.preset)
+    with_detector = any(c.engine.prompt.strip() for c in cfg.camera_settings().values())
+    ensure_available(hub_files(cfg.models, with_detector=with_detector))
 
 
 def page_url(cfg: Config) -> str:
@@ -549,12 +553,12 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     from setproctitle import setproctitle
 
     setproctitle("promptcam: run")
-    check_models(cfg)
-    cfg.check_frame_size()
-    check_ports_free(cfg)
     duration: float | None = getattr(args, "duration", None)
     if duration is not None and duration <= 0:
         raise LaunchError(f"--duration must be > 0 seconds, got {duration}")
+    cfg.check_frame_size()
+    check_ports_free(cfg)
+    check_models(cfg)  # last: it may ask the Hub (one request, a few seconds at most)
     with tempfile.TemporaryDirectory(prefix="promptcam-run-") as tmp:
         os.chmod(tmp, 0o700)  # config (token, camera credentials), status and state files
         run_cfg = prepare_config(cfg, Path(tmp))

@@ -4,7 +4,8 @@ Loading (:func:`load_grounder`): ``models.detector`` or the preset's detector is
 
 * a Hugging Face Hub id or a local directory: ``AutoModelForZeroShotObjectDetection`` and
   ``AutoProcessor`` ``from_pretrained`` (a failed download raises :class:`ModelLoadError` naming
-  the offline options; with ``HF_HUB_OFFLINE=1`` it fails at once);
+  the offline options; with the Hub unreachable (one quick probe, ``engine.hub``) or
+  ``HF_HUB_OFFLINE=1`` only the cache is read, so it fails at once);
 * ``tiny-random`` (or the ``configs/grounding_dino_tiny_random`` directory, which holds a config,
   a processor config and a small ``vocab.txt`` but no weights): the model is built from the
   config with random weights drawn from a fixed seed, so two loads are identical.
@@ -42,6 +43,7 @@ import supervision as sv
 import torch
 from numpy.typing import NDArray
 
+from engine import hub
 from engine.device import autocast_dtype, resolve_device
 from engine.presets import CONFIGS_DIR, OFFLINE_OPTIONS, TINY_RANDOM, get_preset
 from engine.protocols import DetectorPrompt
@@ -54,7 +56,6 @@ log = logging.getLogger(__name__)
 TINY_RANDOM_DIR = CONFIGS_DIR / "grounding_dino_tiny_random"
 # Grounding DINO's reference resize is shortest edge 800, longest 1333; keep that aspect cap.
 LONGEST_EDGE_RATIO = 1333 / 800
-HUB_PROBE_TIMEOUT_S = 5.0
 _WORD = re.compile(r"[a-z0-9]")
 _EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")  # punctuation and spaces around a phrase
 
@@ -332,41 +333,17 @@ def _is_tiny_random(source: str) -> bool:
     return path.is_dir() and path.resolve() == TINY_RANDOM_DIR.resolve()
 
 
-def _hub_unreachable(repo_id: str) -> str | None:
-    """Why the Hub cannot serve ``repo_id`` now (None: it can), found with one quick request.
-
-    transformers retries each of a dozen files when the network is down (minutes); this probe
-    lets a failed download fail in about a second, and a cached model load without the network."""
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
-
-    if constants.is_offline_mode():
-        return "HF_HUB_OFFLINE=1"
-    try:
-        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=HUB_PROBE_TIMEOUT_S)
-    except Exception as e:  # transport errors are the HTTP library's own types
-        log.debug("hub probe for %s failed", repo_id, exc_info=True)
-        return _first_line(e)
-    return None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _from_pretrained(source: str) -> tuple[Any, Any]:
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
     local = Path(source).expanduser()
     is_local = local.is_dir()
-    if not is_local and (
-        source.startswith((".", "/", "~")) or local.suffix or source.count("/") > 1
-    ):
+    if not is_local and not hub.looks_like_hub_id(source):
         raise ModelLoadError(f"detector directory {source} does not exist; {OFFLINE_OPTIONS}")
     where = str(local) if is_local else source
-    unreachable = None if is_local else _hub_unreachable(source)
+    unreachable = None if is_local else hub.unreachable(source, "config.json")
     if unreachable:
-        log.info(
+        log.debug(
             "Hugging Face Hub unreachable (%s): trying the local cache for %s", unreachable, source
         )
     try:
@@ -377,11 +354,11 @@ def _from_pretrained(source: str) -> tuple[Any, Any]:
     except (OSError, ValueError) as e:
         if is_local:
             raise ModelLoadError(
-                f"cannot load Grounding DINO from directory {where}: {_first_line(e)}"
+                f"cannot load Grounding DINO from directory {where}: {hub.first_line(e)}"
             ) from None
         raise ModelLoadError(
             f"cannot download Grounding DINO '{source}' from the Hugging Face Hub and it is not "
-            f"cached ({unreachable or _first_line(e)}); {OFFLINE_OPTIONS}"
+            f"cached ({unreachable or hub.first_line(e)}); {OFFLINE_OPTIONS}"
         ) from None
     if getattr(model.config, "model_type", None) != "grounding-dino":
         raise ModelLoadError(f"{where} is a {model.config.model_type!r} model, not Grounding DINO")
