@@ -24,9 +24,9 @@ def build_engine(cfg: Config, *, background_grounding: bool) -> TrackingEngine:
     segmenter = StreamingSegmenter(loaded)
     grounder = load_detector(cfg) if cfg.engine.prompt.strip() else None
     log.info(
-        "models ready: SAM 2 on %s%s",
+        "models ready: SAM 2 on %s, %s",
         loaded.device,
-        ", Grounding DINO" if grounder else ", no detector",
+        f"detector {grounder.detector.family}" if grounder else "no detector",
     )
     return TrackingEngine(
         cfg.engine,
