@@ -18,7 +18,7 @@ def load_detector(cfg: Config) -> Grounder:
 
 
 def build_engine(cfg: Config, *, background_grounding: bool) -> TrackingEngine:
-    """SAM 2 always; Grounding DINO only when a text prompt is in use (a run with only manual
+    """SAM 2 always; the detector only when a text prompt is in use (a run with only manual
     boxes needs no detector; the live engine loads it on the first ``set_prompt``)."""
     loaded = load_sam2(cfg.models)
     segmenter = StreamingSegmenter(loaded)
