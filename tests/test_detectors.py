@@ -129,6 +129,29 @@ def test_detect_batch_equals_detect(
         detector.detect(images[0][:, :, 0], prompts[0])
 
 
+def test_sam3_video_checkpoint_loads_its_detector(
+    tiny: dict[str, DetectorBase], saved: dict[str, Path], images: list[np.ndarray], tmp_path: Path
+) -> None:
+    """facebook/sam3 is a ``sam3_video`` checkpoint (detector and tracker weights, the detector's
+    under ``detector_model.``): the detector loads from it, the tracker weights are ignored."""
+    from safetensors.torch import save_file
+
+    built = tiny["sam3-tiny-random"]
+    detector_config = json.loads((saved["sam3-tiny-random"] / "config.json").read_text())
+    for f in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+        (tmp_path / f).write_bytes((saved["sam3-tiny-random"] / f).read_bytes())
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "sam3_video", "detector_config": detector_config})
+    )
+    weights = {f"detector_model.{k}": v.contiguous() for k, v in built.model.state_dict().items()}
+    weights["tracker_model.memory_encoder.weight"] = torch.zeros(3)
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    loaded = load(str(tmp_path))
+    assert loaded.family == "sam3"
+    prompt = loaded.parse_prompt("ball")
+    assert_same(loaded.detect(images[0], prompt), built.detect(images[0], prompt))
+
+
 def test_thresholds_filter(tiny: dict[str, DetectorBase], images: list[np.ndarray]) -> None:
     for name in TINY:
         if name.startswith("florence2"):
@@ -165,6 +188,22 @@ def test_grounder_wraps_any_family(tiny: dict[str, DetectorBase], images: list[n
     assert g.phrases == ["person"]  # a bad prompt leaves the current one in place
     with pytest.raises(PromptError, match="no prompt set"):
         Grounder(tiny["owlv2-tiny-random"]).detect(images[0])
+
+
+def test_florence2_answers_become_boxes(tiny: dict[str, DetectorBase]) -> None:
+    """Florence-2's answer format, read by its processor's parser: four location tokens per box
+    on a 1000-bin grid (bin centres), polygons as their bounding boxes, stray tokens ignored."""
+    from engine.detectors.florence2 import Florence2Detector
+
+    f = tiny["florence2-tiny-random"]
+    assert isinstance(f, Florence2Detector)
+    size = (640, 480)
+    answer = "</s><s>ball<loc_100><loc_200><loc_300><loc_400><loc_0><loc_0><loc_999><loc_999></s>"
+    assert f._boxes(answer, size) == [[64.0, 96.0, 192.0, 192.0], [0.0, 0.0, 639.0, 479.0]]
+    polygon = "</s><s>ball<poly><loc_100><loc_200><loc_300><loc_400><loc_500><loc_100></poly></s>"
+    assert f._boxes(polygon, size) == [[64.0, 48.0, 320.0, 192.0]]
+    assert f._boxes("</s><s>ball<poly></poly></s>", size) == []
+    assert f._boxes("</s><loc_1><loc_2>", size) == []
 
 
 def test_class_nms_suppresses_within_a_label_only() -> None:

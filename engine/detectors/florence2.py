@@ -144,8 +144,9 @@ class Florence2Detector(DetectorBase):
         parsed = self.processor.post_process_generation(answer, task=TASK, image_size=size_wh)[TASK]
         found = [[float(v) for v in box] for box in parsed["bboxes"]]
         for polygons in parsed["polygons"]:
-            points = np.concatenate([np.asarray(p, dtype=np.float32) for p in polygons if p])
-            if len(points) >= 4:
+            coords = [np.asarray(p, dtype=np.float32).reshape(-1) for p in polygons]
+            points = np.concatenate(coords) if coords else np.zeros(0, np.float32)
+            if len(points) >= 4:  # at least two (x, y) points
                 xy = points[: len(points) // 2 * 2].reshape(-1, 2)
                 found.append([*xy.min(axis=0).tolist(), *xy.max(axis=0).tolist()])
         return found
