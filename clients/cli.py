@@ -177,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", metavar="DIR", help="output directory (config: record.directory)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
-    p = sub.add_parser("bench", help="benchmarks: transport, engine, grounding, output, soak")
+    p = sub.add_parser(
+        "bench", help="benchmarks: transport, engine, grounding, detectors, loop, output, soak"
+    )
     _common(p)
     _models(p)
     p.add_argument("--json", metavar="FILE", help="also write results as JSON")

@@ -134,10 +134,12 @@ def _free_port(host: str) -> int:
 
 
 def check_models(cfg: Config) -> None:
-    """Fail fast on an unknown preset instead of letting the engine child find out."""
+    """Fail fast on an unknown preset or detector instead of letting the engine child find out."""
+    from engine.detectors.loading import check_source, detector_source
     from engine.presets import get_preset
 
     get_preset(cfg.models.preset)
+    check_source(detector_source(cfg.models))
 
 
 def page_url(cfg: Config) -> str:

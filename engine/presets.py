@@ -19,7 +19,8 @@ CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 TINY_RANDOM = "tiny-random"
 OFFLINE_OPTIONS = (
     "offline options: --models tiny-random (random weights), or local weights with "
-    "--sam2-checkpoint FILE.pt --sam2-config FILE.yaml and --detector DIR"
+    "--sam2-checkpoint FILE.pt --sam2-config FILE.yaml and --detector DIR "
+    "(or a *-tiny-random detector preset, see promptcam models)"
 )
 
 

@@ -129,20 +129,28 @@ def resolve_preset(source: str) -> DetectorPreset | None:
     return None
 
 
-def _load_pretrained(
-    source: str, engine: EngineConfig, device: torch.device, dtype: str
-) -> DetectorBase:
+def check_source(source: str) -> None:
+    """Refuse, without loading anything, a source that names no preset, directory or Hub id."""
+    if resolve_preset(source) is not None:
+        return
     local = Path(source).expanduser()
-    is_local = local.is_dir()
-    if not is_local and (
-        source.startswith((".", "/", "~")) or local.suffix or source.count("/") > 1
-    ):
+    if local.is_dir():
+        return
+    if source.startswith((".", "/", "~")) or local.suffix or source.count("/") > 1:
         raise ModelLoadError(f"detector directory {source} does not exist; {OFFLINE_OPTIONS}")
-    if not is_local and "/" not in source:
+    if "/" not in source:
         raise ModelLoadError(
             f"unknown detector '{source}': not a preset ({', '.join(DETECTOR_PRESETS)}), "
             "a directory or a Hugging Face Hub id (owner/name)"
         )
+
+
+def _load_pretrained(
+    source: str, engine: EngineConfig, device: torch.device, dtype: str
+) -> DetectorBase:
+    check_source(source)
+    local = Path(source).expanduser()
+    is_local = local.is_dir()
     where = str(local) if is_local else source
     unreachable = None if is_local else _hub_unreachable(source)
     if unreachable:
