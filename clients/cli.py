@@ -35,6 +35,12 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# With a cameras mapping these flags would silently redefine every camera: refused.
+SINGLE_CAMERA_FLAGS = {"run": ("source", "prompt"), "engine": ("prompt",), "capture": ("source",)}
+# Commands that serve one camera: they run on that camera's view of the config (--camera).
+ONE_CAMERA_COMMANDS = ("capture", "record")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message}\n")
@@ -115,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--source",
         metavar="SRC",
-        required=True,
-        help="webcam index, /dev/videoN, URL, file, image dir or demo",
+        help="webcam index, /dev/videoN, URL, file, image dir or demo (default: the config's "
+        "source, or with a cameras mapping the --camera's)",
     )
     p.add_argument(
         "--loop", action="store_true", default=None, help="loop files and image directories"
@@ -227,7 +233,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
     for item in getattr(args, "set", []) or []:
         k, v = parse_override(item)
         overrides[k] = v
-    return load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
+    if cfg.cameras and args.command in SINGLE_CAMERA_FLAGS:
+        given = [f"--{f}" for f in SINGLE_CAMERA_FLAGS[args.command] if getattr(args, f, None)]
+        if given:
+            raise ConfigError(
+                f"{'/'.join(given)} define(s) one camera, but the config defines cameras "
+                f"{', '.join(cfg.cameras)}: set source and prompt per camera in the config"
+            )
+    if args.command in ONE_CAMERA_COMMANDS:
+        cfg = cfg.for_camera()
+    return cfg
 
 
 def setup_logging(level: str) -> None:
@@ -241,9 +257,12 @@ def setup_logging(level: str) -> None:
 def prompt_main(cfg: Config, args: argparse.Namespace) -> int:
     from stream import bus
 
+    request: dict[str, Any] = {"cmd": "set_prompt", "prompt": args.text}
+    if args.camera is not None:
+        request["camera"] = args.camera
     reply = bus.request(
         cfg.bus.control,
-        {"cmd": "set_prompt", "prompt": args.text},
+        request,
         int(args.timeout * 1000),
         cfg.bus,
     )

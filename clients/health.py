@@ -12,9 +12,13 @@ the status file (``run.status_file``) every second, so that other processes (the
 atomically; its schema (``v`` 1)::
 
     {"v": 1, "t_ns": int, "camera": str, "url": str, "launcher_pid": int, "uptime_s": float,
-     "children": {"capture"|"engine"|"web": {"pid": int|null, "state": str, "ready": bool,
+     "children": {"capture"|"capture:NAME"|"engine"|"web": {"pid": int|null, "state": str, "ready": bool,
                   "restarts": int, "last_exit": int|null, "uptime_s": float|null}},
-     "capture": {...capture stats...}|null, "engine": {...engine stats...}|null}
+     "capture": {...capture stats...}|null, "cameras": {NAME: {...capture stats...}},
+     "engine": {...engine stats...}|null}
+
+With several cameras the children are ``capture:NAME`` (one per camera), ``engine`` and ``web``;
+``capture`` is the first camera's status, ``cameras`` every camera's.
 
 ``state`` is one of ``starting`` (not ready yet), ``running``, ``backoff`` (waiting to be
 restarted), ``finished`` (ended cleanly, not restarted) or ``failed``.
@@ -56,9 +60,11 @@ class ChildInfo:
     restarts: int
     last_exit: int | None
     uptime_s: float | None
+    error: str | None = None  # why it failed for good (a camera among several)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "error": self.error,
             "pid": self.pid,
             "state": self.state,
             "ready": self.ready,
@@ -73,16 +79,24 @@ class Observed:
     """The newest capture status, engine stats and web answer, with when each arrived
     (``time.monotonic()``; None when never)."""
 
-    capture: dict[str, Any] | None = None
+    capture: dict[str, Any] | None = None  # of the first camera (one-camera runs: the camera)
     capture_at: float | None = None
     engine: dict[str, Any] | None = None
     engine_at: float | None = None
     web_at: float | None = None
     malformed_status: int = 0
+    cameras: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # capture status by camera
+    cameras_at: Mapping[str, float] = field(default_factory=dict)
 
     def seen_since(self, name: str, since: float) -> bool:
-        """True when ``name`` (capture, engine, web) answered after ``since`` (monotonic)."""
-        at = {"capture": self.capture_at, "engine": self.engine_at, "web": self.web_at}.get(name)
+        """True when child ``name`` (``capture`` or ``capture:CAMERA``, ``engine``, ``web``)
+        answered after ``since`` (monotonic)."""
+        if name.startswith("capture:"):
+            at = self.cameras_at.get(name.partition(":")[2])
+        else:
+            at = {"capture": self.capture_at, "engine": self.engine_at, "web": self.web_at}.get(
+                name
+            )
         return at is not None and at >= since
 
 
@@ -140,23 +154,27 @@ class StatusCollector:
             self._state.observed = Observed(**{**old.__dict__, **changes})
 
     def _loop(self) -> None:
-        topic = f"capture.{self.cfg.camera}".encode()
+        # One SUB socket connected to every camera's frames endpoint, subscribed to the status
+        # topic of each (a camera's status arrives only from its own capture).
+        cameras = self.cfg.camera_settings()
         sub = zbus.connect(
             self._ctx,
             zmq.SUB,
-            self.cfg.bus.frames,
+            next(iter(cameras.values())).frames,
             self.cfg.bus,
-            subscribe=[topic],
-            rcvhwm=16,
+            subscribe=[f"capture.{name}".encode() for name in cameras],
+            rcvhwm=16 * len(cameras),
             curve=True,
         )
+        for cam in list(cameras.values())[1:]:
+            sub.connect(cam.frames)
         try:
             next_poll = time.monotonic()
             while not self._stop.is_set():
                 wait_ms = max(0, int((next_poll - time.monotonic()) * 1000))
                 parts = zbus.recv_multipart_timeout(sub, min(wait_ms, 200), copy=True)
                 if parts is not None:
-                    self._on_capture_status(parts)
+                    self._on_capture_status(parts, list(cameras))
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + self.poll_s
                     self._poll_engine()
@@ -164,10 +182,13 @@ class StatusCollector:
         finally:
             sub.close(0)
 
-    def _on_capture_status(self, parts: list[Any]) -> None:
+    def _on_capture_status(self, parts: list[Any], cameras: list[str]) -> None:
         try:
             if len(parts) != 2:
                 raise ValueError(f"expected 2 parts, got {len(parts)}")
+            camera = bytes(parts[0]).decode("ascii").partition(".")[2]
+            if camera not in cameras:
+                raise ValueError(f"status of unknown camera {camera[:64]!r}")
             header = json.loads(bytes(parts[1]))
             if not isinstance(header, dict) or not isinstance(header.get("stats"), dict):
                 raise ValueError("header has no 'stats' object")
@@ -176,7 +197,15 @@ class StatusCollector:
             self._update(malformed_status=n)
             log.warning("malformed capture status message (%s), %d so far", e, n)
             return
-        self._update(capture=header["stats"], capture_at=time.monotonic())
+        now = time.monotonic()
+        old = self.snapshot()
+        changes: dict[str, Any] = {
+            "cameras": {**old.cameras, camera: header["stats"]},
+            "cameras_at": {**old.cameras_at, camera: now},
+        }
+        if camera == cameras[0]:
+            changes.update(capture=header["stats"], capture_at=now)
+        self._update(**changes)
 
     def _poll_engine(self) -> None:
         try:
@@ -235,24 +264,34 @@ def status_line(
 ) -> str:
     """One line: capture fps/reconnects, engine fps in/out, objects, drops, latency, memory, restarts."""
     now = time.monotonic()
-    cap = (
-        observed.capture
-        if observed.capture_at is not None and now - observed.capture_at < stale_s
-        else None
-    )
+
+    def capture_part(cap: Mapping[str, Any] | None) -> str:
+        if cap is None:
+            return "-"
+        return (
+            f"{_fmt(_num(cap, 'fps'))} fps, reconnects {_fmt(_num(cap, 'reconnects'), '.0f')}, "
+            f"stalls {_fmt(_num(cap, 'stalls'), '.0f')}"
+        )
+
     eng = (
         observed.engine
         if observed.engine_at is not None and now - observed.engine_at < stale_s
         else None
     )
     parts = []
-    if cap is None:
-        parts.append("capture -")
+    if len(observed.cameras) > 1 or (observed.cameras and observed.capture is None):
+        fresh = {
+            name: cap if now - observed.cameras_at.get(name, -1e9) < stale_s else None
+            for name, cap in observed.cameras.items()
+        }
+        parts.append("capture " + "; ".join(f"{n} {capture_part(c)}" for n, c in fresh.items()))
     else:
-        parts.append(
-            f"capture {_fmt(_num(cap, 'fps'))} fps, reconnects {_fmt(_num(cap, 'reconnects'), '.0f')}, "
-            f"stalls {_fmt(_num(cap, 'stalls'), '.0f')}"
+        cap = (
+            observed.capture
+            if observed.capture_at is not None and now - observed.capture_at < stale_s
+            else None
         )
+        parts.append(f"capture {capture_part(cap)}")
     if eng is None:
         parts.append("engine -")
     else:
@@ -280,6 +319,7 @@ def status_document(
         "uptime_s": round(uptime_s, 1),
         "children": {name: c.as_dict() for name, c in children.items()},
         "capture": observed.capture,
+        "cameras": dict(observed.cameras),
         "engine": observed.engine,
     }
 

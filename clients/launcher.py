@@ -102,7 +102,12 @@ def _port_free(host: str, port: int) -> bool:
 def bound_ports(cfg: Config) -> list[tuple[str, str, int]]:
     """(config key, host, port) of every TCP port a run binds."""
     out = []
-    for key in ("frames", "tracks", "annotated", "control"):
+    cameras = cfg.camera_settings()
+    for name, cam in cameras.items():
+        hp = _tcp_host_port(cam.frames)
+        if hp is not None:
+            out.append((f"cameras.{name}.frames" if cfg.cameras else "bus.frames", *hp))
+    for key in ("tracks", "annotated", "control"):
         hp = _tcp_host_port(getattr(cfg.bus, key))
         if hp is not None:
             out.append((f"bus.{key}", *hp))
@@ -172,6 +177,9 @@ class ChildSpec:
     name: str
     argv: Sequence[str]
     restart_on_clean_exit: bool = True
+    # An essential child that cannot start stops the run; a non-essential one (a camera among
+    # several) is marked failed, with its error line, and the others go on.
+    essential: bool = True
 
 
 @dataclass
@@ -189,6 +197,7 @@ class _Child:
     last_exit: int | None = None
     state: str = "starting"
     last_lines: list[str] = field(default_factory=list)
+    error: str | None = None  # why a non-essential child failed for good
 
     def error_line(self) -> str:
         """The child's last error line (the CLI's ``promptcam X: error: ...``), else its last line."""
@@ -198,8 +207,8 @@ class _Child:
         return self.last_lines[-1] if self.last_lines else "(no output)"
 
 
-def child_argv(name: str, config_path: Path) -> list[str]:
-    return [
+def child_argv(name: str, config_path: Path, camera: str | None = None) -> list[str]:
+    argv = [
         sys.executable,
         "-m",
         "clients.launcher",
@@ -210,6 +219,7 @@ def child_argv(name: str, config_path: Path) -> list[str]:
         "--config",
         str(config_path),
     ]
+    return argv if camera is None else [*argv, "--camera", camera]
 
 
 class Supervisor:
@@ -304,7 +314,12 @@ class Supervisor:
         name = c.spec.name
         if code == EXPECTED_ERROR_EXIT and not c.ever_ready:
             c.state = "failed"
-            raise ChildFailedError(f"{name} could not start: {_strip_prefix(c.error_line(), name)}")
+            why = f"{name} could not start: {_strip_prefix(c.error_line(), name)}"
+            if not c.spec.essential:
+                c.error = why
+                log.error("%s; the other children go on", why)
+                return
+            raise ChildFailedError(why)
         if code == 0 and not c.spec.restart_on_clean_exit:
             c.state = "finished"
             log.info("%s finished (exit 0); not restarted", name)
@@ -313,10 +328,15 @@ class Supervisor:
             c.start_failures += 1
             if c.start_failures >= self.run.max_start_failures:
                 c.state = "failed"
-                raise ChildFailedError(
+                why = (
                     f"{name} failed {c.start_failures} times before becoming ready (exit {code}): "
                     f"{_strip_prefix(c.error_line(), name)}"
                 )
+                if not c.spec.essential:
+                    c.error = why
+                    log.error("%s; the other children go on", why)
+                    return
+                raise ChildFailedError(why)
         if ran >= self.run.stable_after_s:
             c.backoff_level = 0
         delay = min(self.run.restart_initial_s * 2**c.backoff_level, self.run.restart_max_s)
@@ -379,6 +399,7 @@ class Supervisor:
                 restarts=c.restarts,
                 last_exit=c.last_exit,
                 uptime_s=now - c.started_at if alive else None,
+                error=c.error,
             )
         return out
 
@@ -447,9 +468,25 @@ def prepare_config(cfg: Config, run_dir: Path) -> Config:
     return Config.model_validate(tree)
 
 
-def child_specs(config_path: Path) -> list[ChildSpec]:
+def child_specs(cfg: Config, config_path: Path) -> list[ChildSpec]:
+    """One capture per camera (``capture``, or ``capture:NAME`` with a cameras mapping, each
+    restarted on its own), one engine for all cameras, one web server."""
+    if cfg.cameras:
+        captures = [
+            ChildSpec(
+                f"capture:{name}",
+                child_argv("capture", config_path, camera=name),
+                restart_on_clean_exit=False,
+                essential=False,
+            )
+            for name in cfg.cameras
+        ]
+    else:
+        captures = [
+            ChildSpec("capture", child_argv("capture", config_path), restart_on_clean_exit=False)
+        ]
     return [
-        ChildSpec("capture", child_argv("capture", config_path), restart_on_clean_exit=False),
+        *captures,
         ChildSpec("engine", child_argv("engine", config_path)),
         ChildSpec("web", child_argv("web", config_path)),
     ]
@@ -476,7 +513,7 @@ def _run(cfg: Config, config_path: Path, duration: float | None) -> int:
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     collector = StatusCollector(cfg, poll_s=1.0, web_url=url.split("?")[0]).start()
     sup = Supervisor(
-        child_specs(config_path),
+        child_specs(cfg, config_path),
         cfg.run,
         is_ready=lambda n, t: collector.snapshot().seen_since(n, t),
     )
@@ -550,13 +587,16 @@ def child_main(argv: Sequence[str]) -> None:
     p.add_argument("--child", required=True, choices=CHILDREN)
     p.add_argument("--parent", type=int, required=True)
     p.add_argument("--config", required=True)
+    p.add_argument("--camera", help="the camera of a capture child (cameras mapping)")
     a = p.parse_args(argv)
     die_with_parent(a.parent)
     from setproctitle import setproctitle
 
-    setproctitle(f"promptcam: {a.child}")
+    setproctitle(f"promptcam: {a.child}" + (f" {a.camera}" if a.camera else ""))
     cli_argv = [a.child, "--config", a.config]
-    if a.child == "capture":
+    if a.camera is not None:
+        cli_argv += ["--camera", a.camera]
+    elif a.child == "capture":
         cli_argv += ["--source", load_config(a.config).source.uri]
     from clients.cli import main as cli_main
 

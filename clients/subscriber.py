@@ -144,7 +144,7 @@ class TracksSubscriber:
 def main(cfg: Config, args: argparse.Namespace) -> int:
     """``promptcam subscribe``: one JSON tracks header per line on stdout."""
     endpoint = args.endpoint or cfg.bus.tracks
-    camera = cfg.camera  # --camera is already folded into the config
+    camera = cfg.selected_camera()  # --camera is folded into the config; None: all cameras
     count: int | None = args.count
     timeout: float | None = args.timeout
     n = 0
@@ -153,7 +153,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
             msg = sub.recv(timeout=timeout)
             if msg is None:
                 sys.stderr.write(
-                    f"promptcam subscribe: error: no tracks message from {endpoint} (camera {camera}) "
+                    f"promptcam subscribe: error: no tracks message from {endpoint} (camera {camera or 'any'}) "
                     f"within {timeout:g}s (is the engine running?)\n"
                 )
                 return 1

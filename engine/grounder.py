@@ -87,9 +87,12 @@ def detections_from_message(msg: DetectionsMessage, phrases: Sequence[str]) -> s
 class Grounder:
     """A detector and the current prompt.
 
-    One thread calls :meth:`detect` at a time (the engine's grounding thread). :meth:`set_prompt`
-    may run beside it: it swaps the prompt in one assignment, and a running :meth:`detect` keeps
-    the prompt it started with (its labels are that prompt's phrases)."""
+    It is itself a :class:`Detector` (``parse_prompt``, ``detect(image, prompt)``,
+    ``detect_batch``), delegating to the family; ``detect(image)`` without a prompt uses the
+    current one. One thread calls the detection methods at a time (the engine's grounding
+    thread). :meth:`set_prompt` may run beside it: it swaps the prompt in one assignment, and a
+    running :meth:`detect` keeps the prompt it started with (its labels are that prompt's
+    phrases)."""
 
     def __init__(self, detector: Detector, prompt: str = "") -> None:
         self.detector = detector
@@ -99,7 +102,13 @@ class Grounder:
 
     @property
     def device(self) -> torch.device:
-        return self.detector.device
+        device: torch.device = getattr(self.detector, "device", torch.device("cpu"))
+        return device
+
+    @property
+    def family(self) -> str:
+        """The detector family (``grounding-dino``, ``owlv2``, ...; engine/detectors/loading.py)."""
+        return str(getattr(self.detector, "family", type(self.detector).__name__))
 
     @property
     def phrases(self) -> list[str]:
@@ -120,12 +129,23 @@ class Grounder:
         self._prompt = self.detector.parse_prompt(text)
         return list(self._prompt.phrases)
 
-    def detect(self, image_bgr: NDArray[np.uint8]) -> sv.Detections:
-        """Boxes of the prompt's phrases in ``image_bgr`` (H, W, 3 uint8), in its pixels."""
-        prompt = self._prompt
-        if prompt is None:
+    def parse_prompt(self, text: str) -> DetectorPrompt:
+        return self.detector.parse_prompt(text)
+
+    def detect(
+        self, image_bgr: NDArray[np.uint8], prompt: DetectorPrompt | None = None
+    ) -> sv.Detections:
+        """Boxes of ``prompt``'s phrases (default: the current prompt) in ``image_bgr``
+        (H, W, 3 uint8), in its pixels."""
+        p = prompt if prompt is not None else self._prompt
+        if p is None:
             raise PromptError("no prompt set")
-        return self.detector.detect(image_bgr, prompt)
+        return self.detector.detect(image_bgr, p)
+
+    def detect_batch(
+        self, images: Sequence[NDArray[np.uint8]], prompts: Sequence[DetectorPrompt]
+    ) -> list[sv.Detections]:
+        return self.detector.detect_batch(images, prompts)
 
 
 def load_grounder(models: ModelsConfig, engine: EngineConfig) -> Grounder:

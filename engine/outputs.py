@@ -4,7 +4,8 @@
 RLE). ``TracksPublisher`` (thread) encodes and publishes one tracks message per processed frame
 from a bounded queue whose policy is BLOCK: tracks are never dropped, a publisher that falls
 behind slows the loop instead. ``AnnotatedPublisher`` (thread) renders and JPEG-encodes the
-newest result only: policy LATEST, older pending frames are dropped and counted.
+newest result of each camera only: policy LATEST per camera, older pending frames are dropped
+and counted. Both serve every camera of the engine on one socket each (topics carry the camera).
 """
 
 from __future__ import annotations
@@ -61,40 +62,41 @@ def render_result(renderer: Renderer, image: np.ndarray, r: FrameResult) -> np.n
 
 
 class TracksPublisher:
-    """Publishes tracks messages from its own thread (the socket is owned by that thread)."""
+    """Publishes tracks messages of every camera from its own thread (the socket is owned by
+    that thread), in the order they are put."""
 
     def __init__(
         self,
         sock: zmq.Socket[Any],
-        camera: str,
-        on_published: Callable[[FrameResult, np.ndarray, float], None] | None = None,
+        on_published: Callable[[str, FrameResult, np.ndarray, float], None] | None = None,
         maxsize: int = 8,
     ) -> None:
         self._sock = sock
-        self._camera = camera
-        self._q: queue.Queue[tuple[FrameResult, np.ndarray] | None] = queue.Queue(maxsize=maxsize)
+        self._q: queue.Queue[tuple[str, FrameResult, np.ndarray] | None] = queue.Queue(
+            maxsize=maxsize
+        )
         self._on_published = on_published
-        self.published = 0
+        self.published: dict[str, int] = {}
         self.last_publish_ms = 0.0
         self._thread = threading.Thread(target=self._run, name="tracks-publisher", daemon=True)
         self._thread.start()
 
-    def put(self, result: FrameResult, image: np.ndarray) -> None:
-        self._q.put((result, image))  # BLOCK policy: never drop a tracks message
+    def put(self, camera: str, result: FrameResult, image: np.ndarray) -> None:
+        self._q.put((camera, result, image))  # BLOCK policy: never drop a tracks message
 
     def _run(self) -> None:
         while True:
             item = self._q.get()
             if item is None:
                 return
-            result, image = item
+            camera, result, image = item
             t0 = time.perf_counter()
-            msg = to_tracks_message(self._camera, result)
+            msg = to_tracks_message(camera, result)
             self._sock.send_multipart(msg.to_parts())
-            self.published += 1
+            self.published[camera] = self.published.get(camera, 0) + 1
             self.last_publish_ms = (time.perf_counter() - t0) * 1e3
             if self._on_published is not None:
-                self._on_published(result, image, self.last_publish_ms)
+                self._on_published(camera, result, image, self.last_publish_ms)
 
     def close(self) -> None:
         try:
@@ -108,45 +110,49 @@ class TracksPublisher:
 
 
 class AnnotatedPublisher:
-    """Renders and publishes the newest result; a result that arrives while one is being
-    rendered replaces the pending one (counted in ``dropped``)."""
+    """Renders and publishes the newest result of each camera; a camera's result that arrives
+    while its previous one still waits replaces it (counted in ``dropped``). Cameras are served
+    in turn, so a busy camera cannot starve the others."""
 
-    def __init__(self, sock: zmq.Socket[Any], camera: str, renderer: Renderer) -> None:
+    def __init__(self, sock: zmq.Socket[Any], renderer: Renderer) -> None:
         self._sock = sock
-        self._camera = camera
         self._renderer = renderer
         self._cond = threading.Condition()
-        self._slot: tuple[FrameResult, np.ndarray] | None = None
+        self._slots: dict[str, tuple[FrameResult, np.ndarray]] = {}  # insertion order = turn
         self._stop = False
-        self.published = 0
-        self.dropped = 0
+        self.published: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
         self.last_render_ms = 0.0
         self._thread = threading.Thread(target=self._run, name="annotated-publisher", daemon=True)
         self._thread.start()
 
-    def offer(self, result: FrameResult, image: np.ndarray, _publish_ms: float = 0.0) -> None:
+    def offer(self, camera: str, result: FrameResult, image: np.ndarray) -> None:
         with self._cond:
-            if self._slot is not None:
-                self.dropped += 1
-            self._slot = (result, image)
+            if camera in self._slots:
+                self.dropped[camera] = self.dropped.get(camera, 0) + 1
+            self._slots[camera] = (result, image)
             self._cond.notify()
+
+    def forget(self, camera: str) -> None:
+        """Drop a removed camera's pending frame."""
+        with self._cond:
+            self._slots.pop(camera, None)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while self._slot is None and not self._stop:
+                while not self._slots and not self._stop:
                     self._cond.wait()
                 if self._stop:
                     return
-                assert self._slot is not None
-                result, image = self._slot
-                self._slot = None
+                camera = next(iter(self._slots))
+                result, image = self._slots.pop(camera)
             t0 = time.perf_counter()
             jpeg = encode_jpeg(
                 render_result(self._renderer, image, result), self._renderer.jpeg_quality
             )
             msg = AnnotatedMessage(
-                self._camera,
+                camera,
                 result.seq,
                 result.t_capture_ns,
                 result.width,
@@ -155,7 +161,7 @@ class AnnotatedPublisher:
                 jpeg,
             )
             self._sock.send_multipart(msg.to_parts())
-            self.published += 1
+            self.published[camera] = self.published.get(camera, 0) + 1
             self.last_render_ms = (time.perf_counter() - t0) * 1e3
 
     def close(self) -> None:

@@ -1,15 +1,21 @@
-"""The engine process (``promptcam engine``).
+"""The engine process (``promptcam engine``): every configured camera through one model.
 
-Reads: ``frame.<camera>`` (latest-frame receiver: a slow engine skips frames, counted), the
-``control`` REP socket, and optionally ``detections.<camera>`` from an external detector.
-Publishes: ``tracks.<camera>`` (one message per processed frame, never dropped) and
-``annotated.<camera>`` (newest result only; older ones dropped and counted).
-Drops: frames that arrive while a frame is processed (``skipped``) or older than the staleness
+Reads: ``frame.<camera>`` of each camera (one latest-frame receiver per camera: a slow engine
+skips frames, counted per camera), the ``control`` REP socket, and optionally
+``detections.<camera>`` from an external detector.
+Publishes: ``tracks.<camera>`` (one message per processed frame of a camera, never dropped) and
+``annotated.<camera>`` (newest result per camera only; older ones dropped and counted), every
+camera on the same two sockets.
+Drops: frames that arrive while a tick is processed (``skipped``) or older than the staleness
 budget (``stale``); malformed frames, detections and control requests (rejected, counted,
 answered with an error where there is someone to answer).
 
-The frame loop owns the models; control requests reach it through a bounded command queue and
-are executed between frames, so nothing else ever touches model state.
+Each tick takes the newest frame of every camera that has a new one, so every camera is served
+once per tick whatever its rate (a 30 fps camera cannot starve a 5 fps one), and a camera
+whose source stopped is simply not in the tick. The frame loop owns the models; control
+requests reach it through a bounded command queue and run between ticks, so nothing else ever
+touches model state. Cameras can be added and removed at runtime (``add_camera`` /
+``remove_camera``).
 """
 
 from __future__ import annotations
@@ -23,21 +29,27 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import psutil
 import zmq
 
+from engine.camera import CameraStats, CameraTracker
 from engine.outputs import AnnotatedPublisher, TracksPublisher
-from engine.pipeline import FrameInput, FrameResult, TrackingEngine
+from engine.pipeline import FrameInput, FrameResult, MultiCameraEngine, TrackingEngine
 from engine.render import Renderer
 from stream import bus as zbus
-from stream.config import Config
-from stream.errors import PromptcamError
+from stream.config import Config, EngineConfig
+from stream.errors import PromptcamError, PromptError
 from stream.receiver import LatestFrameReceiver
 from stream.wire import (
+    AddCamera,
     AddObject,
+    Cameras,
+    ControlCommand,
     DetectionsMessage,
+    RemoveCamera,
     RemoveObject,
     Reset,
     SetPrompt,
@@ -50,7 +62,8 @@ from stream.wire import (
 
 log = logging.getLogger(__name__)
 CONTROL_DROP_BYTES = 1 << 20
-Command = Callable[[TrackingEngine], dict[str, Any]]
+STALLED_AFTER_S = 5.0  # a camera with no frame for this long is reported "stalled"
+Command = Callable[["EngineProcess"], dict[str, Any]]
 
 
 class RateMeter:
@@ -75,40 +88,153 @@ class RateMeter:
         return (len(self._t) - 1) / max(1e-6, self._t[-1] - self._t[0])
 
 
+@dataclass
+class CameraFeed:
+    """One camera of the engine process: where its frames come from, and its rates."""
+
+    name: str
+    frames: str  # endpoint
+    receiver: LatestFrameReceiver
+    fps_in: RateMeter = field(default_factory=RateMeter)
+    fps_out: RateMeter = field(default_factory=RateMeter)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    last_frame_at: float | None = None  # time.monotonic() of the last frame taken
+    published: int = 0
+
+    def state(self) -> str:
+        """``waiting`` (no frame yet), ``live``, or ``stalled`` (no frame for a while)."""
+        if self.last_frame_at is None:
+            return "waiting"
+        return "stalled" if time.monotonic() - self.last_frame_at > STALLED_AFTER_S else "live"
+
+
+@dataclass(frozen=True)
+class CameraProcessStats:
+    """One camera as the engine process sees it (control ``stats`` → ``cameras.<name>``)."""
+
+    camera: str
+    state: str
+    frames: str
+    fps_in: float
+    fps_out: float
+    frames_in: int
+    frames_out: int
+    frames_skipped: int
+    frames_stale: int
+    frames_overrun: int
+    frames_rejected: int
+    annotated_published: int
+    annotated_dropped: int
+    latency_ms: dict[str, float]
+    tracking: CameraStats
+
+    @property
+    def frames_dropped(self) -> int:
+        return self.frames_skipped + self.frames_stale + self.frames_overrun
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        del d["tracking"]
+        return {**self.tracking.as_dict(), **d, "frames_dropped": self.frames_dropped}
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """The whole engine process (control ``stats``); ``as_dict`` is the wire form: v1's flat
+    fields (sums over cameras; with one camera, that camera's figures) plus ``cameras``."""
+
+    uptime_s: float
+    cameras: dict[str, CameraProcessStats]
+    control_rejected: int
+    detections_rejected: int
+    ground_batches: int
+    latency_ms: dict[str, float]
+    rss_mb: float
+    cuda: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        cams = list(self.cameras.values())
+        flat: dict[str, Any] = {}
+        if len(cams) == 1:
+            flat = cams[0].as_dict()
+        else:
+            keys = (
+                "fps_in",
+                "fps_out",
+                "frames_in",
+                "frames_out",
+                "frames_skipped",
+                "frames_stale",
+                "frames_overrun",
+                "frames_rejected",
+                "annotated_published",
+                "annotated_dropped",
+                "frames_dropped",
+                "objects",
+            )
+            per = [c.as_dict() for c in cams]
+            flat = {k: round(sum(p[k] for p in per), 2) for k in keys}
+        flat.pop("frames", None)
+        flat.pop("state", None)
+        flat.pop("camera", None)
+        if len(cams) == 1:
+            flat["camera"] = cams[0].camera
+        flat.update(
+            {
+                "uptime_s": self.uptime_s,
+                "control_rejected": self.control_rejected,
+                "detections_rejected": self.detections_rejected,
+                "ground_batches": self.ground_batches,
+                "latency_ms": dict(self.latency_ms),
+                "memory": {"rss_mb": self.rss_mb, **self.cuda},
+                "cameras": {c.camera: c.as_dict() for c in cams},
+            }
+        )
+        return flat
+
+
 class EngineProcess:
-    """Frame loop + control server + publishers for one camera."""
+    """Frame loop + control server + publishers for every camera of the engine."""
 
     def __init__(
-        self, cfg: Config, engine: TrackingEngine, stop: threading.Event | None = None
+        self,
+        cfg: Config,
+        engine: MultiCameraEngine | TrackingEngine,
+        stop: threading.Event | None = None,
     ) -> None:
         self.cfg = cfg
-        self.engine = engine
+        self.engine = engine.engine if isinstance(engine, TrackingEngine) else engine
         self.stop = stop or threading.Event()
         self.ctx: zmq.Context[Any] = zmq.Context()
         self._commands: queue.Queue[tuple[Command, Future[dict[str, Any]]]] = queue.Queue(
             maxsize=64
         )
         self._stats_lock = threading.Lock()
-        self._stats: dict[str, Any] = {}
+        self._stats: EngineStats | None = None
         self.control_rejected: dict[str, int] = {}
         self.detections_rejected = 0
-        self._fps_in = RateMeter()
-        self._fps_out = RateMeter()
         self._latency: dict[str, float] = {}
         self._proc = psutil.Process()
         self._started = time.time()
+        self._frame_ready = threading.Event()  # set by any camera's receiver on a new frame
+        self._feeds: dict[str, CameraFeed] = {}
+        settings = cfg.camera_settings()
+        for name, cam in settings.items():
+            if name not in self.engine.cameras:
+                self.engine.add_camera(name, cam.engine)
+        for name in self.engine.cameras:
+            if name not in settings:
+                raise PromptError(f"engine camera {name!r} is not in the configuration")
+            self._feeds[name] = self._feed(name, settings[name].frames)
         b = cfg.bus
-        self.receiver = LatestFrameReceiver(
-            b.frames, cfg.camera, b.staleness_ms, int(b.max_payload_mb * 2**20), b, self.ctx
-        )
         tracks_sock = zbus.bind(self.ctx, zmq.PUB, b.tracks, b, sndhwm=100, curve=True)
         self.annotated: AnnotatedPublisher | None = None
         if cfg.engine.annotate:
             ann_sock = zbus.bind(self.ctx, zmq.PUB, b.annotated, b, sndhwm=4, curve=True)
             self.annotated = AnnotatedPublisher(
-                ann_sock, cfg.camera, Renderer(jpeg_quality=cfg.engine.jpeg_quality)
+                ann_sock, Renderer(jpeg_quality=cfg.engine.jpeg_quality)
             )
-        self.tracks = TracksPublisher(tracks_sock, cfg.camera, self._on_published)
+        self.tracks = TracksPublisher(tracks_sock, self._on_published)
         # Requests up to MAX_CONTROL_BYTES are parsed; larger ones get an error reply; beyond
         # 1 MiB ZeroMQ drops them unread (and the peer's connection), so memory stays bounded.
         self._control_sock = zbus.bind(
@@ -119,15 +245,40 @@ class EngineProcess:
             self._threads.append(
                 threading.Thread(target=self._detections_loop, name="detections", daemon=True)
             )
+        self._publish_stats()
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self._feeds)
+
+    def _feed(self, name: str, frames: str) -> CameraFeed:
+        b = self.cfg.bus
+        receiver = LatestFrameReceiver(
+            frames,
+            name,
+            b.staleness_ms,
+            int(b.max_payload_mb * 2**20),
+            b,
+            self.ctx,
+            notify=self._frame_ready,
+        )
+        return CameraFeed(name, frames, receiver)
 
     # ------------------------------------------------------------------ publishing side
 
-    def _on_published(self, result: FrameResult, image: Any, publish_ms: float) -> None:
-        self._fps_out.tick()
+    def _on_published(
+        self, camera: str, result: FrameResult, image: Any, publish_ms: float
+    ) -> None:
+        feed = self._feeds.get(camera)
+        if feed is not None:
+            feed.fps_out.tick()
+            feed.published += 1
+            feed.latency_ms["publish_ms"] = publish_ms
+            feed.latency_ms["end_to_end_ms"] = (now_ns() - result.t_capture_ns) / 1e6
+            if self.annotated is not None:
+                self.annotated.offer(camera, result, image)
         self._latency["publish_ms"] = publish_ms
         self._latency["end_to_end_ms"] = (now_ns() - result.t_capture_ns) / 1e6
-        if self.annotated is not None:
-            self.annotated.offer(result, image)
 
     # ------------------------------------------------------------------ control
 
@@ -159,33 +310,11 @@ class EngineProcess:
             return control_reply(False, error=str(e))
         if isinstance(req, Stats):
             return control_reply(True, stats=self.stats())
-        cmd: Command
-        if isinstance(req, SetPrompt):
-            text = req.prompt
-
-            def cmd(e: TrackingEngine) -> dict[str, Any]:
-                return {"labels": self._set_prompt(e, text)}
-        elif isinstance(req, AddObject):
-            box, label = req.box, req.label
-
-            def cmd(e: TrackingEngine) -> dict[str, Any]:
-                return {"id": e.add_object(box, label)}
-        elif isinstance(req, RemoveObject):
-            tid = req.id
-
-            def cmd(e: TrackingEngine) -> dict[str, Any]:
-                e.remove_object(tid)
-                return {}
-        else:
-            assert isinstance(req, Reset)
-
-            def cmd(e: TrackingEngine) -> dict[str, Any]:
-                e.reset()
-                return {}
-
+        if isinstance(req, Cameras):
+            return control_reply(True, cameras=self.camera_list())
         fut: Future[dict[str, Any]] = Future()
         try:
-            self._commands.put_nowait((cmd, fut))
+            self._commands.put_nowait((_command(req), fut))
         except queue.Full:
             self._reject("busy")
             return control_reply(False, error="engine busy: too many pending commands")
@@ -198,13 +327,63 @@ class EngineProcess:
             return control_reply(False, error="engine did not execute the command within 30s")
         return control_reply(True, **fields)
 
-    def _set_prompt(self, e: TrackingEngine, text: str) -> list[str]:
-        if e.grounder is None:
+    def tracker(self, camera: str | None) -> CameraTracker:
+        """The camera a request addresses: named, or the only one."""
+        if camera is None:
+            if len(self._feeds) == 1:
+                return self.engine.camera(next(iter(self._feeds)))
+            known = ", ".join(self._feeds) or "none"
+            raise PromptError(
+                f"this engine serves several cameras ({known}): the request must name one in 'camera'"
+            )
+        if camera not in self._feeds:
+            known = ", ".join(self._feeds) or "none"
+            raise PromptError(f"unknown camera {camera!r} (cameras: {known})")
+        return self.engine.camera(camera)
+
+    def set_prompt(self, camera: str | None, text: str) -> list[str]:
+        cam = self.tracker(camera)
+        if self.engine.detector is None:
             from engine.build import load_detector
 
             log.info("loading the detector for the first text prompt")
-            e.set_grounder(load_detector(self.cfg))
-        return e.set_prompt(text)
+            self.engine.set_detector(load_detector(self.cfg))
+        return cam.set_prompt(text)
+
+    def add_camera(self, name: str, frames: str, prompt: str | None) -> None:
+        """Serve camera ``name`` from ``frames`` (runs on the loop)."""
+        if name in self._feeds:
+            raise PromptError(f"camera {name!r} is already served")
+        if prompt is not None and prompt.strip() and self.engine.detector is None:
+            from engine.build import load_detector
+
+            self.engine.set_detector(load_detector(self.cfg))
+        engine_cfg = self.cfg.engine if prompt is None else _with_prompt(self.cfg.engine, prompt)
+        feed = self._feed(name, frames)
+        try:
+            feed.receiver.start()
+        except Exception as e:
+            feed.receiver.close()
+            raise PromptError(f"cannot subscribe to {frames}: {e}") from None
+        try:
+            self.engine.add_camera(name, engine_cfg)
+        except PromptcamError:
+            feed.receiver.close()
+            raise
+        self._feeds[name] = feed
+        log.info("camera %s added: frames from %s", name, frames)
+
+    def remove_camera(self, name: str) -> None:
+        """Stop serving ``name``: its tracks end, its memory is freed, its topics stop."""
+        if name not in self._feeds:
+            known = ", ".join(self._feeds) or "none"
+            raise PromptError(f"unknown camera {name!r} (cameras: {known})")
+        feed = self._feeds.pop(name)
+        feed.receiver.close()
+        self.engine.remove_camera(name)
+        if self.annotated is not None:
+            self.annotated.forget(name)
+        log.info("camera %s removed", name)
 
     def _run_commands(self) -> None:
         while True:
@@ -213,7 +392,9 @@ class EngineProcess:
             except queue.Empty:
                 return
             try:
-                fut.set_result(cmd(self.engine))
+                result = cmd(self)
+                self._publish_stats()  # a reply's effect shows in the next stats/cameras
+                fut.set_result(result)
             except PromptcamError as e:
                 fut.set_exception(e)
             except Exception as e:  # keep the engine running; the requester gets the error
@@ -227,9 +408,7 @@ class EngineProcess:
 
         b = self.cfg.bus
         assert b.detections is not None
-        sock = zbus.connect(
-            self.ctx, zmq.SUB, b.detections, b, subscribe=[f"detections.{self.cfg.camera}".encode()]
-        )
+        sock = zbus.connect(self.ctx, zmq.SUB, b.detections, b, subscribe=[b"detections."])
         try:
             while not self.stop.is_set():
                 parts = zbus.recv_multipart_timeout(sock, 100, copy=True)
@@ -241,12 +420,16 @@ class EngineProcess:
                     self.detections_rejected += 1
                     log.warning("rejected detections message: %s", e)
                     continue
-                seq = msg.header.seq
+                camera, seq = msg.header.camera, msg.header.seq
 
                 def cmd(
-                    e: TrackingEngine, m: DetectionsMessage = msg, s: int = seq
+                    p: EngineProcess, m: DetectionsMessage = msg, c: str = camera, s: int = seq
                 ) -> dict[str, Any]:
-                    e.add_external_detections(s, detections_from_message(m, e.labels))
+                    if c not in p._feeds:
+                        p.detections_rejected += 1
+                        return {}
+                    cam = p.engine.camera(c)
+                    cam.add_external_detections(s, detections_from_message(m, cam.labels))
                     return {}
 
                 try:
@@ -258,43 +441,107 @@ class EngineProcess:
 
     # ------------------------------------------------------------------ stats
 
-    def stats(self) -> dict[str, Any]:
-        with self._stats_lock:
-            s = dict(self._stats)
-        rx = self.receiver.stats
-        mem = self._proc.memory_info().rss / 2**20
-        s.update(
-            {
-                "camera": self.cfg.camera,
-                "uptime_s": round(time.time() - self._started, 1),
-                "fps_in": round(self._fps_in.rate(), 2),
-                "fps_out": round(self._fps_out.rate(), 2),
-                "frames_in": rx.delivered,
-                "frames_out": self.tracks.published,
-                "frames_dropped": rx.skipped + rx.stale + rx.overrun,
-                "frames_skipped": rx.skipped,
-                "frames_stale": rx.stale,
-                "frames_overrun": rx.overrun,
-                "frames_rejected": rx.rejected_total,
-                "control_rejected": sum(self.control_rejected.values()),
-                "detections_rejected": self.detections_rejected,
-                "annotated_published": self.annotated.published if self.annotated else 0,
-                "annotated_dropped": self.annotated.dropped if self.annotated else 0,
-                "latency_ms": {k: round(v, 2) for k, v in self._latency.items()},
-                "memory": {"rss_mb": round(mem, 1), **_cuda_memory()},
-            }
+    def _publish_stats(self) -> None:
+        """Refresh the snapshot the control thread answers ``stats`` from (loop thread)."""
+        cams: dict[str, CameraProcessStats] = {}
+        ann = self.annotated
+        for name, feed in self._feeds.items():
+            rx = feed.receiver.stats
+            cams[name] = CameraProcessStats(
+                camera=name,
+                state=feed.state(),
+                frames=feed.frames,
+                fps_in=round(feed.fps_in.rate(), 2),
+                fps_out=round(feed.fps_out.rate(), 2),
+                frames_in=rx.delivered,
+                frames_out=feed.published,
+                frames_skipped=rx.skipped,
+                frames_stale=rx.stale,
+                frames_overrun=rx.overrun,
+                frames_rejected=rx.rejected_total,
+                annotated_published=ann.published.get(name, 0) if ann else 0,
+                annotated_dropped=ann.dropped.get(name, 0) if ann else 0,
+                latency_ms={k: round(v, 2) for k, v in feed.latency_ms.items()},
+                tracking=self.engine.camera(name).stats(),
+            )
+        snapshot = EngineStats(
+            uptime_s=round(time.time() - self._started, 1),
+            cameras=cams,
+            control_rejected=sum(self.control_rejected.values()),
+            detections_rejected=self.detections_rejected,
+            ground_batches=self.engine.ground_batches,
+            latency_ms={k: round(v, 2) for k, v in self._latency.items()},
+            rss_mb=round(self._proc.memory_info().rss / 2**20, 1),
+            cuda=_cuda_memory(),
         )
-        return s
+        with self._stats_lock:
+            self._stats = snapshot
+
+    def engine_stats(self) -> EngineStats:
+        with self._stats_lock:
+            assert self._stats is not None
+            return self._stats
+
+    def stats(self) -> dict[str, Any]:
+        """The control ``stats`` reply: the loop's latest snapshot of the cameras (refreshed
+        every tick, and every 50 ms while no frame comes), with the counters of the other
+        threads, uptime and memory as of now."""
+        snap = self.engine_stats()
+        return replace(
+            snap,
+            uptime_s=round(time.time() - self._started, 1),
+            control_rejected=sum(self.control_rejected.values()),
+            detections_rejected=self.detections_rejected,
+            rss_mb=round(self._proc.memory_info().rss / 2**20, 1),
+        ).as_dict()
+
+    def camera_list(self) -> list[dict[str, Any]]:
+        """The control ``cameras`` reply."""
+        return [
+            {
+                "camera": name,
+                "state": c.state,
+                "fps": c.fps_out,
+                "objects": c.tracking.objects,
+                "prompt": c.tracking.prompt,
+                "frames": c.frames,
+            }
+            for name, c in self.engine_stats().cameras.items()
+        ]
 
     # ------------------------------------------------------------------ the loop
 
+    def _newest_frames(self) -> dict[str, FrameInput]:
+        """The newest new frame of every camera that has one (decoded); waits up to 50 ms for
+        the first."""
+        if not self._frame_ready.wait(0.05):
+            return {}
+        self._frame_ready.clear()
+        frames: dict[str, FrameInput] = {}
+        for name, feed in self._feeds.items():
+            msg = feed.receiver.get(timeout=0)
+            if msg is None:
+                continue
+            feed.fps_in.tick()
+            feed.last_frame_at = time.monotonic()
+            feed.latency_ms["capture_to_engine_ms"] = (now_ns() - msg.t_capture_ns) / 1e6
+            try:
+                image = msg.image()
+            except WireError as e:
+                log.warning("camera %s: dropping undecodable frame %d: %s", name, msg.seq, e)
+                continue
+            frames[name] = FrameInput(msg.seq, msg.t_capture_ns, image)
+        return frames
+
     def run(self, max_frames: int | None = None) -> int:
-        self.receiver.start()
+        """Serve until stopped (or until ``max_frames`` ticks)."""
+        for feed in self._feeds.values():
+            feed.receiver.start()
         for t in self._threads:
             t.start()
         log.info(
-            "engine: frames from %s, tracks on %s, control on %s",
-            self.cfg.bus.frames,
+            "engine: cameras %s, tracks on %s, control on %s",
+            ", ".join(f"{f.name} <- {f.frames}" for f in self._feeds.values()),
             self.cfg.bus.tracks,
             self.cfg.bus.control,
         )
@@ -303,43 +550,47 @@ class EngineProcess:
         try:
             while not self.stop.is_set():
                 self._run_commands()
-                frame = self.receiver.get(timeout=0.05)
-                if frame is None:
+                frames = self._newest_frames()
+                if not frames:
+                    self._publish_stats()
                     continue
-                self._fps_in.tick()
-                self._latency["capture_to_engine_ms"] = (now_ns() - frame.t_capture_ns) / 1e6
-                try:
-                    image = frame.image()
-                except WireError as e:
-                    log.warning("dropping undecodable frame %d: %s", frame.seq, e)
-                    continue
-                result = self.engine.process(FrameInput(frame.seq, frame.t_capture_ns, image))
-                self._latency.update({k: v for k, v in result.timings_ms.items()})
-                self._latency["grounding_ms"] = self.engine.counters.last_grounding_ms
-                with self._stats_lock:
-                    self._stats = self.engine.stats()
-                self.tracks.put(result, image)
+                results = self.engine.tick(frames)
+                for name, result in results.items():
+                    feed = self._feeds[name]
+                    feed.latency_ms.update(result.timings_ms)
+                    feed.latency_ms["grounding_ms"] = self.engine.camera(
+                        name
+                    ).counters.last_grounding_ms
+                    self.tracks.put(name, result, frames[name].image)
+                any_result = next(iter(results.values()))
+                self._latency.update(any_result.timings_ms)
+                self._publish_stats()
                 processed += 1
                 if max_frames is not None and processed >= max_frames:
                     break
                 if time.monotonic() - last_log > self.cfg.engine.stats_every_s:
                     last_log = time.monotonic()
-                    st = self.stats()
-                    log.info(
-                        "fps in %.1f out %.1f, objects %d, dropped %d, e2e %.0f ms",
-                        st["fps_in"],
-                        st["fps_out"],
-                        st.get("objects", 0),
-                        st["frames_dropped"],
-                        st["latency_ms"].get("end_to_end_ms", 0.0),
-                    )
+                    self._log_stats()
         finally:
             self.close()
         return 0
 
+    def _log_stats(self) -> None:
+        st = self.stats()
+        log.info(
+            "fps in %.1f out %.1f, cameras %d, objects %d, dropped %d, e2e %.0f ms",
+            st["fps_in"],
+            st["fps_out"],
+            len(st["cameras"]),
+            st.get("objects", 0),
+            st["frames_dropped"],
+            st["latency_ms"].get("end_to_end_ms", 0.0),
+        )
+
     def close(self) -> None:
         self.stop.set()
-        self.receiver.close()
+        for feed in self._feeds.values():
+            feed.receiver.close()
         for t in self._threads:
             if t.is_alive():
                 t.join(timeout=2.0)
@@ -349,6 +600,46 @@ class EngineProcess:
         self._control_sock.close(0)
         self.engine.close()
         self.ctx.destroy(linger=0)
+
+
+def _with_prompt(cfg: EngineConfig, prompt: str) -> EngineConfig:
+    return EngineConfig.model_validate({**cfg.model_dump(), "prompt": prompt})
+
+
+def _command(req: ControlCommand) -> Command:
+    """The loop-thread action of a control request (every request but stats/cameras)."""
+    if isinstance(req, SetPrompt):
+        return lambda p: {"labels": p.set_prompt(req.camera, req.prompt)}
+    if isinstance(req, AddObject):
+        return lambda p: {"id": p.tracker(req.camera).add_object(req.box, req.label)}
+    if isinstance(req, RemoveObject):
+
+        def remove(p: EngineProcess) -> dict[str, Any]:
+            p.tracker(req.camera).remove_object(req.id)
+            return {}
+
+        return remove
+    if isinstance(req, Reset):
+
+        def reset(p: EngineProcess) -> dict[str, Any]:
+            p.tracker(req.camera).reset()
+            return {}
+
+        return reset
+    if isinstance(req, AddCamera):
+
+        def add(p: EngineProcess) -> dict[str, Any]:
+            p.add_camera(req.camera, req.frames, req.prompt)
+            return {}
+
+        return add
+    assert isinstance(req, RemoveCamera)
+
+    def remove_camera(p: EngineProcess) -> dict[str, Any]:
+        p.remove_camera(req.camera)
+        return {}
+
+    return remove_camera
 
 
 def _cuda_memory() -> dict[str, float]:
@@ -365,7 +656,7 @@ def _cuda_memory() -> dict[str, float]:
 def main(cfg: Config, args: argparse.Namespace) -> int:
     from setproctitle import setproctitle
 
-    from engine.build import build_engine
+    from engine.build import build_multi_engine
 
     setproctitle("promptcam: engine")
     stop = threading.Event()
@@ -376,5 +667,5 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    engine = build_engine(cfg, background_grounding=True)
+    engine = build_multi_engine(cfg)
     return EngineProcess(cfg, engine, stop).run()

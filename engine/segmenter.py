@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,39 +173,39 @@ class _MemoryInputs:
         return tuple(t for t, _ in self.spatial), len(self.ptrs)
 
 
-class StreamingSegmenter:
-    """Streaming SAM 2 over one camera (see the module docstring for the API's semantics)."""
+@dataclass
+class _Work:
+    """One session's part of a batched propagation: its frame and the objects to propagate."""
 
-    def __init__(self, loaded: LoadedSam2, max_pinned_frames: int = 4) -> None:
-        if max_pinned_frames < 0:
-            raise ValueError("max_pinned_frames must be >= 0")
+    session: Sam2Session
+    frame: FrameFeatures
+    todo: list[ObjectState]
+
+
+class Sam2Kernel:
+    """The model side of streaming SAM 2, shared by every camera: weights, per-shape constants,
+    preprocessing, and the batched calls. ``encode`` runs the image encoder once over the newest
+    frame of several sessions; ``track`` propagates every object of several sessions in one
+    batch. A session (:class:`Sam2Session`) holds one camera's frames and objects."""
+
+    def __init__(self, loaded: LoadedSam2) -> None:
         self.loaded = loaded
         self.model: Any = loaded.model
         self.device = loaded.device
         self.image_size = int(self.model.image_size)
-        self.max_pinned_frames = max_pinned_frames
         self._lut = _normalisation_lut()
         self._lut_device = torch.from_numpy(self._lut).to(self.device)
-        self._next_index = 0
-        self._latest: FrameFeatures | None = None
-        self._pinned: OrderedDict[int, FrameFeatures] = OrderedDict()
-        self._objects: dict[int, ObjectState] = {}
-        # Constant across frames and objects (shape-dependent only), computed once.
+        # Constant across frames, objects and cameras (shape-dependent only), computed once.
         self._vision_pos: list[torch.Tensor] | None = None  # per level [HW, 1, C]
         self._feat_sizes: list[tuple[int, int]] | None = None
         self._maskmem_pos: torch.Tensor | None = None  # [1, mem_dim, h, w]
         self._mem_pos_by_tpos: dict[int, torch.Tensor] = {}
         self._ptr_pos_cache: dict[tuple[int, ...], torch.Tensor] = {}
 
+    def new_session(self, max_pinned_frames: int = 4) -> Sam2Session:
+        return Sam2Session(self, max_pinned_frames)
+
     # ------------------------------------------------------------------ frames
-
-    @property
-    def object_ids(self) -> list[int]:
-        return list(self._objects)
-
-    @property
-    def latest_frame(self) -> int | None:
-        return None if self._latest is None else self._latest.index
 
     def prepare(self, image_bgr: np.ndarray) -> PreparedFrame:
         """Check one BGR uint8 frame (HxWx3) and turn it into model input; thread-safe."""
@@ -217,46 +218,39 @@ class StreamingSegmenter:
         with torch.inference_mode():
             return PreparedFrame(self._preprocess(image_bgr), height, width)
 
-    def add_frame(self, frame: np.ndarray | PreparedFrame) -> int:
-        """Encode one frame (a BGR uint8 image, or one ``prepare`` made) once; return its index."""
-        prepared = frame if isinstance(frame, PreparedFrame) else self.prepare(frame)
+    def encode(self, items: Sequence[tuple[Sam2Session, np.ndarray | PreparedFrame]]) -> list[int]:
+        """Run the image encoder once over one new frame of each session (a BGR uint8 image or
+        what ``prepare`` made of it); each becomes its session's latest frame. Returns the
+        frame indices, in order. A session may appear once per call."""
+        if not items:
+            return []
+        sessions = [s for s, _ in items]
+        if len({id(s) for s in sessions}) != len(sessions):
+            raise ValueError("encode() takes one frame per session")
+        for s in sessions:
+            if s.kernel is not self:
+                raise ValueError("session belongs to another kernel")
+        prepared = [f if isinstance(f, PreparedFrame) else self.prepare(f) for _, f in items]
+        images = prepared[0].image if len(prepared) == 1 else torch.cat([p.image for p in prepared])
         with torch.inference_mode(), self.loaded.autocast():
-            backbone_out = self.model.forward_image(prepared.image)
+            backbone_out = self.model.forward_image(images)
             _, vision_feats, vision_pos, feat_sizes = self.model._prepare_backbone_features(
                 backbone_out
             )
         if self._vision_pos is None:
-            self._vision_pos = list(vision_pos)
+            self._vision_pos = [p[:, :1] for p in vision_pos]
             self._feat_sizes = [tuple(s) for s in feat_sizes]
-        index = self._next_index
-        self._next_index += 1
-        self._latest = FrameFeatures(index, prepared.height, prepared.width, list(vision_feats))
-        return index
-
-    def pin(self, frame_idx: int) -> None:
-        """Keep ``frame_idx``'s features for late prompts; the oldest pin is dropped past the bound."""
-        frame = self._frame(frame_idx)
-        if frame_idx in self._pinned or self.max_pinned_frames == 0:
-            return
-        self._pinned[frame_idx] = frame
-        while len(self._pinned) > self.max_pinned_frames:
-            dropped, _ = self._pinned.popitem(last=False)
-            log.debug(
-                "pinned frame %d dropped (max_pinned_frames=%d)", dropped, self.max_pinned_frames
+        out = []
+        for i, (session, p) in enumerate(zip(sessions, prepared, strict=True)):
+            # With several frames in the batch each session keeps its own contiguous copy, so
+            # that a pinned frame does not hold the other cameras' features alive.
+            feats = (
+                list(vision_feats)
+                if len(prepared) == 1
+                else [f[:, i : i + 1].contiguous() for f in vision_feats]
             )
-
-    def unpin(self, frame_idx: int) -> None:
-        self._pinned.pop(frame_idx, None)
-
-    def _frame(self, frame_idx: int) -> FrameFeatures:
-        if self._latest is not None and frame_idx == self._latest.index:
-            return self._latest
-        frame = self._pinned.get(frame_idx)
-        if frame is None:
-            raise PromptError(
-                f"frame {frame_idx} is not available (current frame: {self.latest_frame}, pinned: {list(self._pinned)})"
-            )
-        return frame
+            out.append(session._set_latest(p.height, p.width, feats))
+        return out
 
     def _preprocess(self, image_bgr: np.ndarray) -> torch.Tensor:
         # Same values as sam2.utils.misc._load_img_as_tensor + load_video_frames (PIL resize to the
@@ -293,56 +287,6 @@ class StreamingSegmenter:
 
     # ------------------------------------------------------------------ prompts
 
-    def add_prompt(
-        self,
-        obj_id: int,
-        frame_idx: int,
-        *,
-        box: Any = None,
-        points: Any = None,
-        point_labels: Any = None,
-        mask: Any = None,
-    ) -> SegmentOutput:
-        """Condition ``obj_id`` on ``frame_idx`` (adds it, or re-seeds it); see the module docstring."""
-        frame = self._frame(frame_idx)
-        point_inputs, mask_inputs = self._prompt_inputs(frame, box, points, point_labels, mask)
-        with torch.inference_mode(), self.loaded.autocast():
-            out = self._condition(frame, point_inputs, mask_inputs)
-            # As the official propagate_in_video_preflight: re-encode from the low-res logits,
-            # as a mask coming from the user's prompt.
-            high_res = F.interpolate(
-                out["pred_masks"],
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                align_corners=False,
-            )
-            feats = self._batched_feats(frame, 1)
-            memory, _ = self._encode_memory(
-                feats, high_res, out["object_score_logits"], from_prompt=True
-            )
-        state = ObjectState(
-            obj_id=obj_id,
-            cond_frame=frame_idx,
-            cond_memory=memory,
-            cond_ptr=out["obj_ptr"].clone(),
-            last=FrameResult(
-                frame_idx, out["pred_masks"].clone(), out["object_score_logits"].clone()
-            ),
-        )
-        if obj_id in self._objects:
-            log.debug("object %d re-seeded on frame %d", obj_id, frame_idx)
-        self._objects[obj_id] = state
-        return self._outputs(frame, [state])[obj_id]
-
-    def segment_box(self, frame_idx: int, box: Any) -> np.ndarray:
-        """A single-frame mask (HxW bool) from a box, without memory and without adding an object."""
-        frame = self._frame(frame_idx)
-        point_inputs, _ = self._prompt_inputs(frame, box, None, None, None)
-        with torch.inference_mode(), self.loaded.autocast():
-            out = self._condition(frame, point_inputs, None)
-            logits = self._to_frame_res(out["pred_masks"], frame)
-        return (logits[0, 0] > 0).cpu().numpy()
-
     def _condition(
         self,
         frame: FrameFeatures,
@@ -365,6 +309,34 @@ class StreamingSegmenter:
             run_mem_encoder=False,
         )
         return out
+
+    def _conditioned_state(
+        self, obj_id: int, frame: FrameFeatures, point_inputs: Any, mask_inputs: Any
+    ) -> ObjectState:
+        """A new object state conditioned on ``frame`` from a validated prompt."""
+        with torch.inference_mode(), self.loaded.autocast():
+            out = self._condition(frame, point_inputs, mask_inputs)
+            # As the official propagate_in_video_preflight: re-encode from the low-res logits,
+            # as a mask coming from the user's prompt.
+            high_res = F.interpolate(
+                out["pred_masks"],
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+            )
+            feats = self._batched_feats(frame, 1)
+            memory, _ = self._encode_memory(
+                feats, high_res, out["object_score_logits"], from_prompt=True
+            )
+        return ObjectState(
+            obj_id=obj_id,
+            cond_frame=frame.index,
+            cond_memory=memory,
+            cond_ptr=out["obj_ptr"].clone(),
+            last=FrameResult(
+                frame.index, out["pred_masks"].clone(), out["object_score_logits"].clone()
+            ),
+        )
 
     def _prompt_inputs(
         self, frame: FrameFeatures, box: Any, points: Any, point_labels: Any, mask: Any
@@ -421,49 +393,64 @@ class StreamingSegmenter:
 
     # ------------------------------------------------------------------ tracking
 
-    def track(self, frame_idx: int) -> dict[int, SegmentOutput]:
-        """Propagate all objects without an output on ``frame_idx`` (the latest frame); return all."""
-        if self._latest is None or frame_idx != self._latest.index:
-            raise PromptError(
-                f"track() needs the latest frame ({self.latest_frame}), got {frame_idx}"
-            )
-        frame = self._latest
-        todo = [
-            s for s in self._objects.values() if s.last is None or s.last.frame_idx != frame_idx
-        ]
-        if todo:
+    def track(self, items: Sequence[tuple[Sam2Session, int]]) -> list[dict[int, SegmentOutput]]:
+        """Propagate every object of every session that has no output on its session's latest
+        frame (``frame_idx`` must be that frame), all in one batch; return each session's
+        outputs of all its objects on that frame, in order."""
+        work: list[_Work] = []
+        for session, frame_idx in items:
+            if session.kernel is not self:
+                raise ValueError("session belongs to another kernel")
+            frame = session._latest
+            if frame is None or frame_idx != frame.index:
+                raise PromptError(
+                    f"track() needs the latest frame ({session.latest_frame}), got {frame_idx}"
+                )
+            todo = [
+                s
+                for s in session._objects.values()
+                if s.last is None or s.last.frame_idx != frame_idx
+            ]
+            work.append(_Work(session, frame, todo))
+        if any(w.todo for w in work):
             with torch.inference_mode(), self.loaded.autocast():
-                self._propagate(frame, todo)
-        for state in self._objects.values():
-            self._prune(state, frame_idx + 1)
-        present = [
-            s
-            for s in self._objects.values()
-            if s.last is not None and s.last.frame_idx == frame_idx
-        ]
-        return self._outputs(frame, present)
+                self._propagate([w for w in work if w.todo])
+        results = []
+        for w in work:
+            for state in w.session._objects.values():
+                self._prune(state, w.frame.index + 1)
+            present = [
+                s
+                for s in w.session._objects.values()
+                if s.last is not None and s.last.frame_idx == w.frame.index
+            ]
+            results.append(self._outputs(w.frame, present))
+        return results
 
-    def _propagate(self, frame: FrameFeatures, todo: list[ObjectState]) -> None:
+    def _propagate(self, work: list[_Work]) -> None:
         assert self._feat_sizes is not None and self._vision_pos is not None
         model = self.model
         hidden = model.hidden_dim
         h, w = self._feat_sizes[-1]
         self._ptr_pos_cache.clear()  # keyed by pointer positions, which shift every frame
-        inputs = [self._memory_inputs(state, frame.index) for state in todo]
-        groups: dict[tuple[tuple[int, ...], int], list[_MemoryInputs]] = {}
-        for item in inputs:
-            groups.setdefault(item.layout, []).append(item)
-        ordered: list[ObjectState] = []
+        # Objects of every session, grouped by memory layout (same tokens, so one attention call).
+        groups: dict[tuple[tuple[int, ...], int], list[tuple[FrameFeatures, _MemoryInputs]]] = {}
+        for wk in work:
+            for state in wk.todo:
+                item = self._memory_inputs(state, wk.frame.index)
+                groups.setdefault(item.layout, []).append((wk.frame, item))
+        ordered: list[tuple[FrameFeatures, ObjectState]] = []
         pix_parts: list[torch.Tensor] = []
-        for items in groups.values():
-            chunk = self._attention_chunk(items[0], hidden)
-            for start in range(0, len(items), chunk):
-                part = items[start : start + chunk]
-                pix_parts.append(self._attend(frame, part, hidden, h, w))
-                ordered += [it.state for it in part]
+        for entries in groups.values():
+            chunk = self._attention_chunk(entries[0][1], hidden)
+            for start in range(0, len(entries), chunk):
+                part = entries[start : start + chunk]
+                pix_parts.append(self._attend(part, hidden, h, w))
+                ordered += [(frame, it.state) for frame, it in part]
         pix_feat = pix_parts[0] if len(pix_parts) == 1 else torch.cat(pix_parts, dim=0)
         batch = len(ordered)
-        feats = self._batched_feats(frame, batch)
+        frames = [frame for frame, _ in ordered]
+        feats = self._rows_feats(frames)
         high_res_features = [
             x.permute(1, 2, 0).view(x.size(1), x.size(2), *s)
             for x, s in zip(feats[:-1], self._feat_sizes[:-1], strict=True)
@@ -482,7 +469,7 @@ class StreamingSegmenter:
         chunk = self._cpu_chunk(h * w * hidden * 4 * 4)
         parts = [
             self._encode_memory(
-                self._batched_feats(frame, min(chunk, batch - start)),
+                self._rows_feats(frames[start : start + chunk]),
                 high_res[start : start + chunk],
                 scores[start : start + chunk],
                 from_prompt=False,
@@ -490,7 +477,7 @@ class StreamingSegmenter:
             for start in range(0, batch, chunk)
         ]
         memories = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
-        for i, state in enumerate(ordered):
+        for i, (frame, state) in enumerate(ordered):
             state.memories[frame.index] = memories[i : i + 1].clone()
             state.obj_ptrs[frame.index] = obj_ptr[i : i + 1].clone()
             state.last = FrameResult(
@@ -559,16 +546,17 @@ class StreamingSegmenter:
         return frames
 
     def _attend(
-        self, frame: FrameFeatures, items: list[_MemoryInputs], hidden: int, h: int, w: int
+        self, entries: list[tuple[FrameFeatures, _MemoryInputs]], hidden: int, h: int, w: int
     ) -> torch.Tensor:
-        """Memory attention for objects with one memory layout, as one batch -> [G, C, h, w]."""
+        """Memory attention for objects with one memory layout (of one or several sessions'
+        frames), as one batch -> [G, C, h, w]."""
         assert self._vision_pos is not None
         model = self.model
-        batch = len(items)
+        batch = len(entries)
         mems: list[torch.Tensor] = []
         poses: list[torch.Tensor] = []
         num_ptr_tokens = 0
-        for it in items:
+        for _, it in entries:
             to_cat = [m.flatten(2).permute(2, 0, 1) for _, m in it.spatial]
             to_cat_pos = [self._spatial_pos(t_pos) for t_pos, _ in it.spatial]
             if it.ptrs:
@@ -582,7 +570,7 @@ class StreamingSegmenter:
         # concatenation costs a strided copy per layer: ~15 % of Hiera-T's attention on CPU).
         memory = torch.stack(mems, dim=0).transpose(0, 1)
         memory_pos = torch.stack(poses, dim=0).transpose(0, 1)
-        curr = frame.vision_feats[-1].expand(-1, batch, -1)
+        curr = self._rows_feats([frame for frame, _ in entries], levels=slice(-1, None))[0]
         curr_pos = self._vision_pos[-1].expand(-1, batch, -1)
         out = model.memory_attention(
             curr=[curr],
@@ -691,14 +679,129 @@ class StreamingSegmenter:
             for i, s in enumerate(states)
         }
 
+    def _rows_feats(
+        self, frames: Sequence[FrameFeatures], levels: slice = slice(None)
+    ) -> list[torch.Tensor]:
+        """Per level [HW, B, C] features for a batch whose row ``i`` is an object on
+        ``frames[i]``: a view of one frame's features when every row shares it (one camera),
+        else consecutive rows of one frame expanded and the runs concatenated."""
+        runs: list[tuple[FrameFeatures, int]] = []
+        for frame in frames:
+            if runs and runs[-1][0] is frame:
+                runs[-1] = (frame, runs[-1][1] + 1)
+            else:
+                runs.append((frame, 1))
+        if len(runs) == 1:
+            return self._batched_feats(runs[0][0], runs[0][1])[levels]
+        per_run = [self._batched_feats(frame, n)[levels] for frame, n in runs]
+        return [torch.cat(level, dim=1) for level in zip(*per_run, strict=True)]
+
+
+class Sam2Session:
+    """One camera's streaming state on a shared :class:`Sam2Kernel`: its frame indices, latest
+    and pinned frames' features, and its objects' memories (see the module docstring for the
+    semantics of each call)."""
+
+    def __init__(self, kernel: Sam2Kernel, max_pinned_frames: int = 4) -> None:
+        if max_pinned_frames < 0:
+            raise ValueError("max_pinned_frames must be >= 0")
+        self.kernel = kernel
+        self.max_pinned_frames = max_pinned_frames
+        self._next_index = 0
+        self._latest: FrameFeatures | None = None
+        self._pinned: OrderedDict[int, FrameFeatures] = OrderedDict()
+        self._objects: dict[int, ObjectState] = {}
+
+    # ------------------------------------------------------------------ frames
+
+    @property
+    def object_ids(self) -> list[int]:
+        return list(self._objects)
+
+    @property
+    def latest_frame(self) -> int | None:
+        return None if self._latest is None else self._latest.index
+
+    def add_frame(self, frame: np.ndarray | PreparedFrame) -> int:
+        """Encode one frame (a BGR uint8 image, or one ``prepare`` made) once; return its index."""
+        return self.kernel.encode([(self, frame)])[0]
+
+    def _set_latest(self, height: int, width: int, vision_feats: list[torch.Tensor]) -> int:
+        index = self._next_index
+        self._next_index += 1
+        self._latest = FrameFeatures(index, height, width, vision_feats)
+        return index
+
+    def pin(self, frame_idx: int) -> None:
+        """Keep ``frame_idx``'s features for late prompts; the oldest pin is dropped past the bound."""
+        frame = self._frame(frame_idx)
+        if frame_idx in self._pinned or self.max_pinned_frames == 0:
+            return
+        self._pinned[frame_idx] = frame
+        while len(self._pinned) > self.max_pinned_frames:
+            dropped, _ = self._pinned.popitem(last=False)
+            log.debug(
+                "pinned frame %d dropped (max_pinned_frames=%d)", dropped, self.max_pinned_frames
+            )
+
+    def unpin(self, frame_idx: int) -> None:
+        self._pinned.pop(frame_idx, None)
+
+    def _frame(self, frame_idx: int) -> FrameFeatures:
+        if self._latest is not None and frame_idx == self._latest.index:
+            return self._latest
+        frame = self._pinned.get(frame_idx)
+        if frame is None:
+            raise PromptError(
+                f"frame {frame_idx} is not available (current frame: {self.latest_frame}, pinned: {list(self._pinned)})"
+            )
+        return frame
+
+    # ------------------------------------------------------------------ prompts
+
+    def add_prompt(
+        self,
+        obj_id: int,
+        frame_idx: int,
+        *,
+        box: Any = None,
+        points: Any = None,
+        point_labels: Any = None,
+        mask: Any = None,
+    ) -> SegmentOutput:
+        """Condition ``obj_id`` on ``frame_idx`` (adds it, or re-seeds it); see the module docstring."""
+        frame = self._frame(frame_idx)
+        point_inputs, mask_inputs = self.kernel._prompt_inputs(
+            frame, box, points, point_labels, mask
+        )
+        state = self.kernel._conditioned_state(obj_id, frame, point_inputs, mask_inputs)
+        if obj_id in self._objects:
+            log.debug("object %d re-seeded on frame %d", obj_id, frame_idx)
+        self._objects[obj_id] = state
+        return self.kernel._outputs(frame, [state])[obj_id]
+
+    def segment_box(self, frame_idx: int, box: Any) -> np.ndarray:
+        """A single-frame mask (HxW bool) from a box, without memory and without adding an object."""
+        frame = self._frame(frame_idx)
+        kernel = self.kernel
+        point_inputs, _ = kernel._prompt_inputs(frame, box, None, None, None)
+        with torch.inference_mode(), kernel.loaded.autocast():
+            out = kernel._condition(frame, point_inputs, None)
+            logits = kernel._to_frame_res(out["pred_masks"], frame)
+        return (logits[0, 0] > 0).cpu().numpy()
+
+    def track(self, frame_idx: int) -> dict[int, SegmentOutput]:
+        """Propagate all objects without an output on ``frame_idx`` (the latest frame); return all."""
+        return self.kernel.track([(self, frame_idx)])[0]
+
+    # ------------------------------------------------------------------ objects and state
+
     def last_logits(self, obj_id: int) -> torch.Tensor:
         """The low-res mask logits ([1, 1, S/4, S/4]) of ``obj_id``'s latest output (tests, debugging)."""
         state = self._objects.get(obj_id)
         if state is None or state.last is None:
             raise PromptError(f"unknown object id {obj_id}")
         return state.last.low_res_logits
-
-    # ------------------------------------------------------------------ objects and state
 
     def remove_object(self, obj_id: int) -> None:
         if obj_id not in self._objects:
@@ -709,6 +812,11 @@ class StreamingSegmenter:
         """Drop every object and pinned frame; the current frame stays available for prompts."""
         self._objects.clear()
         self._pinned.clear()
+
+    def close(self) -> None:
+        """Free everything this session holds (its camera was removed)."""
+        self.reset()
+        self._latest = None
 
     def state_size(self) -> StateSize:
         objects = tuple(
@@ -728,6 +836,22 @@ class StreamingSegmenter:
             frame_bytes,
             object_bytes + frame_bytes,
         )
+
+
+class StreamingSegmenter(Sam2Session):
+    """Streaming SAM 2 over one camera: a session on a kernel of its own (the one-camera facade;
+    see the module docstring for the API's semantics)."""
+
+    def __init__(self, loaded: LoadedSam2, max_pinned_frames: int = 4) -> None:
+        super().__init__(Sam2Kernel(loaded), max_pinned_frames)
+        self.loaded = loaded
+        self.model: Any = loaded.model
+        self.device = loaded.device
+        self.image_size = self.kernel.image_size
+
+    def prepare(self, image_bgr: np.ndarray) -> PreparedFrame:
+        """Check one BGR uint8 frame (HxWx3) and turn it into model input; thread-safe."""
+        return self.kernel.prepare(image_bgr)
 
 
 def _normalisation_lut() -> np.ndarray:

@@ -34,7 +34,7 @@ only once they overlap less).
 States (CONTRACT.md): ``new`` on the first frame a track is observed, then ``tracked`` while its
 score is at or above ``score_threshold``, ``lost`` while below but not yet ended. ``age`` is frames
 since the track's first frame (its detection frame, or the first observed frame of a manual
-track). IDs start at 1, increase, and are never reused (not even after :meth:`reset`).
+track). IDs start at 1 (or ``first_id``), increase, and are never reused (not even after :meth:`reset`).
 
 Manual tracks (``add_manual``, control ``add_object``) are not ended by ``max_unseen`` or by a
 prompt change (their label need not be a prompt phrase); they end by ``max_missed``, ``remove``
@@ -213,10 +213,16 @@ class TrackManager:
     """Owns track IDs, labels and lifecycle; see the module docstring for the rules."""
 
     cfg: EngineConfig
+    first_id: int = 1  # IDs start here (an engine re-adding a camera continues its numbering)
     _tracks: dict[int, _Track] = field(default_factory=dict, init=False)
     _next_id: int = field(default=1, init=False)
     _last_seq: int | None = field(default=None, init=False)
     _pair_hits: dict[tuple[int, int], int] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.first_id < 1:
+            raise ValueError(f"first_id must be >= 1, got {self.first_id}")
+        self._next_id = self.first_id
 
     # ------------------------------------------------------------------ frames
 

@@ -8,6 +8,7 @@ out-of-range values are rejected with one readable line naming the key (``Config
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -338,8 +339,69 @@ class RunConfig(_Model):
     )
 
 
+# Engine keys a camera of a ``cameras:`` mapping may override (the rest are engine-wide: one
+# detector and one model serve every camera).
+PER_CAMERA_ENGINE_KEYS = (
+    "prompt",
+    "reground_every_frames",
+    "reground_every_s",
+    "iou_threshold",
+    "drift_iou",
+    "merge_iou",
+    "score_threshold",
+    "max_missed",
+    "max_unseen",
+    "max_objects",
+    "seed_with",
+)
+CAMERA_PORT_STRIDE = 10  # tcp frames port of the k-th camera: bus.frames port + 10 k
+
+
+class CameraConfig(_Model):
+    """One camera of a ``cameras:`` mapping (Frigate style): what differs from the top-level
+    ``source`` and ``engine`` sections."""
+
+    source: str | dict[str, Any] | None = Field(
+        None,
+        description="The camera's source: a URI (as --source), or source keys that override the top-level source section.",
+    )
+    prompt: str | None = Field(
+        None, max_length=4096, description="Text prompt of this camera (default: engine.prompt)."
+    )
+    fps: float | None = Field(
+        None, gt=0, le=240, description="Frame rate of this camera's demo scene or image directory."
+    )
+    frames: str | None = Field(
+        None,
+        description="Frames endpoint this camera's capture binds (default: bus.frames for the first camera; the k-th gets the tcp port + 10 k, or the ipc path + '-NAME').",
+    )
+    engine: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per-camera overrides of engine keys: "
+        + ", ".join(PER_CAMERA_ENGINE_KEYS)
+        + ".",
+    )
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """One camera, resolved: its source, its engine settings and its frames endpoint."""
+
+    name: str
+    source: SourceConfig
+    engine: EngineConfig
+    frames: str
+
+
 class Config(_Model):
-    camera: str = Field("cam0", description="Camera name, used in topics.")
+    camera: str = Field(
+        "cam0",
+        description="Camera name, used in topics; with a cameras mapping, the camera a one-camera command (capture, prompt, subscribe, record, object) addresses.",
+    )
+    cameras: dict[str, CameraConfig] = Field(
+        default_factory=dict,
+        description="Several cameras served by one engine: name -> {source, prompt, fps, frames, engine}. Empty: one camera, named by 'camera', from the source and engine sections.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
@@ -358,13 +420,123 @@ class Config(_Model):
             raise ValueError("expected 1-64 letters, digits, '_' or '-'")
         return v
 
+    @model_validator(mode="after")
+    def _cameras_resolve(self) -> Config:
+        self.camera_settings()  # every camera's settings are checked at load time
+        return self
 
-def _first_error(exc: ValidationError) -> str:
+    def camera_settings(self) -> dict[str, CameraSettings]:
+        """Every camera, resolved (in config order); raises ``ConfigError`` naming the camera and
+        key of a bad override."""
+        if not self.cameras:
+            return {
+                self.camera: CameraSettings(self.camera, self.source, self.engine, self.bus.frames)
+            }
+        out: dict[str, CameraSettings] = {}
+        used: dict[str, str] = {}
+        for index, (name, cam) in enumerate(self.cameras.items()):
+            if not CAMERA_NAME_RE.match(name):
+                raise ConfigError(
+                    f"camera name {name[:80]!r}: expected 1-64 letters, digits, '_' or '-'"
+                )
+            settings = self._resolve_camera(index, name, cam)
+            other = used.get(settings.frames)
+            if other is not None:
+                raise ConfigError(
+                    f"cameras {other!r} and {name!r} both use frames endpoint {settings.frames}"
+                )
+            used[settings.frames] = name
+            out[name] = settings
+        return out
+
+    def selected_camera(self) -> str | None:
+        """The camera a one-camera command addresses: ``camera``, when it is one of the cameras
+        (or there is no mapping); None when a mapping does not name it."""
+        if not self.cameras or self.camera in self.cameras:
+            return self.camera
+        return None
+
+    def for_camera(self, name: str | None = None) -> Config:
+        """The one-camera view of camera ``name`` (default: the selected camera): its source,
+        engine settings and frames endpoint in the top-level sections, no mapping. What a
+        one-camera process (capture, record) runs on."""
+        settings = self.camera_settings()
+        name = name if name is not None else self.selected_camera()
+        if name is None or name not in settings:
+            known = ", ".join(settings)
+            what = "choose one with --camera" if name is None else f"no camera {name!r}"
+            raise ConfigError(f"the config defines cameras {known}: {what}")
+        cam = settings[name]
+        tree = self.model_dump(mode="json")
+        tree.update(
+            camera=name,
+            cameras={},
+            source=cam.source.model_dump(mode="json"),
+            engine=cam.engine.model_dump(mode="json"),
+        )
+        tree["bus"]["frames"] = cam.frames
+        return Config.model_validate(tree)
+
+    def _resolve_camera(self, index: int, name: str, cam: CameraConfig) -> CameraSettings:
+        source: dict[str, Any] = self.source.model_dump()
+        if isinstance(cam.source, str):
+            source["uri"] = cam.source
+        elif cam.source is not None:
+            source.update(cam.source)
+        if cam.fps is not None:
+            source["fps"] = cam.fps
+        engine: dict[str, Any] = self.engine.model_dump()
+        for key, value in cam.engine.items():
+            if key not in PER_CAMERA_ENGINE_KEYS:
+                where = "unknown engine key" if key not in engine else "engine-wide key"
+                raise ConfigError(
+                    f"cameras.{name}.engine.{str(key)[:64]}: {where}; a camera may set "
+                    + ", ".join(PER_CAMERA_ENGINE_KEYS)
+                )
+            engine[key] = value
+        if cam.prompt is not None:
+            engine["prompt"] = cam.prompt
+        try:
+            src = SourceConfig.model_validate(source)
+        except ValidationError as e:
+            raise ConfigError(_first_error(e, f"cameras.{name}.source.")) from None
+        try:
+            eng = EngineConfig.model_validate(engine)
+        except ValidationError as e:
+            raise ConfigError(_first_error(e, f"cameras.{name}.engine.")) from None
+        frames = cam.frames or camera_frames_endpoint(self.bus.frames, index, name)
+        try:
+            BusConfig._endpoint(frames)
+        except ValueError as e:
+            raise ConfigError(f"bad config value for 'cameras.{name}.frames': {e}") from None
+        return CameraSettings(name, src, eng, frames)
+
+
+def camera_frames_endpoint(base: str, index: int, name: str) -> str:
+    """The frames endpoint of the ``index``-th camera when the config names none: ``base`` for
+    the first; then the tcp port + ``CAMERA_PORT_STRIDE * index``, or the ipc/inproc path with
+    ``-NAME`` appended."""
+    if index == 0:
+        return base
+    if base.startswith("tcp://"):
+        host, port = base[6:].rsplit(":", 1)
+        derived = int(port) + CAMERA_PORT_STRIDE * index
+        if derived > 65535:
+            raise ConfigError(
+                f"camera {name!r}: no frames port left after {base} (set cameras.{name}.frames)"
+            )
+        return f"tcp://{host}:{derived}"
+    return f"{base}-{name}"
+
+
+def _first_error(exc: ValidationError, prefix: str = "") -> str:
     err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"] and not prefix:
+        return msg  # a whole-config check: its message names the keys
+    key = prefix + ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return f"unknown config key '{key}'"
-    msg = err["msg"].removeprefix("Value error, ")
     return f"bad config value for '{key}': {msg} (got {err.get('input')!r})"
 
 
@@ -379,6 +551,22 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key that appears twice in one mapping (a second camera of
+    the same name would silently replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {str(key)[:64]!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config (default ``configs/default.yaml``) and apply dotted-key overrides."""
     tree: dict[str, Any] = {}
@@ -389,7 +577,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         except OSError as e:
             raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
         try:
-            loaded = yaml.safe_load(text)
+            loaded = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as e:
             raise ConfigError(
                 f"config file {p} is not valid YAML: {str(e).splitlines()[0]}"

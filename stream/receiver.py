@@ -47,8 +47,12 @@ class LatestFrameReceiver:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         bus: BusConfig | None = None,
         ctx: zmq.Context[Any] | None = None,
+        notify: threading.Event | None = None,
     ) -> None:
+        """``notify``, when given, is set whenever a new frame lands in the slot (one event can
+        wake a consumer of several receivers)."""
         self.endpoint = endpoint
+        self._notify = notify
         self.camera = camera
         self.staleness_ns = None if staleness_ms is None else int(staleness_ms * 1e6)
         self.max_payload = max_payload
@@ -130,6 +134,8 @@ class LatestFrameReceiver:
                     with self._cond:
                         self._slot = newest
                         self._cond.notify_all()
+                    if self._notify is not None:
+                        self._notify.set()
         finally:
             sock.close(0)
             self._shm.close()

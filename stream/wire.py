@@ -530,8 +530,13 @@ class DetectionsMessage:
 Box = Annotated[list[float], Field(min_length=4, max_length=4)]
 
 
+CameraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
 class _Cmd(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    # v1.1: the camera a request addresses; required when the engine serves several.
+    camera: CameraName | None = None
 
 
 class SetPrompt(_Cmd):
@@ -558,16 +563,41 @@ class Stats(_Cmd):
     cmd: Literal["stats"]
 
 
-ControlRequest = Annotated[
-    SetPrompt | AddObject | RemoveObject | Reset | Stats, Field(discriminator="cmd")
-]
-_CONTROL: TypeAdapter[SetPrompt | AddObject | RemoveObject | Reset | Stats] = TypeAdapter(
-    ControlRequest
+class Cameras(_Cmd):
+    cmd: Literal["cameras"]
+
+
+class AddCamera(_Cmd):
+    cmd: Literal["add_camera"]
+    camera: CameraName  # type: ignore[assignment]  # required here
+    frames: Annotated[str, Field(pattern=r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$")]
+    prompt: str | None = None
+
+
+class RemoveCamera(_Cmd):
+    cmd: Literal["remove_camera"]
+    camera: CameraName  # type: ignore[assignment]  # required here
+
+
+ControlCommand = (
+    SetPrompt | AddObject | RemoveObject | Reset | Stats | Cameras | AddCamera | RemoveCamera
+)
+ControlRequest = Annotated[ControlCommand, Field(discriminator="cmd")]
+_CONTROL: TypeAdapter[ControlCommand] = TypeAdapter(ControlRequest)
+CONTROL_COMMANDS = (
+    "set_prompt",
+    "add_object",
+    "remove_object",
+    "reset",
+    "stats",
+    "cameras",
+    "add_camera",
+    "remove_camera",
 )
 MAX_CONTROL_BYTES = 64 * 1024
 
 
-def parse_control(raw: bytes) -> SetPrompt | AddObject | RemoveObject | Reset | Stats:
+def parse_control(raw: bytes) -> ControlCommand:
     """Parse one control request; raises ``WireError`` with the reply's error text."""
     if len(raw) > MAX_CONTROL_BYTES:
         raise WireError("bad_size", f"request of {len(raw)} bytes exceeds {MAX_CONTROL_BYTES}")
@@ -577,7 +607,7 @@ def parse_control(raw: bytes) -> SetPrompt | AddObject | RemoveObject | Reset | 
         raise WireError("bad_json", "request is not UTF-8 JSON") from None
     if not isinstance(obj, dict) or "cmd" not in obj:
         raise WireError("bad_field", "request must be a JSON object with a 'cmd' field")
-    if obj["cmd"] not in ("set_prompt", "add_object", "remove_object", "reset", "stats"):
+    if obj["cmd"] not in CONTROL_COMMANDS:
         raise WireError("unknown_cmd", f"unknown command {str(obj['cmd'])[:64]!r}")
     try:
         return _CONTROL.validate_python(obj)

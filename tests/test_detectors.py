@@ -16,7 +16,7 @@ import pytest
 import supervision as sv
 import torch
 
-from engine.detectors.base import DetectorBase
+from engine.detectors.base import DetectorBase, DetectorPrompt
 from engine.detectors.loading import FAMILIES, load_detector_backend
 from engine.detectors.omdet_turbo import class_nms
 from engine.grounder import Grounder
@@ -172,9 +172,15 @@ def test_prompts_are_checked_per_family(tiny: dict[str, DetectorBase]) -> None:
     for detector in tiny.values():
         with pytest.raises(PromptError, match="no phrase"):
             detector.parse_prompt(" . ,, ")
-    owl, sam3 = tiny["owlv2-tiny-random"], tiny["sam3-tiny-random"]
-    with pytest.raises(PromptError, match="parsed by a owlv2 detector"):
-        sam3.detect(np.zeros((32, 32, 3), np.uint8), owl.parse_prompt("ball"))
+    # A prompt another family parsed, or one built by hand, is parsed again from its text.
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    for name in ("grounding-dino-tiny-random", "omdet-turbo-tiny-random", "sam3-tiny-random"):
+        own = tiny[name].parse_prompt("ball. box.")
+        for foreign in (
+            tiny["owlv2-tiny-random"].parse_prompt("ball. box."),
+            DetectorPrompt(("ball", "box"), "ball. box."),
+        ):
+            assert_same(tiny[name].detect(image, foreign), tiny[name].detect(image, own))
 
 
 def test_grounder_wraps_any_family(tiny: dict[str, DetectorBase], images: list[np.ndarray]) -> None:

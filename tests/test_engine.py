@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from supervision import Detections
 
 from engine.grounder import make_detections
 from engine.pipeline import FrameInput, TrackingEngine
+from engine.protocols import DetectorPrompt
 from engine.sam2_models import load_sam2
 from engine.segmenter import StreamingSegmenter
 from stream import bus as zbus
@@ -42,10 +43,15 @@ class SlowDetector:
         self.gate = gate
         self.calls: list[int] = []
 
-    def set_prompt(self, text: str) -> list[str]:
-        return ["ball", "box"]
+    def parse_prompt(self, text: str) -> DetectorPrompt:
+        return DetectorPrompt(("ball", "box"), "ball. box.")
 
-    def detect(self, image_bgr: np.ndarray) -> Detections:
+    def detect_batch(
+        self, images: Sequence[np.ndarray], prompts: Sequence[DetectorPrompt]
+    ) -> list[Detections]:
+        return [self.detect(image, prompt) for image, prompt in zip(images, prompts, strict=True)]
+
+    def detect(self, image_bgr: np.ndarray, prompt: DetectorPrompt) -> Detections:
         i = int(image_bgr[0, 0, 0]) + 256 * int(image_bgr[0, 0, 1])  # frame index tagged in a pixel
         self.calls.append(i)
         if self.gate is not None and not self.gate.wait(60):
@@ -68,7 +74,7 @@ def test_background_grounding_never_stalls_and_applies_to_its_frame(loaded: Any)
     gate = threading.Event()
     det = SlowDetector(scene, gate)
     cfg = EngineConfig(prompt="ball. box.", reground_every_frames=1000)
-    engine = TrackingEngine(cfg, StreamingSegmenter(loaded), det, background_grounding=True)  # type: ignore[arg-type]
+    engine = TrackingEngine(cfg, StreamingSegmenter(loaded), det, background_grounding=True)
     try:
         # While the detector is stuck, the loop keeps producing a result for every frame.
         for i in range(10):
@@ -93,7 +99,7 @@ def test_inline_grounding_and_manual_prompts(loaded: Any) -> None:
     scene = DemoScene(320, 240, 2, seed=3, fps=30)
     det = SlowDetector(scene)
     cfg = EngineConfig(prompt="ball. box.", reground_every_frames=5)
-    engine = TrackingEngine(cfg, StreamingSegmenter(loaded), det, background_grounding=False)  # type: ignore[arg-type]
+    engine = TrackingEngine(cfg, StreamingSegmenter(loaded), det, background_grounding=False)
     r0 = engine.process(FrameInput(0, 0, tagged(scene, 0)))
     _, gts = scene.render(0)
     assert len(r0.objects) == len(gts)  # in line: objects appear on the grounded frame itself

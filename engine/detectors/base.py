@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import supervision as sv
@@ -68,19 +68,17 @@ class DetectorPrompt:
 
     ``phrases`` are the labels detections carry; ``text`` is the canonical prompt text
     (``"person. red ball."``, what Grounding DINO reads verbatim); ``family`` names the detector
-    family that parsed it (a prompt is only valid for that family). Families that prepare more
-    (token spans, a task sentence) subclass this with typed fields."""
+    family that parsed it ("" for a prompt built by hand). Families that prepare more (token
+    spans, a task sentence) subclass this with typed, keyword-only fields. A detector given a
+    prompt that another family (or no family) parsed parses its ``text`` again."""
 
     phrases: tuple[str, ...]
     text: str
-    family: str
+    family: str = ""
 
 
 class Detector(Protocol):
     """What the engine needs from a detector (see the module docstring)."""
-
-    family: str
-    device: torch.device
 
     def parse_prompt(self, text: str) -> DetectorPrompt: ...
 
@@ -172,6 +170,8 @@ class DetectorBase(ABC):
     grouping of ``detect_batch``. Subclasses implement :meth:`parse_prompt`, :meth:`_run` (one
     model call over a group) and :meth:`save_pretrained` (the files their loader reads)."""
 
+    prompt_type: ClassVar[type[DetectorPrompt]] = DetectorPrompt  # what parse_prompt returns
+
     def __init__(
         self,
         family: str,
@@ -218,10 +218,10 @@ class DetectorBase(ABC):
             raise ValueError(
                 f"detect_batch needs one prompt per image: {len(images)} images, {len(prompts)} prompts"
             )
+        prompts = [self._own(p) for p in prompts]
         groups: dict[Hashable, list[int]] = {}
         for i, (image, prompt) in enumerate(zip(images, prompts, strict=True)):
             check_image(image)
-            self._check_prompt(prompt)
             groups.setdefault(self._group_key(image, prompt), []).append(i)
         out: list[sv.Detections | None] = [None] * len(images)
         with torch.inference_mode(), self._autocast():
@@ -231,11 +231,11 @@ class DetectorBase(ABC):
                     out[i] = r
         return [r if r is not None else empty_detections() for r in out]
 
-    def _check_prompt(self, prompt: DetectorPrompt) -> None:
-        if prompt.family != self.family:
-            raise PromptError(
-                f"prompt was parsed by a {prompt.family} detector, this one is {self.family}"
-            )
+    def _own(self, prompt: DetectorPrompt) -> DetectorPrompt:
+        """``prompt`` as this family parses it (parsed again when another family made it)."""
+        if prompt.family == self.family and type(prompt) is self.prompt_type:
+            return prompt
+        return self.parse_prompt(prompt.text)
 
     def _autocast(self) -> AbstractContextManager[Any]:
         if self._autocast_dtype is None:

@@ -48,7 +48,7 @@ MODEL_TYPES = ("grounding-dino", "mm-grounding-dino")
 LONGEST_EDGE_RATIO = 1333 / 800
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GroundingDinoPrompt(DetectorPrompt):
     """``text`` is what the model reads; ``spans`` the token range [start, end) of each phrase."""
 
@@ -57,6 +57,8 @@ class GroundingDinoPrompt(DetectorPrompt):
 
 
 class GroundingDinoDetector(DetectorBase):
+    prompt_type = GroundingDinoPrompt
+
     def __init__(
         self,
         model: Any,
@@ -133,7 +135,9 @@ class GroundingDinoDetector(DetectorBase):
             raise PromptError(
                 f"prompt {text_in!r} tokenises unexpectedly ({len(ids)} tokens, expected {pos + 1})"
             )
-        return GroundingDinoPrompt(tuple(kept), text_in, self.family, tuple(spans), len(ids))
+        return GroundingDinoPrompt(
+            tuple(kept), text_in, self.family, spans=tuple(spans), n_tokens=len(ids)
+        )
 
     # ------------------------------------------------------------------ detect
 

@@ -46,7 +46,7 @@ TEXT_TOKENS = 77  # OmDetTurboProcessor: padding="max_length", truncation, max_l
 NMS_IOU = 0.5  # OmDetTurboProcessor.post_process_grounded_object_detection's default
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OmDetTurboPrompt(DetectorPrompt):
     """``phrases`` are the classes; ``task`` the task sentence the model also reads."""
 
@@ -54,6 +54,8 @@ class OmDetTurboPrompt(DetectorPrompt):
 
 
 class OmDetTurboDetector(DetectorBase):
+    prompt_type = OmDetTurboPrompt
+
     def __init__(
         self,
         model: Any,
@@ -121,7 +123,7 @@ class OmDetTurboDetector(DetectorBase):
                     f"({n} tokens, at most {TEXT_TOKENS})"
                 )
         task = f"Detect {', '.join(phrases)}."
-        return OmDetTurboPrompt(tuple(phrases), prompt_text(phrases), self.family, task)
+        return OmDetTurboPrompt(tuple(phrases), prompt_text(phrases), self.family, task=task)
 
     def _group_key(self, image: NDArray[np.uint8], prompt: DetectorPrompt) -> Hashable:
         return (image.shape[:2], prompt.phrases)

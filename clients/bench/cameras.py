@@ -1,0 +1,176 @@
+"""Bench part ``cameras``: one engine serving N cameras against N one-camera engines side by side.
+
+For N in 1, 2, 4, 8, on the same frames (a demo scene per camera, two manually prompted objects
+each, tiny-random weights, no grounding so that both sides track exactly the same objects):
+
+* one engine process: a ``MultiCameraEngine`` with N cameras, each tick one image-encoder call
+  over the N frames and one batched propagation over the 2 N objects;
+* N one-camera engine processes (``TrackingEngine``) started together, each with its share of
+  the cores (torch threads = cores / N, at least 1), so neither side is oversubscribed.
+
+Each process runs ``WARMUP`` frames, then as many as it can in ``duration`` seconds, and reports
+its frames per camera and its RSS. Rows: aggregate processed frames/s, the spread of per-camera
+frames/s (max/min - 1), and RSS, for both sides; the ratio of aggregate rates and of RSS.
+Targets (issue 16, CPU, tiny-random): 4 cameras in one engine >= 1.5x the aggregate frames/s of
+4 one-camera engines at <= 40 % of their summed RSS; per-camera fps within +-10 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import psutil
+
+from clients.bench import BenchRow, row
+from stream.config import Config
+
+WARMUP = 10
+OBJECTS = ((40.0, 40.0, 160.0, 160.0), (300.0, 200.0, 440.0, 340.0))
+
+
+def _worker(
+    cameras: int, shared: bool, duration: float, threads: int, device: str
+) -> dict[str, Any]:
+    """Run in a child process: track ``cameras`` demo cameras and count frames."""
+    import torch
+
+    from engine.pipeline import FrameInput, MultiCameraEngine, TrackingEngine
+    from engine.sam2_models import load_sam2
+    from engine.segmenter import Sam2Kernel, StreamingSegmenter
+    from stream.config import EngineConfig, ModelsConfig
+    from stream.demo import DemoScene
+
+    torch.set_num_threads(threads)
+    loaded = load_sam2(ModelsConfig(preset="tiny-random", device=device))  # type: ignore[arg-type]
+    cfg = EngineConfig(prompt="", reground_every_frames=0)
+    scenes = [DemoScene(640, 480, 2, seed=k) for k in range(cameras)]
+    frames = [[s.render(i)[0] for i in range(30)] for s in scenes]
+    names = [f"cam{k}" for k in range(cameras)]
+    manual = {n: [(b, "object") for b in OBJECTS] for n in names}
+    counts = dict.fromkeys(names, 0)
+    if shared:
+        multi = MultiCameraEngine(Sam2Kernel(loaded), None, background_grounding=False)
+        for n in names:
+            multi.add_camera(n, cfg)
+
+        def step(i: int) -> None:
+            ins = {n: FrameInput(i, i, frames[k][i % 30]) for k, n in enumerate(names)}
+            multi.tick(ins, manual if i == 0 else None)
+
+    else:
+        assert cameras == 1
+        solo = TrackingEngine(cfg, StreamingSegmenter(loaded), None, background_grounding=False)
+
+        def step(i: int) -> None:
+            solo.process(FrameInput(i, i, frames[0][i % 30]), manual[names[0]] if i == 0 else ())
+
+    for i in range(WARMUP):
+        step(i)
+    i, t0 = WARMUP, time.perf_counter()
+    while time.perf_counter() - t0 < duration:
+        step(i)
+        i += 1
+        for n in names:
+            counts[n] += 1
+    elapsed = time.perf_counter() - t0
+    return {
+        "fps": {n: c / elapsed for n, c in counts.items()},
+        "rss_mb": psutil.Process().memory_info().rss / 2**20,
+    }
+
+
+def _spawn(cameras: int, shared: bool, duration: float, threads: int, device: str) -> Any:
+    argv = [sys.executable, "-m", "clients.bench.cameras", "--child", str(cameras)]
+    argv += ["--duration", str(duration), "--threads", str(threads), "--device", device]
+    if shared:
+        argv.append("--shared")
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env={**os.environ})
+
+
+def _collect(procs: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for p in procs:
+        stdout, _ = p.communicate(timeout=600)
+        if p.returncode != 0:
+            raise RuntimeError(f"bench child exited {p.returncode}")
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
+
+
+def _spread(rates: list[float]) -> float:
+    return (max(rates) / min(rates) - 1) * 100 if rates and min(rates) > 0 else float("inf")
+
+
+def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
+    quick = bool(getattr(args, "quick", False))
+    duration = 4.0 if quick else 20.0
+    counts = (1, 4) if quick else (1, 2, 4, 8)
+    cores = psutil.cpu_count() or 1
+    device = "cuda" if cfg.models.device == "cuda" else "cpu"
+    rows: list[BenchRow] = []
+    for n in counts:
+        shared = _collect([_spawn(n, True, duration, cores, device)])[0]
+        per_solo = max(1, cores // n)
+        solos = _collect([_spawn(1, False, duration, per_solo, device) for _ in range(n)])
+        one_rates = list(shared["fps"].values())
+        solo_rates = [next(iter(s["fps"].values())) for s in solos]
+        one_total, solo_total = sum(one_rates), sum(solo_rates)
+        solo_rss = sum(s["rss_mb"] for s in solos)
+        note = f"tiny-random, 2 objects/camera, 640x480, {duration:.0f} s"
+        rows += [
+            row("cameras", f"{n} cameras, one engine: aggregate", one_total, "frames/s", note),
+            row(
+                "cameras",
+                f"{n} cameras, {n} one-camera engines: aggregate",
+                solo_total,
+                "frames/s",
+                f"{per_solo} torch thread(s) each",
+            ),
+            row(
+                "cameras",
+                f"{n} cameras: one engine / separate engines",
+                one_total / solo_total if solo_total else float("inf"),
+                "x",
+                "target >= 1.5x at 4 cameras",
+            ),
+            row(
+                "cameras",
+                f"{n} cameras, per-camera fps spread (one engine / separate)",
+                f"{_spread(one_rates):.1f} / {_spread(solo_rates):.1f}",
+                "%",
+                "target within +-10 %; median per camera "
+                f"{statistics.median(one_rates):.1f} / {statistics.median(solo_rates):.1f}",
+            ),
+            row("cameras", f"{n} cameras, one engine: RSS", shared["rss_mb"], "MB"),
+            row("cameras", f"{n} cameras, {n} one-camera engines: summed RSS", solo_rss, "MB"),
+            row(
+                "cameras",
+                f"{n} cameras: RSS one engine / summed",
+                shared["rss_mb"] / solo_rss * 100,
+                "%",
+                "target <= 40 % at 4 cameras",
+            ),
+        ]
+    return rows
+
+
+def _child_main() -> None:
+    p = argparse.ArgumentParser(prog="promptcam-bench-cameras-child")
+    p.add_argument("--child", type=int, required=True, metavar="CAMERAS")
+    p.add_argument("--shared", action="store_true")
+    p.add_argument("--duration", type=float, required=True)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args()
+    print(json.dumps(_worker(a.child, a.shared, a.duration, a.threads, a.device)), flush=True)
+
+
+if __name__ == "__main__":
+    _child_main()
