@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
     p = sub.add_parser(
-        "bench", help="benchmarks: transport, engine, grounding, detectors, loop, output, soak"
+        "bench",
+        help="benchmarks: transport, engine, grounding, detectors, loop, output, soak, cameras",
     )
     _common(p)
     _models(p)

@@ -250,8 +250,8 @@ def first_line(e: BaseException) -> str:
 
 def pretrained_model(model_cls: Any, where: str, local_files_only: bool) -> Any:
     """``model_cls.from_pretrained(where)`` in eval mode; weights that do not match the config
-    (missing, unexpected or differently shaped) are a :class:`ModelLoadError`, not a silently
-    half-random model."""
+    (missing or differently shaped) are a :class:`ModelLoadError`, not a silently half-random
+    model. Unexpected extra weights are allowed (a ``sam3_video`` checkpoint's tracker)."""
     try:
         model, info = model_cls.from_pretrained(
             where, local_files_only=local_files_only, output_loading_info=True
