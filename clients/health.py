@@ -199,8 +199,9 @@ class StatusCollector:
             return
         now = time.monotonic()
         old = self.snapshot()
+        merged = {**old.cameras, camera: header["stats"]}
         changes: dict[str, Any] = {
-            "cameras": {**old.cameras, camera: header["stats"]},
+            "cameras": {n: merged[n] for n in cameras if n in merged},  # config order
             "cameras_at": {**old.cameras_at, camera: now},
         }
         if camera == cameras[0]:
@@ -259,6 +260,16 @@ def _uptime(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _capture_state(cap: Mapping[str, Any]) -> str:
+    """``reconnecting (attempt N), `` / ``waiting for camera (attempt N), `` while the camera is
+    away (N: attempts so far in this run), nothing while it streams."""
+    state, attempts = cap.get("state"), _num(cap, "reconnect_attempts")
+    what = {"reconnecting": "reconnecting", "waiting": "waiting for camera"}.get(str(state))
+    if what is None:
+        return ""
+    return f"{what} (attempt {max(1, int(attempts or 0))}), "
+
+
 def status_line(
     observed: Observed, children: Mapping[str, ChildInfo], uptime_s: float, stale_s: float = 5.0
 ) -> str:
@@ -269,7 +280,8 @@ def status_line(
         if cap is None:
             return "-"
         return (
-            f"{_fmt(_num(cap, 'fps'))} fps, reconnects {_fmt(_num(cap, 'reconnects'), '.0f')}, "
+            f"{_capture_state(cap)}{_fmt(_num(cap, 'fps'))} fps, "
+            f"reconnects {_fmt(_num(cap, 'reconnects'), '.0f')}, "
             f"stalls {_fmt(_num(cap, 'stalls'), '.0f')}"
         )
 

@@ -1,8 +1,9 @@
 """``promptcam run``: capture, engine and web as supervised child processes under one config.
 
-Start-up, in order: check the model preset and that every port to be bound is free (one-line
-error naming the port otherwise), write the resolved config to a private temporary YAML that
-every child reads (``--config``), start the children, print the page URL.
+Start-up, in order: check that every port to be bound is free (one-line error naming the port
+otherwise) and the model preset (known; its Hub weights cached or the Hub reachable), write
+the resolved config to a private temporary YAML that every child reads (``--config``), start
+the children, print the page URL.
 
 Children: ``python -m clients.launcher --child NAME`` (a trampoline that arranges to die with
 the launcher, sets the process title ``promptcam: NAME`` and runs ``promptcam NAME``). Each
@@ -139,12 +140,16 @@ def _free_port(host: str) -> int:
 
 
 def check_models(cfg: Config) -> None:
-    """Fail fast on an unknown preset or detector instead of letting the engine child find out."""
+    """Fail fast on an unknown preset or detector, or on Hub weights that are neither cached
+    nor reachable, instead of letting the engine child find out."""
     from engine.detectors.loading import check_source, detector_source
-    from engine.presets import get_preset
+    from engine.hub import ensure_available
+    from engine.presets import hub_files
 
-    get_preset(cfg.models.preset)
-    check_source(detector_source(cfg.models))
+    with_detector = any(c.engine.prompt.strip() for c in cfg.camera_settings().values())
+    if with_detector:
+        check_source(detector_source(cfg.models))
+    ensure_available(hub_files(cfg.models, with_detector=with_detector))
 
 
 def page_url(cfg: Config) -> str:
@@ -496,11 +501,11 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     from setproctitle import setproctitle
 
     setproctitle("promptcam: run")
-    check_models(cfg)
-    check_ports_free(cfg)
     duration: float | None = getattr(args, "duration", None)
     if duration is not None and duration <= 0:
         raise LaunchError(f"--duration must be > 0 seconds, got {duration}")
+    check_ports_free(cfg)
+    check_models(cfg)  # last: it may ask the Hub (one request, a few seconds at most)
     with tempfile.TemporaryDirectory(prefix="promptcam-run-") as tmp:
         run_cfg = prepare_config(cfg, Path(tmp))
         return _run(run_cfg, write_child_config(run_cfg, Path(tmp)), duration)

@@ -1,5 +1,5 @@
-"""``promptcam models``: every model preset and detector preset, what each needs, and whether it
-is available offline: tiny-random presets are built from files under ``configs/``; Hub presets
+"""``promptcam models``: every model, tracker and detector preset, what each needs, and whether
+it is available offline: tiny-random presets are built from files under ``configs/``; Hub presets
 are ``cached`` when the local Hugging Face cache holds their files. Looks only at the local cache
 (``huggingface_hub.scan_cache_dir``), never at the network."""
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.presets import DETECTOR_PRESETS, PRESETS, Preset
+from engine.presets import DETECTOR_PRESETS, PRESETS, TRACKER_PRESETS, Preset
 from stream.config import Config
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 @dataclass(frozen=True)
 class ModelEntry:
-    kind: str  # "models" (--models: tracker + default detector) or "detector" (--detector)
+    kind: str  # "models" (--models: tracker + default detector), "tracker" or "detector"
     name: str
     family: str
     needs: str
@@ -54,7 +54,28 @@ def _local(path: Path) -> str:
     return "local" if path.exists() else "missing"
 
 
-def _tracker_entry(preset: Preset, cache: dict[str, set[str]]) -> ModelEntry:
+def _hub_status(repo_id: str, cache: dict[str, set[str]]) -> str:
+    files = cache.get(repo_id, set())
+    cached = "config.json" in files and any(w in files for w in WEIGHT_FILES)
+    return "cached" if cached else "not cached"
+
+
+def _tracker_preset_entry(name: str, cache: dict[str, set[str]]) -> ModelEntry:
+    t = TRACKER_PRESETS[name]
+    if t.hub_id is None:
+        assert t.config_dir is not None
+        needs = f"configs/{t.config_dir.name}/ (random weights, seed {t.seed})"
+        return ModelEntry("tracker", t.name, t.family, needs, _local(t.config_dir), t.note)
+    return ModelEntry(
+        "tracker", t.name, t.family, f"hub {t.hub_id}", _hub_status(t.hub_id, cache), t.note
+    )
+
+
+def _model_entry(preset: Preset, cache: dict[str, set[str]]) -> ModelEntry:
+    if preset.tracker is not None:
+        tracker = _tracker_preset_entry(preset.tracker, cache)
+        needs = f"tracker {preset.tracker}; detector {preset.detector}"
+        return ModelEntry("models", preset.name, tracker.family, needs, tracker.status)
     if preset.sam2_hub_id is None:
         path = Path(preset.sam2_config)
         return ModelEntry(
@@ -64,9 +85,7 @@ def _tracker_entry(preset: Preset, cache: dict[str, set[str]]) -> ModelEntry:
             f"{path.name} under configs/ (random weights); detector {preset.detector}",
             _local(path),
         )
-    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
-
-    _, filename = HF_MODEL_ID_TO_FILENAMES[preset.sam2_hub_id]
+    filename = preset.sam2_file or ""
     cached = filename in cache.get(preset.sam2_hub_id, set())
     return ModelEntry(
         "models",
@@ -79,7 +98,9 @@ def _tracker_entry(preset: Preset, cache: dict[str, set[str]]) -> ModelEntry:
 
 def entries(cache: dict[str, set[str]]) -> Iterable[ModelEntry]:
     for preset in PRESETS.values():
-        yield _tracker_entry(preset, cache)
+        yield _model_entry(preset, cache)
+    for name in TRACKER_PRESETS:
+        yield _tracker_preset_entry(name, cache)
     for d in DETECTOR_PRESETS.values():
         if d.hub_id is None:
             assert d.config_dir is not None
@@ -92,15 +113,8 @@ def entries(cache: dict[str, set[str]]) -> Iterable[ModelEntry]:
                 d.note,
             )
             continue
-        files = cache.get(d.hub_id, set())
-        cached = "config.json" in files and any(w in files for w in WEIGHT_FILES)
         yield ModelEntry(
-            "detector",
-            d.name,
-            d.family,
-            f"hub {d.hub_id}",
-            "cached" if cached else "not cached",
-            d.note,
+            "detector", d.name, d.family, f"hub {d.hub_id}", _hub_status(d.hub_id, cache), d.note
         )
 
 
@@ -121,7 +135,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     else:
         print(format_entries(rows))
         print(
-            "\n--models NAME picks a tracker preset (and its default detector); --detector NAME, "
-            "a Hub id or a directory picks the detector."
+            "\n--models NAME picks a preset (a tracker and its default detector); --tracker and "
+            "--detector take a preset NAME, a Hub id or a directory."
         )
     return 0

@@ -395,6 +395,8 @@ def test_models_command_lists_presets_and_the_cache(
     assert rows[("models", "sam2.1-hiera-tiny")]["status"] == "not cached"
     assert "facebook/sam2.1-hiera-tiny" in rows[("models", "sam2.1-hiera-tiny")]["needs"]
     assert rows[("models", "tiny-random")]["status"] == "local"
+    assert rows[("tracker", "sam3-tracker-tiny-random")]["status"] == "local"
+    assert rows[("tracker", "edgetam")]["status"] == "not cached"
     for name in TINY:
         assert rows[("detector", name)]["status"] == "local"
     assert {e["name"] for e in rows.values() if e["kind"] == "detector"} == set(DETECTOR_PRESETS)

@@ -327,17 +327,22 @@ def as_args(overrides: dict[str, str]) -> list[str]:
 
 
 def test_real_preset_offline_fails_with_one_line(tmp_path: Path) -> None:
-    """The default preset with no network: the engine cannot fetch weights; the launcher says so
-    in one line and exits 2 instead of restarting forever."""
+    """The default preset with no network and nothing cached: the launcher's model check says
+    so in one line naming the offline options and exits 2 before starting any child."""
     r = promptcam(
-        "run", *as_args(run_overrides(tmp_path)), env={"HF_HUB_OFFLINE": "1"}, timeout=120
+        "run",
+        *as_args(run_overrides(tmp_path)),
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+        timeout=120,
     )
     assert r.returncode == 2, r.stderr[-2000:]
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("promptcam run: error: engine could not start:"), last
-    assert "tiny-random" in last, last  # the offline options are named
-    status = read_status_file(tmp_path / "status.json")
-    assert status is not None and status["children"]["engine"]["restarts"] == 0
+    assert r.stderr.count("\n") == 1, r.stderr[-2000:]
+    line = r.stderr.strip()
+    assert line.startswith(
+        "promptcam run: error: model facebook/sam2.1-hiera-tiny is not cached"
+    ), line
+    assert "tiny-random" in line, line  # the offline options are named
+    assert read_status_file(tmp_path / "status.json") is None  # no child was started
 
 
 def _titles_of_children(pid: int) -> dict[str, int]:

@@ -34,6 +34,7 @@ import torch
 from numpy.typing import NDArray
 
 from engine.device import autocast_dtype
+from engine.hub import first_line
 from stream.config import EngineConfig
 from stream.errors import ModelLoadError, PromptError
 
@@ -241,11 +242,6 @@ class DetectorBase(ABC):
         if self._autocast_dtype is None:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
-
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def pretrained_model(model_cls: Any, where: str, local_files_only: bool) -> Any:

@@ -26,15 +26,15 @@ from typing import Any
 
 import torch
 
-from engine.detectors.base import DetectorBase, first_line
+from engine import hub
+from engine.detectors.base import DetectorBase
 from engine.device import resolve_device
+from engine.hub import first_line
 from engine.presets import DETECTOR_PRESETS, OFFLINE_OPTIONS, DetectorPreset, get_preset
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
-
-HUB_PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def check_source(source: str) -> None:
     local = Path(source).expanduser()
     if local.is_dir():
         return
-    if source.startswith((".", "/", "~")) or local.suffix or source.count("/") > 1:
+    if not hub.looks_like_hub_id(source):
         raise ModelLoadError(f"detector directory {source} does not exist; {OFFLINE_OPTIONS}")
     if "/" not in source:
         raise ModelLoadError(
@@ -152,9 +152,9 @@ def _load_pretrained(
     local = Path(source).expanduser()
     is_local = local.is_dir()
     where = str(local) if is_local else source
-    unreachable = None if is_local else _hub_unreachable(source)
+    unreachable = None if is_local else hub.unreachable(source, "config.json")
     if unreachable:
-        log.info(
+        log.debug(
             "Hugging Face Hub unreachable (%s): trying the local cache for %s", unreachable, source
         )
     local_only = bool(unreachable)
@@ -199,20 +199,3 @@ def _model_type(where: str, is_local: bool, local_only: bool, unreachable: str |
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{path} is not a readable JSON config: {first_line(e)}") from None
     return config.get("model_type") if isinstance(config, dict) else None
-
-
-def _hub_unreachable(repo_id: str) -> str | None:
-    """Why the Hub cannot serve ``repo_id`` now (None: it can), found with one quick request.
-
-    transformers retries each of a dozen files when the network is down (minutes); this probe
-    lets a failed download fail in about a second, and a cached model load without the network."""
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
-
-    if constants.is_offline_mode():
-        return "HF_HUB_OFFLINE=1"
-    try:
-        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=HUB_PROBE_TIMEOUT_S)
-    except Exception as e:  # transport errors are the HTTP library's own types
-        log.debug("hub probe for %s failed", repo_id, exc_info=True)
-        return first_line(e)
-    return None
