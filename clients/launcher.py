@@ -150,12 +150,15 @@ def _free_port(host: str) -> int:
 
 
 def check_models(cfg: Config) -> None:
-    """Fail fast on an unknown preset, or on Hub weights that are neither cached nor
-    reachable, instead of letting the engine child find out."""
+    """Fail fast on an unknown preset or detector, or on Hub weights that are neither cached
+    nor reachable, instead of letting the engine child find out."""
+    from engine.detectors.loading import check_source, detector_source
     from engine.hub import ensure_available
     from engine.presets import hub_files
 
     with_detector = any(c.engine.prompt.strip() for c in cfg.camera_settings().values())
+    if with_detector:
+        check_source(detector_source(cfg.models))
     ensure_available(hub_files(cfg.models, with_detector=with_detector))
 
 

@@ -214,7 +214,8 @@ class ModelsConfig(_Model):
     )
     detector: str | None = Field(
         None,
-        description="Grounding DINO directory or Hugging Face Hub id; overrides the preset's detector.",
+        description="Detector preset (promptcam models), local directory or Hugging Face Hub id, "
+        "any supported family; overrides the preset's detector.",
     )
     tracker: str | None = Field(
         None,
@@ -258,13 +259,23 @@ class EngineConfig(_Model):
         None, gt=0, le=3600, description="Re-ground at least every N seconds (None: off)."
     )
     box_threshold: float = Field(
-        0.35, ge=0, le=1, description="Grounding DINO box score threshold."
+        0.35,
+        ge=0,
+        le=1,
+        description="Detector score threshold for a box (each family's meaning: engine/detectors/).",
     )
     text_threshold: float = Field(
-        0.25, ge=0, le=1, description="Grounding DINO text score threshold."
+        0.25,
+        ge=0,
+        le=1,
+        description="Grounding DINO / MM-Grounding-DINO phrase score threshold (other families: unused).",
     )
     detector_size: int = Field(
-        800, ge=64, le=2048, description="Shortest edge of the image given to the detector."
+        800,
+        ge=64,
+        le=2048,
+        description="Shortest edge of the image given to Grounding DINO / MM-Grounding-DINO "
+        "(other families use their checkpoint's input size).",
     )
     iou_threshold: float = Field(
         0.3, gt=0, le=1, description="IoU at or above which a detection matches a track."

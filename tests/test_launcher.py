@@ -145,6 +145,7 @@ def test_port_in_use_is_named() -> None:
         (["--set", "source.fsp=10"], "unknown config key 'source.fsp'"),
         (["--set", "source.fps=-5"], "source.fps"),
         (["--models", "sam3-giant"], "unknown model preset 'sam3-giant'"),
+        (["--detector", "owlv9"], "unknown detector 'owlv9'"),
         (["--duration", "-1"], "--duration"),
         (["--set", "web.host=0.0.0.0"], "web.token"),
         (
