@@ -961,7 +961,7 @@ def test_run_waits_for_camera_keeps_state_and_restarts_a_wedged_engine(
                 ((run.status() or {}).get("capture") or {}).get("state") == "waiting"
                 and "capture waiting for camera" in procs.log(run.proc)
             ),
-            timeout=20,
+            timeout=30,
             what="waiting for camera",
         )
         attempts = (run.status() or {})["capture"]["reconnect_attempts"]
@@ -987,17 +987,17 @@ def test_run_waits_for_camera_keeps_state_and_restarts_a_wedged_engine(
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         wait_for(
-            lambda: (d := _state_file(run_dir)) and d["prompt"] == "ball.", timeout=10, what="state"
+            lambda: (d := _state_file(run_dir)) and d["prompt"] == "ball.", timeout=20, what="state"
         )
         added = zbus.request(
             control, {"cmd": "add_object", "box": [20, 20, 80, 90], "label": "cup"}
         )
         assert added["ok"], added
         assert _post_prompt(run.url, "box.", token) == 200
-        wait_for(lambda: tap.last.get("prompt") == "box.", timeout=20, what="prompt from the web")
+        wait_for(lambda: tap.last.get("prompt") == "box.", timeout=30, what="prompt from the web")
         wait_for(
             lambda: (d := _state_file(run_dir)) and d["prompt"] == "box." and d["objects"],
-            timeout=10,
+            timeout=20,
             what="state file with the web's prompt and the manual object",
         )
         assert stat.S_IMODE((run_dir / "engine-state.json").stat().st_mode) == 0o600
@@ -1010,7 +1010,7 @@ def test_run_waits_for_camera_keeps_state_and_restarts_a_wedged_engine(
         try:
             wait_for(
                 lambda: (e := _engine(run))["state"] == "suspended" and not e["ready"],
-                timeout=5,
+                timeout=10,
                 what="engine shown suspended",
             )
             shown_s = round(time.monotonic() - t_stop, 2)
