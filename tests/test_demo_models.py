@@ -55,7 +55,7 @@ def test_train_demo_tiny_budget_end_to_end(tmp_path: Path) -> None:
     grounder = load_grounder(
         ModelsConfig(detector=str(out / "grounding_dino"), device="cpu"), ENGINE
     )
-    assert grounder.detector_size == 240 and grounder.phrases == ["ball", "box"]
+    assert grounder.detector.detector_size == 240 and grounder.phrases == ["ball", "box"]
 
 
 def test_shipped_weights_load_through_both_loaders() -> None:
@@ -74,7 +74,7 @@ def test_shipped_weights_load_through_both_loaders() -> None:
     g2 = load_grounder(
         ModelsConfig(detector=str(DEMO_DIR / "grounding_dino"), device="cpu"), ENGINE
     )
-    assert _same_weights(g1.model, g2.model) and g1.detector_size == 240
+    assert _same_weights(g1.detector.model, g2.detector.model) and g1.detector.detector_size == 240
     sizes = sum(p.stat().st_size for p in DEMO_DIR.rglob("*") if p.is_file())
     assert sizes < 20 * 2**20  # a few MB in the repository
 

@@ -52,7 +52,7 @@ SAM2_YAML = "sam2_demo.yaml"
 SAM2_CHECKPOINT = "sam2_demo.pt"
 DETECTOR_DIR = "grounding_dino"
 REPORT = "training.json"
-SNAPSHOT_EVERY = 500  # steps between weight snapshots during a run
+SNAPSHOT_EVERY = 250  # steps between weight snapshots during a run
 
 
 class TrainingError(PromptcamError):
@@ -81,8 +81,8 @@ class Budget:
 
 BUDGETS = {
     "full": Budget(
-        DetectorSchedule(steps=5000, batch=4, lr=3e-4, warmup=300, log_every=100),
-        Sam2Schedule(steps=3000, clips=2, frames=6, objects=3, lr=1e-3, warmup=150, log_every=100),
+        DetectorSchedule(steps=2400, batch=4, lr=3e-4, warmup=200, log_every=50),
+        Sam2Schedule(steps=1200, clips=2, frames=4, objects=3, lr=1e-3, warmup=100, log_every=50),
     ),
     "tiny": Budget(
         DetectorSchedule(steps=24, batch=2, lr=3e-4, warmup=4, log_every=8),
