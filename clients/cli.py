@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "object": "clients.cli:object_main",
     "record": "clients.recorder:main",
     "bench": "clients.bench:main",
+    "models": "clients.models:main",
 }
 
 
@@ -74,14 +75,16 @@ def _models(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--models",
         metavar="PRESET",
-        help="sam2.1-hiera-{tiny,small,base-plus,large} or tiny-random",
+        help="sam2.1-hiera-{tiny,small,base-plus,large} or tiny-random (see: promptcam models)",
     )
     g.add_argument(
         "--sam2-checkpoint", metavar="FILE.pt", help="local SAM 2 checkpoint (Meta format)"
     )
     g.add_argument("--sam2-config", metavar="FILE.yaml", help="SAM 2 hydra YAML config on disk")
     g.add_argument(
-        "--detector", metavar="PATH_OR_HUB_ID", help="Grounding DINO directory or hub id"
+        "--detector",
+        metavar="PRESET_DIR_OR_HUB_ID",
+        help="detector preset (see: promptcam models), local directory or Hugging Face Hub id",
     )
     g.add_argument(
         "--tracker",
@@ -221,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--soak", type=float, metavar="MINUTES", help="long-run memory/latency soak")
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+
+    p = sub.add_parser("models", help="list model and detector presets, and what is cached")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 

@@ -18,6 +18,10 @@ def load_detector(cfg: Config) -> Detector:
     return _load_detector(cfg.models, cfg.engine)
 
 
+def _family(detector: Detector) -> str:
+    return str(getattr(detector, "family", type(detector).__name__))
+
+
 def build_engine(cfg: Config, *, background_grounding: bool) -> TrackingEngine:
     """One camera (``cfg.camera``, from the source and engine sections): the tracker always;
     the detector only when a text prompt is in use (a run with only manual boxes needs no
@@ -29,7 +33,7 @@ def build_engine(cfg: Config, *, background_grounding: bool) -> TrackingEngine:
         "models ready: %s on %s%s",
         type(kernel).__name__,
         kernel.device,
-        f", {type(detector).__name__}" if detector else ", no detector",
+        f", detector {_family(detector)}" if detector else ", no detector",
     )
     return TrackingEngine(
         cfg.engine,
@@ -55,7 +59,7 @@ def build_multi_engine(cfg: Config) -> MultiCameraEngine:
         "models ready: %s on %s%s; cameras %s",
         type(kernel).__name__,
         kernel.device,
-        f", {type(detector).__name__}" if detector else ", no detector",
+        f", detector {_family(detector)}" if detector else ", no detector",
         ", ".join(cameras),
     )
     return engine

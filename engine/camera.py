@@ -190,6 +190,7 @@ class CameraTracker:
         self.session.reset()
         self._epoch += 1
         self._history.clear()
+        self.counters.grounding_results_dropped += len(self._pending_external)  # counted
         self._pending_external.clear()
         self._inflight.clear()
         self._last_masks = {}

@@ -3,18 +3,18 @@
 Tracker: ``models.tracker`` (``--tracker``) or the preset's tracker names a transformers video
 model (``engine.backends``: :class:`HfVideoKernel`); otherwise Meta's ``sam2`` package runs
 (``engine.segmenter.Sam2Kernel``: the preset's SAM 2, or ``--sam2-checkpoint/--sam2-config``).
-Detector: a SAM 3 checkpoint grounds with SAM 3 (``engine.backends.sam3_concept``: detections
-carry masks), anything else with Grounding DINO (``engine.grounder``).
+Detector: ``models.detector`` or the preset's detector, any family of ``engine/detectors/``
+(a SAM 3 checkpoint grounds with SAM 3, whose detections carry masks: concept mode), behind the
+engine's stateful ``engine.grounder.Grounder``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.backends.sam3_concept import is_sam3_source, load_sam3_detector
 from engine.backends.transformers_video import HfVideoKernel
 from engine.backends.video_models import load_video_model
-from engine.grounder import detector_source, load_grounder
+from engine.grounder import load_grounder
 from engine.presets import get_preset
 from engine.protocols import Detector
 from engine.sam2_models import load_sam2
@@ -45,7 +45,4 @@ def load_kernel(models: ModelsConfig) -> Any:
 
 
 def load_detector(models: ModelsConfig, engine: EngineConfig) -> Detector:
-    source = detector_source(models)
-    if is_sam3_source(source):
-        return load_sam3_detector(source, models, engine)
     return load_grounder(models, engine)

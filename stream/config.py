@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream.errors import PromptcamError
+from stream.wire import MAX_PROMPT_CHARS
 
 
 def _configs_dir() -> Path:
@@ -156,7 +157,11 @@ class BusConfig(_Model):
         description="A received frame older than this is skipped and counted as stale.",
     )
     max_payload_mb: float = Field(
-        64.0, gt=0, le=1024, description="Largest accepted message payload."
+        96.0,
+        gt=0,
+        le=1024,
+        description="Largest accepted frame (a bgr8 payload, or what a JPEG decodes to), in MiB; "
+        "the default takes the largest source.width x source.height (7680x4320, 94.9 MiB).",
     )
     sndhwm: int = Field(4, ge=1, le=10000, description="Send high-water mark of frame publishers.")
     frames_shm: bool = Field(
@@ -209,7 +214,8 @@ class ModelsConfig(_Model):
     )
     detector: str | None = Field(
         None,
-        description="Grounding DINO directory or Hugging Face Hub id; overrides the preset's detector.",
+        description="Detector preset (promptcam models), local directory or Hugging Face Hub id, "
+        "any supported family; overrides the preset's detector.",
     )
     tracker: str | None = Field(
         None,
@@ -241,7 +247,11 @@ class ModelsConfig(_Model):
 
 
 class EngineConfig(_Model):
-    prompt: str = Field("ball. box.", description="Text prompt: phrases separated by '.'.")
+    prompt: str = Field(
+        "ball. box.",
+        max_length=MAX_PROMPT_CHARS,
+        description="Text prompt: phrases separated by '.' (at most 1000 characters, as on the web page).",
+    )
     reground_every_frames: int = Field(
         30, ge=0, le=100000, description="Re-ground every N processed frames (0: off)."
     )
@@ -249,13 +259,23 @@ class EngineConfig(_Model):
         None, gt=0, le=3600, description="Re-ground at least every N seconds (None: off)."
     )
     box_threshold: float = Field(
-        0.35, ge=0, le=1, description="Grounding DINO box score threshold."
+        0.35,
+        ge=0,
+        le=1,
+        description="Detector score threshold for a box (each family's meaning: engine/detectors/).",
     )
     text_threshold: float = Field(
-        0.25, ge=0, le=1, description="Grounding DINO text score threshold."
+        0.25,
+        ge=0,
+        le=1,
+        description="Grounding DINO / MM-Grounding-DINO phrase score threshold (other families: unused).",
     )
     detector_size: int = Field(
-        800, ge=64, le=2048, description="Shortest edge of the image given to the detector."
+        800,
+        ge=64,
+        le=2048,
+        description="Shortest edge of the image given to Grounding DINO / MM-Grounding-DINO "
+        "(other families use their checkpoint's input size).",
     )
     iou_threshold: float = Field(
         0.3, gt=0, le=1, description="IoU at or above which a detection matches a track."
@@ -288,6 +308,10 @@ class EngineConfig(_Model):
     annotate: bool = Field(True, description="Publish annotated JPEG frames.")
     jpeg_quality: int = Field(80, ge=10, le=100, description="Annotated JPEG quality.")
     stats_every_s: float = Field(2.0, gt=0, le=3600, description="Log a stats line this often.")
+    state_file: Path | None = Field(
+        None,
+        description="Where the engine keeps its runtime state (prompt, manual objects) so that a restarted engine carries on; `promptcam run` puts it in its run directory. None: not kept.",
+    )
 
 
 class WebConfig(_Model):
@@ -398,6 +422,12 @@ class RunConfig(_Model):
         le=1000,
         description="Give up (exit non-zero) when a child fails this many times in a row before becoming ready.",
     )
+    watchdog_s: float | None = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Progress watchdog: a ready child that stops answering (or is stopped) for this long, or an engine that publishes nothing while frames flow for this long (or 4x its last frame time, whichever is longer), is killed and restarted. None: off.",
+    )
     status_file: Path | None = Field(
         None,
         description="JSON status written by `promptcam run` every second (children, pids, restarts, last capture/engine stats); the web reads it for /metrics. None: a file in the run's temporary directory.",
@@ -431,7 +461,9 @@ class CameraConfig(_Model):
         description="The camera's source: a URI (as --source), or source keys that override the top-level source section.",
     )
     prompt: str | None = Field(
-        None, max_length=4096, description="Text prompt of this camera (default: engine.prompt)."
+        None,
+        max_length=MAX_PROMPT_CHARS,
+        description="Text prompt of this camera (default: engine.prompt; at most 1000 characters).",
     )
     fps: float | None = Field(
         None, gt=0, le=240, description="Frame rate of this camera's demo scene or image directory."
@@ -489,6 +521,23 @@ class Config(_Model):
     def _cameras_resolve(self) -> Config:
         self.camera_settings()  # every camera's settings are checked at load time
         return self
+
+    def check_frame_size(self) -> None:
+        """``ConfigError`` when frames of ``source.width`` x ``source.height`` (the demo scene, the
+        size requested from a webcam) of any camera would exceed ``bus.max_payload_mb``:
+        receivers would refuse every frame, so say so before anything starts."""
+        limit = self.bus.max_payload_mb * 2**20
+        for name, cam in self.camera_settings().items():
+            s = cam.source
+            nbytes = s.width * s.height * 3
+            if nbytes > limit:
+                need = -(-nbytes // 2**20)
+                where = f"camera {name}: " if self.cameras else ""
+                raise ConfigError(
+                    f"{where}source.width x source.height = {s.width}x{s.height} makes "
+                    f"{nbytes / 2**20:.1f} MiB frames, over bus.max_payload_mb="
+                    f"{self.bus.max_payload_mb:g}; set bus.max_payload_mb={need} or more"
+                )
 
     def camera_settings(self) -> dict[str, CameraSettings]:
         """Every camera, resolved (in config order); raises ``ConfigError`` naming the camera and

@@ -103,7 +103,7 @@ except ModelLoadError as e:
 
 
 def test_unreachable_hub_detector_fails_fast(tmp_path: Path) -> None:
-    """The detector's path (``engine/grounder.py``): the Hub's endpoint on a closed loopback
+    """The detector's path (``engine/detectors/loading.py``): the Hub's endpoint on a closed loopback
     port, the cache empty."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{free_port()}")
@@ -113,7 +113,7 @@ def test_unreachable_hub_detector_fails_fast(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     took, message = r.stdout.strip().split(" ", 1)
-    assert "cannot download Grounding DINO 'promptcam-test/no-such-dino'" in message
+    assert "cannot download detector 'promptcam-test/no-such-dino'" in message
     assert "Connection refused" in message and "--models tiny-random" in message
     assert "Retry" not in r.stderr, r.stderr[-2000:]
     print(f"detector, closed port: load failed {took}s after it began")

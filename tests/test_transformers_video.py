@@ -383,8 +383,9 @@ def test_sam3_concept_mode_seeds_masks_and_keeps_ids(monkeypatch: pytest.MonkeyP
     """``--models sam3-tiny-random``: SAM 3's detector grounds the prompt with masks, every
     track is seeded with its detection's mask, the SAM 3 tracker follows; a prompt change keeps
     the IDs of the labels still in the prompt and new IDs are never reused."""
-    from engine.backends.sam3_concept import Sam3ConceptDetector
     from engine.build import build_engine
+    from engine.detectors.sam3 import Sam3Detector
+    from engine.grounder import Grounder
     from engine.pipeline import FrameInput
     from stream.config import Config
 
@@ -397,7 +398,8 @@ def test_sam3_concept_mode_seeds_masks_and_keeps_ids(monkeypatch: pytest.MonkeyP
         }
     )  # fmt: skip
     engine = build_engine(cfg, background_grounding=False)
-    assert isinstance(engine.grounder, Sam3ConceptDetector)
+    assert isinstance(engine.grounder, Grounder)
+    assert isinstance(engine.grounder.detector, Sam3Detector)
     assert isinstance(engine.seg, HfVideoSession)
     seeds: list[set[str]] = []
     real = engine.seg.add_prompt
