@@ -386,12 +386,15 @@ def create_app(
 
 
 async def serve(
-    cfg: Config, stop: asyncio.Event, on_ready: Callable[[str], None] | None = None
+    cfg: Config,
+    stop: asyncio.Event,
+    on_ready: Callable[[str], None] | None = None,
+    cameras: CameraLister | None = None,
 ) -> None:
-    """Run the site until ``stop`` is set."""
+    """Run the site until ``stop`` is set; ``cameras`` as for ``create_app``."""
     if cfg.web.ice_loopback_only:
         restrict_ice_to_loopback()
-    app = create_app(cfg)
+    app = create_app(cfg, cameras=cameras)
     # keepalive_timeout also runs before a connection's first request: partial headers end
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=cfg.web.idle_timeout_s)
     await runner.setup()
