@@ -113,5 +113,5 @@ def test_launcher_status_line_shows_the_camera_reconnecting() -> None:
         "capture reconnecting (attempt 3), 0.0 fps, reconnects 2"
     )
     # a camera waited for (down at start, issue 13): its attempts, no fps yet
-    assert line(base | {"state": "waiting"}).startswith("capture waiting for camera, attempts 3")
+    assert line(base | {"state": "waiting"}).startswith("capture waiting for camera (attempt 3)")
     assert line(base | {"state": "streaming", "fps": 15.0}).startswith("capture 15.0 fps")
