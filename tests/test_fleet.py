@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import os
 import secrets
 import signal
@@ -36,6 +37,7 @@ import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -241,13 +243,13 @@ class Fleet:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+            ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False)
         try:
             controller = ray.get_actor("controller", namespace="promptcam-default")
-            st: dict[str, Any] = ray.get(controller.status.remote(), timeout=5)
+            reply: Any = ray.get(controller.status.remote(), timeout=5)
         except Exception:  # not started yet, or restarting
             return None
-        return st
+        return dict(reply)
 
     def start(self) -> None:
         log = open(self.tmp / "fleet.log", "ab")  # noqa: SIM115  # closed with the process
@@ -321,6 +323,22 @@ def add_object(control: str, camera: str) -> int:
     if not reply.get("ok"):
         raise Failed(f"add_object on {camera} refused: {reply}")
     return int(reply["id"])
+
+
+def plain_subscriber(endpoint: str, seconds: float = 3.0) -> int:
+    """Messages a subscriber without the fleet's CURVE keys gets from an engine (ZAP: none)."""
+    import zmq
+
+    from stream import bus as zbus
+
+    ctx: Any = zmq.Context()
+    sock = zbus.connect(ctx, zmq.SUB, endpoint, subscribe=[b""])
+    got, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got += zbus.recv_multipart_timeout(sock, 100) is not None
+    sock.close(0)
+    ctx.destroy(0)
+    return got
 
 
 def gateway_control(control: str) -> dict[str, Any]:
@@ -437,6 +455,8 @@ def session(out: Path) -> dict[str, Any]:
         )
         r["subscribe_lines"] = [json.loads(ln)["camera"] for ln in sub.stdout.splitlines()]
         r["gateway_control"] = gateway_control(ep["control"])
+        r["curve"] = st["curve"]
+        r["plain_subscriber_got"] = plain_subscriber(engine_of(st, "engine-0")["tracks"])
         text = fleet.verb("status")
         r["status_text_ok"] = all(
             w in text.stdout for w in ("engine-0", "engine-1", "demo", "file", "rtsp", "alive")
@@ -457,13 +477,9 @@ def session(out: Path) -> dict[str, Any]:
                 "cameras": moved,
             }
             for cam in moved:
-                t_tracks = wait(
-                    lambda c=cam, t=t_kill: watcher.first_after(c, t), 60, f"{cam} after kill"
-                )
+                t_tracks = wait(partial(watcher.first_after, cam, t_kill), 60, f"{cam} after kill")
                 t_objs = wait(
-                    lambda c=cam, t=t_kill: watcher.first_after(c, t, with_objects=True),
-                    60,
-                    f"{cam} objects after kill",
+                    partial(watcher.first_after, cam, t_kill, True), 60, f"{cam} objects again"
                 )
                 fault.setdefault("tracks_again_s", {})[cam] = round(t_tracks - t_kill, 2)
                 fault.setdefault("objects_again_s", {})[cam] = round(t_objs - t_kill, 2)
@@ -561,7 +577,7 @@ def session(out: Path) -> dict[str, Any]:
         moved = [c for c in on_b if c != "rtsp"]
         node_fault: dict[str, Any] = {"kind": "second node stopped", "cameras_on_it": on_b}
         for cam in moved:
-            t = wait(lambda c=cam: watcher.first_after(c, t_stop), 60, f"{cam} after node stop")
+            t = wait(partial(watcher.first_after, cam, t_stop), 60, f"{cam} after node stop")
             node_fault.setdefault("tracks_again_s", {})[cam] = round(t - t_stop, 2)
         st = wait(
             lambda: (
@@ -709,7 +725,7 @@ def _write_figures(r: dict[str, Any]) -> None:
         "cameras_recovered_after_kills": recovered,
         "time_to_tracks_again_s": [t for f in kills for t in f.get("tracks_again_s", {}).values()],
         "time_to_objects_again_s": times,
-        "recovery_p50_s": statistics.median(times) if times else None,
+        "recovery_p50_s": statistics.median(times) if times else float("nan"),
         "recovery_max_s": max(times) if times else None,
         "ids_reused": len(r.get("ids", {}).get("across_cameras", []))
         + len(r.get("ids", {}).get("age_restarted", [])),
@@ -719,7 +735,7 @@ def _write_figures(r: dict[str, Any]) -> None:
     (ROOT / "artifacts" / "fleet_faults.json").write_text(json.dumps(figures, indent=2))
     print(
         f"\nfleet faults: {figures['faults']} faults ({len(kills)} engine kills), "
-        f"{recovered} camera recoveries, objects again p50 {figures['recovery_p50_s']} s "
+        f"{recovered} camera recoveries, objects again p50 {figures['recovery_p50_s']:.2f} s "
         f"max {figures['recovery_max_s']} s, IDs reused {figures['ids_reused']}, "
         f"session {r.get('session_s')} s"
     )
@@ -744,6 +760,7 @@ def test_three_cameras_on_two_engines_on_two_nodes(run: dict[str, Any]) -> None:
     assert run["page_cameras"] == ["demo", "file", "rtsp"]
     assert run["subscribe_lines"] == ["file", "file"]
     assert run["status_text_ok"]
+    assert run["curve"] and run["plain_subscriber_got"] == 0  # two nodes: CURVE on every link
     g = run["gateway_control"]
     assert g["cameras"] == [["demo", True], ["file", True], ["rtsp", True]]
     assert not g["no_camera"]["ok"] and "demo, file, rtsp" in g["no_camera"]["error"]

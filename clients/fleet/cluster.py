@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from clients.fleet.node import is_loopback
 from stream.config import Config
 from stream.errors import PromptcamError
 
@@ -127,8 +128,12 @@ def resolve_fleet(cfg: Config) -> Config:
                 f"{', '.join(labels) or 'no custom resources'}); start one with "
                 f"ray start ... --resources='{{\"{label}\": 1}}'"
             )
+    curve = f.curve
+    if curve == "auto":  # links may cross hosts: more than one node, or a node off loopback
+        off_host = any(not is_loopback(n.get("NodeManagerAddress", "")) for n in nodes)
+        curve = "on" if len(nodes) > 1 or off_host else "off"
     tree = cfg.model_dump(mode="json")
-    tree["fleet"].update(engines=engines, engine_gpus=engine_gpus)
+    tree["fleet"].update(engines=engines, engine_gpus=engine_gpus, curve=curve)
     if engine_gpus and cfg.models.device == "auto":
         tree["models"]["device"] = "cuda"
     return Config.model_validate(tree)

@@ -142,7 +142,7 @@ class Controller:
                 name: CameraRecord(resource=cfg.fleet.capture_resources.get(name))
                 for name in cfg.camera_settings()
             }
-            if cfg.fleet.curve == "on":
+            if cfg.fleet.curve != "off":  # the driver resolves "auto" (cluster.resolve_fleet)
                 record.keys = FleetKeys.generate().as_dict()
         record.controller_starts += 1
         record.figures.setdefault("faults", 0)
@@ -804,6 +804,7 @@ class Controller:
                         "node_id": (e.info or {}).get("node_id"),
                         "node_ip": (e.info or {}).get("node_ip"),
                         "pid": (e.info or {}).get("pid"),
+                        "tracks": (e.info or {}).get("tracks"),
                         "resource": self._engine_resource(e),
                         "cameras": mine,
                         "fps": float(rep.get("fps_out", 0.0)),
@@ -840,6 +841,7 @@ class Controller:
             return {
                 "fleet": self.cfg.fleet.name,
                 "namespace": self.namespace,
+                "curve": self.record.keys is not None,
                 "t": time.time(),
                 "controller": {
                     "pid": self.pid,
