@@ -24,7 +24,7 @@ from stream.errors import PromptcamError
 log = logging.getLogger(__name__)
 
 BenchRow = dict[str, Any]
-PARTS = ("transport", "engine", "grounding", "loop", "output", "soak", "cameras")
+PARTS = ("transport", "engine", "grounding", "loop", "output", "soak", "cameras", "fleet")
 
 
 def row(part: str, name: str, value: float | int | str, unit: str = "", note: str = "") -> BenchRow:

@@ -22,14 +22,14 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from clients.fleet.cluster import FleetError, connect, named_actors, namespace, resolve_fleet
+from clients.fleet.cluster import FleetError, connect, namespace
 from stream.config import Config
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("run", "status", "drain", "undrain", "add-camera", "remove-camera", "stop")
 CALL_TIMEOUT_S = 30.0
-SHUTDOWN_TIMEOUT_S = 60.0
+SHUTDOWN_TIMEOUT_S = 60.0  # stop: every actor's stop(), then kills
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,40 +120,10 @@ def run(cfg: Config, address: str | None, duration: float | None) -> int:
         raise FleetError(f"--duration must be > 0 seconds, got {duration}")
     conn = connect(address, cfg, log_to_driver=True)  # first: it decides how Ray is imported
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from clients.fleet.controller import CONTROLLER, Controller
+    from clients.fleet.driver import shutdown, start_fleet
 
-    fleet_cfg = resolve_fleet(cfg)
-    ns = namespace(cfg)
-    leftovers = named_actors(ns)
-    if CONTROLLER in leftovers:
-        raise FleetError(
-            f"a fleet named {cfg.fleet.name!r} already runs on this cluster "
-            "(promptcam fleet stop, or choose another fleet.name)"
-        )
-    for name in leftovers:  # left by an earlier run of this fleet that did not stop cleanly
-        log.warning("removing actor %s left by an earlier run of fleet %s", name, cfg.fleet.name)
-        ray.kill(ray.get_actor(name, namespace=ns), no_restart=True)
-    from clients.fleet.store import KvStore
-
-    KvStore(ns).delete()
-    controller = (
-        ray.remote(Controller)
-        .options(
-            name=CONTROLLER,
-            namespace=ns,
-            lifetime="detached",
-            max_restarts=-1,
-            max_task_retries=0,
-            max_concurrency=16,
-            num_cpus=0,
-            # on this node, with the gateway (run promptcam fleet on the head node: the
-            # steadiest one, and the cluster's GCS dies with it anyway)
-            scheduling_strategy=NodeAffinitySchedulingStrategy(conn.node_id, soft=False),
-        )
-        .remote(fleet_cfg.model_dump(mode="json"), ns, conn.node_id)
-    )
+    controller, fleet_cfg = start_fleet(cfg, conn)
     stop = _StopRequest()
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -161,7 +131,7 @@ def run(cfg: Config, address: str | None, duration: float | None) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        _shutdown(controller)
+        shutdown(controller)
         ray.shutdown()
     return 0
 
@@ -211,20 +181,6 @@ def _watch(
         if now >= next_status:
             print(status_line(st, now - started), flush=True)
             next_status = now + cfg.fleet.status_every_s
-
-
-def _shutdown(controller: Any) -> None:
-    import ray
-
-    try:
-        reply = ray.get(controller.shutdown.remote(), timeout=SHUTDOWN_TIMEOUT_S)
-        log.info("fleet stopped: %s", reply)
-    except Exception as e:
-        log.warning("fleet shutdown incomplete: %s", e.__class__.__name__)
-    try:
-        ray.kill(controller, no_restart=True)
-    except Exception as e:
-        log.warning("controller not killed: %s", e.__class__.__name__)
 
 
 # --------------------------------------------------------------------------- formatting
