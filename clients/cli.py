@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stream.config import Config, ConfigError, load_config, parse_override
+from clients.bench import DEFAULT_PARTS, PARTS
+from stream.config import Config, ConfigError, load_config, parse_override, shorten
 from stream.errors import PromptcamError, PromptError
 
 log = logging.getLogger("promptcam")
@@ -29,10 +30,20 @@ COMMANDS: dict[str, str] = {
     "track": "engine.offline:main",
     "subscribe": "clients.subscriber:main",
     "prompt": "clients.cli:prompt_main",
+    "object": "clients.cli:object_main",
     "record": "clients.recorder:main",
     "bench": "clients.bench:main",
+    "models": "clients.models:main",
     "fleet": "clients.fleet.cli:main",
 }
+
+
+MAX_ERROR_CHARS = 1000  # an error line is cut to this length, whatever the input was
+
+
+def error_line(prog: str, message: str) -> str:
+    """The one line an expected failure prints: whitespace collapsed, length bounded."""
+    return shorten(f"{prog}: error: {message}", MAX_ERROR_CHARS) + "\n"
 
 
 # With a cameras mapping these flags would silently redefine every camera: refused.
@@ -43,26 +54,8 @@ ONE_CAMERA_COMMANDS = ("capture", "record")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(error_line(self.prog, message))
         sys.exit(2)
-
-
-def parse_box(text: str) -> tuple[tuple[float, float, float, float], int]:
-    """``X1,Y1,X2,Y2[@FRAME]`` -> ((x1, y1, x2, y2), frame)."""
-    coords, _, frame = text.partition("@")
-    try:
-        vals = [float(v) for v in coords.split(",")]
-        idx = int(frame) if frame else 0
-    except ValueError:
-        raise PromptError(f"--box expects X1,Y1,X2,Y2[@FRAME] with numbers, got '{text}'") from None
-    if len(vals) != 4:
-        raise PromptError(f"--box expects 4 coordinates, got {len(vals)} in '{text}'")
-    if idx < 0:
-        raise PromptError(f"--box frame must be >= 0, got {idx}")
-    x1, y1, x2, y2 = vals
-    if not (x2 > x1 and y2 > y1):
-        raise PromptError(f"--box {text} has zero or negative area (need X2>X1 and Y2>Y1)")
-    return (x1, y1, x2, y2), idx
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -83,20 +76,51 @@ def _models(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--models",
         metavar="PRESET",
-        help="sam2.1-hiera-{tiny,small,base-plus,large} or tiny-random",
+        help="sam2.1-hiera-{tiny,small,base-plus,large} or tiny-random (see: promptcam models)",
     )
     g.add_argument(
         "--sam2-checkpoint", metavar="FILE.pt", help="local SAM 2 checkpoint (Meta format)"
     )
     g.add_argument("--sam2-config", metavar="FILE.yaml", help="SAM 2 hydra YAML config on disk")
     g.add_argument(
-        "--detector", metavar="PATH_OR_HUB_ID", help="Grounding DINO directory or hub id"
+        "--detector",
+        metavar="PRESET_DIR_OR_HUB_ID",
+        help="detector preset (see: promptcam models), local directory or Hugging Face Hub id",
+    )
+    g.add_argument(
+        "--tracker",
+        metavar="PRESET_DIR_OR_HUB_ID",
+        help="transformers video tracker (Sam2Video, EdgeTamVideo, Sam3TrackerVideo): a tracker "
+        "preset, a local directory or a hub id; overrides the preset's tracker",
     )
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device")
 
 
+def package_version() -> str:
+    """The installed package's version (``pyproject.toml``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("promptcam")
+    except PackageNotFoundError:
+        return "(not installed: running from a source tree)"
+
+
+def no_prompt_notice(args: argparse.Namespace) -> str | None:
+    """``run``/``engine`` with an empty ``--prompt``: say what it means (no text prompt)."""
+    text = getattr(args, "prompt", None)
+    if args.command not in ("run", "engine") or text is None or text.strip():
+        return None
+    return (
+        f"promptcam {args.command}: --prompt '' means no text prompt: no detector is loaded and "
+        "only boxes added with add_object (the page, the control socket) are tracked, until a "
+        "prompt is set"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="promptcam", description="Track anything you can describe, live.")
+    parser.add_argument("--version", action="version", version=f"promptcam {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -135,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("web", help="WebRTC live view and control page")
     _common(p)
+    _models(p)  # for the offline page's jobs
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--token", help="access token (required off loopback)")
@@ -176,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", metavar="TEXT", help="new prompt, e.g. 'person. forklift.'")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="reply timeout")
 
+    _object_parser(sub)
+
     p = sub.add_parser("record", help="record annotated video (MP4) and tracks (JSONL)")
     _common(p)
     p.add_argument("--dir", metavar="DIR", help="output directory (config: record.directory)")
@@ -188,18 +215,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     fleet_arguments(p)
 
-    p = sub.add_parser("bench", help="benchmarks: transport, engine, grounding, output, soak")
+    p = sub.add_parser(
+        "bench",
+        help=f"benchmarks: {', '.join(PARTS)}",
+        epilog="parts:\n" + "\n".join(f"  {k:<10} {v}" for k, v in PARTS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(p)
     _models(p)
     p.add_argument("--json", metavar="FILE", help="also write results as JSON")
     p.add_argument(
         "--parts",
-        default="transport,engine,grounding,loop,output",
-        help="comma-separated parts to run",
+        default=",".join(DEFAULT_PARTS),
+        metavar="PART,...",
+        help=f"comma-separated parts to run (default {','.join(DEFAULT_PARTS)}; see below)",
     )
     p.add_argument("--soak", type=float, metavar="MINUTES", help="long-run memory/latency soak")
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+
+    p = sub.add_parser("models", help="list model and detector presets, and what is cached")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def _object_parser(sub: Any) -> None:
+    """``promptcam object add X1,Y1,X2,Y2 [--label L] | remove ID | reset`` (control commands)."""
+    p = sub.add_parser("object", help="add, remove or reset tracked objects of a running engine")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+    v = verbs.add_parser("add", help="track the object in a box of the newest frame")
+    v.add_argument("box", metavar="X1,Y1,X2,Y2", help="box in pixels of the frame")
+    v.add_argument("--label", default="object", help="label of the new object (default: object)")
+    v = verbs.add_parser("remove", help="stop tracking an object")
+    v.add_argument("id", metavar="ID", type=int, help="object id, as in tracks messages")
+    v = verbs.add_parser("reset", help="end every track")
+    for v in (verbs.choices["add"], verbs.choices["remove"], verbs.choices["reset"]):
+        _common(v)
+        v.add_argument("--timeout", type=float, default=5.0, metavar="S", help="reply timeout")
 
 
 _FLAG_KEYS = {
@@ -213,6 +266,7 @@ _FLAG_KEYS = {
     "sam2_checkpoint": "models.sam2_checkpoint",
     "sam2_config": "models.sam2_config",
     "detector": "models.detector",
+    "tracker": "models.tracker",
     "device": "models.device",
     "seed_with": "engine.seed_with",
     "host": "web.host",
@@ -234,7 +288,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         overrides[k] = v
     cfg = load_config(args.config, overrides)
     if cfg.cameras and args.command in SINGLE_CAMERA_FLAGS:
-        given = [f"--{f}" for f in SINGLE_CAMERA_FLAGS[args.command] if getattr(args, f, None)]
+        given = [
+            f"--{f}"
+            for f in SINGLE_CAMERA_FLAGS[args.command]
+            if getattr(args, f, None) is not None
+        ]
         if given:
             raise ConfigError(
                 f"{'/'.join(given)} define(s) one camera, but the config defines cameras "
@@ -271,6 +329,57 @@ def prompt_main(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_LABEL_CHARS = 64
+
+
+def object_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The control request of ``promptcam object VERB``; ``"camera"`` only when ``--camera``
+    was given (an engine of one camera needs none)."""
+    req: dict[str, Any]
+    if args.verb == "add":
+        if "@" in args.box:
+            raise PromptError(
+                f"a live box has no @FRAME (it applies to the newest frame): '{args.box}'"
+            )
+        try:
+            from stream.boxes import parse_box
+
+            box, _ = parse_box(args.box)
+        except PromptError:
+            raise PromptError(
+                f"the box must be X1,Y1,X2,Y2 in pixels with X2>X1 and Y2>Y1, got '{args.box}'"
+            ) from None
+        label = args.label.strip()
+        if not label or len(label) > MAX_LABEL_CHARS or not label.isprintable():
+            raise PromptError(
+                f"--label must be 1 to {MAX_LABEL_CHARS} printable characters, got {args.label[:80]!r}"
+            )
+        req = {"cmd": "add_object", "box": list(box), "label": label}
+    elif args.verb == "remove":
+        if args.id < 0:
+            raise PromptError(f"object ids are >= 0, got {args.id}")
+        req = {"cmd": "remove_object", "id": args.id}
+    else:
+        req = {"cmd": "reset"}
+    if args.camera is not None:
+        req["camera"] = args.camera
+    return req
+
+
+def object_main(cfg: Config, args: argparse.Namespace) -> int:
+    """``promptcam object add|remove|reset``: one control request, its reply printed as JSON."""
+    from stream import bus
+
+    req = object_request(args)
+    if not 0 < args.timeout <= 3600:
+        raise PromptError(f"--timeout must be in (0, 3600] seconds, got {args.timeout:g}")
+    reply = bus.request(cfg.bus.control, req, int(args.timeout * 1000), cfg.bus)
+    if not reply.get("ok"):
+        raise PromptError(f"engine refused {req['cmd']}: {reply.get('error', 'unknown error')}")
+    print(json.dumps(reply))
+    return 0
+
+
 def _resolve(target: str) -> Callable[[Config, argparse.Namespace], int]:
     module, _, func = target.partition(":")
     fn: Callable[[Config, argparse.Namespace], int] = getattr(importlib.import_module(module), func)
@@ -281,11 +390,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "prompt", None) is not None and not args.prompt.strip():
+            args.prompt = ""
         cfg = config_from_args(args)
         setup_logging(cfg.log_level)
+        if notice := no_prompt_notice(args):
+            print(notice, file=sys.stderr, flush=True)
         code = _resolve(COMMANDS[args.command])(cfg, args)
     except (PromptcamError, ConfigError) as e:
-        sys.stderr.write(f"promptcam {args.command}: error: {e}\n")
+        sys.stderr.write(error_line(f"promptcam {args.command}", str(e)))
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

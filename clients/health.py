@@ -20,8 +20,18 @@ atomically; its schema (``v`` 1)::
 With several cameras the children are ``capture:NAME`` (one per camera), ``engine`` and ``web``;
 ``capture`` is the first camera's status, ``cameras`` every camera's.
 
-``state`` is one of ``starting`` (not ready yet), ``running``, ``backoff`` (waiting to be
-restarted), ``finished`` (ended cleanly, not restarted) or ``failed``.
+``state`` is one of ``starting`` (not ready yet), ``running``, ``suspended`` (stopped by a
+signal such as SIGSTOP: not ready), ``wedged`` (killed by the progress watchdog, about to be
+restarted), ``backoff`` (waiting to be restarted), ``finished`` (ended cleanly, not restarted) or
+``failed``; each child also has ``watchdog_restarts``. The file is written mode 0600 and holds the
+page URL without its ``?token=``.
+
+Progress watchdog (``ProgressWatchdog``, after Frigate's): a ready child that has not answered
+for ``run.watchdog_s`` (capture status, engine ``stats``, web ``/healthz``), or an engine whose
+``frames_out`` has not moved for ``run.watchdog_s`` (or 4x its last frame time, whichever is
+longer) while capture published frames, is wedged: the launcher kills and restarts it. An engine
+that says it is busy loading a model (``busy_with``) is not judged on its output meanwhile.
+
 A malformed capture status message is logged and counted (``malformed_status``), never raised.
 """
 
@@ -43,6 +53,7 @@ import zmq
 
 from stream import bus as zbus
 from stream.config import Config
+from stream.wire import WireError, loads_json
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +72,7 @@ class ChildInfo:
     last_exit: int | None
     uptime_s: float | None
     error: str | None = None  # why it failed for good (a camera among several)
+    watchdog_restarts: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +81,7 @@ class ChildInfo:
             "state": self.state,
             "ready": self.ready,
             "restarts": self.restarts,
+            "watchdog_restarts": self.watchdog_restarts,
             "last_exit": self.last_exit,
             "uptime_s": None if self.uptime_s is None else round(self.uptime_s, 1),
         }
@@ -189,18 +202,19 @@ class StatusCollector:
             camera = bytes(parts[0]).decode("ascii").partition(".")[2]
             if camera not in cameras:
                 raise ValueError(f"status of unknown camera {camera[:64]!r}")
-            header = json.loads(bytes(parts[1]))
+            header = loads_json(bytes(parts[1]), "capture status")
             if not isinstance(header, dict) or not isinstance(header.get("stats"), dict):
                 raise ValueError("header has no 'stats' object")
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, WireError) as e:
             n = self.snapshot().malformed_status + 1
             self._update(malformed_status=n)
             log.warning("malformed capture status message (%s), %d so far", e, n)
             return
         now = time.monotonic()
         old = self.snapshot()
+        merged = {**old.cameras, camera: header["stats"]}
         changes: dict[str, Any] = {
-            "cameras": {**old.cameras, camera: header["stats"]},
+            "cameras": {n: merged[n] for n in cameras if n in merged},  # config order
             "cameras_at": {**old.cameras_at, camera: now},
         }
         if camera == cameras[0]:
@@ -218,8 +232,8 @@ class StatusCollector:
         except zbus.BusError as e:
             log.debug("engine stats: %s", e)
             return
-        except (ValueError, zmq.ZMQError) as e:
-            log.warning("engine stats: bad reply: %s", e)
+        except (ValueError, RecursionError, zmq.ZMQError) as e:
+            log.warning("engine stats: bad reply: %s", str(e)[:200])
             return
         stats = reply.get("stats")
         if reply.get("ok") and isinstance(stats, dict):
@@ -259,6 +273,16 @@ def _uptime(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _capture_state(cap: Mapping[str, Any]) -> str:
+    """``reconnecting (attempt N), `` / ``waiting for camera (attempt N), `` while the camera is
+    away (N: attempts so far in this run), nothing while it streams."""
+    state, attempts = cap.get("state"), _num(cap, "reconnect_attempts")
+    what = {"reconnecting": "reconnecting", "waiting": "waiting for camera"}.get(str(state))
+    if what is None:
+        return ""
+    return f"{what} (attempt {max(1, int(attempts or 0))}), "
+
+
 def status_line(
     observed: Observed, children: Mapping[str, ChildInfo], uptime_s: float, stale_s: float = 5.0
 ) -> str:
@@ -268,8 +292,11 @@ def status_line(
     def capture_part(cap: Mapping[str, Any] | None) -> str:
         if cap is None:
             return "-"
+        if cap.get("state") == "waiting":
+            return f"waiting for camera, attempts {_fmt(_num(cap, 'reconnect_attempts'), '.0f')}"
         return (
-            f"{_fmt(_num(cap, 'fps'))} fps, reconnects {_fmt(_num(cap, 'reconnects'), '.0f')}, "
+            f"{_capture_state(cap)}{_fmt(_num(cap, 'fps'))} fps, "
+            f"reconnects {_fmt(_num(cap, 'reconnects'), '.0f')}, "
             f"stalls {_fmt(_num(cap, 'stalls'), '.0f')}"
         )
 
@@ -301,6 +328,9 @@ def status_line(
             f"e2e {_fmt(_num(eng, 'latency_ms', 'end_to_end_ms'), '.0f')} ms, rss {_fmt(_num(eng, 'memory', 'rss_mb'), '.0f')} MB"
         )
     restarts = " ".join(f"{c.name} {c.restarts}" for c in children.values())
+    watchdog = sum(c.watchdog_restarts for c in children.values())
+    if watchdog:
+        restarts += f", by watchdog {watchdog}"
     other = [f"{c.name} {c.state}" for c in children.values() if c.state != "running"]
     parts.append(f"restarts {restarts}" + (f" ({', '.join(other)})" if other else ""))
     parts.append(f"up {_uptime(uptime_s)}")
@@ -310,11 +340,12 @@ def status_line(
 def status_document(
     cfg: Config, observed: Observed, children: Mapping[str, ChildInfo], url: str, uptime_s: float
 ) -> dict[str, Any]:
+    """The status file's document; ``url`` goes in without its query (the token stays out)."""
     return {
         "v": STATUS_VERSION,
         "t_ns": time.time_ns(),
         "camera": cfg.camera,
-        "url": url,
+        "url": url.split("?", 1)[0],
         "launcher_pid": os.getpid(),
         "uptime_s": round(uptime_s, 1),
         "children": {name: c.as_dict() for name, c in children.items()},
@@ -325,9 +356,13 @@ def status_document(
 
 
 def write_status_file(path: Path, doc: Mapping[str, Any]) -> None:
-    """Replace ``path`` atomically with ``doc`` as JSON (readers never see half a file)."""
+    """Replace ``path`` atomically with ``doc`` as JSON (readers never see half a file), mode
+    0600: it shows pids, sources and figures to this user only."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(doc))
+    os.chmod(tmp, 0o600)  # a leftover temporary file of another mode is reused by os.open
     os.replace(tmp, path)
 
 
@@ -342,3 +377,65 @@ def read_status_file(path: Path) -> dict[str, Any] | None:
         log.warning("cannot read status file %s: %s", path, e)
         return None
     return doc if isinstance(doc, dict) and doc.get("v") == STATUS_VERSION else None
+
+
+@dataclass
+class _Progress:
+    since: float  # the child's ready time this watch belongs to
+    frames_out: float | None = None
+    changed_at: float = 0.0
+    capture_frames: float | None = None  # capture's frame count when frames_out last moved
+
+
+class ProgressWatchdog:
+    """Tells which ready children are wedged (see the module docstring), from what the
+    ``StatusCollector`` observed. Pure logic: ``check`` is called with the times to judge."""
+
+    def __init__(self, limit_s: float, frame_factor: float = 4.0) -> None:
+        self.limit_s = limit_s
+        self.frame_factor = frame_factor
+        self._progress: dict[str, _Progress] = {}
+
+    def check(self, name: str, ready_at: float, observed: Observed, now: float) -> str | None:
+        """Why ``name`` (ready since ``ready_at``, monotonic) is wedged now, or None."""
+        if name.startswith("capture:"):
+            last = observed.cameras_at.get(name.partition(":")[2])
+        else:
+            at = {"capture": observed.capture_at, "engine": observed.engine_at}
+            last = {**at, "web": observed.web_at}.get(name)
+        if last is None or last < ready_at:
+            last = ready_at
+        if now - last > self.limit_s:
+            return f"no answer for {now - last:.1f}s"
+        if name == "engine":
+            return self._engine_stalled(ready_at, observed, now)
+        return None
+
+    def _engine_stalled(self, ready_at: float, observed: Observed, now: float) -> str | None:
+        eng = observed.engine if (observed.engine_at or 0.0) >= ready_at else None
+        out = _num(eng, "frames_out")
+        p = self._progress.get("engine")
+        if p is None or p.since != ready_at:
+            p = self._progress["engine"] = _Progress(ready_at)
+        captures = observed.cameras.values() if observed.cameras else [observed.capture]
+        cap_frames = sum(_num(c, "frames") or 0.0 for c in captures)
+        if out is None:
+            return None
+        if out != p.frames_out:
+            p.frames_out, p.changed_at, p.capture_frames = out, now, cap_frames
+            return None
+        if not out or (eng is not None and eng.get("busy_with")):
+            p.changed_at, p.capture_frames = now, cap_frames  # not armed, or loading a model
+            return None
+        came_in = (cap_frames or 0.0) - (p.capture_frames or 0.0)
+        if came_in <= 0:  # nothing to work on (or capture restarted): the clock starts later
+            p.changed_at, p.capture_frames = now, cap_frames
+            return None
+        frame_s = (_num(eng, "latency_ms", "process_ms") or 0.0) / 1000.0
+        limit = max(self.limit_s, self.frame_factor * frame_s)
+        if now - p.changed_at > limit:
+            return (
+                f"published nothing for {now - p.changed_at:.1f}s while capture published "
+                f"{came_in:.0f} frames"
+            )
+        return None

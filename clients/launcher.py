@@ -1,8 +1,9 @@
 """``promptcam run``: capture, engine and web as supervised child processes under one config.
 
-Start-up, in order: check the model preset and that every port to be bound is free (one-line
-error naming the port otherwise), write the resolved config to a private temporary YAML that
-every child reads (``--config``), start the children, print the page URL.
+Start-up, in order: check that every port to be bound is free (one-line error naming the port
+otherwise) and the model preset (known; its Hub weights cached or the Hub reachable), write
+the resolved config to a private temporary YAML that every child reads (``--config``), start
+the children, print the page URL.
 
 Children: ``python -m clients.launcher --child NAME`` (a trampoline that arranges to die with
 the launcher, sets the process title ``promptcam: NAME`` and runs ``promptcam NAME``). Each
@@ -19,14 +20,22 @@ that cannot be fetched) before it ever became ready, or one that fails
 ``run.max_start_failures`` times in a row before becoming ready.
 
 Ready means: capture published a status message, the engine answered ``stats``, the web
-answered ``/healthz``. Status: one line on stdout every ``run.status_every_s`` and the JSON
-status file every second (``clients.health``). Stop: SIGINT/SIGTERM or ``--duration``; children
-get SIGTERM, then SIGKILL after ``run.stop_timeout_s``; a second signal kills at once.
+answered ``/healthz``. A ready child is watched: one stopped by a signal (SIGSTOP) is shown
+``suspended`` and not ready at once; one the progress watchdog finds wedged (no answer, or an
+engine publishing nothing while frames flow, for ``run.watchdog_s``: ``clients.health``) is
+killed and restarted like a child that died, and counted in ``watchdog_restarts``.
+Status: one line on stdout every ``run.status_every_s`` and the JSON status file every second
+(``clients.health``; mode 0600, in the run directory, mode 0700, unless configured, without the
+token). The engine keeps its runtime state in the run directory (``engine.state_file``), so a
+restarted engine tracks the prompt and manual objects it had. Stop: SIGINT/SIGTERM or
+``--duration``; children get SIGTERM, then SIGKILL after ``run.stop_timeout_s``; a second signal
+kills at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import logging
@@ -44,10 +53,12 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+import psutil
 import yaml
 
 from clients.health import (
     ChildInfo,
+    ProgressWatchdog,
     StatusCollector,
     status_document,
     status_line,
@@ -139,10 +150,16 @@ def _free_port(host: str) -> int:
 
 
 def check_models(cfg: Config) -> None:
-    """Fail fast on an unknown preset instead of letting the engine child find out."""
-    from engine.presets import get_preset
+    """Fail fast on an unknown preset or detector, or on Hub weights that are neither cached
+    nor reachable, instead of letting the engine child find out."""
+    from engine.detectors.loading import check_source, detector_source
+    from engine.hub import ensure_available
+    from engine.presets import hub_files
 
-    get_preset(cfg.models.preset)
+    with_detector = any(c.engine.prompt.strip() for c in cfg.camera_settings().values())
+    if with_detector:
+        check_source(detector_source(cfg.models))
+    ensure_available(hub_files(cfg.models, with_detector=with_detector))
 
 
 def page_url(cfg: Config) -> str:
@@ -187,8 +204,11 @@ class _Child:
     reader: threading.Thread | None = None
     started_at: float = 0.0  # monotonic
     ready: bool = False
+    ready_at: float = 0.0  # monotonic
     ever_ready: bool = False
+    suspended: bool = False  # stopped by a signal (SIGSTOP), as the kernel says
     restarts: int = 0
+    watchdog_restarts: int = 0
     start_failures: int = 0  # consecutive exits before becoming ready
     backoff_level: int = 0
     next_start_at: float | None = None
@@ -225,6 +245,8 @@ class Supervisor:
 
     Call ``start()``, ``poll()`` and ``stop()`` from one long-lived thread: a child's
     parent-death signal fires when the *thread* that started it ends.
+    ``watchdog(name, ready_at, now)``: why a ready child is wedged (it is then killed and
+    restarted), or None.
     """
 
     def __init__(
@@ -234,10 +256,12 @@ class Supervisor:
         is_ready: Callable[[str, float], bool] | None = None,
         output: IO[str] | None = None,
         env: Mapping[str, str] | None = None,
+        watchdog: Callable[[str, float, float], str | None] | None = None,
     ) -> None:
         self.run = run
         self.children = {s.name: _Child(s) for s in specs}
         self.is_ready = is_ready
+        self.watchdog = watchdog
         self.output = output if output is not None else sys.stderr
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._out_lock = threading.Lock()
@@ -260,6 +284,7 @@ class Supervisor:
         )
         c.started_at = time.monotonic()
         c.ready = False
+        c.suspended = False
         c.state = "starting"
         c.next_start_at = None
         c.reader = threading.Thread(
@@ -291,15 +316,41 @@ class Supervisor:
                     and self.is_ready(c.spec.name, c.started_at)
                 ):
                     c.ready = c.ever_ready = True
+                    c.ready_at = now
                     c.start_failures = 0
                     c.state = "running"
                     log.info("%s ready after %.1fs", c.spec.name, now - c.started_at)
+                if c.ready:
+                    self._watch(c, now)
                 continue
             if c.proc is not None:
                 self._on_exit(c, now)
             if c.next_start_at is not None and now >= c.next_start_at:
                 c.restarts += 1
                 self._spawn(c)
+
+    def _watch(self, c: _Child, now: float) -> None:
+        """Mark a suspended child, kill a wedged one (its exit is then handled as any exit)."""
+        assert c.proc is not None
+        suspended = _is_suspended(c.proc.pid)
+        if suspended != c.suspended:
+            c.suspended = suspended
+            c.state = "suspended" if suspended else "running"
+            log.warning("%s %s", c.spec.name, "is suspended (SIGSTOP?)" if suspended else "resumed")
+        reason = self.watchdog(c.spec.name, c.ready_at, now) if self.watchdog else None
+        if reason is None:
+            return
+        c.watchdog_restarts += 1
+        c.state = "wedged"
+        log.warning(
+            "%s is wedged (%s): killing it, watchdog restart %d",
+            c.spec.name,
+            reason,
+            c.watchdog_restarts,
+        )
+        _signal_group(c, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # poll() sees the exit later
+            c.proc.wait(timeout=5.0)
 
     def _on_exit(self, c: _Child, now: float) -> None:
         assert c.proc is not None
@@ -393,16 +444,24 @@ class Supervisor:
                 name=name,
                 pid=c.proc.pid if alive and c.proc is not None else None,
                 state=c.state,
-                ready=c.ready and alive,
+                ready=c.ready and alive and not c.suspended,
                 restarts=c.restarts,
                 last_exit=c.last_exit,
                 uptime_s=now - c.started_at if alive else None,
                 error=c.error,
+                watchdog_restarts=c.watchdog_restarts,
             )
         return out
 
     def pids(self) -> dict[str, int]:
         return {n: c.proc.pid for n, c in self.children.items() if c.proc is not None}
+
+
+def _is_suspended(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        return False  # gone: poll() will see the exit
 
 
 def _signal_group(c: _Child, sig: int) -> None:
@@ -455,7 +514,8 @@ class _StopRequest:
 
 def prepare_config(cfg: Config, run_dir: Path) -> Config:
     """The config the children get: web port 0 resolved to a concrete free port (so the URL is
-    known and restarts keep it) and the status file placed in ``run_dir`` unless configured."""
+    known and restarts keep it), the status file and the engine's state file placed in
+    ``run_dir`` unless configured."""
     tree = cfg.model_dump(mode="json")
     if cfg.web.port == 0:
         tree["web"]["port"] = _free_port(
@@ -463,6 +523,8 @@ def prepare_config(cfg: Config, run_dir: Path) -> Config:
         )
     if cfg.run.status_file is None:
         tree["run"]["status_file"] = str(run_dir / "status.json")
+    if cfg.engine.state_file is None:
+        tree["engine"]["state_file"] = str(run_dir / "engine-state.json")
     return Config.model_validate(tree)
 
 
@@ -494,12 +556,14 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     from setproctitle import setproctitle
 
     setproctitle("promptcam: run")
-    check_models(cfg)
-    check_ports_free(cfg)
     duration: float | None = getattr(args, "duration", None)
     if duration is not None and duration <= 0:
         raise LaunchError(f"--duration must be > 0 seconds, got {duration}")
+    cfg.check_frame_size()
+    check_ports_free(cfg)
+    check_models(cfg)  # last: it may ask the Hub (one request, a few seconds at most)
     with tempfile.TemporaryDirectory(prefix="promptcam-run-") as tmp:
+        os.chmod(tmp, 0o700)  # config (token, camera credentials), status and state files
         run_cfg = prepare_config(cfg, Path(tmp))
         return _run(run_cfg, write_child_config(run_cfg, Path(tmp)), duration)
 
@@ -510,10 +574,13 @@ def _run(cfg: Config, config_path: Path, duration: float | None) -> int:
     stop = _StopRequest()
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     collector = StatusCollector(cfg, poll_s=1.0, web_url=url.split("?")[0]).start()
+    limit = cfg.run.watchdog_s
+    dog = ProgressWatchdog(limit) if limit is not None else None
     sup = Supervisor(
         child_specs(cfg, config_path),
         cfg.run,
         is_ready=lambda n, t: collector.snapshot().seen_since(n, t),
+        watchdog=(lambda n, t, now: dog.check(n, t, collector.snapshot(), now)) if dog else None,
     )
     stop.on_second = sup.kill_now
     started = time.monotonic()

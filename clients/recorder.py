@@ -2,18 +2,23 @@
 
 Reads: ``annotated.<camera>`` and ``tracks.<camera>`` (one SUB socket, both topics). Writes
 ``<dir>/<camera>-<start time>.mp4`` (H.264 when PyAV's FFmpeg has an encoder, else MPEG-4, at
-``record.fps``) and ``<dir>/<camera>-<start time>.jsonl`` (one tracks header per line, as
+``record.fps``; fragmented, a fragment a second, so a file cut short still plays) and ``<dir>/<camera>-<start time>.jsonl`` (one tracks header per line, as
 ``promptcam subscribe`` prints). A new pair of files starts when the pair exceeds
 ``record.rotate_mb`` or the pair is older than ``record.rotate_s``. Every tracks message is
 written; annotated frames are written as they come (the MP4's frame rate is nominal; a frame
 the engine skipped is not in the file). Malformed messages are logged and counted, never
 written. SIGINT/SIGTERM and ``--duration`` stop it cleanly: files are flushed and closed.
+A full disk stops the files where they are, playable, with one line; recording resumes in new
+files when space is back (``RotatingRecording``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -27,10 +32,18 @@ import zmq
 
 from stream import bus as zbus
 from stream.config import Config, RecordConfig
-from stream.media import Mp4Writer
+from stream.errors import PromptcamError
+from stream.media import Mp4Writer, keep_complete_fragments
 from stream.wire import AnnotatedMessage, TracksMessage, WireError
 
 log = logging.getLogger(__name__)
+
+
+SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # errors that free space can cure
+
+
+class RecordError(PromptcamError):
+    """The recording cannot start (e.g. its directory cannot be created); one line."""
 
 
 @dataclass
@@ -39,10 +52,19 @@ class RecorderStats:
     tracks: int = 0
     files: list[Path] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
+    write_errors: int = 0  # times writing failed (a full disk), each followed by new files
+    dropped_frames: int = 0  # received while files could not be written
+    dropped_tracks: int = 0
 
 
 class RotatingRecording:
-    """An MP4 + JSONL pair that starts new files by size or age."""
+    """An MP4 + JSONL pair that starts new files by size or age.
+
+    When a write fails (``OSError``: a full disk, a quota), the pair is closed where it stands:
+    the MP4 is fragmented, so it is cut back to its last complete fragment and plays; the JSONL
+    is cut back to its last whole line; a file left with nothing is removed. That is said in one
+    line; messages are then dropped (and counted) until, checked every ``record.retry_s``, the
+    filesystem has ``record.min_free_mb`` free again: a new pair starts, said in one line."""
 
     def __init__(self, directory: Path, camera: str, rec: RecordConfig) -> None:
         self.directory = directory
@@ -51,18 +73,23 @@ class RotatingRecording:
         self.stats = RecorderStats()
         self._mp4: Mp4Writer | None = None
         self._jsonl: IO[str] | None = None
+        self._paths: tuple[Path, Path] | None = None
         self._opened_at = 0.0
         self._index = 0
+        self._failed_at: float | None = None  # monotonic time of the last failed write
+        self._next_check = 0.0
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         base = self.directory / f"{self.camera}-{stamp}-{self._index:03d}"
         self._index += 1
-        self._mp4 = Mp4Writer(base.with_suffix(".mp4"), self.rec.fps)
-        self._jsonl = base.with_suffix(".jsonl").open("w", encoding="utf-8")
+        mp4, jsonl = base.with_suffix(".mp4"), base.with_suffix(".jsonl")
+        self._paths = (mp4, jsonl)
+        self.stats.files += [mp4, jsonl]
+        self._mp4 = Mp4Writer(mp4, self.rec.fps, fragmented=True)
+        self._jsonl = jsonl.open("w", encoding="utf-8", buffering=1)  # whole lines reach the file
         self._opened_at = time.monotonic()
-        self.stats.files += [base.with_suffix(".mp4"), base.with_suffix(".jsonl")]
         log.info("recording to %s.{mp4,jsonl}", base)
 
     def _maybe_rotate(self) -> None:
@@ -86,25 +113,134 @@ class RotatingRecording:
         mp4 = self._mp4.bytes_written if self._mp4 is not None else 0
         return mp4 + (self._jsonl.tell() if self._jsonl is not None else 0)
 
+    def _can_write(self) -> bool:
+        """False while writes fail (a full disk) and space has not come back yet; checks the
+        free space at most every ``record.retry_s``."""
+        if self._failed_at is None:
+            return True
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.rec.retry_s
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            return False
+        if free < self.rec.min_free_mb * 2**20:
+            return False
+        log.warning(
+            "recording resumes: %.1f MB free in %s after %.0f s; dropped %d frames and %d tracks "
+            "messages meanwhile",
+            free / 2**20,
+            self.directory,
+            now - self._failed_at,
+            self.stats.dropped_frames,
+            self.stats.dropped_tracks,
+        )
+        self._failed_at = None
+        return True
+
     def write_frame(self, msg: AnnotatedMessage) -> None:
-        self._maybe_rotate()
-        assert self._mp4 is not None
-        self._mp4.write(msg.image())
+        image = msg.image()  # a bad JPEG is the sender's fault (WireError), not the disk's
+        if not self._can_write():
+            self.stats.dropped_frames += 1
+            return
+        try:
+            self._maybe_rotate()
+            assert self._mp4 is not None
+            self._mp4.write(image)
+        except OSError as e:
+            self.stats.dropped_frames += 1
+            self._write_failed(e)
+            return
         self.stats.frames += 1
 
     def write_tracks(self, msg: TracksMessage) -> None:
-        self._maybe_rotate()
-        assert self._jsonl is not None
-        self._jsonl.write(msg.to_json() + "\n")
+        if not self._can_write():
+            self.stats.dropped_tracks += 1
+            return
+        try:
+            self._maybe_rotate()
+            assert self._jsonl is not None
+            self._jsonl.write(msg.to_json() + "\n")
+        except OSError as e:
+            self.stats.dropped_tracks += 1
+            self._write_failed(e)
+            return
         self.stats.tracks += 1
 
+    def _write_failed(self, e: OSError) -> None:
+        if self.stats.frames + self.stats.tracks == 0 and e.errno not in SPACE_ERRNOS:
+            self._salvage()
+            raise RecordError(f"cannot record to {self.directory}: {e.strerror or e}") from None
+        self.stats.write_errors += 1
+        kept = self._salvage()
+        self._failed_at = time.monotonic()
+        self._next_check = self._failed_at + self.rec.retry_s
+        log.error(
+            "recording stopped: cannot write to %s (%s); %s; dropping messages until %g MB are "
+            "free (checked every %g s)",
+            self.directory,
+            e.strerror or e,
+            kept,
+            self.rec.min_free_mb,
+            self.rec.retry_s,
+        )
+
+    def _salvage(self) -> str:
+        """Close the current pair after a failed write, keep what plays, say what was kept."""
+        mp4, jsonl = self._mp4, self._jsonl
+        self._mp4 = self._jsonl = None
+        for closer in (mp4, jsonl):
+            if closer is not None:
+                with contextlib.suppress(OSError):  # the same error again, already reported
+                    closer.close()
+        if self._paths is None:
+            return "nothing was written"
+        mp4_path, jsonl_path = self._paths
+        self._paths = None
+        kept = []
+        fragments = keep_complete_fragments(mp4_path) if mp4_path.exists() else 0
+        lines = _keep_whole_lines(jsonl_path) if jsonl_path.exists() else 0
+        for path, n, what in (
+            (mp4_path, fragments, "fragments of video, playable"),
+            (jsonl_path, lines, "whole lines"),
+        ):
+            if n:
+                kept.append(f"{path.name} ({n} {what})")
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                self.stats.files.remove(path)
+        return f"kept {', '.join(kept)}" if kept else "the new files held nothing and were removed"
+
     def close(self) -> None:
-        if self._mp4 is not None:
-            self._mp4.close()
-            self._mp4 = None
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
+        if self._mp4 is not None or self._jsonl is not None:
+            try:
+                if self._mp4 is not None:
+                    self._mp4.close()
+                if self._jsonl is not None:
+                    self._jsonl.close()
+            except OSError as e:
+                self._write_failed(e)
+                return
+        self._mp4 = self._jsonl = None
+        self._paths = None
+
+
+def _keep_whole_lines(path: Path, chunk: int = 1 << 20) -> int:
+    """Cut ``path`` after its last newline (a torn last line goes); returns the lines kept."""
+    lines, end, pos = 0, 0, 0
+    with path.open("r+b") as f:
+        while block := f.read(chunk):
+            n = block.count(b"\n")
+            if n:
+                lines += n
+                end = pos + block.rfind(b"\n") + 1
+            pos += len(block)
+        if end < pos:
+            f.truncate(end)
+    return lines
 
 
 class Recorder:
@@ -130,6 +266,13 @@ class Recorder:
 
     def run(self, duration: float | None = None) -> RecorderStats:
         deadline = None if duration is None else time.monotonic() + duration
+        directory = self.recording.directory
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RecordError(
+                f"cannot create the recording directory {directory}: {e.strerror}"
+            ) from None
         ann = zbus.connect(
             self._ctx,
             zmq.SUB,
@@ -187,8 +330,15 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     stats = recorder.run(getattr(args, "duration", None))
     files = ", ".join(str(p) for p in stats.files) or "none"
+    dropped = (
+        f"; {stats.write_errors} write failures (disk full?), dropped {stats.dropped_frames} "
+        f"frames and {stats.dropped_tracks} tracks messages"
+        if stats.write_errors
+        else ""
+    )
     print(
-        f"promptcam record: {stats.frames} frames, {stats.tracks} tracks messages; files: {files}",
+        f"promptcam record: {stats.frames} frames, {stats.tracks} tracks messages{dropped}; "
+        f"files: {files}",
         flush=True,
     )
     return 0

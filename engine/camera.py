@@ -36,6 +36,7 @@ from engine.grounding import GroundJob, GroundResult
 from engine.protocols import Detector, DetectorPrompt, SegmenterSession
 from engine.segmenter import SegmentOutput
 from engine.track_manager import Observation, Plan, TrackManager
+from stream.boxes import clip_box
 from stream.config import EngineConfig
 from stream.errors import PromptError
 
@@ -196,6 +197,7 @@ class CameraTracker:
         self.session.reset()
         self._epoch += 1
         self._history.clear()
+        self.counters.grounding_results_dropped += len(self._pending_external)  # counted
         self._pending_external.clear()
         self._inflight.clear()
         self._last_masks = {}
@@ -227,7 +229,7 @@ class CameraTracker:
             if obs is None:
                 self.counters.grounding_results_dropped += 1
                 continue
-            self._apply_plan(self.manager.on_detections(seq, dets, obs), idx, None)
+            self._apply_plan(self.manager.on_detections(seq, dets, obs), idx, None, dets)
 
     def finish(
         self,
@@ -338,7 +340,7 @@ class CameraTracker:
             self._history[frame.seq],
             mask_iou_of({t: o.mask for t, o in outs.items()}),
         )
-        self._apply_plan(plan, self._current[1], outs)
+        self._apply_plan(plan, self._current[1], outs, dets)
         ms = (time.perf_counter() - t0) * 1e3
         self.counters.last_grounding_ms = ms
         return ms
@@ -365,31 +367,45 @@ class CameraTracker:
                 self.manager.on_detections(r.seq, r.detections, obs, mask_iou_of(masks)),
                 r.frame_idx,
                 None,
+                r.detections,
             )
         finally:
             self.session.unpin(r.frame_idx)
 
     def _apply_plan(
-        self, plan: Plan, frame_idx: int, outs: dict[int, SegmentOutput] | None
+        self,
+        plan: Plan,
+        frame_idx: int,
+        outs: dict[int, SegmentOutput] | None,
+        detections: Detections | None = None,
     ) -> None:
+        """Apply ``plan`` on ``frame_idx``; a detection that carries a mask (SAM 3) seeds its
+        track with that mask, the others with their box as ``seed_with`` says."""
         for tid in plan.removed:
             self._free(tid)
             if outs is not None:
                 outs.pop(tid, None)
-        seeds = [(r.id, r.box, "reseeded") for r in plan.reseed] + [
-            (n.id, n.box, "objects_created") for n in plan.new
+        masks = None if detections is None else detections.mask
+        seeds = [(r.id, r.box, r.detection, "reseeded") for r in plan.reseed] + [
+            (n.id, n.box, n.detection, "objects_created") for n in plan.new
         ]
-        for tid, box, counter in seeds:
-            out = self._seed(tid, frame_idx, box)
+        for tid, box, det, counter in seeds:
+            mask = masks[det] if masks is not None and 0 <= det < len(masks) else None
+            out = self._seed(tid, frame_idx, box, mask)
             if out is None:
                 continue
             setattr(self.counters, counter, getattr(self.counters, counter) + 1)
             if outs is not None:
                 outs[tid] = out
 
-    def _seed(self, tid: int, frame_idx: int, box: Box) -> SegmentOutput | None:
-        """Start (or restart) object ``tid`` on ``frame_idx`` from a detection box, as ``seed_with`` says."""
+    def _seed(
+        self, tid: int, frame_idx: int, box: Box, mask: np.ndarray | None = None
+    ) -> SegmentOutput | None:
+        """Start (or restart) object ``tid`` on ``frame_idx`` from the detection's mask where it
+        has a non-empty one, else from its box as ``seed_with`` says."""
         try:
+            if mask is not None and mask.any():
+                return self.session.add_prompt(tid, frame_idx, mask=mask)
             mode = self.cfg.seed_with
             if mode == "box":
                 return self.session.add_prompt(tid, frame_idx, box=box)
@@ -442,14 +458,16 @@ class CameraTracker:
 
 
 def _check_box(box: Sequence[float], w: int, h: int) -> Box:
-    if len(box) != 4 or not all(np.isfinite(v) for v in box):
-        raise PromptError(f"box must be 4 finite numbers, got {list(box)}")
-    x1, y1, x2, y2 = (float(v) for v in box)
-    if not (x2 > x1 and y2 > y1):
-        raise PromptError(f"box {[x1, y1, x2, y2]} has zero or negative area")
-    if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
-        raise PromptError(f"box {[x1, y1, x2, y2]} lies outside the {w}x{h} frame")
-    return (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2))
+    fitted = clip_box(box, w, h)
+    if fitted.clipped:
+        log.warning(
+            "box %s extends beyond the %dx%d frame: clipped to %s",
+            [float(v) for v in box],
+            w,
+            h,
+            list(fitted.box),
+        )
+    return fitted.box
 
 
 def mask_iou_of(masks: Mapping[int, np.ndarray]) -> Callable[[int, int], float]:

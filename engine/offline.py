@@ -1,29 +1,41 @@
 """The offline job (``promptcam track VIDEO``): the same engine, in one process, over every
 frame of a file; no ZeroMQ, no frame dropped. Grounding runs in line on its scheduled frames,
 so a run is reproducible. Writes tracks as JSONL (one tracks header per frame) and/or the
-annotated video."""
+annotated video.
+
+Manual boxes are fitted to the frame before the models load: a box that extends beyond it is
+clipped (with a warning), one wholly outside it is an error. SIGINT and SIGTERM stop the job
+after the current frame: the outputs are finalised (a playable MP4, whole JSONL lines) and
+the command says where they are; a second signal stops at once, still closing the outputs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
 
 from engine.outputs import render_result, to_tracks_message
 from engine.pipeline import FrameInput
 from engine.render import Renderer
+from stream.boxes import Box, clip_box, parse_box
 from stream.config import Config
 from stream.errors import EndOfStreamError, PromptError, SourceError
 from stream.media import Mp4Writer
-from stream.sources import open_source
+from stream.sources import FrameSource, open_source
 
 log = logging.getLogger(__name__)
-Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,32 @@ class OfflineResult:
     frames: int
     objects: int  # distinct object ids seen
     fps: float  # of the input
+    stopped: bool = False  # a stop request ended the job before the end of the video
+
+
+def fit_boxes(boxes: Sequence[tuple[Box, int]], width: int, height: int) -> dict[int, list[Box]]:
+    """Manual (box, frame) prompts by frame, each fitted to the frame (``stream.boxes``)."""
+    by_frame: dict[int, list[Box]] = defaultdict(list)
+    for box, frame in boxes:
+        fitted = clip_box(box, width, height)
+        if fitted.clipped:
+            log.warning(
+                "--box %s@%d extends beyond the %dx%d frame: clipped to %s",
+                ",".join(f"{v:g}" for v in box),
+                frame,
+                width,
+                height,
+                ",".join(f"{v:g}" for v in fitted.box),
+            )
+        by_frame[frame].append(fitted.box)
+    return by_frame
+
+
+def _first_frame(source: FrameSource, video: Path) -> np.ndarray:
+    try:
+        return source.read()
+    except EndOfStreamError:
+        raise SourceError(f"{video}: no frame could be decoded") from None
 
 
 def track_video(
@@ -42,32 +80,38 @@ def track_video(
     tracks_jsonl: Path | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     max_frames: int | None = None,
+    stop: threading.Event | None = None,
 ) -> OfflineResult:
-    """Track every frame of ``video``; ``boxes`` are manual (box, frame) prompts."""
+    """Track every frame of ``video``; ``boxes`` are manual (box, frame) prompts. Setting
+    ``stop`` ends the job after the current frame, outputs finalised (``stopped`` in the result)."""
     from engine.build import build_engine
 
     if not cfg.engine.prompt.strip() and not boxes:
         raise PromptError("nothing to track: give --prompt TEXT and/or --box X1,Y1,X2,Y2[@FRAME]")
+    if max_frames is not None and max_frames < 1:
+        raise PromptError(f"--max-frames must be at least 1, got {max_frames}")
     src_cfg = cfg.source.model_copy(update={"uri": str(video), "realtime": False, "loop": False})
     source = open_source(str(video), src_cfg)
-    fps = source.fps or 30.0
-    total = getattr(source, "frame_count", None)
-    if max_frames is not None:
-        total = min(total, max_frames) if total else max_frames
-    by_frame: dict[int, list[Box]] = defaultdict(list)
-    for box, frame in boxes:
-        by_frame[frame].append(box)
-    engine = build_engine(cfg, background_grounding=False)
+    try:
+        first = _first_frame(source, video)
+        by_frame = fit_boxes(boxes, first.shape[1], first.shape[0])
+        fps = source.fps or 30.0
+        total = getattr(source, "frame_count", None)
+        if max_frames is not None:
+            total = min(total, max_frames) if total else max_frames
+        engine = build_engine(cfg, background_grounding=False)
+    except BaseException:
+        source.close()
+        raise
     renderer = Renderer(jpeg_quality=cfg.engine.jpeg_quality)
     writer = Mp4Writer(out_mp4, fps) if out_mp4 else None
     jsonl = tracks_jsonl.open("w") if tracks_jsonl else None
     seen: set[int] = set()
     seq = 0
+    image: np.ndarray | None = first
     try:
-        while max_frames is None or seq < max_frames:
-            try:
-                image = source.read()
-            except EndOfStreamError:
+        while image is not None and (max_frames is None or seq < max_frames):
+            if stop is not None and stop.is_set():
                 break
             manual = [(b, "object") for b in by_frame.pop(seq, [])]
             result = engine.process(FrameInput(seq, int(seq * 1e9 / fps), image), manual)
@@ -84,6 +128,10 @@ def track_video(
             seq += 1
             if progress is not None:
                 progress(seq, total)
+            try:
+                image = source.read()
+            except EndOfStreamError:
+                image = None
     finally:
         source.close()
         engine.close()
@@ -91,14 +139,13 @@ def track_video(
             writer.close()
         if jsonl is not None:
             jsonl.close()
-    if seq == 0:
-        raise SourceError(f"{video}: no frame could be decoded")
-    if by_frame:
+    stopped = image is not None and (max_frames is None or seq < max_frames)
+    if by_frame and not stopped:
         late = ", ".join(f"@{f}" for f in sorted(by_frame))
         raise PromptError(
             f"--box frames {late} are beyond the video's {seq} frames (outputs were written)"
         )
-    return OfflineResult(seq, len(seen), fps)
+    return OfflineResult(seq, len(seen), fps, stopped)
 
 
 def _progress_bar(enabled: bool) -> Callable[[int, int | None], None] | None:
@@ -116,9 +163,44 @@ def _progress_bar(enabled: bool) -> Callable[[int, int | None], None] | None:
     return update
 
 
-def main(cfg: Config, args: argparse.Namespace) -> int:
-    from clients.cli import parse_box
+class _StopOnSignal:
+    """SIGINT/SIGTERM set ``event`` (the job stops after its frame); a second one raises
+    ``KeyboardInterrupt`` at once. Restores the previous handlers on exit."""
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.event.set()
+        log.info("%s: stopping after the current frame", signal.Signals(signum).name)
+
+    def __enter__(self) -> _StopOnSignal:
+        self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum or signal.SIGINT).name
+
+
+def _partial_outputs(args: argparse.Namespace) -> str:
+    paths = [Path(p) for p in (args.out, args.tracks) if p]
+    found = [str(p.resolve()) for p in paths if p.exists()]
+    return ", ".join(found) if found else "none (no frame was processed)"
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
     video = Path(args.video)
     if not video.exists():
         raise SourceError(f"{video}: no such file or directory")
@@ -127,18 +209,41 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         raise PromptError("nothing to write: give --out OUT.mp4 and/or --tracks OUT.jsonl")
     if boxes and not args.prompt and not any(s.startswith("engine.prompt=") for s in args.set):
         cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"prompt": ""})})
-    res = track_video(
-        cfg,
-        video,
-        boxes=boxes,
-        out_mp4=Path(args.out) if args.out else None,
-        tracks_jsonl=Path(args.tracks) if args.tracks else None,
-        progress=_progress_bar(not args.no_progress and sys.stderr.isatty()),
-        max_frames=args.max_frames,
-    )
-    print(
-        json.dumps(
-            {"frames": res.frames, "objects": res.objects, "out": args.out, "tracks": args.tracks}
+    with _StopOnSignal() as stop:
+        try:
+            res = track_video(
+                cfg,
+                video,
+                boxes=boxes,
+                out_mp4=Path(args.out) if args.out else None,
+                tracks_jsonl=Path(args.tracks) if args.tracks else None,
+                progress=_progress_bar(not args.no_progress and sys.stderr.isatty()),
+                max_frames=args.max_frames,
+                stop=stop.event,
+            )
+        except KeyboardInterrupt:
+            print(
+                f"promptcam track: stopped at once by a second {stop.name}; partial outputs: "
+                f"{_partial_outputs(args)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 128 + (stop.signum or signal.SIGINT)
+    summary: dict[str, object] = {
+        "frames": res.frames,
+        "objects": res.objects,
+        "out": args.out,
+        "tracks": args.tracks,
+    }
+    if res.stopped:
+        summary["stopped"] = stop.name
+    print(json.dumps(summary), flush=True)
+    if res.stopped:
+        print(
+            f"promptcam track: stopped by {stop.name} after {res.frames} frames; partial "
+            f"outputs (finalised): {_partial_outputs(args)}",
+            file=sys.stderr,
+            flush=True,
         )
-    )
+        return 128 + (stop.signum or signal.SIGINT)
     return 0

@@ -81,8 +81,29 @@ class TracksPublisher:
         self._thread = threading.Thread(target=self._run, name="tracks-publisher", daemon=True)
         self._thread.start()
 
-    def put(self, camera: str, result: FrameResult, image: np.ndarray) -> None:
-        self._q.put((camera, result, image))  # BLOCK policy: never drop a tracks message
+    @property
+    def alive(self) -> bool:
+        """False once the publisher thread has ended (it died: nothing is published any more)."""
+        return self._thread.is_alive()
+
+    def put(
+        self,
+        camera: str,
+        result: FrameResult,
+        image: np.ndarray,
+        stop: threading.Event | None = None,
+    ) -> bool:
+        """Queue one result (BLOCK policy: never drop a tracks message); False, without
+        queueing, once ``stop`` is set or the publisher thread has ended (it died)."""
+        while stop is None or not stop.is_set():
+            if not self._thread.is_alive():
+                return False
+            try:
+                self._q.put((camera, result, image), timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _run(self) -> None:
         while True:
@@ -100,7 +121,7 @@ class TracksPublisher:
 
     def close(self) -> None:
         try:
-            self._q.put(None, timeout=2.0)
+            self._q.put(None, timeout=2.0 if self._thread.is_alive() else 0.0)
         except queue.Full:
             log.warning(
                 "tracks publisher did not drain in time; %d messages unsent", self._q.qsize()

@@ -1,8 +1,15 @@
-"""Model presets: which SAM 2 and which Grounding DINO a ``--models`` name means.
+"""Model presets: which tracker and which detector a ``--models`` name means, and the tracker
+and detector presets ``--tracker`` and ``--detector`` accept.
 
 Real presets fetch from the Hugging Face Hub on first use (and are cached by huggingface_hub);
-``tiny-random`` builds small random-weight models from configs in ``configs/`` with a fixed
+``tiny-random`` builds small random-weight models from configs in ``configs/`` (found where
+``stream.config.CONFIGS_DIR`` says: the source tree or the installed package data) with a fixed
 seed, for tests and offline runs. It is never chosen silently.
+
+A :class:`Preset` with ``tracker`` None tracks with Meta's ``sam2`` package (``sam2_hub_id`` /
+``sam2_config``); with ``tracker`` set, with that row of :data:`TRACKER_PRESETS` (a transformers
+video model, ``engine.backends``). A preset's ``detector`` is a :data:`DETECTOR_PRESETS` name
+(or a Hub id or directory: ``engine/detectors/loading.py``). To add a preset, add one row.
 """
 
 from __future__ import annotations
@@ -10,14 +17,115 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream.config import CONFIGS_DIR, ModelsConfig
 from stream.errors import ModelLoadError
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 TINY_RANDOM = "tiny-random"
 OFFLINE_OPTIONS = (
     "offline options: --models tiny-random (random weights), or local weights with "
-    "--sam2-checkpoint FILE.pt --sam2-config FILE.yaml and --detector DIR"
+    "--sam2-checkpoint FILE.pt --sam2-config FILE.yaml and --detector DIR "
+    "(or a *-tiny-random detector preset, see promptcam models)"
 )
+
+
+@dataclass(frozen=True)
+class TrackerPreset:
+    """A transformers video tracker by name: a Hub repo, or (``hub_id`` None) a tiny-random
+    config directory under ``configs/`` built with random weights from ``seed``."""
+
+    name: str
+    family: str  # transformers model_type (engine/backends/video_models.py: FAMILIES)
+    hub_id: str | None
+    config_dir: Path | None = None
+    seed: int = 0
+    note: str = ""  # what else it needs, for errors and listings
+
+
+_GATED = "gated on the Hub: accept the licence and log in (huggingface-cli login)"
+_TIMM = "its image encoder is a timm model: needs timm (and an importable torchvision)"
+
+TRACKER_PRESETS: dict[str, TrackerPreset] = {
+    p.name: p
+    for p in (
+        TrackerPreset("sam2.1-hiera-tiny-hf", "sam2_video", "facebook/sam2.1-hiera-tiny"),
+        TrackerPreset("sam2.1-hiera-small-hf", "sam2_video", "facebook/sam2.1-hiera-small"),
+        TrackerPreset("sam2.1-hiera-base-plus-hf", "sam2_video", "facebook/sam2.1-hiera-base-plus"),
+        TrackerPreset("sam2.1-hiera-large-hf", "sam2_video", "facebook/sam2.1-hiera-large"),
+        TrackerPreset("edgetam", "edgetam_video", "yonigozlan/EdgeTAM-hf", note=_TIMM),
+        TrackerPreset("sam3-tracker", "sam3_tracker_video", "facebook/sam3", note=_GATED),
+        TrackerPreset(
+            "sam2.1-hf-tiny-random", "sam2_video", None, CONFIGS_DIR / "sam2_video_tiny_random"
+        ),
+        TrackerPreset(
+            "sam3-tracker-tiny-random",
+            "sam3_tracker_video",
+            None,
+            CONFIGS_DIR / "sam3_tracker_video_tiny_random",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class DetectorPreset:
+    """An open-vocabulary detector by name: a Hub repo, or (``hub_id`` None) a tiny-random
+    config directory under ``configs/`` built with random weights from ``seed``."""
+
+    name: str
+    family: str  # the transformers model_type family (engine/detectors/loading.py: FAMILIES)
+    hub_id: str | None
+    config_dir: Path | None = None
+    seed: int = 0
+    note: str = ""  # what else it needs, shown by `promptcam models`
+
+
+def _tiny(name: str, family: str, directory: str) -> DetectorPreset:
+    return DetectorPreset(name, family, None, CONFIGS_DIR / directory)
+
+
+DETECTOR_PRESETS: dict[str, DetectorPreset] = {
+    p.name: p
+    for p in (
+        DetectorPreset(
+            "grounding-dino-tiny", "grounding-dino", "IDEA-Research/grounding-dino-tiny"
+        ),
+        DetectorPreset(
+            "grounding-dino-base", "grounding-dino", "IDEA-Research/grounding-dino-base"
+        ),
+        DetectorPreset(
+            "mm-grounding-dino-tiny",
+            "mm-grounding-dino",
+            "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det",
+        ),
+        DetectorPreset("llmdet-tiny", "mm-grounding-dino", "iSEE-Laboratory/llmdet_tiny"),
+        DetectorPreset("llmdet-large", "mm-grounding-dino", "iSEE-Laboratory/llmdet_large"),
+        DetectorPreset("owlv2-base", "owlv2", "google/owlv2-base-patch16-ensemble"),
+        DetectorPreset("owlvit-base", "owlvit", "google/owlvit-base-patch32"),
+        DetectorPreset(
+            "omdet-turbo",
+            "omdet-turbo",
+            "omlab/omdet-turbo-swin-tiny-hf",
+            note="its Swin backbone is a timm model: needs the timm package (and torchvision)",
+        ),
+        DetectorPreset("florence2-base", "florence2", "florence-community/Florence-2-base"),
+        DetectorPreset("florence2-large", "florence2", "florence-community/Florence-2-large"),
+        DetectorPreset(
+            "sam3",
+            "sam3",
+            "facebook/sam3",
+            note=_GATED,
+        ),
+        _tiny("grounding-dino-tiny-random", "grounding-dino", "grounding_dino_tiny_random"),
+        _tiny(
+            "mm-grounding-dino-tiny-random", "mm-grounding-dino", "mm_grounding_dino_tiny_random"
+        ),
+        _tiny("owlv2-tiny-random", "owlv2", "owlv2_tiny_random"),
+        _tiny("owlvit-tiny-random", "owlvit", "owlvit_tiny_random"),
+        _tiny("omdet-turbo-tiny-random", "omdet-turbo", "omdet_turbo_tiny_random"),
+        _tiny("florence2-tiny-random", "florence2", "florence2_tiny_random"),
+        _tiny("sam3-tiny-random", "sam3", "sam3_tiny_random"),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -27,8 +135,20 @@ class Preset:
         str | None
     )  # Hugging Face Hub repo holding the checkpoint (sam2's build_sam2_hf ids)
     sam2_config: str  # sam2 package config name, or a file under configs/ for tiny-random
-    detector: str  # Grounding DINO hub id, or a directory name under configs/ for tiny-random
+    detector: str  # a DETECTOR_PRESETS name, a Hub id or a local directory
+    sam2_file: str | None = None  # the checkpoint's file name in sam2_hub_id
     seed: int = 0
+    tracker: str | None = None  # a TRACKER_PRESETS name; None: the sam2 package (sam2_* above)
+
+
+def _hf(name: str, tracker: str, detector: str) -> Preset:
+    """A preset tracking with a transformers video model (its sam2_* fields are unused)."""
+    return Preset(name, None, "", detector, tracker=tracker)
+
+
+_GDINO_TINY = "grounding-dino-tiny"
+_GDINO_TINY_RANDOM = "grounding-dino-tiny-random"
+_SAM3_TINY_RANDOM = "sam3-tiny-random"
 
 
 PRESETS: dict[str, Preset] = {
@@ -36,34 +156,73 @@ PRESETS: dict[str, Preset] = {
         "sam2.1-hiera-tiny",
         "facebook/sam2.1-hiera-tiny",
         "configs/sam2.1/sam2.1_hiera_t.yaml",
-        "IDEA-Research/grounding-dino-tiny",
+        "grounding-dino-tiny",
+        "sam2.1_hiera_tiny.pt",
     ),
     "sam2.1-hiera-small": Preset(
         "sam2.1-hiera-small",
         "facebook/sam2.1-hiera-small",
         "configs/sam2.1/sam2.1_hiera_s.yaml",
-        "IDEA-Research/grounding-dino-tiny",
+        "grounding-dino-tiny",
+        "sam2.1_hiera_small.pt",
     ),
     "sam2.1-hiera-base-plus": Preset(
         "sam2.1-hiera-base-plus",
         "facebook/sam2.1-hiera-base-plus",
         "configs/sam2.1/sam2.1_hiera_b+.yaml",
-        "IDEA-Research/grounding-dino-base",
+        "grounding-dino-base",
+        "sam2.1_hiera_base_plus.pt",
     ),
     "sam2.1-hiera-large": Preset(
         "sam2.1-hiera-large",
         "facebook/sam2.1-hiera-large",
         "configs/sam2.1/sam2.1_hiera_l.yaml",
-        "IDEA-Research/grounding-dino-base",
+        "grounding-dino-base",
+        "sam2.1_hiera_large.pt",
     ),
     TINY_RANDOM: Preset(
         TINY_RANDOM,
         None,
         str(CONFIGS_DIR / "sam2_tiny_random.yaml"),
-        str(CONFIGS_DIR / "grounding_dino_tiny_random"),
+        "grounding-dino-tiny-random",
         seed=0,
     ),
+    # transformers video trackers (engine/backends); "sam3" is SAM 3 concept mode: its detector
+    # grounds the prompt (engine/detectors/sam3.py), its tracker follows.
+    **{
+        p.name: p
+        for p in (
+            _hf("sam2.1-hiera-tiny-hf", "sam2.1-hiera-tiny-hf", _GDINO_TINY),
+            _hf("edgetam", "edgetam", _GDINO_TINY),
+            _hf("sam3-tracker", "sam3-tracker", _GDINO_TINY),
+            _hf("sam3", "sam3-tracker", "sam3"),
+            _hf("sam2.1-hf-tiny-random", "sam2.1-hf-tiny-random", _GDINO_TINY_RANDOM),
+            _hf("sam3-tracker-tiny-random", "sam3-tracker-tiny-random", _GDINO_TINY_RANDOM),
+            _hf("sam3-tiny-random", "sam3-tracker-tiny-random", _SAM3_TINY_RANDOM),
+        )
+    },
 }
+
+
+def hub_files(models: ModelsConfig, with_detector: bool) -> list[tuple[str, str]]:
+    """(repo id, file) on the Hugging Face Hub that loading ``models`` needs (a probe file
+    for the detector: its ``config.json``); none for tiny-random or local weights."""
+    from engine.hub import looks_like_hub_id
+
+    preset = get_preset(models.preset)
+    files = []
+    if models.sam2_checkpoint is None and preset.sam2_hub_id and preset.sam2_file:
+        files.append((preset.sam2_hub_id, preset.sam2_file))
+    detector = models.detector if models.detector is not None else preset.detector
+    if detector in DETECTOR_PRESETS:
+        hub_id = DETECTOR_PRESETS[detector].hub_id
+        if with_detector and hub_id is not None:
+            files.append((hub_id, "config.json"))
+        return files
+    local = Path(detector).expanduser().is_dir()
+    if with_detector and not local and looks_like_hub_id(detector):
+        files.append((detector, "config.json"))
+    return files
 
 
 def get_preset(name: str) -> Preset:

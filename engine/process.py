@@ -1,21 +1,28 @@
 """The engine process (``promptcam engine``): every configured camera through one model.
 
 Reads: ``frame.<camera>`` of each camera (one latest-frame receiver per camera: a slow engine
-skips frames, counted per camera), the ``control`` REP socket, and optionally
-``detections.<camera>`` from an external detector.
+skips frames, counted per camera), the ``control`` socket (a ROUTER: REQ and DEALER clients
+alike), and optionally ``detections.<camera>`` from an external detector.
 Publishes: ``tracks.<camera>`` (one message per processed frame of a camera, never dropped) and
 ``annotated.<camera>`` (newest result per camera only; older ones dropped and counted), every
 camera on the same two sockets.
 Drops: frames that arrive while a tick is processed (``skipped``) or older than the staleness
 budget (``stale``); malformed frames, detections and control requests (rejected, counted,
-answered with an error where there is someone to answer).
+answered with an error where there is someone to answer); detections beyond a queue of
+``DETECTIONS_QUEUE`` (counted).
 
 Each tick takes the newest frame of every camera that has a new one, so every camera is served
 once per tick whatever its rate (a 30 fps camera cannot starve a 5 fps one), and a camera
 whose source stopped is simply not in the tick. The frame loop owns the models; control
 requests reach it through a bounded command queue and run between ticks, so nothing else ever
 touches model state. Cameras can be added and removed at runtime (``add_camera`` /
-``remove_camera``).
+``remove_camera``). The control thread never waits for a command: it answers ``stats`` and
+``cameras`` at once, keeps at most ``MAX_PENDING_COMMANDS`` commands pending (beyond: an
+immediate "busy" error) and replies to each when the loop has run it, so a crowd of clients
+cannot make ``stats`` unreachable. No input ends a reading thread; a thread that ends anyway
+stops the process (``stream.threads``), which then exits non-zero. Each camera's runtime state
+(prompt, manual objects) is kept in ``engine.state_file`` and restored at start
+(``engine.state``).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -39,10 +46,12 @@ from engine.camera import CameraStats, CameraTracker
 from engine.outputs import AnnotatedPublisher, TracksPublisher
 from engine.pipeline import FrameInput, FrameResult, MultiCameraEngine, TrackingEngine
 from engine.render import Renderer
+from engine.state import EngineState, ManualObject, StateFile, snapshot
 from stream import bus as zbus
 from stream.config import Config, EngineConfig
 from stream.errors import PromptcamError, PromptError
 from stream.receiver import LatestFrameReceiver
+from stream.threads import ThreadDeath
 from stream.wire import (
     AddCamera,
     AddObject,
@@ -63,8 +72,22 @@ from stream.wire import (
 
 log = logging.getLogger(__name__)
 CONTROL_DROP_BYTES = 1 << 20
+DETECTIONS_DROP_BYTES = 1 << 20
+MAX_PENDING_COMMANDS = 64  # control commands queued or running; beyond: "busy" at once
+COMMAND_TIMEOUT_S = 30.0
+DETECTIONS_QUEUE = 8
+STATE_SAVE_EVERY_S = 1.0
 STALLED_AFTER_S = 5.0  # a camera with no frame for this long is reported "stalled"
 Command = Callable[["EngineProcess"], dict[str, Any]]
+
+
+@dataclass
+class _Pending:
+    """A control command waiting for the frame loop, and where its reply goes."""
+
+    envelope: list[bytes]
+    future: Future[dict[str, Any]]
+    deadline: float
 
 
 class RateMeter:
@@ -101,6 +124,8 @@ class CameraFeed:
     latency_ms: dict[str, float] = field(default_factory=dict)
     last_frame_at: float | None = None  # time.monotonic() of the last frame taken
     published: int = 0
+    undecodable: int = 0  # frames whose JPEG could not be decoded (counted as rejected)
+    to_restore: Sequence[ManualObject] = ()  # manual objects to re-seed on the first frame
 
     def state(self) -> str:
         """``waiting`` (no frame yet), ``live``, or ``stalled`` (no frame for a while)."""
@@ -124,6 +149,9 @@ class CameraProcessStats:
     frames_stale: int
     frames_overrun: int
     frames_rejected: int
+    frames_received: int
+    frames_rejected_by_reason: dict[str, int]
+    frames_connection_drops: int
     annotated_published: int
     annotated_dropped: int
     latency_ms: dict[str, float]
@@ -149,6 +177,7 @@ class EngineStats:
     control_rejected: int
     detections_rejected: int
     ground_batches: int
+    control: dict[str, Any]  # the control thread's and detection thread's counters, busy_with
     latency_ms: dict[str, float]
     rss_mb: float
     cuda: dict[str, float]
@@ -168,6 +197,8 @@ class EngineStats:
                 "frames_stale",
                 "frames_overrun",
                 "frames_rejected",
+                "frames_received",
+                "frames_connection_drops",
                 "annotated_published",
                 "annotated_dropped",
                 "frames_dropped",
@@ -175,6 +206,11 @@ class EngineStats:
             )
             per = [c.as_dict() for c in cams]
             flat = {k: round(sum(p[k] for p in per), 2) for k in keys}
+            by_reason: dict[str, int] = {}
+            for p in per:
+                for reason, n in p["frames_rejected_by_reason"].items():
+                    by_reason[reason] = by_reason.get(reason, 0) + n
+            flat["frames_rejected_by_reason"] = by_reason
         flat.pop("frames", None)
         flat.pop("state", None)
         flat.pop("camera", None)
@@ -186,6 +222,7 @@ class EngineStats:
                 "control_rejected": self.control_rejected,
                 "detections_rejected": self.detections_rejected,
                 "ground_batches": self.ground_batches,
+                **self.control,
                 "latency_ms": dict(self.latency_ms),
                 "memory": {"rss_mb": self.rss_mb, **self.cuda},
                 "cameras": {c.camera: c.as_dict() for c in cams},
@@ -202,6 +239,7 @@ class EngineProcess:
         cfg: Config,
         engine: MultiCameraEngine | TrackingEngine,
         stop: threading.Event | None = None,
+        restored: Mapping[str, EngineState] | None = None,
         *,
         ctx: zmq.Context[Any] | None = None,
         serve_configured: bool = True,
@@ -216,12 +254,24 @@ class EngineProcess:
         self._own_ctx = ctx is None
         self.ctx: zmq.Context[Any] = zmq.Context() if ctx is None else ctx
         self._commands: queue.Queue[tuple[Command, Future[dict[str, Any]]]] = queue.Queue(
-            maxsize=64
+            maxsize=MAX_PENDING_COMMANDS
         )
+        self._detections: queue.Queue[Command] = queue.Queue(maxsize=DETECTIONS_QUEUE)
+        self._pending: list[_Pending] = []  # control thread only
+        self.control_pending_max = 0
+        self.control_replies_dropped = 0
+        self._busy_with: str | None = None  # a long step of the frame loop (loading a model)
         self._stats_lock = threading.Lock()
         self._stats: EngineStats | None = None
         self.control_rejected: dict[str, int] = {}
         self.detections_rejected = 0
+        self.detections_dropped = 0
+        self.detections_connection_drops = 0
+        path = cfg.engine.state_file
+        self._state_file = StateFile(path) if path is not None else None
+        self._state: dict[str, EngineState] = dict(restored or {})
+        self._state_dirty = self._state_file is not None
+        self._state_saved_at = 0.0
         self._latency: dict[str, float] = {}
         self._proc = psutil.Process()
         self._started = time.time()
@@ -235,6 +285,7 @@ class EngineProcess:
             if name not in settings:
                 raise PromptError(f"engine camera {name!r} is not in the configuration")
             self._feeds[name] = self._feed(name, settings[name].frames)
+        self._restore(restored or {})
         b = cfg.bus
         tracks_sock = zbus.bind(self.ctx, zmq.PUB, b.tracks, b, sndhwm=100, curve=True)
         self.annotated: AnnotatedPublisher | None = None
@@ -246,8 +297,9 @@ class EngineProcess:
         self.tracks = TracksPublisher(tracks_sock, self._on_published)
         # Requests up to MAX_CONTROL_BYTES are parsed; larger ones get an error reply; beyond
         # 1 MiB ZeroMQ drops them unread (and the peer's connection), so memory stays bounded.
+        # ROUTER, not REP: replies go out when their command has run, in any order.
         self._control_sock = zbus.bind(
-            self.ctx, zmq.REP, b.control, b, maxmsgsize=CONTROL_DROP_BYTES
+            self.ctx, zmq.ROUTER, b.control, b, maxmsgsize=CONTROL_DROP_BYTES
         )
         self._threads = [threading.Thread(target=self._control_loop, name="control", daemon=True)]
         if b.detections:
@@ -294,11 +346,57 @@ class EngineProcess:
     def _control_loop(self) -> None:
         sock = self._control_sock
         while not self.stop.is_set():
-            if not sock.poll(100, zmq.POLLIN):
+            if sock.poll(10 if self._pending else 100, zmq.POLLIN):
+                for _ in range(256):  # a bounded burst, then the replies that are due
+                    try:
+                        parts = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._on_request(parts)
+            self._answer_done()
+
+    def _on_request(self, parts: list[bytes]) -> None:
+        envelope, body = split_envelope(parts)
+        try:
+            outcome = self._handle_control(body)
+        except Exception as e:  # a bug must not end the control thread: count it like bad input
+            log.exception("control request could not be handled")
+            self._reject("internal")
+            outcome = control_reply(False, error=f"internal error: {e.__class__.__name__}")
+        if isinstance(outcome, bytes):
+            self._send_reply(envelope, outcome)
+        else:
+            self._pending.append(_Pending(envelope, outcome, time.monotonic() + COMMAND_TIMEOUT_S))
+            self.control_pending_max = max(self.control_pending_max, len(self._pending))
+
+    def _answer_done(self) -> None:
+        now = time.monotonic()
+        waiting: list[_Pending] = []
+        for p in self._pending:
+            if p.future.done():
+                reply = self._reply_of(p.future)
+            elif now > p.deadline and p.future.cancel():  # not started: it never will be
+                reply = control_reply(
+                    False, error=f"engine did not execute the command within {COMMAND_TIMEOUT_S:g}s"
+                )
+            else:
+                waiting.append(p)
                 continue
-            parts = sock.recv_multipart()
-            reply = self._handle_control(parts)
-            sock.send(reply)
+            self._send_reply(p.envelope, reply)
+        self._pending = waiting
+
+    def _reply_of(self, fut: Future[dict[str, Any]]) -> bytes:
+        error = fut.exception()
+        if error is not None:
+            self._reject("refused")
+            return control_reply(False, error=str(error))
+        return control_reply(True, **fut.result())
+
+    def _send_reply(self, envelope: list[bytes], reply: bytes) -> None:
+        try:
+            self._control_sock.send_multipart([*envelope, reply], zmq.NOBLOCK)
+        except zmq.ZMQError:  # the client's queue is full (it does not read): its loss
+            self.control_replies_dropped += 1
 
     def _reject(self, reason: str) -> None:
         self.control_rejected[reason] = self.control_rejected.get(reason, 0) + 1
@@ -308,10 +406,23 @@ class EngineProcess:
 
     def handle_request(self, raw: bytes) -> bytes:
         """Answer one control request (JSON bytes) as the control socket would; callable from
-        any thread (what needs the models runs on the loop)."""
-        return self._handle_control([raw])
+        any thread (what needs the models runs on the loop; this waits for it)."""
+        outcome = self._handle_control([raw])
+        if isinstance(outcome, bytes):
+            return outcome
+        try:
+            outcome.result(timeout=COMMAND_TIMEOUT_S)
+        except TimeoutError:
+            if outcome.cancel():  # not started: it never will be
+                return control_reply(
+                    False, error=f"engine did not execute the command within {COMMAND_TIMEOUT_S:g}s"
+                )
+            outcome.exception()  # running: its result comes
+        except PromptcamError:
+            pass  # the reply says it
+        return self._reply_of(outcome)
 
-    def call(self, cmd: Command, timeout: float = 30.0) -> dict[str, Any]:
+    def call(self, cmd: Command, timeout: float = COMMAND_TIMEOUT_S) -> dict[str, Any]:
         """Run ``cmd(self)`` on the frame loop, between ticks, and return its result; raises
         what it raises (``PromptcamError``), or ``TimeoutError``."""
         fut: Future[dict[str, Any]] = Future()
@@ -321,7 +432,8 @@ class EngineProcess:
             raise PromptcamError("engine busy: too many pending commands") from None
         return fut.result(timeout=timeout)
 
-    def _handle_control(self, parts: list[bytes]) -> bytes:
+    def _handle_control(self, parts: list[bytes]) -> bytes | Future[dict[str, Any]]:
+        """The reply to a request, or the future of the command that will make it."""
         if len(parts) != 1:
             self._reject("bad_parts")
             return control_reply(
@@ -336,20 +448,16 @@ class EngineProcess:
             return control_reply(True, stats=self.stats())
         if isinstance(req, Cameras):
             return control_reply(True, cameras=self.camera_list())
+        if len(self._pending) >= MAX_PENDING_COMMANDS:
+            self._reject("busy")
+            return control_reply(False, error="engine busy: too many pending commands")
         fut: Future[dict[str, Any]] = Future()
         try:
             self._commands.put_nowait((_command(req), fut))
         except queue.Full:
             self._reject("busy")
             return control_reply(False, error="engine busy: too many pending commands")
-        try:
-            fields = fut.result(timeout=30.0)
-        except PromptcamError as e:
-            self._reject("refused")
-            return control_reply(False, error=str(e))
-        except TimeoutError:
-            return control_reply(False, error="engine did not execute the command within 30s")
-        return control_reply(True, **fields)
+        return fut
 
     def tracker(self, camera: str | None) -> CameraTracker:
         """The camera a request addresses: named, or the only one."""
@@ -368,11 +476,18 @@ class EngineProcess:
     def set_prompt(self, camera: str | None, text: str) -> list[str]:
         cam = self.tracker(camera)
         if self.engine.detector is None:
-            from engine.build import load_detector
-
             log.info("loading the detector for the first text prompt")
-            self.engine.set_detector(load_detector(self.cfg))
+            self._load_detector()
         return cam.set_prompt(text)
+
+    def _load_detector(self) -> None:
+        from engine.build import load_detector
+
+        self._busy_with = "loading the detector"
+        try:
+            self.engine.set_detector(load_detector(self.cfg))
+        finally:
+            self._busy_with = None
 
     def add_camera(
         self,
@@ -392,9 +507,7 @@ class EngineProcess:
         base = self.cfg.engine if engine is None else engine
         engine_cfg = base if prompt is None else _with_prompt(base, prompt)
         if engine_cfg.prompt.strip() and self.engine.detector is None:
-            from engine.build import load_detector
-
-            self.engine.set_detector(load_detector(self.cfg))
+            self._load_detector()
         feed = self._feed(name, frames)
         try:
             feed.receiver.start()
@@ -426,11 +539,15 @@ class EngineProcess:
         log.info("camera %s removed", name)
 
     def _run_commands(self) -> None:
+        ran = False
         while True:
             try:
                 cmd, fut = self._commands.get_nowait()
             except queue.Empty:
-                return
+                break
+            if not fut.set_running_or_notify_cancel():
+                continue  # timed out while queued: its requester was told so
+            ran = True
             try:
                 result = cmd(self)
                 self._publish_stats()  # a reply's effect shows in the next stats/cameras
@@ -440,44 +557,148 @@ class EngineProcess:
             except Exception as e:  # keep the engine running; the requester gets the error
                 log.exception("control command failed")
                 fut.set_exception(PromptcamError(f"internal error: {e.__class__.__name__}: {e}"))
+        while True:
+            try:
+                det = self._detections.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                det(self)
+            except Exception:  # counted; the frame loop goes on
+                self.detections_rejected += 1
+                log.exception("external detections could not be applied")
+        if ran:
+            self._state_dirty = True
+            self._save_state()
+
+    # ------------------------------------------------------------------ runtime state
+
+    def _restore(self, restored: Mapping[str, EngineState]) -> None:
+        """Each configured camera's kept prompt now, its manual objects on its first frame."""
+        for name, state in restored.items():
+            feed = self._feeds.get(name)
+            if feed is None:
+                log.info("kept state of camera %s not restored: not configured", name)
+                continue
+            cam = self.engine.camera(name)
+            log.info(
+                "camera %s: restoring %s from %s (the engine was restarted)",
+                name,
+                state.describe(),
+                self.cfg.engine.state_file,
+            )
+            if state.prompt.strip() and state.prompt != cam.prompt:
+                try:
+                    self.set_prompt(name, state.prompt)
+                except PromptcamError as e:
+                    log.warning("camera %s: kept prompt %r not restored: %s", name, state.prompt, e)
+            feed.to_restore = state.objects
+
+    def _restore_objects(self, name: str, feed: CameraFeed) -> None:
+        objects, feed.to_restore = feed.to_restore, ()
+        cam = self.engine.camera(name)
+        restored = 0
+        for o in objects:
+            try:
+                cam.add_object(o.box, o.label)
+                restored += 1
+            except PromptcamError as e:
+                log.warning(
+                    "camera %s: manual object %d (%s) not restored: %s", name, o.id, o.label, e
+                )
+        log.info(
+            "camera %s: restored %d manual object(s), re-seeded from their last boxes",
+            name,
+            restored,
+        )
+        self._state_dirty = True
+
+    def _save_state(self) -> None:
+        """Write the runtime state when a command changed it, else at most once a second while
+        manual objects (whose boxes move) exist."""
+        if self._state_file is None:
+            return
+        now = time.monotonic()
+        moving = any(s.objects for s in self._state.values())
+        if not self._state_dirty and (
+            now - self._state_saved_at < STATE_SAVE_EVERY_S or not moving
+        ):
+            return
+        state = {
+            name: snapshot(
+                self.engine.camera(name).prompt,
+                self.engine.camera(name).manager.tracks(),
+                self._state.get(name),
+            )
+            for name in self._feeds
+        }
+        if self._state_dirty or state != self._state:
+            self._state_file.save(state)
+        self._state = state
+        self._state_dirty = False
+        self._state_saved_at = now
 
     # ------------------------------------------------------------------ external detections
 
     def _detections_loop(self) -> None:
-        from engine.grounder import detections_from_message
-
         b = self.cfg.bus
         assert b.detections is not None
-        sock = zbus.connect(self.ctx, zmq.SUB, b.detections, b, subscribe=[b"detections."])
+        sub = zbus.Subscription(
+            self.ctx,
+            b.detections,
+            b,
+            [b"detections."],
+            maxmsgsize=DETECTIONS_DROP_BYTES,
+            what="detections",
+        )
         try:
             while not self.stop.is_set():
-                parts = zbus.recv_multipart_timeout(sock, 100, copy=True)
-                if parts is None:
+                readable = sub.poll(100)
+                self.detections_connection_drops = sub.dropped
+                if not readable:
                     continue
                 try:
-                    msg = DetectionsMessage.from_parts(parts)
-                except WireError as e:
-                    self.detections_rejected += 1
-                    log.warning("rejected detections message: %s", e)
+                    parts = sub.sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
                     continue
-                camera, seq = msg.header.camera, msg.header.seq
-
-                def cmd(
-                    p: EngineProcess, m: DetectionsMessage = msg, c: str = camera, s: int = seq
-                ) -> dict[str, Any]:
-                    if c not in p._feeds:
-                        p.detections_rejected += 1
-                        return {}
-                    cam = p.engine.camera(c)
-                    cam.add_external_detections(s, detections_from_message(m, cam.labels))
-                    return {}
-
-                try:
-                    self._commands.put_nowait((cmd, Future()))
-                except queue.Full:
-                    self.detections_rejected += 1
+                self._on_detections(parts)
         finally:
-            sock.close(0)
+            sub.close()
+
+    def _on_detections(self, parts: list[bytes]) -> None:
+        from engine.grounder import detections_from_message
+
+        try:
+            msg = DetectionsMessage.from_parts(parts)
+        except WireError as e:
+            self._reject_detections(str(e))
+            return
+        except Exception as e:  # a parser bug must not end the thread: count it like bad input
+            log.exception("detections message could not be checked")
+            self._reject_detections(f"internal error: {e.__class__.__name__}")
+            return
+        camera, seq = msg.header.camera, msg.header.seq
+
+        def cmd(
+            p: EngineProcess, m: DetectionsMessage = msg, c: str = camera, s: int = seq
+        ) -> dict[str, Any]:
+            if c not in p._feeds:
+                p.detections_rejected += 1
+                return {}
+            cam = p.engine.camera(c)
+            cam.add_external_detections(s, detections_from_message(m, cam.labels))
+            return {}
+
+        try:
+            self._detections.put_nowait(cmd)
+        except queue.Full:
+            self.detections_dropped += 1
+
+    def _reject_detections(self, why: str) -> None:
+        self.detections_rejected += 1
+        n = self.detections_rejected
+        if n <= 10 or n % 1000 == 0:
+            log.warning("rejected detections message, %d so far: %s", n, why)
 
     # ------------------------------------------------------------------ stats
 
@@ -498,7 +719,10 @@ class EngineProcess:
                 frames_skipped=rx.skipped,
                 frames_stale=rx.stale,
                 frames_overrun=rx.overrun,
-                frames_rejected=rx.rejected_total,
+                frames_rejected=rx.rejected_total + feed.undecodable,
+                frames_received=rx.received,
+                frames_rejected_by_reason={**rx.rejected, "undecodable": feed.undecodable},
+                frames_connection_drops=rx.connection_drops,
                 annotated_published=ann.published.get(name, 0) if ann else 0,
                 annotated_dropped=ann.dropped.get(name, 0) if ann else 0,
                 latency_ms={k: round(v, 2) for k, v in feed.latency_ms.items()},
@@ -510,12 +734,24 @@ class EngineProcess:
             control_rejected=sum(self.control_rejected.values()),
             detections_rejected=self.detections_rejected,
             ground_batches=self.engine.ground_batches,
+            control=self._control_counters(),
             latency_ms={k: round(v, 2) for k, v in self._latency.items()},
             rss_mb=round(self._proc.memory_info().rss / 2**20, 1),
             cuda=_cuda_memory(),
         )
         with self._stats_lock:
             self._stats = snapshot
+
+    def _control_counters(self) -> dict[str, Any]:
+        return {
+            "control_rejected_by_reason": dict(self.control_rejected),
+            "control_pending": len(self._pending),
+            "control_pending_max": self.control_pending_max,
+            "control_replies_dropped": self.control_replies_dropped,
+            "detections_dropped": self.detections_dropped,
+            "detections_connection_drops": self.detections_connection_drops,
+            "busy_with": self._busy_with,
+        }
 
     def engine_stats(self) -> EngineStats:
         with self._stats_lock:
@@ -532,6 +768,7 @@ class EngineProcess:
             uptime_s=round(time.time() - self._started, 1),
             control_rejected=sum(self.control_rejected.values()),
             detections_rejected=self.detections_rejected,
+            control=self._control_counters(),
             rss_mb=round(self._proc.memory_info().rss / 2**20, 1),
         ).as_dict()
 
@@ -568,7 +805,9 @@ class EngineProcess:
             try:
                 image = msg.image()
             except WireError as e:
-                log.warning("camera %s: dropping undecodable frame %d: %s", name, msg.seq, e)
+                feed.undecodable += 1
+                if feed.undecodable <= 10 or feed.undecodable % 1000 == 0:
+                    log.warning("camera %s: dropping undecodable frame %d: %s", name, msg.seq, e)
                 continue
             frames[name] = FrameInput(msg.seq, msg.t_capture_ns, image)
         return frames
@@ -595,16 +834,24 @@ class EngineProcess:
                     self._publish_stats()
                     continue
                 results = self.engine.tick(frames)
+                published = True
                 for name, result in results.items():
                     feed = self._feeds[name]
+                    if feed.to_restore:
+                        self._restore_objects(name, feed)
                     feed.latency_ms.update(result.timings_ms)
                     feed.latency_ms["grounding_ms"] = self.engine.camera(
                         name
                     ).counters.last_grounding_ms
-                    self.tracks.put(name, result, frames[name].image)
+                    published = published and self.tracks.put(
+                        name, result, frames[name].image, self.stop
+                    )
+                if not published:
+                    break  # the publisher is gone (its death stops the process)
                 any_result = next(iter(results.values()))
                 self._latency.update(any_result.timings_ms)
                 self._publish_stats()
+                self._save_state()
                 processed += 1
                 if max_frames is not None and processed >= max_frames:
                     break
@@ -641,6 +888,15 @@ class EngineProcess:
         self.engine.close()
         if self._own_ctx:
             self.ctx.destroy(linger=0)
+
+
+def split_envelope(parts: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """A ROUTER message as (routing envelope, request parts): up to the first empty delimiter
+    part (REQ clients), else the peer's identity alone (DEALER clients that send none)."""
+    for i, part in enumerate(parts[1:], start=1):
+        if part == b"":
+            return parts[: i + 1], parts[i + 1 :]
+    return parts[:1], parts[1:]
 
 
 def _with_prompt(cfg: EngineConfig, prompt: str) -> EngineConfig:
@@ -717,5 +973,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    death = ThreadDeath(stop).install()
+    kept = StateFile(cfg.engine.state_file).load() if cfg.engine.state_file else {}
     engine = build_multi_engine(cfg)
-    return EngineProcess(cfg, engine, stop).run()
+    return death.exit_code(EngineProcess(cfg, engine, stop, kept).run())

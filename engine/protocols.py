@@ -12,44 +12,20 @@ tracker (``engine.camera``) use nothing else of them.
 * :class:`Detector` — prompt + frames -> labelled boxes (and masks, where the family makes
   them). Stateless about prompts: a parsed :class:`DetectorPrompt` travels with every call, so
   one detector serves cameras with different prompts, and several frames can be detected in one
-  call (``detect_batch``).
+  call (``detect_batch``). Defined with the families in ``engine/detectors/base.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
-import supervision as sv
 
+from engine.detectors.base import Detector, DetectorPrompt
 from engine.segmenter import PreparedFrame, SegmentOutput, StateSize
 
-
-@dataclass(frozen=True)
-class DetectorPrompt:
-    """A prompt as a detector takes it: the normalised phrases (the labels its detections
-    carry) and the text the model is given. Immutable, shared across threads."""
-
-    phrases: tuple[str, ...]
-    text: str
-
-
-class Detector(Protocol):
-    def parse_prompt(self, text: str) -> DetectorPrompt:
-        """Normalise ``text`` into phrases the model accepts; ``PromptError`` if none."""
-        ...
-
-    def detect(self, image_bgr: np.ndarray, prompt: DetectorPrompt) -> sv.Detections:
-        """Boxes of ``prompt``'s phrases in one HxWx3 uint8 BGR frame, in its pixels."""
-        ...
-
-    def detect_batch(
-        self, images: Sequence[np.ndarray], prompts: Sequence[DetectorPrompt]
-    ) -> list[sv.Detections]:
-        """``detect`` of each frame with its prompt, in one model call where the family allows."""
-        ...
+__all__ = ["Detector", "DetectorPrompt", "SegmenterKernel", "SegmenterSession"]
 
 
 class SegmenterSession(Protocol):

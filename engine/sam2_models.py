@@ -7,9 +7,9 @@ the autocast dtype to run it under, and the resolved model config (so that the o
 
 Three ways to get a model:
 - a real preset (``sam2.1-hiera-*``): the config from the installed ``sam2`` package and the
-  checkpoint from the Hub (``huggingface_hub.hf_hub_download``, cached), as sam2's own
-  ``build_sam2_hf`` does. A failed download raises ``ModelLoadError`` naming the offline options;
-  with ``HF_HUB_OFFLINE=1`` and no cached file it fails at once.
+  checkpoint from the cache or the Hub (``engine.hub.fetch``), as sam2's own ``build_sam2_hf``
+  does. A failed download raises ``ModelLoadError`` naming the offline options; with the Hub
+  unreachable (or ``HF_HUB_OFFLINE=1``) and no cached file it fails at once, without retries.
 - ``--sam2-checkpoint FILE.pt --sam2-config FILE.yaml``: any SAM 2 hydra YAML on disk (read with
   OmegaConf and instantiated with ``hydra.utils.instantiate``, no hydra search path involved)
   and a Meta-format checkpoint (a dict with key ``model``). Configs that do not describe a SAM 2
@@ -40,8 +40,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from engine import hub
 from engine.device import autocast_dtype, resolve_device
-from engine.presets import OFFLINE_OPTIONS, TINY_RANDOM, Preset, get_preset
+from engine.presets import TINY_RANDOM, Preset, get_preset
 from stream.config import ModelsConfig
 from stream.errors import ModelLoadError
 
@@ -314,27 +315,11 @@ def _load_checkpoint(model: torch.nn.Module, ckpt: Path, config: Path | str) -> 
 
 def _load_hub_preset(preset: Preset, image_size: int | None) -> tuple[DictConfig, Any]:
     import sam2
-    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
 
-    assert preset.sam2_hub_id is not None
-    config_name, filename = HF_MODEL_ID_TO_FILENAMES[preset.sam2_hub_id]
+    assert preset.sam2_hub_id is not None and preset.sam2_file is not None
+    config_name = preset.sam2_config
     model_cfg = read_sam2_config(Path(sam2.__file__).resolve().parent / config_name, image_size)
-    ckpt = download_checkpoint(preset.sam2_hub_id, filename)
+    ckpt = hub.fetch(preset.sam2_hub_id, preset.sam2_file)
     model = _instantiate(model_cfg, config_name)
     _load_checkpoint(model, ckpt, config_name)
     return model_cfg, model
-
-
-def download_checkpoint(repo_id: str, filename: str) -> Path:
-    """Fetch (or find in the cache) a checkpoint from the Hub; ``ModelLoadError`` if that fails."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
-    except (OSError, HfHubHTTPError, ValueError) as e:
-        first = str(e).strip().splitlines()
-        reason = first[0] if first else type(e).__name__
-        raise ModelLoadError(
-            f"download of {repo_id}/{filename} from the Hugging Face Hub failed ({type(e).__name__}: {reason}); {OFFLINE_OPTIONS}"
-        ) from None

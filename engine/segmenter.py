@@ -89,7 +89,7 @@ class SegmentOutput:
 @dataclass(frozen=True)
 class ObjectStateSize:
     obj_id: int
-    cond_frames: int
+    cond_frames: int  # conditioning memories held (rows of its conditioning memory tensor)
     memories: int  # non-conditioning spatial memories held
     obj_ptrs: int  # non-conditioning object pointers held
 
@@ -820,7 +820,7 @@ class Sam2Session:
 
     def state_size(self) -> StateSize:
         objects = tuple(
-            ObjectStateSize(s.obj_id, 1, len(s.memories), len(s.obj_ptrs))
+            ObjectStateSize(s.obj_id, int(s.cond_memory.shape[0]), len(s.memories), len(s.obj_ptrs))
             for s in self._objects.values()
         )
         frames: dict[int, FrameFeatures] = dict(self._pinned)

@@ -140,6 +140,7 @@ class NewTrack:
     label: str
     box: Box
     score: float
+    detection: int = -1  # index into the detections given (its mask, where they carry masks)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class Reseed:
     id: int
     box: Box
     score: float
+    detection: int = -1  # index into the detections given
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,11 @@ class TrackManager:
             c.track.unseen = 0
             c.track.missed = 0
             if not c.at_seq or m.iou < self.cfg.drift_iou:
-                reseed.append(Reseed(m.id, _box_at(boxes, m.detection), float(scores[m.detection])))
+                reseed.append(
+                    Reseed(
+                        m.id, _box_at(boxes, m.detection), float(scores[m.detection]), m.detection
+                    )
+                )
                 c.track.last_box = _box_at(boxes, m.detection)
 
         ended: list[int] = []
@@ -438,7 +444,7 @@ class TrackManager:
             t = self._create(labels[d], box, manual=False, first_seq=seq)
             t.score = float(scores[d])
             live.append((t.label, box))
-            new.append(NewTrack(t.id, t.label, box, float(scores[d])))
+            new.append(NewTrack(t.id, t.label, box, float(scores[d]), int(d)))
         return new
 
     # ------------------------------------------------------------------ control

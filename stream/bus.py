@@ -3,9 +3,11 @@ optional CURVE encryption, and receive with a poll timeout so nothing blocks for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -167,6 +169,91 @@ def connect(
         sock.close(0)
         raise BusError(f"cannot connect {endpoint}: {e.strerror}") from None
     return sock
+
+
+class Subscription:
+    """A SUB socket (``connect`` with ``maxmsgsize``) that gets its connection back after libzmq
+    dropped it for good.
+
+    libzmq closes a connection that brings a part over ``maxmsgsize`` and, since it counts that as
+    a protocol error, never reconnects it: the subscriber would wait forever. A monitor watches
+    the socket: a disconnect that libzmq does not follow with its own reconnect attempt within
+    ``RECONNECT_WAIT_S`` is answered by a fresh socket, counted in ``dropped`` and logged (a
+    disconnect libzmq retries itself, a publisher restarting, is only counted in ``disconnects``).
+    One thread owns it, like any socket."""
+
+    RECONNECT_WAIT_S = 0.5
+
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        endpoint: str,
+        bus: BusConfig | None,
+        subscribe: Sequence[bytes],
+        maxmsgsize: int,
+        what: str = "messages",
+        curve: bool = False,
+    ) -> None:
+        self._args = (ctx, endpoint, bus, tuple(subscribe), maxmsgsize, curve)
+        self.what = what
+        self.disconnects = 0
+        self.dropped = 0
+        self._lost_at: float | None = None
+        self.sock, self._monitor = self._open()
+
+    def _open(self) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
+        ctx, endpoint, bus, subscribe, maxmsgsize, curve = self._args
+        sock = connect(
+            ctx, zmq.SUB, endpoint, bus, subscribe=subscribe, curve=curve, maxmsgsize=maxmsgsize
+        )
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED)
+        monitor.linger = 0
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(monitor, zmq.POLLIN)
+        return sock, monitor
+
+    def poll(self, timeout_ms: int) -> bool:
+        """True when a message can be received; watches the connection meanwhile."""
+        ready = dict(self._poller.poll(timeout_ms))
+        if self._monitor in ready:
+            self._on_events()
+        if self._lost_at is not None and time.monotonic() - self._lost_at > self.RECONNECT_WAIT_S:
+            self._reopen()
+            return False
+        return self.sock in ready
+
+    def _on_events(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                self.disconnects += 1
+                self._lost_at = time.monotonic()
+            elif event == zmq.EVENT_CONNECT_RETRIED:
+                self._lost_at = None  # libzmq reconnects this one itself
+
+    def _reopen(self) -> None:
+        self.dropped += 1
+        self._lost_at = None
+        if self.dropped <= 10 or self.dropped % 1000 == 0:
+            log.warning(
+                "%s connection to %s dropped by ZeroMQ for good (a message part over the %d-byte "
+                "limit?), %d so far; connecting again",
+                self.what,
+                self._args[1],
+                self._args[4],
+                self.dropped,
+            )
+        self.close()
+        self.sock, self._monitor = self._open()
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):  # already closed
+            self.sock.disable_monitor()
+        self._monitor.close(0)
+        self.sock.close(0)
 
 
 def recv_multipart_timeout(

@@ -10,12 +10,15 @@ Publishes, on a PUB socket bound to ``bus.frames``:
   ``{"v":1, "camera":str, "t_ns":int, "stats":{...}}`` with the ``CaptureStats`` counters.
 
 Drops: frames a subscriber is too slow for are dropped by the PUB socket beyond ``bus.sndhwm``
-(publishing never blocks); frames still coming from a connection that was given up.
+(publishing never blocks); frames still coming from a connection that was given up; frames
+larger than ``bus.max_payload_mb`` (receivers would refuse them, and ZeroMQ would drop their
+connection): counted in ``oversized``, logged, their ``seq`` skipped.
 
 Recovers: a live source (camera, network) that fails, or stalls (no frame for
-``source.stall_timeout_s``), is reopened forever with exponential backoff and jitter. A source
-that cannot be opened at start, or a broken file, is a one-line error; a file ends with exit 0
-(unless ``source.loop``). SIGINT/SIGTERM stop it cleanly.
+``source.stall_timeout_s``), is reopened forever with exponential backoff and jitter; so is one
+that is not up yet when capture starts (state ``waiting`` until it first opens). What cannot get
+better is a one-line error at start: a malformed URL, a missing file, a bad webcam index, a
+broken file. A file ends with exit 0 (unless ``source.loop``). SIGINT/SIGTERM stop it cleanly.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from stream.config import Config
 from stream.errors import EndOfStreamError, PromptcamError, SourceConnectionError, SourceError
 from stream.shm import ShmError, ShmRing
 from stream.sources import open_source, redact_url
+from stream.threads import ThreadDeath
 from stream.wire import SCHEMA_VERSION, FrameMessage
 
 log = logging.getLogger(__name__)
@@ -56,10 +60,12 @@ class CaptureStats:
     frames: int = 0
     fps: float = 0.0
     reconnects: int = 0  # successful re-opens after a failure or stall
-    reconnect_attempts: int = 0
+    reconnect_attempts: int = 0  # opens tried after a failure (also while waiting at start)
     stalls: int = 0
     read_errors: int = 0
-    state: str = "starting"  # starting | streaming | reconnecting | stopped
+    oversized: int = 0  # frames over bus.max_payload_mb, not published
+    # starting | waiting (not opened yet, retrying) | streaming | reconnecting | stopped
+    state: str = "starting"
     source: str = ""
     last_error: str = ""
     payload: str = "inline"  # inline | shm (bus.frames_shm) | inline (shm failed: why)
@@ -172,6 +178,7 @@ class Capture:
         self._fps_mark = (time.monotonic(), 0)
         self._ring: ShmRing | None = None
         self._shm = cfg.bus.frames_shm
+        self._max_payload = int(cfg.bus.max_payload_mb * 2**20)
 
     # ----------------------------------------------------------------- main loop
 
@@ -218,8 +225,9 @@ class Capture:
                 else:
                     self.stats.reconnect_attempts += 1
                     log.info(
-                        "camera %s: reconnecting to %s (attempt %d)",
+                        "camera %s: %s %s (attempt %d)",
                         self.cfg.camera,
+                        "reconnecting to" if self._opened_once else "trying",
                         redact_url(self.cfg.source.uri),
                         self._backoff.failures,
                     )
@@ -255,12 +263,13 @@ class Capture:
             self._reader = None
         delay = self._backoff.next()
         self._retry_at = time.monotonic() + delay
-        self.stats.state = "reconnecting"
+        self.stats.state = "reconnecting" if self._opened_once else "waiting"
         self.stats.last_error = reason
         log.warning(
-            "camera %s: %s; reconnecting to %s in %.1fs",
+            "camera %s: %s; %s %s in %.1fs",
             self.cfg.camera,
             reason,
+            "reconnecting to" if self._opened_once else "waiting for the camera, trying",
             redact_url(self.cfg.source.uri),
             delay,
         )
@@ -301,9 +310,20 @@ class Capture:
             log.info("camera %s: %s", self.cfg.camera, error)
             return True
         if not isinstance(error, SourceError):
-            raise error  # a bug, not a source problem: let it surface
+            if not (self._opened_once and self._live):
+                raise error  # a bug, not a source problem: let it surface
+            # A live stream's bytes made the decoder fail in a way it does not name: the stream
+            # is what is wrong, so drop the connection and open it again, as for a read error.
+            self.stats.read_errors += 1
+            if self.stats.read_errors <= 10 or self.stats.read_errors % 1000 == 0:
+                log.error("camera %s: reading failed", self.cfg.camera, exc_info=error)
+            self._give_up_reader(f"reading failed: {error.__class__.__name__}: {error}"[:200])
+            return False
+        if not self._opened_once and isinstance(error, SourceConnectionError):
+            self._give_up_reader(str(error))  # not up yet: wait for it, as for a drop
+            return False
         if not self._opened_once or not self._live:
-            raise error  # never worked, or a broken file: one-line error at the CLI
+            raise error  # cannot get better (bad URL, missing file) or a broken file: one line
         self.stats.read_errors += 1
         self._give_up_reader(str(error))
         return False
@@ -312,9 +332,9 @@ class Capture:
         reader = self._reader
         src = self.cfg.source
         if reader is not None and not self._opened_once:
-            # Backstop for an open that ignores its own timeout: at start that is an error.
+            # Backstop for an open that ignores its own timeout: keep waiting for the camera.
             if now - reader.started_at > src.open_timeout_s + src.stall_timeout_s:
-                raise SourceConnectionError(
+                self._give_up_reader(
                     f"cannot open {redact_url(src.uri)}: no answer within {src.open_timeout_s:g}s"
                 )
             return
@@ -331,6 +351,9 @@ class Capture:
 
     def _publish_frame(self, sock: zmq.Socket[Any], event: _Frame) -> None:
         src = self.cfg.source
+        if event.image.nbytes > self._max_payload:
+            self._refuse_oversized(event.image)
+            return
         msg = FrameMessage.from_image(
             self.cfg.camera,
             self._seq,
@@ -348,6 +371,25 @@ class Capture:
         if self.stats.state != "streaming":
             self.stats.state = "streaming"
         self._backoff.reset()
+
+    def _refuse_oversized(self, image: np.ndarray) -> None:
+        """A frame no receiver takes: counted, its ``seq`` skipped (the source itself works)."""
+        self._seq += 1
+        self.stats.oversized += 1
+        self._last_frame = time.monotonic()
+        self._backoff.reset()
+        h, w = image.shape[:2]
+        self.stats.last_error = (
+            f"frames of {w}x{h} ({image.nbytes / 2**20:.1f} MiB) are over "
+            f"bus.max_payload_mb={self.cfg.bus.max_payload_mb:g}: not published"
+        )
+        if self.stats.oversized == 1 or self.stats.oversized % 1000 == 0:
+            log.error(
+                "camera %s: %s (%d so far); raise bus.max_payload_mb",
+                self.cfg.camera,
+                self.stats.last_error,
+                self.stats.oversized,
+            )
 
     def _in_shm(self, msg: FrameMessage) -> FrameMessage:
         """``msg`` written into the shared-memory ring, made (again) for this frame size; if the
@@ -400,7 +442,9 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     max_frames: int | None = getattr(args, "max_frames", None)
     if max_frames is not None and max_frames < 1:
         raise PromptcamError(f"--max-frames must be at least 1, got {max_frames}")
+    cfg.check_frame_size()
     stop = threading.Event()
+    death = ThreadDeath(stop).install()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("capture: %s, stopping", signal.Signals(signum).name)
@@ -408,7 +452,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return Capture(cfg, stop).run(max_frames=max_frames)
+        return death.exit_code(Capture(cfg, stop).run(max_frames=max_frames))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -16,10 +16,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream.errors import PromptcamError
+from stream.wire import MAX_PROMPT_CHARS
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+def _configs_dir() -> Path:
+    """The folder with ``default.yaml`` and the tiny-random model configs: installed as package
+    data next to this module (``stream/_configs``, see pyproject.toml), or the source tree's
+    top-level ``configs/``."""
+    here = Path(__file__).resolve().parent
+    installed, source = here / "_configs", here.parent / "configs"
+    return installed if (installed / "default.yaml").is_file() else source
+
+
+CONFIGS_DIR = _configs_dir()
+DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.yaml"
 CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+MAX_CONFIG_BYTES = 1 << 20  # a config file larger than this is refused unread
+MAX_CONFIG_VALUES = 20_000  # values in a YAML document once its aliases are expanded
+MAX_SHOWN_CHARS = 120  # characters of a user's value that an error line shows
 
 
 def off_host(endpoint: str) -> bool:
@@ -29,6 +44,10 @@ def off_host(endpoint: str) -> bool:
 
 class ConfigError(PromptcamError, ValueError):
     """A configuration value is wrong; the message is one line that names the key."""
+
+
+class YamlSyntaxError(ConfigError):
+    """A text is not valid YAML (``--set`` then takes it as a plain string)."""
 
 
 class _Model(BaseModel):
@@ -138,7 +157,11 @@ class BusConfig(_Model):
         description="A received frame older than this is skipped and counted as stale.",
     )
     max_payload_mb: float = Field(
-        64.0, gt=0, le=1024, description="Largest accepted message payload."
+        96.0,
+        gt=0,
+        le=1024,
+        description="Largest accepted frame (a bgr8 payload, or what a JPEG decodes to), in MiB; "
+        "the default takes the largest source.width x source.height (7680x4320, 94.9 MiB).",
     )
     sndhwm: int = Field(4, ge=1, le=10000, description="Send high-water mark of frame publishers.")
     frames_shm: bool = Field(
@@ -159,6 +182,10 @@ class BusConfig(_Model):
             return v
         if not re.match(r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$", v):
             raise ValueError("expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+        if v.startswith("tcp://"):
+            port = int(v.rsplit(":", 1)[1])
+            if not 1 <= port <= 65535:
+                raise ValueError(f"TCP port {port} is out of range (1-65535)")
         return v
 
     @model_validator(mode="after")
@@ -173,7 +200,10 @@ class BusConfig(_Model):
 class ModelsConfig(_Model):
     preset: str = Field(
         "sam2.1-hiera-tiny",
-        description="Model preset: sam2.1-hiera-{tiny,small,base-plus,large} (Hugging Face Hub) or tiny-random (offline).",
+        description="Model preset (engine/presets.py): sam2.1-hiera-{tiny,small,base-plus,large} "
+        "(sam2 package), sam2.1-hiera-tiny-hf, edgetam, sam3-tracker, sam3 (transformers; Hugging "
+        "Face Hub), or tiny-random, sam2.1-hf-tiny-random, sam3-tracker-tiny-random, "
+        "sam3-tiny-random (offline).",
     )
     sam2_checkpoint: Path | None = Field(
         None,
@@ -184,7 +214,14 @@ class ModelsConfig(_Model):
     )
     detector: str | None = Field(
         None,
-        description="Grounding DINO directory or Hugging Face Hub id; overrides the preset's detector.",
+        description="Detector preset (promptcam models), local directory or Hugging Face Hub id, "
+        "any supported family; overrides the preset's detector.",
+    )
+    tracker: str | None = Field(
+        None,
+        description="transformers video tracker: a tracker preset (engine/presets.py "
+        "TRACKER_PRESETS), a local directory or a Hugging Face Hub id of a Sam2Video, "
+        "EdgeTamVideo or Sam3TrackerVideo model; overrides the preset's tracker.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Compute device.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
@@ -210,7 +247,11 @@ class ModelsConfig(_Model):
 
 
 class EngineConfig(_Model):
-    prompt: str = Field("ball. box.", description="Text prompt: phrases separated by '.'.")
+    prompt: str = Field(
+        "ball. box.",
+        max_length=MAX_PROMPT_CHARS,
+        description="Text prompt: phrases separated by '.' (at most 1000 characters, as on the web page).",
+    )
     reground_every_frames: int = Field(
         30, ge=0, le=100000, description="Re-ground every N processed frames (0: off)."
     )
@@ -218,13 +259,23 @@ class EngineConfig(_Model):
         None, gt=0, le=3600, description="Re-ground at least every N seconds (None: off)."
     )
     box_threshold: float = Field(
-        0.35, ge=0, le=1, description="Grounding DINO box score threshold."
+        0.35,
+        ge=0,
+        le=1,
+        description="Detector score threshold for a box (each family's meaning: engine/detectors/).",
     )
     text_threshold: float = Field(
-        0.25, ge=0, le=1, description="Grounding DINO text score threshold."
+        0.25,
+        ge=0,
+        le=1,
+        description="Grounding DINO / MM-Grounding-DINO phrase score threshold (other families: unused).",
     )
     detector_size: int = Field(
-        800, ge=64, le=2048, description="Shortest edge of the image given to the detector."
+        800,
+        ge=64,
+        le=2048,
+        description="Shortest edge of the image given to Grounding DINO / MM-Grounding-DINO "
+        "(other families use their checkpoint's input size).",
     )
     iou_threshold: float = Field(
         0.3, gt=0, le=1, description="IoU at or above which a detection matches a track."
@@ -257,6 +308,10 @@ class EngineConfig(_Model):
     annotate: bool = Field(True, description="Publish annotated JPEG frames.")
     jpeg_quality: int = Field(80, ge=10, le=100, description="Annotated JPEG quality.")
     stats_every_s: float = Field(2.0, gt=0, le=3600, description="Log a stats line this often.")
+    state_file: Path | None = Field(
+        None,
+        description="Where the engine keeps its runtime state (prompt, manual objects) so that a restarted engine carries on; `promptcam run` puts it in its run directory. None: not kept.",
+    )
 
 
 class WebConfig(_Model):
@@ -278,6 +333,36 @@ class WebConfig(_Model):
     ice_loopback_only: bool = Field(
         True, description="Offer only loopback ICE candidates (tests, single-host use)."
     )
+    max_viewers: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Most WebRTC viewers at once (all share one encoder); an offer beyond gets 503.",
+    )
+    connect_timeout_s: float = Field(
+        20.0,
+        ge=1,
+        le=300,
+        description="A viewer whose WebRTC connection is not up this long after its offer (no usable ICE candidates, a client gone) is closed and its slot freed.",
+    )
+    max_connections: int = Field(
+        256,
+        ge=8,
+        le=65536,
+        description="Most open HTTP connections (kept below the process's file limit); at the limit a new connection replaces the longest-idle one, or gets 503 when every one is busy.",
+    )
+    idle_timeout_s: float = Field(
+        15.0,
+        ge=1,
+        le=3600,
+        description="An HTTP connection without a complete request for this long is closed (idle keep-alive and partial request headers alike).",
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="Longest wait for a request body (uploads: for each next chunk); beyond, 408.",
+    )
 
     @model_validator(mode="after")
     def _token(self) -> WebConfig:
@@ -295,6 +380,18 @@ class RecordConfig(_Model):
         3600.0, gt=0, description="Start a new file after this many seconds."
     )
     fps: float = Field(15.0, gt=0, le=120, description="Frame rate written into MP4 files.")
+    retry_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="While files cannot be written (a full disk), check this often whether they can again.",
+    )
+    min_free_mb: float = Field(
+        16.0,
+        ge=0,
+        le=1e6,
+        description="After a full disk, resume writing once its filesystem has this much free space.",
+    )
 
 
 class RunConfig(_Model):
@@ -321,6 +418,12 @@ class RunConfig(_Model):
         ge=1,
         le=1000,
         description="Give up (exit non-zero) when a child fails this many times in a row before becoming ready.",
+    )
+    watchdog_s: float | None = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Progress watchdog: a ready child that stops answering (or is stopped) for this long, or an engine that publishes nothing while frames flow for this long (or 4x its last frame time, whichever is longer), is killed and restarted. None: off.",
     )
     status_file: Path | None = Field(
         None,
@@ -452,7 +555,9 @@ class CameraConfig(_Model):
         description="The camera's source: a URI (as --source), or source keys that override the top-level source section.",
     )
     prompt: str | None = Field(
-        None, max_length=4096, description="Text prompt of this camera (default: engine.prompt)."
+        None,
+        max_length=MAX_PROMPT_CHARS,
+        description="Text prompt of this camera (default: engine.prompt; at most 1000 characters).",
     )
     fps: float | None = Field(
         None, gt=0, le=240, description="Frame rate of this camera's demo scene or image directory."
@@ -517,6 +622,23 @@ class Config(_Model):
                     f"(cameras: {', '.join(settings)})"
                 )
         return self
+
+    def check_frame_size(self) -> None:
+        """``ConfigError`` when frames of ``source.width`` x ``source.height`` (the demo scene, the
+        size requested from a webcam) of any camera would exceed ``bus.max_payload_mb``:
+        receivers would refuse every frame, so say so before anything starts."""
+        limit = self.bus.max_payload_mb * 2**20
+        for name, cam in self.camera_settings().items():
+            s = cam.source
+            nbytes = s.width * s.height * 3
+            if nbytes > limit:
+                need = -(-nbytes // 2**20)
+                where = f"camera {name}: " if self.cameras else ""
+                raise ConfigError(
+                    f"{where}source.width x source.height = {s.width}x{s.height} makes "
+                    f"{nbytes / 2**20:.1f} MiB frames, over bus.max_payload_mb="
+                    f"{self.bus.max_payload_mb:g}; set bus.max_payload_mb={need} or more"
+                )
 
     def camera_settings(self) -> dict[str, CameraSettings]:
         """Every camera, resolved (in config order); raises ``ConfigError`` naming the camera and
@@ -630,8 +752,86 @@ def _first_error(exc: ValidationError, prefix: str = "") -> str:
         return msg  # a whole-config check: its message names the keys
     key = prefix + ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"unknown config key '{key}'"
-    return f"bad config value for '{key}': {msg} (got {err.get('input')!r})"
+        return f"unknown config key '{shorten(key)}'"
+    return f"bad config value for '{shorten(key)}': {msg} (got {shorten(repr(err.get('input')))})"
+
+
+def shorten(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters: what an error shows of user input."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else f"{line[: limit - 3]}..."
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many values ``root`` stands for once every alias is expanded, counted on the node
+    graph without expanding it (so an alias bomb costs its size, not its expansion); more
+    than ``limit`` (or a cycle: an alias inside its own anchor) gives ``limit + 1``."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            total = 1 + sum(sizes[id(c)] for c in _yaml_children(node))
+            sizes[key] = min(total, limit + 1)
+            on_path.discard(key)
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            return limit + 1
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _yaml_children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def load_yaml(text: str, what: str, loader_class: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
+    """``yaml.safe_load`` bounded to ``MAX_CONFIG_VALUES`` values after alias expansion and to
+    the parser's nesting depth; anything else is a one-line ``ConfigError`` about ``what``."""
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{what} expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases?); refused"
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise YamlSyntaxError(f"{what} is not valid YAML: {shorten(str(e))}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} is nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
+
+
+def _read_config_text(p: Path) -> str:
+    try:
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {p} is larger than {MAX_CONFIG_BYTES // 2**10} KiB; refused"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {p} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})"
+        ) from None
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -666,16 +866,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     tree: dict[str, Any] = {}
     p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if path is not None or p.exists():
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
-        try:
-            loaded = yaml.load(text, Loader=_UniqueKeyLoader)
-        except yaml.YAMLError as e:
-            raise ConfigError(
-                f"config file {p} is not valid YAML: {str(e).splitlines()[0]}"
-            ) from None
+        loaded = load_yaml(_read_config_text(p), f"config file {p}", _UniqueKeyLoader)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping at top level")
         tree = loaded or {}
@@ -694,7 +885,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
+        value = load_yaml(raw, f"--set {shorten(key)}") if raw else ""
+    except YamlSyntaxError:
+        value = raw  # not YAML: the text itself
     return key.strip(), value

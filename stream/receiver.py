@@ -8,7 +8,10 @@ consumer is. ``get()`` returns the newest frame not yet returned.
 Drops, all counted in ``stats``: frames overwritten in the slot or lost upstream (``skipped``,
 from ``seq`` gaps), frames older than the staleness budget when the consumer asks (``stale``),
 malformed messages (``rejected``, by reason; logged, never raised), and shared-memory frames
-whose slot was reused before they could be copied out (``overrun``).
+whose slot was reused before they could be copied out (``overrun``). A connection that ZeroMQ
+drops for good (a part over ``max_payload`` + 1 MiB) is connected again and counted
+(``connection_drops``, see ``stream.bus.Subscription``). No input ends the drain thread; should
+a bug end it anyway, the process's thread-death handler hears of it (``stream.threads``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 class ReceiverStats(MessageCounters):
     stale: int = 0
     overrun: int = 0  # shared-memory frames whose slot was reused before they were copied out
+    connection_drops: int = 0  # connections ZeroMQ closed for good (part over the size limit)
 
 
 class LatestFrameReceiver:
@@ -94,14 +98,14 @@ class LatestFrameReceiver:
 
     def _drain(self) -> None:
         try:
-            sock = zbus.connect(
+            sub = zbus.Subscription(
                 self._ctx,
-                zmq.SUB,
                 self.endpoint,
                 self._bus,
-                subscribe=[f"frame.{self.camera}".encode()],
-                curve=True,
+                [f"frame.{self.camera}".encode()],
                 maxmsgsize=self.max_payload + (1 << 20),  # ZeroMQ drops larger parts unread
+                what="frames",
+                curve=True,
             )
         except BaseException as e:  # surfaced to start()
             self._error = e
@@ -110,26 +114,21 @@ class LatestFrameReceiver:
         self._ready.set()
         try:
             while not self._stop.is_set():
-                if not sock.poll(100, zmq.POLLIN):
+                readable = sub.poll(100)
+                self.stats.connection_drops = sub.dropped
+                if not readable:
                     continue
                 # Drain everything pending; only the newest valid frame is kept.
                 newest: FrameMessage | None = None
                 while True:
                     try:
-                        parts = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                        parts = sub.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
                     self.stats.received += 1
-                    try:
-                        msg = FrameMessage.from_parts(parts, self.max_payload, self._shm)
-                    except WireError as e:
-                        self._reject(e.reason, str(e))
-                        continue
-                    except ShmOverrun:
-                        continue  # already superseded: counted in ``skipped`` by the seq gap
-                    if msg.camera != self.camera:
-                        continue  # prefix match of another camera's topic (cam1 vs cam10)
-                    newest = msg
+                    msg = self._parse(parts)
+                    if msg is not None:
+                        newest = msg
                 if newest is not None:
                     with self._cond:
                         self._slot = newest
@@ -137,8 +136,25 @@ class LatestFrameReceiver:
                     if self._notify is not None:
                         self._notify.set()
         finally:
-            sock.close(0)
+            sub.close()
             self._shm.close()
+
+    def _parse(self, parts: list[Any]) -> FrameMessage | None:
+        """The frame in ``parts``, or None (rejected and counted, superseded, another camera)."""
+        try:
+            msg = FrameMessage.from_parts(parts, self.max_payload, self._shm)
+        except WireError as e:
+            self._reject(e.reason, str(e))
+            return None
+        except ShmOverrun:
+            return None  # already superseded: counted in ``skipped`` by the seq gap
+        except Exception as e:  # a parser bug must not end the thread: count it like bad input
+            log.exception("frame message could not be checked")
+            self._reject("internal", f"{e.__class__.__name__}: {e}")
+            return None
+        if msg.camera != self.camera:
+            return None  # prefix match of another camera's topic (cam1 vs cam10)
+        return msg
 
     def _account(self, msg: FrameMessage) -> None:
         if not self.stats.account_seq(msg.camera, msg.seq):

@@ -3,7 +3,11 @@
 Each message is multipart ``[topic, header, *payload]``: an ASCII topic, one UTF-8 JSON header,
 and raw payload parts. ``to_parts`` builds the parts (frame buffers are passed through without
 copying, for ``send_multipart(..., copy=False)``); ``from_parts`` validates topic, JSON, version,
-field types and payload size and raises ``WireError`` with a one-line reason on anything wrong.
+field types and payload size and raises ``WireError`` with a one-line reason on anything wrong,
+and nothing else, whatever the bytes (``loads_json``: nesting too deep, integers too long, NaN;
+text that is not valid Unicode, such as a lone surrogate, which could not be sent on again;
+prompts and labels longer than ``MAX_PROMPT_CHARS`` / ``MAX_LABEL_CHARS``; a JPEG whose own
+frame header disagrees with the message header, checked before anything is decoded).
 """
 
 from __future__ import annotations
@@ -15,13 +19,28 @@ from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from stream.shm import NAME_RE, ShmError, ShmOverrun, ShmReader, ShmRef, ShmRing
 
 SCHEMA_VERSION = 1
 MAX_HEADER_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+DEFAULT_MAX_PAYLOAD = 96 * 1024 * 1024  # bus.max_payload_mb: an 8K bgr8 frame (94.9 MiB) fits
+# The web page's prompt box takes up to 1000 characters (clients/web/server.py); the engine takes
+# no more from anyone, so a tracks message never carries a huge prompt. Labels (one per object in
+# every tracks message) are a phrase each.
+MAX_PROMPT_CHARS = 1000
+MAX_LABEL_CHARS = 200
+MAX_DETECTIONS = 1024  # per external detections message (Grounding DINO gives at most 900)
+MAX_INT = 2**63 - 1  # JSON integers beyond 64 bits break other languages' receivers
 
 Part = Any  # bytes, bytearray, memoryview, numpy array or zmq.Frame
 
@@ -36,6 +55,47 @@ class WireError(ValueError):
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+def clip(text: str, n: int = 80) -> str:
+    """``text`` cut to ``n`` characters (for error lines quoting what a peer sent)."""
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_json(raw: bytes | bytearray | memoryview | str, what: str = "message") -> Any:
+    """Strict JSON from a peer; ``WireError`` (reason ``bad_json``) on anything else: not UTF-8,
+    not JSON, NaN/Infinity, nesting deeper than the interpreter's recursion limit, integers with
+    more digits than Python converts (4,300)."""
+    try:
+        return json.loads(
+            bytes(raw) if isinstance(raw, memoryview) else raw, parse_constant=_no_constant
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WireError("bad_json", f"{what} is not UTF-8 JSON ({e.__class__.__name__})") from None
+    except RecursionError:
+        raise WireError("bad_json", f"{what} is nested too deeply") from None
+    except ValueError as e:  # integer too long, NaN/Infinity
+        raise WireError("bad_json", f"{what}: {clip(str(e))}") from None
+
+
+def _unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode (a lone surrogate)") from None
+    return text
+
+
+# Text a peer sends that the engine may send on: valid Unicode (JSON lets "\ud800" through).
+Text = Annotated[str, AfterValidator(_unicode)]
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS), AfterValidator(_unicode)]
+Label = Annotated[str, Field(max_length=MAX_LABEL_CHARS), AfterValidator(_unicode)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 def _buf(part: Part) -> memoryview:
@@ -76,20 +136,24 @@ def _header(part: Part, model: type[_H]) -> _H:
     raw = _buf(part)
     if raw.nbytes > MAX_HEADER_BYTES:
         raise WireError("bad_size", f"header of {raw.nbytes} bytes is too large")
-    try:
-        obj = json.loads(bytes(raw))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WireError("bad_json", f"header is not UTF-8 JSON ({e.__class__.__name__})") from None
+    obj = loads_json(raw, "header")
     if not isinstance(obj, dict):
         raise WireError("bad_json", "header is not a JSON object")
     if obj.get("v") != SCHEMA_VERSION:
-        raise WireError("bad_version", f"expected v={SCHEMA_VERSION}, got {obj.get('v')!r}")
+        raise WireError(
+            "bad_version", f"expected v={SCHEMA_VERSION}, got {clip(repr(obj.get('v')), 40)}"
+        )
     try:
         return model.model_validate(obj)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise WireError("bad_field", f"field '{loc}': {err['msg']}") from None
+        raise WireError("bad_field", _field_error(e)) from None
+
+
+def _field_error(e: ValidationError, skip: int = 0) -> str:
+    """The first validation error as ``field 'a.b': what`` (both clipped)."""
+    err = e.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in err["loc"][skip:]) or "request"
+    return f"field '{clip(loc, 60)}': {clip(err['msg'], 120)}"
 
 
 def _parse(parts: Sequence[Part], kind: str, n_parts: int, model: type[_H]) -> _H:
@@ -117,12 +181,12 @@ class ShmRefHeader(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
     name: Annotated[str, Field(pattern=NAME_RE.pattern)]
     slot: Annotated[int, Field(ge=0, le=1_000_000)]
-    gen: Annotated[int, Field(ge=2)]
+    gen: Annotated[int, Field(ge=2, le=MAX_INT)]
 
 
 class FrameHeader(_Header):
-    seq: Annotated[int, Field(ge=0)]
-    t_capture_ns: Annotated[int, Field(ge=0)]
+    seq: Count
+    t_capture_ns: Count
     width: Annotated[int, Field(gt=0, le=16384)]
     height: Annotated[int, Field(gt=0, le=16384)]
     encoding: Literal["bgr8", "jpeg"]
@@ -246,8 +310,8 @@ class FrameMessage:
                 "bad_size",
                 f"bgr8 payload is {n} bytes, expected {h.width}x{h.height}x3={h.width * h.height * 3}",
             )
-        if h.encoding == "jpeg" and (n < 4 or bytes(payload[:2]) != b"\xff\xd8"):
-            raise WireError("bad_payload", "jpeg payload does not start with a JPEG marker")
+        if h.encoding == "jpeg":
+            _check_jpeg(payload, h.width, h.height, max_payload)
         return cls(h.camera, h.seq, h.t_capture_ns, h.width, h.height, h.encoding, payload)
 
     @classmethod
@@ -290,6 +354,59 @@ class FrameMessage:
                 f"jpeg is {img.shape[1]}x{img.shape[0]}, header says {self.width}x{self.height}",
             )
         return img
+
+
+# Start-of-frame markers SOF0..SOF15, less DHT (C4), JPG (C8) and DAC (CC).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(data: Part) -> tuple[int, int]:
+    """(width, height) as a JPEG's frame header (SOFn) declares them, read without decoding;
+    ``WireError`` (``bad_payload``) when there is no readable frame header before the scan."""
+    b = _buf(data)
+    if b.format != "B" or b.ndim != 1:
+        b = b.cast("B")
+    n = b.nbytes
+    if n < 4 or b[0] != 0xFF or b[1] != 0xD8:
+        raise WireError("bad_payload", "jpeg payload does not start with a JPEG marker")
+    i = 2
+    while i + 4 <= n:
+        if b[i] != 0xFF:
+            raise WireError("bad_payload", f"jpeg: no marker at byte {i}")
+        marker = b[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            break
+        length = (b[i + 2] << 8) | b[i + 3]
+        if length < 2:
+            raise WireError("bad_payload", f"jpeg: segment length {length} at byte {i}")
+        if marker in _SOF_MARKERS:
+            if i + 9 > n or length < 8:
+                break
+            height = (b[i + 5] << 8) | b[i + 6]
+            width = (b[i + 7] << 8) | b[i + 8]
+            if width == 0 or height == 0:
+                raise WireError("bad_payload", f"jpeg declares a {width}x{height} frame")
+            return width, height
+        i += 2 + length
+    raise WireError("bad_payload", "jpeg has no frame header (SOF) before its image data")
+
+
+def _check_jpeg(payload: Part, width: int, height: int, max_payload: int) -> None:
+    """A JPEG payload must declare the header's size, and decoded fit the payload limit, so that
+    nothing larger than a ``bgr8`` frame of the limit is ever decoded."""
+    w, h = jpeg_size(payload)
+    if (w, h) != (width, height):
+        raise WireError("bad_payload", f"jpeg is {w}x{h}, header says {width}x{height}")
+    if w * h * 3 > max_payload:
+        raise WireError(
+            "bad_size", f"jpeg decodes to {w}x{h}x3={w * h * 3} bytes, over limit {max_payload}"
+        )
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
@@ -335,8 +452,8 @@ class TrackedObject(BaseModel):
     """One object in a tracks message."""
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-    id: Annotated[int, Field(ge=0)]
-    label: str
+    id: Count
+    label: Text
     score: float
     box: Annotated[list[float], Field(min_length=4, max_length=4)]
     mask: RleMask
@@ -352,12 +469,12 @@ class TrackedObject(BaseModel):
 
 
 class TracksHeader(_Header):
-    seq: Annotated[int, Field(ge=0)]
-    t_capture_ns: Annotated[int, Field(ge=0)]
-    t_publish_ns: Annotated[int, Field(ge=0)]
+    seq: Count
+    t_capture_ns: Count
+    t_publish_ns: Count
     width: Annotated[int, Field(gt=0)]
     height: Annotated[int, Field(gt=0)]
-    prompt: str
+    prompt: Text
     objects: list[TrackedObject]
 
 
@@ -471,8 +588,7 @@ class AnnotatedMessage:
             raise WireError(
                 "bad_size", f"payload of {payload.nbytes} bytes exceeds limit {max_payload}"
             )
-        if payload.nbytes < 4 or bytes(payload[:2]) != b"\xff\xd8":
-            raise WireError("bad_payload", "payload is not a JPEG")
+        _check_jpeg(payload, h.width, h.height, max_payload)
         return cls(h.camera, h.seq, h.t_capture_ns, h.width, h.height, h.objects, payload)
 
     def image(self) -> np.ndarray:
@@ -484,14 +600,14 @@ class AnnotatedMessage:
 
 class Detection(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-    label: str
-    score: float
-    box: Annotated[list[float], Field(min_length=4, max_length=4)]
+    label: Label
+    score: Finite
+    box: Annotated[list[Finite], Field(min_length=4, max_length=4)]
 
 
 class DetectionsHeader(_Header):
-    seq: Annotated[int, Field(ge=0)]
-    detections: list[Detection]
+    seq: Count
+    detections: Annotated[list[Detection], Field(max_length=MAX_DETECTIONS)]
 
 
 @dataclass(frozen=True)
@@ -527,7 +643,7 @@ class DetectionsMessage:
 
 # --------------------------------------------------------------------------- control
 
-Box = Annotated[list[float], Field(min_length=4, max_length=4)]
+Box = Annotated[list[Finite], Field(min_length=4, max_length=4)]
 
 
 CameraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -542,18 +658,18 @@ class _Cmd(BaseModel):
 
 class SetPrompt(_Cmd):
     cmd: Literal["set_prompt"]
-    prompt: str
+    prompt: Prompt
 
 
 class AddObject(_Cmd):
     cmd: Literal["add_object"]
     box: Box
-    label: str = "object"
+    label: Label = "object"
 
 
 class RemoveObject(_Cmd):
     cmd: Literal["remove_object"]
-    id: int
+    id: Count
 
 
 class Reset(_Cmd):
@@ -574,8 +690,11 @@ ObjectId = Annotated[int, Field(ge=1, le=MAX_OBJECT_ID)]
 class AddCamera(_Cmd):
     cmd: Literal["add_camera"]
     camera: CameraName  # type: ignore[assignment]  # required here
-    frames: Annotated[str, Field(pattern=r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$")]
-    prompt: str | None = None
+    frames: Annotated[
+        str,
+        Field(max_length=1024, pattern=r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$"),
+    ]
+    prompt: Prompt | None = None
     # Additive (fleet): the camera's IDs start at first_id and stay below id_limit (a leased block).
     first_id: ObjectId | None = None
     id_limit: ObjectId | None = None
@@ -639,20 +758,16 @@ def parse_control(raw: bytes) -> ControlCommand:
     """Parse one control request; raises ``WireError`` with the reply's error text."""
     if len(raw) > MAX_CONTROL_BYTES:
         raise WireError("bad_size", f"request of {len(raw)} bytes exceeds {MAX_CONTROL_BYTES}")
-    try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise WireError("bad_json", "request is not UTF-8 JSON") from None
+    obj = loads_json(raw, "request")
     if not isinstance(obj, dict) or "cmd" not in obj:
         raise WireError("bad_field", "request must be a JSON object with a 'cmd' field")
-    if obj["cmd"] not in CONTROL_COMMANDS:
-        raise WireError("unknown_cmd", f"unknown command {str(obj['cmd'])[:64]!r}")
+    cmd = obj["cmd"]
+    if not isinstance(cmd, str) or cmd not in CONTROL_COMMANDS:
+        raise WireError("unknown_cmd", f"unknown command {clip(repr(cmd), 64)}")
     try:
         return _CONTROL.validate_python(obj)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"][1:]) or "request"
-        raise WireError("bad_field", f"field '{loc}': {err['msg']}") from None
+        raise WireError("bad_field", _field_error(e, skip=1)) from None
 
 
 def control_reply(ok: bool, **fields: Any) -> bytes:

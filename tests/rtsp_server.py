@@ -1,4 +1,4 @@
-"""A GStreamer RTSP test server: ``/usr/bin/python3 tests/rtsp_server.py PORT [FPS]``.
+"""A GStreamer RTSP test server: ``/usr/bin/python3 tests/rtsp_server.py PORT [FPS [WxH]]``.
 
 Serves ``rtsp://127.0.0.1:PORT/test``: live H.264 from an ``appsrc is-live=true`` pipeline fed
 with generated frames (a moving bar whose brightness encodes the frame count). Prints
@@ -20,23 +20,24 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 WIDTH, HEIGHT = 160, 120
 
 
-def frame_bytes(n: int) -> bytes:
+def frame_bytes(n: int, width: int = WIDTH, height: int = HEIGHT) -> bytes:
     """A BGR frame: grey background with a vertical bar moving right by 4 px per frame."""
-    x0 = (n * 4) % WIDTH
-    row = bytearray(b"\x40" * (WIDTH * 3))
-    for x in range(x0, min(WIDTH, x0 + 16)):
+    x0 = (n * 4) % width
+    row = bytearray(b"\x40" * (width * 3))
+    for x in range(x0, min(width, x0 + 16)):
         row[x * 3 : x * 3 + 3] = bytes((n * 7 % 256, 200, 255))
-    return bytes(row) * HEIGHT
+    return bytes(row) * height
 
 
 class Factory(GstRtspServer.RTSPMediaFactory):
-    def __init__(self, fps: int) -> None:
+    def __init__(self, fps: int, width: int = WIDTH, height: int = HEIGHT) -> None:
         super().__init__()
         self.fps = fps
+        self.size = (width, height)
         self.set_shared(True)
         self.set_launch(
             "( appsrc name=src is-live=true format=time do-timestamp=true "
-            f"caps=video/x-raw,format=BGR,width={WIDTH},height={HEIGHT},framerate={fps}/1 "
+            f"caps=video/x-raw,format=BGR,width={width},height={height},framerate={fps}/1 "
             "! videoconvert ! video/x-raw,format=I420 "
             "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 "
             "! rtph264pay name=pay0 pt=96 config-interval=1 )"
@@ -48,7 +49,7 @@ class Factory(GstRtspServer.RTSPMediaFactory):
         state = {"n": 0}
 
         def push() -> bool:
-            buf = Gst.Buffer.new_wrapped(frame_bytes(state["n"]))
+            buf = Gst.Buffer.new_wrapped(frame_bytes(state["n"], *self.size))
             state["n"] += 1
             # Any result other than OK (flushing, EOS after the media is torn down) ends the feed.
             return bool(appsrc.emit("push-buffer", buf) == Gst.FlowReturn.OK)
@@ -62,11 +63,14 @@ def main() -> int:
         return 2
     port = int(sys.argv[1])
     fps = int(sys.argv[2]) if len(sys.argv) > 2 else 15
+    width, height = (
+        (int(v) for v in sys.argv[3].split("x")) if len(sys.argv) > 3 else (WIDTH, HEIGHT)
+    )
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(port))
-    server.get_mount_points().add_factory("/test", Factory(fps))
+    server.get_mount_points().add_factory("/test", Factory(fps, width, height))
     if server.attach(None) == 0:
         sys.stderr.write(f"rtsp_server: cannot listen on 127.0.0.1:{port}\n")
         return 1

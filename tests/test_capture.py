@@ -190,15 +190,112 @@ def test_file_capture_loops(ctx: zmq.Context[Any], endpoint: str, tmp_path: Path
     assert cap.stats.frames == 10
 
 
-def test_capture_raises_source_error_at_start(ctx: zmq.Context[Any], endpoint: str) -> None:
-    from stream.errors import SourceConnectionError
-
-    cap = Capture(
-        _cfg(endpoint, uri=f"rtsp://127.0.0.1:{free_port()}/x", open_timeout_s=2), ctx=ctx
+def test_camera_down_at_start_is_waited_for(ctx: zmq.Context[Any], endpoint: str) -> None:
+    """A camera that does not answer when capture starts is retried like a drop (state
+    ``waiting``, attempts counted), not a fatal error (tests/test_faults.py sees it come up)."""
+    stop = threading.Event()
+    port = free_port()
+    cfg = _cfg(
+        endpoint,
+        uri=f"rtsp://admin:pw123456@127.0.0.1:{port}/x",
+        open_timeout_s=2,
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.3,
     )
-    with pytest.raises(SourceConnectionError):
+    cap = Capture(cfg, stop, ctx)
+    thread, result = _run_in_thread(cap)
+    try:
+        wait_for(
+            lambda: cap.stats.state == "waiting" and cap.stats.reconnect_attempts >= 2,
+            timeout=20,
+            what="capture waiting and retrying",
+        )
+        assert thread.is_alive() and result == [] and cap.stats.frames == 0
+        assert "Connection refused" in cap.stats.last_error
+        assert "pw123456" not in cap.stats.last_error
+    finally:
+        stop.set()
+        thread.join(10)
+    assert result == [0]
+
+
+@pytest.mark.parametrize("uri", ["rtsp://", "/no/such/video.mp4", "5"])
+def test_what_cannot_improve_stays_fatal_at_start(
+    ctx: zmq.Context[Any], endpoint: str, uri: str
+) -> None:
+    from stream.errors import SourceConnectionError, SourceError
+
+    cap = Capture(_cfg(endpoint, uri=uri), ctx=ctx)
+    with pytest.raises(SourceError) as e:
         cap.run()
+    assert not isinstance(e.value, SourceConnectionError)
     assert cap.stats.reconnect_attempts == 0
+
+
+def test_frames_over_the_payload_limit_are_counted_not_sent(
+    ctx: zmq.Context[Any], endpoint: str, watchers: list[BusWatcher]
+) -> None:
+    """A source whose frames are larger than bus.max_payload_mb (a camera bigger than the
+    config said): each is refused at capture, counted and its seq skipped, never sent (a
+    receiver's ZeroMQ socket would drop the connection on it)."""
+    stop = threading.Event()
+    cfg = load_config(
+        None,
+        {"bus.frames": endpoint, "bus.max_payload_mb": 0.5, "source.fps": 30},
+    )
+    cap = Capture(cfg, stop, ctx)
+    w = BusWatcher(ctx, endpoint)
+    watchers.append(w)
+    thread, result = _run_in_thread(cap)
+    try:
+        wait_for(lambda: w.stats.get("oversized", 0) >= 5, timeout=20, what="oversized counted")
+        assert w.seqs == [] and w.stats["frames"] == 0 and w.stats["state"] == "streaming"
+        assert "over bus.max_payload_mb=0.5" in w.stats["last_error"]
+    finally:
+        stop.set()
+        thread.join(10)
+    assert result == [0]
+
+
+def test_8k_demo_frames_reach_a_receiver(ctx: zmq.Context[Any], endpoint: str) -> None:
+    """source.width=7680 source.height=4320 (the largest the config allows) fits the default
+    payload limit: the frames go through capture and the receiver's ZeroMQ limits intact."""
+    stop = threading.Event()
+    cfg = load_config(
+        None,
+        {"bus.frames": endpoint, "source.width": 7680, "source.height": 4320, "source.fps": 2},
+    )
+    cfg.check_frame_size()
+    cap = Capture(cfg, stop, ctx)
+    with LatestFrameReceiver(
+        endpoint, "cam0", None, int(cfg.bus.max_payload_mb * 2**20), cfg.bus, ctx
+    ) as rx:
+        thread, result = _run_in_thread(cap)
+        try:
+            msg = wait_for(lambda: rx.get(timeout=0.2), timeout=30, what="an 8K frame")
+            assert (msg.width, msg.height) == (7680, 4320)
+            assert msg.image().shape == (4320, 7680, 3)
+            assert rx.stats.rejected_total == 0 and rx.stats.connection_drops == 0
+        finally:
+            stop.set()
+            thread.join(10)
+    assert result == [0]
+
+
+def test_frame_size_over_the_limit_is_refused_at_config_time() -> None:
+    from stream.config import ConfigError
+
+    cfg = load_config(None, {"source.width": 7680, "source.height": 4320, "bus.max_payload_mb": 64})
+    with pytest.raises(ConfigError, match=r"7680x4320 makes 94\.9 MiB frames.*max_payload_mb=95"):
+        cfg.check_frame_size()
+    r = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "capture", "--source", "demo", "--set", "source.width=7680",
+         "--set", "source.height=4320", "--set", "bus.max_payload_mb=64",
+         "--set", f"bus.frames=tcp://127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "bus.max_payload_mb=95 or more" in r.stderr
 
 
 # --------------------------------------------------------------------------- subprocess

@@ -288,3 +288,62 @@ def test_sample_points_inside_mask() -> None:
     assert pts.shape == (8, 2)
     assert all(mask[int(y), int(x)] for x, y in pts)
     assert np.array_equal(pts, sample_points(mask, 8, seed=1))
+
+
+def test_reset_discards_grounding_results_from_before(loaded: Any) -> None:
+    """A background grounding result that arrives after ``reset`` belongs to a frame that is
+    gone: it is discarded and counted, never seeded (it was: a seed failure per detection)."""
+    scene = DemoScene(320, 240, 3, seed=1, fps=30)
+    gate = threading.Event()
+    det = SlowDetector(scene, gate)
+    cfg = EngineConfig(prompt="ball. box.", reground_every_frames=1000)
+    engine = TrackingEngine(cfg, StreamingSegmenter(loaded), det, background_grounding=True)
+    try:
+        for i in range(3):
+            engine.process(FrameInput(i, time.time_ns(), tagged(scene, i)))
+        assert engine.stats()["grounding_in_flight"] is True
+        engine.reset()
+        gate.set()
+        assert engine.wait_grounding_idle(30)
+        r = engine.process(FrameInput(3, time.time_ns(), tagged(scene, 3)))
+        st = engine.stats()
+        assert r.objects == [] and engine.seg.object_ids == []
+        assert st["seed_failures"] == 0 and st["grounding_results_dropped"] == 1
+    finally:
+        gate.set()
+        engine.close()
+
+
+def test_a_thread_that_dies_stops_the_process_and_nothing_blocks_on_it(
+    ctx: zmq.Context[Any], endpoint: str
+) -> None:
+    """The tracks publisher dying (a label it cannot serialise, as a lone surrogate once made
+    it) sets the process's stop event with the thread's name and a non-zero exit code, and the
+    frame loop's ``put`` returns instead of blocking forever (SIGTERM was ignored then)."""
+    from engine.outputs import TracksPublisher
+    from engine.pipeline import FrameResult, ObjectResult
+    from stream.threads import EXIT_THREAD_DIED, ThreadDeath
+
+    stop = threading.Event()
+    death = ThreadDeath(stop)
+    previous = threading.excepthook
+    death.install()
+    sock = zbus.bind(ctx, zmq.PUB, endpoint)
+    try:
+        pub = TracksPublisher(sock, maxsize=1)
+        image = np.zeros((4, 4, 3), np.uint8)
+        obj = ObjectResult(1, "\ud800", 1.0, (0, 0, 1, 1), np.zeros((4, 4), bool), 0, "new")
+        bad = FrameResult(0, 0, 4, 4, "x.", [obj], {})
+        assert pub.put("cam0", bad, image, stop) is True
+        wait_for(lambda: stop.is_set(), timeout=10, what="stop after the thread died")
+        assert death.died == "tracks-publisher" and death.exit_code() == EXIT_THREAD_DIED
+        wait_for(lambda: not pub.alive, timeout=10, what="the thread's end")
+        good = FrameResult(1, 0, 4, 4, "x.", [], {})
+        t0 = time.monotonic()
+        assert pub.put("cam0", good, image) is False
+        assert pub.put("cam0", good, image, stop) is False
+        pub.close()
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        death.disarm()
+        threading.excepthook = previous

@@ -106,7 +106,10 @@ def test_track_text_prompt_runs_real_grounding_dino(video: Path, tmp_path: Path)
         (["track", "/nonexistent.mp4", "--box", "1,1,5,5", "--tracks", "x.jsonl"], "no such file"),
         (["track", "VIDEO", "--box", "10,10,10,50", "--tracks", "x.jsonl"], "area"),
         (["track", "VIDEO", "--box", "1,2,3", "--tracks", "x.jsonl"], "4 coordinates"),
-        (["track", "VIDEO", "--box", "400,300,500,400", "--tracks", "x.jsonl"], "outside"),
+        (
+            ["track", "VIDEO", "--box", "400,300,500,400", "--tracks", "x.jsonl"],
+            "box [400.0, 300.0, 500.0, 400.0] lies wholly outside the 320x240 frame",
+        ),
         (["track", "VIDEO", "--box", "10,10,50,50@99", "--tracks", "x.jsonl"], "beyond"),
         (["track", "VIDEO", "--prompt", " . ,, . ", "--tracks", "x.jsonl"], "prompt"),
         (["track", "VIDEO", "--box", "1,1,5,5"], "nothing to write"),
@@ -139,6 +142,74 @@ def test_track_bad_input_one_line_error(
     err = r.stderr.strip().splitlines()
     assert "Traceback" not in r.stderr
     assert needle in err[-1], err
+
+
+def test_track_box_beyond_the_frame_is_clipped_with_a_warning(video: Path, tmp_path: Path) -> None:
+    tracks = tmp_path / "t.jsonl"
+    r = run_cli(
+        "track", str(video), "--models", "tiny-random", "--box", "250,180,400,300",
+        "--tracks", str(tracks), "--max-frames", "2",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    warning = [ln for ln in r.stderr.splitlines() if "clipped" in ln]
+    assert len(warning) == 1, r.stderr
+    assert (
+        "--box 250,180,400,300@0 extends beyond the 320x240 frame: clipped to 250,180,320,240"
+        in warning[0]
+    )
+    boxes = [o.box for m in read_jsonl(tracks) for o in m.header.objects]
+    assert boxes and all(b[0] >= 0 and b[2] <= 320 and b[3] <= 240 for b in boxes)
+
+
+def test_track_box_wholly_outside_fails_before_models_load(video: Path, tmp_path: Path) -> None:
+    r = run_cli("track", str(video), "--models", "tiny-random", "--box", "10,250,50,300@3",
+                "--tracks", str(tmp_path / "t.jsonl"))  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1].startswith("promptcam track: error: box [10.0, 250.0"), (
+        r.stderr
+    )
+    assert "SAM 2" not in r.stderr and not (tmp_path / "t.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    scene = DemoScene(128, 96, 2, seed=3, fps=15)
+    with Mp4Writer(path, 15) as w:
+        for i in range(300):
+            w.write(scene.render(i)[0])
+    return path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_track_stopped_by_a_signal_finalises_and_names_its_outputs(
+    sig: signal.Signals, long_video: Path, tmp_path: Path
+) -> None:
+    tracks, out = tmp_path / "t.jsonl", tmp_path / "o.mp4"
+    proc = subprocess.Popen(
+        [*CLI, "track", str(long_video), "--models", "tiny-random", "--box", "10,10,60,60",
+         "--tracks", str(tracks), "--out", str(out)],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: tracks.exists() and tracks.stat().st_size > 0, timeout=120, what="tracks")
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + sig, stderr[-2000:]
+    summary = json.loads(stdout.splitlines()[-1])
+    assert summary["stopped"] == sig.name and 0 < summary["frames"] < 300
+    last = stderr.strip().splitlines()[-1]
+    assert last == (
+        f"promptcam track: stopped by {sig.name} after {summary['frames']} frames; partial "
+        f"outputs (finalised): {out.resolve()}, {tracks.resolve()}"
+    ), last
+    assert len(read_jsonl(tracks)) == summary["frames"]  # whole lines, one per frame
+    with av.open(str(out)) as c:  # playable: its index was written ("moov atom" present)
+        assert sum(1 for _ in c.decode(video=0)) == summary["frames"]
 
 
 # ---------------------------------------------------------------------------- engine process

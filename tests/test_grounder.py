@@ -1,6 +1,6 @@
 """Grounder: the real Grounding DINO code path (transformers) on the tiny-random model, a model
 saved to and loaded from a local directory, the offline hub failure, prompt normalisation and
-the external detections adapter."""
+the external detections adapter. Every other family: tests/test_detectors.py."""
 
 from __future__ import annotations
 
@@ -12,20 +12,22 @@ import numpy as np
 import pytest
 import torch
 
+from engine.detectors.grounding_dino import GroundingDinoDetector, build_tiny_random
 from engine.grounder import (
     Grounder,
-    build_tiny_random,
     detections_from_message,
     load_grounder,
     normalize_prompt,
     prompt_text,
 )
-from engine.presets import OFFLINE_OPTIONS
+from engine.presets import DETECTOR_PRESETS, OFFLINE_OPTIONS
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import ModelLoadError, PromptError
 from stream.wire import Detection, DetectionsMessage
 
 TINY = ModelsConfig(preset="tiny-random", device="cpu")
+TINY_DIR = DETECTOR_PRESETS["grounding-dino-tiny-random"].config_dir
+assert TINY_DIR is not None
 # Random weights score every box highly: thresholds just under 1 keep a handful of boxes.
 ENGINE = EngineConfig(
     prompt="Person. red ball. zebra.", detector_size=256, box_threshold=0.3, text_threshold=0.25
@@ -64,7 +66,7 @@ def test_tiny_random_detects_end_to_end(grounder: Grounder, image: np.ndarray) -
 
 def test_tiny_random_is_deterministic(grounder: Grounder, image: np.ndarray) -> None:
     other = load_grounder(TINY, ENGINE)
-    a, b = grounder.model.state_dict(), other.model.state_dict()
+    a, b = grounder_model(grounder).state_dict(), grounder_model(other).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     d1, d2 = grounder.detect(image), other.detect(image)
     np.testing.assert_array_equal(d1.xyxy, d2.xyxy)
@@ -73,26 +75,33 @@ def test_tiny_random_is_deterministic(grounder: Grounder, image: np.ndarray) -> 
     torch.manual_seed(123)
     x = torch.rand(1)
     torch.manual_seed(123)
-    build_tiny_random(0)
+    build_tiny_random(0, TINY_DIR)
     assert torch.equal(torch.rand(1), x)
 
 
-def test_thresholds_and_size(grounder: Grounder, image: np.ndarray) -> None:
-    strict = Grounder(
-        grounder.model,
-        grounder.processor,
-        ENGINE.model_copy(update={"box_threshold": 1.0}),
-        torch.device("cpu"),
+def with_engine(grounder: Grounder, **update: object) -> Grounder:
+    """The same model and processor under other engine settings."""
+    d = grounder.detector
+    assert isinstance(d, GroundingDinoDetector)
+    engine = ENGINE.model_copy(update=update)
+    return Grounder(
+        GroundingDinoDetector(d.model, d.processor, engine, torch.device("cpu")), ENGINE.prompt
     )
+
+
+def grounder_model(grounder: Grounder) -> torch.nn.Module:
+    d = grounder.detector
+    assert isinstance(d, GroundingDinoDetector)
+    model: torch.nn.Module = d.model
+    return model
+
+
+def test_thresholds_and_size(grounder: Grounder, image: np.ndarray) -> None:
+    strict = with_engine(grounder, box_threshold=1.0)
     d = strict.detect(image)
     assert len(d) == 0 and d.xyxy.shape == (0, 4) and d.data["label"].shape == (0,)
     # The input size is a speed knob: boxes stay in the original image's pixels.
-    small = Grounder(
-        grounder.model,
-        grounder.processor,
-        ENGINE.model_copy(update={"detector_size": 128}),
-        torch.device("cpu"),
-    )
+    small = with_engine(grounder, detector_size=128)
     d = small.detect(image)
     assert len(d) > 0 and (d.xyxy[:, 2] <= 640).all() and (d.xyxy[:, 3] <= 480).all()
     with pytest.raises(ValueError, match="HxWx3 uint8"):
@@ -102,8 +111,9 @@ def test_thresholds_and_size(grounder: Grounder, image: np.ndarray) -> None:
 def test_saved_directory_loads_through_the_pretrained_path(
     grounder: Grounder, image: np.ndarray, tmp_path: Path
 ) -> None:
-    grounder.model.save_pretrained(tmp_path)
-    grounder.processor.save_pretrained(tmp_path)
+    d = grounder.detector
+    assert isinstance(d, GroundingDinoDetector)
+    d.save_pretrained(tmp_path)
     loaded = load_grounder(
         ModelsConfig(preset="tiny-random", detector=str(tmp_path), device="cpu"), ENGINE
     )
@@ -116,7 +126,7 @@ def test_saved_directory_loads_through_the_pretrained_path(
 def test_bad_local_directories(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_grounder(ModelsConfig(detector=str(tmp_path / "missing"), device="cpu"), ENGINE)
-    with pytest.raises(ModelLoadError, match="cannot load Grounding DINO from directory"):
+    with pytest.raises(ModelLoadError, match="cannot load a detector from directory"):
         load_grounder(ModelsConfig(detector=str(tmp_path), device="cpu"), ENGINE)
 
 
@@ -166,11 +176,13 @@ def test_long_prompt_is_truncated_with_a_warning(
 ) -> None:
     g = load_grounder(TINY, ENGINE)
     words = [f"thing{i}" for i in range(200)]
-    with caplog.at_level(logging.WARNING, logger="engine.grounder"):
+    with caplog.at_level(logging.WARNING, logger="engine.detectors.grounding_dino"):
         kept = g.set_prompt(". ".join(words))
     assert 0 < len(kept) < len(words) and kept == words[: len(kept)]
     assert "dropped" in caplog.text and "trailing" in caplog.text
-    assert len(g.tokenizer(g.prompt)["input_ids"]) <= g.max_text_len
+    d = g.detector
+    assert isinstance(d, GroundingDinoDetector)
+    assert len(d.tokenizer(g.prompt)["input_ids"]) <= d.max_text_len
     d = g.detect(image)
     assert set(d.data["label"]) <= set(kept)
     with pytest.raises(PromptError, match="longer than the text encoder accepts"):

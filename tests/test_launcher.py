@@ -21,7 +21,15 @@ from typing import Any
 import psutil
 import pytest
 
-from clients.health import read_status_file
+from clients.health import (
+    ChildInfo,
+    Observed,
+    ProgressWatchdog,
+    read_status_file,
+    status_document,
+    status_line,
+    write_status_file,
+)
 from clients.launcher import (
     ChildFailedError,
     ChildSpec,
@@ -137,8 +145,16 @@ def test_port_in_use_is_named() -> None:
         (["--set", "source.fsp=10"], "unknown config key 'source.fsp'"),
         (["--set", "source.fps=-5"], "source.fps"),
         (["--models", "sam3-giant"], "unknown model preset 'sam3-giant'"),
+        (["--detector", "owlv9"], "unknown detector 'owlv9'"),
         (["--duration", "-1"], "--duration"),
         (["--set", "web.host=0.0.0.0"], "web.token"),
+        (
+            [
+                *("--set", "source.width=7680", "--set", "source.height=4320"),
+                *("--set", "bus.max_payload_mb=64"),
+            ],
+            "7680x4320 makes 94.9 MiB frames, over bus.max_payload_mb=64",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line(args: list[str], expect: str) -> None:
@@ -326,17 +342,22 @@ def as_args(overrides: dict[str, str]) -> list[str]:
 
 
 def test_real_preset_offline_fails_with_one_line(tmp_path: Path) -> None:
-    """The default preset with no network: the engine cannot fetch weights; the launcher says so
-    in one line and exits 2 instead of restarting forever."""
+    """The default preset with no network and nothing cached: the launcher's model check says
+    so in one line naming the offline options and exits 2 before starting any child."""
     r = promptcam(
-        "run", *as_args(run_overrides(tmp_path)), env={"HF_HUB_OFFLINE": "1"}, timeout=120
+        "run",
+        *as_args(run_overrides(tmp_path)),
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+        timeout=120,
     )
     assert r.returncode == 2, r.stderr[-2000:]
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("promptcam run: error: engine could not start:"), last
-    assert "tiny-random" in last, last  # the offline options are named
-    status = read_status_file(tmp_path / "status.json")
-    assert status is not None and status["children"]["engine"]["restarts"] == 0
+    assert r.stderr.count("\n") == 1, r.stderr[-2000:]
+    line = r.stderr.strip()
+    assert line.startswith(
+        "promptcam run: error: model facebook/sam2.1-hiera-tiny is not cached"
+    ), line
+    assert "tiny-random" in line, line  # the offline options are named
+    assert read_status_file(tmp_path / "status.json") is None  # no child was started
 
 
 def _titles_of_children(pid: int) -> dict[str, int]:
@@ -407,3 +428,95 @@ def test_run_starts_names_reports_and_stops(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --------------------------------------------------------------------------- watchdog and status
+
+
+def test_progress_watchdog_rules() -> None:
+    """Unanswered for the limit: wedged. An engine publishing nothing while capture publishes:
+    wedged after the limit, or 4x its last frame time when that is longer; not while nothing
+    comes in, not before its first output, not while it loads a model."""
+    dog = ProgressWatchdog(3.0)
+
+    def obs(t: float, out: int, cap: int, **eng: Any) -> Observed:
+        engine = {"frames_out": out, "latency_ms": {"process_ms": 10.0}, **eng}
+        return Observed(capture={"frames": cap}, capture_at=t, engine=engine, engine_at=t, web_at=t)
+
+    assert dog.check("web", 0.0, Observed(web_at=1.0), 3.5) is None
+    assert dog.check("web", 0.0, Observed(web_at=1.0), 4.5) == "no answer for 3.5s"
+    assert dog.check("capture", 10.0, Observed(), 12.0) is None  # since ready, not since start
+    assert dog.check("engine", 0.0, obs(1, 0, 100), 1) is None
+    assert dog.check("engine", 0.0, obs(9, 0, 400), 9) is None  # no output yet: not armed
+    assert dog.check("engine", 0.0, obs(10, 5, 430), 10) is None
+    assert dog.check("engine", 0.0, obs(11, 5, 430), 11) is None
+    assert dog.check("engine", 0.0, obs(20, 5, 430), 20) is None  # nothing came in meanwhile
+    assert dog.check("engine", 0.0, obs(22, 5, 460), 22) is None
+    assert dog.check("engine", 0.0, obs(23.5, 5, 480), 23.5) == (
+        "published nothing for 3.5s while capture published 50 frames"
+    )
+    assert dog.check("engine", 0.0, obs(24, 6, 490), 24) is None  # moved again
+    assert dog.check("engine", 0.0, obs(25, 6, 490, busy_with="loading the detector"), 25) is None
+    assert dog.check("engine", 0.0, obs(29, 6, 600, busy_with="loading the detector"), 29) is None
+    slow = {"latency_ms": {"process_ms": 2000.0}}
+    assert dog.check("engine", 0.0, obs(30, 6, 610, **slow), 30) is None
+    assert dog.check("engine", 0.0, obs(37, 6, 700, **slow), 37) is None  # 4 x 2 s > 3 s
+    assert dog.check("engine", 0.0, obs(38.5, 6, 720, **slow), 38.5) is not None
+    # a new engine (another ready time) starts a new watch
+    assert dog.check("engine", 40.0, obs(41, 0, 740), 41) is None
+
+
+def test_suspended_child_is_shown_and_a_wedged_one_restarted(supervisors: list[Supervisor]) -> None:
+    wedged: set[str] = set()
+    sup = Supervisor(
+        [ChildSpec("engine", py("import time; time.sleep(60)"))],
+        FAST,
+        is_ready=lambda name, _since: True,
+        output=io.StringIO(),
+        watchdog=lambda name, _ready_at, _now: "no answer for 9.0s" if name in wedged else None,
+    )
+    supervisors.append(sup)
+    sup.start()
+    poll_until(sup, lambda: sup.info()["engine"].ready, what="ready")
+    pid = sup.pids()["engine"]
+    os.kill(pid, signal.SIGSTOP)
+    poll_until(sup, lambda: sup.info()["engine"].state == "suspended", what="suspended")
+    assert sup.info()["engine"].ready is False
+    wedged.add("engine")
+    poll_until(sup, lambda: sup.children["engine"].watchdog_restarts == 1, what="watchdog kill")
+    wedged.clear()
+    poll_until(
+        sup,
+        lambda: sup.info()["engine"].ready and sup.pids()["engine"] != pid,
+        what="restarted",
+    )
+    info = sup.info()["engine"]
+    assert (info.restarts, info.watchdog_restarts, info.last_exit) == (1, 1, -signal.SIGKILL)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_status_line_says_waiting_for_camera_and_counts_watchdog_restarts() -> None:
+    now = time.monotonic()
+    obs = Observed(capture={"state": "waiting", "reconnect_attempts": 7}, capture_at=now)
+    children = {
+        "engine": ChildInfo("engine", 1, "running", True, 2, -9, 3.0, watchdog_restarts=1),
+    }
+    line = status_line(obs, children, 10.0)
+    assert line.startswith("capture waiting for camera, attempts 7 | engine -")
+    assert "restarts engine 2, by watchdog 1" in line
+
+
+def test_status_file_is_private_and_holds_no_token(tmp_path: Path) -> None:
+    cfg = load_config(None, {"web.token": "s3cret-token-1"})
+    path = tmp_path / "status.json"
+    (tmp_path / f".status.json.{os.getpid()}.tmp").write_text("{}")  # a leftover, 0644
+    doc = status_document(cfg, Observed(), {}, page_url(cfg), 1.0)
+    write_status_file(path, doc)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "s3cret-token-1" not in path.read_text()
+    assert read_status_file(path)["url"] == "http://127.0.0.1:8080/"  # type: ignore[index]
+
+
+def test_prepare_config_keeps_engine_state_in_the_run_directory(tmp_path: Path) -> None:
+    cfg = prepare_config(load_config(None), tmp_path)
+    assert cfg.engine.state_file == tmp_path / "engine-state.json"

@@ -146,9 +146,12 @@ cameras:
         }
         assert all(status["children"][f"capture:{c}"]["ready"] for c in live)
         assert set(status["engine"]["cameras"]) == set(frames)
-        wait_for(
-            lambda: any("capture yard" in ln and "gate" in ln for ln in lines), 30, what="line"
+        line = wait_for(
+            lambda: next((ln for ln in lines if "capture yard" in ln and "gate" in ln), None),
+            30,
+            what="a status line naming every camera, in config order",
         )
+        assert "capture:broken failed" in line, line
 
         # The RTSP server dies: the other cameras go on; the RTSP camera recovers later.
         rtsp.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import av
+import psutil
+import pytest
 
 from clients.web.synthetic import SyntheticEngine
 from stream.config import load_config
@@ -117,3 +120,85 @@ def test_rotates_by_size(tmp_path: Path) -> None:
         )
     assert proc.returncode == 0, proc.stderr
     assert len(list(tmp_path.glob("*.mp4"))) >= 2
+
+
+# --------------------------------------------------------------------------- a full disk
+
+# In a user + mount namespace (no root needed), a tmpfs of a few MB holds the recording and a
+# filler file that leaves little room; the test frees the room by deleting the filler through
+# /proc/PID/root, i.e. on that very filesystem. After the recorder exits, the shell copies the
+# recording out of the namespace (the tmpfs vanishes with it).
+FULL_DISK_SCRIPT = (
+    'mount -t tmpfs -o size=2m tmpfs "$1" && head -c 1900000 /dev/zero > "$1/filler" || exit 9; '
+    'disk=$1; out=$2; shift 2; "$@"; rc=$?; cp -a "$disk/rec" "$out"; exit $rc'
+)
+
+
+def _tmpfs_namespace_unavailable(tmp_path: Path) -> str | None:
+    if shutil.which("unshare") is None:
+        return "'unshare' is not installed"
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    r = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$1"', "sh", str(probe)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    return None if r.returncode == 0 else f"no tmpfs in a user namespace: {r.stderr.strip()[:200]}"
+
+
+def test_full_disk_keeps_files_playable_says_so_once_and_resumes(tmp_path: Path) -> None:
+    reason = _tmpfs_namespace_unavailable(tmp_path)
+    if reason:
+        pytest.skip(reason)
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    ov = {**_overrides(), "record.retry_s": 0.3, "record.min_free_mb": 0.5}
+    cmd = _cmd(ov, disk / "rec")
+    cmd[cmd.index("--log-level") + 1] = "WARNING"
+    with SyntheticEngine(load_config(None, ov), fps=30, width=640, height=480):
+        proc = subprocess.Popen(
+            ["unshare", "-rm", "sh", "-c", FULL_DISK_SCRIPT, "sh", str(disk), str(out), *cmd],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            recorder = wait_for(
+                lambda: psutil.Process(proc.pid).children(), timeout=20, what="recorder"
+            )[0]
+            inside = Path(f"/proc/{recorder.pid}/root") / disk.relative_to("/")
+            wait_for(
+                lambda: shutil.disk_usage(inside).free < 64 * 1024,
+                timeout=60,
+                what="the disk to fill",
+            )
+            full = set((inside / "rec").glob("*.mp4"))
+            (inside / "filler").unlink()  # space comes back
+            wait_for(
+                lambda: any(
+                    p.stat().st_size > 50_000 for p in set((inside / "rec").glob("*.mp4")) - full
+                ),
+                timeout=30,
+                what="a new recording after space came back",
+            )
+            recorder.send_signal(signal.SIGTERM)
+            stdout, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    stopped = [ln for ln in stderr.splitlines() if "recording stopped" in ln]
+    resumed = [ln for ln in stderr.splitlines() if "recording resumes" in ln]
+    assert len(stopped) == 1 and "No space left on device" in stopped[0], stderr[-2000:]
+    assert len(resumed) == 1, stderr[-2000:]
+    assert "write failures" in stdout and "dropped" in stdout, stdout
+    mp4s = sorted(out.glob("*.mp4"))
+    assert len(mp4s) >= 2, [p.name for p in mp4s]
+    for mp4 in mp4s:  # the one the full disk cut short and the new one both play to the end
+        frames, lines = _check_pair(mp4)
+        assert frames >= 1 and lines >= 1, mp4.name

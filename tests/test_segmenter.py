@@ -418,3 +418,21 @@ def test_memory_bound_over_5000_frames(tmp_path: Path) -> None:
             rss.append(proc.memory_info().rss)
     assert len(object_bytes) == 1, object_bytes
     assert rss[1] - rss[0] < 32 * 2**20, f"RSS grew by {(rss[1] - rss[0]) / 2**20:.1f} MiB"
+
+
+def test_state_size_counts_the_conditioning_memories_held(tmp_path: Path) -> None:
+    """``cond_frames`` is what the object state holds, so the 5,000-frame bound above can fail:
+    a state that kept a second conditioning memory (as the official predictor keeps every
+    prompted frame) is reported with 2."""
+    seg = StreamingSegmenter(micro_model(tmp_path))
+    rng = np.random.default_rng(2)
+    idx = seg.add_frame(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    seg.add_prompt(7, idx, box=(4, 4, 30, 40))
+    seg.add_prompt(7, idx, box=(8, 4, 34, 40))  # re-seeded: its old conditioning is dropped
+    assert [o.cond_frames for o in seg.state_size().objects] == [1]
+    state = seg._objects[7]
+    before = seg.state_size().object_bytes
+    state.cond_memory = torch.cat([state.cond_memory, state.cond_memory])
+    size = seg.state_size()
+    assert [o.cond_frames for o in size.objects] == [2]
+    assert size.object_bytes > before

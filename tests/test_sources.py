@@ -274,14 +274,12 @@ def test_unreachable_url_is_a_connection_error_without_credentials() -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["/no/such/video.mp4", "CORRUPT", "5", "rtsp://", "UNREACHABLE"],
+    ["/no/such/video.mp4", "CORRUPT", "5", "rtsp://"],
 )
 def test_capture_cli_bad_source_one_line_error(uri: str, tmp_path: Path) -> None:
     if uri == "CORRUPT":
         uri = str(tmp_path / "bad.mp4")
         Path(uri).write_bytes(b"garbage" * 500)
-    elif uri == "UNREACHABLE":
-        uri = f"rtsp://admin:pw123456@127.0.0.1:{free_port()}/cam"
     proc = subprocess.run(
         [
             sys.executable,
@@ -301,4 +299,4 @@ def test_capture_cli_bad_source_one_line_error(uri: str, tmp_path: Path) -> None
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("promptcam capture: error: ")
-    assert "Traceback" not in proc.stderr and "pw123456" not in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.grounder import make_detections
-from engine.track_manager import Box, Observation, Plan, TrackManager, iou_matrix
+from engine.track_manager import DUPLICATE_IOU, Box, Observation, Plan, TrackManager, iou_matrix
 from stream.config import EngineConfig
 from stream.errors import PromptError
 
@@ -485,11 +485,12 @@ def test_assignment_invariants(
         for i in free_tracks:
             iou = float(iou_matrix(np.array([xyxy]), np.array([at[i].box]))[0, 0])
             if label == label_of[i] and iou >= iou_threshold + 1e-9:
-                # Only allowed when NMS removed this detection in favour of a better one.
+                # Only allowed when NMS removed this detection in favour of another one (of a
+                # higher score, or of the same score and listed first) of its label.
                 assert any(
                     detections[k][0] == label
-                    and float(iou_matrix(np.array([box]), np.array([detections[k][1]]))[0, 0])
-                    >= cfg.merge_iou
+                    and float(iou_matrix(np.array([xyxy]), np.array([detections[k][1]]))[0, 0])
+                    >= min(DUPLICATE_IOU, cfg.merge_iou) - 1e-9
                     for k in range(len(detections))
                     if k != j
                 )

@@ -8,125 +8,41 @@ packet leaves the host.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 import psutil
 import pytest
 
 from clients.web.probe import Viewer
-from clients.web.synthetic import SyntheticEngine
+from clients.web.synthetic import read_stamp
 from clients.web.video import MAX_QUEUED, Encoded, LiveEncoder, ViewerTrack
-from stream.config import load_config
 from tests.conftest import tcp_endpoint, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class Stack:
-    url: str
-    engine: SyntheticEngine
-    proc: subprocess.Popen[str]
-    token: str | None
-
-
-def start_web(
-    overrides: dict[str, Any], extra: list[str] | None = None
-) -> tuple[subprocess.Popen[str], str]:
-    args = [sys.executable, "-m", "clients.cli", "web", "--port", "0", "--log-level", "WARNING"]
-    for k, v in overrides.items():
-        args += ["--set", f"{k}={v}"]
-    proc = subprocess.Popen(args + (extra or []), stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "serving on" not in line:
-        proc.kill()
-        pytest.fail(f"promptcam web did not start: {line!r}")
-    return proc, line.split()[-1].split("?")[0]
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-@contextlib.contextmanager
-def make_stack(
-    token: str | None = None, extra_overrides: dict[str, Any] | None = None
-) -> Iterator[Stack]:
-    overrides: dict[str, Any] = {
-        "bus.annotated": tcp_endpoint(),
-        "bus.tracks": tcp_endpoint(),
-        "bus.control": tcp_endpoint(),
-        "models.preset": "tiny-random",
-        **(extra_overrides or {}),
-    }
-    if token:
-        overrides["web.token"] = token
-    engine = SyntheticEngine(load_config(None, overrides), fps=20).start()
-    proc, url = start_web(overrides)
-    try:
-        yield Stack(url, engine, proc, token)
-    finally:
-        stop(proc)
-        engine.close()
+from tests.web_stack import (
+    ROOT,
+    Stack,
+    healthy,
+    http,
+    make_stack,
+    post_json,
+    start_web,
+    stop,
+)
 
 
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     with make_stack() as st:
         yield st
-
-
-def http(
-    method: str,
-    url: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = 10,
-) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
-            status = resp.status
-            ctype = resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as e:
-        raw, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
-    return status, (json.loads(raw) if ctype.startswith("application/json") else raw)
-
-
-def post_json(url: str, obj: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    return http(
-        "POST",
-        url,
-        json.dumps(obj).encode(),
-        {"Content-Type": "application/json", **(headers or {})},
-    )
-
-
-def healthy(url: str) -> bool:
-    status, body = http("GET", url + "healthz")
-    return status == 200 and body["ok"] is True
 
 
 # --------------------------------------------------------------------------- video
@@ -302,6 +218,66 @@ def test_prompt_changes_engine_and_object_list(stack: Stack) -> None:
     assert status == 200 and stats["engine"]["fps_in"] == 20 and "latency_ms_p50" in stats["web"]
 
 
+def _objects(url: str) -> dict[int, dict[str, Any]]:
+    return {o["id"]: o for o in http("GET", url + "api/objects")[1]["objects"]}
+
+
+def test_objects_added_relabelled_removed_reset_and_snapshot(stack: Stack) -> None:
+    url = stack.url
+    wait_for(lambda: len(_objects(url)) == 2, what="the prompt's two objects")
+    status, body = post_json(url + "api/objects", {"box": [10, 20, 60, 80], "label": "cup"})
+    assert status == 201, body
+    cup = body["id"]
+    wait_for(lambda: _objects(url).get(cup, {}).get("label") == "cup", what="the drawn object")
+    assert _objects(url)[cup]["box"] == [10, 20, 60, 80]
+
+    status, body = post_json(url + f"api/objects/{cup}/label", {"label": "mug"})
+    assert status == 200 and body["replaced"] == cup, body
+    mug = body["id"]
+    wait_for(lambda: mug in _objects(url) and cup not in _objects(url), what="the relabel")
+    assert _objects(url)[mug]["label"] == "mug" and _objects(url)[mug]["box"] == [10, 20, 60, 80]
+
+    status, body = http("DELETE", url + f"api/objects/{mug}")
+    assert status == 200 and body["removed"] == mug
+    wait_for(lambda: mug not in _objects(url), what="the removal")
+    status, body = http("DELETE", url + f"api/objects/{mug}")
+    assert status == 400 and f"no tracked object with id {mug}" in body["error"]
+    for bad, words in [
+        ({"box": [10, 20, 60, 80], "label": "\ud800"}, "not valid Unicode"),
+        ({"box": [10, 20, 60, 80], "label": "a\nb"}, "control characters"),
+        ({"box": [10, 20, 10, 80]}, "no area"),
+        ({"box": [10, 20, "x", 80]}, "4 numbers"),
+        ({"box": [500, 500, 600, 600]}, "engine refused the box"),
+    ]:
+        status, body = post_json(url + "api/objects", bad)
+        assert status == 400 and words in body["error"], (bad, body)
+    assert http("GET", url + "api/objects?camera=cam9")[0] == 404
+    controls = [r for r in stack.engine.requests if r["cmd"] != "stats"]
+    assert controls and all(r.get("camera") == "cam0" for r in controls), "requests name it"
+
+    # a snapshot: the newest annotated frame and the tracks message of that very frame
+    status, snap = http("GET", url + "api/snapshot")
+    assert status == 200 and snap["tracks"]["seq"] == snap["seq"], snap
+    status, png = http("GET", url + snap["image"].lstrip("/"))
+    assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (240, 320, 3) and read_stamp(image) == snap["seq"]
+
+    status, body = http("POST", url + "api/reset", b"{}", {"Content-Type": "application/json"})
+    assert status == 200
+    wait_for(lambda: not _objects(url), what="no object after reset")
+
+    state = http("GET", url + "api/state")[1]
+    assert state["state"] == "live" and state["banner"] == "live", state
+    assert state["prompt"] == stack.engine.prompt and state["frame_age_s"] < 2
+    stack.engine.close()  # the engine stops answering: its banner says so
+    wait_for(
+        lambda: http("GET", url + "api/state")[1]["state"] == "engine_restarting",
+        timeout=10,
+        what="the engine-restarting banner",
+    )
+
+
 def test_engine_down_gives_clear_errors() -> None:
     overrides = {
         "bus.annotated": tcp_endpoint(),
@@ -422,7 +398,7 @@ def test_offline_job_upload_run_and_download(tmp_path: Path) -> None:
             {"prompt": "ball.", "seed_with": "box"}, "bad.mp4", b"not a video at all" * 100
         )
         status, resp = http("POST", url + "api/jobs", body, {"Content-Type": ctype})
-        assert status == 400 and "bad video file" in resp["error"]
+        assert status == 400 and "cannot be used" in resp["error"]
         body, ctype = multipart({"prompt": "ball."}, "big.mp4", b"\0" * (2 * 2**20))
         status, resp = http("POST", url + "api/jobs", body, {"Content-Type": ctype})
         assert status == 413
@@ -434,6 +410,39 @@ def test_offline_job_upload_run_and_download(tmp_path: Path) -> None:
         )
         status, job = http("POST", url + "api/jobs", body, {"Content-Type": ctype})
         assert status == 201 and job["state"] in ("queued", "running"), job
+
+        # meanwhile, a draft: its frames shown, boxes checked in the page's words, queued, cancelled
+        draft = _draft(url, video)
+        assert draft["state"] == "draft" and draft["total"] == 4 and draft["name"] == "in.mp4"
+        status, jpeg = http("GET", url + f"api/jobs/{draft['id']}/frames/3.jpg")
+        assert status == 200 and cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1).shape == (
+            120,
+            160,
+            3,
+        )
+        assert http("GET", url + f"api/jobs/{draft['id']}/frames/4.jpg")[0] == 404
+        start = url + f"api/jobs/{draft['id']}/start"
+        for bad, words in [
+            ({"boxes": []}, "type what to track"),
+            (
+                {"boxes": [{"box": [200, 10, 260, 50], "frame": 0}]},
+                "box 1 lies outside the 160×120 frame",
+            ),
+            (
+                {"boxes": [{"box": [10, 10, 50, 50], "frame": 9}]},
+                "frame 9 is past the end of the video (4 frames)",
+            ),
+            ({"prompt": "ball.", "seed_with": "paint"}, "seeding must be box, mask or points"),
+        ]:
+            status, body_ = post_json(start, bad)
+            assert status == 400 and words in body_["error"] and "--" not in body_["error"], body_
+        status, queued = post_json(start, {"boxes": [{"box": [10, 30, 50, 70], "frame": 2}]})
+        assert status == 200 and queued["state"] == "queued", queued
+        assert queued["boxes"] == [{"box": [10.0, 30.0, 50.0, 70.0], "frame": 2}]
+        assert post_json(start, {"prompt": "ball."})[0] == 409
+        status, cancelled = post_json(url + f"api/jobs/{draft['id']}/cancel", {})
+        assert status == 200 and cancelled["state"] == "cancelled"
+
         final = wait_for(
             lambda: (
                 (j := http("GET", url + f"api/jobs/{job['id']}")[1])["state"] in ("done", "failed")
@@ -454,3 +463,46 @@ def test_offline_job_upload_run_and_download(tmp_path: Path) -> None:
             assert sum(1 for _ in c.decode(video=0)) == 4
         status, tracks = http("GET", url + final["tracks"].lstrip("/") + "?download=1")
         assert status == 200 and len(tracks.decode().splitlines()) == 4
+        listed = [j["id"] for j in http("GET", url + "api/jobs")[1]["jobs"]]
+        assert listed == [draft["id"], job["id"]], "newest first"
+
+        # a running job cancelled: its worker ends, its files go
+        running = _draft(url, video)
+        post_json(url + f"api/jobs/{running['id']}/start", {"prompt": "ball."})
+        wait_for(
+            lambda: http("GET", url + f"api/jobs/{running['id']}")[1]["state"] == "running",
+            what="the job running",
+        )
+        workers = [
+            c
+            for c in psutil.Process(st.proc.pid).children()
+            if "spawn_main" in " ".join(c.cmdline())
+        ]
+        assert len(workers) == 1, "the job's worker process"
+        status, body_ = post_json(url + f"api/jobs/{running['id']}/cancel", {})
+        assert status == 200
+        wait_for(
+            lambda: http("GET", url + f"api/jobs/{running['id']}")[1]["state"] == "cancelled",
+            timeout=30,
+            what="the running job cancelled",
+        )
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+        assert http("GET", url + f"api/jobs/{running['id']}/frames/0.jpg")[0] == 404
+
+
+def _draft(url: str, video: bytes) -> dict[str, Any]:
+    body, ctype = multipart({"draft": "1"}, "in.mp4", video)
+    status, job = http("POST", url + "api/jobs", body, {"Content-Type": ctype})
+    assert status == 201, job
+    return job
+
+
+def test_job_eta_from_the_rate_so_far(tmp_path: Path) -> None:
+    from clients.web.jobs import Job, VideoInfo
+
+    job = Job("j", tmp_path, tmp_path / "v", "", "box", [], VideoInfo(64, 48, 100, 25.0, "h264"))
+    assert job.eta_s() is None  # queued
+    job.state, job.started_at, job.done = "running", 1000.0, 0
+    assert job.eta_s(now=1010.0) is None  # no frame done yet
+    job.done = 25
+    assert job.eta_s(now=1010.0) == pytest.approx(30.0)

@@ -7,18 +7,27 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stream.receiver import LatestFrameReceiver
 from stream.wire import (
+    MAX_LABEL_CHARS,
+    MAX_PROMPT_CHARS,
     AddObject,
     AnnotatedMessage,
     DetectionsMessage,
     FrameMessage,
+    SetPrompt,
     TrackedObject,
     TracksMessage,
     WireError,
+    control_reply,
+    encode_jpeg,
+    jpeg_size,
     parse_control,
 )
+from tests import hostile
 from tests.conftest import wait_for
 
 
@@ -163,4 +172,137 @@ def test_slow_consumer_gets_newest_frame(ctx: zmq.Context[Any], endpoint: str) -
         # the consumer always gets the newest (or the one before it, in flight), never a backlog
         assert max(ages) <= 1, ages
         assert rx.stats.skipped > 50
+    pub.close(0)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+FUZZ = settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@pytest.mark.parametrize("parts", hostile.known_hostile_frames())
+def test_known_hostile_frames_are_rejected_as_wire_errors(parts: list[bytes]) -> None:
+    with pytest.raises(WireError):
+        FrameMessage.from_parts(parts)
+
+
+@pytest.mark.parametrize("raw", hostile.known_hostile_requests())
+def test_known_hostile_requests_are_rejected_as_wire_errors(raw: bytes) -> None:
+    with pytest.raises(WireError) as e:
+        parse_control(raw)
+    assert len(str(e.value)) < 300  # the reply quotes no megabyte of what was sent
+
+
+@pytest.mark.parametrize("parts", hostile.known_hostile_detections())
+def test_known_hostile_detections_are_rejected_as_wire_errors(parts: list[bytes]) -> None:
+    with pytest.raises(WireError):
+        DetectionsMessage.from_parts(parts)
+
+
+def test_prompts_and_labels_are_bounded_like_the_web_form() -> None:
+    ok = parse_control(json.dumps({"cmd": "set_prompt", "prompt": "a" * MAX_PROMPT_CHARS}).encode())
+    assert isinstance(ok, SetPrompt)
+    with pytest.raises(WireError, match=f"at most {MAX_PROMPT_CHARS} characters"):
+        parse_control(json.dumps({"cmd": "set_prompt", "prompt": "a" * 1001}).encode())
+    with pytest.raises(WireError, match=f"field 'label': .*at most {MAX_LABEL_CHARS}"):
+        parse_control(
+            json.dumps({"cmd": "add_object", "box": [1, 2, 3, 4], "label": "x" * 201}).encode()
+        )
+    with pytest.raises(WireError, match=r"(?i)unicode"):
+        parse_control(b'{"cmd": "add_object", "box": [1, 2, 3, 4], "label": "\\ud800"}')
+
+
+def test_jpeg_declared_size_is_read_without_decoding() -> None:
+    assert jpeg_size(encode_jpeg(_img(48, 64))) == (64, 48)
+    assert jpeg_size(hostile.patched_jpeg(16000, 16000)) == (16000, 16000)
+    h = json.loads(hostile.frame_header(width=64, height=64, encoding="jpeg"))
+    parts = [b"frame.cam0", json.dumps(h).encode(), hostile.patched_jpeg(16000, 16000)]
+    with pytest.raises(WireError, match="jpeg is 16000x16000, header says 64x64"):
+        FrameMessage.from_parts(parts)
+    big = [b"frame.cam0", hostile.frame_header(width=8000, height=8000, encoding="jpeg")]
+    with pytest.raises(WireError, match="over limit") as e:
+        FrameMessage.from_parts([*big, hostile.patched_jpeg(8000, 8000)])
+    assert e.value.reason == "bad_size"
+    for bad in (
+        b"\xff\xd8\xff\xda\x00\x02",
+        b"\xff\xd8" + b"\x00" * 30,
+        b"\xff\xd8\xff\xe0\x00\x00",
+    ):
+        with pytest.raises(WireError):
+            jpeg_size(bad)
+
+
+def _sendable(obj: Any) -> None:
+    """What a parser accepted can be sent on: JSON of valid UTF-8."""
+    obj.model_dump_json().encode("utf-8")
+
+
+@FUZZ
+@given(raw=hostile.control_requests())
+def test_fuzz_control_parse_raises_only_wire_errors(raw: bytes) -> None:
+    try:
+        req = parse_control(raw)
+    except WireError as e:
+        control_reply(False, error=str(e)).decode("utf-8")  # the error reply itself is sendable
+        return
+    _sendable(req)
+    if isinstance(req, SetPrompt):
+        assert len(req.prompt) <= MAX_PROMPT_CHARS
+    if isinstance(req, AddObject):
+        assert len(req.label) <= MAX_LABEL_CHARS and all(np.isfinite(req.box))
+
+
+@FUZZ
+@given(parts=hostile.frame_messages())
+def test_fuzz_frame_parse_raises_only_wire_errors(parts: list[bytes]) -> None:
+    try:
+        msg = FrameMessage.from_parts(parts)
+    except WireError:
+        return
+    json.dumps(msg.header()).encode("utf-8")
+
+
+@FUZZ
+@given(parts=hostile.detections_messages())
+def test_fuzz_detections_parse_raises_only_wire_errors(parts: list[bytes]) -> None:
+    try:
+        msg = DetectionsMessage.from_parts(parts)
+    except WireError:
+        return
+    _sendable(msg.header)
+    assert all(np.isfinite(d.box).all() and np.isfinite(d.score) for d in msg.header.detections)
+
+
+@FUZZ
+@given(data=st.binary(max_size=200))
+def test_fuzz_jpeg_size_raises_only_wire_errors(data: bytes) -> None:
+    try:
+        w, h = jpeg_size(b"\xff\xd8" + data)
+    except WireError:
+        return
+    assert w > 0 and h > 0
+
+
+def test_receiver_reconnects_after_a_part_over_the_zeromq_limit(
+    ctx: zmq.Context[Any], endpoint: str
+) -> None:
+    """A part over the receiver's limit makes ZeroMQ drop the connection and never come back by
+    itself; the receiver counts that and connects again, so frames flow on."""
+    pub = ctx.socket(zmq.PUB)
+    pub.linger = 0
+    pub.bind(endpoint)
+    limit = 1 << 20
+    with LatestFrameReceiver(endpoint, "cam0", None, max_payload=limit, ctx=ctx) as rx:
+
+        def good(seq: int) -> FrameMessage | None:
+            pub.send_multipart(FrameMessage.from_image("cam0", seq, _img()).to_parts(), copy=False)
+            return rx.get(timeout=0.05)
+
+        wait_for(lambda: good(0), what="subscription")
+        pub.send_multipart([b"frame.cam0", b"{}", b"x" * (3 * limit)])
+        wait_for(lambda: rx.stats.connection_drops == 1, timeout=10, what="drop counted")
+        got = wait_for(lambda: good(1000), timeout=10, what="frames after the drop")
+        assert got.seq == 1000 and rx.stats.connection_drops == 1
     pub.close(0)

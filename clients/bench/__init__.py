@@ -24,7 +24,20 @@ from stream.errors import PromptcamError
 log = logging.getLogger(__name__)
 
 BenchRow = dict[str, Any]
-PARTS = ("transport", "engine", "grounding", "loop", "output", "soak", "cameras", "fleet")
+# part -> what it measures (``promptcam bench --help`` lists these)
+PARTS: dict[str, str] = {
+    "transport": "1080p frames over ipc:// and tcp:// (frames/s, with and without shared memory), frame age",
+    "engine": "streaming SAM 2 vs the official video predictor, 1/4/16 objects (ms/frame)",
+    "grounding": "one Grounding DINO detect at detector sizes 800 and 480 (ms)",
+    "detectors": "every detector family's tiny-random detect, and detect_batch of 4 frames vs 4 calls (ms)",
+    "loop": "the frame loop with and without re-grounding beside it (ms/frame)",
+    "output": "web live view: CPU per viewer, capture-to-browser latency",
+    "soak": "memory and latency of capture + engine over a long run (--soak MINUTES)",
+    "cameras": "one engine serving 1/2/4/8 cameras vs as many one-camera engines (frames/s, RSS)",
+    "backends": "each tracker backend vs its reference's own streaming session, 1/4/16 objects (ms/frame, MB per 1,000 frames)",
+    "fleet": "a fleet on a local Ray instance: placement time per camera, recovery after engine kills (p50/max), 2 engines vs 1 (tracks/s)",
+}
+DEFAULT_PARTS = ("transport", "engine", "grounding", "detectors", "loop", "output")
 
 
 def row(part: str, name: str, value: float | int | str, unit: str = "", note: str = "") -> BenchRow:

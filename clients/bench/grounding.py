@@ -1,4 +1,4 @@
-"""Bench part ``grounding``: time of one ``Grounder.detect`` on a 640x480 frame, at detector
+"""Bench part ``grounding``: time of one Grounding DINO ``detect`` on a 640x480 frame, at detector
 input sizes (shortest edge) 800 and 480, for
 
 * the Grounding DINO tiny architecture (``GroundingDinoConfig()`` defaults: Swin-T backbone,
@@ -6,7 +6,7 @@ input sizes (shortest edge) 800 and 480, for
 * ``tiny-random`` (the small config tests use).
 
 Random weights take the same time as trained ones. The slowdown of the frame loop while a
-re-grounding runs beside it is the ``loop`` part.
+re-grounding runs beside it is the ``loop`` part; every detector family is the ``detectors`` part.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from clients.bench import BenchRow, row
+from engine.detectors.base import DetectorPrompt
+from engine.detectors.grounding_dino import GroundingDinoDetector, build_tiny_random
 from engine.device import resolve_device
-from engine.grounder import Grounder, build_tiny_random
+from engine.presets import DETECTOR_PRESETS
 from stream.config import Config
 
 log = logging.getLogger(__name__)
@@ -36,22 +38,30 @@ def _tiny_architecture(seed: int = 0) -> tuple[Any, Any]:
     (its small vocabulary only changes which token ids the prompt gets, not the cost)."""
     from transformers import AutoModelForZeroShotObjectDetection, GroundingDinoConfig
 
-    _, processor = build_tiny_random(seed)
+    _, processor = _tiny_random(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForZeroShotObjectDetection.from_config(GroundingDinoConfig())
     return model.eval(), processor
 
 
-def _time_detect(grounder: Grounder, image: np.ndarray, runs: int) -> tuple[float, float]:
-    grounder.detect(image)  # warm-up
+def _tiny_random(seed: int = 0) -> tuple[Any, Any]:
+    directory = DETECTOR_PRESETS["grounding-dino-tiny-random"].config_dir
+    assert directory is not None
+    return build_tiny_random(seed, directory)
+
+
+def _time_detect(
+    detector: GroundingDinoDetector, prompt: DetectorPrompt, image: np.ndarray, runs: int
+) -> tuple[float, float]:
+    detector.detect(image, prompt)  # warm-up
     times = []
     for _ in range(runs):
-        if grounder.device.type == "cuda":
+        if detector.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        grounder.detect(image)
-        if grounder.device.type == "cuda":
+        detector.detect(image, prompt)
+        if detector.device.type == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times), min(times)
@@ -61,7 +71,7 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     device = resolve_device(cfg.models.device)
     image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     rows: list[BenchRow] = []
-    models = (("grounding-dino-tiny arch", _tiny_architecture), ("tiny-random", build_tiny_random))
+    models = (("grounding-dino-tiny arch", _tiny_architecture), ("tiny-random", _tiny_random))
     for name, build in models:
         model, processor = build()
         params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -72,8 +82,9 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
         )
         for size in SIZES:
             engine = cfg.engine.model_copy(update={"prompt": PROMPT, "detector_size": size})
-            grounder = Grounder(model, processor, engine, device, cfg.models.dtype)
-            median, best = _time_detect(grounder, image, runs)
+            detector = GroundingDinoDetector(model, processor, engine, device, cfg.models.dtype)
+            prompt = detector.parse_prompt(PROMPT)
+            median, best = _time_detect(detector, prompt, image, runs)
             note = f"{params:.1f} M params, 640x480 frame, {device.type}, median of {runs} (best {best:.0f} ms)"
             rows.append(row("grounding", f"{name} @ {size}", median, "ms", note))
             log.info("grounding %s @ %d: %.1f ms", name, size, median)

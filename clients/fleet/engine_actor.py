@@ -39,6 +39,8 @@ def engine_config(tree: dict[str, Any], node_ip: str, files: KeyFiles | None) ->
     """The engine's own config: no configured cameras (the controller places them), tracks and
     annotated on ``node_ip``, control on loopback, fleet CURVE keys when given."""
     t = {**tree, "cameras": {}, "fleet": {**tree.get("fleet", {}), "capture_resources": {}}}
+    # the controller keeps what a camera needs across engines (prompt, objects to re-seed)
+    t["engine"] = {**tree.get("engine", {}), "state_file": None}
     bus = dict(t.get("bus", {}))
     bus.update(
         tracks=tcp(node_ip, free_port(node_ip)),

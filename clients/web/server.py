@@ -1,19 +1,21 @@
 """``promptcam web``: the live view and control page (aiohttp + aiortc).
 
 Reads: ``annotated.<camera>`` (video) and ``tracks.<camera>`` (object list) from the engine,
-newest message only (older ones are dropped and never queued); sends control requests
-(``set_prompt``, ``stats``) to the engine's REP socket from executor threads. Serves:
+newest message only (older ones are dropped and never queued; the last few are kept for
+snapshots, see snapshots.py); ``capture.<camera>`` status and the engine's ``stats`` for the
+camera banner (camera_state.py); sends control requests from executor threads. Serves:
 
 - ``/`` the live page, ``/offline`` the offline page, ``/static/*``;
 - ``POST /offer`` WebRTC SDP exchange (H.264 only: one shared encoder per camera, see video.py);
-- ``POST /api/prompt``, ``GET /api/objects``, ``GET /api/stats``;
-- ``POST /api/jobs`` (multipart upload), ``GET /api/jobs/{id}``, ``GET /api/jobs/{id}/video``,
-  ``GET /api/jobs/{id}/tracks`` (offline jobs, see jobs.py);
+- the live page's API (live_api.py) and the offline page's (offline_api.py);
 - ``GET /healthz`` (never needs the token), ``GET /metrics`` (Prometheus text).
 
 Binds ``web.host`` (loopback by default). When ``web.token`` is set (it must be off loopback)
 every other route needs it as ``?token=``, ``Authorization: Bearer`` or ``X-Promptcam-Token``.
-Bodies are bounded (``web.max_body_kb``; uploads ``web.max_upload_mb``): 413 beyond.
+Limits: bodies ``web.max_body_kb`` (uploads ``web.max_upload_mb``), 413 beyond; a body must
+arrive within ``web.request_timeout_s`` (408); at most ``web.max_viewers`` viewers (503
+beyond), each closed if not connected within ``web.connect_timeout_s``; at most
+``web.max_connections`` connections, idle ones closed after ``web.idle_timeout_s`` (limits.py).
 """
 
 from __future__ import annotations
@@ -22,36 +24,30 @@ import argparse
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import math
-import shutil
 import signal
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import zmq
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.exceptions import OperationError
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from clients.web.feeds import LatestFeed, annotated_feed, tracks_feed
+from clients.web import live_api, offline_api
+from clients.web.camera_state import CameraMonitor
+from clients.web.context import STATE, WebState, error_response, read_json
+from clients.web.feeds import annotated_feed, tracks_feed
 from clients.web.ice import filter_sdp_to_loopback, restrict_ice_to_loopback, rtc_configuration
-from clients.web.jobs import Job, JobManager, UploadError, probe_video
+from clients.web.jobs import JobManager
+from clients.web.limits import ConnectionGuard, connection_limit
+from clients.web.metrics import Metrics, RateMeter
+from clients.web.sdp import offer_problem
+from clients.web.snapshots import FrameHistory
 from clients.web.video import VideoHub, ViewerTrack
-from stream import bus as zbus
 from stream.config import LOOPBACK_HOSTS, Config
 from stream.errors import PromptcamError
 from stream.wire import AnnotatedMessage, TracksMessage
@@ -59,103 +55,11 @@ from stream.wire import AnnotatedMessage, TracksMessage
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-CONTROL_TIMEOUT_MS = 2000
 KEYFRAMES_AFTER_CONNECT_S = (0.2, 0.3, 0.5, 1.0)
 H264_CODECS = [
     c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == "video/h264"
 ]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class RateMeter:
-    """Events per second over the last few seconds, from a monotonically growing count."""
-
-    def __init__(self, window_s: float = 3.0) -> None:
-        self._window = window_s
-        self._samples: deque[tuple[float, int]] = deque(maxlen=64)
-
-    def rate(self, count: int) -> float:
-        now = time.monotonic()
-        if not self._samples or now - self._samples[-1][0] >= 0.25:
-            self._samples.append((now, count))
-        while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
-            self._samples.popleft()
-        t0, c0 = self._samples[0]
-        return (count - c0) / (now - t0) if now - t0 > 0.2 else 0.0
-
-
-class Metrics:
-    """The web process's Prometheus metrics, in their own registry."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.viewers = Gauge("promptcam_web_viewers", "Connected WebRTC viewers.", registry=r)
-        self.frames_sent = Counter(
-            "promptcam_web_frames_sent", "Encoded video frames handed to viewers.", registry=r
-        )
-        self.frames_encoded = Counter(
-            "promptcam_web_frames_encoded",
-            "Video frames encoded (one shared encoder per camera, whatever the viewers).",
-            registry=r,
-        )
-        self.keyframes = Counter(
-            "promptcam_web_keyframes_encoded", "Keyframes among the encoded frames.", registry=r
-        )
-        self.packets_dropped = Counter(
-            "promptcam_web_viewer_packets_dropped",
-            "Encoded frames a viewer skipped (fell behind or joined: waits for a keyframe).",
-            registry=r,
-        )
-        self.annotated = Counter(
-            "promptcam_web_annotated_frames_received",
-            "Annotated frames received from the engine.",
-            registry=r,
-        )
-        self.tracks = Counter(
-            "promptcam_web_tracks_received", "Tracks messages received from the engine.", registry=r
-        )
-        self.rejected = Counter(
-            "promptcam_web_rejected_messages",
-            "Malformed messages from the engine.",
-            ["reason"],
-            registry=r,
-        )
-        self.request_errors = Counter(
-            "promptcam_web_request_errors",
-            "HTTP requests answered with an error.",
-            ["status"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "promptcam_web_frame_latency_seconds",
-            "Capture to encoded frame handed to a viewer's sender.",
-            buckets=(0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
-            registry=r,
-        )
-        self.frames_sent_n = 0
-        self.frames_encoded_n = 0
-        self.annotated_n = 0
-        self.tracks_n = 0
-        self.latencies: deque[float] = deque(maxlen=300)
-
-
-@dataclass
-class WebState:
-    cfg: Config
-    camera: str
-    metrics: Metrics
-    annotated: LatestFeed[AnnotatedMessage]
-    tracks: LatestFeed[TracksMessage]
-    hub: VideoHub
-    jobs: JobManager
-    pcs: set[RTCPeerConnection]
-    rate_in: RateMeter
-    rate_out: RateMeter
-    rate_tracks: RateMeter
-
-
-STATE = web.AppKey("state", WebState)
 
 
 # --------------------------------------------------------------------------- middlewares
@@ -166,10 +70,6 @@ def _token_of(request: web.Request) -> str | None:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     return request.headers.get("X-Promptcam-Token") or request.query.get("token")
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"ok": False, "error": message}, status=status)
 
 
 @web.middleware
@@ -183,7 +83,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         st.metrics.request_errors.labels(str(e.status)).inc()
         msg = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
-        return _error(e.status, msg or e.reason)
+        return error_response(e.status, msg or e.reason)
     if resp.status >= 400:
         st.metrics.request_errors.labels(str(resp.status)).inc()
     return resp
@@ -218,35 +118,16 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     return await handler(request)
 
 
-async def _read_json(request: web.Request) -> dict[str, Any]:
-    limit = int(request.app[STATE].cfg.web.max_body_kb * 1024)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=limit,
-            actual_size=len(body),
-            text=f"request body exceeds the limit of {limit} bytes",
-        )
-    try:
-        obj = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise web.HTTPBadRequest(text="request body is not JSON") from None
-    if not isinstance(obj, dict):
-        raise web.HTTPBadRequest(text="request body must be a JSON object")
-    return obj
+@web.middleware
+async def busy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tells the connection guard which connections have a request in progress."""
+    guard = request.app[STATE].guard
+    if guard is None:
+        return await handler(request)
+    return await guard.middleware(request, handler)
 
 
-async def _control(
-    state: WebState, payload: dict[str, Any], timeout_ms: int = CONTROL_TIMEOUT_MS
-) -> dict[str, Any]:
-    """A control request in an executor thread (ZeroMQ REQ blocks)."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        None, zbus.request, state.cfg.bus.control, payload, timeout_ms, state.cfg.bus
-    )
-
-
-# --------------------------------------------------------------------------- pages and API
+# --------------------------------------------------------------------------- pages, health
 
 
 async def page_index(request: web.Request) -> web.FileResponse:
@@ -278,15 +159,26 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+# --------------------------------------------------------------------------- WebRTC viewers
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
 async def offer(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    params = await _read_json(request)
+    params = await read_json(request)
     sdp, kind = params.get("sdp"), params.get("type")
     if not isinstance(sdp, str) or kind != "offer":
         raise web.HTTPBadRequest(text='expected {"sdp": "<offer SDP>", "type": "offer"}')
-    if not sdp.startswith("v=0") or "m=video" not in sdp:
-        raise web.HTTPBadRequest(
-            text="malformed SDP offer: it must start with v=0 and have a video section (m=video)"
+    problem = offer_problem(sdp)
+    if problem:
+        raise web.HTTPBadRequest(text=f"malformed SDP offer: {problem}")
+    if len(st.pcs) >= st.cfg.web.max_viewers:
+        st.metrics.limit("viewers_refused")
+        raise web.HTTPServiceUnavailable(
+            text=f"too many viewers ({st.cfg.web.max_viewers}, web.max_viewers): close another page"
         )
     if st.cfg.web.ice_loopback_only:
         sdp, dropped = filter_sdp_to_loopback(sdp)
@@ -294,54 +186,63 @@ async def offer(request: web.Request) -> web.Response:
             log.debug("dropped %d non-loopback ICE candidates from an offer", dropped)
     pc = RTCPeerConnection(configuration=rtc_configuration())
     viewer = st.hub.subscribe()
+    st.pcs.add(pc)  # counted at once, so concurrent offers cannot pass the viewer limit
     try:
         # The transceiver exists before the offer is applied, so the offer's video section
         # binds to it and its codec preferences (H.264 only: the shared encoder's packets are
         # H.264) decide what is negotiated.
         transceiver = pc.addTransceiver(viewer, direction="sendonly")
         transceiver.setCodecPreferences(H264_CODECS)
-        sender = transceiver.sender
         # aiortc calls this on a PLI/FIR; its own encoder is not used for packets
-        setattr(sender, "_send_keyframe", viewer.request_keyframe)  # noqa: B010
+        setattr(transceiver.sender, "_send_keyframe", viewer.request_keyframe)  # noqa: B010
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         if transceiver.mid is None:
             raise ValueError("no video section")
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        await pc.setLocalDescription(await pc.createAnswer())
     except OperationError as e:
-        viewer.stop()
-        await pc.close()
+        await _close_pc(st, pc, viewer)
         raise web.HTTPBadRequest(
             text=f"no common video codec: this server sends H.264 only ({e})"
         ) from None
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, zmq.ZMQError) as e:
-        # aiortc's SDP parser reports malformed input with any of these
-        viewer.stop()
-        await pc.close()
-        raise web.HTTPBadRequest(
-            text=f"malformed SDP offer: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
-
-    st.pcs.add(pc)
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        AssertionError,  # aiortc's SDP parser asserts on some malformed values
+        zmq.ZMQError,
+    ) as e:
+        await _close_pc(st, pc, viewer)
+        raise web.HTTPBadRequest(text=f"malformed SDP offer: {_first_line(e)}") from None
+    except BaseException:
+        await _close_pc(st, pc, viewer)
+        raise
     st.metrics.viewers.set(len(st.pcs))
+    tasks: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
 
-    keyframes: list[asyncio.Task[None]] = []
+    def spawn(coro: Coroutine[Any, Any, None]) -> None:
+        task = loop.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     @pc.on("connectionstatechange")
     async def on_state() -> None:
         log.info("viewer %x: %s", id(pc), pc.connectionState)
-        if pc.connectionState == "connected" and not keyframes:
-            keyframes.append(asyncio.get_running_loop().create_task(_keyframes(pc, viewer)))
+        if pc.connectionState == "connected":
+            spawn(_keyframes(pc, viewer))
         if pc.connectionState in ("failed", "closed"):
-            for t in keyframes:
-                t.cancel()
+            for t in list(tasks):
+                if t is not asyncio.current_task():
+                    t.cancel()
             await _close_pc(st, pc, viewer)
 
-    local = pc.localDescription
-    answer_sdp = local.sdp
+    spawn(_reclaim_unconnected(st, pc, viewer))
+    answer_sdp = pc.localDescription.sdp
     if st.cfg.web.ice_loopback_only:
         answer_sdp, _ = filter_sdp_to_loopback(answer_sdp)
-    return web.json_response({"sdp": answer_sdp, "type": local.type})
+    return web.json_response({"sdp": answer_sdp, "type": pc.localDescription.type})
 
 
 async def _keyframes(pc: RTCPeerConnection, viewer: ViewerTrack) -> None:
@@ -359,214 +260,26 @@ async def _keyframes(pc: RTCPeerConnection, viewer: ViewerTrack) -> None:
         viewer.request_keyframe()
 
 
-async def _close_pc(st: WebState, pc: RTCPeerConnection, viewer: Any) -> None:
+async def _reclaim_unconnected(st: WebState, pc: RTCPeerConnection, viewer: ViewerTrack) -> None:
+    """Close a viewer that did not connect within ``web.connect_timeout_s`` (an offer without
+    usable candidates, a page closed meanwhile): it would hold a slot and the encoder."""
+    await asyncio.sleep(st.cfg.web.connect_timeout_s)
+    if pc in st.pcs and pc.connectionState != "connected":
+        st.metrics.limit("viewers_timed_out")
+        log.info(
+            "viewer %x not connected after %gs (%s): closed",
+            id(pc),
+            st.cfg.web.connect_timeout_s,
+            pc.connectionState,
+        )
+        await _close_pc(st, pc, viewer)
+
+
+async def _close_pc(st: WebState, pc: RTCPeerConnection, viewer: ViewerTrack) -> None:
     viewer.stop()
     st.pcs.discard(pc)
     st.metrics.viewers.set(len(st.pcs))
     await pc.close()
-
-
-async def api_prompt(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    body = await _read_json(request)
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or len(prompt) > 1000:
-        raise web.HTTPBadRequest(text='expected {"prompt": "<text, up to 1000 characters>"}')
-    try:
-        reply = await _control(st, {"cmd": "set_prompt", "prompt": prompt})
-    except PromptcamError as e:
-        raise web.HTTPServiceUnavailable(text=str(e)) from None
-    if not reply.get("ok"):
-        raise web.HTTPBadRequest(
-            text=f"engine refused the prompt: {reply.get('error', 'unknown error')}"
-        )
-    return web.json_response({"ok": True, "prompt": prompt})
-
-
-async def api_objects(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    msg, _, age = st.tracks.latest()
-    if msg is None:
-        return web.json_response({"ok": True, "seq": None, "prompt": None, "objects": []})
-    h = msg.header
-    return web.json_response(
-        {
-            "ok": True,
-            "seq": h.seq,
-            "prompt": h.prompt,
-            "t_capture_ns": h.t_capture_ns,
-            "received_age_s": round(age, 3),
-            "latency_ms": round((time.time_ns() - h.t_capture_ns) / 1e6, 1),
-            "objects": [
-                {
-                    "id": o.id,
-                    "label": o.label,
-                    "score": round(o.score, 3),
-                    "age": o.age,
-                    "state": o.state,
-                    "box": o.box,
-                }
-                for o in h.objects
-            ],
-        }
-    )
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-async def api_stats(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    m = st.metrics
-    lat = list(m.latencies)
-    enc = st.hub.encoder
-    web_stats: dict[str, Any] = {
-        "viewers": len(st.pcs),
-        "annotated_fps_in": round(st.rate_in.rate(m.annotated_n), 2),
-        "tracks_fps_in": round(st.rate_tracks.rate(m.tracks_n), 2),
-        "video_fps_out": round(st.rate_out.rate(m.frames_sent_n) / max(1, len(st.hub.viewers)), 2),
-        "frames_sent": m.frames_sent_n,
-        "annotated_received": m.annotated_n,
-        "frames_encoded": enc.encoded,
-        "keyframes": enc.keyframes,
-        "frames_skipped": enc.skipped,
-        "viewer_packets_dropped": sorted((v.dropped for v in st.hub.viewers), reverse=True),
-        "rejected": st.annotated.rejected_total + st.tracks.rejected_total,
-        "latency_ms_p50": None if not lat else round(1e3 * (_percentile(lat, 0.5) or 0), 1),
-        "latency_ms_p95": None if not lat else round(1e3 * (_percentile(lat, 0.95) or 0), 1),
-    }
-    msg, _, _ = st.tracks.latest()
-    if msg is not None:
-        web_stats["tracks_latency_ms"] = round(
-            (msg.header.t_publish_ns - msg.header.t_capture_ns) / 1e6, 1
-        )
-    engine: dict[str, Any] | None = None
-    engine_error: str | None = None
-    try:
-        reply = await _control(st, {"cmd": "stats"}, 1000)
-        if reply.get("ok"):
-            engine = reply.get("stats")
-        else:
-            engine_error = str(reply.get("error"))
-    except PromptcamError as e:
-        engine_error = str(e)
-    return web.json_response(
-        {"ok": True, "web": web_stats, "engine": engine, "engine_error": engine_error}
-    )
-
-
-# --------------------------------------------------------------------------- offline jobs
-
-
-def _parse_boxes(text: str) -> list[tuple[tuple[float, float, float, float], int]]:
-    from clients.cli import parse_box
-
-    return [parse_box(b) for b in text.replace(";", "\n").split() if b.strip()]
-
-
-async def api_job_create(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    if st.jobs.pending() >= 4:
-        raise web.HTTPTooManyRequests(text="too many offline jobs queued; wait for one to finish")
-    if not request.content_type.startswith("multipart/"):
-        raise web.HTTPBadRequest(text="expected a multipart/form-data upload with a 'video' file")
-    limit = int(st.cfg.web.max_upload_mb * 2**20)
-    job_id, directory = st.jobs.new_upload_dir()
-    fields: dict[str, str] = {}
-    video: Path | None = None
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise web.HTTPBadRequest(text="nested multipart bodies are not accepted")
-            name = part.name
-            if name == "video":
-                video = directory / "input.video"
-                size = 0
-                with video.open("wb") as f:
-                    while chunk := await part.read_chunk(1 << 20):
-                        size += len(chunk)
-                        if size > limit:
-                            raise web.HTTPRequestEntityTooLarge(
-                                max_size=limit,
-                                actual_size=size,
-                                text=f"upload exceeds the limit of {st.cfg.web.max_upload_mb:g} MB",
-                            )
-                        await asyncio.get_running_loop().run_in_executor(None, f.write, chunk)
-                if size == 0:
-                    raise web.HTTPBadRequest(text="the uploaded file is empty")
-            elif name in ("prompt", "seed_with", "boxes"):
-                value = await part.read(decode=True)
-                if len(value) > 4096:
-                    raise web.HTTPRequestEntityTooLarge(
-                        max_size=4096, actual_size=len(value), text=f"form field {name} is too long"
-                    )
-                fields[name] = value.decode("utf-8", "replace")
-        if video is None:
-            raise web.HTTPBadRequest(text="no video file in the upload (form field 'video')")
-        seed_with = fields.get("seed_with", st.cfg.engine.seed_with)
-        if seed_with not in ("box", "mask", "points"):
-            raise web.HTTPBadRequest(
-                text=f"seed_with must be box, mask or points, got {seed_with[:20]!r}"
-            )
-        prompt = fields.get("prompt", "").strip()
-        try:
-            boxes = _parse_boxes(fields.get("boxes", ""))
-        except PromptcamError as e:
-            raise web.HTTPBadRequest(text=str(e)) from None
-        if not prompt and not boxes:
-            raise web.HTTPBadRequest(
-                text="give a text prompt (e.g. 'person. car.') or at least one box"
-            )
-        try:
-            info = await asyncio.get_running_loop().run_in_executor(None, probe_video, video)
-        except UploadError as e:
-            raise web.HTTPBadRequest(text=f"bad video file: {e}") from None
-    except web.HTTPException:
-        shutil.rmtree(directory, ignore_errors=True)
-        raise
-    job = Job(job_id, directory, video, prompt, seed_with, boxes, info)
-    st.jobs.submit(job)
-    return web.json_response(job.as_dict(), status=201)
-
-
-def _job(request: web.Request) -> Job:
-    job = request.app[STATE].jobs.jobs.get(request.match_info["job_id"])
-    if job is None:
-        raise web.HTTPNotFound(text="no such job")
-    return job
-
-
-async def api_job(request: web.Request) -> web.Response:
-    return web.json_response(_job(request).as_dict())
-
-
-async def _job_file(
-    request: web.Request, path: Path, content_type: str, filename: str
-) -> web.FileResponse:
-    job = _job(request)
-    if job.state != "done" or not path.exists():
-        raise web.HTTPNotFound(text="the job has no result yet")
-    headers = {"Content-Type": content_type}
-    if request.query.get("download"):
-        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return web.FileResponse(path, headers=headers)
-
-
-async def api_job_video(request: web.Request) -> web.FileResponse:
-    job = _job(request)
-    return await _job_file(request, job.out_mp4, "video/mp4", f"promptcam-{job.id}.mp4")
-
-
-async def api_job_tracks(request: web.Request) -> web.FileResponse:
-    job = _job(request)
-    return await _job_file(
-        request, job.tracks_jsonl, "application/x-ndjson", f"promptcam-{job.id}.jsonl"
-    )
 
 
 # --------------------------------------------------------------------------- app
@@ -576,16 +289,20 @@ def create_app(
     cfg: Config, *, ctx: zmq.Context[Any] | None = None, jobs_root: Path | None = None
 ) -> web.Application:
     """The web application; feeds start and stop with it (``on_startup``/``on_cleanup``)."""
-    camera = cfg.web.camera or cfg.camera
+    # the configured camera, or with a cameras mapping that does not name it, the first one
+    camera = cfg.web.camera or cfg.selected_camera() or next(iter(cfg.camera_settings()))
     m = Metrics()
+    history = FrameHistory()
 
     def on_annotated(msg: AnnotatedMessage) -> None:
         m.annotated.inc()
         m.annotated_n += 1
+        history.add_frame(msg)
 
     def on_tracks(msg: TracksMessage) -> None:
         m.tracks.inc()
         m.tracks_n += 1
+        history.add_tracks(msg)
 
     def on_reject(reason: str) -> None:
         m.rejected.labels(reason).inc()
@@ -620,7 +337,7 @@ def create_app(
         m.packets_dropped.inc(n)
 
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware, body_limit_middleware],
+        middlewares=[busy_middleware, errors_middleware, auth_middleware, body_limit_middleware],
         client_max_size=int(cfg.web.max_body_kb * 1024),
     )
     state = WebState(
@@ -631,6 +348,8 @@ def create_app(
         trk,
         VideoHub(ann, cfg.web.video_fps, on_sent, on_encoded, on_dropped),
         JobManager(cfg, jobs_root),
+        CameraMonitor(cfg, camera, ann, trk),
+        history,
         set(),
         RateMeter(),
         RateMeter(),
@@ -643,17 +362,13 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/offer", offer)
-    app.router.add_post("/api/prompt", api_prompt)
-    app.router.add_get("/api/objects", api_objects)
-    app.router.add_get("/api/stats", api_stats)
-    app.router.add_post("/api/jobs", api_job_create)
-    app.router.add_get("/api/jobs/{job_id}", api_job)
-    app.router.add_get("/api/jobs/{job_id}/video", api_job_video)
-    app.router.add_get("/api/jobs/{job_id}/tracks", api_job_tracks)
+    live_api.add_routes(app)
+    offline_api.add_routes(app)
 
     async def start_feeds(app: web.Application) -> None:
         ann.start()
         trk.start()
+        state.monitor.start()
 
     async def stop_all(app: web.Application) -> None:
         for pc in list(state.pcs):
@@ -661,6 +376,7 @@ def create_app(
         state.pcs.clear()
         state.hub.close()
         await state.jobs.close()
+        state.monitor.close()
         ann.close()
         trk.close()
 
@@ -676,19 +392,23 @@ async def serve(
     if cfg.web.ice_loopback_only:
         restrict_ice_to_loopback()
     app = create_app(cfg)
-    runner = web.AppRunner(app, access_log=None)
+    # keepalive_timeout also runs before a connection's first request: partial headers end
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=cfg.web.idle_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.web.host, cfg.web.port)
+    assert runner.server is not None
+    st = app[STATE]
+    st.guard = ConnectionGuard(
+        runner.server, connection_limit(cfg.web.max_connections), st.metrics.limit
+    )
+    loop = asyncio.get_running_loop()
     try:
-        await site.start()
+        server = await loop.create_server(st.guard, cfg.web.host, cfg.web.port, backlog=128)
     except OSError as e:
         await runner.cleanup()
         raise PromptcamError(
             f"cannot listen on {cfg.web.host}:{cfg.web.port}: {e.strerror}"
         ) from None
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    port = sockets[0].getsockname()[1] if sockets else cfg.web.port
+    port = server.sockets[0].getsockname()[1] if server.sockets else cfg.web.port
     host = cfg.web.host if ":" not in cfg.web.host else f"[{cfg.web.host}]"
     url = f"http://{host}:{port}/"
     if cfg.web.token:
@@ -698,6 +418,7 @@ async def serve(
     try:
         await stop.wait()
     finally:
+        server.close()
         await runner.cleanup()
 
 

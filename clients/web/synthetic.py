@@ -1,6 +1,8 @@
 """A stand-in engine for the web client: generated annotated frames and tracks, and a control
 socket, on the contract's topics. For tests, the output benchmark, and trying the page without
-a GPU. It is not the engine: one moving box per phrase of the prompt, masks are the boxes.
+a GPU. It is not the engine: one moving box per phrase of the prompt, masks are the boxes;
+``add_object`` boxes stay where they were drawn, ``remove_object`` and ``reset`` end them (IDs are
+never reused), and ``reset`` also hides the prompt's boxes until the next ``set_prompt``.
 
 Every frame carries its ``seq`` as a 32-block barcode in its top rows (``stamp``/``read_stamp``),
 so a video receiver can tell which captured frame it got and measure latency from
@@ -13,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 import numpy as np
@@ -85,6 +87,10 @@ class SyntheticEngine:
         self.prompt = cfg.engine.prompt
         self.published = 0
         self.prompts_set = 0
+        self.requests: deque[dict[str, Any]] = deque(maxlen=1000)  # newest valid requests
+        self._manual: dict[int, tuple[str, list[float]]] = {}
+        self._next_manual_id = 10_000
+        self._prompt_hidden = False
         self._ctx = ctx or zmq.Context.instance()
         self._renderer = Renderer(jpeg_quality=85)
         self._t_capture: OrderedDict[int, int] = OrderedDict()
@@ -125,16 +131,63 @@ class SyntheticEngine:
         return [p.strip() for p in self.prompt.split(".") if p.strip()][:8]
 
     def _objects(self, seq: int) -> tuple[list[int], list[str], np.ndarray]:
-        labels = self.labels()
+        labels = [] if self._prompt_hidden else self.labels()
         ids = [self.prompts_set * 100 + i + 1 for i in range(len(labels))]
-        boxes = []
+        boxes: list[list[float]] = []
         w, h = self.width, self.height
         for i in range(len(labels)):
             bw, bh = w // 5, h // 4
             x = int((seq * (3 + i) + i * w // 3) % (w - bw))
             y = STAMP_ROWS + 4 + int((i * bh * 1.2) % (h - bh - STAMP_ROWS - 4))
-            boxes.append([x, y, x + bw, y + bh])
+            boxes.append([float(x), float(y), float(x + bw), float(y + bh)])
+        with self._lock:
+            manual = sorted(self._manual.items())
+        for tid, (label, box) in manual:
+            ids.append(tid)
+            labels.append(label)
+            boxes.append(box)
         return ids, labels, np.array(boxes, np.float32).reshape(-1, 4)
+
+    def _control(self, req: Any) -> bytes:
+        """The reply to one parsed control request (other than stats)."""
+        if req.cmd == "set_prompt":
+            self.prompt = req.prompt
+            self.prompts_set += 1
+            self._prompt_hidden = False
+            return control_reply(True, labels=self.labels())
+        if req.cmd == "add_object":
+            x1, y1, x2, y2 = (float(v) for v in req.box)
+            if (
+                not (x2 > x1 and y2 > y1)
+                or x2 <= 0
+                or y2 <= 0
+                or x1 >= self.width
+                or y1 >= self.height
+            ):
+                return control_reply(False, error=f"box {req.box} has no area inside the frame")
+            box = [
+                max(0.0, x1),
+                max(0.0, y1),
+                min(float(self.width), x2),
+                min(float(self.height), y2),
+            ]
+            with self._lock:
+                tid = self._next_manual_id
+                self._next_manual_id += 1
+                self._manual[tid] = (req.label, box)
+            return control_reply(True, id=tid)
+        if req.cmd == "remove_object":
+            with self._lock:
+                found = self._manual.pop(req.id, None) is not None
+            if not found:
+                return control_reply(False, error=f"no tracked object with id {req.id}")
+            return control_reply(True)
+        if req.cmd != "reset":
+            return control_reply(False, error=f"{req.cmd} is not supported by the synthetic engine")
+        with self._lock:
+            self._manual.clear()
+        self._prompt_hidden = True
+        return control_reply(True)
 
     def _publish_loop(self) -> None:
         period = 1.0 / self.fps
@@ -196,21 +249,15 @@ class SyntheticEngine:
             except WireError as e:
                 self._rep.send(control_reply(False, error=str(e)))
                 continue
-            if req.cmd == "set_prompt":
-                self.prompt = req.prompt
-                self.prompts_set += 1
-                self._rep.send(control_reply(True))
-            elif req.cmd == "stats":
+            self.requests.append(json.loads(raw))
+            if req.cmd == "stats":
                 stats = {
                     "fps_in": self.fps,
                     "fps_out": self.fps,
                     "frames_dropped": 0,
-                    "objects": len(self.labels()),
+                    "objects": len(self.labels()) + len(self._manual),
+                    "prompt": self.prompt,
                 }
                 self._rep.send(json.dumps({"ok": True, "stats": stats}).encode())
             else:
-                self._rep.send(
-                    control_reply(
-                        False, error=f"{req.cmd} is not supported by the synthetic engine"
-                    )
-                )
+                self._rep.send(self._control(req))

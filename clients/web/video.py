@@ -238,6 +238,11 @@ class LiveEncoder:
     def request_keyframe(self) -> None:
         self._keyframe_wanted = True
 
+    @property
+    def active(self) -> bool:
+        """True while it encodes: someone is watching."""
+        return self._watched.is_set() and self._task is not None and not self._task.done()
+
     def add(self, viewer: ViewerTrack) -> None:
         self.viewers.add(viewer)
         self.request_keyframe()

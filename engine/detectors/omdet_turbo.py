@@ -1,0 +1,220 @@
+"""OmDet-Turbo (transformers ``omdet-turbo``): the prompt phrases are its classes, plus a task
+sentence (``"Detect person, red ball."``, its processor's default).
+
+transformers' ``OmDetTurboProcessor`` needs torchvision (for NMS), which the CPU install does not
+have, so this module feeds the model from the checkpoint's own image processor and tokenizer
+(padded to 77 tokens as that processor does) and post-processes as it does: the top
+``num_queries`` (query, class) scores, kept above ``box_threshold``, class-wise non-maximum
+suppression at IoU ``NMS_IOU`` (its default 0.5), boxes scaled to the image and clipped.
+``text_threshold`` does not apply. The input size is the checkpoint's (640 px): ``detector_size``
+does not apply. The released checkpoint's Swin backbone is a timm model, so it needs the
+``timm`` package; the tiny-random config uses transformers' own Swin.
+
+A phrase longer than 77 tokens is a :class:`PromptError`. The model caches text embeddings by
+token ids (an LRU inside the model), so a repeated prompt costs no text encoding.
+``detect_batch`` groups images by prompt (class padding would change the query selection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import supervision as sv
+import torch
+from numpy.typing import NDArray
+
+from engine.detectors.base import (
+    DetectorBase,
+    DetectorPrompt,
+    corners,
+    finish,
+    normalize_prompt,
+    pretrained_model,
+    prompt_text,
+    seeded_model,
+    to_rgb,
+)
+from stream.config import EngineConfig
+from stream.errors import ModelLoadError, PromptError
+
+MODEL_TYPES = ("omdet-turbo",)
+TEXT_TOKENS = 77  # OmDetTurboProcessor: padding="max_length", truncation, max_length=77
+NMS_IOU = 0.5  # OmDetTurboProcessor.post_process_grounded_object_detection's default
+
+
+@dataclass(frozen=True, kw_only=True)
+class OmDetTurboPrompt(DetectorPrompt):
+    """``phrases`` are the classes; ``task`` the task sentence the model also reads."""
+
+    task: str
+
+
+class OmDetTurboDetector(DetectorBase):
+    prompt_type = OmDetTurboPrompt
+
+    def __init__(
+        self,
+        model: Any,
+        image_processor: Any,
+        tokenizer: Any,
+        engine: EngineConfig,
+        device: torch.device,
+        dtype: str = "auto",
+    ) -> None:
+        super().__init__(model.config.model_type, model, engine, device, dtype)
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        where: str,
+        *,
+        local_files_only: bool,
+        engine: EngineConfig,
+        device: torch.device,
+        dtype: str,
+    ) -> OmDetTurboDetector:
+        from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(where, local_files_only=local_files_only)
+        _check_backbone(config, where)
+        image_processor = AutoImageProcessor.from_pretrained(
+            where, local_files_only=local_files_only
+        )
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_files_only)
+        model = pretrained_model(_model_class(), where, local_files_only)
+        return cls(model, image_processor, tokenizer, engine, device, dtype)
+
+    @classmethod
+    def from_config_dir(
+        cls, directory: Path, *, seed: int, engine: EngineConfig, device: torch.device, dtype: str
+    ) -> OmDetTurboDetector:
+        from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(directory)
+        _check_backbone(config, str(directory))
+        model = seeded_model(lambda: _model_class()(config), seed)
+        return cls(
+            model,
+            AutoImageProcessor.from_pretrained(directory),
+            AutoTokenizer.from_pretrained(directory),
+            engine,
+            device,
+            dtype,
+        )
+
+    def save_pretrained(self, directory: Path) -> None:
+        self.model.save_pretrained(directory)
+        self.image_processor.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+    def parse_prompt(self, text: str) -> OmDetTurboPrompt:
+        phrases = normalize_prompt(text)
+        for phrase in phrases:
+            n = len(self.tokenizer(phrase)["input_ids"])
+            if n > TEXT_TOKENS:
+                raise PromptError(
+                    f"prompt phrase {phrase[:60]!r} is longer than the text encoder accepts "
+                    f"({n} tokens, at most {TEXT_TOKENS})"
+                )
+        task = f"Detect {', '.join(phrases)}."
+        return OmDetTurboPrompt(tuple(phrases), prompt_text(phrases), self.family, task=task)
+
+    def _group_key(self, image: NDArray[np.uint8], prompt: DetectorPrompt) -> Hashable:
+        return (image.shape[:2], prompt.phrases)
+
+    def _tokens(self, texts: list[str]) -> Any:
+        return self.tokenizer(
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=TEXT_TOKENS,
+            return_tensors="pt",
+        ).to(self.device)
+
+    def _run(
+        self, images: Sequence[NDArray[np.uint8]], prompts: Sequence[DetectorPrompt]
+    ) -> list[sv.Detections]:
+        p = prompts[0]
+        assert isinstance(p, OmDetTurboPrompt)
+        n, batch = len(p.phrases), len(images)
+        pixels = self.image_processor([to_rgb(im) for im in images], return_tensors="pt")
+        classes = self._tokens(list(p.phrases) * batch)
+        tasks = self._tokens([p.task] * batch)
+        outputs = self.model(
+            pixel_values=pixels["pixel_values"].to(self.device),
+            classes_input_ids=classes["input_ids"],
+            classes_attention_mask=classes["attention_mask"],
+            tasks_input_ids=tasks["input_ids"],
+            tasks_attention_mask=tasks["attention_mask"],
+            classes_structure=torch.full((batch,), n, dtype=torch.long, device=self.device),
+        )
+        h, w = images[0].shape[:2]
+        scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
+        results = []
+        for b in range(batch):
+            scores = outputs.decoder_class_logits[b].float().sigmoid()  # (queries, classes)
+            boxes = corners(outputs.decoder_coord_logits[b].float()) * scale
+            top, flat = scores.flatten().topk(len(boxes), sorted=False)
+            query, label = flat // scores.shape[1], flat % scores.shape[1]
+            keep = (top > self.box_threshold) & (label < n)
+            box, score, label = boxes[query[keep]], top[keep], label[keep]
+            kept = class_nms(box, score, label, NMS_IOU)
+            results.append(
+                finish(
+                    box[kept].cpu().numpy(),
+                    score[kept].cpu().numpy(),
+                    label[kept].cpu().numpy(),
+                    p.phrases,
+                    (h, w),
+                )
+            )
+        return results
+
+
+def class_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float
+) -> torch.Tensor:
+    """Indices kept by greedy non-maximum suppression within each label, best score first."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    # Shift each label's boxes apart so that boxes of different labels never overlap.
+    span = float(boxes.max()) - float(boxes.min()) + 1.0
+    shifted = boxes + (labels.to(boxes.dtype) * span)[:, None]
+    order = scores.argsort(descending=True)
+    x1, y1, x2, y2 = shifted.unbind(1)
+    area = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    keep: list[int] = []
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        iw = (torch.minimum(x2, x2[i]) - torch.maximum(x1, x1[i])).clamp(min=0)
+        ih = (torch.minimum(y2, y2[i]) - torch.maximum(y1, y1[i])).clamp(min=0)
+        inter = iw * ih
+        suppressed |= inter / (area + area[i] - inter).clamp(min=1e-9) > iou
+    return torch.tensor(keep, dtype=torch.long, device=boxes.device)
+
+
+def _model_class() -> Any:
+    from transformers import OmDetTurboForObjectDetection
+
+    return OmDetTurboForObjectDetection
+
+
+def _check_backbone(config: Any, where: str) -> None:
+    backbone = getattr(config, "backbone_config", None)
+    if getattr(backbone, "model_type", None) == "timm_backbone":
+        try:
+            import timm  # noqa: F401
+        except ImportError:
+            raise ModelLoadError(
+                f"OmDet-Turbo {where} has a timm backbone: install the timm package "
+                "(it needs torchvision) to use it"
+            ) from None

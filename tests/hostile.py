@@ -1,0 +1,166 @@
+"""Hostile inputs shared by the wire tests and the fault suite: the exact cases that once killed
+a thread or cost memory, and hypothesis strategies for control requests, frame and detections
+messages (JSON-shaped values with lone surrogates, huge integers, deep nesting, NaN; valid
+messages with one field made wrong; raw bytes)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from stream.wire import CONTROL_COMMANDS, encode_jpeg
+
+CAMERA = "cam0"
+FRAME_TOPIC = f"frame.{CAMERA}".encode()
+DETECTIONS_TOPIC = f"detections.{CAMERA}".encode()
+
+DEEP = b"[" * 100_000
+LONG_INT = b"9" * 5000
+
+
+def patched_jpeg(width: int, height: int) -> bytes:
+    """A 64x64 JPEG whose frame header (SOF0) declares ``width`` x ``height``: decoding it would
+    allocate for the declared size."""
+    data = bytearray(encode_jpeg(np.full((64, 64, 3), 90, np.uint8)))
+    i = data.index(b"\xff\xc0")
+    data[i + 5 : i + 9] = bytes([height >> 8, height & 255, width >> 8, width & 255])
+    return bytes(data)
+
+
+def frame_header(**kw: Any) -> bytes:
+    h = {
+        "v": 1,
+        "camera": CAMERA,
+        "seq": 1,
+        "t_capture_ns": time.time_ns(),
+        "width": 4,
+        "height": 2,
+        "encoding": "bgr8",
+        **kw,
+    }
+    return json.dumps(h).encode()
+
+
+def known_hostile_frames() -> list[list[bytes]]:
+    """Frame messages that once ended the receiver thread or blew up memory."""
+    return [
+        [FRAME_TOPIC, DEEP, b"x" * 24],
+        [FRAME_TOPIC, frame_header().replace(b'"seq": 1', b'"seq": ' + LONG_INT), b"x" * 24],
+        [FRAME_TOPIC, b'{"v": 1, "camera": "cam0", "seq": NaN}', b"x" * 24],
+        # a 16000x16000 JPEG labelled 64x64, and an 8000x8000 one labelled as such
+        [
+            FRAME_TOPIC,
+            frame_header(width=64, height=64, encoding="jpeg"),
+            patched_jpeg(16000, 16000),
+        ],
+        [
+            FRAME_TOPIC,
+            frame_header(width=8000, height=8000, encoding="jpeg"),
+            patched_jpeg(8000, 8000),
+        ],
+    ]
+
+
+def known_hostile_requests() -> list[bytes]:
+    """Control requests that once ended the control thread or the tracks publisher."""
+    return [
+        b"[" * 50_000,
+        b'{"cmd": "remove_object", "id": ' + LONG_INT + b"}",
+        b'{"cmd": "add_object", "box": [1, 2, 30, 40], "label": "\\ud800"}',
+        b'{"cmd": "set_prompt", "prompt": "ball\\udfff."}',
+        b'{"cmd": "set_prompt", "prompt": "' + b"a " * 30_000 + b'"}',  # 60 KB
+        b'{"cmd": "set_prompt", "prompt": "' + b"b" * 1001 + b'"}',
+        b'{"cmd": "add_object", "box": [1, 2, 30, 40], "label": "' + b"c" * 201 + b'"}',
+        b'{"cmd": "add_object", "box": [1, 2, 1e999, 40]}',
+        b'{"cmd": "add_object", "box": [1, 2, NaN, 40]}',
+    ]
+
+
+def known_hostile_detections() -> list[list[bytes]]:
+    good = {"v": 1, "camera": CAMERA, "seq": 1}
+
+    def h(dets: Any) -> bytes:
+        return json.dumps({**good, "detections": dets}).encode()
+
+    return [
+        [DETECTIONS_TOPIC, DEEP],
+        [DETECTIONS_TOPIC, h([]).replace(b'"seq": 1', b'"seq": ' + LONG_INT)],
+        [DETECTIONS_TOPIC, h([{"label": "\ud800", "score": 0.9, "box": [1, 2, 3, 4]}])],
+        [DETECTIONS_TOPIC, h([{"label": "ball", "score": 0.9, "box": [1, 2, 1e999, 4]}])],
+        [DETECTIONS_TOPIC, h([{"label": "ball", "score": 0.5, "box": [1, 2, 3, 4]}] * 2000)],
+    ]
+
+
+# ------------------------------------------------------------------------- strategies
+
+_chars = st.characters() | st.characters(categories=["Cs"]) | st.sampled_from('\x00\n"\\.')
+texts = st.text(_chars, max_size=40) | st.sampled_from(["\ud800", "a" * 1001, "ball.", ""])
+numbers = (
+    st.integers()
+    | st.integers(min_value=2**62, max_value=2**80)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([0, -1, 1.5, 10**30])
+)
+scalars = st.none() | st.booleans() | numbers | texts
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, allow_nan=True).encode()  # surrogates go out as \\udXXX escapes
+
+
+@st.composite
+def control_requests(draw: st.DrawFn) -> bytes:
+    """One control request: mostly a known command with fields of any JSON shape."""
+    kind = draw(st.sampled_from(["command", "command", "command", "json", "bytes"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=64))
+    if kind == "json":
+        return _dumps(draw(json_values))
+    obj: dict[str, Any] = {"cmd": draw(st.sampled_from([*CONTROL_COMMANDS, "fly"]) | json_values)}
+    fields = {
+        "prompt": texts,
+        "label": texts,
+        "id": numbers,
+        "box": st.lists(numbers, min_size=3, max_size=5) | json_values,
+        "extra": json_values,
+    }
+    for name, strategy in fields.items():
+        if draw(st.booleans()):
+            obj[name] = draw(strategy)
+    return _dumps(obj)
+
+
+@st.composite
+def frame_messages(draw: st.DrawFn) -> list[bytes]:
+    """A frame message with the subscribed topic: a valid header with fields replaced by any
+    JSON, or any JSON, with a payload of any size up to a few frames."""
+    if draw(st.booleans()):
+        header = json.loads(frame_header())
+        for key in draw(st.sets(st.sampled_from([*header, "shm", "x"]), max_size=3)):
+            header[key] = draw(json_values)
+        raw = _dumps(header)
+    else:
+        raw = _dumps(draw(json_values))
+    payload = draw(
+        st.sampled_from([b"x" * 24, b"\xff\xd8" + b"\x00" * 40, b""]) | st.binary(max_size=64)
+    )
+    parts = [FRAME_TOPIC, raw, payload]
+    return parts[: draw(st.sampled_from([3, 3, 3, 2, 1]))]
+
+
+@st.composite
+def detections_messages(draw: st.DrawFn) -> list[bytes]:
+    det = {"label": draw(texts), "score": draw(numbers), "box": draw(st.lists(numbers, max_size=5))}
+    header: dict[str, Any] = {"v": 1, "camera": CAMERA, "seq": draw(numbers), "detections": [det]}
+    for key in draw(st.sets(st.sampled_from(["v", "camera", "detections", "x"]), max_size=2)):
+        header[key] = draw(json_values)
+    return [DETECTIONS_TOPIC, _dumps(header)]
