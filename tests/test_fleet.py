@@ -305,7 +305,7 @@ fleet:
   capture_resources: {{rtsp: site_b}}
   max_cameras_per_engine: 4
   max_objects_per_engine: 16
-  id_block: 1000
+  id_block: 8
   check_every_s: 0.25
   status_every_s: 2
 """
@@ -323,6 +323,32 @@ def add_object(control: str, camera: str) -> int:
     if not reply.get("ok"):
         raise Failed(f"add_object on {camera} refused: {reply}")
     return int(reply["id"])
+
+
+def renew_ids(fleet: Fleet, control: str, camera: str) -> dict[str, Any]:
+    """Use up half of ``camera``'s ID block: the controller leases the next one ahead, and the
+    camera's objects go on from it when the first runs out (never an exhausted camera)."""
+    from stream import bus as zbus
+
+    st = fleet.status()
+    assert st is not None
+    first = camera_of(st, camera)["ids"]
+    ids = [add_object(control, camera) for _ in range(3)]  # max_objects is 4: free them again
+    for oid in ids:
+        zbus.request(control, {"cmd": "remove_object", "camera": camera, "id": oid})
+    ids.append(add_object(control, camera))  # 5 of the block of 8 used: under half is left
+    zbus.request(control, {"cmd": "remove_object", "camera": camera, "id": ids[-1]})
+    st = wait(
+        lambda: (s := fleet.status()) and camera_of(s, camera)["ids"] != first and s,
+        30,
+        "the next ID block leased",
+    )
+    second = camera_of(st, camera)["ids"]
+    more = []
+    for _ in range(4):  # 3 left in the first block, then the second one
+        more.append(add_object(control, camera))
+        zbus.request(control, {"cmd": "remove_object", "camera": camera, "id": more[-1]})
+    return {"first": first, "second": second, "ids": ids + more}
 
 
 def plain_subscriber(endpoint: str, seconds: float = 3.0) -> int:
@@ -426,6 +452,10 @@ def session(out: Path) -> dict[str, Any]:
             30,
             "tracks with the manual objects",
         )
+
+        r["step"] = "ID renewal"
+        r.setdefault("at_s", {})["ID renewal"] = round(time.monotonic() - t_session, 1)
+        r["renewal"] = renew_ids(fleet, ep["control"], "demo")
 
         r["step"] = "page"
 
@@ -760,6 +790,10 @@ def test_three_cameras_on_two_engines_on_two_nodes(run: dict[str, Any]) -> None:
     assert run["page_cameras"] == ["demo", "file", "rtsp"]
     assert run["subscribe_lines"] == ["file", "file"]
     assert run["status_text_ok"]
+    n = run["renewal"]
+    (a, b), (c, d) = n["first"], n["second"]
+    assert c >= b and d - c == 8  # a later, disjoint block
+    assert n["ids"] == [*range(a + 1, b), c]
     assert run["curve"] and run["plain_subscriber_got"] == 0  # two nodes: CURVE on every link
     g = run["gateway_control"]
     assert g["cameras"] == [["demo", True], ["file", True], ["rtsp", True]]
