@@ -320,7 +320,10 @@ class WebConfig(_Model):
     token: str | None = Field(
         None, min_length=8, description="Access token; required when host is not loopback."
     )
-    camera: str | None = Field(None, description="Camera to show (default: the configured camera).")
+    camera: str | None = Field(
+        None,
+        description="Show this camera only (default: every camera the engine serves, followed at runtime).",
+    )
     max_upload_mb: float = Field(
         200.0, gt=0, le=10000, description="Largest accepted video upload."
     )
@@ -337,7 +340,7 @@ class WebConfig(_Model):
         8,
         ge=1,
         le=256,
-        description="Most WebRTC viewers at once (all share one encoder); an offer beyond gets 503.",
+        description="Most WebRTC viewers of one camera at once (they share its encoder; a page showing every camera takes one of each); an offer beyond gets 503.",
     )
     connect_timeout_s: float = Field(
         20.0,
