@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "eval": "clients.bench.evaluate:main",
     "scene": "stream.groundtruth:main",
     "train-demo": "engine.training.job:main",
+    "fleet": "clients.fleet.cli:main",
 }
 
 
@@ -209,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--dir", metavar="DIR", help="output directory (config: record.directory)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+
+    p = sub.add_parser("fleet", help="engines as Ray actors, cameras placed on them (and verbs)")
+    _common(p)
+    _models(p)
+    from clients.fleet.cli import add_arguments as fleet_arguments
+
+    fleet_arguments(p)
 
     p = sub.add_parser(
         "bench",

@@ -292,8 +292,8 @@ def status_line(
     def capture_part(cap: Mapping[str, Any] | None) -> str:
         if cap is None:
             return "-"
-        if cap.get("state") == "waiting":
-            return f"waiting for camera, attempts {_fmt(_num(cap, 'reconnect_attempts'), '.0f')}"
+        if cap.get("state") == "waiting":  # no frame yet: no rates to show
+            return _capture_state(cap).removesuffix(", ")
         return (
             f"{_capture_state(cap)}{_fmt(_num(cap, 'fps'))} fps, "
             f"reconnects {_fmt(_num(cap, 'reconnects'), '.0f')}, "

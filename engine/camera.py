@@ -98,6 +98,9 @@ class CameraStats:
     objects: int
     grounding_in_flight: bool
     counters: EngineCounters
+    next_id: int = 1  # the ID the next object gets
+    ids_left: int | None = None  # in the leased ID blocks (None: not leased)
+    ids_exhausted: int = 0  # objects not created because no leased ID was left
 
     def as_dict(self) -> dict[str, object]:
         """The flat form of the control ``stats`` reply (counters at top level)."""
@@ -106,6 +109,9 @@ class CameraStats:
             "prompt": self.prompt,
             "objects": self.objects,
             "grounding_in_flight": self.grounding_in_flight,
+            "next_id": self.next_id,
+            "ids_left": self.ids_left,
+            "ids_exhausted": self.ids_exhausted,
         }
 
 
@@ -120,12 +126,13 @@ class CameraTracker:
         detector: Detector | None,
         *,
         first_id: int = 1,
+        id_limit: int | None = None,
     ) -> None:
         self.name = name
         self.cfg = cfg
         self.session = session
         self.detector = detector
-        self.manager = TrackManager(cfg, first_id=first_id)
+        self.manager = TrackManager(cfg, first_id=first_id, id_limit=id_limit)
         self.counters = EngineCounters()
         self.prompt = ""
         self.labels: list[str] = []
@@ -436,6 +443,9 @@ class CameraTracker:
             len(self.session.object_ids),
             self.grounding_in_flight,
             EngineCounters(**{**asdict(self.counters)}),
+            next_id=self.manager.next_id,
+            ids_left=self.manager.ids_left,
+            ids_exhausted=self.manager.ids_exhausted,
         )
 
     def close(self) -> None:

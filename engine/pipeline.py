@@ -106,15 +106,26 @@ class MultiCameraEngine:
         return cam
 
     def add_camera(
-        self, name: str, cfg: EngineConfig, session: SegmenterSession | None = None
+        self,
+        name: str,
+        cfg: EngineConfig,
+        session: SegmenterSession | None = None,
+        *,
+        first_id: int | None = None,
+        id_limit: int | None = None,
     ) -> CameraTracker:
         """Start serving camera ``name`` (its prompt from ``cfg``); IDs continue where a removed
-        camera of that name left off."""
+        camera of that name left off, unless ``first_id`` (and ``id_limit``, the end of a leased
+        block of IDs) say where they start."""
         if name in self._cameras:
             raise PromptError(f"camera {name!r} is already served")
+        start = self._next_ids.get(name, 1) if first_id is None else first_id
+        if start < 1 or (id_limit is not None and id_limit <= start):
+            raise PromptError(f"camera {name!r}: bad ID block [{start}, {id_limit})")
         if session is None:
             session = self.kernel.new_session(self.max_pinned_frames)
-        cam = CameraTracker(name, cfg, session, self.detector, first_id=self._next_ids.pop(name, 1))
+        cam = CameraTracker(name, cfg, session, self.detector, first_id=start, id_limit=id_limit)
+        self._next_ids.pop(name, None)
         self._cameras[name] = cam
         return cam
 

@@ -58,6 +58,7 @@ from stream.wire import (
     Cameras,
     ControlCommand,
     DetectionsMessage,
+    LeaseIds,
     RemoveCamera,
     RemoveObject,
     Reset,
@@ -239,11 +240,19 @@ class EngineProcess:
         engine: MultiCameraEngine | TrackingEngine,
         stop: threading.Event | None = None,
         restored: Mapping[str, EngineState] | None = None,
+        *,
+        ctx: zmq.Context[Any] | None = None,
+        serve_configured: bool = True,
     ) -> None:
+        """``ctx``: the ZeroMQ context to use (e.g. one with a ZAP authenticator; the caller
+        destroys it), default a context of its own. ``serve_configured``: add every camera of
+        ``cfg`` to ``engine``; False serves only the cameras ``engine`` already has (none: a
+        fleet engine, cameras added with ``add_camera``)."""
         self.cfg = cfg
         self.engine = engine.engine if isinstance(engine, TrackingEngine) else engine
         self.stop = stop or threading.Event()
-        self.ctx: zmq.Context[Any] = zmq.Context()
+        self._own_ctx = ctx is None
+        self.ctx: zmq.Context[Any] = zmq.Context() if ctx is None else ctx
         self._commands: queue.Queue[tuple[Command, Future[dict[str, Any]]]] = queue.Queue(
             maxsize=MAX_PENDING_COMMANDS
         )
@@ -270,7 +279,7 @@ class EngineProcess:
         self._feeds: dict[str, CameraFeed] = {}
         settings = cfg.camera_settings()
         for name, cam in settings.items():
-            if name not in self.engine.cameras:
+            if serve_configured and name not in self.engine.cameras:
                 self.engine.add_camera(name, cam.engine)
         for name in self.engine.cameras:
             if name not in settings:
@@ -395,6 +404,34 @@ class EngineProcess:
         if n <= 10 or n % 1000 == 0:
             log.warning("rejected control request (%s), %d so far", reason, n)
 
+    def handle_request(self, raw: bytes) -> bytes:
+        """Answer one control request (JSON bytes) as the control socket would; callable from
+        any thread (what needs the models runs on the loop; this waits for it)."""
+        outcome = self._handle_control([raw])
+        if isinstance(outcome, bytes):
+            return outcome
+        try:
+            outcome.result(timeout=COMMAND_TIMEOUT_S)
+        except TimeoutError:
+            if outcome.cancel():  # not started: it never will be
+                return control_reply(
+                    False, error=f"engine did not execute the command within {COMMAND_TIMEOUT_S:g}s"
+                )
+            outcome.exception()  # running: its result comes
+        except PromptcamError:
+            pass  # the reply says it
+        return self._reply_of(outcome)
+
+    def call(self, cmd: Command, timeout: float = COMMAND_TIMEOUT_S) -> dict[str, Any]:
+        """Run ``cmd(self)`` on the frame loop, between ticks, and return its result; raises
+        what it raises (``PromptcamError``), or ``TimeoutError``."""
+        fut: Future[dict[str, Any]] = Future()
+        try:
+            self._commands.put((cmd, fut), timeout=timeout)
+        except queue.Full:
+            raise PromptcamError("engine busy: too many pending commands") from None
+        return fut.result(timeout=timeout)
+
     def _handle_control(self, parts: list[bytes]) -> bytes | Future[dict[str, Any]]:
         """The reply to a request, or the future of the command that will make it."""
         if len(parts) != 1:
@@ -452,13 +489,25 @@ class EngineProcess:
         finally:
             self._busy_with = None
 
-    def add_camera(self, name: str, frames: str, prompt: str | None) -> None:
-        """Serve camera ``name`` from ``frames`` (runs on the loop)."""
+    def add_camera(
+        self,
+        name: str,
+        frames: str,
+        prompt: str | None,
+        *,
+        engine: EngineConfig | None = None,
+        first_id: int | None = None,
+        id_limit: int | None = None,
+    ) -> None:
+        """Serve camera ``name`` from ``frames`` (runs on the loop) with the engine settings
+        ``engine`` (default: the engine section), its text prompt replaced by ``prompt`` when
+        given; ``first_id``/``id_limit``: the block its object IDs come from."""
         if name in self._feeds:
             raise PromptError(f"camera {name!r} is already served")
-        if prompt is not None and prompt.strip() and self.engine.detector is None:
+        base = self.cfg.engine if engine is None else engine
+        engine_cfg = base if prompt is None else _with_prompt(base, prompt)
+        if engine_cfg.prompt.strip() and self.engine.detector is None:
             self._load_detector()
-        engine_cfg = self.cfg.engine if prompt is None else _with_prompt(self.cfg.engine, prompt)
         feed = self._feed(name, frames)
         try:
             feed.receiver.start()
@@ -466,12 +515,16 @@ class EngineProcess:
             feed.receiver.close()
             raise PromptError(f"cannot subscribe to {frames}: {e}") from None
         try:
-            self.engine.add_camera(name, engine_cfg)
+            self.engine.add_camera(name, engine_cfg, first_id=first_id, id_limit=id_limit)
         except PromptcamError:
             feed.receiver.close()
             raise
         self._feeds[name] = feed
         log.info("camera %s added: frames from %s", name, frames)
+
+    def lease_ids(self, name: str, first_id: int, id_limit: int) -> None:
+        """Queue a further block of IDs for camera ``name`` (runs on the loop)."""
+        self.tracker(name).manager.add_id_block(first_id, id_limit)
 
     def remove_camera(self, name: str) -> None:
         """Stop serving ``name``: its tracks end, its memory is freed, its topics stop."""
@@ -833,7 +886,8 @@ class EngineProcess:
             self.annotated.close()
         self._control_sock.close(0)
         self.engine.close()
-        self.ctx.destroy(linger=0)
+        if self._own_ctx:
+            self.ctx.destroy(linger=0)
 
 
 def split_envelope(parts: list[bytes]) -> tuple[list[bytes], list[bytes]]:
@@ -872,10 +926,19 @@ def _command(req: ControlCommand) -> Command:
     if isinstance(req, AddCamera):
 
         def add(p: EngineProcess) -> dict[str, Any]:
-            p.add_camera(req.camera, req.frames, req.prompt)
+            p.add_camera(
+                req.camera, req.frames, req.prompt, first_id=req.first_id, id_limit=req.id_limit
+            )
             return {}
 
         return add
+    if isinstance(req, LeaseIds):
+
+        def lease(p: EngineProcess) -> dict[str, Any]:
+            p.lease_ids(req.camera, req.first_id, req.id_limit)
+            return {}
+
+        return lease
     assert isinstance(req, RemoveCamera)
 
     def remove_camera(p: EngineProcess) -> dict[str, Any]:

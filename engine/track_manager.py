@@ -35,6 +35,10 @@ States (CONTRACT.md): ``new`` on the first frame a track is observed, then ``tra
 score is at or above ``score_threshold``, ``lost`` while below but not yet ended. ``age`` is frames
 since the track's first frame (its detection frame, or the first observed frame of a manual
 track). IDs start at 1 (or ``first_id``), increase, and are never reused (not even after :meth:`reset`).
+ID blocks (a fleet leases them so that IDs are unique across engines): with ``id_limit`` set, IDs
+stay below it; blocks added with :meth:`add_id_block` are used in turn when one runs out; with
+none left, no track is created (a detection is skipped and counted in ``ids_exhausted``, a manual
+object is refused), so an ID outside the leased blocks is never given.
 
 Manual tracks (``add_manual``, control ``add_object``) are not ended by ``max_unseen`` or by a
 prompt change (their label need not be a prompt phrase); they end by ``max_missed``, ``remove``
@@ -216,6 +220,9 @@ class TrackManager:
 
     cfg: EngineConfig
     first_id: int = 1  # IDs start here (an engine re-adding a camera continues its numbering)
+    id_limit: int | None = None  # IDs stay below this (None: unbounded)
+    ids_exhausted: int = field(default=0, init=False)  # tracks not created: no ID left
+    _blocks: list[tuple[int, int]] = field(default_factory=list, init=False)
     _tracks: dict[int, _Track] = field(default_factory=dict, init=False)
     _next_id: int = field(default=1, init=False)
     _last_seq: int | None = field(default=None, init=False)
@@ -224,6 +231,8 @@ class TrackManager:
     def __post_init__(self) -> None:
         if self.first_id < 1:
             raise ValueError(f"first_id must be >= 1, got {self.first_id}")
+        if self.id_limit is not None and self.id_limit <= self.first_id:
+            raise ValueError(f"id_limit {self.id_limit} must be above first_id {self.first_id}")
         self._next_id = self.first_id
 
     # ------------------------------------------------------------------ frames
@@ -428,6 +437,10 @@ class TrackManager:
                     seq,
                 )
                 break
+            if not self._take_block():
+                self.ids_exhausted += 1
+                log.warning("no ID left in the leased blocks: detection %r not tracked", labels[d])
+                continue
             t = self._create(labels[d], box, manual=False, first_seq=seq)
             t.score = float(scores[d])
             live.append((t.label, box))
@@ -445,6 +458,11 @@ class TrackManager:
         if len(self._tracks) >= self.cfg.max_objects:
             raise PromptError(
                 f"cannot add an object: max_objects={self.cfg.max_objects} are tracked"
+            )
+        if not self._take_block():
+            self.ids_exhausted += 1
+            raise PromptError(
+                f"cannot add an object: the IDs leased to this camera are used up (below {self.id_limit})"
             )
         return self._create(label.strip(), as_box(box), manual=True, first_seq=seq).id
 
@@ -483,6 +501,35 @@ class TrackManager:
     @property
     def next_id(self) -> int:
         return self._next_id
+
+    @property
+    def ids_left(self) -> int | None:
+        """IDs still available in the current and the queued blocks (None: unbounded)."""
+        if self.id_limit is None:
+            return None
+        return max(0, self.id_limit - self._next_id) + sum(b - a for a, b in self._blocks)
+
+    def add_id_block(self, first: int, limit: int) -> None:
+        """Queue the block ``[first, limit)`` of IDs, used when the current one runs out; it must
+        lie above every ID given so far and above the blocks already queued."""
+        if self.id_limit is None:
+            raise PromptError("this camera's IDs are not leased in blocks")
+        floor = max(self.id_limit, self._next_id, *(b for _, b in self._blocks))
+        if first < floor or limit <= first:
+            raise PromptError(
+                f"ID block [{first}, {limit}) must be non-empty and start at or above {floor}"
+            )
+        self._blocks.append((first, limit))
+
+    def _take_block(self) -> bool:
+        """Whether an ID is available, moving to the next queued block when the current one
+        is used up."""
+        if self.id_limit is None or self._next_id < self.id_limit:
+            return True
+        if not self._blocks:
+            return False
+        self._next_id, self.id_limit = self._blocks.pop(0)
+        return True
 
     def _info(self, t: _Track) -> TrackInfo:
         state: TrackState = "new" if t.observed <= 1 else ("lost" if t.lost else "tracked")

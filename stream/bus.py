@@ -42,25 +42,31 @@ def free_loopback_port() -> int:
     the kernel's ephemeral range. A port the kernel picks for ``bind(0)`` comes from that range,
     where every outgoing connection (ZeroMQ's connects and reconnects among them) also takes its
     local port, so it can be taken between being picked and being bound by a server."""
+    return free_port("127.0.0.1")
+
+
+def free_port(host: str) -> int:
+    """:func:`free_loopback_port` for any local address ``host`` (IPv4 or IPv6)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     lo, hi = _ephemeral_range()
     outside = [(a, b) for a, b in ((3024, lo - 1), (hi + 1, 65535)) if b - a >= 1000]
     if not outside:  # the ephemeral range covers (nearly) everything: let the kernel pick
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
             return int(s.getsockname()[1])
     first, last = max(outside, key=lambda r: r[1] - r[0])
     for _ in range(200):
         port = _rng.randint(first, last)
         if port in _handed_out:
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind((host, port))
             except OSError:
                 continue
         _handed_out.add(port)
         return port
-    raise BusError(f"no free loopback port outside the ephemeral range {lo}-{hi}")
+    raise BusError(f"no free port on {host} outside the ephemeral range {lo}-{hi}")
 
 
 def free_loopback_endpoint() -> str:

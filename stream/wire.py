@@ -19,7 +19,15 @@ from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from stream.shm import NAME_RE, ShmError, ShmOverrun, ShmReader, ShmRef, ShmRing
 
@@ -639,6 +647,7 @@ Box = Annotated[list[Finite], Field(min_length=4, max_length=4)]
 
 
 CameraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+MAX_OBJECT_ID = 2**53  # object IDs stay exact in JSON numbers (JavaScript's safe integers)
 
 
 class _Cmd(BaseModel):
@@ -675,6 +684,9 @@ class Cameras(_Cmd):
     cmd: Literal["cameras"]
 
 
+ObjectId = Annotated[int, Field(ge=1, le=MAX_OBJECT_ID)]
+
+
 class AddCamera(_Cmd):
     cmd: Literal["add_camera"]
     camera: CameraName  # type: ignore[assignment]  # required here
@@ -683,6 +695,31 @@ class AddCamera(_Cmd):
         Field(max_length=1024, pattern=r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$"),
     ]
     prompt: Prompt | None = None
+    # Additive (fleet): the camera's IDs start at first_id and stay below id_limit (a leased block).
+    first_id: ObjectId | None = None
+    id_limit: ObjectId | None = None
+
+    @model_validator(mode="after")
+    def _block(self) -> AddCamera:
+        if self.id_limit is not None and self.id_limit <= (self.first_id or 1):
+            raise ValueError("id_limit must be above first_id")
+        return self
+
+
+class LeaseIds(_Cmd):
+    """Additive (fleet): a further block of IDs for a camera added with ``id_limit``, used when
+    its current block runs out."""
+
+    cmd: Literal["lease_ids"]
+    camera: CameraName  # type: ignore[assignment]  # required here
+    first_id: ObjectId
+    id_limit: ObjectId
+
+    @model_validator(mode="after")
+    def _block(self) -> LeaseIds:
+        if self.id_limit <= self.first_id:
+            raise ValueError("id_limit must be above first_id")
+        return self
 
 
 class RemoveCamera(_Cmd):
@@ -691,7 +728,15 @@ class RemoveCamera(_Cmd):
 
 
 ControlCommand = (
-    SetPrompt | AddObject | RemoveObject | Reset | Stats | Cameras | AddCamera | RemoveCamera
+    SetPrompt
+    | AddObject
+    | RemoveObject
+    | Reset
+    | Stats
+    | Cameras
+    | AddCamera
+    | RemoveCamera
+    | LeaseIds
 )
 ControlRequest = Annotated[ControlCommand, Field(discriminator="cmd")]
 _CONTROL: TypeAdapter[ControlCommand] = TypeAdapter(ControlRequest)
@@ -704,6 +749,7 @@ CONTROL_COMMANDS = (
     "cameras",
     "add_camera",
     "remove_camera",
+    "lease_ids",
 )
 MAX_CONTROL_BYTES = 64 * 1024
 

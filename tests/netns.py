@@ -38,3 +38,10 @@ def unavailable_reason() -> str | None:
 def command(argv: Sequence[str]) -> list[str]:
     """``argv`` wrapped to run inside a new loopback-only namespace."""
     return ["unshare", "-rn", "sh", "-c", SETUP, "sh", *argv]
+
+
+def isolated_command(argv: Sequence[str]) -> list[str]:
+    """``argv`` in a new loopback-only network namespace *and* a new PID namespace (with its own
+    /proc): everything it starts sees only its own processes (so ``ray stop`` stops only those)
+    and is killed by the kernel when ``argv`` (the namespace's init) exits, whatever happened."""
+    return ["unshare", "-rnpf", "--mount-proc", "sh", "-c", SETUP, "sh", *argv]

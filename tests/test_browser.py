@@ -414,18 +414,20 @@ def _skip_reason() -> str | None:
     return netns.unavailable_reason()
 
 
-def _run_session() -> dict[str, Any]:
+def run_in_namespace(script: Path, timeout: float) -> dict[str, Any]:
+    """Run ``script --out DIR`` in a loopback-only namespace; the last JSON line it prints.
+    Skips when Chromium, playwright or such namespaces are missing."""
     reason = _skip_reason()
     if reason:
         pytest.skip(f"browser test needs a loopback-only namespace and Chromium: {reason}")
     with tempfile.TemporaryDirectory() as out:
-        argv = netns.command([sys.executable, str(Path(__file__).resolve()), "--out", out])
+        argv = netns.command([sys.executable, str(script.resolve()), "--out", out])
         proc = subprocess.run(
             argv,
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=480,
+            timeout=timeout,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -434,6 +436,10 @@ def _run_session() -> dict[str, Any]:
     )
     result: dict[str, Any] = json.loads(lines[-1])
     return result
+
+
+def _run_session() -> dict[str, Any]:
+    return run_in_namespace(Path(__file__), timeout=480)
 
 
 @pytest.mark.slow

@@ -70,6 +70,34 @@ def test_banner(kw: dict[str, Any], expected: tuple[str, str, int | None]) -> No
     assert _status(**kw) == expected
 
 
+def test_banner_of_a_camera_whose_capture_failed() -> None:
+    """The launcher marked the camera's capture failed for good (a source that cannot work):
+    its banner says so with the error; the other cameras are not affected."""
+    children = {
+        "engine": {"state": "running", "restarts": 0},
+        "capture:cam0": {"state": "failed", "error": "cannot open /x/missing.mp4"},
+        "capture:cam1": {"state": "running"},
+    }
+    doc = {"camera": "cam0", "children": children}
+    args: dict[str, Any] = {
+        "capture": None,
+        "capture_age_s": None,
+        "engine_age_s": 0.5,
+        "engine_ever_answered": True,
+        "launcher": doc,
+        "frame_age_s": None,
+        "uptime_s": 30.0,
+    }
+    failed = camera_status("cam0", **args)
+    assert (failed.state, failed.banner) == ("stopped", "camera failed")
+    assert failed.last_error == "cannot open /x/missing.mp4"
+    live = camera_status("cam1", **(args | {"frame_age_s": 0.2}))
+    assert (live.state, live.last_error) == ("live", None)
+    # a one-camera run names its capture child "capture"
+    one = {"camera": "cam0", "children": {"capture": {"state": "failed", "error": "bad URL"}}}
+    assert camera_status("cam0", **(args | {"launcher": one})).banner == "camera failed"
+
+
 def test_launcher_status_line_shows_the_camera_reconnecting() -> None:
     import time
 
@@ -84,5 +112,6 @@ def test_launcher_status_line_shows_the_camera_reconnecting() -> None:
     assert line(base | {"state": "reconnecting"}).startswith(
         "capture reconnecting (attempt 3), 0.0 fps, reconnects 2"
     )
+    # a camera waited for (down at start, issue 13): its attempts, no fps yet
     assert line(base | {"state": "waiting"}).startswith("capture waiting for camera (attempt 3)")
     assert line(base | {"state": "streaming", "fps": 15.0}).startswith("capture 15.0 fps")

@@ -502,7 +502,7 @@ def test_status_line_says_waiting_for_camera_and_counts_watchdog_restarts() -> N
         "engine": ChildInfo("engine", 1, "running", True, 2, -9, 3.0, watchdog_restarts=1),
     }
     line = status_line(obs, children, 10.0)
-    assert line.startswith("capture waiting for camera, attempts 7 | engine -")
+    assert line.startswith("capture waiting for camera (attempt 7) | engine -")
     assert "restarts engine 2, by watchdog 1" in line
 
 

@@ -82,13 +82,14 @@ def test_peer_connection_counts_frames_and_measures_latency(stack: Stack) -> Non
         assert name in text
 
 
-def metric(url: str, name: str) -> float:
+def metric(url: str, name: str, camera: str = "cam0") -> float:
+    """The value of series ``name`` of ``camera`` on ``/metrics``."""
     status, body = http("GET", url + "metrics")
     assert status == 200
     for line in body.decode().splitlines():
-        if line.startswith(name + " "):
+        if line.startswith(f'{name}{{camera="{camera}"}} '):
             return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
+    raise AssertionError(f"{name} of camera {camera} not in /metrics")
 
 
 def test_one_encoder_is_shared_by_all_viewers(stack: Stack) -> None:
@@ -252,7 +253,7 @@ def test_objects_added_relabelled_removed_reset_and_snapshot(stack: Stack) -> No
         status, body = post_json(url + "api/objects", bad)
         assert status == 400 and words in body["error"], (bad, body)
     assert http("GET", url + "api/objects?camera=cam9")[0] == 404
-    controls = [r for r in stack.engine.requests if r["cmd"] != "stats"]
+    controls = [r for r in stack.engine.requests if r["cmd"] not in ("stats", "cameras")]
     assert controls and all(r.get("camera") == "cam0" for r in controls), "requests name it"
 
     # a snapshot: the newest annotated frame and the tracks message of that very frame

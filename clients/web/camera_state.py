@@ -1,26 +1,39 @@
-"""What the page's camera banner says: ``live``, ``reconnecting (attempt N)``, ``waiting for
-camera``, ``engine restarting`` or ``starting``, and the age of the newest frame.
+"""What each camera's banner says: ``live``, ``reconnecting (attempt N)``, ``waiting for
+camera``, ``camera failed``, ``engine restarting`` or ``starting``, and the age of the newest
+frame.
 
-Reads, through ``clients.health.StatusCollector`` (a named thread): the capture status
-(``capture.<camera>`` on the frames socket, ``stats.state`` = ``starting | streaming |
-reconnecting | waiting | stopped`` and ``reconnect_attempts``) and the engine's ``stats``
-answers (once a second); when run by ``promptcam run``, also the launcher's status file
-(``run.status_file``: an engine child in backoff is restarting). ``camera_status`` is the pure
-decision, ``CameraMonitor`` feeds it.
+``SiteMonitor`` (one named thread for every camera of the web server) reads, once a second:
+the camera list (a ``CameraLister``, see camera_list.py), the engine's ``stats``, and, when run
+by ``promptcam run``, the launcher's status file (``run.status_file``: an engine child in
+backoff is restarting; a camera's capture child that failed for good names its error); and all
+the time the capture status of every listed camera (``capture.<camera>`` on that camera's frames
+socket, ``stats.state`` = ``starting | streaming | reconnecting | waiting | stopped`` and
+``reconnect_attempts``), connecting to the frames endpoint of a camera as it appears.
+``camera_status`` is the pure decision; ``CameraMonitor`` feeds it for one camera.
 """
 
 from __future__ import annotations
 
-import math
+import json
+import logging
+import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from clients.health import StatusCollector, read_status_file
+import zmq
+
+from clients.health import read_status_file
+from clients.web.camera_list import CameraInfo, CameraLister
 from clients.web.feeds import LatestFeed
+from stream import bus as zbus
 from stream.config import Config
+from stream.errors import PromptcamError
 from stream.wire import AnnotatedMessage, TracksMessage
+
+log = logging.getLogger(__name__)
 
 CAPTURE_STALE_S = 3.5  # capture status comes once a second
 ENGINE_STALE_S = 3.0  # stats are asked once a second, with a 1 s timeout
@@ -65,6 +78,20 @@ def _engine_child_restarting(doc: dict[str, Any] | None) -> bool | None:
     return False
 
 
+def capture_child_error(doc: dict[str, Any] | None, camera: str) -> str | None:
+    """From the launcher's status document: the error of ``camera``'s capture child when it
+    failed for good (a source that cannot work), else None."""
+    children = (doc or {}).get("children")
+    if not isinstance(children, dict):
+        return None
+    child = children.get(f"capture:{camera}")
+    if child is None and (doc or {}).get("camera") == camera:
+        child = children.get("capture")
+    if not isinstance(child, dict) or child.get("state") != "failed":
+        return None
+    return str(child.get("error") or "the capture process failed")
+
+
 def camera_status(
     camera: str,
     *,
@@ -92,9 +119,9 @@ def camera_status(
         else None
     )
 
-    def status(state: State, banner: str) -> CameraStatus:
+    def status(state: State, banner: str, error: str | None = last_error) -> CameraStatus:
         return CameraStatus(
-            camera, state, banner, attempt, frame_age_s, cap_state, last_error, answering, prompt
+            camera, state, banner, attempt, frame_age_s, cap_state, error, answering, prompt
         )
 
     restarting = _engine_child_restarting(launcher)
@@ -104,6 +131,9 @@ def camera_status(
         if engine_ever_answered or uptime_s > STARTUP_GRACE_S:
             return status("engine_restarting", "engine restarting")
         return status("starting", "starting")
+    failed = capture_child_error(launcher, camera)
+    if failed is not None and cap_state is None:
+        return status("stopped", "camera failed", failed)
     if cap_state == "streaming":
         return status("live", "live")
     if cap_state == "reconnecting":
@@ -120,39 +150,220 @@ def camera_status(
     return status("waiting", "waiting for camera")
 
 
-class CameraMonitor:
-    """Observes one camera's capture, the engine and the launcher; ``status()`` decides."""
+# --------------------------------------------------------------------------- the site
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """What the site monitor saw last (``time.monotonic()`` times; None: never)."""
+
+    cameras: tuple[CameraInfo, ...] | None = None  # the lister's newest answer
+    capture: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # status by camera
+    capture_at: Mapping[str, float] = field(default_factory=dict)
+    engine: dict[str, Any] | None = None
+    engine_at: float | None = None
+    launcher: dict[str, Any] | None = None  # the launcher's status file, when fresh
+    malformed_status: int = 0
+
+
+class SiteMonitor:
+    """Observes the camera list, the engine, the launcher and every camera's capture status in
+    one background thread; ``snapshot()`` never blocks on a slow engine."""
 
     def __init__(
         self,
         cfg: Config,
-        camera: str,
-        annotated: LatestFeed[AnnotatedMessage],
-        tracks: LatestFeed[TracksMessage],
+        lister: CameraLister,
         poll_s: float = 1.0,
+        request_timeout_s: float = 1.0,
+        ctx: zmq.Context[Any] | None = None,
     ) -> None:
-        self.camera = camera
-        self._annotated = annotated
-        self._tracks = tracks
-        self._collector = StatusCollector(
-            cfg.model_copy(update={"camera": camera}), poll_s=poll_s, request_timeout_s=1.0
-        )
-        self._status_file: Path | None = cfg.run.status_file
-        self._launcher: dict[str, Any] | None = None
-        self._launcher_read_at = -math.inf
-        self._started = time.monotonic()
-        self._outage_base: int | None = None
+        self.cfg = cfg
+        self.lister = lister
+        self.poll_s = poll_s
+        self.request_timeout_s = request_timeout_s
+        self._ctx = ctx or zmq.Context.instance()
+        self._configured = {n: c.frames for n, c in cfg.camera_settings().items()}
+        self._lock = threading.Lock()
+        self._view = SiteView()
+        self._unreachable: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="web-site-monitor", daemon=True)
 
-    def start(self) -> CameraMonitor:
-        self._collector.start()
+    def start(self) -> SiteMonitor:
+        self._thread.start()
         return self
 
     def close(self) -> None:
-        self._collector.close()
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2 * self.request_timeout_s + 2.0)
+
+    def snapshot(self) -> SiteView:
+        with self._lock:
+            return self._view
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            self._view = replace(self._view, **changes)
+
+    def cameras(self) -> list[CameraInfo]:
+        """The cameras now: the lister's newest answer, or its initial list before one."""
+        listed = self.snapshot().cameras
+        return list(listed) if listed is not None else self.lister.initial()
+
+    def _endpoints(self) -> set[str]:
+        """The frames endpoints whose capture status is wanted: every listed camera's (the
+        configured one when the list does not say)."""
+        out: set[str] = set()
+        for cam in self.cameras():
+            frames = cam.frames or self._configured.get(cam.camera)
+            if frames:
+                out.add(frames)
+        return out
+
+    def _loop(self) -> None:
+        sub: zmq.Socket[Any] | None = None  # made once there is a frames endpoint to read
+        connected: set[str] = set()
+        try:
+            next_poll = time.monotonic()
+            while not self._stop.is_set():
+                sub, connected = self._reconnect(sub, connected)
+                wait_ms = min(200, max(0, int((next_poll - time.monotonic()) * 1000)))
+                if sub is None:
+                    self._stop.wait(wait_ms / 1000)
+                else:
+                    parts = zbus.recv_multipart_timeout(sub, wait_ms, copy=True)
+                    if parts is not None:
+                        self._on_capture_status(parts)
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + self.poll_s
+                    self._poll()
+        finally:
+            if sub is not None:
+                sub.close(0)
+
+    def _reconnect(
+        self, sub: zmq.Socket[Any] | None, connected: set[str]
+    ) -> tuple[zmq.Socket[Any] | None, set[str]]:
+        """One SUB socket connected to the frames endpoint of every listed camera."""
+        wanted = self._endpoints()
+        now: set[str] = set()
+        for endpoint in sorted(connected - wanted):
+            assert sub is not None
+            try:
+                sub.disconnect(endpoint)
+            except zmq.ZMQError as e:
+                log.debug("capture status: disconnect %s: %s", endpoint, e)
+        for endpoint in sorted(wanted):
+            if endpoint in connected:
+                now.add(endpoint)
+                continue
+            try:
+                if sub is None:
+                    sub = zbus.connect(
+                        self._ctx,
+                        zmq.SUB,
+                        endpoint,
+                        self.cfg.bus,
+                        subscribe=[b"capture."],
+                        rcvhwm=1000,
+                        curve=True,
+                    )
+                else:
+                    sub.connect(endpoint)
+            except (PromptcamError, zmq.ZMQError) as e:
+                if endpoint not in self._unreachable:  # said once, tried again every loop
+                    self._unreachable.add(endpoint)
+                    log.warning("capture status: cannot connect to %s: %s", endpoint, e)
+                continue
+            now.add(endpoint)
+        return sub, now
+
+    def _poll(self) -> None:
+        self._poll_engine()
+        cameras = self.lister.list_cameras()
+        if cameras is not None:
+            names = {c.camera for c in cameras}
+            old = self.snapshot()
+            self._update(
+                cameras=tuple(cameras),
+                capture={n: s for n, s in old.capture.items() if n in names},
+                capture_at={n: t for n, t in old.capture_at.items() if n in names},
+            )
+        self._update(launcher=self._launcher_doc())
+
+    def _poll_engine(self) -> None:
+        try:
+            reply = zbus.request(
+                self.cfg.bus.control,
+                {"cmd": "stats"},
+                int(self.request_timeout_s * 1000),
+                self.cfg.bus,
+            )
+        except PromptcamError as e:
+            log.debug("engine stats: %s", e)
+            return
+        except (ValueError, zmq.ZMQError) as e:
+            log.warning("engine stats: bad reply: %s", e)
+            return
+        stats = reply.get("stats")
+        if reply.get("ok") and isinstance(stats, dict):
+            self._update(engine=stats, engine_at=time.monotonic())
+
+    def _launcher_doc(self) -> dict[str, Any] | None:
+        path: Path | None = self.cfg.run.status_file
+        if path is None:
+            return None
+        doc = read_status_file(path)
+        fresh = doc is not None and (time.time_ns() - int(doc.get("t_ns", 0))) / 1e9 < (
+            STATUS_FILE_STALE_S
+        )
+        return doc if fresh else None
+
+    def _on_capture_status(self, parts: list[Any]) -> None:
+        try:
+            if len(parts) != 2:
+                raise ValueError(f"expected 2 parts, got {len(parts)}")
+            camera = bytes(parts[0]).decode("ascii").partition(".")[2]
+            header = json.loads(bytes(parts[1]))
+            if not isinstance(header, dict) or not isinstance(header.get("stats"), dict):
+                raise ValueError("header has no 'stats' object")
+        except (ValueError, UnicodeDecodeError) as e:
+            n = self.snapshot().malformed_status + 1
+            self._update(malformed_status=n)
+            if n <= 10 or n % 1000 == 0:
+                log.warning("malformed capture status message (%s), %d so far", e, n)
+            return
+        if camera not in {c.camera for c in self.cameras()}:
+            return  # another camera publishing on the same endpoint, or one just removed
+        old = self.snapshot()
+        self._update(
+            capture={**old.capture, camera: header["stats"]},
+            capture_at={**old.capture_at, camera: time.monotonic()},
+        )
+
+
+class CameraMonitor:
+    """One camera's banner, from the site monitor's view and the camera's own feeds."""
+
+    def __init__(
+        self,
+        site: SiteMonitor,
+        camera: str,
+        annotated: LatestFeed[AnnotatedMessage],
+        tracks: LatestFeed[TracksMessage],
+    ) -> None:
+        self.camera = camera
+        self._site = site
+        self._annotated = annotated
+        self._tracks = tracks
+        self._started = time.monotonic()
+        self._outage_base: int | None = None
 
     def engine_stats(self, max_age_s: float = 2.0) -> dict[str, Any] | None:
         """The engine's newest ``stats`` answer, if at most ``max_age_s`` old."""
-        seen = self._collector.snapshot()
+        seen = self._site.snapshot()
         if seen.engine_at is None or time.monotonic() - seen.engine_at > max_age_s:
             return None
         return seen.engine
@@ -166,24 +377,16 @@ class CameraMonitor:
         mine = cams.get(self.camera) if isinstance(cams, dict) else None
         return {**stats, **mine} if isinstance(mine, dict) else stats
 
-    def _launcher_doc(self, now: float) -> dict[str, Any] | None:
-        if self._status_file is None:
-            return None
-        if now - self._launcher_read_at >= 1.0:
-            self._launcher_read_at = now
-            doc = read_status_file(self._status_file)
-            fresh = doc is not None and (time.time_ns() - int(doc.get("t_ns", 0))) / 1e9 < (
-                STATUS_FILE_STALE_S
-            )
-            self._launcher = doc if fresh else None
-        return self._launcher
+    def capture(self) -> tuple[dict[str, Any] | None, float | None]:
+        """This camera's newest capture status and its age in seconds (None: never)."""
+        seen = self._site.snapshot()
+        at = seen.capture_at.get(self.camera)
+        return seen.capture.get(self.camera), None if at is None else time.monotonic() - at
 
     def status(self) -> CameraStatus:
         now = time.monotonic()
-        seen = self._collector.snapshot()
-        capture, capture_at = seen.capture, seen.capture_at
-        if self.camera in seen.cameras:  # the collector follows every camera of the config
-            capture, capture_at = seen.cameras[self.camera], seen.cameras_at.get(self.camera)
+        seen = self._site.snapshot()
+        capture, capture_at = seen.capture.get(self.camera), seen.capture_at.get(self.camera)
         if capture is not None and capture.get("state") in ("reconnecting", "waiting"):
             if self._outage_base is None:
                 attempts = capture.get("reconnect_attempts")
@@ -203,7 +406,7 @@ class CameraMonitor:
             capture_age_s=None if capture_at is None else now - capture_at,
             engine_age_s=None if seen.engine_at is None else now - seen.engine_at,
             engine_ever_answered=seen.engine_at is not None,
-            launcher=self._launcher_doc(now),
+            launcher=seen.launcher,
             frame_age_s=None if frame_age is None else round(frame_age, 3),
             uptime_s=now - self._started,
             attempt_base=self._outage_base or 0,

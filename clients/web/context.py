@@ -1,6 +1,7 @@
 """What every route of the web server works with: the app's ``WebState``, reading a JSON body
 within the limits (``web.max_body_kb``, ``web.request_timeout_s``), checking user text and the
-``camera`` a request names, and control requests to the engine."""
+``camera`` a request names (``camera_of``: that camera's ``CameraChannel``), and control
+requests to the engine."""
 
 from __future__ import annotations
 
@@ -11,15 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiortc import RTCPeerConnection
 
-from clients.web.camera_state import CameraMonitor
-from clients.web.feeds import LatestFeed
+from clients.web.camera_state import SiteMonitor
+from clients.web.channels import CameraChannel, CameraChannels
+from clients.web.feeds import TopicFeed
 from clients.web.jobs import JobManager
 from clients.web.limits import ConnectionGuard
-from clients.web.metrics import Metrics, RateMeter
-from clients.web.snapshots import FrameHistory
-from clients.web.video import VideoHub
+from clients.web.metrics import Metrics
 from stream import bus as zbus
 from stream.config import Config
 from stream.errors import PromptcamError
@@ -33,18 +32,12 @@ MAX_LABEL_CHARS = 64
 @dataclass
 class WebState:
     cfg: Config
-    camera: str
     metrics: Metrics
-    annotated: LatestFeed[AnnotatedMessage]
-    tracks: LatestFeed[TracksMessage]
-    hub: VideoHub
+    channels: CameraChannels
+    site: SiteMonitor
+    annotated: TopicFeed[AnnotatedMessage]
+    tracks: TopicFeed[TracksMessage]
     jobs: JobManager
-    monitor: CameraMonitor
-    history: FrameHistory
-    pcs: set[RTCPeerConnection]
-    rate_in: RateMeter
-    rate_out: RateMeter
-    rate_tracks: RateMeter
     guard: ConnectionGuard | None = None  # set by serve() once the socket listens
 
 
@@ -112,24 +105,51 @@ def box_of(value: Any) -> list[float]:
     return box
 
 
-def camera_of(request: web.Request) -> str:
-    """The camera a request names (``?camera=``), which must be this server's; its own when
-    none is named."""
+MAX_NAMES_SHOWN = 12
+
+
+def describe_cameras(names: list[str]) -> str:
+    """``a, b, c`` (the first few of many), or ``no camera``."""
+    if not names:
+        return "no camera"
+    more = len(names) - MAX_NAMES_SHOWN
+    return ", ".join(names[:MAX_NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+
+
+def camera_of(request: web.Request) -> CameraChannel:
+    """The camera a request names (``?camera=``): 404 for one this server does not show. It
+    may be left out when the server shows one camera; with several it is required (400)."""
     st = request.app[STATE]
     name = request.query.get("camera")
-    if name is not None and name != st.camera:
-        raise web.HTTPNotFound(text=f"unknown camera {name[:64]!r}: this server shows {st.camera}")
-    return st.camera
+    if name is None:
+        only = st.channels.only()
+        if only is not None:
+            return only
+        names = st.channels.names()
+        if not names:
+            raise web.HTTPNotFound(text="this server shows no camera now")
+        raise web.HTTPBadRequest(
+            text=f"this server shows several cameras ({describe_cameras(names)}): name one with ?camera=NAME"
+        )
+    channel = st.channels.get(name)
+    if channel is None:
+        raise web.HTTPNotFound(
+            text=f"unknown camera {name[:64]!r}: this server shows {describe_cameras(st.channels.names())}"
+        )
+    return channel
 
 
 async def control(
-    st: WebState, payload: dict[str, Any], timeout_ms: int = CONTROL_TIMEOUT_MS
+    st: WebState,
+    payload: dict[str, Any],
+    camera: str | None,
+    timeout_ms: int = CONTROL_TIMEOUT_MS,
 ) -> dict[str, Any]:
-    """A control request for this server's camera, in an executor thread (ZeroMQ REQ blocks);
-    503 when the engine does not answer."""
+    """A control request naming ``camera`` (v1.1; None: none named), in an executor thread
+    (ZeroMQ REQ blocks); 503 when the engine does not answer."""
     loop = asyncio.get_running_loop()
-    if payload.get("cmd") != "stats":
-        payload = {**payload, "camera": st.camera}
+    if camera is not None:
+        payload = {**payload, "camera": camera}
     try:
         return await loop.run_in_executor(
             None, zbus.request, st.cfg.bus.control, payload, timeout_ms, st.cfg.bus
@@ -138,9 +158,12 @@ async def control(
         raise web.HTTPServiceUnavailable(text=str(e)) from None
 
 
-async def control_ok(st: WebState, payload: dict[str, Any], what: str) -> dict[str, Any]:
-    """``control``, with a refusal of the engine as 400 naming ``what`` was refused."""
-    reply = await control(st, payload)
+async def control_ok(
+    st: WebState, payload: dict[str, Any], camera: str, what: str
+) -> dict[str, Any]:
+    """``control`` for ``camera``, with a refusal of the engine as 400 naming ``what`` was
+    refused."""
+    reply = await control(st, payload, camera)
     if not reply.get("ok"):
         raise web.HTTPBadRequest(
             text=f"engine refused {what}: {str(reply.get('error', 'unknown error'))[:300]}"

@@ -1,9 +1,11 @@
-"""Routes of the live page: prompt, objects (list, add, remove, relabel, reset), the camera's
-state, stats and snapshots. Every route takes an optional ``?camera=NAME`` (this server shows
-one camera; another name is 404), so a page made of one view per camera asks each the same way;
-control requests name that camera (v1.1), ``stats`` figures are that camera's.
+"""Routes of the live page: the cameras, and for each camera its prompt, objects (list, add,
+remove, relabel, reset), state, stats and snapshots. Every per-camera route takes
+``?camera=NAME`` (a camera the server does not show is 404; it may be left out when the server
+shows one camera, and is required, 400, when it shows several); control requests name that
+camera (v1.1), ``stats`` figures are that camera's.
 
-- ``GET /api/cameras``; ``GET /api/state``: the camera banner (``camera_state.py``);
+- ``GET /api/cameras``: every camera shown, in order, with its banner (the page follows it);
+- ``GET /api/state``: one camera's banner (``camera_state.py``);
 - ``POST /api/prompt`` ``{"prompt"}``; ``GET /api/objects``; ``POST /api/objects``
   ``{"box":[x1,y1,x2,y2],"label"}`` (``add_object``); ``DELETE /api/objects/{id}``
   (``remove_object``); ``POST /api/objects/{id}/label`` ``{"label"}``; ``POST /api/reset``;
@@ -22,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from clients.web.channels import CameraChannel
 from clients.web.context import (
     MAX_LABEL_CHARS,
     MAX_PROMPT_CHARS,
@@ -52,41 +55,52 @@ def _object_dict(o: TrackedObject) -> dict[str, Any]:
 
 async def api_cameras(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    return web.json_response({"ok": True, "cameras": [{"camera": st.camera}]})
+    cameras = []
+    for ch in st.channels:
+        status = ch.monitor.status()
+        cameras.append(
+            {
+                "camera": ch.name,
+                "state": status.state,
+                "banner": status.banner,
+                "prompt": status.prompt,
+                "frame_age_s": status.frame_age_s,
+                "viewers": len(ch.pcs),
+            }
+        )
+    return web.json_response({"ok": True, "cameras": cameras})
 
 
 async def api_state(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    camera_of(request)
-    return web.json_response({"ok": True, **st.monitor.status().as_dict(), "viewers": len(st.pcs)})
+    ch = camera_of(request)
+    return web.json_response({"ok": True, **ch.monitor.status().as_dict(), "viewers": len(ch.pcs)})
 
 
 async def api_prompt(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    camera_of(request)
+    ch = camera_of(request)
     body = await read_json(request)
     if not isinstance(body.get("prompt"), str) or len(body["prompt"]) > MAX_PROMPT_CHARS:
         raise web.HTTPBadRequest(
             text=f'expected {{"prompt": "<text, up to {MAX_PROMPT_CHARS} characters>"}}'
         )
     prompt = clean_text(body["prompt"], "the prompt", MAX_PROMPT_CHARS, allow_empty=True)
-    reply = await control_ok(st, {"cmd": "set_prompt", "prompt": prompt}, "the prompt")
+    reply = await control_ok(st, {"cmd": "set_prompt", "prompt": prompt}, ch.name, "the prompt")
     return web.json_response({"ok": True, "prompt": prompt, "labels": reply.get("labels")})
 
 
 async def api_objects(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    camera_of(request)
-    msg, _, age = st.tracks.latest()
+    ch = camera_of(request)
+    msg, _, age = ch.tracks.latest()
     if msg is None:
         return web.json_response(
-            {"ok": True, "camera": st.camera, "seq": None, "prompt": None, "objects": []}
+            {"ok": True, "camera": ch.name, "seq": None, "prompt": None, "objects": []}
         )
     h = msg.header
     return web.json_response(
         {
             "ok": True,
-            "camera": st.camera,
+            "camera": ch.name,
             "seq": h.seq,
             "prompt": h.prompt,
             "width": h.width,
@@ -107,11 +121,13 @@ def _label_of(body: dict[str, Any], default: str | None = None) -> str:
 
 async def api_add_object(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    camera_of(request)
+    ch = camera_of(request)
     body = await read_json(request)
     box = box_of(body.get("box"))
     label = _label_of(body, "object")
-    reply = await control_ok(st, {"cmd": "add_object", "box": box, "label": label}, "the box")
+    reply = await control_ok(
+        st, {"cmd": "add_object", "box": box, "label": label}, ch.name, "the box"
+    )
     return web.json_response({"ok": True, "id": reply.get("id"), "label": label}, status=201)
 
 
@@ -124,32 +140,35 @@ def _object_id(request: web.Request) -> int:
 
 async def api_remove_object(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    camera_of(request)
+    ch = camera_of(request)
     tid = _object_id(request)
-    await control_ok(st, {"cmd": "remove_object", "id": tid}, f"removing object #{tid}")
+    await control_ok(st, {"cmd": "remove_object", "id": tid}, ch.name, f"removing object #{tid}")
     return web.json_response({"ok": True, "removed": tid})
 
 
 async def api_relabel_object(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    camera_of(request)
+    ch = camera_of(request)
     tid = _object_id(request)
     label = _label_of(await read_json(request))
-    msg, _, _ = st.tracks.latest()
+    msg, _, _ = ch.tracks.latest()
     current = next((o for o in (msg.header.objects if msg else []) if o.id == tid), None)
     if current is None:
         raise web.HTTPNotFound(text=f"object #{tid} is not tracked any more")
     added = await control_ok(
-        st, {"cmd": "add_object", "box": list(current.box), "label": label}, "the new label"
+        st,
+        {"cmd": "add_object", "box": list(current.box), "label": label},
+        ch.name,
+        "the new label",
     )
-    await control_ok(st, {"cmd": "remove_object", "id": tid}, f"removing object #{tid}")
+    await control_ok(st, {"cmd": "remove_object", "id": tid}, ch.name, f"removing object #{tid}")
     return web.json_response({"ok": True, "id": added.get("id"), "replaced": tid, "label": label})
 
 
 async def api_reset(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    camera_of(request)
-    await control_ok(st, {"cmd": "reset"}, "the reset")
+    ch = camera_of(request)
+    await control_ok(st, {"cmd": "reset"}, ch.name, "the reset")
     return web.json_response({"ok": True})
 
 
@@ -160,12 +179,14 @@ def _percentile(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def _engine_stats(st: WebState) -> tuple[dict[str, Any] | None, str | None]:
-    cached = st.monitor.engine_stats()
+async def _engine_stats(
+    st: WebState, ch: CameraChannel
+) -> tuple[dict[str, Any] | None, str | None]:
+    cached = ch.monitor.engine_stats()
     if cached is not None:
         return cached, None
     try:
-        reply = await control(st, {"cmd": "stats"}, 1000)
+        reply = await control(st, {"cmd": "stats"}, None, 1000)
     except web.HTTPServiceUnavailable as e:
         return None, e.text
     if reply.get("ok") and isinstance(reply.get("stats"), dict):
@@ -175,23 +196,28 @@ async def _engine_stats(st: WebState) -> tuple[dict[str, Any] | None, str | None
 
 async def api_stats(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    camera_of(request)
-    m = st.metrics
-    lat = list(m.latencies)
-    enc = st.hub.encoder
+    ch = camera_of(request)
+    m, counts = st.metrics, ch.counts
+    lat = list(counts.latencies)
+    enc = ch.hub.encoder
     web_stats: dict[str, Any] = {
-        "viewers": len(st.pcs),
+        "camera": ch.name,
+        "viewers": len(ch.pcs),
         "max_viewers": st.cfg.web.max_viewers,
-        "annotated_fps_in": round(st.rate_in.rate(m.annotated_n), 2),
-        "tracks_fps_in": round(st.rate_tracks.rate(m.tracks_n), 2),
-        "video_fps_out": round(st.rate_out.rate(m.frames_sent_n) / max(1, len(st.hub.viewers)), 2),
-        "frames_sent": m.frames_sent_n,
-        "annotated_received": m.annotated_n,
+        "viewers_total": st.channels.viewers(),
+        "cameras": len(st.channels),
+        "annotated_fps_in": round(ch.rate_in.rate(counts.annotated), 2),
+        "tracks_fps_in": round(ch.rate_tracks.rate(counts.tracks), 2),
+        "video_fps_out": round(
+            ch.rate_out.rate(counts.frames_sent) / max(1, len(ch.hub.viewers)), 2
+        ),
+        "frames_sent": counts.frames_sent,
+        "annotated_received": counts.annotated,
         "frames_encoded": enc.encoded,
         "encoder_active": enc.active,
         "keyframes": enc.keyframes,
         "frames_skipped": enc.skipped,
-        "viewer_packets_dropped": sorted((v.dropped for v in st.hub.viewers), reverse=True),
+        "viewer_packets_dropped": sorted((v.dropped for v in ch.hub.viewers), reverse=True),
         "rejected": st.annotated.rejected_total + st.tracks.rejected_total,
         "latency_ms_p50": None if not lat else round(1e3 * (_percentile(lat, 0.5) or 0), 1),
         "latency_ms_p95": None if not lat else round(1e3 * (_percentile(lat, 0.95) or 0), 1),
@@ -199,14 +225,14 @@ async def api_stats(request: web.Request) -> web.Response:
     }
     if st.guard is not None:
         web_stats |= describe_limits(st.guard, st.cfg.web.idle_timeout_s)
-    msg, _, _ = st.tracks.latest()
+    msg, _, _ = ch.tracks.latest()
     if msg is not None:
         web_stats["tracks_latency_ms"] = round(
             (msg.header.t_publish_ns - msg.header.t_capture_ns) / 1e6, 1
         )
-    engine, engine_error = await _engine_stats(st)
-    engine = st.monitor.camera_stats(engine)
-    state = st.monitor.status()
+    engine, engine_error = await _engine_stats(st, ch)
+    engine = ch.monitor.camera_stats(engine)
+    state = ch.monitor.status()
     return web.json_response(
         {
             "ok": True,
@@ -219,28 +245,27 @@ async def api_stats(request: web.Request) -> web.Response:
 
 
 async def api_snapshot(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    camera_of(request)
-    snap = st.history.take()
+    ch = camera_of(request)
+    snap = ch.history.take()
     if snap is None:
         raise web.HTTPNotFound(text="no frame to snapshot yet: the engine has sent none")
     return web.json_response(
         {
             "ok": True,
-            "camera": st.camera,
+            "camera": ch.name,
             "seq": snap.seq,
             "t_capture_ns": snap.frame.t_capture_ns,
-            "image": f"/api/snapshot/{snap.seq}.png",
+            "image": f"/api/snapshot/{snap.seq}.png?camera={ch.name}",
             "tracks": snap.tracks.header.model_dump(mode="json"),
         }
     )
 
 
 async def api_snapshot_png(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    camera = camera_of(request)
+    ch = camera_of(request)
+    camera = ch.name
     raw = request.match_info["seq"]
-    snap = st.history.get(int(raw)) if raw.isdigit() and len(raw) < 19 else None
+    snap = ch.history.get(int(raw)) if raw.isdigit() and len(raw) < 19 else None
     if snap is None:
         raise web.HTTPNotFound(text="no such snapshot (only the newest few are kept)")
     try:

@@ -63,7 +63,8 @@ class ProbeResult:
 
 
 class Viewer:
-    """One WebRTC viewer. ``await connect()``, then ``await receive(seconds)``; ``close()``."""
+    """One WebRTC viewer of ``camera`` (None: the server's only camera). ``await connect()``,
+    then ``await receive(seconds)``; ``close()``."""
 
     def __init__(
         self,
@@ -72,9 +73,11 @@ class Viewer:
         token: str | None = None,
         t_capture_of: Callable[[int], int | None] | None = None,
         loopback_only: bool = True,
+        camera: str | None = None,
     ) -> None:
         self.url = url.split("?")[0].rstrip("/")
         self.token = token
+        self.camera = camera
         self.result = ProbeResult()
         self._t_capture_of = t_capture_of
         if loopback_only:
@@ -99,6 +102,7 @@ class Viewer:
             aiohttp.ClientSession() as session,
             session.post(
                 f"{self.url}/offer",
+                params={"camera": self.camera} if self.camera else None,
                 json={"sdp": pc.localDescription.sdp, "type": pc.localDescription.type},
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
@@ -149,8 +153,8 @@ class Viewer:
         await self.pc.close()
 
 
-async def _main(url: str, seconds: float, token: str | None) -> dict[str, Any]:
-    viewer = Viewer(url, token=token)
+async def _main(url: str, seconds: float, token: str | None, camera: str | None) -> dict[str, Any]:
+    viewer = Viewer(url, token=token, camera=camera)
     try:
         await viewer.connect()
         print(json.dumps({"event": "connected"}), flush=True)
@@ -170,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("url")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--token")
+    p.add_argument("--camera", help="the camera to watch (a server showing several needs it)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        summary = asyncio.run(_main(a.url, a.seconds, a.token))
+        summary = asyncio.run(_main(a.url, a.seconds, a.token, a.camera))
     except (OSError, RuntimeError, asyncio.TimeoutError, aiohttp.ClientError) as e:
         sys.stderr.write(f"probe: error: {e or type(e).__name__}\n")
         return 1

@@ -1,20 +1,28 @@
-"""``promptcam web``: the live view and control page (aiohttp + aiortc).
+"""``promptcam web``: the live view and control page (aiohttp + aiortc), for every camera.
 
-Reads: ``annotated.<camera>`` (video) and ``tracks.<camera>`` (object list) from the engine,
-newest message only (older ones are dropped and never queued; the last few are kept for
-snapshots, see snapshots.py); ``capture.<camera>`` status and the engine's ``stats`` for the
-camera banner (camera_state.py); sends control requests from executor threads. Serves:
+Shows the cameras of its camera list (camera_list.py: the engine's ``cameras`` reply, followed
+at runtime; ``web.camera`` set: that camera only). Reads, for each: ``annotated.<camera>``
+(video) and ``tracks.<camera>`` (object list) from the engine, on one socket per topic kind,
+newest message per camera only (older ones are dropped and never queued; the last few are kept
+for snapshots, see snapshots.py); ``capture.<camera>`` status and the engine's ``stats`` for
+the camera banner (camera_state.py); sends control requests from executor threads. Serves:
 
-- ``/`` the live page, ``/offline`` the offline page, ``/static/*``;
-- ``POST /offer`` WebRTC SDP exchange (H.264 only: one shared encoder per camera, see video.py);
+- ``/`` the live page (a grid of the cameras), ``/offline`` the offline page, ``/static/*``;
+- ``POST /offer?camera=NAME`` WebRTC SDP exchange for one camera (H.264 only: one shared
+  encoder per camera, running while someone watches it, see video.py). A page opens one peer
+  connection per camera it shows: cameras come and go at runtime without renegotiating a
+  shared connection, and one camera's connection failing or reconnecting leaves the others'
+  alone;
 - the live page's API (live_api.py) and the offline page's (offline_api.py);
 - ``GET /healthz`` (never needs the token), ``GET /metrics`` (Prometheus text).
 
 Binds ``web.host`` (loopback by default). When ``web.token`` is set (it must be off loopback)
 every other route needs it as ``?token=``, ``Authorization: Bearer`` or ``X-Promptcam-Token``.
 Limits: bodies ``web.max_body_kb`` (uploads ``web.max_upload_mb``), 413 beyond; a body must
-arrive within ``web.request_timeout_s`` (408); at most ``web.max_viewers`` viewers (503
-beyond), each closed if not connected within ``web.connect_timeout_s``; at most
+arrive within ``web.request_timeout_s`` (408); at most ``web.max_viewers`` viewers per camera
+(503 beyond: each camera's viewers share its encoder, so the cap bounds the fan-out of every
+encoder, and a page that shows every camera takes one slot of each), each closed if not
+connected within ``web.connect_timeout_s``; at most
 ``web.max_connections`` connections, idle ones closed after ``web.idle_timeout_s`` (limits.py).
 """
 
@@ -38,19 +46,19 @@ from aiortc.exceptions import OperationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clients.web import live_api, offline_api
-from clients.web.camera_state import CameraMonitor
-from clients.web.context import STATE, WebState, error_response, read_json
+from clients.web.camera_list import CameraLister, camera_lister
+from clients.web.camera_state import SiteMonitor
+from clients.web.channels import CameraChannel, CameraChannels
+from clients.web.context import STATE, WebState, camera_of, error_response, read_json
 from clients.web.feeds import annotated_feed, tracks_feed
 from clients.web.ice import filter_sdp_to_loopback, restrict_ice_to_loopback, rtc_configuration
 from clients.web.jobs import JobManager
 from clients.web.limits import ConnectionGuard, connection_limit
-from clients.web.metrics import Metrics, RateMeter
+from clients.web.metrics import Metrics
 from clients.web.sdp import offer_problem
-from clients.web.snapshots import FrameHistory
-from clients.web.video import VideoHub, ViewerTrack
+from clients.web.video import ViewerTrack
 from stream.config import LOOPBACK_HOSTS, Config
 from stream.errors import PromptcamError
-from stream.wire import AnnotatedMessage, TracksMessage
 
 log = logging.getLogger(__name__)
 
@@ -140,20 +148,27 @@ async def page_offline(request: web.Request) -> web.FileResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    _, _, age = st.annotated.latest()
+    ages: dict[str, float | None] = {}
+    for ch in st.channels:
+        _, _, age = ch.annotated.latest()
+        ages[ch.name] = None if math.isinf(age) else round(age, 3)
+    known = [a for a in ages.values() if a is not None]
+    names = list(ages)
     return web.json_response(
         {
             "ok": True,
-            "camera": st.camera,
-            "last_annotated_age_s": None if math.isinf(age) else round(age, 3),
-            "viewers": len(st.pcs),
+            "camera": names[0] if len(names) == 1 else None,
+            "cameras": ages,
+            "last_annotated_age_s": min(known) if known else None,
+            "viewers": st.channels.viewers(),
         }
     )
 
 
 async def metrics(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    st.metrics.viewers.set(len(st.pcs))
+    for ch in st.channels:
+        st.metrics.viewers.labels(ch.name).set(len(ch.pcs))
     return web.Response(
         body=generate_latest(st.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
@@ -168,6 +183,7 @@ def _first_line(e: BaseException) -> str:
 
 async def offer(request: web.Request) -> web.Response:
     st = request.app[STATE]
+    ch = camera_of(request)
     params = await read_json(request)
     sdp, kind = params.get("sdp"), params.get("type")
     if not isinstance(sdp, str) or kind != "offer":
@@ -175,18 +191,18 @@ async def offer(request: web.Request) -> web.Response:
     problem = offer_problem(sdp)
     if problem:
         raise web.HTTPBadRequest(text=f"malformed SDP offer: {problem}")
-    if len(st.pcs) >= st.cfg.web.max_viewers:
+    if len(ch.pcs) >= st.cfg.web.max_viewers:
         st.metrics.limit("viewers_refused")
         raise web.HTTPServiceUnavailable(
-            text=f"too many viewers ({st.cfg.web.max_viewers}, web.max_viewers): close another page"
+            text=f"too many viewers of camera {ch.name} ({st.cfg.web.max_viewers}, web.max_viewers): close another page"
         )
     if st.cfg.web.ice_loopback_only:
         sdp, dropped = filter_sdp_to_loopback(sdp)
         if dropped:
             log.debug("dropped %d non-loopback ICE candidates from an offer", dropped)
     pc = RTCPeerConnection(configuration=rtc_configuration())
-    viewer = st.hub.subscribe()
-    st.pcs.add(pc)  # counted at once, so concurrent offers cannot pass the viewer limit
+    viewer = ch.hub.subscribe()
+    ch.pcs.add(pc)  # counted at once, so concurrent offers cannot pass the viewer limit
     try:
         # The transceiver exists before the offer is applied, so the offer's video section
         # binds to it and its codec preferences (H.264 only: the shared encoder's packets are
@@ -200,7 +216,7 @@ async def offer(request: web.Request) -> web.Response:
             raise ValueError("no video section")
         await pc.setLocalDescription(await pc.createAnswer())
     except OperationError as e:
-        await _close_pc(st, pc, viewer)
+        await _close_pc(st, ch, pc, viewer)
         raise web.HTTPBadRequest(
             text=f"no common video codec: this server sends H.264 only ({e})"
         ) from None
@@ -213,12 +229,15 @@ async def offer(request: web.Request) -> web.Response:
         AssertionError,  # aiortc's SDP parser asserts on some malformed values
         zmq.ZMQError,
     ) as e:
-        await _close_pc(st, pc, viewer)
+        await _close_pc(st, ch, pc, viewer)
         raise web.HTTPBadRequest(text=f"malformed SDP offer: {_first_line(e)}") from None
     except BaseException:
-        await _close_pc(st, pc, viewer)
+        await _close_pc(st, ch, pc, viewer)
         raise
-    st.metrics.viewers.set(len(st.pcs))
+    if ch.closed:  # the camera went away while the offer was answered
+        await _close_pc(st, ch, pc, viewer)
+        raise web.HTTPNotFound(text=f"camera {ch.name} is no longer shown")
+    st.metrics.viewers.labels(ch.name).set(len(ch.pcs))
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
 
@@ -229,16 +248,16 @@ async def offer(request: web.Request) -> web.Response:
 
     @pc.on("connectionstatechange")
     async def on_state() -> None:
-        log.info("viewer %x: %s", id(pc), pc.connectionState)
+        log.info("viewer %x of %s: %s", id(pc), ch.name, pc.connectionState)
         if pc.connectionState == "connected":
             spawn(_keyframes(pc, viewer))
         if pc.connectionState in ("failed", "closed"):
             for t in list(tasks):
                 if t is not asyncio.current_task():
                     t.cancel()
-            await _close_pc(st, pc, viewer)
+            await _close_pc(st, ch, pc, viewer)
 
-    spawn(_reclaim_unconnected(st, pc, viewer))
+    spawn(_reclaim_unconnected(st, ch, pc, viewer))
     answer_sdp = pc.localDescription.sdp
     if st.cfg.web.ice_loopback_only:
         answer_sdp, _ = filter_sdp_to_loopback(answer_sdp)
@@ -260,11 +279,13 @@ async def _keyframes(pc: RTCPeerConnection, viewer: ViewerTrack) -> None:
         viewer.request_keyframe()
 
 
-async def _reclaim_unconnected(st: WebState, pc: RTCPeerConnection, viewer: ViewerTrack) -> None:
+async def _reclaim_unconnected(
+    st: WebState, ch: CameraChannel, pc: RTCPeerConnection, viewer: ViewerTrack
+) -> None:
     """Close a viewer that did not connect within ``web.connect_timeout_s`` (an offer without
     usable candidates, a page closed meanwhile): it would hold a slot and the encoder."""
     await asyncio.sleep(st.cfg.web.connect_timeout_s)
-    if pc in st.pcs and pc.connectionState != "connected":
+    if pc in ch.pcs and pc.connectionState != "connected":
         st.metrics.limit("viewers_timed_out")
         log.info(
             "viewer %x not connected after %gs (%s): closed",
@@ -272,89 +293,67 @@ async def _reclaim_unconnected(st: WebState, pc: RTCPeerConnection, viewer: View
             st.cfg.web.connect_timeout_s,
             pc.connectionState,
         )
-        await _close_pc(st, pc, viewer)
+        await _close_pc(st, ch, pc, viewer)
 
 
-async def _close_pc(st: WebState, pc: RTCPeerConnection, viewer: ViewerTrack) -> None:
+async def _close_pc(
+    st: WebState, ch: CameraChannel, pc: RTCPeerConnection, viewer: ViewerTrack
+) -> None:
     viewer.stop()
-    st.pcs.discard(pc)
-    st.metrics.viewers.set(len(st.pcs))
+    ch.pcs.discard(pc)
+    if not ch.closed:  # a closed camera's series are gone
+        st.metrics.viewers.labels(ch.name).set(len(ch.pcs))
     await pc.close()
 
 
 # --------------------------------------------------------------------------- app
 
 
+async def follow_cameras(st: WebState, every_s: float = 0.5) -> None:
+    """Keep the channels equal to the site monitor's camera list (it asks once a second)."""
+    while True:
+        try:
+            st.channels.sync([c.camera for c in st.site.cameras()])
+        except Exception:  # one bad round must not stop following
+            log.exception("following the camera list failed")
+        await asyncio.sleep(every_s)
+
+
 def create_app(
-    cfg: Config, *, ctx: zmq.Context[Any] | None = None, jobs_root: Path | None = None
+    cfg: Config,
+    *,
+    ctx: zmq.Context[Any] | None = None,
+    jobs_root: Path | None = None,
+    cameras: CameraLister | None = None,
 ) -> web.Application:
-    """The web application; feeds start and stop with it (``on_startup``/``on_cleanup``)."""
-    # the configured camera, or with a cameras mapping that does not name it, the first one
-    camera = cfg.web.camera or cfg.selected_camera() or next(iter(cfg.camera_settings()))
+    """The web application; feeds start and stop with it (``on_startup``/``on_cleanup``).
+    ``cameras``: where the camera list comes from (default: ``camera_lister(cfg)``)."""
+    lister = cameras or camera_lister(cfg)
     m = Metrics()
-    history = FrameHistory()
-
-    def on_annotated(msg: AnnotatedMessage) -> None:
-        m.annotated.inc()
-        m.annotated_n += 1
-        history.add_frame(msg)
-
-    def on_tracks(msg: TracksMessage) -> None:
-        m.tracks.inc()
-        m.tracks_n += 1
-        history.add_tracks(msg)
 
     def on_reject(reason: str) -> None:
         m.rejected.labels(reason).inc()
 
     ann = annotated_feed(
         cfg.bus.annotated,
-        camera,
         max_payload=int(cfg.bus.max_payload_mb * 2**20),
         bus=cfg.bus,
         ctx=ctx,
-        on_message=on_annotated,
         on_reject=on_reject,
     )
-    trk = tracks_feed(
-        cfg.bus.tracks, camera, bus=cfg.bus, ctx=ctx, on_message=on_tracks, on_reject=on_reject
-    )
-
-    def on_sent(latency_s: float | None) -> None:
-        m.frames_sent.inc()
-        m.frames_sent_n += 1
-        if latency_s is not None:
-            m.latency.observe(latency_s)
-            m.latencies.append(latency_s)
-
-    def on_encoded(keyframe: bool) -> None:
-        m.frames_encoded.inc()
-        m.frames_encoded_n += 1
-        if keyframe:
-            m.keyframes.inc()
-
-    def on_dropped(n: int) -> None:
-        m.packets_dropped.inc(n)
+    trk = tracks_feed(cfg.bus.tracks, bus=cfg.bus, ctx=ctx, on_reject=on_reject)
+    site = SiteMonitor(cfg, lister, ctx=ctx)
+    channels = CameraChannels(m, ann, trk, site, cfg.web.video_fps)
+    ann.set_on_message(channels.on_annotated)
+    trk.set_on_message(channels.on_tracks)
+    channels.sync([c.camera for c in lister.initial()])
+    m.add_camera_figures(channels.figures)
 
     app = web.Application(
         middlewares=[busy_middleware, errors_middleware, auth_middleware, body_limit_middleware],
         client_max_size=int(cfg.web.max_body_kb * 1024),
     )
-    state = WebState(
-        cfg,
-        camera,
-        m,
-        ann,
-        trk,
-        VideoHub(ann, cfg.web.video_fps, on_sent, on_encoded, on_dropped),
-        JobManager(cfg, jobs_root),
-        CameraMonitor(cfg, camera, ann, trk),
-        history,
-        set(),
-        RateMeter(),
-        RateMeter(),
-        RateMeter(),
-    )
+    state = WebState(cfg, m, channels, site, ann, trk, JobManager(cfg, jobs_root))
     app[STATE] = state
     app.router.add_get("/", page_index)
     app.router.add_get("/offline", page_offline)
@@ -364,19 +363,20 @@ def create_app(
     app.router.add_post("/offer", offer)
     live_api.add_routes(app)
     offline_api.add_routes(app)
+    follower: list[asyncio.Task[None]] = []
 
     async def start_feeds(app: web.Application) -> None:
         ann.start()
         trk.start()
-        state.monitor.start()
+        site.start()
+        follower.append(asyncio.get_running_loop().create_task(follow_cameras(state)))
 
     async def stop_all(app: web.Application) -> None:
-        for pc in list(state.pcs):
-            await pc.close()
-        state.pcs.clear()
-        state.hub.close()
+        for task in follower:
+            task.cancel()
+        await channels.close()
         await state.jobs.close()
-        state.monitor.close()
+        site.close()
         ann.close()
         trk.close()
 
@@ -386,12 +386,15 @@ def create_app(
 
 
 async def serve(
-    cfg: Config, stop: asyncio.Event, on_ready: Callable[[str], None] | None = None
+    cfg: Config,
+    stop: asyncio.Event,
+    on_ready: Callable[[str], None] | None = None,
+    cameras: CameraLister | None = None,
 ) -> None:
-    """Run the site until ``stop`` is set."""
+    """Run the site until ``stop`` is set; ``cameras`` as for ``create_app``."""
     if cfg.web.ice_loopback_only:
         restrict_ice_to_loopback()
-    app = create_app(cfg)
+    app = create_app(cfg, cameras=cameras)
     # keepalive_timeout also runs before a connection's first request: partial headers end
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=cfg.web.idle_timeout_s)
     await runner.setup()

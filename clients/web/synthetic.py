@@ -1,6 +1,6 @@
 """A stand-in engine for the web client: generated annotated frames and tracks, and a control
 socket, on the contract's topics. For tests, the output benchmark, and trying the page without
-a GPU. It is not the engine: one moving box per phrase of the prompt, masks are the boxes;
+a GPU. It is not the engine: one moving box per phrase of each camera's prompt, masks are the boxes;
 ``add_object`` boxes stay where they were drawn, ``remove_object`` and ``reset`` end them (IDs are
 never reused), and ``reset`` also hides the prompt's boxes until the next ``set_prompt``.
 
@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,8 +69,29 @@ def read_stamp(image: np.ndarray) -> int | None:
     return seq if _checksum(seq) == check else None
 
 
+@dataclass
+class _Camera:
+    """One camera of the stand-in engine: its prompt, drawn objects and frame counter."""
+
+    name: str
+    prompt: str
+    background: np.ndarray
+    prompts_set: int = 0
+    seq: int = 0
+    prompt_hidden: bool = False
+    manual: dict[int, tuple[str, list[float]]] = field(default_factory=dict)
+    next_manual_id: int = 10_000
+    t_capture: OrderedDict[int, int] = field(default_factory=OrderedDict)
+
+    def labels(self) -> list[str]:
+        return [p.strip() for p in self.prompt.split(".") if p.strip()][:8]
+
+
 class SyntheticEngine:
-    """Publishes ``annotated.<camera>`` and ``tracks.<camera>`` at ``fps`` and answers control."""
+    """Publishes ``annotated.<camera>`` and ``tracks.<camera>`` at ``fps`` for every camera of
+    the configuration (or ``cameras``) and answers control as the engine does (v1.1: requests
+    name their camera when there are several; ``cameras``, ``add_camera``, ``remove_camera``;
+    an added camera's frames endpoint is not read: its frames are generated too)."""
 
     def __init__(
         self,
@@ -78,23 +100,24 @@ class SyntheticEngine:
         fps: float = 20.0,
         width: int = 320,
         height: int = 240,
+        cameras: list[str] | None = None,
         ctx: zmq.Context[Any] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.camera = cfg.camera
         self.fps = fps
         self.width, self.height = width, height
-        self.prompt = cfg.engine.prompt
         self.published = 0
-        self.prompts_set = 0
         self.requests: deque[dict[str, Any]] = deque(maxlen=1000)  # newest valid requests
-        self._manual: dict[int, tuple[str, list[float]]] = {}
-        self._next_manual_id = 10_000
-        self._prompt_hidden = False
         self._ctx = ctx or zmq.Context.instance()
         self._renderer = Renderer(jpeg_quality=85)
-        self._t_capture: OrderedDict[int, int] = OrderedDict()
         self._lock = threading.Lock()
+        self._cameras: dict[str, _Camera] = {}
+        self._added = 0
+        settings = cfg.camera_settings()
+        for name in cameras if cameras is not None else list(settings):
+            cam = settings.get(name)
+            self._add(name, cam.engine.prompt if cam is not None else cfg.engine.prompt)
+        self.camera = next(iter(self._cameras), cfg.camera)  # the first camera
         self._stop = threading.Event()
         self._ann = zbus.bind(self._ctx, zmq.PUB, cfg.bus.annotated, cfg.bus)
         self._trk = zbus.bind(self._ctx, zmq.PUB, cfg.bus.tracks, cfg.bus)
@@ -103,6 +126,13 @@ class SyntheticEngine:
             threading.Thread(target=self._publish_loop, name="synthetic-publish", daemon=True),
             threading.Thread(target=self._control_loop, name="synthetic-control", daemon=True),
         ]
+
+    def _add(self, name: str, prompt: str) -> None:
+        rng = np.random.default_rng(self._added)
+        base = rng.integers(30, 90, size=(self.height, self.width, 3), dtype=np.uint8)
+        tint = np.array(((self._added * 67) % 60, (self._added * 29) % 60, 0), np.uint8)
+        self._added += 1
+        self._cameras[name] = _Camera(name, prompt, base + tint)
 
     def start(self) -> SyntheticEngine:
         for t in self._threads:
@@ -123,38 +153,78 @@ class SyntheticEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def t_capture_of(self, seq: int) -> int | None:
+    @property
+    def cameras(self) -> list[str]:
         with self._lock:
-            return self._t_capture.get(seq)
+            return list(self._cameras)
 
-    def labels(self) -> list[str]:
-        return [p.strip() for p in self.prompt.split(".") if p.strip()][:8]
+    def prompt_of(self, camera: str) -> str:
+        with self._lock:
+            return self._cameras[camera].prompt
 
-    def _objects(self, seq: int) -> tuple[list[int], list[str], np.ndarray]:
-        labels = [] if self._prompt_hidden else self.labels()
-        ids = [self.prompts_set * 100 + i + 1 for i in range(len(labels))]
+    @property
+    def prompt(self) -> str:
+        """The first camera's prompt."""
+        return self.prompt_of(self.camera)
+
+    def t_capture_of(self, seq: int, camera: str | None = None) -> int | None:
+        with self._lock:
+            cam = self._cameras.get(camera or self.camera)
+            return None if cam is None else cam.t_capture.get(seq)
+
+    def labels(self, camera: str | None = None) -> list[str]:
+        with self._lock:
+            return self._cameras[camera or self.camera].labels()
+
+    def _objects(self, cam: _Camera) -> tuple[list[int], list[str], np.ndarray]:
+        labels = [] if cam.prompt_hidden else cam.labels()
+        ids = [cam.prompts_set * 100 + i + 1 for i in range(len(labels))]
         boxes: list[list[float]] = []
-        w, h = self.width, self.height
+        w, h, seq = self.width, self.height, cam.seq
         for i in range(len(labels)):
             bw, bh = w // 5, h // 4
             x = int((seq * (3 + i) + i * w // 3) % (w - bw))
             y = STAMP_ROWS + 4 + int((i * bh * 1.2) % (h - bh - STAMP_ROWS - 4))
             boxes.append([float(x), float(y), float(x + bw), float(y + bh)])
-        with self._lock:
-            manual = sorted(self._manual.items())
-        for tid, (label, box) in manual:
+        for tid, (label, box) in sorted(cam.manual.items()):
             ids.append(tid)
             labels.append(label)
             boxes.append(box)
         return ids, labels, np.array(boxes, np.float32).reshape(-1, 4)
 
+    def _camera_of(self, name: str | None) -> _Camera | str:
+        """The camera a request addresses, or the error reply's text."""
+        known = ", ".join(self._cameras) or "none"
+        if name is None:
+            if len(self._cameras) == 1:
+                return next(iter(self._cameras.values()))
+            return f"this engine serves several cameras ({known}): the request must name one in 'camera'"
+        cam = self._cameras.get(name)
+        return cam if cam is not None else f"unknown camera {name!r} (cameras: {known})"
+
     def _control(self, req: Any) -> bytes:
-        """The reply to one parsed control request (other than stats)."""
+        """The reply to one parsed control request (other than stats and cameras)."""
+        with self._lock:
+            if req.cmd == "add_camera":
+                if req.camera in self._cameras:
+                    return control_reply(False, error=f"camera {req.camera!r} is already served")
+                self._add(req.camera, req.prompt if req.prompt is not None else "")
+                return control_reply(True)
+            if req.cmd == "remove_camera":
+                if self._cameras.pop(req.camera, None) is None:
+                    return control_reply(False, error=f"unknown camera {req.camera!r}")
+                return control_reply(True)
+            cam = self._camera_of(req.camera)
+            if isinstance(cam, str):
+                return control_reply(False, error=cam)
+            return self._camera_control(cam, req)
+
+    def _camera_control(self, cam: _Camera, req: Any) -> bytes:
         if req.cmd == "set_prompt":
-            self.prompt = req.prompt
-            self.prompts_set += 1
-            self._prompt_hidden = False
-            return control_reply(True, labels=self.labels())
+            cam.prompt = req.prompt
+            cam.prompts_set += 1
+            cam.prompt_hidden = False
+            return control_reply(True, labels=cam.labels())
         if req.cmd == "add_object":
             x1, y1, x2, y2 = (float(v) for v in req.box)
             if (
@@ -171,73 +241,109 @@ class SyntheticEngine:
                 min(float(self.width), x2),
                 min(float(self.height), y2),
             ]
-            with self._lock:
-                tid = self._next_manual_id
-                self._next_manual_id += 1
-                self._manual[tid] = (req.label, box)
+            tid = cam.next_manual_id
+            cam.next_manual_id += 1
+            cam.manual[tid] = (req.label, box)
             return control_reply(True, id=tid)
         if req.cmd == "remove_object":
-            with self._lock:
-                found = self._manual.pop(req.id, None) is not None
-            if not found:
+            if cam.manual.pop(req.id, None) is None:
                 return control_reply(False, error=f"no tracked object with id {req.id}")
             return control_reply(True)
         if req.cmd != "reset":
             return control_reply(False, error=f"{req.cmd} is not supported by the synthetic engine")
-        with self._lock:
-            self._manual.clear()
-        self._prompt_hidden = True
+        cam.manual.clear()
+        cam.prompt_hidden = True
         return control_reply(True)
+
+    def _frame(self, cam: _Camera) -> tuple[TracksMessage, AnnotatedMessage]:
+        """The next frame of ``cam`` (under the lock: its objects are read)."""
+        t_capture = time.time_ns()
+        seq = cam.seq
+        ids, labels, boxes = self._objects(cam)
+        masks = np.zeros((len(ids), self.height, self.width), bool)
+        for k, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
+            masks[k, y1:y2, x1:x2] = True
+        image = self._renderer.draw(cam.background, ids, labels, [0.9] * len(ids), boxes, masks)
+        stamp(image, seq)
+        objects = [
+            TrackedObject.model_construct(
+                id=i,
+                label=lab,
+                score=0.9,
+                box=[float(v) for v in b],
+                mask=encode_mask(m),
+                age=seq,
+                state="tracked",
+            )
+            for i, lab, b, m in zip(ids, labels, boxes, masks, strict=True)
+        ]
+        cam.t_capture[seq] = t_capture
+        while len(cam.t_capture) > 4096:
+            cam.t_capture.popitem(last=False)
+        cam.seq += 1
+        tracks = TracksMessage.build(
+            cam.name, seq, t_capture, self.width, self.height, cam.prompt, objects
+        )
+        ann = AnnotatedMessage(
+            cam.name, seq, t_capture, self.width, self.height, len(ids), encode_jpeg(image, 85)
+        )
+        return tracks, ann
 
     def _publish_loop(self) -> None:
         period = 1.0 / self.fps
         next_at = time.monotonic()
-        seq = 0
-        rng = np.random.default_rng(0)
-        background = rng.integers(30, 90, size=(self.height, self.width, 3), dtype=np.uint8)
         while not self._stop.is_set():
-            t_capture = time.time_ns()
-            ids, labels, boxes = self._objects(seq)
-            masks = np.zeros((len(ids), self.height, self.width), bool)
-            for k, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
-                masks[k, y1:y2, x1:x2] = True
-            image = self._renderer.draw(background, ids, labels, [0.9] * len(ids), boxes, masks)
-            stamp(image, seq)
-            objects = [
-                TrackedObject.model_construct(
-                    id=i,
-                    label=lab,
-                    score=0.9,
-                    box=[float(v) for v in b],
-                    mask=encode_mask(m),
-                    age=seq,
-                    state="tracked",
-                )
-                for i, lab, b, m in zip(ids, labels, boxes, masks, strict=True)
-            ]
             with self._lock:
-                self._t_capture[seq] = t_capture
-                while len(self._t_capture) > 4096:
-                    self._t_capture.popitem(last=False)
-            tracks = TracksMessage.build(
-                self.camera, seq, t_capture, self.width, self.height, self.prompt, objects
-            )
-            ann = AnnotatedMessage(
-                self.camera,
-                seq,
-                t_capture,
-                self.width,
-                self.height,
-                len(ids),
-                encode_jpeg(image, 85),
-            )
-            self._trk.send_multipart(tracks.to_parts())
-            self._ann.send_multipart(ann.to_parts())
+                cams = list(self._cameras.values())
+            for cam in cams:
+                with self._lock:
+                    tracks, ann = self._frame(cam)
+                self._trk.send_multipart(tracks.to_parts())
+                self._ann.send_multipart(ann.to_parts())
             self.published += 1
-            seq += 1
             next_at += period
             self._stop.wait(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at, time.monotonic() - period)
+
+    def _stats(self) -> dict[str, Any]:
+        with self._lock:
+            per: dict[str, dict[str, Any]] = {
+                name: {
+                    "camera": name,
+                    "fps_in": self.fps,
+                    "fps_out": self.fps,
+                    "frames_dropped": 0,
+                    "objects": len(c.labels()) + len(c.manual),
+                    "prompt": c.prompt,
+                }
+                for name, c in self._cameras.items()
+            }
+        first = next(iter(per.values()), {})
+        flat = (
+            first
+            if len(per) == 1
+            else {
+                "fps_in": self.fps * len(per),
+                "fps_out": self.fps * len(per),
+                "frames_dropped": 0,
+                "objects": sum(p["objects"] for p in per.values()),
+            }
+        )
+        return {**flat, "cameras": per}
+
+    def _camera_list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {
+                    "camera": name,
+                    "state": "live",
+                    "fps": self.fps,
+                    "objects": len(c.labels()) + len(c.manual),
+                    "prompt": c.prompt,
+                    "frames": None,
+                }
+                for name, c in self._cameras.items()
+            ]
 
     def _control_loop(self) -> None:
         while not self._stop.is_set():
@@ -251,13 +357,8 @@ class SyntheticEngine:
                 continue
             self.requests.append(json.loads(raw))
             if req.cmd == "stats":
-                stats = {
-                    "fps_in": self.fps,
-                    "fps_out": self.fps,
-                    "frames_dropped": 0,
-                    "objects": len(self.labels()) + len(self._manual),
-                    "prompt": self.prompt,
-                }
-                self._rep.send(json.dumps({"ok": True, "stats": stats}).encode())
+                self._rep.send(json.dumps({"ok": True, "stats": self._stats()}).encode())
+            elif req.cmd == "cameras":
+                self._rep.send(control_reply(True, cameras=self._camera_list()))
             else:
                 self._rep.send(self._control(req))

@@ -324,7 +324,8 @@ class LiveEncoder:
 
 
 class VideoHub:
-    """One shared encoder per camera (this process serves one camera), fanned out to viewers."""
+    """One camera's shared encoder, fanned out to that camera's viewers (the web server has
+    one hub per camera it shows)."""
 
     def __init__(
         self,

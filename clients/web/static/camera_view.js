@@ -1,6 +1,9 @@
 // CameraView: one camera's view on the live page (video, camera banner, prompt box, object
 // list with per-object control, numbers). Every request names its camera (?camera=NAME), so a
-// page can hold one view per camera; the live page makes one per camera the server lists.
+// page can hold one view per camera; the live page makes one per camera the server lists, and
+// sets each one's mode: "single" (the only camera), "tile" (one of the grid), "enlarged" (the
+// camera shown large) or "thumb" (a small live picture beside the enlarged one). Each view has
+// its own WebRTC peer connection, so cameras come and go without touching the others.
 "use strict";
 
 // supervision's ColorPalette.DEFAULT, indexed by track id as the renderer does
@@ -22,12 +25,21 @@ function fmt(v, unit, digits = 1) {
   return v === null || v === undefined ? "–" : (typeof v === "number" ? v.toFixed(digits) : v) + (unit || "");
 }
 
+// How often a view asks for its objects and numbers, by mode (ms): a grid of many cameras
+// asks less often than the one camera being worked with.
+const POLL_MS = { single: [300, 1000], enlarged: [300, 1000], tile: [700, 1500], thumb: [2000, 2000] };
+
 class CameraView {
-  constructor(container, camera) {
+  // page: {enlarge(camera|null), isActive(view), touch(view)}
+  constructor(container, camera, page = null) {
     this.camera = camera;
+    this.page = page;
+    this.mode = "single";
+    this.alive = true;
     this.awaiting = null;         // {id, until}: an object just added, not listed yet
     const node = document.getElementById("camera-view").content.firstElementChild.cloneNode(true);
     node.dataset.camera = camera;
+    node.dataset.mode = this.mode;
     container.appendChild(node);
     this.root = node;
     this.el = {};
@@ -51,6 +63,33 @@ class CameraView {
     this.pollStats();
   }
 
+  // The view's mode on the page (see the top of this file).
+  setMode(mode) {
+    if (mode === this.mode) return;
+    const was = this.mode;
+    this.mode = mode;
+    this.root.dataset.mode = mode;
+    const enlarge = this.el.enlarge;
+    enlarge.hidden = mode === "single";
+    text(enlarge, mode === "enlarged" ? "All cameras" : "Enlarge");
+    enlarge.title = mode === "enlarged" ? "back to the grid of cameras" : "this camera large, the others small";
+    this.overlay.enabled = mode !== "thumb";
+    this.el.overlay.title = mode === "thumb" ? "show this camera large" : "click an object to select it; drag to add one";
+    const numbers = this.root.querySelector("details");
+    if (mode === "tile") numbers.open = false;
+    else if (was === "tile" || was === "single") numbers.open = true;
+  }
+
+  // The view is gone (its camera is no longer served): stop polling, close the connection.
+  destroy() {
+    this.alive = false;
+    if (this.pc) { this.pc.close(); this.pc = null; }
+    document.removeEventListener("keydown", this.onKey);
+    document.removeEventListener("fullscreenchange", this.onFullscreen);
+    this.root.remove();
+  }
+
+  pollDelay(which) { return (POLL_MS[this.mode] || POLL_MS.single)[which]; }
   url(path) { return path + (path.includes("?") ? "&" : "?") + "camera=" + encodeURIComponent(this.camera); }
 
   say(message, isError = false) {
@@ -91,21 +130,34 @@ class CameraView {
     el["relabel-form"].addEventListener("submit", (ev) => { ev.preventDefault(); this.relabelSelected(); });
     el.snapshot.addEventListener("click", () => this.snapshot());
     el.fullscreen.addEventListener("click", () => this.toggleFullscreen());
-    document.addEventListener("keydown", (ev) => {
-      if (ev.target !== document.body && !this.root.contains(ev.target)) return;
+    el.enlarge.addEventListener("click", () => {
+      if (this.page) this.page.enlarge(this.mode === "enlarged" ? null : this.camera);
+    });
+    el.stage.addEventListener("click", () => {
+      if (this.mode === "thumb" && this.page) this.page.enlarge(this.camera);
+    });
+    // keys go to the view last used (the only one, or the enlarged one, by default)
+    this.root.addEventListener("pointerdown", () => { if (this.page) this.page.touch(this); });
+    this.root.addEventListener("focusin", () => { if (this.page) this.page.touch(this); });
+    this.onKey = (ev) => {
+      const here = this.root.contains(ev.target);
+      if (!here && (ev.target !== document.body || (this.page && !this.page.isActive(this)))) return;
       if (ev.key === "Delete" && this.selected !== null && !/INPUT|SELECT/.test(ev.target.tagName)) this.removeSelected();
       if (ev.key === "Escape") this.select(null);
-    });
-    document.addEventListener("fullscreenchange", () => {
+    };
+    this.onFullscreen = () => {
       this.root.classList.toggle("is-fullscreen", document.fullscreenElement === el.view);
       this.overlay.redraw();
-    });
+    };
+    document.addEventListener("keydown", this.onKey);
+    document.addEventListener("fullscreenchange", this.onFullscreen);
   }
 
   // ------------------------------------------------------------------ video
 
   async startVideo() {
     if (this.pc) { this.pc.close(); this.pc = null; }
+    if (!this.alive) return;
     const conn = new RTCPeerConnection({ iceServers: [] });
     this.pc = conn;
     conn.addTransceiver("video", { direction: "recvonly" });
@@ -113,8 +165,8 @@ class CameraView {
     conn.onconnectionstatechange = () => {
       this.videoState = conn.connectionState;
       this.renderStatusLine();
-      if (conn === this.pc && (conn.connectionState === "failed" || conn.connectionState === "closed")) {
-        setTimeout(() => this.startVideo(), 2000);
+      if (conn === this.pc && this.alive && (conn.connectionState === "failed" || conn.connectionState === "closed")) {
+        setTimeout(() => { if (conn === this.pc) this.startVideo(); }, 2000);
       }
     };
     try {
@@ -123,9 +175,10 @@ class CameraView {
       const answer = await this.call("/offer", "POST", { sdp: conn.localDescription.sdp, type: conn.localDescription.type });
       await conn.setRemoteDescription(answer);
     } catch (e) {
+      if (conn !== this.pc) return;  // replaced or destroyed meanwhile
       this.videoState = e.message + " (retrying)";
       this.renderStatusLine();
-      setTimeout(() => this.startVideo(), 2000);
+      setTimeout(() => { if (conn === this.pc) this.startVideo(); }, 2000);
     }
   }
 
@@ -137,8 +190,9 @@ class CameraView {
   // ------------------------------------------------------------------ objects
 
   async pollObjects() {
+    if (!this.alive) return;
     try { this.renderObjects(await this.call("/api/objects", "GET")); } catch (e) { /* the stats poll shows it */ }
-    setTimeout(() => this.pollObjects(), 300);
+    setTimeout(() => this.pollObjects(), this.pollDelay(0));
   }
 
   renderObjects(data) {
@@ -266,7 +320,7 @@ class CameraView {
     try {
       const snap = await this.call("/api/snapshot", "GET");
       const base = "promptcam-" + snap.camera + "-" + snap.seq;
-      download(withToken(snap.image + "?camera=" + encodeURIComponent(this.camera)), base + ".png");
+      download(withToken(snap.image), base + ".png");
       const blob = new Blob([JSON.stringify(snap.tracks, null, 1)], { type: "application/json" });
       const href = URL.createObjectURL(blob);
       download(href, base + ".json");
@@ -278,6 +332,7 @@ class CameraView {
   // ------------------------------------------------------------------ state and numbers
 
   async pollStats() {
+    if (!this.alive) return;
     try {
       this.renderStats(await this.call("/api/stats", "GET"));
     } catch (e) {
@@ -285,7 +340,7 @@ class CameraView {
       this.renderBanner();
       text(this.el["stats-error"], e.message);
     }
-    setTimeout(() => this.pollStats(), 1000);
+    setTimeout(() => this.pollStats(), this.pollDelay(1));
   }
 
   renderBanner() {

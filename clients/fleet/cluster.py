@@ -1,0 +1,146 @@
+"""Joining a Ray cluster (or starting a local one) and checking it can run the fleet.
+
+``connect`` fails fast with one line on an address that does not answer (a TCP check of the GCS
+port first, so ``ray.init`` never waits out its own retries), and ``check_resources`` turns the
+fleet section into what Ray schedules (engines, GPUs per engine) or says which resource the
+cluster lacks. A local instance (no ``--address``) is a one-node cluster bound to loopback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from clients.fleet.node import is_loopback
+from stream.config import Config
+from stream.errors import PromptcamError
+
+log = logging.getLogger(__name__)
+
+# Ray reads this when it is imported: "0" makes a local instance use the loopback address as
+# its node address (and bind there), instead of the machine's outward address.
+LOCAL_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+REACH_TIMEOUT_S = 3.0
+
+
+class FleetError(PromptcamError):
+    """The fleet cannot start or a fleet command cannot be carried out; one line."""
+
+
+def namespace(cfg: Config) -> str:
+    return f"promptcam-{cfg.fleet.name}"
+
+
+def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """A TCP connection to ``HOST:PORT`` (the GCS), or a one-line ``FleetError``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise FleetError(f"bad Ray address {address!r}: expected HOST:PORT (or auto)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        why = e.strerror or e.__class__.__name__
+        raise FleetError(f"cannot reach the Ray cluster at {address}: {why}") from None
+
+
+@dataclass(frozen=True)
+class Connection:
+    address: str
+    local: bool  # a Ray instance this process started (it ends with this process)
+    node_id: str  # the node this process runs on
+
+
+def connect(address: str | None, cfg: Config, *, log_to_driver: bool) -> Connection:
+    """Join the cluster at ``address`` ("auto": the one ``ray start`` started on this host), or
+    start a local one-node instance when ``address`` is None."""
+    if address is None:
+        os.environ.setdefault(LOCAL_LOOPBACK_ENV, "0")
+    elif address != "auto":
+        check_reachable(address)
+    import ray
+
+    kwargs: dict[str, Any] = {
+        "namespace": namespace(cfg),
+        "logging_level": logging.WARNING,
+        "log_to_driver": log_to_driver,
+    }
+    try:
+        if address is None:
+            ctx = ray.init(num_cpus=cfg.fleet.local_cpus, include_dashboard=False, **kwargs)
+        else:
+            ctx = ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        where = address or "a local instance"
+        raise FleetError(f"cannot connect to the Ray cluster ({where}): {first[:200]}") from None
+    info: dict[str, Any] = getattr(ctx, "address_info", {})
+    return Connection(
+        address=str(info.get("gcs_address", address or "")),
+        local=address is None,
+        node_id=ray.get_runtime_context().get_node_id(),
+    )
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def resolve_fleet(cfg: Config) -> Config:
+    """``cfg`` with the fleet section resolved against the cluster (engine count, GPUs per
+    engine), or a ``FleetError`` naming what the cluster lacks."""
+    nodes = alive_nodes()
+    resources: dict[str, float] = {}
+    for n in nodes:
+        for k, v in n.get("Resources", {}).items():
+            resources[k] = resources.get(k, 0.0) + float(v)
+    f = cfg.fleet
+    gpus = resources.get("GPU", 0.0)
+    engine_gpus = f.engine_gpus if f.engine_gpus is not None else (1.0 if gpus else 0.0)
+    engines = f.engines or (max(1, int(gpus // engine_gpus)) if engine_gpus else 1)
+    if engine_gpus and gpus < engines * engine_gpus:
+        raise FleetError(
+            f"{engines} engines need {engine_gpus:g} GPU each, but the cluster has {gpus:g} GPUs "
+            "(set fleet.engines, or fleet.engine_gpus: 0 for CPU engines)"
+        )
+    cpus = resources.get("CPU", 0.0)
+    if engines * f.engine_cpus > cpus:
+        raise FleetError(
+            f"{engines} engines need {f.engine_cpus:g} CPU each, but the cluster has {cpus:g} CPUs "
+            "(set fleet.engines or fleet.engine_cpus)"
+        )
+    labels = sorted(
+        k
+        for k in resources
+        if k not in ("CPU", "GPU", "memory", "object_store_memory") and not k.startswith("node:")
+    )
+    wanted = [(f"fleet.engine_resources[{k}]", r) for k, r in enumerate(f.engine_resources)]
+    wanted += [(f"fleet.capture_resources.{c}", r) for c, r in f.capture_resources.items()]
+    for key, label in wanted:
+        if label not in resources:
+            raise FleetError(
+                f"{key}: no node of the cluster has resource {label!r} (nodes have: "
+                f"{', '.join(labels) or 'no custom resources'}); start one with "
+                f"ray start ... --resources='{{\"{label}\": 1}}'"
+            )
+    curve = f.curve
+    if curve == "auto":  # links may cross hosts: more than one node, or a node off loopback
+        off_host = any(not is_loopback(n.get("NodeManagerAddress", "")) for n in nodes)
+        curve = "on" if len(nodes) > 1 or off_host else "off"
+    tree = cfg.model_dump(mode="json")
+    tree["fleet"].update(engines=engines, engine_gpus=engine_gpus, curve=curve)
+    if engine_gpus and cfg.models.device == "auto":
+        tree["models"]["device"] = "cuda"
+    return Config.model_validate(tree)
+
+
+def named_actors(ns: str) -> list[str]:
+    """Names of the live named actors in namespace ``ns``."""
+    from ray.util import list_named_actors
+
+    return sorted(a["name"] for a in list_named_actors(all_namespaces=True) if a["namespace"] == ns)
