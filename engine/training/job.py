@@ -82,11 +82,31 @@ class Budget:
 BUDGETS = {
     "full": Budget(
         DetectorSchedule(steps=2400, batch=4, lr=3e-4, warmup=200, log_every=50),
-        Sam2Schedule(steps=1200, clips=2, frames=4, objects=3, lr=1e-3, warmup=100, log_every=50),
+        Sam2Schedule(
+            steps=4500,
+            clips=2,
+            frames=4,
+            objects=3,
+            lr=1e-3,
+            warmup=150,
+            log_every=50,
+            image_steps=3000,
+        ),
     ),
     "tiny": Budget(
         DetectorSchedule(steps=24, batch=2, lr=3e-4, warmup=4, log_every=8),
-        Sam2Schedule(steps=24, clips=1, frames=3, objects=2, lr=1e-3, warmup=4, log_every=8),
+        Sam2Schedule(
+            steps=24,
+            clips=1,
+            frames=3,
+            objects=2,
+            lr=1e-3,
+            warmup=4,
+            log_every=8,
+            image_steps=12,
+            image_clips=2,
+            image_objects=2,
+        ),
     ),
 }
 

@@ -1,6 +1,8 @@
 """Training the demo SAM 2 on short clips of generated scenes, with the ``sam2`` package's modules.
 
-One step: a few clips (frames of one scene each) go through the image encoder in one batch;
+Training starts on single images (``Sam2Schedule.image_steps``: the prompt -> mask map, as SAM
+2 is trained on images before videos), then goes on with clips. One clip step: a few clips
+(frames of one scene each) go through the image encoder in one batch;
 every chosen object is prompted on its clip's first frame (a jittered box, or one click inside
 it) and then followed frame by frame through the memory path (memory attention over the
 conditioning frame's and recent frames' memories and object pointers, mask decoder, memory
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -48,6 +50,20 @@ class Sam2Schedule:
     clip_grad: float = 1.0
     click_share: float = 0.2  # steps prompted with one click instead of a box
     log_every: int = 25
+    # The first ``image_steps`` of ``steps`` are single frames (no memory), ``image_clips``
+    # images of up to ``image_objects`` prompted objects each: how SAM 2 itself is trained on
+    # images before videos. Learning the prompt -> mask map there is several times faster than
+    # in clips, where the first frame is the only prompted one (measured: after 800 image steps
+    # the prompted frame's IoU was 0.4-0.8; after 1,250 clip steps 0.0-0.3).
+    image_steps: int = 0
+    image_clips: int = 4
+    image_objects: int = 6
+
+    def phase(self, step: int) -> Sam2Schedule:
+        """The batch shape of ``step``: an image step or a clip step."""
+        if step < self.image_steps:
+            return replace(self, clips=self.image_clips, frames=1, objects=self.image_objects)
+        return self
 
 
 @dataclass
@@ -219,7 +235,7 @@ def train_sam2(
         for group in opt.param_groups:
             group["lr"] = schedule.lr * lr_factor(step, schedule)
         click = bool(rng.random() < schedule.click_share)
-        parts = clip_loss(model, make_clip_batch(schedule, size, rng, click))
+        parts = clip_loss(model, make_clip_batch(schedule.phase(step), size, rng, click))
         loss = parts["mask"] + parts["iou"] + parts["score"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
