@@ -75,40 +75,29 @@ class TrainConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Budget:
-    detector: DetectorSchedule
+    """Step counts of one budget. The detector trains in stages: each a warm restart (a fresh
+    optimizer, warm-up then cosine decay, its own data stream), from where the last one ended."""
+
+    detector: tuple[DetectorSchedule, ...]
     sam2: Sam2Schedule
 
 
 BUDGETS = {
     "full": Budget(
-        DetectorSchedule(steps=2400, batch=4, lr=3e-4, warmup=200, log_every=50),
-        Sam2Schedule(
-            steps=4500,
-            clips=2,
-            frames=4,
-            objects=3,
-            lr=1e-3,
-            warmup=150,
-            log_every=50,
-            image_steps=3000,
+        (
+            DetectorSchedule(steps=2400, batch=4, lr=3e-4, warmup=200, log_every=50),
+            DetectorSchedule(steps=2000, batch=4, lr=1.5e-4, warmup=50, log_every=50),
         ),
+        Sam2Schedule(steps=4500, clips=2, frames=4, objects=3, lr=1e-3, warmup=150, log_every=50, image_steps=3000),
     ),
     "tiny": Budget(
-        DetectorSchedule(steps=24, batch=2, lr=3e-4, warmup=4, log_every=8),
-        Sam2Schedule(
-            steps=24,
-            clips=1,
-            frames=3,
-            objects=2,
-            lr=1e-3,
-            warmup=4,
-            log_every=8,
-            image_steps=12,
-            image_clips=2,
-            image_objects=2,
+        (
+            DetectorSchedule(steps=16, batch=2, lr=3e-4, warmup=4, log_every=8),
+            DetectorSchedule(steps=8, batch=2, lr=1.5e-4, warmup=2, log_every=8),
         ),
+        Sam2Schedule(steps=24, clips=1, frames=3, objects=2, lr=1e-3, warmup=4, log_every=8, image_steps=12, image_clips=2, image_objects=2),
     ),
-}
+}  # fmt: skip
 
 
 @dataclass
@@ -139,29 +128,56 @@ def _detector_loss(model: Any, batches: list[dict[str, Any]]) -> float:
     return float(np.mean(losses))
 
 
-def train_detector(tc: TrainConfig, schedule: DetectorSchedule) -> ModelReport:
+def stage_rng(seed: int, stage: int) -> np.random.Generator:
+    """The data stream of detector stage ``stage`` (each stage its own, so that a stage run from
+    the previous stage's saved weights draws what it would have drawn in one process)."""
+    return np.random.default_rng([seed, 2] if stage == 0 else [seed, 2, stage])
+
+
+def train_detector_stage(
+    model: Any,
+    processor: Any,
+    seed: int,
+    stage: int,
+    schedule: DetectorSchedule,
+    on_log: Any = None,
+) -> None:
+    """Detector stage ``stage`` on ``model`` in place: torch seeded, a fresh optimizer."""
+    torch.manual_seed(seed + stage)
+    run_detector(model, processor, schedule, stage_rng(seed, stage), on_log=on_log)
+
+
+def train_detector(tc: TrainConfig, stages: tuple[DetectorSchedule, ...]) -> ModelReport:
     torch.manual_seed(tc.seed)
     model, processor = build_detector(tc.arch / DETECTOR_DIR, tc.seed)
     held_rng = np.random.default_rng([tc.seed, 1])
     held = [make_batch(processor, held_rng, 2) for _ in range(2)]
     before = _detector_loss(model, held)
     curve: list[tuple[int, float]] = []
-    rng = np.random.default_rng([tc.seed, 2])
     target = tc.out / DETECTOR_DIR
     target.mkdir(parents=True, exist_ok=True)
+    total = sum(s.steps for s in stages)
+    done = 0
 
     def logged(step: int, loss: float, _parts: dict[str, float]) -> None:
-        curve.append((step, loss))
-        if step % SNAPSHOT_EVERY == 0 and step < schedule.steps:
+        curve.append((done + step, loss))
+        if (done + step) % SNAPSHOT_EVERY == 0 and done + step < total:
             model.save_pretrained(target)  # a snapshot: a stopped run leaves usable weights
             processor.save_pretrained(target)
 
-    _, wall, cpu = _timed(lambda: run_detector(model, processor, schedule, rng, on_log=logged))
+    wall, cpu = 0.0, 0.0
+    for k, schedule in enumerate(stages):
+        _, w, c = _timed(
+            lambda k=k, schedule=schedule: train_detector_stage(
+                model, processor, tc.seed, k, schedule, on_log=logged
+            )
+        )
+        wall, cpu, done = wall + w, cpu + c, done + schedule.steps
     after = _detector_loss(model, held)
     model.save_pretrained(target)
     processor.save_pretrained(target)
     log.info("detector: held-back loss %.3f -> %.3f; saved to %s", before, after, target)
-    return ModelReport(schedule.steps, wall, cpu, curve, before, after)
+    return ModelReport(total, wall, cpu, curve, before, after)
 
 
 def _sam2_loss(model: Any, batches: list[Any]) -> float:
@@ -215,7 +231,7 @@ def train_one(tc: TrainConfig, which: str) -> dict[str, Any]:
     torch.set_num_threads(tc.threads)
     if which == "detector":
         report = asdict(train_detector(tc, budget.detector))
-        report["schedule"] = asdict(budget.detector)
+        report["schedule"] = [asdict(stage) for stage in budget.detector]
     else:
         report = asdict(train_sam2_model(tc, budget.sam2))
         report["schedule"] = asdict(budget.sam2)
