@@ -79,7 +79,7 @@ class Budget:
     optimizer, warm-up then cosine decay, its own data stream), from where the last one ended."""
 
     detector: tuple[DetectorSchedule, ...]
-    sam2: Sam2Schedule
+    sam2: tuple[Sam2Schedule, ...]  # stages too
 
 
 BUDGETS = {
@@ -88,14 +88,20 @@ BUDGETS = {
             DetectorSchedule(steps=2400, batch=4, lr=3e-4, warmup=200, log_every=50),
             DetectorSchedule(steps=2000, batch=4, lr=1.5e-4, warmup=50, log_every=50),
         ),
-        Sam2Schedule(steps=4500, clips=2, frames=4, objects=3, lr=1e-3, warmup=150, log_every=50, image_steps=3000),
+        (
+            Sam2Schedule(steps=4500, clips=2, frames=4, objects=3, lr=1e-3, warmup=150, log_every=50, image_steps=3000),
+            Sam2Schedule(steps=2500, clips=2, frames=4, objects=3, lr=5e-4, warmup=50, log_every=50),
+        ),
     ),
     "tiny": Budget(
         (
             DetectorSchedule(steps=16, batch=2, lr=3e-4, warmup=4, log_every=8),
             DetectorSchedule(steps=8, batch=2, lr=1.5e-4, warmup=2, log_every=8),
         ),
-        Sam2Schedule(steps=24, clips=1, frames=3, objects=2, lr=1e-3, warmup=4, log_every=8, image_steps=12, image_clips=2, image_objects=2),
+        (
+            Sam2Schedule(steps=24, clips=1, frames=3, objects=2, lr=1e-3, warmup=4, log_every=8, image_steps=12, image_clips=2, image_objects=2),
+            Sam2Schedule(steps=8, clips=1, frames=3, objects=2, lr=5e-4, warmup=2, log_every=8),
+        ),
     ),
 }  # fmt: skip
 
@@ -128,10 +134,13 @@ def _detector_loss(model: Any, batches: list[dict[str, Any]]) -> float:
     return float(np.mean(losses))
 
 
-def stage_rng(seed: int, stage: int) -> np.random.Generator:
-    """The data stream of detector stage ``stage`` (each stage its own, so that a stage run from
-    the previous stage's saved weights draws what it would have drawn in one process)."""
-    return np.random.default_rng([seed, 2] if stage == 0 else [seed, 2, stage])
+def stage_rng(seed: int, stream: int, stage: int) -> np.random.Generator:
+    """The data stream of a model's stage ``stage`` (each stage its own, and torch re-seeded at
+    the start of every later stage, so that a stage run from the previous stage's saved weights
+    trains exactly as it would have in one process)."""
+    if stage > 0:
+        torch.manual_seed(seed + stage)
+    return np.random.default_rng([seed, stream] if stage == 0 else [seed, stream, stage])
 
 
 def train_detector_stage(
@@ -142,9 +151,8 @@ def train_detector_stage(
     schedule: DetectorSchedule,
     on_log: Any = None,
 ) -> None:
-    """Detector stage ``stage`` on ``model`` in place: torch seeded, a fresh optimizer."""
-    torch.manual_seed(seed + stage)
-    run_detector(model, processor, schedule, stage_rng(seed, stage), on_log=on_log)
+    """Detector stage ``stage`` on ``model`` in place, with a fresh optimizer."""
+    run_detector(model, processor, schedule, stage_rng(seed, 2, stage), on_log=on_log)
 
 
 def train_detector(tc: TrainConfig, stages: tuple[DetectorSchedule, ...]) -> ModelReport:
@@ -192,7 +200,14 @@ def _sam2_loss(model: Any, batches: list[Any]) -> float:
     return float(np.mean(losses))
 
 
-def train_sam2_model(tc: TrainConfig, schedule: Sam2Schedule) -> ModelReport:
+def train_sam2_stage(
+    model: Any, seed: int, stage: int, schedule: Sam2Schedule, on_log: Any
+) -> None:
+    """SAM 2 stage ``stage`` on ``model`` in place, with a fresh optimizer."""
+    train_sam2(model, schedule, stage_rng(seed, 4, stage), on_log=on_log)
+
+
+def train_sam2_model(tc: TrainConfig, stages: tuple[Sam2Schedule, ...]) -> ModelReport:
     from engine.sam2_models import _instantiate, read_sam2_config, save_checkpoint
 
     yaml_path = tc.arch / SAM2_YAML
@@ -200,24 +215,30 @@ def train_sam2_model(tc: TrainConfig, schedule: Sam2Schedule) -> ModelReport:
     model = _instantiate(read_sam2_config(yaml_path), str(yaml_path))
     size = int(model.image_size)
     held_rng = np.random.default_rng([tc.seed, 3])
-    held = [make_clip_batch(schedule, size, held_rng, click=False) for _ in range(2)]
+    held = [make_clip_batch(stages[0], size, held_rng, click=False) for _ in range(2)]
     before = _sam2_loss(model, held)
     curve: list[tuple[int, float]] = []
-    rng = np.random.default_rng([tc.seed, 4])
     tc.out.mkdir(parents=True, exist_ok=True)
     if yaml_path.resolve() != (tc.out / SAM2_YAML).resolve():
         shutil.copyfile(yaml_path, tc.out / SAM2_YAML)
+    total = sum(s.steps for s in stages)
+    done = 0
 
     def logged(step: int, loss: float, _parts: dict[str, float]) -> None:
-        curve.append((step, loss))
-        if step % SNAPSHOT_EVERY == 0 and step < schedule.steps:
+        curve.append((done + step, loss))
+        if (done + step) % SNAPSHOT_EVERY == 0 and done + step < total:
             save_checkpoint(model, tc.out / SAM2_CHECKPOINT)  # a snapshot, as for the detector
 
-    _, wall, cpu = _timed(lambda: train_sam2(model, schedule, rng, on_log=logged))
+    wall, cpu = 0.0, 0.0
+    for k, schedule in enumerate(stages):
+        _, w, c = _timed(
+            lambda k=k, schedule=schedule: train_sam2_stage(model, tc.seed, k, schedule, logged)
+        )
+        wall, cpu, done = wall + w, cpu + c, done + schedule.steps
     after = _sam2_loss(model, held)
     save_checkpoint(model, tc.out / SAM2_CHECKPOINT)
     log.info("sam2: held-back loss %.3f -> %.3f; saved to %s", before, after, tc.out)
-    return ModelReport(schedule.steps, wall, cpu, curve, before, after)
+    return ModelReport(total, wall, cpu, curve, before, after)
 
 
 def _model_report_path(out: Path, which: str) -> Path:
@@ -234,7 +255,7 @@ def train_one(tc: TrainConfig, which: str) -> dict[str, Any]:
         report["schedule"] = [asdict(stage) for stage in budget.detector]
     else:
         report = asdict(train_sam2_model(tc, budget.sam2))
-        report["schedule"] = asdict(budget.sam2)
+        report["schedule"] = [asdict(stage) for stage in budget.sam2]
     report["threads"] = tc.threads
     _model_report_path(tc.out, which).write_text(json.dumps(report, indent=2) + "\n")
     return report
