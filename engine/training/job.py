@@ -99,7 +99,7 @@ BUDGETS = {
             DetectorSchedule(steps=8, batch=2, lr=1.5e-4, warmup=2, log_every=8),
         ),
         (
-            Sam2Schedule(steps=24, clips=1, frames=3, objects=2, lr=1e-3, warmup=4, log_every=8, image_steps=12, image_clips=2, image_objects=2),
+            Sam2Schedule(steps=16, clips=1, frames=3, objects=2, lr=1e-3, warmup=4, log_every=8, image_steps=8, image_clips=2, image_objects=2),
             Sam2Schedule(steps=8, clips=1, frames=3, objects=2, lr=5e-4, warmup=2, log_every=8),
         ),
     ),
