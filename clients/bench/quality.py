@@ -185,7 +185,7 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     quick = bool(getattr(args, "quick", False))
     seeds, frames = ((0,), 40) if quick else (SEEDS, FRAMES)
     text_cfg = _config(cfg, args, TEXT_PROMPT)
-    source = text_cfg.models.sam2_checkpoint or text_cfg.models.preset
+    detector = text_cfg.models.detector or f"the {text_cfg.models.preset} preset's detector"
     where = f"seeds {', '.join(map(str, seeds))} x {frames} frames, 640x480, {OBJECTS} objects"
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="promptcam-bench-quality-") as tmp:
@@ -193,7 +193,7 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
 
         ap = ap50_many(_detections(text_cfg, scenes), TEXT_PROMPT)
         for label, value in ap.items():
-            rows.append(row(PART, f"detector AP50 {label}", value, "", f"{source}; every {AP_EVERY}rd frame of {where}"))  # fmt: skip
+            rows.append(row(PART, f"detector AP50 {label}", value, "", f"{detector}; every {AP_EVERY}rd frame of {where}"))  # fmt: skip
 
         box_cfg = _config(cfg, args, "")
         # DAVIS-style: a prompted object is followed to the end, never ended for being missed.
