@@ -34,6 +34,9 @@ COMMANDS: dict[str, str] = {
     "record": "clients.recorder:main",
     "bench": "clients.bench:main",
     "models": "clients.models:main",
+    "eval": "clients.bench.evaluate:main",
+    "scene": "stream.groundtruth:main",
+    "train-demo": "engine.training.job:main",
     "fleet": "clients.fleet.cli:main",
 }
 
@@ -76,7 +79,7 @@ def _models(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--models",
         metavar="PRESET",
-        help="sam2.1-hiera-{tiny,small,base-plus,large} or tiny-random (see: promptcam models)",
+        help="sam2.1-hiera-{tiny,small,base-plus,large}, demo or tiny-random (see: promptcam models)",
     )
     g.add_argument(
         "--sam2-checkpoint", metavar="FILE.pt", help="local SAM 2 checkpoint (Meta format)"
@@ -236,6 +239,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list model and detector presets, and what is cached")
     _common(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("eval", help="tracking quality of tracks JSONL against ground truth")
+    _common(p)
+    p.add_argument("pred", metavar="PRED", help="predicted tracks JSONL (promptcam track --tracks)")
+    p.add_argument("gt", metavar="GT", help="ground-truth tracks JSONL (promptcam scene --gt)")
+    p.add_argument("--prompt", metavar="TEXT", help="phrases to score (default: PRED's prompt)")
+    p.add_argument("--no-labels", action="store_true", help="ignore labels (box-prompted runs)")
+    p.add_argument("--gt-ids", metavar="ID,ID", help="score only these ground-truth objects")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+
+    p = sub.add_parser("scene", help="write a seeded demo scene as video and its ground truth")
+    _common(p)
+    p.add_argument("--out", required=True, metavar="DIR_OR.mp4", help="PNG directory or MP4")
+    p.add_argument("--gt", required=True, metavar="GT.jsonl", help="ground-truth tracks JSONL")
+    p.add_argument("--frames", type=int, default=150, metavar="N", help="frames (default 150)")
+    p.add_argument("--start", type=int, default=0, metavar="I", help="first scene frame")
+    p.add_argument("--seed", type=int, help="scene seed (config: source.seed)")
+    p.add_argument("--objects", type=int, help="objects (config: source.demo_objects)")
+    p.add_argument("--fps", type=float, help="frame rate written (config: source.fps)")
+
+    p = sub.add_parser("train-demo", help="train the demo preset's models on generated scenes")
+    _common(p)
+    p.add_argument(
+        "--out", metavar="DIR", help="where the weights go (default: configs/demo, the preset)"
+    )
+    p.add_argument("--budget", choices=["full", "tiny"], help="training length (default full)")
+    p.add_argument("--seed", type=int, help="training seed (default 0)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default 2)")
+    p.add_argument("--only", choices=["sam2", "detector"], help="train one of the two models only")
     return parser
 
 
@@ -272,6 +304,7 @@ _FLAG_KEYS = {
     "host": "web.host",
     "token": "web.token",
     "dir": "record.directory",
+    "objects": "source.demo_objects",
 }
 
 

@@ -1,9 +1,10 @@
 """``promptcam run``: capture, engine and web as supervised child processes under one config.
 
 Start-up, in order: check that every port to be bound is free (one-line error naming the port
-otherwise) and the model preset (known; its Hub weights cached or the Hub reachable), write
-the resolved config to a private temporary YAML that every child reads (``--config``), start
-the children, print the page URL.
+otherwise) and the model preset (known; its Hub weights cached or the Hub reachable; on the demo
+source, a Hub preset whose weights are neither gives way to the shipped ``demo`` preset, said in
+one line: ``engine.availability``), write the resolved config to a private temporary YAML that
+every child reads (``--config``), start the children, print the page URL.
 
 Children: ``python -m clients.launcher --child NAME`` (a trampoline that arranges to die with
 the launcher, sets the process title ``promptcam: NAME`` and runs ``promptcam NAME``). Each
@@ -160,6 +161,16 @@ def check_models(cfg: Config) -> None:
     if with_detector:
         check_source(detector_source(cfg.models))
     ensure_available(hub_files(cfg.models, with_detector=with_detector))
+
+
+def _demo_fallback(cfg: Config, args: argparse.Namespace) -> Config:
+    """The demo source on Hub weights that cannot be had runs on the ``demo`` preset (one line)."""
+    from engine.availability import demo_fallback
+
+    cfg, note = demo_fallback(cfg, explicit_models=getattr(args, "models", None) is not None)
+    if note:
+        print(note, flush=True)
+    return cfg
 
 
 def page_url(cfg: Config) -> str:
@@ -561,6 +572,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         raise LaunchError(f"--duration must be > 0 seconds, got {duration}")
     cfg.check_frame_size()
     check_ports_free(cfg)
+    cfg = _demo_fallback(cfg, args)
     check_models(cfg)  # last: it may ask the Hub (one request, a few seconds at most)
     with tempfile.TemporaryDirectory(prefix="promptcam-run-") as tmp:
         os.chmod(tmp, 0o700)  # config (token, camera credentials), status and state files

@@ -2,14 +2,18 @@
 and detector presets ``--tracker`` and ``--detector`` accept.
 
 Real presets fetch from the Hugging Face Hub on first use (and are cached by huggingface_hub);
+``demo`` is a small SAM 2 and Grounding DINO trained by ``promptcam train-demo`` on the generated
+demo scenes and shipped in ``configs/demo/`` (loaded as local weights are: a Meta-format
+checkpoint + its YAML, a transformers directory), so the demo source tracks for real offline;
 ``tiny-random`` builds small random-weight models from configs in ``configs/`` (found where
 ``stream.config.CONFIGS_DIR`` says: the source tree or the installed package data) with a fixed
-seed, for tests and offline runs. It is never chosen silently.
+seed, for tests that need only shapes. It is never chosen silently.
 
 A :class:`Preset` with ``tracker`` None tracks with Meta's ``sam2`` package (``sam2_hub_id`` /
-``sam2_config``); with ``tracker`` set, with that row of :data:`TRACKER_PRESETS` (a transformers
-video model, ``engine.backends``). A preset's ``detector`` is a :data:`DETECTOR_PRESETS` name
-(or a Hub id or directory: ``engine/detectors/loading.py``). To add a preset, add one row.
+``sam2_config``, or the local ``sam2_checkpoint``); with ``tracker`` set, with that row of
+:data:`TRACKER_PRESETS` (a transformers video model, ``engine.backends``). A preset's ``detector``
+is a :data:`DETECTOR_PRESETS` name (or a Hub id or directory: ``engine/detectors/loading.py``).
+To add a preset, add one row.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from stream.config import CONFIGS_DIR, ModelsConfig
 from stream.errors import ModelLoadError
 
 TINY_RANDOM = "tiny-random"
+DEMO = "demo"
+DEMO_DIR = CONFIGS_DIR / "demo"
 OFFLINE_OPTIONS = (
-    "offline options: --models tiny-random (random weights), or local weights with "
-    "--sam2-checkpoint FILE.pt --sam2-config FILE.yaml and --detector DIR "
-    "(or a *-tiny-random detector preset, see promptcam models)"
+    "offline options: --models demo (trained on the demo scenes), --models tiny-random (random "
+    "weights), or local weights with --sam2-checkpoint FILE.pt --sam2-config FILE.yaml and "
+    "--detector DIR (or a *-tiny-random detector preset, see promptcam models)"
 )
 
 
@@ -135,10 +141,11 @@ class Preset:
         str | None
     )  # Hugging Face Hub repo holding the checkpoint (sam2's build_sam2_hf ids)
     sam2_config: str  # sam2 package config name, or a file under configs/ for tiny-random
-    detector: str  # a DETECTOR_PRESETS name, a Hub id or a local directory
+    detector: str  # a DETECTOR_PRESETS name, a Hub id or a local directory (demo)
     sam2_file: str | None = None  # the checkpoint's file name in sam2_hub_id
     seed: int = 0
     tracker: str | None = None  # a TRACKER_PRESETS name; None: the sam2 package (sam2_* above)
+    sam2_checkpoint: str | None = None  # a local Meta-format checkpoint (demo)
 
 
 def _hf(name: str, tracker: str, detector: str) -> Preset:
@@ -186,6 +193,13 @@ PRESETS: dict[str, Preset] = {
         str(CONFIGS_DIR / "sam2_tiny_random.yaml"),
         "grounding-dino-tiny-random",
         seed=0,
+    ),
+    DEMO: Preset(
+        DEMO,
+        None,
+        str(DEMO_DIR / "sam2_demo.yaml"),
+        str(DEMO_DIR / "grounding_dino"),
+        sam2_checkpoint=str(DEMO_DIR / "sam2_demo.pt"),
     ),
     # transformers video trackers (engine/backends); "sam3" is SAM 3 concept mode: its detector
     # grounds the prompt (engine/detectors/sam3.py), its tracker follows.

@@ -5,7 +5,7 @@ the autocast dtype to run it under, and the resolved model config (so that the o
 ``SAM2VideoPredictor`` can be built from the very same config and weights for comparison,
 ``official_video_predictor``).
 
-Three ways to get a model:
+Four ways to get a model:
 - a real preset (``sam2.1-hiera-*``): the config from the installed ``sam2`` package and the
   checkpoint from the cache or the Hub (``engine.hub.fetch``), as sam2's own ``build_sam2_hf``
   does. A failed download raises ``ModelLoadError`` naming the offline options; with the Hub
@@ -14,6 +14,8 @@ Three ways to get a model:
   OmegaConf and instantiated with ``hydra.utils.instantiate``, no hydra search path involved)
   and a Meta-format checkpoint (a dict with key ``model``). Configs that do not describe a SAM 2
   model and checkpoints that do not match their config are refused with one line.
+- ``demo``: the shipped ``configs/demo/sam2_demo.pt`` + ``sam2_demo.yaml``, through the same
+  path as ``--sam2-checkpoint``/``--sam2-config``.
 - ``tiny-random``: ``configs/sam2_tiny_random.yaml`` with random weights from the preset's fixed
   seed; two loads give identical weights.
 
@@ -98,7 +100,11 @@ def load_sam2(cfg: ModelsConfig) -> LoadedSam2:
         source = str(cfg.sam2_checkpoint)
     else:
         preset = get_preset(cfg.preset)
-        if preset.name == TINY_RANDOM:
+        if preset.sam2_checkpoint is not None:  # shipped weights: the local-weights path
+            model_cfg = read_sam2_config(Path(preset.sam2_config), cfg.image_size)
+            model = _instantiate(model_cfg, preset.sam2_config)
+            _load_checkpoint(model, Path(preset.sam2_checkpoint), preset.sam2_config)
+        elif preset.name == TINY_RANDOM:
             model_cfg = read_sam2_config(Path(preset.sam2_config), cfg.image_size)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(preset.seed)

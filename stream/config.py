@@ -83,9 +83,13 @@ class SourceConfig(_Model):
         description="Frame height of the demo scene (and requested webcam height).",
     )
     demo_objects: int = Field(
-        3, ge=0, le=32, description="Number of moving objects in the demo scene."
+        6, ge=0, le=32, description="Number of moving objects in the demo scene."
     )
-    seed: int = Field(0, ge=0, description="Random seed of the demo scene.")
+    seed: int = Field(
+        10,
+        ge=0,
+        description="Random seed of the demo scene (10 with 6 objects: two look-alike red balls, a green ball, red, purple and yellow boxes).",
+    )
     open_timeout_s: float = Field(
         5.0, gt=0, le=120, description="Timeout for opening a network source."
     )
@@ -202,8 +206,8 @@ class ModelsConfig(_Model):
         "sam2.1-hiera-tiny",
         description="Model preset (engine/presets.py): sam2.1-hiera-{tiny,small,base-plus,large} "
         "(sam2 package), sam2.1-hiera-tiny-hf, edgetam, sam3-tracker, sam3 (transformers; Hugging "
-        "Face Hub), or tiny-random, sam2.1-hf-tiny-random, sam3-tracker-tiny-random, "
-        "sam3-tiny-random (offline).",
+        "Face Hub), demo (trained on the demo scenes, shipped), or tiny-random, "
+        "sam2.1-hf-tiny-random, sam3-tracker-tiny-random, sam3-tiny-random (random weights, offline).",
     )
     sam2_checkpoint: Path | None = Field(
         None,
@@ -270,12 +274,13 @@ class EngineConfig(_Model):
         le=1,
         description="Grounding DINO / MM-Grounding-DINO phrase score threshold (other families: unused).",
     )
-    detector_size: int = Field(
-        800,
+    detector_size: int | None = Field(
+        None,
         ge=64,
         le=2048,
         description="Shortest edge of the image given to Grounding DINO / MM-Grounding-DINO "
-        "(other families use their checkpoint's input size).",
+        "(None: the detector's own, its processor's shortest edge: 800 for Grounding DINO, 240 "
+        "for the demo model; other families use their checkpoint's input size).",
     )
     iou_threshold: float = Field(
         0.3, gt=0, le=1, description="IoU at or above which a detection matches a track."

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from stream.config import SourceConfig
-from stream.demo import DEMO_PROMPT, DemoScene, GroundTruth
+from stream.demo import COLOURS, DEMO_PROMPT, DemoScene, GroundTruth
 from stream.errors import EndOfStreamError, SourceConnectionError, SourceError
 from stream.sources import DemoSource, FrameSource, ImageDirSource, open_source, redact_url
 from tests.conftest import free_port
@@ -98,25 +98,75 @@ def test_demo_objects_leave_enter_and_cross() -> None:
     assert overlapped, "objects never crossed"
 
 
-def test_demo_ground_truth_matches_pixels() -> None:
-    """Where one object is alone and fully inside, the changed pixels are exactly its box."""
-    scene = DemoScene(320, 240, 3, seed=3)
-    checked = 0
-    for i in range(0, 1000, 7):
-        img, gt = scene.render(i)
-        if len(gt) != 1:
-            continue
-        x1, y1, x2, y2 = gt[0].box
-        if x1 <= 0 or y1 <= 0 or x2 >= 320 or y2 >= 240:
-            continue
-        diff = (
-            np.abs(img.astype(np.int16) - scene.background.astype(np.int16)).max(axis=2) > 40
-        )  # ignore anti-aliasing fringes
-        ys, xs = np.nonzero(diff)
-        assert abs(xs.min() - x1) <= 1 and abs(xs.max() + 1 - x2) <= 1, (i, gt)
-        assert abs(ys.min() - y1) <= 1 and abs(ys.max() + 1 - y2) <= 1, (i, gt)
-        checked += 1
-    assert checked >= 3
+def test_demo_masks_are_exactly_the_pixels_drawn() -> None:
+    """Before noise and blur, the pixels that differ from the (panned) background are exactly
+    the union of the reported masks, each mask's pixels carry its object's colour, and every
+    box is the tight box of its mask; the noisy frame has the same ground truth."""
+    checked = occluded = 0
+    for seed in (3, 11):
+        scene = DemoScene(320, 240, 6, seed=seed)
+        for i in range(0, 600, 37):
+            clean = scene.render_frame(i, clean=True)
+            changed = (clean.image != scene.background_at(i)).any(axis=2)
+            assert np.array_equal(changed, clean.ids > 0), (seed, i)
+            assert set(np.unique(clean.ids)) - {0} == {g.id for g in clean.truth}
+            for g in clean.truth:
+                mask = clean.mask(g.id)
+                ys, xs = np.nonzero(mask)
+                assert g.area == len(xs)
+                assert g.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+                if g.area >= 200:  # a sliver may show only a box's dark frame
+                    mean = clean.image[mask].astype(float).mean(axis=0)
+                    nearest = min(
+                        COLOURS, key=lambda c: float(np.abs(np.subtract(COLOURS[c], mean)).sum())
+                    )
+                    assert nearest == g.colour, (seed, i, g)
+                full = next(o for o in scene.objects if o.id == g.id)
+                x1, y1, x2, y2 = g.box
+                inside = x1 > 0 and y1 > 0 and x2 < 320 and y2 < 240
+                if inside and g.label == "box":
+                    expected = round(2 * full.half[0]) * round(2 * full.half[1])
+                    occluded += g.area < expected
+                checked += 1
+            noisy = scene.render_frame(i)
+            assert noisy.truth == clean.truth and np.array_equal(noisy.ids, clean.ids)
+            assert not np.array_equal(noisy.image, clean.image)
+    assert checked >= 40 and occluded >= 1
+
+
+def test_demo_ground_truth_jsonl_round_trips(tmp_path: Path) -> None:
+    from stream.groundtruth import export_scene
+    from stream.wire import TracksMessage
+
+    scene = DemoScene(160, 120, 4, seed=5)
+    export_scene(scene, 6, tmp_path / "frames", tmp_path / "gt.jsonl", start=100)
+    lines = (tmp_path / "gt.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and len(list((tmp_path / "frames").glob("*.png"))) == 6
+    for seq, line in enumerate(lines):
+        h = TracksMessage.from_json(line).header
+        frame = scene.render_frame(100 + seq)
+        assert h.seq == seq and (h.width, h.height) == (160, 120)
+        assert [o.id for o in h.objects] == [g.id for g in frame.truth]
+        for o, g in zip(h.objects, frame.truth, strict=True):
+            assert o.label == f"{g.colour} {g.label}" and o.box == list(g.box)
+            assert np.array_equal(o.decode_mask(), frame.mask(g.id))
+        png = cv2.imread(str(tmp_path / "frames" / f"{seq:06d}.png"))
+        assert np.array_equal(png, frame.image)
+
+
+def test_demo_scenes_have_look_alikes_and_every_colour() -> None:
+    colours, twins = set(), 0
+    for seed in range(40):
+        objs = DemoScene(320, 240, 6, seed=seed).objects
+        colours |= {o.colour for o in objs}
+        twins += sum(
+            1
+            for k, o in enumerate(objs)
+            if any(
+                p.label == o.label and p.colour == o.colour and p.half == o.half for p in objs[:k]
+            )
+        )
+    assert colours == set(COLOURS) and twins >= 10
 
 
 def test_demo_source_through_open_source() -> None:

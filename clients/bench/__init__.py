@@ -35,6 +35,7 @@ PARTS: dict[str, str] = {
     "soak": "memory and latency of capture + engine over a long run (--soak MINUTES)",
     "cameras": "one engine serving 1/2/4/8 cameras vs as many one-camera engines (frames/s, RSS)",
     "backends": "each tracker backend vs its reference's own streaming session, 1/4/16 objects (ms/frame, MB per 1,000 frames)",
+    "quality": "tracking quality on held-out demo scenes: detector AP50, J&F with box prompts, HOTA/IDF1/ID switches/frames/s of promptcam and the reference Grounded SAM 2 strategy",
     "fleet": "a fleet on a local Ray instance: placement time per camera, recovery after engine kills (p50/max), 2 engines vs 1 (tracks/s)",
 }
 DEFAULT_PARTS = ("transport", "engine", "grounding", "detectors", "loop", "output")

@@ -186,7 +186,7 @@ class DetectorBase(ABC):
         self.device = device
         self.box_threshold = engine.box_threshold
         self.text_threshold = engine.text_threshold
-        self.detector_size = engine.detector_size
+        self.detector_size: int | None = engine.detector_size  # None: the family's own
         self._autocast_dtype: torch.dtype | None = autocast_dtype(dtype, device)
 
     @abstractmethod

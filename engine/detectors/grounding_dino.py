@@ -6,7 +6,7 @@ box against every text token. Post-processing is the family's own: a box is kept
 token probability exceeds ``box_threshold`` (its confidence); its label is the prompt phrase whose
 tokens score highest for it, if that score exceeds ``text_threshold`` (else the box is dropped),
 so labels are whole phrases, never sub-token strings. Input: shortest edge
-``engine.detector_size``, longest at most 1333/800 of it (the reference resize's aspect cap).
+``engine.detector_size`` (None: the processor's own, 800 for the reference models), longest at most 1333/800 of it (the reference resize's aspect cap).
 
 Prompts longer than the text encoder accepts (``max_text_len`` tokens) lose their trailing
 phrases with a warning; a single phrase that does not fit is a :class:`PromptError`.
@@ -48,6 +48,17 @@ MODEL_TYPES = ("grounding-dino", "mm-grounding-dino")
 LONGEST_EDGE_RATIO = 1333 / 800
 
 
+def processor_size(processor: Any) -> int:
+    """The shortest edge a Grounding DINO processor resizes images to (800 if it names none)."""
+    size = getattr(getattr(processor, "image_processor", None), "size", None)
+    edge = (
+        size.get("shortest_edge")
+        if isinstance(size, dict)
+        else getattr(size, "shortest_edge", None)
+    )
+    return int(edge) if edge else 800
+
+
 @dataclass(frozen=True, kw_only=True)
 class GroundingDinoPrompt(DetectorPrompt):
     """``text`` is what the model reads; ``spans`` the token range [start, end) of each phrase."""
@@ -70,6 +81,7 @@ class GroundingDinoDetector(DetectorBase):
         super().__init__(model.config.model_type, model, engine, device, dtype)
         self.processor = processor
         self.tokenizer = processor.tokenizer
+        self.detector_size: int = engine.detector_size or processor_size(processor)
         self.max_text_len = int(model.config.max_text_len)
 
     # ------------------------------------------------------------------ loading

@@ -1,0 +1,1 @@
+"""Training the `demo` preset's models on generated scenes (``promptcam train-demo``)."""
