@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.training.loop import OnLog, run_steps
 from engine.training.samples import DetectionSample, detection_sample
 from engine.training.vocabulary import OTHER_COLOURS, OTHER_THINGS, PLURALS
 from stream.demo import COLOURS, LABELS, GroundTruth
@@ -153,58 +151,22 @@ def make_batch(processor: Any, rng: np.random.Generator, batch: int) -> dict[str
     }
 
 
-def lr_factor(step: int, schedule: DetectorSchedule | Any) -> float:
-    """Linear warm-up, then cosine decay to 5 % of the peak."""
-    if step < schedule.warmup:
-        return (step + 1) / schedule.warmup
-    span = max(1, schedule.steps - schedule.warmup)
-    t = min(1.0, (step - schedule.warmup) / span)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
-
-
 def train_detector(
     model: Any,
     processor: Any,
     schedule: DetectorSchedule,
     rng: np.random.Generator,
-    on_log: Callable[[int, float, dict[str, float]], None] | None = None,
+    on_log: OnLog | None = None,
 ) -> list[float]:
     """Train ``model`` in place; returns the loss of every step."""
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
-    losses: list[float] = []
-    window: dict[str, list[float]] = {}
-    started = time.monotonic()
-    for step in range(schedule.steps):
-        for group in opt.param_groups:
-            group["lr"] = schedule.lr * lr_factor(step, schedule)
+
+    def step_loss(_step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = make_batch(processor, rng, schedule.batch)
         out = model(**batch)
         loss = out.loss + encoder_proposal_loss(model, out, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, schedule.clip_grad)
-        opt.step()
-        losses.append(float(loss.detach()))
-        for k in ("loss_ce", "loss_bbox", "loss_giou"):
-            window.setdefault(k, []).append(float(out.loss_dict[k].detach()))
-        if (step + 1) % schedule.log_every == 0 or step + 1 == schedule.steps:
-            mean = float(np.mean(losses[-schedule.log_every :]))
-            parts = {k: float(np.mean(v)) for k, v in window.items()}
-            window.clear()
-            log.info(
-                "detector step %d/%d loss %.3f (%s) %.1fs",
-                step + 1,
-                schedule.steps,
-                mean,
-                ", ".join(f"{k[5:]} {v:.3f}" for k, v in parts.items()),
-                time.monotonic() - started,
-            )
-            if on_log is not None:
-                on_log(step + 1, mean, parts)
-    model.eval()
-    return losses
+        return loss, {k: out.loss_dict[f"loss_{k}"] for k in ("ce", "bbox", "giou")}
+
+    return run_steps("detector", model, schedule, step_loss, on_log)
 
 
 def per_image_loss(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], None]:

@@ -16,8 +16,6 @@ supervise the object score only.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine.training.grounding_dino import lr_factor
+from engine.training.loop import OnLog, run_steps
 from engine.training.samples import FRAME_SIZES, Clip, clip_sample
 
 log = logging.getLogger(__name__)
@@ -221,42 +219,14 @@ def train_sam2(
     model: Any,
     schedule: Sam2Schedule,
     rng: np.random.Generator,
-    on_log: Callable[[int, float, dict[str, float]], None] | None = None,
+    on_log: OnLog | None = None,
 ) -> list[float]:
     """Train ``model`` (a ``SAM2Base``) in place; returns the loss of every step."""
-    model.train()
     size = int(model.image_size)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
-    losses: list[float] = []
-    window: dict[str, list[float]] = {}
-    started = time.monotonic()
-    for step in range(schedule.steps):
-        for group in opt.param_groups:
-            group["lr"] = schedule.lr * lr_factor(step, schedule)
+
+    def step_loss(step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         click = bool(rng.random() < schedule.click_share)
         parts = clip_loss(model, make_clip_batch(schedule.phase(step), size, rng, click))
-        loss = parts["mask"] + parts["iou"] + parts["score"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, schedule.clip_grad)
-        opt.step()
-        losses.append(float(loss.detach()))
-        for k, v in parts.items():
-            window.setdefault(k, []).append(float(v.detach()))
-        if (step + 1) % schedule.log_every == 0 or step + 1 == schedule.steps:
-            mean = float(np.mean(losses[-schedule.log_every :]))
-            means = {k: float(np.mean(v)) for k, v in window.items()}
-            window.clear()
-            log.info(
-                "sam2 step %d/%d loss %.3f (%s) %.1fs",
-                step + 1,
-                schedule.steps,
-                mean,
-                ", ".join(f"{k} {v:.3f}" for k, v in means.items()),
-                time.monotonic() - started,
-            )
-            if on_log is not None:
-                on_log(step + 1, mean, means)
-    model.eval()
-    return losses
+        return parts["mask"] + parts["iou"] + parts["score"], parts
+
+    return run_steps("sam2", model, schedule, step_loss, on_log)

@@ -1,0 +1,89 @@
+"""The optimisation loop both demo models train with: AdamW, linear warm-up then cosine decay,
+gradient-norm clipping, and a logged running mean of the loss and its parts."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+StepLoss = Callable[[int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+OnLog = Callable[[int, float, dict[str, float]], None]
+
+
+class Schedule(Protocol):
+    """What the loop reads of a model's schedule (frozen dataclasses: read-only)."""
+
+    @property
+    def steps(self) -> int: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def warmup(self) -> int: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def clip_grad(self) -> float: ...
+    @property
+    def log_every(self) -> int: ...
+
+
+def lr_factor(step: int, schedule: Schedule) -> float:
+    """Linear warm-up, then cosine decay to 5 % of the peak."""
+    if step < schedule.warmup:
+        return (step + 1) / schedule.warmup
+    span = max(1, schedule.steps - schedule.warmup)
+    t = min(1.0, (step - schedule.warmup) / span)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def run_steps(
+    name: str,
+    model: Any,
+    schedule: Schedule,
+    step_loss: StepLoss,
+    on_log: OnLog | None = None,
+) -> list[float]:
+    """Train ``model`` in place for ``schedule.steps`` steps; ``step_loss(step)`` draws the
+    step's batch and returns its loss and the loss's named parts. Returns every step's loss."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    losses: list[float] = []
+    window: dict[str, list[float]] = {}
+    started = time.monotonic()
+    for step in range(schedule.steps):
+        for group in opt.param_groups:
+            group["lr"] = schedule.lr * lr_factor(step, schedule)
+        loss, parts = step_loss(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, schedule.clip_grad)
+        opt.step()
+        losses.append(float(loss.detach()))
+        for k, v in parts.items():
+            window.setdefault(k, []).append(float(v.detach()))
+        if (step + 1) % schedule.log_every == 0 or step + 1 == schedule.steps:
+            mean = float(np.mean(losses[-schedule.log_every :]))
+            means = {k: float(np.mean(v)) for k, v in window.items()}
+            window.clear()
+            log.info(
+                "%s step %d/%d loss %.3f (%s) %.1fs",
+                name,
+                step + 1,
+                schedule.steps,
+                mean,
+                ", ".join(f"{k} {v:.3f}" for k, v in means.items()),
+                time.monotonic() - started,
+            )
+            if on_log is not None:
+                on_log(step + 1, mean, means)
+    model.eval()
+    return losses
