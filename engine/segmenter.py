@@ -343,24 +343,10 @@ class Sam2Kernel:
     ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor | None]:
         """Validate a prompt and turn it into SAM 2 inputs the way the official predictor does."""
         height, width = frame.height, frame.width
-        if mask is not None:
-            if box is not None or points is not None:
-                raise PromptError("give either a mask or a box/points prompt, not both")
+        prompt = point_prompt(box, points, point_labels, mask, width, height)
+        if prompt is None:
             return None, self._mask_input(mask, height, width)
-        if box is None and points is None:
-            raise PromptError("a prompt needs a box, points or a mask")
-        coords: list[list[float]] = []
-        labels: list[int] = []
-        if box is not None:
-            x1, y1, x2, y2 = _validate_box(box, width, height)
-            coords += [[x1, y1], [x2, y2]]
-            labels += [2, 3]
-        if points is not None:
-            pts, lbl = _validate_points(points, point_labels, width, height)
-            coords += pts
-            labels += lbl
-        elif point_labels is not None:
-            raise PromptError("point_labels given without points")
+        coords, labels = prompt
         pts_t = torch.tensor(coords, dtype=torch.float32)
         pts_t = pts_t / torch.tensor([width, height])
         pts_t = pts_t * self.image_size
@@ -874,6 +860,33 @@ def mask_box(mask: np.ndarray) -> Box | None:
 
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
+
+
+def point_prompt(
+    box: Any, points: Any, point_labels: Any, mask: Any, width: int, height: int
+) -> tuple[list[list[float]], list[int]] | None:
+    """A prompt checked against a ``width`` x ``height`` frame, as SAM 2's point inputs in frame
+    pixels: the box's corners (labels 2, 3) then the points; None for a mask prompt (checked by
+    the caller's model). One-line :class:`PromptError` for a bad or contradictory prompt."""
+    if mask is not None:
+        if box is not None or points is not None:
+            raise PromptError("give either a mask or a box/points prompt, not both")
+        return None
+    if box is None and points is None:
+        raise PromptError("a prompt needs a box, points or a mask")
+    coords: list[list[float]] = []
+    labels: list[int] = []
+    if box is not None:
+        x1, y1, x2, y2 = _validate_box(box, width, height)
+        coords += [[x1, y1], [x2, y2]]
+        labels += [2, 3]
+    if points is not None:
+        pts, lbl = _validate_points(points, point_labels, width, height)
+        coords += pts
+        labels += lbl
+    elif point_labels is not None:
+        raise PromptError("point_labels given without points")
+    return coords, labels
 
 
 def _validate_box(box: Any, width: int, height: int) -> Box:

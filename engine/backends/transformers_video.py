@@ -59,9 +59,8 @@ from engine.segmenter import (
     PreparedFrame,
     SegmentOutput,
     StateSize,
-    _validate_box,
-    _validate_points,
     mask_box,
+    point_prompt,
 )
 from stream.errors import PromptError
 
@@ -276,24 +275,10 @@ class HfVideoKernel:
     ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor | None]:
         """Validate a prompt and turn it into model inputs as the family's processor does."""
         height, width = frame.height, frame.width
-        if mask is not None:
-            if box is not None or points is not None:
-                raise PromptError("give either a mask or a box/points prompt, not both")
+        prompt = point_prompt(box, points, point_labels, mask, width, height)
+        if prompt is None:
             return None, self._mask_input(mask, height, width)
-        if box is None and points is None:
-            raise PromptError("a prompt needs a box, points or a mask")
-        coords: list[list[float]] = []
-        labels: list[int] = []
-        if box is not None:
-            x1, y1, x2, y2 = _validate_box(box, width, height)
-            coords += [[x1, y1], [x2, y2]]
-            labels += [2, 3]
-        if points is not None:
-            pts, lbl = _validate_points(points, point_labels, width, height)
-            coords += pts
-            labels += lbl
-        elif point_labels is not None:
-            raise PromptError("point_labels given without points")
+        coords, labels = prompt
         # As Sam2VideoProcessor._normalize_coordinates: float32 coordinates scaled per axis.
         xy = torch.tensor(coords, dtype=torch.float32)
         xy[..., 0] = xy[..., 0] * (self.image_size / width)
