@@ -49,9 +49,12 @@ def test_hub_files_name_only_what_is_loaded() -> None:
     assert hub_files(hub_detector, with_detector=True) == [("org/detector", "config.json")]
 
 
+# A camera that is not the demo scene: on the demo source the launcher falls back to the shipped
+# `demo` preset instead (tests/test_demo_models.py, tests/test_demo_browser.py).
+CAMERA = ["--source", "rtsp://127.0.0.1:9/cam"]
 CASES = {
-    "run, no network": ("netns", ["run", "--port", "0"], "is not cached and the Hugging Face Hub is unreachable"),
-    "run, closed port": ("port", ["run", "--port", "0"], "is not cached and the Hugging Face Hub is unreachable"),
+    "run, no network": ("netns", ["run", "--port", "0", *CAMERA], "is not cached and the Hugging Face Hub is unreachable"),
+    "run, closed port": ("port", ["run", "--port", "0", *CAMERA], "is not cached and the Hugging Face Hub is unreachable"),
     "track sam2, no network": ("netns", ["track", "VIDEO", "--tracks", "t.jsonl"], "cannot download facebook/sam2.1-hiera-tiny"),
 }  # fmt: skip
 

@@ -342,11 +342,14 @@ def as_args(overrides: dict[str, str]) -> list[str]:
 
 
 def test_real_preset_offline_fails_with_one_line(tmp_path: Path) -> None:
-    """The default preset with no network and nothing cached: the launcher's model check says
-    so in one line naming the offline options and exits 2 before starting any child."""
+    """The default preset with no network and nothing cached, on a camera that is not the demo
+    scene (there the shipped `demo` preset takes over): the launcher's model check says so in
+    one line naming the offline options and exits 2 before starting any child."""
     r = promptcam(
         "run",
         *as_args(run_overrides(tmp_path)),
+        "--source",
+        "rtsp://127.0.0.1:9/cam",
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
         timeout=120,
     )
