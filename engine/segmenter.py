@@ -209,12 +209,7 @@ class Sam2Kernel:
 
     def prepare(self, image_bgr: np.ndarray) -> PreparedFrame:
         """Check one BGR uint8 frame (HxWx3) and turn it into model input; thread-safe."""
-        if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            got = getattr(image_bgr, "shape", type(image_bgr).__name__)
-            raise ValueError(f"expected an HxWx3 BGR image, got {got}")
-        if image_bgr.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image, got {image_bgr.dtype}")
-        height, width = image_bgr.shape[:2]
+        height, width = check_frame(image_bgr)
         with torch.inference_mode():
             return PreparedFrame(self._preprocess(image_bgr), height, width)
 
@@ -356,26 +351,7 @@ class Sam2Kernel:
         }, None
 
     def _mask_input(self, mask: Any, height: int, width: int) -> torch.Tensor:
-        arr = np.asarray(mask)
-        if arr.shape != (height, width):
-            raise PromptError(
-                f"mask must be {height}x{width} (the frame size), got shape {arr.shape}"
-            )
-        if arr.dtype != np.bool_:
-            arr = arr > 0
-        if not arr.any():
-            raise PromptError("mask prompt is empty")
-        m = torch.from_numpy(arr)[None, None].float().to(self.device)
-        if (height, width) != (self.image_size, self.image_size):
-            m = F.interpolate(
-                m,
-                size=(self.image_size, self.image_size),
-                align_corners=False,
-                mode="bilinear",
-                antialias=True,
-            )
-            m = (m >= 0.5).float()
-        return m
+        return mask_prompt(mask, height, width, self.image_size, self.device)
 
     # ------------------------------------------------------------------ tracking
 
@@ -860,6 +836,37 @@ def mask_box(mask: np.ndarray) -> Box | None:
 
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
+
+
+def check_frame(image_bgr: Any) -> tuple[int, int]:
+    """The (height, width) of a BGR uint8 frame (HxWx3); ValueError for anything else."""
+    if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        got = getattr(image_bgr, "shape", type(image_bgr).__name__)
+        raise ValueError(f"expected an HxWx3 BGR image, got {got}")
+    if image_bgr.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image_bgr.dtype}")
+    return int(image_bgr.shape[0]), int(image_bgr.shape[1])
+
+
+def mask_prompt(
+    mask: Any, height: int, width: int, size: int, device: torch.device
+) -> torch.Tensor:
+    """A frame-sized mask prompt, checked, as a [1, 1, size, size] float 0/1 tensor on
+    ``device`` (area-antialiased bilinear resize, then >= 0.5); one-line PromptError."""
+    arr = np.asarray(mask)
+    if arr.shape != (height, width):
+        raise PromptError(f"mask must be {height}x{width} (the frame size), got shape {arr.shape}")
+    if arr.dtype != np.bool_:
+        arr = arr > 0
+    if not arr.any():
+        raise PromptError("mask prompt is empty")
+    m = torch.from_numpy(arr)[None, None].float().to(device)
+    if (height, width) != (size, size):
+        m = F.interpolate(
+            m, size=(size, size), align_corners=False, mode="bilinear", antialias=True
+        )
+        m = (m >= 0.5).float()
+    return m
 
 
 def point_prompt(

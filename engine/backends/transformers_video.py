@@ -59,7 +59,9 @@ from engine.segmenter import (
     PreparedFrame,
     SegmentOutput,
     StateSize,
+    check_frame,
     mask_box,
+    mask_prompt,
     point_prompt,
 )
 from stream.errors import PromptError
@@ -161,12 +163,7 @@ class HfVideoKernel:
 
     def prepare(self, image_bgr: np.ndarray) -> PreparedFrame:
         """Check one BGR uint8 frame (HxWx3) and turn it into model input; thread-safe."""
-        if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            got = getattr(image_bgr, "shape", type(image_bgr).__name__)
-            raise ValueError(f"expected an HxWx3 BGR image, got {got}")
-        if image_bgr.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image, got {image_bgr.dtype}")
-        height, width = image_bgr.shape[:2]
+        height, width = check_frame(image_bgr)
         with torch.inference_mode():
             return PreparedFrame(self._preprocess(image_bgr), height, width)
 
@@ -289,22 +286,7 @@ class HfVideoKernel:
         }, None
 
     def _mask_input(self, mask: Any, height: int, width: int) -> torch.Tensor:
-        arr = np.asarray(mask)
-        if arr.shape != (height, width):
-            raise PromptError(
-                f"mask must be {height}x{width} (the frame size), got shape {arr.shape}"
-            )
-        if arr.dtype != np.bool_:
-            arr = arr > 0
-        if not arr.any():
-            raise PromptError("mask prompt is empty")
-        m = torch.from_numpy(arr)[None, None].float().to(self.device)
-        size = self.image_size
-        if (height, width) != (size, size):
-            m = F.interpolate(
-                m, size=(size, size), align_corners=False, mode="bilinear", antialias=True
-            )
-            m = (m >= 0.5).float()
+        m = mask_prompt(mask, height, width, self.image_size, self.device)
         return m.to(self.model.dtype)
 
     # ------------------------------------------------------------------ tracking
