@@ -103,7 +103,10 @@ def test_sequence_jandf_is_the_mean_over_objects() -> None:
 def _seq(frames: list[list[tuple[int, str, np.ndarray]]], prompt: str = "ball.") -> TrackSequence:
     out = {}
     for t, objs in enumerate(frames):
-        results = [ObjectResult(i, lbl, 0.9, _box(m), m, 0, "tracked") for i, lbl, m in objs]
+        results = [
+            ObjectResult(i, lbl, 0.9, _box(m) if m.any() else (0.0, 0.0, 0.0, 0.0), m, 0, "tracked")
+            for i, lbl, m in objs
+        ]
         out[t] = FrameResult(t, t, W, H, prompt, results, {})
     return sequence_from_results(list(out.values()))
 
@@ -160,6 +163,21 @@ def test_small_objects_are_ignored_regions() -> None:
     r = evaluate(pred, gt)
     assert r.tracking["gt_tracks"] == 1 and r.tracking["pred_tracks"] == 1
     assert r.tracking["IDF1"] == 1.0
+
+
+def test_empty_mask_predictions_are_no_detections() -> None:
+    """A lost track reported with an empty mask claims no pixels: no false positive."""
+    a, b = _square(2, 2), _square(30, 20)
+    empty = np.zeros((H, W), bool)
+    plain = _seq([[(1, "ball", a), (2, "ball", b)] for _ in range(4)])
+    with_lost = _seq([[(1, "ball", a), (2, "ball", b), (3, "ball", empty)] for _ in range(4)])
+    r, r_lost = evaluate(plain, _two_objects()), evaluate(with_lost, _two_objects())
+    assert r_lost.tracking == r.tracking and r_lost.tracking["HOTA"] == pytest.approx(1.0)
+    # A non-empty mask on nothing still is one.
+    stray = _seq(
+        [[(1, "ball", a), (2, "ball", b), (3, "ball", _square(48, 2, 6))] for _ in range(4)]
+    )
+    assert evaluate(stray, _two_objects()).tracking["pred_tracks"] == 3
 
 
 def test_ap50_hand_case() -> None:

@@ -12,6 +12,8 @@ targets (tracking them is a false positive). With ``labels=False`` (box-prompted
 labels are ``object``) every GT object is a target and labels are not compared. GT objects with
 fewer visible pixels than ``stream.demo.min_visible_area`` are ignored regions: a prediction
 that matches one (mask IoU >= 0.5) is dropped, and the object itself is not scored on that frame.
+A predicted object with an empty mask (a ``lost`` track: the engine reports it but segments
+nothing) claims no pixels, so it is no detection: it is dropped, never a false positive.
 
 Measures:
 - HOTA (DetA, AssA), IDF1 and ID switches (plus MOTA) by ``trackeval``'s metric classes, with
@@ -216,6 +218,7 @@ def _prepare(
         small = [i for i in range(len(named)) if named.areas[i] < floor]
         targets, ignored = named.subset(big), named.subset(small)
         p = pred.frames.get(seq, FrameObjects())
+        p = p.subset(i for i in range(len(p)) if p.areas[i] > 0)
         if phrases is None:
             p = p.relabel([""] * len(p))
         drop: set[int] = set()
