@@ -35,7 +35,7 @@ from supervision import Detections
 from engine.grounding import GroundJob, GroundResult
 from engine.protocols import Detector, DetectorPrompt, SegmenterSession
 from engine.segmenter import SegmentOutput
-from engine.track_manager import Observation, Plan, TrackManager
+from engine.track_manager import Colour, Observation, Plan, TrackManager
 from stream.boxes import clip_box
 from stream.config import EngineConfig
 from stream.errors import PromptError
@@ -83,6 +83,8 @@ class EngineCounters:
     grounding_results_dropped: int = 0
     objects_created: int = 0
     objects_ended: int = 0
+    objects_dormant: int = 0  # tracks put to sleep (memory freed) for re-identification
+    reidentified: int = 0  # dormant or lost tracks re-prompted from a detection under their ID
     reseeded: int = 0
     seed_failures: int = 0
     last_grounding_ms: float = 0.0
@@ -145,7 +147,8 @@ class CameraTracker:
         self._last_box: dict[int, Box] = {}
         self._current: tuple[int, int, int, int] | None = None  # seq, frame_idx, width, height
         self._pending_external: deque[tuple[int, Detections]] = deque(maxlen=8)
-        self._inflight: dict[int, tuple[int, dict[int, np.ndarray]]] = {}  # seq -> idx, masks
+        # seq -> frame idx, masks, image of a grounding job in flight
+        self._inflight: dict[int, tuple[int, dict[int, np.ndarray], np.ndarray]] = {}
         self._last_masks: dict[int, np.ndarray] = {}
         if cfg.prompt.strip():
             self.set_prompt(cfg.prompt)
@@ -242,9 +245,18 @@ class CameraTracker:
         """After propagation: bookkeeping, in-line grounding if asked and due, the result."""
         t0 = time.perf_counter()
         current = dict(outs)
-        obs = {tid: Observation(o.box, o.score) for tid, o in current.items()}
-        for event in self.manager.on_frame(frame.seq, obs):
-            if event.kind == "ended":
+        obs = {
+            tid: Observation(o.box, o.score, mask_colour(frame.image, o.mask, o.box))
+            for tid, o in current.items()
+        }
+        masks = {t: o.mask for t, o in current.items()}
+        for event in self.manager.on_frame(frame.seq, obs, mask_iou_of(masks)):
+            if event.kind == "dormant":
+                self._sleep(event.id)
+                current.pop(event.id, None)
+            elif event.kind == "ended":
+                if event.reason == "dormant":
+                    self.counters.objects_ended += 1
                 self._free(event.id)
                 current.pop(event.id, None)
         self._history[frame.seq] = {tid: o for tid, o in obs.items() if tid in current}
@@ -308,7 +320,7 @@ class CameraTracker:
         assert self._dprompt is not None and self._current is not None
         seq, idx, _, _ = self._current
         self.session.pin(idx)
-        self._inflight[seq] = (idx, self._last_masks)
+        self._inflight[seq] = (idx, self._last_masks, frame.image)
         self._mark_grounded()
         return GroundJob(self.name, seq, idx, frame.image, self._dprompt, self._epoch)
 
@@ -339,6 +351,7 @@ class CameraTracker:
             dets,
             self._history[frame.seq],
             mask_iou_of({t: o.mask for t, o in outs.items()}),
+            box_colours(frame.image, dets.xyxy),
         )
         self._apply_plan(plan, self._current[1], outs, dets)
         ms = (time.perf_counter() - t0) * 1e3
@@ -352,7 +365,7 @@ class CameraTracker:
             self.counters.grounding_results_dropped += 1
             self.session.unpin(r.frame_idx)
             return
-        _, masks = pending
+        _, masks, image = pending
         try:
             if r.detections is None:
                 self.counters.grounding_errors += 1
@@ -364,7 +377,13 @@ class CameraTracker:
                 self.counters.grounding_results_dropped += 1
                 return
             self._apply_plan(
-                self.manager.on_detections(r.seq, r.detections, obs, mask_iou_of(masks)),
+                self.manager.on_detections(
+                    r.seq,
+                    r.detections,
+                    obs,
+                    mask_iou_of(masks),
+                    box_colours(image, r.detections.xyxy),
+                ),
                 r.frame_idx,
                 None,
                 r.detections,
@@ -385,15 +404,21 @@ class CameraTracker:
             self._free(tid)
             if outs is not None:
                 outs.pop(tid, None)
+        for tid in plan.dormant:
+            self._sleep(tid)
+            if outs is not None:
+                outs.pop(tid, None)
         masks = None if detections is None else detections.mask
         seeds = [(r.id, r.box, r.detection, "reseeded") for r in plan.reseed] + [
             (n.id, n.box, n.detection, "objects_created") for n in plan.new
         ]
         for tid, box, det, counter in seeds:
             mask = masks[det] if masks is not None and 0 <= det < len(masks) else None
+            dormant = counter == "reseeded" and tid not in self.session.object_ids
             out = self._seed(tid, frame_idx, box, mask)
             if out is None:
                 continue
+            self.counters.reidentified += dormant
             setattr(self.counters, counter, getattr(self.counters, counter) + 1)
             if outs is not None:
                 outs[tid] = out
@@ -433,6 +458,12 @@ class CameraTracker:
         if tid in self.session.object_ids:
             self.session.remove_object(tid)
             self.counters.objects_ended += 1
+
+    def _sleep(self, tid: int) -> None:
+        """A dormant track: its memory goes, the manager keeps it for re-identification."""
+        if tid in self.session.object_ids:
+            self.session.remove_object(tid)
+        self.counters.objects_dormant += 1
 
     # ------------------------------------------------------------------ state
 
@@ -482,6 +513,38 @@ def mask_iou_of(masks: Mapping[int, np.ndarray]) -> Callable[[int, int], float]:
         return float(np.count_nonzero(ma & mb)) / union if union else 0.0
 
     return iou
+
+
+def mask_colour(image: np.ndarray, mask: np.ndarray, box: Box | None) -> Colour | None:
+    """Mean colour (b, g, r in [0, 1]) of ``image`` inside ``mask`` (within its ``box``), for
+    re-identification; None for an empty mask."""
+    if box is None:
+        return None
+    x1, y1, x2, y2 = (int(v) for v in box)
+    m = mask[y1:y2, x1:x2]
+    if not m.any():
+        return None
+    mean = image[y1:y2, x1:x2][m].mean(axis=0) / 255.0
+    return (float(mean[0]), float(mean[1]), float(mean[2]))
+
+
+def box_colours(image: np.ndarray, xyxy: np.ndarray) -> list[Colour | None]:
+    """Mean colour of each box's central half (inside a ball or a box, off the background)."""
+    h, w = image.shape[:2]
+    out: list[Colour | None] = []
+    for x1, y1, x2, y2 in np.asarray(xyxy, dtype=np.float64).reshape(-1, 4):
+        if not np.isfinite([x1, y1, x2, y2]).all():
+            out.append(None)
+            continue
+        cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 4, (y2 - y1) / 4
+        a, b = max(0, int(cx - hw)), min(w, int(np.ceil(cx + hw)))
+        c, d = max(0, int(cy - hh)), min(h, int(np.ceil(cy + hh)))
+        if b <= a or d <= c:
+            out.append(None)
+            continue
+        mean = image[c:d, a:b].reshape(-1, 3).mean(axis=0) / 255.0
+        out.append((float(mean[0]), float(mean[1]), float(mean[2])))
+    return out
 
 
 def sample_points(mask: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -4,9 +4,15 @@ Pure logic (numpy + scipy, no torch); the engine owns the models and applies wha
 decides. Two inputs drive it:
 
 * ``on_frame(seq, observations)``: after SAM 2 propagated frame ``seq``, one :class:`Observation`
-  (mask box or ``None``, object score logit) per tracked object. A frame whose score is below
-  ``score_threshold`` or whose mask is empty is a *miss*; after ``max_missed`` consecutive misses
-  the track ends (``TrackEvent(kind="ended")``) and the engine frees its memory.
+  (mask box or ``None``, object score logit, mean colour inside the mask) per tracked object. A
+  frame whose score is below ``score_threshold`` or whose mask is empty is a *miss*; after
+  ``max_missed`` consecutive misses the track goes *dormant* (``TrackEvent(kind="dormant")``:
+  the engine frees its memory and publishes nothing for it, the manager keeps its last box,
+  velocity and colour); a dormant track not re-identified within ``reid_frames`` frames ends
+  (``kind="ended"``, reason ``"dormant"``). With ``reid_frames`` 0 it ends at once (reason
+  ``"missed"``). With ``mask_iou`` given, two tracks whose masks overlap by ``merge_iou`` on
+  ``DUPLICATE_FRAMES`` (5) frames in a row are one object: the younger goes dormant (reason
+  ``"duplicate"``; it may have drifted onto the other's object while its own is hidden).
 * ``on_detections(seq, detections, tracks_at_seq)``: a grounding result computed on frame ``seq``
   (possibly several frames ago: grounding runs beside propagation), matched against the tracks'
   boxes *of that frame*. Returns a :class:`Plan` for the engine to apply:
@@ -15,10 +21,19 @@ decides. Two inputs drive it:
     highest score first, while fewer than ``max_objects`` tracks are live;
   - ``reseed``: a matched track whose box at ``seq`` has drifted (IoU with its detection below
     ``drift_iou``, or no box at all because it was lost) is re-prompted from the detection;
-  - ``ended``: tracks not re-detected for ``max_unseen`` consecutive re-groundings;
+  - ``dormant``: tracks not re-detected for ``max_unseen`` consecutive re-groundings (``ended``
+    instead when ``reid_frames`` is 0);
   - ``merged``: the younger of two same-label tracks whose boxes (and masks, when the engine
     passes ``mask_iou``) at ``seq`` overlap at least ``merge_iou`` on ``MERGE_AFTER`` (2) consecutive re-groundings while not both were
     re-detected (the older, lower ID is kept; two objects crossing are not merged).
+
+Re-identification. Detections left over by the IoU assignment are matched (Hungarian again) to
+tracks of their label: a live one whose box on ``seq`` lies inside the detection (its mask
+shrank away from its object), or a lost or dormant one with no box on ``seq`` near the centre
+the track's motion predicts (its last box moved by its velocity; within ``reid_distance`` box sides, the gate
+widening with the time since its last good box), of a similar size and, where both are known,
+of a similar colour. Such a track is re-prompted (``reseed``) under its own ID: it never ended,
+so IDs are still never reused.
 
 Matching rules. Detections are first de-duplicated per label (greedy NMS at ``DUPLICATE_IOU``
 = 0.5, or ``merge_iou`` if lower: Grounding DINO does no NMS). Assignment is one-to-one, by IoU, with the Hungarian algorithm
@@ -29,10 +44,14 @@ after ``seq``, or not reported) and a lost track with no box at ``seq`` are matc
 known box; such a track is never penalised for a re-grounding older than its creation. An
 unmatched detection that overlaps a live same-label track by that same IoU or more is a duplicate,
 not a new object (so a second object hidden behind a first of the same label gets its own track
-only once they overlap less).
+only once they overlap less); one that overlaps a live track of another label by
+``CROSS_LABEL_DUPLICATE_IOU`` (0.7) is that object under another name (a half-hidden box taken
+for a ball), not a new object either.
 
 States (CONTRACT.md): ``new`` on the first frame a track is observed, then ``tracked`` while its
-score is at or above ``score_threshold``, ``lost`` while below but not yet ended. ``age`` is frames
+score is at or above ``score_threshold``, ``lost`` while below but not yet dormant. Dormant
+tracks are not live: :meth:`tracks` and ``len`` leave them out, ``in`` finds them, and they take
+no ``max_objects`` place. ``age`` is frames
 since the track's first frame (its detection frame, or the first observed frame of a manual
 track). IDs start at 1 (or ``first_id``), increase, and are never reused (not even after :meth:`reset`).
 ID blocks (a fleet leases them so that IDs are unique across engines): with ``id_limit`` set, IDs
@@ -62,10 +81,22 @@ from stream.errors import PromptError
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
+Colour = tuple[float, float, float]  # mean (b, g, r) in [0, 1]
 TrackState = Literal["new", "tracked", "lost"]
 _NO_MATCH_COST = 1e6
 DUPLICATE_IOU = 0.5  # same-label boxes overlapping this much (or merge_iou if lower) are one object
+CROSS_LABEL_DUPLICATE_IOU = (
+    0.7  # a new box overlapping a live track this much is that object, misnamed
+)
+REID_SIZE_RATIO = 2.5  # re-identification: box side ratio (sqrt of areas) at most this, either way
+REID_COLOUR = 0.3  # re-identification: largest mean-colour distance (L1 over b, g, r in [0, 1])
+REID_GROWTH = 0.05  # re-identification: gate widening, box sides per frame since the last good box
+VELOCITY_SMOOTHING = 0.5  # weight of the newest displacement in the centre velocity estimate
+COLOUR_SMOOTHING = 0.2  # weight of the newest mask colour in the track's colour estimate
+SIDE_SMOOTHING = 0.2  # weight of the newest box side in the track's size estimate
+CONTAINED = 0.8  # a track box this much inside a left-over detection of its label: its object
 MERGE_AFTER = 2  # consecutive re-groundings a same-label pair must overlap before merging
+DUPLICATE_FRAMES = 5  # consecutive frames two tracks' masks must coincide to be one object
 
 
 def as_box(box: Sequence[float] | NDArray[np.floating]) -> Box:
@@ -117,18 +148,21 @@ class Observation:
 
     box: Box | None
     score: float
+    colour: Colour | None = None  # mean colour inside the mask (see ``mean_colour``)
 
 
 @dataclass(frozen=True)
 class TrackEvent:
     """A state change reported by :meth:`TrackManager.on_frame`.
 
-    ``kind``: ``lost`` (score fell below threshold), ``recovered`` (back above it) or ``ended``
-    (``reason`` ``"missed"``: the engine must free the object's memory)."""
+    ``kind``: ``lost`` (score fell below threshold), ``recovered`` (back above it), ``dormant``
+    (missed ``max_missed`` frames but kept for re-identification: the engine frees the
+    object's memory and publishes nothing for it) or ``ended`` (``reason`` ``"missed"``: the
+    engine must free the object's memory)."""
 
     seq: int
     id: int
-    kind: Literal["lost", "recovered", "ended"]
+    kind: Literal["lost", "recovered", "dormant", "ended"]
     reason: str = ""
 
 
@@ -166,7 +200,9 @@ class Match:
 class Plan:
     """What the engine applies after one re-grounding (boxes are in frame ``seq``'s pixels).
 
-    ``ended`` and ``merged`` tracks are already removed from the manager: free their memory."""
+    ``ended`` and ``merged`` tracks are already removed from the manager: free their memory.
+    ``dormant`` tracks stay in the manager for re-identification: free their memory too (a
+    ``reseed`` of a dormant track starts it again in the segmenter under its own ID)."""
 
     seq: int
     new: tuple[NewTrack, ...] = ()
@@ -174,6 +210,7 @@ class Plan:
     ended: tuple[int, ...] = ()
     merged: tuple[int, ...] = ()
     matches: tuple[Match, ...] = ()
+    dormant: tuple[int, ...] = ()
 
     @property
     def removed(self) -> tuple[int, ...]:
@@ -205,6 +242,11 @@ class _Track:
     unseen: int = 0  # consecutive re-groundings without re-detection
     lost: bool = False
     last_seq: int | None = None
+    hit_seq: int | None = None  # frame of last_box (None: the seed box, not observed yet)
+    velocity: tuple[float, float] = (0.0, 0.0)  # box centre, pixels per frame
+    colour: Colour | None = None  # mean colour inside the mask on the last hit
+    side: float = 0.0  # smoothed box side over hits (a mask that shrinks away leaves it)
+    dormant_since: int | None = None  # frame it went dormant (memory freed, not published)
 
 
 @dataclass
@@ -212,6 +254,7 @@ class _Candidate:
     track: _Track
     box: Box
     at_seq: bool  # box is the track's box on the detection frame (not a fallback)
+    dormant: bool = False  # dormant on the detection frame: re-identification only
 
 
 @dataclass
@@ -227,6 +270,7 @@ class TrackManager:
     _next_id: int = field(default=1, init=False)
     _last_seq: int | None = field(default=None, init=False)
     _pair_hits: dict[tuple[int, int], int] = field(default_factory=dict, init=False)
+    _dup_frames: dict[tuple[int, int], int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if self.first_id < 1:
@@ -237,16 +281,24 @@ class TrackManager:
 
     # ------------------------------------------------------------------ frames
 
-    def on_frame(self, seq: int, observations: Mapping[int, Observation]) -> list[TrackEvent]:
+    def on_frame(
+        self,
+        seq: int,
+        observations: Mapping[int, Observation],
+        mask_iou: Callable[[int, int], float] | None = None,
+    ) -> list[TrackEvent]:
         """Update tracks from the segmenter's output for frame ``seq``.
 
         Tracks absent from ``observations`` are left unchanged; observations of unknown (e.g.
-        just ended) IDs are ignored."""
+        just ended) IDs are ignored. ``mask_iou(a, b)``: optional IoU of two tracks' masks on
+        this frame; when given, two tracks whose masks overlap by ``merge_iou`` on
+        ``DUPLICATE_FRAMES`` consecutive frames are one object: the younger goes dormant (it
+        may have drifted onto the other's object; it ends when ``reid_frames`` is 0)."""
         self._last_seq = seq if self._last_seq is None else max(self._last_seq, seq)
         events: list[TrackEvent] = []
         for tid, obs in observations.items():
             t = self._tracks.get(tid)
-            if t is None:
+            if t is None or t.dormant_since is not None:
                 log.debug("observation of unknown track %d on frame %d ignored", tid, seq)
                 continue
             if t.first_seq is None:
@@ -257,7 +309,7 @@ class TrackManager:
             hit = obs.box is not None and obs.score >= self.cfg.score_threshold
             if hit:
                 assert obs.box is not None
-                t.last_box = as_box(obs.box)
+                self._hit(t, seq, as_box(obs.box), obs.colour)
                 t.missed = 0
                 if t.lost:
                     t.lost = False
@@ -265,13 +317,91 @@ class TrackManager:
                 continue
             t.missed += 1
             if t.missed >= self.cfg.max_missed:
+                if self.cfg.reid_frames > 0 and not t.manual:
+                    t.dormant_since = seq
+                    t.lost = True
+                    events.append(TrackEvent(seq, tid, "dormant", "missed"))
+                    log.info("track %d (%s) dormant: missed %d frames", tid, t.label, t.missed)
+                    continue
                 del self._tracks[tid]
                 events.append(TrackEvent(seq, tid, "ended", "missed"))
                 log.info("track %d (%s) ended: missed %d frames", tid, t.label, t.missed)
             elif not t.lost:
                 t.lost = True
                 events.append(TrackEvent(seq, tid, "lost"))
+        if mask_iou is not None:
+            events += self._duplicates(seq, observations, mask_iou)
+        for t in list(self._tracks.values()):
+            slept = None if t.dormant_since is None else seq - t.dormant_since
+            if slept is not None and slept >= self.cfg.reid_frames:
+                del self._tracks[t.id]
+                events.append(TrackEvent(seq, t.id, "ended", "dormant"))
+                log.info("track %d (%s) ended: dormant %d frames", t.id, t.label, slept)
         return events
+
+    def _duplicates(
+        self,
+        seq: int,
+        observations: Mapping[int, Observation],
+        mask_iou: Callable[[int, int], float],
+    ) -> list[TrackEvent]:
+        """Tracks whose masks coincide (``merge_iou``) on ``DUPLICATE_FRAMES`` frames in a row:
+        the younger goes dormant (or ends), the older (lower ID) is kept."""
+        hits = [
+            (tid, obs.box)
+            for tid, obs in sorted(observations.items())
+            if obs.box is not None
+            and tid in self._tracks
+            and self._tracks[tid].dormant_since is None
+            and obs.score >= self.cfg.score_threshold
+        ]
+        counts: dict[tuple[int, int], int] = {}
+        events: list[TrackEvent] = []
+        gone: set[int] = set()
+        if len(hits) >= 2:
+            iou = iou_matrix([b for _, b in hits], [b for _, b in hits])
+            for j in range(len(hits)):
+                for i in range(j):
+                    a, b = hits[i][0], hits[j][0]
+                    if a in gone or b in gone or iou[i, j] < self.cfg.merge_iou / 2:
+                        continue
+                    if mask_iou(a, b) < self.cfg.merge_iou:
+                        continue
+                    pair = (a, b)
+                    counts[pair] = self._dup_frames.get(pair, 0) + 1
+                    if counts[pair] < DUPLICATE_FRAMES:
+                        continue
+                    gone.add(b)
+                    t, keep = self._tracks[b], self._tracks[a]
+                    keep.unseen = min(keep.unseen, t.unseen)
+                    if self.cfg.reid_frames > 0 and not t.manual:
+                        t.dormant_since, t.lost = seq, True
+                        events.append(TrackEvent(seq, b, "dormant", "duplicate"))
+                    else:
+                        del self._tracks[b]
+                        events.append(TrackEvent(seq, b, "ended", "duplicate"))
+                    log.info("track %d (%s) is track %d's object on frame %d", b, t.label, a, seq)
+        self._dup_frames = counts
+        return events
+
+    def _hit(self, t: _Track, seq: int, box: Box, colour: Colour | None) -> None:
+        """A good box on frame ``seq``: the last box, the centre velocity, the colour."""
+        if t.hit_seq is not None and seq > t.hit_seq:
+            (cx, cy), (px, py) = _centre(box), _centre(t.last_box)
+            dt = seq - t.hit_seq
+            a = VELOCITY_SMOOTHING
+            vx, vy = t.velocity
+            t.velocity = (a * (cx - px) / dt + (1 - a) * vx, a * (cy - py) / dt + (1 - a) * vy)
+        t.last_box = box
+        t.hit_seq = seq
+        t.side = (
+            _side(box)
+            if t.side <= 0
+            else (1 - SIDE_SMOOTHING) * t.side + SIDE_SMOOTHING * _side(box)
+        )
+        if colour is not None:
+            a = COLOUR_SMOOTHING
+            t.colour = colour if t.colour is None else _mix(t.colour, colour, a)
 
     # ------------------------------------------------------------------ detections
 
@@ -281,18 +411,22 @@ class TrackManager:
         detections: DetectionsLike,
         tracks_at_seq: Mapping[int, Observation],
         mask_iou: Callable[[int, int], float] | None = None,
+        colours: Sequence[Colour | None] | None = None,
     ) -> Plan:
         """Match a grounding result computed on frame ``seq`` and decide new/reseed/end/merge.
 
         ``mask_iou(a, b)``: optional IoU of two tracks' masks on frame ``seq``; when given it
         decides merging (a pair whose boxes overlap by ``merge_iou`` must also have masks that
-        do), so an object partly hidden behind another of the same label is not merged into it."""
+        do), so an object partly hidden behind another of the same label is not merged into it.
+        ``colours``: optional mean colour of each detection (``box_colour``), for
+        re-identification."""
         boxes, scores, labels = _unpack(detections)
         dup_iou = min(DUPLICATE_IOU, self.cfg.merge_iou)
         keep = _nms_per_label(boxes, scores, labels, dup_iou)
         cands = self._candidates(seq, tracks_at_seq)
 
-        matches = self._assign(boxes, labels, keep, cands)
+        matches = self._assign(boxes, labels, keep, [c for c in cands if not c.dormant])
+        matches += self._reidentify(seq, boxes, labels, keep, cands, matches, colours)
         matched_tracks = {m.id for m in matches}
         matched_dets = {m.detection for m in matches}
         by_id = {c.track.id: c for c in cands}
@@ -302,6 +436,7 @@ class TrackManager:
             c = by_id[m.id]
             c.track.unseen = 0
             c.track.missed = 0
+            c.track.dormant_since = None
             if not c.at_seq or m.iou < self.cfg.drift_iou:
                 reseed.append(
                     Reseed(
@@ -309,15 +444,29 @@ class TrackManager:
                     )
                 )
                 c.track.last_box = _box_at(boxes, m.detection)
+                if c.track.hit_seq is None or c.track.hit_seq <= seq:
+                    c.track.hit_seq = seq
 
         ended: list[int] = []
+        dormant: list[int] = []
         for c in cands:
             t = c.track
             existed = t.first_seq is not None and t.first_seq <= seq
-            if t.id in matched_tracks or t.manual or not existed:
+            if t.id in matched_tracks or t.manual or not existed or c.dormant:
                 continue
             t.unseen += 1
-            if t.unseen >= self.cfg.max_unseen:
+            if t.unseen < self.cfg.max_unseen:
+                continue
+            if self.cfg.reid_frames > 0:
+                t.dormant_since, t.lost = seq, True
+                dormant.append(t.id)
+                log.info(
+                    "track %d (%s) dormant: not re-detected for %d re-groundings",
+                    t.id,
+                    t.label,
+                    t.unseen,
+                )
+            else:
                 ended.append(t.id)
         for tid in ended:
             t = self._tracks.pop(tid)
@@ -325,7 +474,7 @@ class TrackManager:
                 "track %d (%s) ended: not re-detected for %d re-groundings", tid, t.label, t.unseen
             )
 
-        alive = [c for c in cands if c.track.id in self._tracks]
+        alive = [c for c in cands if c.track.id in self._tracks and c.track.dormant_since is None]
         merged = self._merge(seq, [c for c in alive if c.at_seq], matched_tracks, mask_iou)
         alive = [c for c in alive if c.track.id in self._tracks]
         new = self._new_tracks(seq, boxes, scores, labels, keep, matched_dets, alive, dup_iou)
@@ -336,6 +485,7 @@ class TrackManager:
             ended=tuple(ended),
             merged=tuple(merged),
             matches=tuple(matches),
+            dormant=tuple(dormant),
         )
 
     def _candidates(self, seq: int, tracks_at_seq: Mapping[int, Observation]) -> list[_Candidate]:
@@ -343,11 +493,89 @@ class TrackManager:
         for tid in sorted(self._tracks):
             t = self._tracks[tid]
             obs = tracks_at_seq.get(tid)
-            if obs is not None and obs.box is not None:
+            dormant = t.dormant_since is not None
+            if obs is not None and obs.box is not None and not dormant:
                 cands.append(_Candidate(t, as_box(obs.box), at_seq=True))
             else:
-                cands.append(_Candidate(t, t.last_box, at_seq=False))
+                cands.append(_Candidate(t, t.last_box, at_seq=False, dormant=dormant))
         return cands
+
+    def _reidentify(
+        self,
+        seq: int,
+        boxes: NDArray[np.float64],
+        labels: list[str],
+        keep: list[int],
+        cands: list[_Candidate],
+        matches: list[Match],
+        colours: Sequence[Colour | None] | None,
+    ) -> list[Match]:
+        """Second stage: detections left over matched to tracks of their label: a live track
+        whose box on ``seq`` lies inside the detection (``CONTAINED``: its mask shrank away from
+        its object), or a lost or dormant one (no box on ``seq``) near where the track's motion
+        puts it: within ``reid_distance``
+        box sides of its predicted centre (the gate widens by ``REID_GROWTH`` per frame since
+        its last good box), of a similar size (``REID_SIZE_RATIO``) and, where both colours are
+        known, of a similar colour (``REID_COLOUR``). ``Match.iou`` is the IoU with the
+        predicted box."""
+        if self.cfg.reid_distance <= 0:
+            return []
+        taken_d = {m.detection for m in matches}
+        taken_t = {m.id for m in matches}
+        dets = [d for d in keep if d not in taken_d]
+        pool = [
+            c
+            for c in cands
+            if c.track.id not in taken_t
+            and not c.track.manual
+            and (c.at_seq or (c.track.hit_seq is not None and c.track.hit_seq <= seq))
+        ]
+        if not dets or not pool:
+            return []
+        cost = np.full((len(dets), len(pool)), _NO_MATCH_COST)
+        predicted: list[Box] = []
+        for j, c in enumerate(pool):
+            t = c.track
+            elapsed = max(0, seq - (seq if t.hit_seq is None else t.hit_seq))
+            pred = _shift(t.last_box, t.velocity[0] * elapsed, t.velocity[1] * elapsed)
+            if c.at_seq:
+                pred = c.box
+            predicted.append(pred)
+            side = max(_side(t.last_box), t.side)
+            gate = self.cfg.reid_distance + REID_GROWTH * elapsed
+            (px, py) = _centre(pred)
+            for i, d in enumerate(dets):
+                if labels[d] != t.label:
+                    continue
+                box = _box_at(boxes, d)
+                dside = _side(box)
+                if side <= 0 or dside <= 0 or max(side / dside, dside / side) > REID_SIZE_RATIO:
+                    continue
+                cx, cy = _centre(box)
+                dist = float(np.hypot(cx - px, cy - py)) / side
+                if c.at_seq:  # a live track: only its own mask, shrunk inside the detection
+                    if _contained(c.box, box) < CONTAINED:
+                        continue
+                    dist = 0.0
+                if dist > gate:
+                    continue
+                colour = None if colours is None or d >= len(colours) else colours[d]
+                dc = 0.0
+                if colour is not None and t.colour is not None:
+                    dc = float(np.abs(np.subtract(colour, t.colour)).sum())
+                    if dc > REID_COLOUR:
+                        continue
+                cost[i, j] = dist / gate + dc / REID_COLOUR
+        rows, cols = linear_sum_assignment(cost)
+        out: list[Match] = []
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            if cost[r, c] >= _NO_MATCH_COST:
+                continue
+            d, t = dets[r], pool[c].track
+            iou = float(iou_matrix(boxes[d : d + 1], np.array([predicted[c]]))[0, 0])
+            log.info("track %d (%s) re-identified on frame %d", t.id, t.label, seq)
+            out.append(Match(t.id, d, iou))
+        return out
 
     def _assign(
         self,
@@ -429,7 +657,12 @@ class TrackManager:
             same = [b for lbl, b in live if lbl == labels[d]]
             if same and float(iou_matrix(boxes[d : d + 1], np.array(same)).max()) >= dup_iou:
                 continue  # a duplicate of a live track, not a new object
-            if len(self._tracks) >= self.cfg.max_objects:
+            other = [b for lbl, b in live if lbl != labels[d]]
+            if other and float(iou_matrix(boxes[d : d + 1], np.array(other)).max()) >= (
+                CROSS_LABEL_DUPLICATE_IOU
+            ):
+                continue  # a live track's object under another name (a box taken for a ball)
+            if self._live() >= self.cfg.max_objects:
                 log.info(
                     "max_objects=%d reached: detection %r on frame %d not tracked",
                     self.cfg.max_objects,
@@ -455,7 +688,7 @@ class TrackManager:
         ``seq``: the frame the box is given on (default: its first observed frame)."""
         if not label.strip():
             raise PromptError("an object label must not be empty")
-        if len(self._tracks) >= self.cfg.max_objects:
+        if self._live() >= self.cfg.max_objects:
             raise PromptError(
                 f"cannot add an object: max_objects={self.cfg.max_objects} are tracked"
             )
@@ -489,14 +722,22 @@ class TrackManager:
     # ------------------------------------------------------------------ queries
 
     def tracks(self) -> list[TrackInfo]:
-        """Live tracks, by ID, as of the latest frame."""
-        return [self._info(t) for _, t in sorted(self._tracks.items())]
+        """Live tracks, by ID, as of the latest frame (dormant ones are not live)."""
+        return [self._info(t) for _, t in sorted(self._tracks.items()) if t.dormant_since is None]
+
+    def dormant_ids(self) -> list[int]:
+        """Tracks kept for re-identification (memory freed, not published), by ID."""
+        return sorted(t.id for t in self._tracks.values() if t.dormant_since is not None)
+
+    def _live(self) -> int:
+        return sum(1 for t in self._tracks.values() if t.dormant_since is None)
 
     def __contains__(self, track_id: object) -> bool:
         return track_id in self._tracks
 
     def __len__(self) -> int:
-        return len(self._tracks)
+        """Live tracks (dormant ones not counted; ``in`` finds them)."""
+        return self._live()
 
     @property
     def next_id(self) -> int:
@@ -560,6 +801,35 @@ def _unpack(
     if raw is None or len(raw) != n:
         raise ValueError(f"detections need data['label'] with {n} entries")
     return boxes, scores, [str(x) for x in raw]
+
+
+def _centre(box: Box) -> tuple[float, float]:
+    return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+def _mix(old: Colour, new: Colour, a: float) -> Colour:
+    return (
+        (1 - a) * old[0] + a * new[0],
+        (1 - a) * old[1] + a * new[1],
+        (1 - a) * old[2] + a * new[2],
+    )
+
+
+def _contained(inner: Box, outer: Box) -> float:
+    """The share of ``inner``'s area inside ``outer``."""
+    w = min(inner[2], outer[2]) - max(inner[0], outer[0])
+    h = min(inner[3], outer[3]) - max(inner[1], outer[1])
+    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
+    return max(0.0, w) * max(0.0, h) / area if area > 0 else 0.0
+
+
+def _side(box: Box) -> float:
+    """The side of the square of the box's area."""
+    return float(np.sqrt(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])))
+
+
+def _shift(box: Box, dx: float, dy: float) -> Box:
+    return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
 
 
 def _box_at(boxes: NDArray[np.float64], i: int) -> Box:

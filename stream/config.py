@@ -306,6 +306,22 @@ class EngineConfig(_Model):
         le=10000,
         description="Re-groundings without re-detection after which a track ends.",
     )
+    reid_frames: int = Field(
+        150,
+        ge=0,
+        le=100000,
+        description="Frames a track that missed max_missed frames, or was not re-detected for "
+        "max_unseen re-groundings, stays dormant (its memory freed, nothing published) and can "
+        "be re-identified under its own ID by a detection; then it ends (0: it ends at once).",
+    )
+    reid_distance: float = Field(
+        1.5,
+        ge=0,
+        le=100,
+        description="Re-identification gate: a detection of a lost or dormant track's label "
+        "within this many box sides of where the track's motion puts it re-prompts that track "
+        "(0: off, a lost track is matched by box IoU alone).",
+    )
     max_objects: int = Field(32, ge=1, le=256, description="Most objects tracked at once.")
     seed_with: Literal["box", "mask", "points"] = Field(
         "box", description="How a detection starts a track."
@@ -548,6 +564,8 @@ PER_CAMERA_ENGINE_KEYS = (
     "score_threshold",
     "max_missed",
     "max_unseen",
+    "reid_frames",
+    "reid_distance",
     "max_objects",
     "seed_with",
 )

@@ -19,7 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.grounder import make_detections
-from engine.track_manager import DUPLICATE_IOU, Box, Observation, Plan, TrackManager, iou_matrix
+from engine.track_manager import (
+    DUPLICATE_FRAMES,
+    DUPLICATE_IOU,
+    Box,
+    Observation,
+    Plan,
+    TrackManager,
+    iou_matrix,
+)
 from stream.config import EngineConfig
 from stream.errors import PromptError
 
@@ -95,6 +103,7 @@ class Run:
     follow: list[dict[int, list[int]]] = field(default_factory=list)  # t -> object -> track ids
     created: list[int] = field(default_factory=list)
     ended: set[int] = field(default_factory=set)
+    dormant: set[int] = field(default_factory=set)  # kept for re-identification, not followed
     reseeds: int = 0
     bound: dict[int, int | None] = field(default_factory=dict)  # live track -> object (None: FP)
     plans: list[Plan] = field(default_factory=list)
@@ -153,12 +162,16 @@ def simulate(scene: Scene, cfg: EngineConfig, sim: SimConfig) -> tuple[Run, Trac
             for tid in plan.removed:
                 run.ended.add(tid)
                 run.bound.pop(tid)
+            for tid in plan.dormant:
+                run.dormant.add(tid)
+                run.bound.pop(tid)
             for n in plan.new:
                 run.created.append(n.id)
                 run.bound[n.id] = _best_object(scene, n.box, s)
                 offset[n.id] = 0.0
             for r in plan.reseed:
                 run.reseeds += 1
+                run.dormant.discard(r.id)
                 run.bound[r.id] = _best_object(scene, r.box, s)
                 offset[r.id] = 0.0
         obs: dict[int, Observation] = {}
@@ -176,6 +189,10 @@ def simulate(scene: Scene, cfg: EngineConfig, sim: SimConfig) -> tuple[Run, Trac
         for e in tm.on_frame(t, obs):
             if e.kind == "ended":
                 run.ended.add(e.id)
+                run.dormant.discard(e.id)
+                run.bound.pop(e.id, None)
+            elif e.kind == "dormant":
+                run.dormant.add(e.id)
                 run.bound.pop(e.id)
         assert set(run.bound) == {i.id for i in tm.tracks()}
         follow: dict[int, list[int]] = defaultdict(list)
@@ -218,9 +235,11 @@ def assert_scene_invariants(scene: Scene, run: Run, tm: TrackManager, settle: in
                 and all(scene.seen(k, u) for u in range(since, t + 1))
             ):
                 assert follow.get(k), f"frame {t}: object {k} in view since {since} has no track"
-    # Every ended object is freed: at the end nothing is tracked, every created ID ended.
-    assert len(tm) == 0 and not run.bound
-    assert run.ended == set(run.created)
+    # Every ended object is freed: at the end nothing is live, every created ID ended or is
+    # dormant (kept for re-identification, for at most reid_frames).
+    assert not tm.tracks() and not run.bound
+    assert run.dormant == set(tm.dormant_ids())
+    assert run.ended | run.dormant == set(run.created)
 
 
 def crossing_scene() -> Scene:
@@ -245,7 +264,9 @@ def test_perfect_detector_and_segmenter() -> None:
     scene = crossing_scene()
     run, tm = simulate(scene, CFG, SimConfig())
     assert_scene_invariants(scene, run, tm, settle=15)
-    assert len(run.created) == 6  # 5 objects, one of them back after leaving
+    # 5 objects: the person back after leaving (100 frames) is re-identified under its own ID.
+    assert len(run.created) == 5
+    assert run.follow[100].get(3) is None and run.follow[79][3] == run.follow[200][3]
 
 
 def test_occlusion_keeps_the_id_of_the_hidden_person() -> None:
@@ -278,7 +299,7 @@ def test_drifting_segmenter_is_reseeded() -> None:
 
 def test_object_gone_is_ended_after_max_missed_frames() -> None:
     scene = Scene([Obj("ball", (40, 40), (100, 100), (0, 0), [(0, 20)])], frames=60)
-    cfg = EngineConfig(max_missed=5, max_unseen=100, reground_every_frames=10)
+    cfg = EngineConfig(max_missed=5, max_unseen=100, reground_every_frames=10, reid_frames=0)
     run, tm = simulate(scene, cfg, SimConfig(every=1000, delay=0))
     assert run.created == [1] and run.ended == {1}
     # Frames 20..24 missed: it ends on frame 24, so frame 23 is the last that still has it.
@@ -299,7 +320,7 @@ def dets(*items: tuple[str, Box, float]) -> sv.Detections:
 
 
 def test_states_age_and_lifecycle_events() -> None:
-    tm = TrackManager(EngineConfig(max_missed=2))
+    tm = TrackManager(EngineConfig(max_missed=2, reid_frames=0))  # dormant: see below
     plan = tm.on_detections(10, dets(("ball", (0, 0, 10, 10), 0.9)), {})
     (new,) = plan.new
     assert new.id == 1 and new.label == "ball"
@@ -325,15 +346,18 @@ def test_states_age_and_lifecycle_events() -> None:
 def test_label_must_match_and_track_keeps_label() -> None:
     tm = TrackManager(EngineConfig())
     tm.on_detections(0, dets(("ball", (0, 0, 10, 10), 0.9)), {})
-    plan = tm.on_detections(
-        1, dets(("person", (0, 0, 10, 10), 0.9)), {1: Observation((0, 0, 10, 10), 1)}
-    )
+    at = {1: Observation((0, 0, 10, 10), 1)}
+    # A box on the ball's object under another phrase is that object (IoU >= 0.7), not a new one.
+    plan = tm.on_detections(1, dets(("person", (0, 0, 10, 11), 0.9)), at)
+    assert plan.matches == () and plan.new == ()
+    # IoU 0.625: a match were labels ignored; not the same object under another name.
+    plan = tm.on_detections(2, dets(("person", (0, 0, 10, 16), 0.9)), at)
     assert plan.matches == () and [n.label for n in plan.new] == ["person"]
     assert [(i.id, i.label) for i in tm.tracks()] == [(1, "ball"), (2, "person")]
 
 
 def test_drift_reseed_and_unseen_end() -> None:
-    tm = TrackManager(EngineConfig(max_unseen=2, drift_iou=0.5, iou_threshold=0.2))
+    tm = TrackManager(EngineConfig(max_unseen=2, drift_iou=0.5, iou_threshold=0.2, reid_frames=0))
     tm.on_detections(
         0, dets(("ball", (0, 0, 10, 10), 0.9), ("person", (100, 100, 150, 200), 0.9)), {}
     )
@@ -355,7 +379,7 @@ def test_lost_track_matches_on_last_known_box_and_is_reseeded() -> None:
 
 
 def test_track_created_after_the_detection_frame_is_not_duplicated_or_penalised() -> None:
-    tm = TrackManager(EngineConfig(max_unseen=1))
+    tm = TrackManager(EngineConfig(max_unseen=1, reid_frames=0))
     tm.on_detections(20, dets(("ball", (0, 0, 10, 10), 0.9)), {})
     # A slower result computed on frame 15 arrives later: the ball is matched, not re-created;
     # a result without it does not count against a track that did not exist yet.
@@ -411,7 +435,7 @@ def test_max_objects_highest_scores_first() -> None:
 
 
 def test_manual_remove_set_labels_reset() -> None:
-    tm = TrackManager(EngineConfig(max_unseen=1))
+    tm = TrackManager(EngineConfig(max_unseen=1, reid_frames=0))
     a = tm.add_manual("cup", (0, 0, 10, 10), seq=3)
     tm.on_detections(
         4, dets(("ball", (50, 50, 60, 60), 0.9), ("person", (80, 0, 120, 90), 0.9)), {}
@@ -537,3 +561,116 @@ def test_ids_never_reused_over_any_sequence(steps: list[tuple[str, object]]) -> 
             tm.reset()
         assert len(tm) <= 6
     assert seen == sorted(set(seen))
+
+
+# ---------------------------------------------------------------------- dormant tracks, re-identification
+
+RED, BLUE = (0.15, 0.15, 0.85), (0.85, 0.45, 0.1)
+
+
+def _moving_track(tm: TrackManager, frames: range, colour: tuple[float, float, float]) -> int:
+    """One ball detected on frame 0 at x=0..20 and observed moving 4 px/frame to the right."""
+    (new,) = tm.on_detections(0, dets(("ball", (0, 100, 20, 120), 0.9)), {}).new
+    for t in frames:
+        tm.on_frame(t, {new.id: Observation((4.0 * t, 100, 4.0 * t + 20, 120), 2.0, colour)})
+    return new.id
+
+
+def test_missed_track_goes_dormant_and_is_reidentified_where_its_motion_puts_it() -> None:
+    tm = TrackManager(EngineConfig(max_missed=5, max_unseen=100, reid_frames=100))
+    tid = _moving_track(tm, range(11), RED)  # last seen on frame 10 at x=40..60
+    events = [e for t in range(11, 16) for e in tm.on_frame(t, {tid: Observation(None, -4.0)})]
+    assert [(e.kind, e.reason) for e in events] == [("lost", ""), ("dormant", "missed")]
+    assert tm.tracks() == [] and len(tm) == 0 and tid in tm and tm.dormant_ids() == [tid]
+    # Observations of a dormant track are ignored (the engine freed its memory).
+    assert tm.on_frame(16, {tid: Observation((0, 0, 5, 5), 3.0)}) == []
+    # Hidden for 20 frames: it reappears at x=120..140 (no overlap with its last box).
+    plan = tm.on_detections(30, dets(("ball", (121, 101, 141, 121), 0.8)), {}, colours=[RED])
+    assert plan.new == () and [r.id for r in plan.reseed] == [tid]
+    assert [i.id for i in tm.tracks()] == [tid] and tm.dormant_ids() == []
+    (ev,) = tm.on_frame(31, {tid: Observation((124, 100, 144, 120), 2.0, RED)})
+    assert ev.kind == "recovered" and tm.tracks()[0].state == "tracked"
+
+
+def test_reidentification_gate_position_size_colour_label() -> None:
+    cfg = EngineConfig(max_missed=3, max_unseen=100, reid_frames=100, reid_distance=1.5)
+    far = ("ball", (400.0, 300.0, 420.0, 320.0), 0.8)  # far from where it should be
+    big = ("ball", (90.0, 70.0, 170.0, 150.0), 0.8)  # at the right place, 4x the size
+    person = ("person", (120.0, 100.0, 140.0, 120.0), 0.8)
+    near = ("ball", (120.0, 100.0, 140.0, 120.0), 0.8)
+    for det, colour, reidentified in [
+        (far, RED, False),
+        (big, RED, False),
+        (person, RED, False),
+        (near, BLUE, False),
+        (near, RED, True),
+        (near, None, True),  # colour unknown (an external detection): position and size decide
+    ]:
+        tm = TrackManager(cfg)
+        tid = _moving_track(tm, range(11), RED)
+        for t in range(11, 14):
+            tm.on_frame(t, {tid: Observation(None, -4.0)})
+        assert tm.dormant_ids() == [tid]
+        plan = tm.on_detections(30, dets(det), {}, colours=[colour])
+        assert ([r.id for r in plan.reseed] == [tid]) is reidentified, (det, colour)
+        assert len(plan.new) == (0 if reidentified else 1)
+
+
+def test_lost_track_is_reidentified_by_motion_before_it_goes_dormant() -> None:
+    tm = TrackManager(EngineConfig(max_missed=30, max_unseen=100))
+    tid = _moving_track(tm, range(11), RED)
+    for t in range(11, 20):
+        tm.on_frame(t, {tid: Observation(None, -4.0)})
+    # Lost (still in the segmenter) for 10 frames: the detection does not overlap its last box.
+    at = {tid: Observation(None, -4.0)}
+    plan = tm.on_detections(20, dets(("ball", (80, 100, 100, 120), 0.8)), at, colours=[RED])
+    assert plan.new == () and [r.id for r in plan.reseed] == [tid]
+
+
+def test_dormant_track_ends_after_reid_frames_and_unseen_tracks_go_dormant() -> None:
+    tm = TrackManager(EngineConfig(max_missed=100, max_unseen=2, reid_frames=10))
+    tm.on_detections(0, dets(("ball", (0, 0, 10, 10), 0.9)), {})
+    at = {1: Observation((0, 0, 10, 10), 1.0)}
+    tm.on_frame(1, at)
+    assert tm.on_detections(2, dets(), at).dormant == ()
+    plan = tm.on_detections(4, dets(), at)
+    assert plan.dormant == (1,) and plan.ended == () and tm.dormant_ids() == [1]
+    assert all(e.kind != "ended" for t in range(5, 14) for e in tm.on_frame(t, {}))
+    (ev,) = tm.on_frame(14, {})
+    assert (ev.kind, ev.reason, ev.id) == ("ended", "dormant", 1) and 1 not in tm
+    # Its ID is never given again.
+    assert tm.on_detections(15, dets(("ball", (0, 0, 10, 10), 0.9)), {}).new[0].id == 2
+
+
+def test_manual_track_still_ends_after_max_missed_and_dormant_ones_do_not_count() -> None:
+    tm = TrackManager(EngineConfig(max_missed=2, max_objects=1, reid_frames=50))
+    a = tm.add_manual("cup", (0, 0, 10, 10), seq=0)
+    tm.on_frame(0, {a: Observation((0, 0, 10, 10), 1.0)})
+    tm.on_frame(1, {a: Observation(None, -1.0)})
+    (ev,) = tm.on_frame(2, {a: Observation(None, -1.0)})
+    assert (ev.kind, ev.reason) == ("ended", "missed") and a not in tm
+    # A dormant track does not take one of the max_objects places.
+    tm.on_detections(3, dets(("ball", (0, 0, 10, 10), 0.9)), {})
+    tm.on_frame(4, {2: Observation(None, -1.0)})
+    tm.on_frame(5, {2: Observation(None, -1.0)})
+    assert tm.dormant_ids() == [2]
+    assert [n.id for n in tm.on_detections(6, dets(("ball", (300, 0, 310, 10), 0.9)), {}).new] == [
+        3
+    ]
+
+
+def test_tracks_whose_masks_coincide_for_frames_are_one_object() -> None:
+    tm = TrackManager(EngineConfig(merge_iou=0.8, max_unseen=100, reid_frames=50))
+    tm.on_detections(0, dets(("ball", (0, 0, 20, 20), 0.9), ("ball", (100, 0, 120, 20), 0.9)), {})
+    same = {1: Observation((50, 0, 70, 20), 2.0), 2: Observation((51, 0, 71, 20), 2.0)}
+    events = []
+    for t in range(1, DUPLICATE_FRAMES):
+        events += tm.on_frame(t, same, mask_iou=lambda a, b: 0.95)
+    # One frame apart breaks the run: crossing objects are not taken for one.
+    tm.on_frame(DUPLICATE_FRAMES, same, mask_iou=lambda a, b: 0.3)
+    for t in range(DUPLICATE_FRAMES + 1, 2 * DUPLICATE_FRAMES):
+        events += tm.on_frame(t, same, mask_iou=lambda a, b: 0.95)
+    assert events == []
+    (ev,) = tm.on_frame(2 * DUPLICATE_FRAMES, same, mask_iou=lambda a, b: 0.95)
+    assert (ev.id, ev.kind, ev.reason) == (2, "dormant", "duplicate")
+    assert [i.id for i in tm.tracks()] == [1] and tm.dormant_ids() == [2]
