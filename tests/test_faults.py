@@ -968,7 +968,7 @@ def test_run_waits_for_camera_keeps_state_and_restarts_a_wedged_engine(
         t_up = time.monotonic()
         _rtsp_server(procs, port)
         wait_for(
-            lambda: tap.count_since(t_up) >= 5, timeout=60, what="tracks once the camera is up"
+            lambda: tap.count_since(t_up) >= 5, timeout=120, what="tracks once the camera is up"
         )
         camera_s = round(tap.first_after(t_up)[0] - t_up, 2)  # type: ignore[index]
 

@@ -11,6 +11,11 @@ each, tiny-random weights, no grounding so that both sides track exactly the sam
 Each process runs ``WARMUP`` frames, then as many as it can in ``duration`` seconds, and reports
 its frames per camera and its RSS. Rows: aggregate processed frames/s, the spread of per-camera
 frames/s (max/min - 1), and RSS, for both sides; the ratio of aggregate rates and of RSS.
+
+A last row per N measures the batching gain at equal cores: the one engine on one torch thread
+against one camera alone on one thread (frames/s per core). Where the model work is
+compute-bound (CPU), batching removes only per-call overhead, so this gain bounds what one
+engine can reach against separate engines that keep every core busy.
 Targets (issue 16, CPU, tiny-random): 4 cameras in one engine >= 1.5x the aggregate frames/s of
 4 one-camera engines at <= 40 % of their summed RSS; per-camera fps within +-10 %.
 """
@@ -115,6 +120,8 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     cores = psutil.cpu_count() or 1
     device = "cuda" if cfg.models.device == "cuda" else "cpu"
     rows: list[BenchRow] = []
+    alone = _collect([_spawn(1, False, duration, 1, device)])[0]
+    alone_rate = next(iter(alone["fps"].values()))
     for n in counts:
         shared = _collect([_spawn(n, True, duration, cores, device)])[0]
         per_solo = max(1, cores // n)
@@ -158,6 +165,17 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
                 "target <= 40 % at 4 cameras",
             ),
         ]
+        if n > 1:
+            one_thread = sum(_collect([_spawn(n, True, duration, 1, device)])[0]["fps"].values())
+            rows.append(
+                row(
+                    "cameras",
+                    f"{n} cameras, one torch thread: one engine / one camera alone",
+                    one_thread / alone_rate if alone_rate else float("inf"),
+                    "x",
+                    f"batching gain per core: {one_thread:.1f} vs {alone_rate:.1f} frames/s",
+                )
+            )
     return rows
 
 

@@ -87,6 +87,7 @@ BUDGETS = {
         (
             DetectorSchedule(steps=2400, batch=4, lr=3e-4, warmup=200, log_every=50),
             DetectorSchedule(steps=2000, batch=4, lr=1.5e-4, warmup=50, log_every=50),
+            DetectorSchedule(steps=2400, batch=4, lr=1e-4, warmup=50, log_every=50),
         ),
         (
             Sam2Schedule(steps=4500, clips=2, frames=4, objects=3, lr=1e-3, warmup=150, log_every=50, image_steps=3000),
