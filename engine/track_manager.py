@@ -60,8 +60,9 @@ none left, no track is created (a detection is skipped and counted in ``ids_exha
 object is refused), so an ID outside the leased blocks is never given.
 
 Manual tracks (``add_manual``, control ``add_object``) are not ended by ``max_unseen`` or by a
-prompt change (their label need not be a prompt phrase); they end by ``max_missed``, ``remove``
-or ``reset``.
+prompt change (their label need not be a prompt phrase), never go dormant and are left out of
+the per-frame duplicate rule (two objects the user named stay two); they end by ``max_missed``,
+``remove`` or ``reset``.
 """
 
 from __future__ import annotations
@@ -353,6 +354,7 @@ class TrackManager:
             if obs.box is not None
             and tid in self._tracks
             and self._tracks[tid].dormant_since is None
+            and not self._tracks[tid].manual
             and obs.score >= self.cfg.score_threshold
         ]
         counts: dict[tuple[int, int], int] = {}
@@ -374,7 +376,7 @@ class TrackManager:
                     gone.add(b)
                     t, keep = self._tracks[b], self._tracks[a]
                     keep.unseen = min(keep.unseen, t.unseen)
-                    if self.cfg.reid_frames > 0 and not t.manual:
+                    if self.cfg.reid_frames > 0:
                         t.dormant_since, t.lost = seq, True
                         events.append(TrackEvent(seq, b, "dormant", "duplicate"))
                     else:

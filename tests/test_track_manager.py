@@ -674,3 +674,13 @@ def test_tracks_whose_masks_coincide_for_frames_are_one_object() -> None:
     (ev,) = tm.on_frame(2 * DUPLICATE_FRAMES, same, mask_iou=lambda a, b: 0.95)
     assert (ev.id, ev.kind, ev.reason) == (2, "dormant", "duplicate")
     assert [i.id for i in tm.tracks()] == [1] and tm.dormant_ids() == [2]
+
+
+def test_manual_tracks_are_not_taken_for_duplicates() -> None:
+    tm = TrackManager(EngineConfig(merge_iou=0.8))
+    a = tm.add_manual("cup", (0, 0, 20, 20), seq=0)
+    b = tm.add_manual("mug", (1, 0, 21, 20), seq=0)
+    same = {a: Observation((0, 0, 20, 20), 2.0), b: Observation((1, 0, 21, 20), 2.0)}
+    for t in range(3 * DUPLICATE_FRAMES):
+        assert tm.on_frame(t, same, mask_iou=lambda x, y: 1.0) == []
+    assert [i.id for i in tm.tracks()] == [a, b]
