@@ -92,6 +92,7 @@ BUDGETS = {
         (
             Sam2Schedule(steps=4500, clips=2, frames=4, objects=3, lr=1e-3, warmup=150, log_every=50, image_steps=3000),
             Sam2Schedule(steps=1200, clips=2, frames=4, objects=3, lr=5e-4, warmup=50, log_every=50),
+            Sam2Schedule(steps=2400, clips=2, frames=6, objects=3, lr=3e-4, warmup=50, log_every=50),
         ),
     ),
     "tiny": Budget(
