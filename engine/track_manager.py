@@ -319,8 +319,7 @@ class TrackManager:
             t.missed += 1
             if t.missed >= self.cfg.max_missed:
                 if self.cfg.reid_frames > 0 and not t.manual:
-                    t.dormant_since = seq
-                    t.lost = True
+                    self._go_dormant(t, seq)
                     events.append(TrackEvent(seq, tid, "dormant", "missed"))
                     log.info("track %d (%s) dormant: missed %d frames", tid, t.label, t.missed)
                     continue
@@ -377,7 +376,7 @@ class TrackManager:
                     t, keep = self._tracks[b], self._tracks[a]
                     keep.unseen = min(keep.unseen, t.unseen)
                     if self.cfg.reid_frames > 0:
-                        t.dormant_since, t.lost = seq, True
+                        self._go_dormant(t, seq)
                         events.append(TrackEvent(seq, b, "dormant", "duplicate"))
                     else:
                         del self._tracks[b]
@@ -385,6 +384,11 @@ class TrackManager:
                     log.info("track %d (%s) is track %d's object on frame %d", b, t.label, a, seq)
         self._dup_frames = counts
         return events
+
+    @staticmethod
+    def _go_dormant(t: _Track, seq: int) -> None:
+        """Keep ``t`` for re-identification from frame ``seq`` (its memory is freed)."""
+        t.dormant_since, t.lost = seq, True
 
     def _hit(self, t: _Track, seq: int, box: Box, colour: Colour | None) -> None:
         """A good box on frame ``seq``: the last box, the centre velocity, the colour."""
@@ -460,7 +464,7 @@ class TrackManager:
             if t.unseen < self.cfg.max_unseen:
                 continue
             if self.cfg.reid_frames > 0:
-                t.dormant_since, t.lost = seq, True
+                self._go_dormant(t, seq)
                 dormant.append(t.id)
                 log.info(
                     "track %d (%s) dormant: not re-detected for %d re-groundings",
@@ -538,10 +542,12 @@ class TrackManager:
         predicted: list[Box] = []
         for j, c in enumerate(pool):
             t = c.track
-            elapsed = max(0, seq - (seq if t.hit_seq is None else t.hit_seq))
-            pred = _shift(t.last_box, t.velocity[0] * elapsed, t.velocity[1] * elapsed)
-            if c.at_seq:
-                pred = c.box
+            elapsed = 0 if t.hit_seq is None else max(0, seq - t.hit_seq)
+            pred = (
+                c.box
+                if c.at_seq
+                else _shift(t.last_box, t.velocity[0] * elapsed, t.velocity[1] * elapsed)
+            )
             predicted.append(pred)
             side = max(_side(t.last_box), t.side)
             gate = self.cfg.reid_distance + REID_GROWTH * elapsed
