@@ -109,10 +109,6 @@ def session() -> dict[str, Any]:
                 "document.querySelector('[data-camera=cam0] [data-role=video]').videoWidth > 0",
                 timeout=90_000,
             )
-            page.wait_for_function(
-                "[...document.querySelectorAll('[data-camera=cam0] [data-role=objects] tr')].some(r => r.textContent.includes('red ball'))",
-                timeout=90_000,
-            )
             f0 = page.evaluate(
                 "document.querySelector('[data-camera=cam0] [data-role=video]').getVideoPlaybackQuality().totalVideoFrames"
             )
@@ -120,9 +116,17 @@ def session() -> dict[str, Any]:
                 f"document.querySelector('[data-camera=cam0] [data-role=video]').getVideoPlaybackQuality().totalVideoFrames > {f0} + 10",
                 timeout=60_000,
             )
-            results["object_rows"] = page.evaluate(
-                "[...document.querySelectorAll('[data-camera=cam0] [data-role=objects] tr')].map(r => r.textContent)"
+            # the object list is live: a ball that leaves the frame leaves the list. The rows are
+            # read in the same poll that finds a red ball, and the screenshot taken right after.
+            rows = page.wait_for_function(
+                """() => {
+                    const rows = [...document.querySelectorAll('[data-camera=cam0] [data-role=objects] tr')]
+                        .map(r => r.textContent);
+                    return rows.some(r => r.includes('red ball')) ? rows : null;
+                }""",
+                timeout=90_000,
             )
+            results["object_rows"] = rows.json_value()
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
             browser.close()
