@@ -36,8 +36,8 @@ TRACKS_TO_CHECK = 40
 
 
 def _tracks_against_truth(endpoint: str, n: int) -> dict[str, Any]:
-    """Receive tracks until ``n`` messages with objects came; score each object against the
-    scene's ground truth of that frame (the capture's ``seq`` is the scene's frame index)."""
+    """Receive tracks until ``n`` objects with a mask came; score each against the scene's
+    ground truth of that frame (the capture's ``seq`` is the scene's frame index)."""
 
     from clients.subscriber import TracksSubscriber
     from stream.config import load_config
@@ -59,6 +59,8 @@ def _tracks_against_truth(endpoint: str, n: int) -> dict[str, Any]:
             for o in msg.header.objects:
                 m = o.decode_mask()
                 labels.add(o.label)
+                if not m.any():  # a lost track (a ball that left the frame): an empty mask
+                    continue
                 on_red_ball += int(_best_iou(m, balls) >= 0.5)
                 on_other += int(_best_iou(m, others) >= 0.5)
                 seen += 1
@@ -166,7 +168,7 @@ def test_first_command_offline_tracks_red_balls_in_chromium() -> None:
     # every track is on a red ball. The shipped SAM 2 keeps a mask for a few seconds where a ball
     # left the frame, until re-grounding ends it, and the detector takes a red box half out of
     # the frame for a red ball (measured and stated in the README).
-    # Measured 0-10 % of object-frames on another colour in live runs (frames the engine skips
+    # Measured 0-13 % of masks on another colour in live runs, idle or loaded (frames the engine skips
     # vary with load); a model blind to colour puts most of them there (4 of the 6 objects).
     assert r["on_red_ball"] >= 5 and r["on_other_colour"] / r["object_frames"] <= 0.25, r
     assert any("red ball" in row for row in r["object_rows"])

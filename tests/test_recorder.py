@@ -148,6 +148,18 @@ def _tmpfs_namespace_unavailable(tmp_path: Path) -> str | None:
     return None if r.returncode == 0 else f"no tmpfs in a user namespace: {r.stderr.strip()[:200]}"
 
 
+def _recorder_in(shell_pid: int) -> psutil.Process | None:
+    """The recorder started by FULL_DISK_SCRIPT's shell: not its first child (that is ``mount``
+    or ``head``, which a loaded host may still be running), the one running ``clients.cli``."""
+    for child in psutil.Process(shell_pid).children():
+        try:
+            if "clients.cli" in child.cmdline():
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
 def test_full_disk_keeps_files_playable_says_so_once_and_resumes(tmp_path: Path) -> None:
     reason = _tmpfs_namespace_unavailable(tmp_path)
     if reason:
@@ -166,9 +178,7 @@ def test_full_disk_keeps_files_playable_says_so_once_and_resumes(tmp_path: Path)
             text=True,
         )
         try:
-            recorder = wait_for(
-                lambda: psutil.Process(proc.pid).children(), timeout=20, what="recorder"
-            )[0]
+            recorder = wait_for(lambda: _recorder_in(proc.pid), timeout=30, what="recorder")
             inside = Path(f"/proc/{recorder.pid}/root") / disk.relative_to("/")
             wait_for(
                 lambda: shutil.disk_usage(inside).free < 64 * 1024,
@@ -187,7 +197,9 @@ def test_full_disk_keeps_files_playable_says_so_once_and_resumes(tmp_path: Path)
             recorder.send_signal(signal.SIGTERM)
             stdout, stderr = proc.communicate(timeout=30)
         finally:
-            if proc.poll() is None:
+            if proc.poll() is None:  # the recorder holds the pipes too: kill it before the shell
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    child.kill()
                 proc.kill()
                 proc.communicate()
     assert proc.returncode == 0, stderr[-2000:]
