@@ -13,6 +13,12 @@ decides. Two inputs drive it:
   ``"missed"``). With ``mask_iou`` given, two tracks whose masks overlap by ``merge_iou`` on
   ``DUPLICATE_FRAMES`` (5) frames in a row are one object: the younger goes dormant (reason
   ``"duplicate"``; it may have drifted onto the other's object while its own is hidden).
+  With ``drift_colour`` above 0, a track whose mask's mean colour stays more than that (L1 over
+  b, g, r in [0, 1]) from its *anchor* colour on ``DRIFT_FRAMES`` (3) frames in a row has slid
+  onto another object: it goes dormant (reason ``"drifted"``; ``"ended"`` when ``reid_frames``
+  is 0). The anchor is the mask colour on the first frame after the track was prompted, and its
+  smoothed colour whenever a detection confirms it; the off-colour frames do not move its box,
+  velocity or colour, so re-identification looks for it where and as it was.
 * ``on_detections(seq, detections, tracks_at_seq)``: a grounding result computed on frame ``seq``
   (possibly several frames ago: grounding runs beside propagation), matched against the tracks'
   boxes *of that frame*. Returns a :class:`Plan` for the engine to apply:
@@ -98,6 +104,7 @@ SIDE_SMOOTHING = 0.2  # weight of the newest box side in the track's size estima
 CONTAINED = 0.8  # a track box this much inside a left-over detection of its label: its object
 MERGE_AFTER = 2  # consecutive re-groundings a same-label pair must overlap before merging
 DUPLICATE_FRAMES = 5  # consecutive frames two tracks' masks must coincide to be one object
+DRIFT_FRAMES = 3  # consecutive off-colour frames (``drift_colour``) after which a track drifted
 
 
 def as_box(box: Sequence[float] | NDArray[np.floating]) -> Box:
@@ -248,6 +255,9 @@ class _Track:
     colour: Colour | None = None  # mean colour inside the mask on the last hit
     side: float = 0.0  # smoothed box side over hits (a mask that shrinks away leaves it)
     dormant_since: int | None = None  # frame it went dormant (memory freed, not published)
+    anchor: Colour | None = None  # colour when prompted or last confirmed (None: set on next hit)
+    off_colour: int = 0  # consecutive hits whose mask colour is far from the anchor
+    box_colour: Colour | None = None  # ``colours`` of the last detection that created or matched it
 
 
 @dataclass
@@ -308,8 +318,15 @@ class TrackManager:
             t.last_seq = seq
             t.score = float(obs.score)
             hit = obs.box is not None and obs.score >= self.cfg.score_threshold
+            if hit and self._off_colour(t, obs.colour):
+                t.off_colour += 1
+                if t.off_colour >= DRIFT_FRAMES:
+                    events.append(self._retire(t, seq, "drifted"))
+                    log.info("track %d (%s) slid onto another object (colour)", tid, t.label)
+                continue  # a mask on another object: the track's box and colour stay as they were
             if hit:
                 assert obs.box is not None
+                t.off_colour = 0
                 self._hit(t, seq, as_box(obs.box), obs.colour)
                 t.missed = 0
                 if t.lost:
@@ -318,14 +335,9 @@ class TrackManager:
                 continue
             t.missed += 1
             if t.missed >= self.cfg.max_missed:
-                if self.cfg.reid_frames > 0 and not t.manual:
-                    self._go_dormant(t, seq)
-                    events.append(TrackEvent(seq, tid, "dormant", "missed"))
-                    log.info("track %d (%s) dormant: missed %d frames", tid, t.label, t.missed)
-                    continue
-                del self._tracks[tid]
-                events.append(TrackEvent(seq, tid, "ended", "missed"))
-                log.info("track %d (%s) ended: missed %d frames", tid, t.label, t.missed)
+                ev = self._retire(t, seq, "missed")
+                events.append(ev)
+                log.info("track %d (%s) %s: missed %d frames", tid, t.label, ev.kind, t.missed)
             elif not t.lost:
                 t.lost = True
                 events.append(TrackEvent(seq, tid, "lost"))
@@ -375,12 +387,7 @@ class TrackManager:
                     gone.add(b)
                     t, keep = self._tracks[b], self._tracks[a]
                     keep.unseen = min(keep.unseen, t.unseen)
-                    if self.cfg.reid_frames > 0:
-                        self._go_dormant(t, seq)
-                        events.append(TrackEvent(seq, b, "dormant", "duplicate"))
-                    else:
-                        del self._tracks[b]
-                        events.append(TrackEvent(seq, b, "ended", "duplicate"))
+                    events.append(self._retire(t, seq, "duplicate"))
                     log.info("track %d (%s) is track %d's object on frame %d", b, t.label, a, seq)
         self._dup_frames = counts
         return events
@@ -389,6 +396,21 @@ class TrackManager:
     def _go_dormant(t: _Track, seq: int) -> None:
         """Keep ``t`` for re-identification from frame ``seq`` (its memory is freed)."""
         t.dormant_since, t.lost = seq, True
+
+    def _retire(self, t: _Track, seq: int, reason: str) -> TrackEvent:
+        """``t`` goes dormant, or ends where re-identification is off (``reid_frames`` 0) and
+        for a manual track (never dormant)."""
+        if self.cfg.reid_frames > 0 and not t.manual:
+            self._go_dormant(t, seq)
+            return TrackEvent(seq, t.id, "dormant", reason)
+        del self._tracks[t.id]
+        return TrackEvent(seq, t.id, "ended", reason)
+
+    def _off_colour(self, t: _Track, colour: Colour | None) -> bool:
+        """Whether a mask of colour ``colour`` lies on another object than ``t``'s."""
+        if self.cfg.drift_colour <= 0 or t.manual or t.anchor is None or colour is None:
+            return False
+        return float(np.abs(np.subtract(colour, t.anchor)).sum()) > self.cfg.drift_colour
 
     def _hit(self, t: _Track, seq: int, box: Box, colour: Colour | None) -> None:
         """A good box on frame ``seq``: the last box, the centre velocity, the colour."""
@@ -408,6 +430,8 @@ class TrackManager:
         if colour is not None:
             a = COLOUR_SMOOTHING
             t.colour = colour if t.colour is None else _mix(t.colour, colour, a)
+            if t.anchor is None:
+                t.anchor = colour
 
     # ------------------------------------------------------------------ detections
 
@@ -443,7 +467,11 @@ class TrackManager:
             c.track.unseen = 0
             c.track.missed = 0
             c.track.dormant_since = None
-            if not c.at_seq or m.iou < self.cfg.drift_iou:
+            c.track.off_colour = 0
+            c.track.box_colour = _colour_at(colours, m.detection) or c.track.box_colour
+            prompted = not c.at_seq or m.iou < self.cfg.drift_iou
+            c.track.anchor = None if prompted else c.track.colour  # confirmed, or set anew
+            if prompted:
                 reseed.append(
                     Reseed(
                         m.id, _box_at(boxes, m.detection), float(scores[m.detection]), m.detection
@@ -484,6 +512,8 @@ class TrackManager:
         merged = self._merge(seq, [c for c in alive if c.at_seq], matched_tracks, mask_iou)
         alive = [c for c in alive if c.track.id in self._tracks]
         new = self._new_tracks(seq, boxes, scores, labels, keep, matched_dets, alive, dup_iou)
+        for n in new:
+            self._tracks[n.id].box_colour = _colour_at(colours, n.detection)
         return Plan(
             seq=seq,
             new=tuple(new),
@@ -567,10 +597,12 @@ class TrackManager:
                     dist = 0.0
                 if dist > gate:
                     continue
-                colour = None if colours is None or d >= len(colours) else colours[d]
+                # like for like: the detection colour against its detections' (a mask's mean
+                # colour takes in its edges and differs), the mask colour where there is none
+                colour, ref = _colour_at(colours, d), t.box_colour or t.colour
                 dc = 0.0
-                if colour is not None and t.colour is not None:
-                    dc = float(np.abs(np.subtract(colour, t.colour)).sum())
+                if colour is not None and ref is not None:
+                    dc = float(np.abs(np.subtract(colour, ref)).sum())
                     if dc > REID_COLOUR:
                         continue
                 cost[i, j] = dist / gate + dc / REID_COLOUR
@@ -809,6 +841,10 @@ def _unpack(
     if raw is None or len(raw) != n:
         raise ValueError(f"detections need data['label'] with {n} entries")
     return boxes, scores, [str(x) for x in raw]
+
+
+def _colour_at(colours: Sequence[Colour | None] | None, d: int) -> Colour | None:
+    return None if colours is None or not 0 <= d < len(colours) else colours[d]
 
 
 def _centre(box: Box) -> tuple[float, float]:

@@ -322,6 +322,14 @@ class EngineConfig(_Model):
         "within this many box sides of where the track's motion puts it re-prompts that track "
         "(0: off, a lost track is matched by box IoU alone).",
     )
+    drift_colour: float = Field(
+        0.45,
+        ge=0,
+        le=3,
+        description="A track whose mask's mean colour (b, g, r in [0, 1], L1) stays this far "
+        "from its colour when last confirmed by a detection, on 3 frames in a row, has slid onto "
+        "another object: it goes dormant for re-identification (0: off).",
+    )
     max_objects: int = Field(32, ge=1, le=256, description="Most objects tracked at once.")
     seed_with: Literal["box", "mask", "points"] = Field(
         "box", description="How a detection starts a track."
@@ -566,6 +574,7 @@ PER_CAMERA_ENGINE_KEYS = (
     "max_unseen",
     "reid_frames",
     "reid_distance",
+    "drift_colour",
     "max_objects",
     "seed_with",
 )

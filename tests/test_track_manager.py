@@ -684,3 +684,70 @@ def test_manual_tracks_are_not_taken_for_duplicates() -> None:
     for t in range(3 * DUPLICATE_FRAMES):
         assert tm.on_frame(t, same, mask_iou=lambda x, y: 1.0) == []
     assert [i.id for i in tm.tracks()] == [a, b]
+
+
+def test_track_that_slides_onto_another_colour_goes_dormant_and_is_found_as_it_was() -> None:
+    tm = TrackManager(EngineConfig(max_missed=30, max_unseen=100, reid_frames=100))
+    tid = _moving_track(tm, range(11), RED)  # last good box on frame 10: x=40..60
+    on_blue = Observation((200, 100, 220, 120), 2.0, BLUE)  # its mask on a blue object
+    # Two off-colour frames, then its own colour again: nothing happens.
+    assert tm.on_frame(11, {tid: on_blue}) == [] and tm.on_frame(12, {tid: on_blue}) == []
+    assert tm.on_frame(13, {tid: Observation((52, 100, 72, 120), 2.0, RED)}) == []
+    events = [e for t in (14, 15, 16) for e in tm.on_frame(t, {tid: on_blue})]
+    assert [(e.kind, e.reason) for e in events] == [("dormant", "drifted")]
+    assert tm.dormant_ids() == [tid]
+    # The off-colour frames moved nothing: it is looked for where its motion puts it (x~64 at
+    # frame 16, not at the blue object's x=200), under its own colour.
+    plan = tm.on_detections(16, dets(("ball", (200, 100, 220, 120), 0.8)), {}, colours=[BLUE])
+    assert [n.label for n in plan.new] == ["ball"] and plan.reseed == ()
+    plan = tm.on_detections(17, dets(("ball", (66, 100, 86, 120), 0.8)), {}, colours=[RED])
+    assert [r.id for r in plan.reseed] == [tid]
+
+
+@pytest.mark.parametrize(
+    "cfg, manual",
+    [(EngineConfig(drift_colour=0.0), False), (EngineConfig(), True)],
+    ids=["rule-off", "manual-track"],
+)
+def test_colour_drift_rule_off_and_manual_tracks(cfg: EngineConfig, manual: bool) -> None:
+    tm = TrackManager(cfg)
+    if manual:
+        tid = tm.add_manual("cup", (0, 100, 20, 120), seq=0)
+    else:
+        (new,) = tm.on_detections(0, dets(("ball", (0, 100, 20, 120), 0.9)), {}).new
+        tid = new.id
+    tm.on_frame(0, {tid: Observation((0, 100, 20, 120), 2.0, RED)})
+    for t in range(1, 10):
+        assert (
+            tm.on_frame(t, {tid: Observation((4.0 * t, 100, 4.0 * t + 20, 120), 2.0, BLUE)}) == []
+        )
+    assert [i.id for i in tm.tracks()] == [tid] and tm.tracks()[0].box == (36, 100, 56, 120)
+
+
+def test_confirming_detection_moves_the_anchor_colour() -> None:
+    """Light that changes slowly: each detection that confirms the track takes its colour as
+    the new anchor, so a change that comes in steps under ``drift_colour`` never drifts it."""
+    tm = TrackManager(EngineConfig(max_unseen=100, reid_frames=100))
+    (new,) = tm.on_detections(0, dets(("ball", (0, 100, 20, 120), 0.9)), {}).new
+    box = (0.0, 100.0, 20.0, 120.0)
+    for step in range(6):  # 0.3 a step (L1) from RED: 1.5 off after five steps
+        colour = (RED[0] + 0.1 * step, RED[1] + 0.1 * step, RED[2] - 0.1 * step)
+        for t in range(20 * step + 1, 20 * step + 20):
+            assert tm.on_frame(t, {new.id: Observation(box, 2.0, colour)}) == []
+        at = {new.id: Observation(box, 2.0, colour)}
+        assert tm.on_detections(20 * step + 20, dets(("ball", box, 0.9)), at).matches
+    assert [i.id for i in tm.tracks()] == [new.id]
+
+
+def test_reidentification_compares_detection_colours_like_for_like() -> None:
+    """A mask's mean colour takes in its blurred edges; the detections' box colour does not. A
+    track created from a detection is re-identified by its detections' colour."""
+    tm = TrackManager(EngineConfig(max_missed=3, max_unseen=100, reid_frames=100))
+    edge = (0.4, 0.35, 0.55)  # the mask's mean: RED mixed with the background, 0.75 off RED
+    (new,) = tm.on_detections(0, dets(("ball", (0, 100, 20, 120), 0.9)), {}, colours=[RED]).new
+    for t in range(11):
+        tm.on_frame(t, {new.id: Observation((4.0 * t, 100, 4.0 * t + 20, 120), 2.0, edge)})
+    for t in range(11, 14):
+        tm.on_frame(t, {new.id: Observation(None, -4.0)})
+    plan = tm.on_detections(30, dets(("ball", (120, 100, 140, 120), 0.8)), {}, colours=[RED])
+    assert [r.id for r in plan.reseed] == [new.id] and plan.new == ()
