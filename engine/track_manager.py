@@ -38,8 +38,10 @@ tracks of their label: a live one whose box on ``seq`` lies inside the detection
 shrank away from its object), or a lost or dormant one with no box on ``seq`` near the centre
 the track's motion predicts (its last box moved by its velocity; within ``reid_distance`` box sides, the gate
 widening with the time since its last good box), of a similar size and, where both are known,
-of a similar colour. Such a track is re-prompted (``reseed``) under its own ID: it never ended,
-so IDs are still never reused.
+of a similar colour. Then, by look alone (an object that left the view and came in elsewhere):
+a left-over detection and a lost or dormant track of its label and size whose detections had
+its colour (``REID_LOOK_COLOUR``), each the other's only such candidate. Such a track is
+re-prompted (``reseed``) under its own ID: it never ended, so IDs are still never reused.
 
 Matching rules. Detections are first de-duplicated per label (greedy NMS at ``DUPLICATE_IOU``
 = 0.5, or ``merge_iou`` if lower: Grounding DINO does no NMS). Assignment is one-to-one, by IoU, with the Hungarian algorithm
@@ -97,6 +99,7 @@ CROSS_LABEL_DUPLICATE_IOU = (
 )
 REID_SIZE_RATIO = 2.5  # re-identification: box side ratio (sqrt of areas) at most this, either way
 REID_COLOUR = 0.3  # re-identification: largest mean-colour distance (L1 over b, g, r in [0, 1])
+REID_LOOK_COLOUR = 0.12  # re-identification by look alone: largest detection-colour distance
 REID_GROWTH = 0.05  # re-identification: gate widening, box sides per frame since the last good box
 VELOCITY_SMOOTHING = 0.5  # weight of the newest displacement in the centre velocity estimate
 COLOUR_SMOOTHING = 0.2  # weight of the newest mask colour in the track's colour estimate
@@ -457,6 +460,7 @@ class TrackManager:
 
         matches = self._assign(boxes, labels, keep, [c for c in cands if not c.dormant])
         matches += self._reidentify(seq, boxes, labels, keep, cands, matches, colours)
+        matches += self._recognise(seq, boxes, labels, keep, cands, matches, colours)
         matched_tracks = {m.id for m in matches}
         matched_dets = {m.detection for m in matches}
         by_id = {c.track.id: c for c in cands}
@@ -615,6 +619,49 @@ class TrackManager:
             iou = float(iou_matrix(boxes[d : d + 1], np.array([predicted[c]]))[0, 0])
             log.info("track %d (%s) re-identified on frame %d", t.id, t.label, seq)
             out.append(Match(t.id, d, iou))
+        return out
+
+    def _recognise(
+        self,
+        seq: int,
+        boxes: NDArray[np.float64],
+        labels: list[str],
+        keep: list[int],
+        cands: list[_Candidate],
+        matches: list[Match],
+        colours: Sequence[Colour | None] | None,
+    ) -> list[Match]:
+        """Third stage, by look alone: a detection left over and a lost or dormant track (no
+        box on ``seq``) of its label, of a similar size, whose detections had the detection's
+        colour (``REID_LOOK_COLOUR``), are one object wherever it came back (it left the view
+        and came in elsewhere), if each is the other's only such candidate: with two
+        look-alikes away, or two in view, neither is taken."""
+        if self.cfg.reid_distance <= 0 or colours is None:
+            return []
+        taken_d = {m.detection for m in matches}
+        taken_t = {m.id for m in matches}
+        pairs: list[tuple[int, int]] = []
+        for c in cands:
+            t = c.track
+            if c.at_seq or t.id in taken_t or t.manual or t.box_colour is None:
+                continue
+            if t.hit_seq is None or t.hit_seq > seq:
+                continue
+            side = max(_side(t.last_box), t.side)
+            for d in keep:
+                colour = _colour_at(colours, d)
+                if d in taken_d or colour is None or labels[d] != t.label:
+                    continue
+                dside = _side(_box_at(boxes, d))
+                if side <= 0 or dside <= 0 or max(side / dside, dside / side) > REID_SIZE_RATIO:
+                    continue
+                if float(np.abs(np.subtract(colour, t.box_colour)).sum()) <= REID_LOOK_COLOUR:
+                    pairs.append((d, t.id))
+        out: list[Match] = []
+        for d, tid in pairs:
+            if sum(p[0] == d for p in pairs) == 1 and sum(p[1] == tid for p in pairs) == 1:
+                log.info("track %d (%s) recognised on frame %d", tid, labels[d], seq)
+                out.append(Match(tid, d, 0.0))
         return out
 
     def _assign(

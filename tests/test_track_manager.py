@@ -751,3 +751,46 @@ def test_reidentification_compares_detection_colours_like_for_like() -> None:
         tm.on_frame(t, {new.id: Observation(None, -4.0)})
     plan = tm.on_detections(30, dets(("ball", (120, 100, 140, 120), 0.8)), {}, colours=[RED])
     assert [r.id for r in plan.reseed] == [new.id] and plan.new == ()
+
+
+def _dormant_red_ball(tm: TrackManager, x: float) -> int:
+    """A red ball detected on frame 0 at ``x`` that is then missed until it goes dormant."""
+    box = (x, 100.0, x + 20, 120.0)
+    plan = tm.on_detections(0, dets(("ball", box, 0.9)), {}, colours=[RED])
+    (new,) = plan.new
+    tm.on_frame(1, {new.id: Observation(box, 2.0, RED)})
+    for t in range(2, 2 + tm.cfg.max_missed):
+        tm.on_frame(t, {new.id: Observation(None, -4.0)})
+    assert new.id in tm.dormant_ids()
+    return new.id
+
+
+def test_object_back_far_from_where_it_left_is_recognised_by_look_if_unambiguous() -> None:
+    cfg = EngineConfig(max_missed=3, max_unseen=100, reid_frames=100)
+    back = ("ball", (600.0, 300.0, 620.0, 320.0), 0.8)  # far beyond the motion gate
+    twin = ("ball", (300.0, 400.0, 320.0, 420.0), 0.8)
+    near_red = (RED[0] + 0.05, RED[1] + 0.05, RED[2])  # within REID_LOOK_COLOUR
+    off_red = (RED[0] + 0.1, RED[1] + 0.1, RED[2] - 0.05)  # 0.25 off: too far for look alone
+
+    tm = TrackManager(cfg)
+    tid = _dormant_red_ball(tm, 0.0)
+    plan = tm.on_detections(20, dets(back), {}, colours=[near_red])
+    assert [r.id for r in plan.reseed] == [tid] and plan.new == ()
+
+    tm = TrackManager(cfg)
+    _dormant_red_ball(tm, 0.0)
+    assert len(tm.on_detections(20, dets(back), {}, colours=[off_red]).new) == 1
+
+    tm = TrackManager(cfg)  # two red balls away: which came back cannot be told
+    _dormant_red_ball(tm, 0.0)
+    _dormant_red_ball(tm, 200.0)
+    assert len(tm.on_detections(20, dets(back), {}, colours=[RED]).new) == 1
+
+    tm = TrackManager(cfg)  # two red balls in view: neither is taken for the one away
+    _dormant_red_ball(tm, 0.0)
+    plan = tm.on_detections(20, dets(back, twin), {}, colours=[RED, RED])
+    assert plan.reseed == () and len(plan.new) == 2
+
+    tm = TrackManager(cfg)  # a detection colour unknown (an external detector): never by look
+    _dormant_red_ball(tm, 0.0)
+    assert len(tm.on_detections(20, dets(back), {}, colours=[None]).new) == 1
