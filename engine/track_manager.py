@@ -413,7 +413,7 @@ class TrackManager:
         """Whether a mask of colour ``colour`` lies on another object than ``t``'s."""
         if self.cfg.drift_colour <= 0 or t.manual or t.anchor is None or colour is None:
             return False
-        return float(np.abs(np.subtract(colour, t.anchor)).sum()) > self.cfg.drift_colour
+        return _colour_distance(colour, t.anchor) > self.cfg.drift_colour
 
     def _hit(self, t: _Track, seq: int, box: Box, colour: Colour | None) -> None:
         """A good box on frame ``seq``: the last box, the centre velocity, the colour."""
@@ -591,7 +591,7 @@ class TrackManager:
                     continue
                 box = _box_at(boxes, d)
                 dside = _side(box)
-                if side <= 0 or dside <= 0 or max(side / dside, dside / side) > REID_SIZE_RATIO:
+                if not _similar_size(side, dside):
                     continue
                 cx, cy = _centre(box)
                 dist = float(np.hypot(cx - px, cy - py)) / side
@@ -606,7 +606,7 @@ class TrackManager:
                 colour, ref = _colour_at(colours, d), t.box_colour or t.colour
                 dc = 0.0
                 if colour is not None and ref is not None:
-                    dc = float(np.abs(np.subtract(colour, ref)).sum())
+                    dc = _colour_distance(colour, ref)
                     if dc > REID_COLOUR:
                         continue
                 cost[i, j] = dist / gate + dc / REID_COLOUR
@@ -653,9 +653,9 @@ class TrackManager:
                 if d in taken_d or colour is None or labels[d] != t.label:
                     continue
                 dside = _side(_box_at(boxes, d))
-                if side <= 0 or dside <= 0 or max(side / dside, dside / side) > REID_SIZE_RATIO:
+                if not _similar_size(side, dside):
                     continue
-                if float(np.abs(np.subtract(colour, t.box_colour)).sum()) <= REID_LOOK_COLOUR:
+                if _colour_distance(colour, t.box_colour) <= REID_LOOK_COLOUR:
                     pairs.append((d, t.id))
         out: list[Match] = []
         for d, tid in pairs:
@@ -892,6 +892,16 @@ def _unpack(
 
 def _colour_at(colours: Sequence[Colour | None] | None, d: int) -> Colour | None:
     return None if colours is None or not 0 <= d < len(colours) else colours[d]
+
+
+def _colour_distance(a: Colour, b: Colour) -> float:
+    """L1 distance of two mean colours (b, g, r in [0, 1])."""
+    return float(np.abs(np.subtract(a, b)).sum())
+
+
+def _similar_size(side: float, other: float) -> bool:
+    """Two box sides within ``REID_SIZE_RATIO`` of each other, either way."""
+    return side > 0 and other > 0 and max(side / other, other / side) <= REID_SIZE_RATIO
 
 
 def _centre(box: Box) -> tuple[float, float]:
