@@ -118,13 +118,15 @@ def session() -> dict[str, Any]:
                 f"document.querySelector('[data-camera=cam0] [data-role=video]').getVideoPlaybackQuality().totalVideoFrames > {f0} + 10",
                 timeout=60_000,
             )
-            # the object list is live: a ball that leaves the frame leaves the list. The rows are
-            # read in the same poll that finds a red ball, and the screenshot taken right after.
+            # the object list is live: a ball that leaves the frame is lost, then leaves the
+            # list. The rows are read in the same poll that finds a red ball in view (not lost),
+            # and the screenshot taken right after.
             rows = page.wait_for_function(
                 """() => {
-                    const rows = [...document.querySelectorAll('[data-camera=cam0] [data-role=objects] tr')]
-                        .map(r => r.textContent);
-                    return rows.some(r => r.includes('red ball')) ? rows : null;
+                    const trs = [...document.querySelectorAll('[data-camera=cam0] [data-role=objects] tr')];
+                    const inView = trs.some(r => r.querySelector('.label')?.textContent === 'red ball'
+                        && r.querySelector('.state')?.textContent !== 'lost');
+                    return inView ? trs.map(r => r.textContent) : null;
                 }""",
                 timeout=90_000,
             )
