@@ -560,16 +560,7 @@ class TrackManager:
         predicted box."""
         if self.cfg.reid_distance <= 0:
             return []
-        taken_d = {m.detection for m in matches}
-        taken_t = {m.id for m in matches}
-        dets = [d for d in keep if d not in taken_d]
-        pool = [
-            c
-            for c in cands
-            if c.track.id not in taken_t
-            and not c.track.manual
-            and (c.at_seq or (c.track.hit_seq is not None and c.track.hit_seq <= seq))
-        ]
+        dets, pool = _left_over(seq, keep, cands, matches)
         if not dets or not pool:
             return []
         cost = np.full((len(dets), len(pool)), _NO_MATCH_COST)
@@ -638,19 +629,16 @@ class TrackManager:
         look-alikes away, or two in view, neither is taken."""
         if self.cfg.reid_distance <= 0 or colours is None:
             return []
-        taken_d = {m.detection for m in matches}
-        taken_t = {m.id for m in matches}
+        dets, pool = _left_over(seq, keep, cands, matches)
         pairs: list[tuple[int, int]] = []
-        for c in cands:
+        for c in pool:
             t = c.track
-            if c.at_seq or t.id in taken_t or t.manual or t.box_colour is None:
-                continue
-            if t.hit_seq is None or t.hit_seq > seq:
+            if c.at_seq or t.box_colour is None:
                 continue
             side = max(_side(t.last_box), t.side)
-            for d in keep:
+            for d in dets:
                 colour = _colour_at(colours, d)
-                if d in taken_d or colour is None or labels[d] != t.label:
+                if colour is None or labels[d] != t.label:
                     continue
                 dside = _side(_box_at(boxes, d))
                 if not _similar_size(side, dside):
@@ -888,6 +876,24 @@ def _unpack(
     if raw is None or len(raw) != n:
         raise ValueError(f"detections need data['label'] with {n} entries")
     return boxes, scores, [str(x) for x in raw]
+
+
+def _left_over(
+    seq: int, keep: list[int], cands: list[_Candidate], matches: list[Match]
+) -> tuple[list[int], list[_Candidate]]:
+    """Detections and tracks the matches so far left over, for re-identification: tracks not
+    manual, with a box on ``seq`` or a good box no later than ``seq``."""
+    taken_d = {m.detection for m in matches}
+    taken_t = {m.id for m in matches}
+    dets = [d for d in keep if d not in taken_d]
+    pool = [
+        c
+        for c in cands
+        if c.track.id not in taken_t
+        and not c.track.manual
+        and (c.at_seq or (c.track.hit_seq is not None and c.track.hit_seq <= seq))
+    ]
+    return dets, pool
 
 
 def _colour_at(colours: Sequence[Colour | None] | None, d: int) -> Colour | None:
