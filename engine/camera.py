@@ -515,16 +515,26 @@ def mask_iou_of(masks: Mapping[int, np.ndarray]) -> Callable[[int, int], float]:
     return iou
 
 
+COLOUR_SAMPLES = 4096  # pixels a mean colour is taken over at most (a regular grid over the box)
+
+
 def mask_colour(image: np.ndarray, mask: np.ndarray, box: Box | None) -> Colour | None:
     """Mean colour (b, g, r in [0, 1]) of ``image`` inside ``mask`` (within its ``box``), for
-    re-identification; None for an empty mask."""
+    re-identification; None for an empty mask. The mean is taken on a regular grid of at most
+    ``COLOUR_SAMPLES`` pixels of the box, so its cost is bounded per object whatever its size
+    (a full-resolution mean cost 6 ms per object per frame on a 300x300 object)."""
     if box is None:
         return None
-    x1, y1, x2, y2 = (int(v) for v in box)
-    m = mask[y1:y2, x1:x2]
+    x1, y1, x2, y2 = (max(0, int(v)) for v in box)
+    area = max(0, x2 - x1) * max(0, y2 - y1)
+    step = max(1, int(np.ceil(np.sqrt(area / COLOUR_SAMPLES))))
+    m = mask[y1:y2:step, x1:x2:step]
     if not m.any():
-        return None
-    mean = image[y1:y2, x1:x2][m].mean(axis=0) / 255.0
+        m = mask[y1:y2, x1:x2]  # a thin mask the grid missed: every pixel of it
+        if not m.any():
+            return None
+        step = 1
+    mean = image[y1:y2:step, x1:x2:step][m].mean(axis=0) / 255.0
     return (float(mean[0]), float(mean[1]), float(mean[2]))
 
 
