@@ -22,7 +22,14 @@ import zmq
 
 from engine.pipeline import FrameResult
 from engine.render import Renderer
-from stream.wire import AnnotatedMessage, TrackedObject, TracksMessage, encode_jpeg, encode_mask
+from stream.wire import (
+    AnnotatedMessage,
+    TrackedObject,
+    TracksMessage,
+    confidence_of,
+    encode_jpeg,
+    encode_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,7 @@ def to_tracks_message(
             id=o.id,
             label=o.label,
             score=round(float(o.score), 4),
+            confidence=round(confidence_of(o.score), 4),
             box=[round(float(v), 2) for v in o.box],
             mask=encode_mask(o.mask),
             age=o.age,
@@ -55,7 +63,7 @@ def render_result(renderer: Renderer, image: np.ndarray, r: FrameResult) -> np.n
         image,
         [o.id for o in r.objects],
         [o.label for o in r.objects],
-        [o.score for o in r.objects],
+        [confidence_of(o.score) for o in r.objects],
         boxes,
         masks,
     )

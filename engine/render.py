@@ -155,8 +155,8 @@ class Renderer:
             )
 
     @staticmethod
-    def label_text(track_id: int, label: str, score: float) -> str:
-        return f"#{track_id} {label} {score:.2f}"
+    def label_text(track_id: int, label: str, confidence: float) -> str:
+        return f"#{track_id} {label} {confidence:.2f}"
 
     def draw(
         self,
@@ -169,7 +169,9 @@ class Renderer:
     ) -> np.ndarray:
         """A copy of ``image_bgr`` (HxWx3 uint8) with the objects drawn.
 
-        ``boxes`` is (N, 4) xyxy in pixels; ``masks`` is (N, H, W) bool or None.
+        ``scores`` are shown as given: the engine passes 0-1 confidences (``confidence_of`` its
+        object score logits). ``boxes`` is (N, 4) xyxy in pixels; ``masks`` is (N, H, W) bool or
+        None.
         """
         if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
             raise ValueError(

@@ -48,6 +48,7 @@ class GroundTruthWriter:
                     id=g.id,
                     label=g.description,
                     score=1.0,
+                    confidence=1.0,
                     box=list(g.box),
                     mask=encode_mask(frame.mask(g.id)),
                     age=seq - first,

@@ -13,6 +13,7 @@ frame header disagrees with the message header, checked before anything is decod
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -448,13 +449,21 @@ def encode_mask(mask: np.ndarray) -> RleMask:
     )
 
 
+def confidence_of(score: float) -> float:
+    """The 0-1 confidence of an object whose ``score`` is an object score logit (SAM 2's, and the
+    trackers'): its logistic sigmoid (CONTRACT v1.2: what the page and the annotated video show;
+    ``score`` stays on the wire as it was)."""
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, float(score)))))
+
+
 class TrackedObject(BaseModel):
-    """One object in a tracks message."""
+    """One object in a tracks message. ``confidence`` (v1.2) is absent from older messages."""
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
     id: Count
     label: Text
     score: float
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     box: Annotated[list[float], Field(min_length=4, max_length=4)]
     mask: RleMask
     age: Annotated[int, Field(ge=0)]

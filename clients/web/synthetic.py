@@ -270,6 +270,7 @@ class SyntheticEngine:
                 id=i,
                 label=lab,
                 score=0.9,
+                confidence=0.9,
                 box=[float(v) for v in b],
                 mask=encode_mask(m),
                 age=seq,
