@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import cv2
 import numpy as np
 import zmq
 
@@ -55,18 +56,30 @@ def to_tracks_message(
     )
 
 
+LOST_OUTLINE_BGR = (128, 128, 128)  # a lost track: a thin grey outline at its last box, no label
+
+
 def render_result(renderer: Renderer, image: np.ndarray, r: FrameResult) -> np.ndarray:
-    n = len(r.objects)
-    boxes = np.array([o.box for o in r.objects], np.float32).reshape(n, 4)
-    masks = np.stack([o.mask for o in r.objects]) if n else None
-    return renderer.draw(
+    """The annotated frame: every object in view with its mask, box and ``#id label confidence``;
+    a lost track (nothing of it in this frame) only as a thin grey outline where it was last seen,
+    so no label is drawn where nothing is."""
+    shown = [o for o in r.objects if o.state != "lost"]
+    n = len(shown)
+    boxes = np.array([o.box for o in shown], np.float32).reshape(n, 4)
+    masks = np.stack([o.mask for o in shown]) if n else None
+    out = renderer.draw(
         image,
-        [o.id for o in r.objects],
-        [o.label for o in r.objects],
-        [confidence_of(o.score) for o in r.objects],
+        [o.id for o in shown],
+        [o.label for o in shown],
+        [confidence_of(o.score) for o in shown],
         boxes,
         masks,
     )
+    for o in r.objects:
+        if o.state == "lost" and o.box[2] > o.box[0] and o.box[3] > o.box[1]:
+            x1, y1, x2, y2 = (round(v) for v in o.box)
+            cv2.rectangle(out, (x1, y1), (x2, y2), LOST_OUTLINE_BGR, 1, cv2.LINE_AA)
+    return out
 
 
 class TracksPublisher:

@@ -68,3 +68,25 @@ def test_annotated_video_shows_the_confidence() -> None:
     image = np.zeros((48, 64, 3), np.uint8)
     render_result(Recording(), image, _result([4.35, -0.48]))
     assert shown == [["#1 ball 0.99", "#2 ball 0.38"]]
+
+
+def test_a_lost_track_is_a_grey_outline_without_a_label() -> None:
+    shown: list[list[str]] = []
+
+    class Recording(Renderer):
+        def _draw_labels(
+            self, scene: np.ndarray, ids: np.ndarray, texts: list[str], boxes: np.ndarray
+        ) -> None:
+            shown.append(texts)
+
+    r = _result([4.35, 3.0])
+    lost = r.objects[1]
+    r.objects[1] = ObjectResult(
+        lost.id, lost.label, lost.score, lost.box, np.zeros_like(lost.mask), lost.age, "lost"
+    )
+    out = render_result(Recording(), np.zeros((48, 64, 3), np.uint8), r)
+    assert shown == [["#1 ball 0.99"]]
+    x1, y1, x2, y2 = (int(v) for v in lost.box)
+    edge = out[y1, x1 + 2]
+    assert edge[0] == edge[1] == edge[2] and edge[0] > 60  # a grey outline (antialiased)
+    assert not out[y1 + 2 : y2 - 1, x1 + 2 : x2 - 1].any()  # nothing filled inside
