@@ -259,6 +259,7 @@ class CameraTracker:
                     self.counters.objects_ended += 1
                 self._free(event.id)
                 current.pop(event.id, None)
+        lifecycle_ms = (time.perf_counter() - t0) * 1e3  # appearance cues and the track manager
         self._history[frame.seq] = {tid: o for tid, o in obs.items() if tid in current}
         while len(self._history) > HISTORY_FRAMES:
             self._history.popitem(last=False)
@@ -271,6 +272,7 @@ class CameraTracker:
         timings = {
             **timings_ms,
             "ground_inline_ms": ground_ms,
+            "lifecycle_ms": lifecycle_ms,
             "process_ms": timings_ms.get("process_ms", 0.0) + (time.perf_counter() - t0) * 1e3,
         }
         self.counters.frames += 1

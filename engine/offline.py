@@ -19,14 +19,14 @@ import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import numpy as np
 
-from engine.outputs import render_result, to_tracks_message
+from engine.offline_stages import FramePrefetch, OutputWriter, StageClock
 from engine.pipeline import FrameInput
 from engine.render import Renderer
 from stream.boxes import Box, clip_box, parse_box
@@ -44,6 +44,7 @@ class OfflineResult:
     objects: int  # distinct object ids seen
     fps: float  # of the input
     stopped: bool = False  # a stop request ended the job before the end of the video
+    stage_ms: dict[str, float] = field(default_factory=dict)  # mean ms per frame of each stage
 
 
 def fit_boxes(boxes: Sequence[tuple[Box, int]], width: int, height: int) -> dict[int, list[Box]]:
@@ -106,6 +107,9 @@ def track_video(
     renderer = Renderer(jpeg_quality=cfg.engine.jpeg_quality)
     writer = Mp4Writer(out_mp4, fps) if out_mp4 else None
     jsonl = tracks_jsonl.open("w") if tracks_jsonl else None
+    clock = StageClock()
+    frames = FramePrefetch(source, clock)
+    outputs = OutputWriter(cfg.camera, renderer, writer, jsonl, clock)
     seen: set[int] = set()
     seq = 0
     image: np.ndarray | None = first
@@ -115,37 +119,32 @@ def track_video(
                 break
             manual = [(b, "object") for b in by_frame.pop(seq, [])]
             result = engine.process(FrameInput(seq, int(seq * 1e9 / fps), image), manual)
+            clock.add_all(result.timings_ms)
+            clock.frames += 1
             seen.update(o.id for o in result.objects)
-            if jsonl is not None:
-                jsonl.write(
-                    to_tracks_message(
-                        cfg.camera, result, t_publish_ns=result.t_capture_ns
-                    ).to_json()
-                    + "\n"
-                )
-            if writer is not None:
-                writer.write(render_result(renderer, image, result))
+            outputs.put(image, result)  # written on its own thread while the next frame runs
             seq += 1
             if progress is not None:
                 progress(seq, total)
-            try:
-                image = source.read()
-            except EndOfStreamError:
-                image = None
+            image = frames.next()
     finally:
+        frames.close()
         source.close()
         engine.close()
-        if writer is not None:
-            writer.close()
-        if jsonl is not None:
-            jsonl.close()
+        try:
+            outputs.close()  # every processed frame's outputs written, in order
+        finally:
+            if writer is not None:
+                writer.close()
+            if jsonl is not None:
+                jsonl.close()
     stopped = image is not None and (max_frames is None or seq < max_frames)
     if by_frame and not stopped:
         late = ", ".join(f"@{f}" for f in sorted(by_frame))
         raise PromptError(
             f"--box frames {late} are beyond the video's {seq} frames (outputs were written)"
         )
-    return OfflineResult(seq, len(seen), fps, stopped)
+    return OfflineResult(seq, len(seen), fps, stopped, clock.means())
 
 
 def _progress_bar(enabled: bool) -> Callable[[int, int | None], None] | None:
@@ -234,6 +233,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         "objects": res.objects,
         "out": args.out,
         "tracks": args.tracks,
+        "stage_ms": res.stage_ms,
     }
     if res.stopped:
         summary["stopped"] = stop.name
