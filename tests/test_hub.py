@@ -284,8 +284,6 @@ def test_fetch_preset_for_offline_use(
     env = _clean_env(
         tmp_path, HF_ENDPOINT=served.endpoint, PROMPTCAM_PRESETS=str(hub_files_served.presets_file)
     )
-    before = _models_json(env)[("models", PRESET)]
-    assert before["status"] == "not cached" and before["size_bytes"] is None, before
     r = _fetch(env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "100%" in r.stderr and "Fetching" in r.stderr, r.stderr[-2000:]  # the progress bars
@@ -364,3 +362,50 @@ def test_failed_fetch_is_one_line_and_not_cached(
     dino = _snapshot(tmp_path, DINO_REPO)
     assert dino is None or not (dino / "model.safetensors").exists()
     print(f"{case}: failed in {took:.1f}s: {errors[0]}")
+
+
+BAD_PRESETS = {
+    "missing file": (None, "PROMPTCAM_PRESETS file"),
+    "not YAML": ("presets: [", "is not readable YAML"),
+    "unknown field": ("presets:\n  - {name: x, sam2_hub_id: a/b, sam2_file: c.pt, sam2_config: d.yaml, detector: e/f, tracker: t}\n", "presets.0.tracker: Extra inputs are not permitted"),
+    "bad repo id": ("presets:\n  - {name: x, sam2_hub_id: ../b, sam2_file: c.pt, sam2_config: d.yaml, detector: e/f}\n", "presets.0.sam2_hub_id: String should match pattern"),
+    "built-in name": ("presets:\n  - {name: demo, sam2_hub_id: a/b, sam2_file: c.pt, sam2_config: d.yaml, detector: e/f}\n", "preset 'demo' is defined twice (or built in)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_PRESETS))
+def test_bad_presets_file_is_one_line(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.presets import get_preset
+    from stream.errors import ModelLoadError
+
+    text, needle = BAD_PRESETS[case]
+    path = tmp_path / "presets.yaml"
+    if text is not None:
+        path.write_text(text)
+    monkeypatch.setenv("PROMPTCAM_PRESETS", str(path))
+    assert get_preset("demo").name == "demo"  # built-in presets do not read the file
+    with pytest.raises(ModelLoadError) as e:
+        get_preset("x")
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_presets_file_paths_are_relative_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.hub_fetch import downloads
+    from engine.presets import get_preset
+
+    (tmp_path / "sam2.yaml").write_text("model: {}\n")
+    (tmp_path / "presets.yaml").write_text(
+        "presets:\n  - {name: site, sam2_hub_id: org/sam2, sam2_file: s.pt, sam2_config: "
+        "sam2.yaml, detector: grounding-dino-base}\n"
+    )
+    monkeypatch.setenv("PROMPTCAM_PRESETS", str(tmp_path / "presets.yaml"))
+    preset = get_preset("site")
+    assert preset.sam2_config == str(tmp_path / "sam2.yaml")
+    assert [str(d) for d in downloads("site")] == [
+        "org/sam2/s.pt",
+        "IDEA-Research/grounding-dino-base",
+    ]
