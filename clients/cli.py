@@ -238,7 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list model and detector presets, and what is cached")
     _common(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    g.add_argument(
+        "--fetch",
+        metavar="PRESET",
+        help="download what a model, tracker or detector preset loads into the Hugging Face "
+        "cache (HF_HOME), for copying to a machine without network",
+    )
 
     p = sub.add_parser("eval", help="tracking quality of tracks JSONL against ground truth")
     _common(p)

@@ -1,7 +1,11 @@
 """``promptcam models``: every model, tracker and detector preset, what each needs, and whether
-it is available offline: tiny-random presets are built from files under ``configs/``; Hub presets
-are ``cached`` when the local Hugging Face cache holds their files. Looks only at the local cache
-(``huggingface_hub.scan_cache_dir``), never at the network."""
+it is available offline: tiny-random presets are built from files under ``configs/``, ``demo`` is
+trained and shipped in ``configs/demo/``; Hub presets are ``cached`` (with their size) when the
+local Hugging Face cache holds every file they load (``engine.hub_fetch``). Listing looks only at
+the local cache (``huggingface_hub.scan_cache_dir``), never at the network.
+
+``promptcam models --fetch NAME`` downloads what preset NAME loads into that cache, with progress
+bars on stderr, for copying to a machine without network (``engine/hub_fetch.py``)."""
 
 from __future__ import annotations
 
@@ -12,12 +16,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.presets import DETECTOR_PRESETS, PRESETS, TRACKER_PRESETS, Preset
+from engine.hub_fetch import CachedRepo, Download, cached_size, downloads, fetch, scan_cache
+from engine.presets import DETECTOR_PRESETS, TRACKER_PRESETS, Preset, all_presets
 from stream.config import Config
 
 log = logging.getLogger(__name__)
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
@@ -26,78 +29,71 @@ class ModelEntry:
     name: str
     family: str
     needs: str
-    status: str  # "local" (built from configs/), "cached", "not cached", "missing"
+    status: str  # "local" (built from or shipped in configs/), "cached", "not cached", "missing"
     note: str = ""
-
-
-def cached_files() -> dict[str, set[str]]:
-    """Hub model repo id -> file names in the local cache (empty without a cache)."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound, CorruptedCacheException
-
-    try:
-        info = scan_cache_dir()
-    except (CacheNotFound, CorruptedCacheException, OSError) as e:
-        log.debug("no usable Hugging Face cache: %s", e)
-        return {}
-    files: dict[str, set[str]] = {}
-    for repo in info.repos:
-        if repo.repo_type != "model":
-            continue
-        names = files.setdefault(repo.repo_id, set())
-        for revision in repo.revisions:
-            names.update(f.file_name for f in revision.files)
-    return files
+    size_bytes: int | None = None  # what the cache holds of it, when "cached"
 
 
 def _local(path: Path) -> str:
     return "local" if path.exists() else "missing"
 
 
-def _hub_status(repo_id: str, cache: dict[str, set[str]]) -> str:
-    files = cache.get(repo_id, set())
-    cached = "config.json" in files and any(w in files for w in WEIGHT_FILES)
-    return "cached" if cached else "not cached"
+def _hub_status(items: list[Download], cache: dict[str, CachedRepo]) -> tuple[str, int | None]:
+    """("cached", bytes) when the cache holds every file of ``items``, else ("not cached", None)."""
+    sizes = [cached_size(d, cache) for d in items]
+    if any(s is None for s in sizes):
+        return "not cached", None
+    return "cached", sum(s for s in sizes if s is not None)
 
 
-def _tracker_preset_entry(name: str, cache: dict[str, set[str]]) -> ModelEntry:
+def _tracker_preset_entry(name: str, cache: dict[str, CachedRepo]) -> ModelEntry:
     t = TRACKER_PRESETS[name]
     if t.hub_id is None:
         assert t.config_dir is not None
         needs = f"configs/{t.config_dir.name}/ (random weights, seed {t.seed})"
         return ModelEntry("tracker", t.name, t.family, needs, _local(t.config_dir), t.note)
-    return ModelEntry(
-        "tracker", t.name, t.family, f"hub {t.hub_id}", _hub_status(t.hub_id, cache), t.note
-    )
+    status, size = _hub_status(downloads(name), cache)
+    return ModelEntry("tracker", t.name, t.family, f"hub {t.hub_id}", status, t.note, size)
 
 
-def _model_entry(preset: Preset, cache: dict[str, set[str]]) -> ModelEntry:
+def _model_entry(preset: Preset, cache: dict[str, CachedRepo]) -> ModelEntry:
+    items = downloads(preset.name)
     if preset.tracker is not None:
-        tracker = _tracker_preset_entry(preset.tracker, cache)
+        family = TRACKER_PRESETS[preset.tracker].family
         needs = f"tracker {preset.tracker}; detector {preset.detector}"
-        return ModelEntry("models", preset.name, tracker.family, needs, tracker.status)
-    if preset.sam2_hub_id is None:
-        path = Path(preset.sam2_config)
-        return ModelEntry(
-            "models",
-            preset.name,
-            "sam2",
-            f"{path.name} under configs/ (random weights); detector {preset.detector}",
-            _local(path),
+    elif preset.sam2_checkpoint is not None:  # shipped weights (demo)
+        family = "sam2"
+        here = Path(preset.sam2_checkpoint)
+        needs = (
+            f"{here.name} + {Path(preset.sam2_config).name} under configs/{here.parent.name}/ "
+            f"(trained on the demo scenes); detector configs/{here.parent.name}/"
+            f"{Path(preset.detector).name}/"
         )
-    filename = preset.sam2_file or ""
-    cached = filename in cache.get(preset.sam2_hub_id, set())
-    return ModelEntry(
-        "models",
-        preset.name,
-        "sam2",
-        f"hub {preset.sam2_hub_id}/{filename}; detector {preset.detector}",
-        "cached" if cached else "not cached",
-    )
+    elif preset.sam2_hub_id is None:
+        family = "sam2"
+        needs = (
+            f"{Path(preset.sam2_config).name} under configs/ (random weights, seed "
+            f"{preset.seed}); detector {preset.detector}"
+        )
+    else:
+        family = "sam2"
+        needs = f"hub {preset.sam2_hub_id}/{preset.sam2_file}; detector {preset.detector}"
+    if not items:
+        local = [Path(preset.sam2_config)]
+        if preset.sam2_checkpoint is not None:
+            local.append(Path(preset.sam2_checkpoint))
+        if Path(preset.detector).is_absolute():
+            local.append(Path(preset.detector))
+        status = "local" if all(p.exists() for p in local) else "missing"
+        if preset.tracker is not None:
+            status = _tracker_preset_entry(preset.tracker, cache).status
+        return ModelEntry("models", preset.name, family, needs, status)
+    status, size = _hub_status(items, cache)
+    return ModelEntry("models", preset.name, family, needs, status, size_bytes=size)
 
 
-def entries(cache: dict[str, set[str]]) -> Iterable[ModelEntry]:
-    for preset in PRESETS.values():
+def entries(cache: dict[str, CachedRepo]) -> Iterable[ModelEntry]:
+    for preset in all_presets().values():
         yield _model_entry(preset, cache)
     for name in TRACKER_PRESETS:
         yield _tracker_preset_entry(name, cache)
@@ -113,14 +109,27 @@ def entries(cache: dict[str, set[str]]) -> Iterable[ModelEntry]:
                 d.note,
             )
             continue
-        yield ModelEntry(
-            "detector", d.name, d.family, f"hub {d.hub_id}", _hub_status(d.hub_id, cache), d.note
-        )
+        status, size = _hub_status(downloads(d.name), cache)
+        yield ModelEntry("detector", d.name, d.family, f"hub {d.hub_id}", status, d.note, size)
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
 
 
 def format_entries(rows: list[ModelEntry]) -> str:
-    cols = ["kind", "name", "family", "status", "needs", "note"]
-    cells = [[str(getattr(r, c)) for c in cols] for r in rows]
+    cols = ["kind", "name", "family", "status", "size", "needs", "note"]
+    cells = [
+        [human_size(r.size_bytes) if c == "size" else str(getattr(r, c)) for c in cols]
+        for r in rows
+    ]
     widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
@@ -128,14 +137,40 @@ def format_entries(rows: list[ModelEntry]) -> str:
     return "\n".join(lines)
 
 
+def fetch_main(name: str) -> int:
+    """``promptcam models --fetch NAME``: download, then say what is where."""
+    from huggingface_hub import constants
+
+    fetched = fetch(name)
+    if not fetched:
+        print(f"{name} loads nothing from the Hugging Face Hub (its files are under configs/)")
+        return 0
+    parts = [
+        f"{f.download} ({len(f.files)} files, {human_size(f.size_bytes)})"
+        if f.download.filename is None
+        else f"{f.download} ({human_size(f.size_bytes)})"
+        for f in fetched
+    ]
+    print(f"fetched {name}: {', '.join(parts)}")
+    print(
+        f"into the Hugging Face cache {constants.HF_HUB_CACHE}: copy it to HF_HOME/hub (or "
+        "HF_HUB_CACHE) on the machine without network; HF_HUB_OFFLINE=1 there loads it at once"
+    )
+    return 0
+
+
 def main(cfg: Config, args: argparse.Namespace) -> int:
-    rows = list(entries(cached_files()))
+    if getattr(args, "fetch", None):
+        return fetch_main(args.fetch)
+    rows = list(entries(scan_cache()))
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
     else:
         print(format_entries(rows))
         print(
             "\n--models NAME picks a preset (a tracker and its default detector); --tracker and "
-            "--detector take a preset NAME, a Hub id or a directory."
+            "--detector take a preset NAME, a Hub id or a directory. promptcam models --fetch "
+            "NAME downloads a preset's files into the Hugging Face cache (for a machine without "
+            "network); PROMPTCAM_PRESETS=FILE.yaml adds presets (engine/presets.py)."
         )
     return 0

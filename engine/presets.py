@@ -13,13 +13,19 @@ A :class:`Preset` with ``tracker`` None tracks with Meta's ``sam2`` package (``s
 ``sam2_config``, or the local ``sam2_checkpoint``); with ``tracker`` set, with that row of
 :data:`TRACKER_PRESETS` (a transformers video model, ``engine.backends``). A preset's ``detector``
 is a :data:`DETECTOR_PRESETS` name (or a Hub id or directory: ``engine/detectors/loading.py``).
-To add a preset, add one row.
+To add a preset, add one row. A site's own presets (its mirror's repo ids, its own SAM 2 config)
+are read from the YAML file ``PROMPTCAM_PRESETS`` names (:func:`extra_presets`): they load,
+list and fetch (``promptcam models --fetch``) as the built-in ones do.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stream.config import CONFIGS_DIR, ModelsConfig
 from stream.errors import ModelLoadError
@@ -218,6 +224,103 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+PRESETS_ENV = "PROMPTCAM_PRESETS"
+MAX_PRESETS_FILE_BYTES = 1 << 20
+_HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"
+
+
+class PresetSpec(BaseModel):
+    """One model preset of a ``PROMPTCAM_PRESETS`` file: a SAM 2 checkpoint on the Hub (or a
+    mirror at ``HF_ENDPOINT``) and a detector."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9._-]*$",
+        min_length=1,
+        max_length=64,
+        description="The --models name; must not be a built-in preset's name.",
+    )
+    sam2_hub_id: str = Field(
+        pattern=_HUB_ID,
+        max_length=192,
+        description="Hub repo (owner/name) holding the Meta-format SAM 2 checkpoint.",
+    )
+    sam2_file: str = Field(
+        pattern=r"^[^/\\]+\.(pt|pth)$",
+        max_length=128,
+        description="The checkpoint's file name in sam2_hub_id (a dict with key 'model').",
+    )
+    sam2_config: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="The checkpoint's SAM 2 YAML: a config of the sam2 package "
+        "(configs/sam2.1/sam2.1_hiera_t.yaml) or a YAML file (relative to this file).",
+    )
+    detector: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Detector: a detector preset (promptcam models), a Hub id or a directory.",
+    )
+
+
+class PresetsFile(BaseModel):
+    """The ``PROMPTCAM_PRESETS`` file: ``presets:`` a list of :class:`PresetSpec`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    presets: list[PresetSpec] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Model presets added to the built-in ones.",
+    )
+
+
+def extra_presets() -> dict[str, Preset]:
+    """The presets of the file ``$PROMPTCAM_PRESETS`` names (none when unset); a file that is
+    missing, unreadable, invalid or redefines a built-in preset is a one-line ModelLoadError."""
+    where = os.environ.get(PRESETS_ENV, "").strip()
+    if not where:
+        return {}
+    path = Path(where).expanduser()
+    what = f"{PRESETS_ENV} file {path}"
+    try:
+        if path.stat().st_size > MAX_PRESETS_FILE_BYTES:
+            raise ModelLoadError(f"{what} is over {MAX_PRESETS_FILE_BYTES} bytes")
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        text = str(e).strip().splitlines()
+        raise ModelLoadError(
+            f"{what} is not readable YAML: {text[0] if text else type(e).__name__}"
+        ) from None
+    try:
+        spec = PresetsFile.model_validate(tree if tree is not None else {})
+    except ValidationError as e:
+        err = e.errors()[0]
+        at = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise ModelLoadError(f"{what}: {at}: {err['msg']}") from None
+    found: dict[str, Preset] = {}
+    for p in spec.presets:
+        if p.name in PRESETS or p.name in found:
+            raise ModelLoadError(f"{what}: preset '{p.name}' is defined twice (or built in)")
+        config = p.sam2_config
+        if config.endswith((".yaml", ".yml")) and not config.startswith("configs/"):
+            config = str((path.parent / Path(config).expanduser()).resolve())
+        detector = p.detector
+        local = path.parent / Path(detector).expanduser()
+        if detector not in DETECTOR_PRESETS and (
+            detector.startswith((".", "/", "~")) or local.is_dir()
+        ):
+            detector = str(local.resolve())
+        found[p.name] = Preset(p.name, p.sam2_hub_id, config, detector, p.sam2_file)
+    return found
+
+
+def all_presets() -> dict[str, Preset]:
+    """The built-in presets and those of ``$PROMPTCAM_PRESETS``."""
+    return {**PRESETS, **extra_presets()}
+
+
 def hub_files(models: ModelsConfig, with_detector: bool) -> list[tuple[str, str]]:
     """(repo id, file) on the Hugging Face Hub that loading ``models`` needs (a probe file
     for the detector: its ``config.json``); none for tiny-random or local weights."""
@@ -240,9 +343,12 @@ def hub_files(models: ModelsConfig, with_detector: bool) -> list[tuple[str, str]
 
 
 def get_preset(name: str) -> Preset:
-    try:
+    if name in PRESETS:
         return PRESETS[name]
+    presets = all_presets()
+    try:
+        return presets[name]
     except KeyError:
         raise ModelLoadError(
-            f"unknown model preset '{name}' (known: {', '.join(PRESETS)})"
+            f"unknown model preset '{name}' (known: {', '.join(presets)})"
         ) from None

@@ -324,7 +324,11 @@ def _load_hub_preset(preset: Preset, image_size: int | None) -> tuple[DictConfig
 
     assert preset.sam2_hub_id is not None and preset.sam2_file is not None
     config_name = preset.sam2_config
-    model_cfg = read_sam2_config(Path(sam2.__file__).resolve().parent / config_name, image_size)
+    # a sam2 package config name, or a YAML file (an absolute path: a PROMPTCAM_PRESETS preset)
+    config_path = Path(config_name)
+    if not config_path.is_absolute():
+        config_path = Path(sam2.__file__).resolve().parent / config_name
+    model_cfg = read_sam2_config(config_path, image_size)
     ckpt = hub.fetch(preset.sam2_hub_id, preset.sam2_file)
     model = _instantiate(model_cfg, config_name)
     _load_checkpoint(model, ckpt, config_name)
