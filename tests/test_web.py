@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -331,6 +332,22 @@ def test_bad_requests_are_refused_and_server_keeps_serving(stack: Stack) -> None
     assert asyncio.run(one_frame()) >= 3
 
 
+def _raw_get(url: str, target: str, header: bytes) -> int:
+    """The status of a GET of ``target`` sent as raw bytes with one extra ``header`` line."""
+    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+    lines = [b"GET " + target.encode("latin-1") + b" HTTP/1.1", b"Host: " + host.encode()]
+    lines += [header] if header else []
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"\r\n".join([*lines, b"Connection: close", b"", b""]))
+        reply = b""
+        while b"\r\n" not in reply:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return int(reply.split(b" ", 2)[1])
+
+
 def test_token_required_when_set() -> None:
     with make_stack(token="s3cret-token") as st:
         url = st.url
@@ -351,6 +368,19 @@ def test_token_required_when_set() -> None:
             http("GET", url + "api/objects", headers={"X-Promptcam-Token": "s3cret-token"})[0]
             == 200
         )
+        # a token that is not ASCII, as raw bytes (latin-1 or UTF-8): a wrong token, not a 500
+        for raw in (
+            b"Authorization: Bearer \xfc",
+            b"Authorization: Bearer \xc3\xbc",
+            b"X-Promptcam-Token: \xfc",
+            b"X-Promptcam-Token: s3cret-token\xff",
+            b"X-Promptcam-Token: \xc3\xbc",
+        ):
+            assert _raw_get(url, "/api/objects", raw) == 401, raw
+        # (raw bytes in the request line: aiohttp refuses the URL itself)
+        assert _raw_get(url, "/api/objects?token=\xfc\xc3\xbc", b"") in (400, 401)
+        assert _raw_get(url, "/api/objects?token=%FC%C3%BC", b"") == 401
+        assert http("GET", url + "api/objects?token=s3cret-token")[0] == 200  # still serving
 
         async def frames() -> int:
             v = Viewer(url, token="s3cret-token")

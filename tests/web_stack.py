@@ -68,6 +68,7 @@ def make_stack(
     token: str | None = None,
     extra_overrides: dict[str, Any] | None = None,
     stderr: Path | None = None,
+    engine_kw: dict[str, Any] | None = None,
 ) -> Iterator[Stack]:
     overrides: dict[str, Any] = {
         "bus.annotated": tcp_endpoint(),
@@ -78,7 +79,8 @@ def make_stack(
     }
     if token:
         overrides["web.token"] = token
-    engine = SyntheticEngine(load_config(None, overrides), fps=20).start()
+    engine = SyntheticEngine(load_config(None, overrides), **{"fps": 20, **(engine_kw or {})})
+    engine.start()
     proc, url = start_web(overrides, stderr=stderr)
     try:
         yield Stack(url, engine, proc, token)

@@ -57,9 +57,41 @@ class CameraStatus:
     last_error: str | None
     engine_answering: bool
     prompt: str | None
+    waiting_for: str | None = None  # what the view waits for, in words (None: nothing, live)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def waiting_for(
+    state: State,
+    *,
+    engine_answering: bool,
+    frame_age_s: float | None,
+    attempt: int | None = None,
+    error: str | None = None,
+) -> str | None:
+    """What a camera's view is waiting for, in words: the camera (no frames from it, source
+    down) or the engine (starting, restarting, or frames come but no picture from it yet); None
+    when it waits for nothing. The page shows it over the picture, the video's placeholder says
+    it before the first picture."""
+    if state == "engine_restarting":
+        return "waiting for the engine: it is restarting"
+    if state == "starting":
+        if not engine_answering:
+            return "waiting for the engine: it is starting (loading models)"
+        return "waiting for the camera: it is starting"
+    if state == "reconnecting":
+        return f"waiting for the camera: reconnecting (attempt {attempt or 1})"
+    if state == "waiting":
+        if frame_age_s is None:
+            return "waiting for the camera: no picture from it yet"
+        return f"waiting for the camera: no picture from it for {frame_age_s:.0f} s"
+    if state == "stopped":
+        return f"the camera stopped: {error}" if error else "the camera stopped"
+    if frame_age_s is None:  # live: the camera streams, the engine has sent no picture yet
+        return "waiting for the engine: no picture from it yet"
+    return None
 
 
 def _engine_child_restarting(doc: dict[str, Any] | None) -> bool | None:
@@ -120,8 +152,20 @@ def camera_status(
     )
 
     def status(state: State, banner: str, error: str | None = last_error) -> CameraStatus:
+        awaited = waiting_for(
+            state, engine_answering=answering, frame_age_s=frame_age_s, attempt=attempt, error=error
+        )
         return CameraStatus(
-            camera, state, banner, attempt, frame_age_s, cap_state, error, answering, prompt
+            camera,
+            state,
+            banner,
+            attempt,
+            frame_age_s,
+            cap_state,
+            error,
+            answering,
+            prompt,
+            awaited,
         )
 
     restarting = _engine_child_restarting(launcher)
@@ -395,11 +439,6 @@ class CameraMonitor:
             self._outage_base = None
         ann, _, _ = self._annotated.latest()
         frame_age = None if ann is None else max(0.0, (time.time_ns() - ann.t_capture_ns) / 1e9)
-        trk, _, _ = self._tracks.latest()
-        engine = self.camera_stats(seen.engine) if seen.engine_at is not None else None
-        prompt = engine.get("prompt") if engine is not None else None
-        if not isinstance(prompt, str):
-            prompt = trk.header.prompt if trk is not None else None
         return camera_status(
             self.camera,
             capture=capture,
@@ -410,5 +449,22 @@ class CameraMonitor:
             frame_age_s=None if frame_age is None else round(frame_age, 3),
             uptime_s=now - self._started,
             attempt_base=self._outage_base or 0,
-            prompt=prompt,
+            prompt=self.prompt(seen, now),
         )
+
+    def prompt(self, seen: SiteView, now: float) -> str | None:
+        """The camera's prompt as the engine has it now: from whichever was observed last, the
+        engine's ``stats`` answer (polled once a second) or the newest tracks message (every
+        frame). So a prompt changed elsewhere (the CLI, another page, an engine restart) shows
+        within a frame or a poll, and an older answer never hides a newer one."""
+        trk, _, trk_age = self._tracks.latest()
+        engine = self.camera_stats(seen.engine) if seen.engine_at is not None else None
+        from_stats = engine.get("prompt") if engine is not None else None
+        if not isinstance(from_stats, str):
+            from_stats = None
+        from_tracks = trk.header.prompt if trk is not None else None
+        if from_stats is None or from_tracks is None:
+            return from_stats if from_stats is not None else from_tracks
+        assert seen.engine_at is not None
+        stats_age = now - seen.engine_at
+        return from_tracks if trk_age <= stats_age else from_stats

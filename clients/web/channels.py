@@ -179,17 +179,17 @@ class CameraChannels:
         def on_dropped(n: int) -> None:
             m.packets_dropped.labels(name).inc(n)
 
-        hub = VideoHub(annotated, self._video_fps, on_sent, on_encoded, on_dropped)
-        m.viewers.labels(name).set(0)
-        return CameraChannel(
-            name,
+        monitor = CameraMonitor(self._site, name, annotated, tracks)
+        hub = VideoHub(
             annotated,
-            tracks,
-            FrameHistory(),
-            hub,
-            CameraMonitor(self._site, name, annotated, tracks),
-            counts,
+            self._video_fps,
+            on_sent,
+            on_encoded,
+            on_dropped,
+            placeholder_text=lambda: monitor.status().waiting_for,
         )
+        m.viewers.labels(name).set(0)
+        return CameraChannel(name, annotated, tracks, FrameHistory(), hub, monitor, counts)
 
     def sync(self, names: list[str]) -> tuple[list[str], list[str]]:
         """Serve exactly ``names`` (in that order): (added, removed). In the event loop."""

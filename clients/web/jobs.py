@@ -102,6 +102,8 @@ class Job:
     frames: int = 0
     objects: int = 0
     created: float = field(default_factory=time.time)
+    submitted: float | None = None  # time.time() when it was started by its user (queued)
+    started: float | None = None  # time.time() when its worker started
     started_at: float | None = None  # time.monotonic() when its worker started
     finished: float | None = None
     cancel_requested: bool = False
@@ -143,6 +145,8 @@ class Job:
             "progress": 1.0 if self.state == "done" else (self.done / total if total else 0.0),
             "eta_s": None if eta is None else round(eta, 1),
             "created": self.created,
+            "submitted": self.submitted,
+            "started": self.started,
             "frames": self.frames,
             "objects": self.objects,
             "video": {
@@ -311,6 +315,7 @@ class JobManager:
                 self._run_jobs(), name="offline-jobs"
             )
         job.state = "queued"
+        job.submitted = time.time()
         self.jobs[job.id] = job
         self._queue.put_nowait(job)
         self._prune()
@@ -385,7 +390,7 @@ class JobManager:
             daemon=True,
         )
         job.state = "running"
-        job.started_at = time.monotonic()
+        job.started, job.started_at = time.time(), time.monotonic()
         self._proc = proc
         proc.start()
         log.info("job %s started (pid %s): %s, prompt %r", job.id, proc.pid, job.name, job.prompt)

@@ -84,6 +84,7 @@ class Viewer:
             restrict_ice_to_loopback()
         self.pc = RTCPeerConnection(configuration=rtc_configuration())
         self._track: Any = None
+        self.last_frame: av.VideoFrame | None = None  # the newest decoded frame
         self._got_track = asyncio.Event()
         self._t0 = time.monotonic()
 
@@ -116,6 +117,7 @@ class Viewer:
 
     def _on_frame(self, frame: av.VideoFrame) -> None:
         now_ns = time.time_ns()
+        self.last_frame = frame
         r = self.result
         r.frames += 1
         r.width, r.height = frame.width, frame.height

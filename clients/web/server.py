@@ -73,11 +73,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # --------------------------------------------------------------------------- middlewares
 
 
-def _token_of(request: web.Request) -> str | None:
+def _token_of(request: web.Request) -> bytes:
+    """The token the request gives, as bytes (b"" when none). aiohttp decodes header bytes that
+    are not UTF-8 as lone surrogates: they are encoded back as they came, so such a token is a
+    wrong token (401) like any other."""
     auth = request.headers.get("Authorization", "")
     if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.headers.get("X-Promptcam-Token") or request.query.get("token")
+        given: str | None = auth[7:].strip()
+    else:
+        given = request.headers.get("X-Promptcam-Token") or request.query.get("token")
+    return (given or "").encode("utf-8", "surrogateescape")
 
 
 @web.middleware
@@ -100,12 +105,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     expected = request.app[STATE].cfg.web.token
-    if expected and request.path != "/healthz":
-        given = _token_of(request) or ""
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise web.HTTPUnauthorized(
-                text="missing or wrong token (use ?token=, Authorization: Bearer or X-Promptcam-Token)"
-            )
+    if (
+        expected
+        and request.path != "/healthz"
+        and not hmac.compare_digest(_token_of(request), expected.encode())
+    ):
+        raise web.HTTPUnauthorized(
+            text="missing or wrong token (use ?token=, Authorization: Bearer or X-Promptcam-Token)"
+        )
     return await handler(request)
 
 

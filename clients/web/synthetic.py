@@ -89,9 +89,10 @@ class _Camera:
 
 class SyntheticEngine:
     """Publishes ``annotated.<camera>`` and ``tracks.<camera>`` at ``fps`` for every camera of
-    the configuration (or ``cameras``) and answers control as the engine does (v1.1: requests
-    name their camera when there are several; ``cameras``, ``add_camera``, ``remove_camera``;
-    an added camera's frames endpoint is not read: its frames are generated too)."""
+        the configuration (or ``cameras``) and answers control as the engine does (v1.1: requests
+        name their camera when there are several; ``cameras``, ``add_camera``, ``remove_camera``;
+        an added camera's frames endpoint is not read: its frames are generated too). The cameras in
+    ``silent`` publish nothing."""
 
     def __init__(
         self,
@@ -101,9 +102,13 @@ class SyntheticEngine:
         width: int = 320,
         height: int = 240,
         cameras: list[str] | None = None,
+        silent: list[str] | None = None,
         ctx: zmq.Context[Any] | None = None,
     ) -> None:
         self.cfg = cfg
+        # cameras served (control, stats) that publish no frame: as a camera whose source is
+        # down or has sent nothing yet
+        self.silent: set[str] = set(silent or [])
         self.fps = fps
         self.width, self.height = width, height
         self.published = 0
@@ -297,6 +302,8 @@ class SyntheticEngine:
             with self._lock:
                 cams = list(self._cameras.values())
             for cam in cams:
+                if cam.name in self.silent:
+                    continue
                 with self._lock:
                     tracks, ann = self._frame(cam)
                 self._trk.send_multipart(tracks.to_parts())
@@ -311,8 +318,8 @@ class SyntheticEngine:
             per: dict[str, dict[str, Any]] = {
                 name: {
                     "camera": name,
-                    "fps_in": self.fps,
-                    "fps_out": self.fps,
+                    "fps_in": 0.0 if name in self.silent else self.fps,
+                    "fps_out": 0.0 if name in self.silent else self.fps,
                     "frames_dropped": 0,
                     "objects": len(c.labels()) + len(c.manual),
                     "prompt": c.prompt,

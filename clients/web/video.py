@@ -2,8 +2,9 @@
 
 ``LiveEncoder`` reads the NEWEST annotated frame of its camera, paced at ``fps``: it never
 queues, it skips every frame that arrived in between (counted as ``skipped``), and while no new
-frame arrives it repeats the last one once a second (a placeholder before the first), so a
-browser's video starts at once. JPEG decoding, BGR → YUV 4:2:0 and the H.264 encode (PyAV
+frame arrives it repeats the last one once a second (before the first, a placeholder that says
+what the camera's view waits for: the camera or the engine), so a browser's video starts at
+once. JPEG decoding, BGR → YUV 4:2:0 and the H.264 encode (PyAV
 ``libx264``: baseline profile, ``preset=ultrafast``, ``tune=zerolatency``, Annex B with SPS/PPS
 before every keyframe) run once per camera in the default executor, off the event loop. It only
 encodes while someone is watching.
@@ -48,13 +49,22 @@ MIN_KEYFRAME_GAP_S = 0.2
 MAX_QUEUED = 3
 
 
-def placeholder(
-    width: int = 640, height: int = 360, text: str = "waiting for the engine..."
-) -> np.ndarray:
+PLACEHOLDER_TEXT = "no picture yet"
+
+
+def placeholder(width: int = 640, height: int = 360, text: str = PLACEHOLDER_TEXT) -> np.ndarray:
+    """The picture shown before the camera's first: ``text`` (what it waits for), on as many
+    lines as it needs, as large as fits."""
     img = np.zeros((height, width, 3), np.uint8)
-    cv2.putText(
-        img, text, (20, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (200, 200, 200), 2, cv2.LINE_AA
-    )
+    lines = [ln.strip() for ln in text.replace(": ", ":\n").splitlines() if ln.strip()][:4]
+    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 2
+    widest = max((cv2.getTextSize(ln, font, 1.0, thickness)[0][0] for ln in lines), default=1)
+    scale = max(0.4, min(1.0, (width - 40) / max(1, widest)))
+    step = int(40 * scale)
+    y = height // 2 - step * (len(lines) - 1) // 2
+    for ln in lines:
+        cv2.putText(img, ln, (20, y), font, scale, (200, 200, 200), thickness, cv2.LINE_AA)
+        y += step
     return img
 
 
@@ -216,8 +226,11 @@ class LiveEncoder:
         feed: LatestFeed[AnnotatedMessage],
         fps: float,
         on_encoded: Callable[[bool], None] | None = None,
+        placeholder_text: Callable[[], str | None] | None = None,
     ) -> None:
         self._feed = feed
+        self._placeholder_text = placeholder_text or (lambda: None)
+        self._placeholder: tuple[str, np.ndarray] | None = None  # shown now: (its text, I420)
         self._period = 1.0 / fps
         self._stream = H264Stream(fps)
         self._on_encoded = on_encoded
@@ -274,11 +287,20 @@ class LiveEncoder:
     ) -> tuple[np.ndarray, list[av.Packet]]:
         if jpeg is not None:
             i420 = jpeg_to_i420(jpeg)
-        elif self._last is not None:
+            self._placeholder = None
+        elif self._last is not None and self._placeholder is None:
             i420 = self._last
         else:
-            i420 = bgr_to_i420(placeholder())
+            i420 = self.placeholder_i420()
         return i420, self._stream.encode(i420, pts, keyframe)
+
+    def placeholder_i420(self) -> np.ndarray:
+        """The placeholder picture (before the first frame), saying what the camera's view waits
+        for now (the camera or the engine): made again when that changes."""
+        text = self._placeholder_text() or PLACEHOLDER_TEXT
+        if self._placeholder is None or self._placeholder[0] != text:
+            self._placeholder = (text, bgr_to_i420(placeholder(text=text)))
+        return self._placeholder[1]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -334,10 +356,11 @@ class VideoHub:
         on_sent: Callable[[float | None], None],
         on_encoded: Callable[[bool], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
+        placeholder_text: Callable[[], str | None] | None = None,
     ) -> None:
         self._on_sent = on_sent
         self._on_dropped = on_dropped or (lambda n: None)
-        self.encoder = LiveEncoder(feed, fps, on_encoded)
+        self.encoder = LiveEncoder(feed, fps, on_encoded, placeholder_text)
 
     @property
     def viewers(self) -> set[ViewerTrack]:

@@ -3,6 +3,15 @@
 // point and a drag as a box, and draws boxes (selection, boxes being drawn) over the media.
 "use strict";
 
+// The annotated video's own labels (engine/render.py: text_scale 0.5) are as tall as a 16 px
+// font in frame pixels. Shown smaller than MIN_LABEL_PX CSS px (a grid tile, a phone, a frame
+// larger than its view), they cannot be read: the overlay then draws the labels of the boxes
+// marked whenSmall at LABEL_FONT_PX, over the video's own (at the same corner, larger).
+const VIDEO_LABEL_FONT_PX = 16;
+const MIN_LABEL_PX = 12;
+const LABEL_FONT_PX = 13;
+const LABEL_HEIGHT_PX = 18;
+
 class BoxOverlay {
   // options: frameSize() -> [w, h] in frame pixels (default: the media's own size),
   // onPoint([x, y]), onBox([x1, y1, x2, y2]), minDragPx (screen pixels before a drag counts)
@@ -10,7 +19,7 @@ class BoxOverlay {
     this.media = media;
     this.canvas = canvas;
     this.opts = Object.assign({ minDragPx: 6 }, options);
-    this.boxes = [];   // [{box, color, label, selected, dashed}]
+    this.boxes = [];   // [{box, color, textColor, label, selected, dashed, labelOnly, whenSmall}]
     this.drag = null;  // {x0, y0, x1, y1} in canvas pixels while dragging
     this.enabled = true;
     canvas.addEventListener("pointerdown", (ev) => this._down(ev));
@@ -37,6 +46,19 @@ class BoxOverlay {
     if (!(mw > 0 && mh > 0 && w > 0 && h > 0)) return null;
     const scale = Math.min(w / mw, h / mh);
     return { x: (w - mw * scale) / 2, y: (h - mh * scale) / 2, w: mw * scale, h: mh * scale };
+  }
+
+  // CSS pixels per frame pixel of the picture shown (null before it has a size)
+  scale() {
+    const c = this.contentRect();
+    const [fw] = this.frameSize();
+    return c && fw > 0 ? c.w / fw : null;
+  }
+
+  // true when the video's own labels show smaller than MIN_LABEL_PX
+  videoLabelsSmall() {
+    const s = this.scale();
+    return s !== null && VIDEO_LABEL_FONT_PX * s < MIN_LABEL_PX;
   }
 
   _local(ev) {
@@ -107,9 +129,13 @@ class BoxOverlay {
     const g = cv.getContext("2d");
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
     g.clearRect(0, 0, cv.clientWidth, cv.clientHeight);
+    const small = this.videoLabelsSmall();
+    const placed = [];  // label rectangles drawn, [x, y, w, h]
     for (const b of this.boxes) {
+      if (b.whenSmall && !small) continue;
       const r = this.toCanvas(b.box);
       if (!r) continue;
+      if (b.labelOnly) { this._label(g, b, r, placed, cv.clientHeight); continue; }
       g.lineWidth = b.selected ? 3 : 2;
       g.setLineDash(b.dashed ? [6, 4] : []);
       if (b.selected) {  // a dark halo, then the colour: visible on any picture
@@ -120,17 +146,9 @@ class BoxOverlay {
       }
       g.strokeStyle = b.color || "#fff";
       g.strokeRect(r[0], r[1], r[2], r[3]);
-      if (b.label) {
-        g.setLineDash([]);
-        g.font = "600 12px system-ui, sans-serif";
-        const tw = g.measureText(b.label).width + 8;
-        const ty = r[1] >= 18 ? r[1] - 18 : r[1];  // inside the box at the top edge
-        g.fillStyle = b.color || "#fff";
-        g.fillRect(r[0], ty, tw, 18);
-        g.fillStyle = b.textColor || "#000";
-        g.fillText(b.label, r[0] + 4, ty + 13);
-      }
+      if (b.label) this._label(g, b, r, placed, cv.clientHeight);
     }
+    this.labelsDrawn = placed.length;
     const d = this.drag;
     if (d && d.moved) {
       g.setLineDash([6, 4]);
@@ -138,5 +156,26 @@ class BoxOverlay {
       g.strokeStyle = "#fff";
       g.strokeRect(Math.min(d.x0, d.x1), Math.min(d.y0, d.y1), Math.abs(d.x1 - d.x0), Math.abs(d.y1 - d.y0));
     }
+  }
+
+  // A label at the box's top-left corner, above it (inside it at the top edge), moved down past
+  // the labels already drawn instead of covering them, as the renderer places the video's own.
+  _label(g, b, r, placed, height) {
+    g.setLineDash([]);
+    g.font = "600 " + LABEL_FONT_PX + "px system-ui, sans-serif";
+    const w = g.measureText(b.label).width + 8, h = LABEL_HEIGHT_PX;
+    const x = Math.max(0, Math.min(r[0], this.canvas.clientWidth - w));
+    let y = r[1] >= h ? r[1] - h : r[1];
+    for (let i = 0; i < placed.length; i++) {
+      const hit = placed.find((p) => x < p[0] + p[2] && p[0] < x + w && y < p[1] + p[3] && p[1] < y + h);
+      if (!hit) break;
+      if (hit[1] + hit[3] + h <= height) y = hit[1] + hit[3];
+      else break;
+    }
+    placed.push([x, y, w, h]);
+    g.fillStyle = b.color || "#fff";
+    g.fillRect(x, y, w, h);
+    g.fillStyle = b.textColor || "#000";
+    g.fillText(b.label, x + 4, y + 13);
   }
 }

@@ -26,8 +26,12 @@ function fmt(v, unit, digits = 1) {
 }
 
 // How often a view asks for its objects and numbers, by mode (ms): a grid of many cameras
-// asks less often than the one camera being worked with.
-const POLL_MS = { single: [300, 1000], enlarged: [300, 1000], tile: [700, 1500], thumb: [2000, 2000] };
+// asks less often than the one camera being worked with (the objects often enough that the
+// labels the overlay draws on a small picture follow their objects).
+const POLL_MS = { single: [300, 1000], enlarged: [300, 1000], tile: [400, 1500], thumb: [700, 2000] };
+// After the page sends a prompt, answers that still give the one before are the engine's state
+// before the change (it shows in the next frame or stats poll): ignored this long.
+const PROMPT_SETTLE_MS = 5000;
 
 class CameraView {
   // page: {enlarge(camera|null), isActive(view), touch(view)}
@@ -49,7 +53,9 @@ class CameraView {
     this.objects = [];            // newest object list
     this.frame = [0, 0];          // frame size of the newest tracks
     this.selected = null;         // selected object id
-    this.promptEdited = false;    // the user is typing: the engine's prompt does not overwrite it
+    this.promptEdited = false;    // the box holds an edit not sent (see showPrompt)
+    this.enginePrompt = null;     // the engine's prompt, as last reported
+    this.sentPrompt = null;       // {prompt, until}: a prompt this page sent, not reported yet
     this.state = null;
     this.pc = null;
     this.overlay = new BoxOverlay(this.el.video, this.el.overlay, {
@@ -116,7 +122,8 @@ class CameraView {
       try {
         const r = await this.call("/api/prompt", "POST", { prompt });
         this.promptEdited = false;
-        text(el["prompt-status"], r.prompt ? "tracking: " + r.prompt : "no prompt: drawn boxes only");
+        this.sentPrompt = { prompt: r.prompt, until: Date.now() + PROMPT_SETTLE_MS };
+        text(el["prompt-status"], trackingLine(r.prompt));
       } catch (e) {
         el["prompt-status"].classList.add("error");
         text(el["prompt-status"], e.message);
@@ -236,7 +243,6 @@ class CameraView {
       this.select(null);
     }
     text(this.el.count, "(" + data.objects.length + ")");
-    if (data.prompt !== null) this.showPrompt(data.prompt);
     this.renderSelection();
   }
 
@@ -270,11 +276,18 @@ class CameraView {
     this.renderSelection();
   }
 
+  // The selection, and the overlay: the selected object's box, and every object's label where
+  // the video's own labels are too small to read (BoxOverlay draws those only then)
   renderSelection() {
     const o = this.selected === null ? null : this.objects.find((x) => x.id === this.selected);
     this.el.selection.hidden = !o;
     if (o) text(this.el["selected-name"], "#" + o.id + " " + o.label);
-    this.overlay.setBoxes(o ? [{ box: o.box, color: colorOf(o.id), textColor: textColorOf(colorOf(o.id)), selected: true, label: "#" + o.id + " selected" }] : []);
+    const boxes = this.objects.filter((x) => x !== o).map((x) => ({
+      box: x.box, color: colorOf(x.id), textColor: textColorOf(colorOf(x.id)),
+      label: "#" + x.id + " " + x.label + " " + x.score.toFixed(2), labelOnly: true, whenSmall: true,
+    }));
+    if (o) boxes.push({ box: o.box, color: colorOf(o.id), textColor: textColorOf(colorOf(o.id)), selected: true, label: "#" + o.id + " " + o.label + " selected" });
+    this.overlay.setBoxes(boxes);
   }
 
   async addObject(box) {
@@ -308,9 +321,27 @@ class CameraView {
     } catch (e) { this.say(e.message, true); }
   }
 
+  // The engine's prompt (from the state polls): the box and "tracking: ..." follow it, whoever
+  // changed it (this page, another one, the CLI, an engine restart), except that the box is not
+  // overwritten while the user types in it (focused and edited); an edit not sent is kept until
+  // the engine's prompt changes.
   showPrompt(prompt) {
+    const sent = this.sentPrompt;
+    if (sent && prompt !== sent.prompt && Date.now() < sent.until) return;  // from before ours
+    this.sentPrompt = null;
     const input = this.el.prompt;
-    if (!this.promptEdited && document.activeElement !== input && input.value !== prompt) input.value = prompt;
+    const typing = this.promptEdited && document.activeElement === input;
+    const changed = prompt !== this.enginePrompt;
+    this.enginePrompt = prompt;
+    if (!typing && (changed || !this.promptEdited)) {
+      this.promptEdited = false;
+      if (input.value !== prompt) input.value = prompt;
+    }
+    const status = this.el["prompt-status"];
+    if (changed || status.textContent === "") {
+      status.classList.remove("error");
+      text(status, trackingLine(prompt));
+    }
     text(this.el["s-prompt"], prompt);
   }
 
@@ -336,7 +367,7 @@ class CameraView {
     try {
       this.renderStats(await this.call("/api/stats", "GET"));
     } catch (e) {
-      this.state = { state: "engine_restarting", banner: "web server not answering", frame_age_s: null };
+      this.state = { state: "engine_restarting", banner: "web server not answering", frame_age_s: null, waiting_for: "waiting for the web server: it does not answer" };
       this.renderBanner();
       text(this.el["stats-error"], e.message);
     }
@@ -352,6 +383,12 @@ class CameraView {
     this.root.dataset.state = s.state;
     const stale = s.state !== "live" && s.state !== "starting";
     this.el["objects-box"].classList.toggle("stale", stale);
+    // what the view waits for, over the picture (covering the video's placeholder before the
+    // first picture, which says the same smaller)
+    const note = this.el["stage-note"];
+    note.hidden = !s.waiting_for;
+    note.classList.toggle("cover", s.frame_age_s === null || s.frame_age_s === undefined);
+    text(note, s.waiting_for || "");
     text(this.el["stale-note"], stale ? "camera not live: objects as of the last frame" + (s.frame_age_s ? ", " + fmt(s.frame_age_s, " s") + " ago" : "") : "");
     if (s.prompt !== null && s.prompt !== undefined) this.showPrompt(s.prompt);
     this.renderStatusLine();
@@ -384,6 +421,8 @@ class CameraView {
     text(el["stats-error"], s.engine_error && !quiet ? "engine: " + s.engine_error : "");
   }
 }
+
+function trackingLine(prompt) { return prompt ? "tracking: " + prompt : "no prompt: drawn boxes only"; }
 
 function setText(el, value) { if (el.textContent !== value) el.textContent = value; }
 

@@ -66,9 +66,12 @@ $("file").addEventListener("change", async () => {
   refreshJobs();
 });
 
+// A new video starts with an empty prompt and no boxes: what the previous job tracked is in
+// its row of the job list, never silently carried over to the next one.
 function openDraft(job) {
   draft = job;
   boxes = [];
+  $("prompt").value = "";
   const v = job.video;
   text($("draft-name"), job.name + " · " + v.width + "×" + v.height + (job.total ? " · " + job.total + " frames" : "") + (v.fps ? " · " + v.fps.toFixed(1) + " fps" : ""));
   const last = Math.max(0, (job.total || 1) - 1);
@@ -134,8 +137,9 @@ $("start").addEventListener("click", async () => {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ prompt, seed_with: $("seed").value, boxes }),
     });
-    say($("job-status"), "started: " + job.name);
+    say($("job-status"), "started: " + job.name + (job.prompt ? " · " + job.prompt : ""));
     draft = null;
+    $("prompt").value = "";
     $("draft").hidden = true;
     $("file").value = "";
   } catch (e) {
@@ -167,10 +171,18 @@ function jobRow(job) {
   if (!tr) {
     tr = document.createElement("tr");
     tr.dataset.id = job.id;
-    tr.innerHTML = '<td class="name"></td><td class="state"></td><td><progress max="1" value="0"></progress> <span class="pct"></span></td><td class="eta"></td><td class="actions"></td>';
+    tr.innerHTML = '<td class="what"><span class="name"></span><span class="prompt muted"></span></td><td class="started"></td><td class="state"></td><td class="frames"><progress max="1" value="0"></progress> <span class="pct"></span></td><td class="eta"></td><td class="actions"></td>';
     jobRows.set(job.id, tr);
   }
   tr.querySelector(".name").textContent = job.name;
+  const nBoxes = (job.boxes || []).length;
+  const boxesText = nBoxes ? nBoxes + (nBoxes === 1 ? " box" : " boxes") : "";
+  tr.querySelector(".prompt").textContent = job.prompt
+    ? job.prompt + (boxesText ? " + " + boxesText : "")
+    : (boxesText || "no prompt") + " (no prompt)";
+  const when = job.started || job.submitted || job.created;
+  tr.querySelector(".started").textContent = clock(when);
+  tr.querySelector(".started").title = new Date(when * 1000).toLocaleString();
   const state = job.state === "failed" ? "failed: " + job.error : job.state;
   tr.querySelector(".state").textContent = state;
   tr.querySelector(".state").classList.toggle("error", job.state === "failed");
@@ -208,6 +220,14 @@ function jobRow(job) {
     }
   }
   return tr;
+}
+
+// a time of day (seconds since the epoch) as the browser's locale shows it; with the date when
+// it is not today
+function clock(t) {
+  const d = new Date(t * 1000);
+  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return d.toDateString() === new Date().toDateString() ? time : d.toLocaleDateString() + " " + time;
 }
 
 function showResult(job) {
