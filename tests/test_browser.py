@@ -267,7 +267,7 @@ def session(out: Path) -> dict[str, Any]:
             obj = next(o for o in snap["tracks"]["objects"] if o["id"] == first)
             with urllib.request.urlopen(url + snap["image"].lstrip("/"), timeout=10) as r:
                 png = r.read()
-            text = Renderer.label_text(first, obj["label"], obj["score"])
+            text = Renderer.label_text(first, obj["label"], obj["confidence"])
             frame = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
             results["label_fill"] = round(label_fill(frame, text, Renderer().color_of(first)), 3)
             (art / "snapshot.png").write_bytes(png)

@@ -215,7 +215,8 @@ def test_prompt_changes_engine_and_object_list(stack: Stack) -> None:
 
     wait_for(labels, what="object list with the new labels")
     objs = http("GET", stack.url + "api/objects")[1]
-    assert {"id", "label", "score", "age", "state"} <= set(objs["objects"][0])
+    assert {"id", "label", "score", "confidence", "age", "state"} <= set(objs["objects"][0])
+    assert 0.0 <= objs["objects"][0]["confidence"] <= 1.0
     status, stats = http("GET", stack.url + "api/stats")
     assert status == 200 and stats["engine"]["fps_in"] == 20 and "latency_ms_p50" in stats["web"]
 

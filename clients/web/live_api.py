@@ -39,7 +39,7 @@ from clients.web.context import (
 )
 from clients.web.limits import describe_limits
 from stream.errors import PromptcamError
-from stream.wire import TrackedObject
+from stream.wire import TrackedObject, confidence_of
 
 
 def _object_dict(o: TrackedObject) -> dict[str, Any]:
@@ -47,6 +47,9 @@ def _object_dict(o: TrackedObject) -> dict[str, Any]:
         "id": o.id,
         "label": o.label,
         "score": round(o.score, 3),
+        "confidence": round(
+            o.confidence if o.confidence is not None else confidence_of(o.score), 3
+        ),
         "age": o.age,
         "state": o.state,
         "box": o.box,

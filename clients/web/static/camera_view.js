@@ -225,7 +225,7 @@ class CameraView {
       }
       const cells = tr.children;
       setText(cells[1], o.label);
-      setText(cells[2], o.score.toFixed(2));
+      setText(cells[2], o.confidence.toFixed(2));
       setText(cells[3], String(o.age));
       setText(cells[4], o.state);
       if (tr.nextSibling !== before || tr.parentNode !== tbody) tbody.insertBefore(tr, before);
@@ -284,7 +284,7 @@ class CameraView {
     if (o) text(this.el["selected-name"], "#" + o.id + " " + o.label);
     const boxes = this.objects.filter((x) => x !== o).map((x) => ({
       box: x.box, color: colorOf(x.id), textColor: textColorOf(colorOf(x.id)),
-      label: "#" + x.id + " " + x.label + " " + x.score.toFixed(2), labelOnly: true, whenSmall: true,
+      label: "#" + x.id + " " + x.label + " " + x.confidence.toFixed(2), labelOnly: true, whenSmall: true,
     }));
     if (o) boxes.push({ box: o.box, color: colorOf(o.id), textColor: textColorOf(colorOf(o.id)), selected: true, label: "#" + o.id + " " + o.label + " selected" });
     this.overlay.setBoxes(boxes);
