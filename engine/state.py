@@ -131,6 +131,7 @@ class StateFile:
         self.path = path
         self._lock_fd: int | None = None
         self._left_out = ""  # what the last write left out (logged when it changes)
+        self._synced_ids: dict[str, int] = {}  # the reservations last written with fsync
 
     # ------------------------------------------------------------------ lock
 
@@ -243,8 +244,12 @@ class StateFile:
     def save(self, states: Mapping[str, EngineState], ids: Mapping[str, int] | None = None) -> bool:
         """Replace the file atomically (mode 0600) with what fits in ``MAX_STATE_BYTES``;
         whether it was written (a write error is logged, not raised; the temporary file is
-        removed)."""
-        raw = self._encode(states, ids or {})
+        removed). A write that changes the ID reservations is synced to the disk first (a
+        power cut cannot lose one); the others (moving boxes) are not, to keep the frame loop
+        fast."""
+        ids = dict(ids or {})
+        sync = ids != self._synced_ids
+        raw = self._encode(states, ids)
         if raw is None:
             return False
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -254,10 +259,13 @@ class StateFile:
             view = memoryview(raw)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
             os.close(fd)
             fd = -1
             os.replace(tmp, self.path)
+            if sync:
+                self._synced_ids = ids
             return True
         except OSError as e:
             log.warning("cannot write engine state %s: %s", self.path, e.strerror)
