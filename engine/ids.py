@@ -121,13 +121,6 @@ class IdAllocator:
             )
         self._blocks.append(IdBlock(first, limit))
 
-    def available(self) -> bool:
-        """Whether :meth:`take` would give an ID (a reserving allocator always can)."""
-        if not self._leased:
-            return True
-        assert self._limit is not None
-        return self._next < self._limit or bool(self._blocks)
-
     def take(self) -> int | None:
         """The next ID, moving to the next block when the current one is used up; None when no
         leased ID is left."""
