@@ -33,6 +33,7 @@ import numpy as np
 from supervision import Detections
 
 from engine.grounding import GroundJob, GroundResult
+from engine.ids import IdAllocator
 from engine.protocols import Detector, DetectorPrompt, SegmenterSession
 from engine.segmenter import SegmentOutput
 from engine.track_manager import Colour, Observation, Plan, TrackManager
@@ -73,6 +74,7 @@ class FrameResult:
     prompt: str
     objects: list[ObjectResult]
     timings_ms: dict[str, float]
+    epoch: str | None = None  # the engine start that produced it (tracks header ``epoch``)
 
 
 @dataclass
@@ -129,12 +131,17 @@ class CameraTracker:
         *,
         first_id: int = 1,
         id_limit: int | None = None,
+        ids: IdAllocator | None = None,
+        epoch: str | None = None,
     ) -> None:
+        """``ids``: where object IDs come from (default: ``first_id`` up, below ``id_limit``);
+        ``epoch``: the engine start its results carry."""
         self.name = name
         self.cfg = cfg
         self.session = session
         self.detector = detector
-        self.manager = TrackManager(cfg, first_id=first_id, id_limit=id_limit)
+        self.epoch = epoch
+        self.manager = TrackManager(cfg, first_id=first_id, id_limit=id_limit, ids=ids)
         self.counters = EngineCounters()
         self.prompt = ""
         self.labels: list[str] = []
@@ -279,7 +286,7 @@ class CameraTracker:
         self.counters.last_timings_ms = timings
         return FrameResult(
             result.seq, result.t_capture_ns, result.width, result.height, self.prompt,
-            result.objects, timings,
+            result.objects, timings, self.epoch,
         )  # fmt: skip
 
     def _result(self, frame: FrameInput, outs: Mapping[int, SegmentOutput]) -> FrameResult:
@@ -297,7 +304,9 @@ class CameraTracker:
                     info.id, info.label, float(out.score), box, out.mask, info.age, info.state
                 )
             )
-        return FrameResult(frame.seq, frame.t_capture_ns, w, h, self.prompt, objects, {})
+        return FrameResult(
+            frame.seq, frame.t_capture_ns, w, h, self.prompt, objects, {}, self.epoch
+        )
 
     # ------------------------------------------------------------------ grounding
 

@@ -52,7 +52,7 @@ def to_tracks_message(
         for o in r.objects
     ]
     return TracksMessage.build(
-        camera, r.seq, r.t_capture_ns, r.width, r.height, r.prompt, objects, t_publish_ns
+        camera, r.seq, r.t_capture_ns, r.width, r.height, r.prompt, objects, t_publish_ns, r.epoch
     )
 
 

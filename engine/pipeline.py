@@ -38,6 +38,7 @@ from engine.camera import (
     sample_points,
 )
 from engine.grounding import GroundingWorker, GroundJob, GroundResult
+from engine.ids import IdAllocator, IdReservations, new_epoch
 from engine.protocols import Detector, SegmenterKernel, SegmenterSession
 from stream.config import EngineConfig
 from stream.errors import PromptError
@@ -88,7 +89,8 @@ class MultiCameraEngine:
         self.max_pinned_frames = max_pinned_frames
         self._device = device
         self._cameras: dict[str, CameraTracker] = {}
-        self._next_ids: dict[str, int] = {}  # of removed cameras: IDs are never reused
+        self.ids = IdReservations()  # each camera's IDs; engine.process persists them
+        self.epoch = new_epoch()  # this engine start, carried by every result
         self._worker: GroundingWorker | None = None
         self.ground_batches = 0
 
@@ -114,25 +116,30 @@ class MultiCameraEngine:
         first_id: int | None = None,
         id_limit: int | None = None,
     ) -> CameraTracker:
-        """Start serving camera ``name`` (its prompt from ``cfg``); IDs continue where a removed
-        camera of that name left off, unless ``first_id`` (and ``id_limit``, the end of a leased
-        block of IDs) say where they start."""
+        """Start serving camera ``name`` (its prompt from ``cfg``); IDs continue above every ID
+        a camera of that name had (in this run, or an earlier one whose reservations ``ids``
+        carries: ``engine.ids``), at or above ``first_id``; with ``id_limit``, ``[first_id,
+        id_limit)`` is a leased block (a fleet's) and IDs stay in the leased blocks."""
         if name in self._cameras:
             raise PromptError(f"camera {name!r} is already served")
-        start = self._next_ids.get(name, 1) if first_id is None else first_id
+        start = 1 if first_id is None else first_id
         if start < 1 or (id_limit is not None and id_limit <= start):
             raise PromptError(f"camera {name!r}: bad ID block [{start}, {id_limit})")
+        if id_limit is not None:
+            ids = IdAllocator(start, id_limit)
+        else:
+            ids = self.ids.allocator(name, start)
         if session is None:
             session = self.kernel.new_session(self.max_pinned_frames)
-        cam = CameraTracker(name, cfg, session, self.detector, first_id=start, id_limit=id_limit)
-        self._next_ids.pop(name, None)
+        cam = CameraTracker(name, cfg, session, self.detector, ids=ids, epoch=self.epoch)
         self._cameras[name] = cam
         return cam
 
     def remove_camera(self, name: str) -> None:
         """Stop serving ``name``: its tracks end and its memory is freed."""
         cam = self.camera(name)
-        self._next_ids[name] = cam.manager.next_id
+        if not cam.manager.id_allocator.leased:
+            self.ids.release(name, cam.manager.next_id)
         cam.close()
         del self._cameras[name]
 

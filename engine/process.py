@@ -46,7 +46,7 @@ from engine.camera import CameraStats, CameraTracker
 from engine.outputs import AnnotatedPublisher, TracksPublisher
 from engine.pipeline import FrameInput, FrameResult, MultiCameraEngine, TrackingEngine
 from engine.render import Renderer
-from engine.state import EngineState, ManualObject, StateFile, snapshot
+from engine.state import EngineState, KeptState, ManualObject, StateFile, snapshot
 from stream import bus as zbus
 from stream.config import Config, EngineConfig
 from stream.errors import PromptcamError, PromptError
@@ -243,11 +243,15 @@ class EngineProcess:
         *,
         ctx: zmq.Context[Any] | None = None,
         serve_configured: bool = True,
+        state_file: StateFile | None = None,
+        kept_ids: Mapping[str, int] | None = None,
     ) -> None:
         """``ctx``: the ZeroMQ context to use (e.g. one with a ZAP authenticator; the caller
         destroys it), default a context of its own. ``serve_configured``: add every camera of
         ``cfg`` to ``engine``; False serves only the cameras ``engine`` already has (none: a
-        fleet engine, cameras added with ``add_camera``)."""
+        fleet engine, cameras added with ``add_camera``). ``state_file``: ``engine.state_file``
+        already locked and read (``restored``, ``kept_ids``: what it held); without it, the
+        engine locks and reads ``engine.state_file`` itself."""
         self.cfg = cfg
         self.engine = engine.engine if isinstance(engine, TrackingEngine) else engine
         self.stop = stop or threading.Event()
@@ -268,10 +272,19 @@ class EngineProcess:
         self.detections_dropped = 0
         self.detections_connection_drops = 0
         path = cfg.engine.state_file
-        self._state_file = StateFile(path) if path is not None else None
+        if state_file is None and path is not None:
+            state_file = StateFile(path)
+            state_file.lock()
+            if restored is None and kept_ids is None:
+                kept = state_file.load()
+                restored, kept_ids = kept.cameras, kept.ids
+        self._state_file = state_file
         self._state: dict[str, EngineState] = dict(restored or {})
         self._state_dirty = self._state_file is not None
         self._state_saved_at = 0.0
+        self._state_failed = False  # the last write failed: retried at most once a second
+        if self._state_file is not None:
+            self.engine.ids.attach(kept_ids or {}, self._persist_ids)
         self._latency: dict[str, float] = {}
         self._proc = psutil.Process()
         self._started = time.time()
@@ -613,27 +626,36 @@ class EngineProcess:
         )
         self._state_dirty = True
 
+    def _persist_ids(self) -> bool:
+        """Write the ID reservations now (with the state as last written): an ID block is used
+        only once this returns (``engine.ids``)."""
+        assert self._state_file is not None
+        ok = self._state_file.save(self._state, self.engine.ids.as_dict())
+        self._state_failed = not ok
+        return ok
+
+    def _camera_state(self, name: str, feed: CameraFeed) -> EngineState:
+        """A camera's state now; manual objects still waiting for its first frame are kept."""
+        cam = self.engine.camera(name)
+        st = snapshot(cam.prompt, cam.manager.tracks(), self._state.get(name))
+        if feed.to_restore:
+            st = EngineState(st.prompt, (*feed.to_restore, *st.objects))
+        return st
+
     def _save_state(self) -> None:
         """Write the runtime state when a command changed it, else at most once a second while
-        manual objects (whose boxes move) exist."""
+        manual objects (whose boxes move) exist or the last write failed."""
         if self._state_file is None:
             return
         now = time.monotonic()
-        moving = any(s.objects for s in self._state.values())
+        moving = any(s.objects for s in self._state.values()) or self._state_failed
         if not self._state_dirty and (
             now - self._state_saved_at < STATE_SAVE_EVERY_S or not moving
         ):
             return
-        state = {
-            name: snapshot(
-                self.engine.camera(name).prompt,
-                self.engine.camera(name).manager.tracks(),
-                self._state.get(name),
-            )
-            for name in self._feeds
-        }
-        if self._state_dirty or state != self._state:
-            self._state_file.save(state)
+        state = {name: self._camera_state(name, feed) for name, feed in self._feeds.items()}
+        if self._state_dirty or self._state_failed or state != self._state:
+            self._state_failed = not self._state_file.save(state, self.engine.ids.as_dict())
         self._state = state
         self._state_dirty = False
         self._state_saved_at = now
@@ -886,6 +908,8 @@ class EngineProcess:
             self.annotated.close()
         self._control_sock.close(0)
         self.engine.close()
+        if self._state_file is not None:
+            self._state_file.unlock()
         if self._own_ctx:
             self.ctx.destroy(linger=0)
 
@@ -974,6 +998,12 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     death = ThreadDeath(stop).install()
-    kept = StateFile(cfg.engine.state_file).load() if cfg.engine.state_file else {}
+    state = None
+    kept = KeptState()
+    if cfg.engine.state_file is not None:  # before the models load: a second engine stops here
+        state = StateFile(cfg.engine.state_file)
+        state.lock()
+        kept = state.load()
     engine = build_multi_engine(cfg)
-    return death.exit_code(EngineProcess(cfg, engine, stop, kept).run())
+    proc = EngineProcess(cfg, engine, stop, kept.cameras, state_file=state, kept_ids=kept.ids)
+    return death.exit_code(proc.run())

@@ -61,11 +61,13 @@ score is at or above ``score_threshold``, ``lost`` while below but not yet dorma
 tracks are not live: :meth:`tracks` and ``len`` leave them out, ``in`` finds them, and they take
 no ``max_objects`` place. ``age`` is frames
 since the track's first frame (its detection frame, or the first observed frame of a manual
-track). IDs start at 1 (or ``first_id``), increase, and are never reused (not even after :meth:`reset`).
-ID blocks (a fleet leases them so that IDs are unique across engines): with ``id_limit`` set, IDs
-stay below it; blocks added with :meth:`add_id_block` are used in turn when one runs out; with
-none left, no track is created (a detection is skipped and counted in ``ids_exhausted``, a manual
-object is refused), so an ID outside the leased blocks is never given.
+track). IDs come from an ``engine.ids.IdAllocator`` (``ids``; default: from 1, or ``first_id``):
+they increase and are never reused (not even after :meth:`reset`, nor across engine restarts when
+the allocator's reservations are persisted). ID blocks (a fleet leases them so that IDs are unique
+across engines): with ``id_limit`` set, IDs stay below it; blocks added with :meth:`add_id_block`
+are used in turn when one runs out; with none left, no track is created (a detection is skipped
+and counted in ``ids_exhausted``, a manual object is refused), so an ID outside the leased blocks
+is never given.
 
 Manual tracks (``add_manual``, control ``add_object``) are not ended by ``max_unseen`` or by a
 prompt change (their label need not be a prompt phrase), never go dormant and are left out of
@@ -84,6 +86,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linear_sum_assignment
 
+from engine.ids import IdAllocator
 from stream.config import EngineConfig
 from stream.errors import PromptError
 
@@ -276,22 +279,18 @@ class TrackManager:
     """Owns track IDs, labels and lifecycle; see the module docstring for the rules."""
 
     cfg: EngineConfig
-    first_id: int = 1  # IDs start here (an engine re-adding a camera continues its numbering)
-    id_limit: int | None = None  # IDs stay below this (None: unbounded)
+    first_id: int = 1  # IDs start here (when ``ids`` is not given)
+    id_limit: int | None = None  # IDs stay below this (None: unbounded; when ``ids`` is not given)
+    ids: IdAllocator | None = None  # where IDs come from (default: first_id, id_limit)
     ids_exhausted: int = field(default=0, init=False)  # tracks not created: no ID left
-    _blocks: list[tuple[int, int]] = field(default_factory=list, init=False)
     _tracks: dict[int, _Track] = field(default_factory=dict, init=False)
-    _next_id: int = field(default=1, init=False)
+    _ids: IdAllocator = field(init=False)
     _last_seq: int | None = field(default=None, init=False)
     _pair_hits: dict[tuple[int, int], int] = field(default_factory=dict, init=False)
     _dup_frames: dict[tuple[int, int], int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        if self.first_id < 1:
-            raise ValueError(f"first_id must be >= 1, got {self.first_id}")
-        if self.id_limit is not None and self.id_limit <= self.first_id:
-            raise ValueError(f"id_limit {self.id_limit} must be above first_id {self.first_id}")
-        self._next_id = self.first_id
+        self._ids = self.ids or IdAllocator(self.first_id, self.id_limit)
 
     # ------------------------------------------------------------------ frames
 
@@ -745,11 +744,12 @@ class TrackManager:
                     seq,
                 )
                 break
-            if not self._take_block():
+            tid = self._ids.take()
+            if tid is None:
                 self.ids_exhausted += 1
                 log.warning("no ID left in the leased blocks: detection %r not tracked", labels[d])
                 continue
-            t = self._create(labels[d], box, manual=False, first_seq=seq)
+            t = self._create(tid, labels[d], box, manual=False, first_seq=seq)
             t.score = float(scores[d])
             live.append((t.label, box))
             new.append(NewTrack(t.id, t.label, box, float(scores[d]), int(d)))
@@ -767,12 +767,13 @@ class TrackManager:
             raise PromptError(
                 f"cannot add an object: max_objects={self.cfg.max_objects} are tracked"
             )
-        if not self._take_block():
+        tid = self._ids.take()
+        if tid is None:
             self.ids_exhausted += 1
             raise PromptError(
-                f"cannot add an object: the IDs leased to this camera are used up (below {self.id_limit})"
+                f"cannot add an object: the IDs leased to this camera are used up (below {self._ids.limit})"
             )
-        return self._create(label.strip(), as_box(box), manual=True, first_seq=seq).id
+        return self._create(tid, label.strip(), as_box(box), manual=True, first_seq=seq).id
 
     def remove(self, track_id: int) -> None:
         """End one track (control ``remove_object``); an unknown ID is a :class:`PromptError`."""
@@ -816,36 +817,20 @@ class TrackManager:
 
     @property
     def next_id(self) -> int:
-        return self._next_id
+        return self._ids.next_id
 
     @property
     def ids_left(self) -> int | None:
-        """IDs still available in the current and the queued blocks (None: unbounded)."""
-        if self.id_limit is None:
-            return None
-        return max(0, self.id_limit - self._next_id) + sum(b - a for a, b in self._blocks)
+        """IDs still available in the current and the queued blocks (None: not leased)."""
+        return self._ids.ids_left
+
+    @property
+    def id_allocator(self) -> IdAllocator:
+        return self._ids
 
     def add_id_block(self, first: int, limit: int) -> None:
-        """Queue the block ``[first, limit)`` of IDs, used when the current one runs out; it must
-        lie above every ID given so far and above the blocks already queued."""
-        if self.id_limit is None:
-            raise PromptError("this camera's IDs are not leased in blocks")
-        floor = max(self.id_limit, self._next_id, *(b for _, b in self._blocks))
-        if first < floor or limit <= first:
-            raise PromptError(
-                f"ID block [{first}, {limit}) must be non-empty and start at or above {floor}"
-            )
-        self._blocks.append((first, limit))
-
-    def _take_block(self) -> bool:
-        """Whether an ID is available, moving to the next queued block when the current one
-        is used up."""
-        if self.id_limit is None or self._next_id < self.id_limit:
-            return True
-        if not self._blocks:
-            return False
-        self._next_id, self.id_limit = self._blocks.pop(0)
-        return True
+        """Queue the leased block ``[first, limit)`` (``IdAllocator.add_block``)."""
+        self._ids.add_block(first, limit)
 
     def _info(self, t: _Track) -> TrackInfo:
         state: TrackState = "new" if t.observed <= 1 else ("lost" if t.lost else "tracked")
@@ -855,9 +840,10 @@ class TrackManager:
             t.id, t.label, state, age, t.score, None if t.lost else t.last_box, t.manual
         )
 
-    def _create(self, label: str, box: Box, manual: bool, first_seq: int | None) -> _Track:
-        t = _Track(self._next_id, label, manual, first_seq, box)
-        self._next_id += 1
+    def _create(
+        self, tid: int, label: str, box: Box, manual: bool, first_seq: int | None
+    ) -> _Track:
+        t = _Track(tid, label, manual, first_seq, box)
         self._tracks[t.id] = t
         return t
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream.errors import PromptcamError
-from stream.wire import MAX_PROMPT_CHARS
+from stream.wire import MAX_PROMPT_CHARS, is_camera_name
 
 
 def _configs_dir() -> Path:
@@ -30,7 +30,6 @@ def _configs_dir() -> Path:
 
 CONFIGS_DIR = _configs_dir()
 DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.yaml"
-CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 MAX_CONFIG_BYTES = 1 << 20  # a config file larger than this is refused unread
 MAX_CONFIG_VALUES = 20_000  # values in a YAML document once its aliases are expanded
@@ -643,7 +642,7 @@ class Config(_Model):
     @field_validator("camera")
     @classmethod
     def _camera(cls, v: str) -> str:
-        if not CAMERA_NAME_RE.match(v):
+        if not is_camera_name(v):
             raise ValueError("expected 1-64 letters, digits, '_' or '-'")
         return v
 
@@ -685,7 +684,7 @@ class Config(_Model):
         out: dict[str, CameraSettings] = {}
         used: dict[str, str] = {}
         for index, (name, cam) in enumerate(self.cameras.items()):
-            if not CAMERA_NAME_RE.match(name):
+            if not is_camera_name(name):
                 raise ConfigError(
                     f"camera name {name[:80]!r}: expected 1-64 letters, digits, '_' or '-'"
                 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -477,6 +478,11 @@ class TrackedObject(BaseModel):
         return mask_utils.decode(rle).astype(bool)
 
 
+# An engine start (``engine.ids.new_epoch``): tracks headers carry it since contract v1.2;
+# optional for readers of older messages.
+Epoch = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+
+
 class TracksHeader(_Header):
     seq: Count
     t_capture_ns: Count
@@ -485,6 +491,7 @@ class TracksHeader(_Header):
     height: Annotated[int, Field(gt=0)]
     prompt: Text
     objects: list[TrackedObject]
+    epoch: Epoch | None = None
 
 
 @dataclass(frozen=True)
@@ -512,7 +519,9 @@ class TracksMessage:
         prompt: str,
         objects: Sequence[TrackedObject],
         t_publish_ns: int | None = None,
+        epoch: str | None = None,
     ) -> TracksMessage:
+        """``epoch``: the engine start that produced it (left out of the header when None)."""
         h = TracksHeader.model_construct(
             v=SCHEMA_VERSION,
             camera=camera,
@@ -523,11 +532,12 @@ class TracksMessage:
             height=height,
             prompt=prompt,
             objects=list(objects),
+            epoch=epoch,
         )
         return cls(h)
 
     def to_json(self) -> str:
-        return self.header.model_dump_json()
+        return self.header.model_dump_json(exclude={"epoch"} if self.header.epoch is None else None)
 
     def to_parts(self) -> list[bytes]:
         return [self.topic, self.to_json().encode()]
@@ -655,7 +665,19 @@ class DetectionsMessage:
 Box = Annotated[list[Finite], Field(min_length=4, max_length=4)]
 
 
-CameraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# One schema for camera names everywhere (config, control requests, the engine state file).
+# Check names in Python with ``is_camera_name`` (``re.fullmatch``): ``re.match`` with ``$`` would
+# let a trailing newline through, which pydantic (Rust regex) refuses.
+CAMERA_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+CAMERA_NAME_RE = re.compile(CAMERA_NAME_PATTERN)
+CameraName = Annotated[str, Field(pattern=CAMERA_NAME_PATTERN)]
+
+
+def is_camera_name(name: object) -> bool:
+    """Whether ``name`` is a valid camera name (what ``CameraName`` accepts)."""
+    return isinstance(name, str) and CAMERA_NAME_RE.fullmatch(name) is not None
+
+
 MAX_OBJECT_ID = 2**53  # object IDs stay exact in JSON numbers (JavaScript's safe integers)
 
 

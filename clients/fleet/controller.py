@@ -40,7 +40,8 @@ from clients.fleet.keys import FleetKeys
 from clients.fleet.node import setup_actor_logging
 from clients.fleet.placement import Capacity, EngineLoad, Pending, choose_engine
 from clients.fleet.store import CameraRecord, FleetRecord, KvStore
-from stream.config import CAMERA_NAME_RE, CameraConfig, Config, ConfigError
+from stream.config import CameraConfig, Config, ConfigError
+from stream.wire import is_camera_name
 
 log = logging.getLogger(__name__)
 
@@ -872,7 +873,7 @@ class Controller:
     def add_camera(self, name: str, spec: dict[str, Any], resource: str | None) -> dict[str, Any]:
         """Add camera ``name`` (``spec``: a ``cameras:`` entry) at runtime."""
         with self._lock:
-            if not CAMERA_NAME_RE.match(name):
+            if not is_camera_name(name):
                 return {"ok": False, "error": f"bad camera name {name[:80]!r}"}
             if name in self.cameras:
                 return {"ok": False, "error": f"camera {name!r} is already in the fleet"}

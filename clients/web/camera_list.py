@@ -22,8 +22,9 @@ from typing import Any, Protocol
 import zmq
 
 from stream import bus as zbus
-from stream.config import CAMERA_NAME_RE, Config
+from stream.config import Config
 from stream.errors import PromptcamError
+from stream.wire import is_camera_name
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def parse_cameras_reply(reply: Any) -> list[CameraInfo] | None:
         if not isinstance(entry, dict):
             continue
         name, frames = entry.get("camera"), entry.get("frames")
-        if not isinstance(name, str) or not CAMERA_NAME_RE.match(name) or name in out:
+        if not isinstance(name, str) or not is_camera_name(name) or name in out:
             continue
         out[name] = CameraInfo(name, frames if isinstance(frames, str) else None)
     return list(out.values())
