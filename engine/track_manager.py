@@ -797,17 +797,16 @@ class TrackManager:
 
     def remove(self, track_id: int) -> Removal:
         """Control ``remove_object``: a manual track ends, one the detector found is suppressed
-        (see the module docstring; removing it again changes nothing). An unknown ID is a
-        :class:`PromptError`."""
+        (see the module docstring). An unknown ID, or one removed already, is a
+        :class:`PromptError` (it is not a tracked object any more)."""
         t = self._tracks.get(track_id)
-        if t is None:
+        if t is None or t.suppressed:
             raise PromptError(f"no tracked object with id {track_id}")
         if t.manual:
             del self._tracks[track_id]
             return Removal.ENDED
-        if not t.suppressed:
-            t.suppressed = True
-            log.info("track %d (%s) removed: suppressed while it stays in view", t.id, t.label)
+        t.suppressed = True
+        log.info("track %d (%s) removed: suppressed while it stays in view", t.id, t.label)
         return Removal.SUPPRESSED
 
     def end(self, track_id: int) -> None:

@@ -130,10 +130,11 @@ def live(
 def on_object(o: TrackedObject, frame: SceneFrame) -> int | None:
     """The scene object the published mask lies on (mask IoU at least 0.3), if any."""
     mask = o.decode_mask()
-    best, best_iou = None, 0.3
+    best: int | None = None
+    best_iou = 0.3
     for g in frame.truth:
         m = frame.mask(g.id)
-        iou = np.count_nonzero(m & mask) / max(1, np.count_nonzero(m | mask))
+        iou = float(np.count_nonzero(m & mask)) / max(1, int(np.count_nonzero(m | mask)))
         if iou >= best_iou:
             best, best_iou = g.id, iou
     return best
@@ -145,16 +146,19 @@ def start(live: Live) -> tuple[int, int, dict[int, int]]:
 
     def both() -> dict[int, int] | None:
         msg, frame = live.step()
-        ids = {on_object(o, frame): o.id for o in msg.header.objects}
+        on = {o.id: on_object(o, frame) for o in msg.header.objects}
+        ids = {k: tid for tid, k in on.items() if k is not None}
         return ids if 1 in ids and 3 in ids else None
 
-    ids = wait_for(both, timeout=60, what="both balls published")
+    ids: dict[int, int] = wait_for(both, timeout=60, what="both balls published")
     return ids[1], ids[3], ids
 
 
 def test_removed_object_stays_removed_over_groundings_until_the_prompt_is_set(live: Live) -> None:
     removed, kept, _ = start(live)
     live.control({"cmd": "remove_object", "id": removed})
+    again = zbus.request(live.cfg.bus.control, {"cmd": "remove_object", "id": removed})
+    assert again["ok"] is False and f"no tracked object with id {removed}" in again["error"]
     g0 = live.stats()["groundings"]
     seen: set[int] = set()
     published: dict[int, int] = {}

@@ -491,8 +491,10 @@ def test_removed_detected_object_is_suppressed_while_in_view() -> None:
     published tracks, and the other ball is unaffected."""
     tm = TrackManager(EngineConfig(max_unseen=3, reid_frames=30))
     a, b = _two_balls(tm)
-    assert tm.remove(a) is Removal.SUPPRESSED and tm.remove(a) is Removal.SUPPRESSED
+    assert tm.remove(a) is Removal.SUPPRESSED
     assert [i.id for i in tm.tracks()] == [b] and tm.suppressed_ids() == [a] and a in tm
+    with pytest.raises(PromptError, match=f"no tracked object with id {a}"):
+        tm.remove(a)  # removed already: not a tracked object any more
     for seq in range(2, 60, 2):
         dx = 2.0 * seq  # both balls move 2 px a frame
         at = {
