@@ -92,8 +92,12 @@ class Live:
 
 @pytest.fixture
 def live(
-    models: tuple[Any, Detector], bus_overrides: dict[str, str], ctx: zmq.Context[Any]
+    models: tuple[Any, Detector],
+    bus_overrides: dict[str, str],
+    ctx: zmq.Context[Any],
+    request: pytest.FixtureRequest,
 ) -> Iterator[Live]:
+    """The engine process; ``request.param`` (indirect parametrization): config overrides."""
     from engine.process import EngineProcess
 
     kernel, detector = models
@@ -106,6 +110,7 @@ def live(
             "engine.prompt": PROMPT,
             "engine.reground_every_frames": 3,
             "bus.staleness_ms": 30000,
+            **getattr(request, "param", {}),
         },
     )
     engine = TrackingEngine(
@@ -201,3 +206,43 @@ def test_reset_clears_suppressions(live: Live) -> None:
 
     back = wait_for(ball_back, timeout=60, what="the removed ball found after reset")
     assert back > max(ids.values())
+
+
+def away(k: int) -> range:
+    """The first frames during which scene object ``k`` is out of view (after being in it)."""
+    seen = [any(g.id == k for g in SCENE.ground_truth(i)) for i in range(400)]
+    gone = seen.index(False)
+    return range(gone, seen.index(True, gone))
+
+
+@pytest.mark.parametrize("live", [{"engine.max_missed": 5, "engine.reid_frames": 5}], indirect=True)
+def test_removed_object_that_left_the_view_is_new_when_it_comes_back(live: Live) -> None:
+    """Ball 3 leaves the view for 19 frames. Removed before, it is suppressed while in view;
+    once away, its track ends (lost ``max_missed`` frames, then dormant ``reid_frames``), and
+    with it the suppression: back in view, it is published again under a new ID."""
+    gone = away(3)
+    assert len(gone) > 12, gone  # time for its track to end while it is away
+    live.seq = gone.start - 15  # the engine's first frame: a while before the ball leaves
+    _, removed, ids = start(live)
+    live.control({"cmd": "remove_object", "id": removed})
+    seen = set(ids.values())
+    while live.seq < gone.start:
+        msg, frame = live.step()
+        on = {o.id: on_object(o, frame) for o in msg.header.objects}
+        assert 3 not in on.values(), f"frame {frame.index}: removed ball back as {on}"
+        seen |= set(on)
+    assert live.stats()["suppressed"] == 1
+    wait_for(
+        lambda: live.step() and live.stats()["suppressed"] == 0,
+        timeout=60,
+        what="the suppressed track ended",
+    )
+    assert live.seq <= gone.stop, "its track ended only after it was back in view"
+
+    def ball_back() -> int | None:
+        msg, frame = live.step()
+        seen.update(o.id for o in msg.header.objects)
+        return {on_object(o, frame): o.id for o in msg.header.objects}.get(3)
+
+    back = wait_for(ball_back, timeout=60, what="the ball back in view tracked")
+    assert back not in ids.values() and back > max(ids.values()) and back != removed
