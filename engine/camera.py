@@ -36,7 +36,7 @@ from engine.grounding import GroundJob, GroundResult
 from engine.ids import IdAllocator
 from engine.protocols import Detector, DetectorPrompt, SegmenterSession
 from engine.segmenter import SegmentOutput
-from engine.track_manager import Colour, Observation, Plan, TrackManager
+from engine.track_manager import Colour, Observation, Plan, Removal, TrackManager
 from stream.boxes import clip_box
 from stream.config import EngineConfig
 from stream.errors import PromptError
@@ -99,9 +99,10 @@ class CameraStats:
 
     camera: str
     prompt: str
-    objects: int
+    objects: int  # objects followed and published (suppressed ones not counted)
     grounding_in_flight: bool
     counters: EngineCounters
+    suppressed: int = 0  # objects removed by the user, followed silently until they leave
     next_id: int = 1  # the ID the next object gets
     ids_left: int | None = None  # in the leased ID blocks (None: not leased)
     ids_exhausted: int = 0  # objects not created because no leased ID was left
@@ -112,6 +113,7 @@ class CameraStats:
             **asdict(self.counters),
             "prompt": self.prompt,
             "objects": self.objects,
+            "suppressed": self.suppressed,
             "grounding_in_flight": self.grounding_in_flight,
             "next_id": self.next_id,
             "ids_left": self.ids_left,
@@ -190,15 +192,18 @@ class CameraTracker:
         try:
             self.session.add_prompt(tid, idx, box=b)
         except PromptError:
-            self.manager.remove(tid)
+            self.manager.end(tid)
             raise
         self.counters.objects_created += 1
         self._last_box[tid] = b
         return tid
 
     def remove_object(self, tid: int) -> None:
-        self.manager.remove(tid)
-        self._free(tid)
+        """Control ``remove_object``: a manual object ends; one the detector found is suppressed
+        (still followed, so that re-grounding does not find it again as a new object, but no
+        longer published) until it leaves the view, the prompt changes or the camera is reset."""
+        if self.manager.remove(tid) is Removal.ENDED:
+            self._free(tid)
 
     def reset(self) -> None:
         """End every track; grounding in flight or pending from before is discarded."""
@@ -460,7 +465,7 @@ class CameraTracker:
                 "camera %s: could not seed object %d from box %s: %s", self.name, tid, box, e
             )
             if tid in self.manager:
-                self.manager.remove(tid)
+                self.manager.end(tid)
             self._free(tid)
             return None
 
@@ -479,12 +484,14 @@ class CameraTracker:
     # ------------------------------------------------------------------ state
 
     def stats(self) -> CameraStats:
+        suppressed = self.manager.suppressed_ids()
         return CameraStats(
             self.name,
             self.prompt,
-            len(self.session.object_ids),
+            len(set(self.session.object_ids) - set(suppressed)),
             self.grounding_in_flight,
             EngineCounters(**{**asdict(self.counters)}),
+            suppressed=len(suppressed),
             next_id=self.manager.next_id,
             ids_left=self.manager.ids_left,
             ids_exhausted=self.manager.ids_exhausted,

@@ -203,6 +203,7 @@ class EngineStats:
                 "annotated_dropped",
                 "frames_dropped",
                 "objects",
+                "suppressed",
             )
             per = [c.as_dict() for c in cams]
             flat = {k: round(sum(p[k] for p in per), 2) for k in keys}

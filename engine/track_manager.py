@@ -73,6 +73,18 @@ Manual tracks (``add_manual``, control ``add_object``) are not ended by ``max_un
 prompt change (their label need not be a prompt phrase), never go dormant and are left out of
 the per-frame duplicate rule (two objects the user named stay two); they end by ``max_missed``,
 ``remove`` or ``reset``.
+
+Removal (control ``remove_object``, :meth:`remove`) means "stop following this one". A manual
+track ends (the user added it; removing it is ending it). A track the detector found is
+*suppressed* instead of ended: had it ended, the next re-grounding would find its object again
+and start a new track on it. A suppressed track lives on under the same rules as any other (it
+is followed by the segmenter, takes its ``max_objects`` place, matches detections, goes lost,
+dormant, is re-identified, is merged), so the detections that fall on its object are absorbed
+and no new track is born there; it is only left out of :meth:`tracks` (not published, not
+drawn). The suppression lasts as long as the track: it ends with it (the object left the view:
+``max_missed``, ``max_unseen``, dormant past ``reid_frames``), on a prompt change
+(:meth:`set_labels` ends every suppressed track: the next grounding finds the object again under
+a new ID) and on :meth:`reset`.
 """
 
 from __future__ import annotations
@@ -80,6 +92,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -180,6 +193,13 @@ class TrackEvent:
     reason: str = ""
 
 
+class Removal(Enum):
+    """What :meth:`TrackManager.remove` did with a track."""
+
+    ENDED = "ended"  # a manual track: gone, the engine frees its memory
+    SUPPRESSED = "suppressed"  # a detector-found track: followed silently, not published
+
+
 @dataclass(frozen=True)
 class NewTrack:
     """Start tracking ``label`` with a box prompt ``box`` on frame ``Plan.seq``."""
@@ -264,6 +284,7 @@ class _Track:
     anchor: Colour | None = None  # colour when prompted or last confirmed (None: set on next hit)
     off_colour: int = 0  # consecutive hits whose mask colour is far from the anchor
     box_colour: Colour | None = None  # ``colours`` of the last detection that created or matched it
+    suppressed: bool = False  # removed by the user: followed silently, not published (``remove``)
 
 
 @dataclass
@@ -775,16 +796,36 @@ class TrackManager:
             )
         return self._create(tid, label.strip(), as_box(box), manual=True, first_seq=seq).id
 
-    def remove(self, track_id: int) -> None:
-        """End one track (control ``remove_object``); an unknown ID is a :class:`PromptError`."""
+    def remove(self, track_id: int) -> Removal:
+        """Control ``remove_object``: a manual track ends, one the detector found is suppressed
+        (see the module docstring). An unknown ID, or one removed already, is a
+        :class:`PromptError` (it is not a tracked object any more)."""
+        t = self._tracks.get(track_id)
+        if t is None or t.suppressed:
+            raise PromptError(f"no tracked object with id {track_id}")
+        if t.manual:
+            del self._tracks[track_id]
+            return Removal.ENDED
+        t.suppressed = True
+        log.info("track %d (%s) removed: suppressed while it stays in view", t.id, t.label)
+        return Removal.SUPPRESSED
+
+    def end(self, track_id: int) -> None:
+        """End one track at once, whatever it is (its seeding failed); an unknown ID is a
+        :class:`PromptError`."""
         if track_id not in self._tracks:
             raise PromptError(f"no tracked object with id {track_id}")
         del self._tracks[track_id]
 
     def set_labels(self, labels: Iterable[str]) -> list[int]:
-        """Prompt change: end (and return) the non-manual tracks whose label is not in ``labels``."""
+        """Prompt change: end (and return) the non-manual tracks whose label is not in
+        ``labels``, and every suppressed track (a new prompt lifts the suppressions)."""
         allowed = set(labels)
-        gone = [tid for tid, t in self._tracks.items() if not t.manual and t.label not in allowed]
+        gone = [
+            tid
+            for tid, t in self._tracks.items()
+            if not t.manual and (t.label not in allowed or t.suppressed)
+        ]
         for tid in gone:
             del self._tracks[tid]
         return sorted(gone)
@@ -798,8 +839,18 @@ class TrackManager:
     # ------------------------------------------------------------------ queries
 
     def tracks(self) -> list[TrackInfo]:
-        """Live tracks, by ID, as of the latest frame (dormant ones are not live)."""
-        return [self._info(t) for _, t in sorted(self._tracks.items()) if t.dormant_since is None]
+        """Live tracks to publish, by ID, as of the latest frame (dormant and suppressed ones are
+        left out)."""
+        return [
+            self._info(t)
+            for _, t in sorted(self._tracks.items())
+            if t.dormant_since is None and not t.suppressed
+        ]
+
+    def suppressed_ids(self) -> list[int]:
+        """Tracks removed by the user but followed until their object leaves, by ID (live or
+        dormant)."""
+        return sorted(t.id for t in self._tracks.values() if t.suppressed)
 
     def dormant_ids(self) -> list[int]:
         """Tracks kept for re-identification (memory freed, not published), by ID."""
@@ -812,7 +863,7 @@ class TrackManager:
         return track_id in self._tracks
 
     def __len__(self) -> int:
-        """Live tracks (dormant ones not counted; ``in`` finds them)."""
+        """Live tracks, suppressed ones included (dormant ones not counted; ``in`` finds them)."""
         return self._live()
 
     @property

@@ -10,6 +10,7 @@ nothing while it is occluded or gone, and can drift until it is re-seeded.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,7 @@ from engine.track_manager import (
     Box,
     Observation,
     Plan,
+    Removal,
     TrackManager,
     iou_matrix,
 )
@@ -101,6 +103,7 @@ class Run:
     """What happened: per frame, which live track followed which object."""
 
     follow: list[dict[int, list[int]]] = field(default_factory=list)  # t -> object -> track ids
+    silent: list[dict[int, list[int]]] = field(default_factory=list)  # the same, suppressed tracks
     created: list[int] = field(default_factory=list)
     ended: set[int] = field(default_factory=set)
     dormant: set[int] = field(default_factory=set)  # kept for re-identification, not followed
@@ -119,7 +122,10 @@ def _best_object(scene: Scene, box: Box, t: int) -> int | None:
     return best
 
 
-def simulate(scene: Scene, cfg: EngineConfig, sim: SimConfig) -> tuple[Run, TrackManager]:
+def simulate(
+    scene: Scene, cfg: EngineConfig, sim: SimConfig, removals: Mapping[int, int] | None = None
+) -> tuple[Run, TrackManager]:
+    """``removals``: frame -> object whose tracks the user removes on that frame."""
     rng = np.random.default_rng(sim.seed)
     tm = TrackManager(cfg)
     run = Run()
@@ -153,6 +159,9 @@ def simulate(scene: Scene, cfg: EngineConfig, sim: SimConfig) -> tuple[Run, Trac
         return make_detections(np.array(boxes).reshape(-1, 4), scores, labels, PHRASES)
 
     for t in range(scene.frames):
+        if removals and t in removals:
+            for tid in run.follow[-1].get(removals[t], []):
+                tm.remove(tid)
         if t % sim.every == 0:
             pending[t + sim.delay] = (t, detect(t))
         if t in pending:
@@ -194,12 +203,15 @@ def simulate(scene: Scene, cfg: EngineConfig, sim: SimConfig) -> tuple[Run, Trac
             elif e.kind == "dormant":
                 run.dormant.add(e.id)
                 run.bound.pop(e.id)
-        assert set(run.bound) == {i.id for i in tm.tracks()}
+        suppressed = set(tm.suppressed_ids())
+        assert set(run.bound) - suppressed == {i.id for i in tm.tracks()}
         follow: dict[int, list[int]] = defaultdict(list)
+        silent: dict[int, list[int]] = defaultdict(list)
         for tid, k in run.bound.items():
             if k is not None:
-                follow[k].append(tid)
+                (silent if tid in suppressed else follow)[k].append(tid)
         run.follow.append(dict(follow))
+        run.silent.append(dict(silent))
     return run, tm
 
 
@@ -451,10 +463,138 @@ def test_manual_remove_set_labels_reset() -> None:
         tm.add_manual("cup", (10, 10, 5, 20))
     with pytest.raises(PromptError, match="empty"):
         tm.add_manual("  ", (0, 0, 5, 5))
-    tm.remove(a)
+    assert tm.remove(a) is Removal.ENDED and a not in tm  # a manual object removed ends
     b = tm.add_manual("cup", (0, 0, 10, 10))
     assert tm.reset() == [b]
     assert tm.add_manual("cup", (0, 0, 10, 10)) == b + 1
+
+
+# ---------------------------------------------------------------------- removal: suppression
+
+
+def _two_balls(tm: TrackManager) -> tuple[int, int]:
+    """Two balls detected on frame 0, observed on frame 1; returns their IDs (left, right)."""
+    plan = tm.on_detections(
+        0, dets(("ball", (0, 100, 20, 120), 0.9), ("ball", (300, 100, 320, 120), 0.9)), {}
+    )
+    a, b = (n.id for n in plan.new)
+    tm.on_frame(
+        1, {a: Observation((0, 100, 20, 120), 2.0), b: Observation((300, 100, 320, 120), 2.0)}
+    )
+    return a, b
+
+
+def test_removed_detected_object_is_suppressed_while_in_view() -> None:
+    """Remove used to end the track, and the next re-grounding found the object again under a
+    new ID. Now no new ID is born on it over many re-groundings (its detections are absorbed,
+    also one that moved off its box: the suppressed track is re-prompted), it is not among the
+    published tracks, and the other ball is unaffected."""
+    tm = TrackManager(EngineConfig(max_unseen=3, reid_frames=30))
+    a, b = _two_balls(tm)
+    assert tm.remove(a) is Removal.SUPPRESSED
+    assert [i.id for i in tm.tracks()] == [b] and tm.suppressed_ids() == [a] and a in tm
+    with pytest.raises(PromptError, match=f"no tracked object with id {a}"):
+        tm.remove(a)  # removed already: not a tracked object any more
+    for seq in range(2, 60, 2):
+        dx = 2.0 * seq  # both balls move 2 px a frame
+        at = {
+            a: Observation((dx, 100, dx + 20, 120), 2.0),
+            b: Observation((300 - dx, 100, 320 - dx, 120), 2.0),
+        }
+        tm.on_frame(seq, at)
+        # the suppressed track's mask slid off its ball on some frames: re-prompted, not new
+        off = 8.0 if seq % 10 == 0 else 0.0  # IoU 0.43: its ball, below drift_iou
+        found = dets(
+            ("ball", (dx + off, 100, dx + off + 20, 120), 0.9),
+            ("ball", (300 - dx, 100, 320 - dx, 120), 0.8),
+        )
+        plan = tm.on_detections(seq, found, at)
+        assert plan.new == () and plan.removed == () and plan.dormant == (), seq
+        assert {m.id for m in plan.matches} == {a, b}
+        assert [r.id for r in plan.reseed] == ([a] if off else [])
+        assert [i.id for i in tm.tracks()] == [b] and tm.suppressed_ids() == [a]
+    with pytest.raises(PromptError, match="no tracked object with id 99"):
+        tm.remove(99)
+
+
+def test_suppression_follows_the_track_through_dormancy_and_ends_with_it() -> None:
+    """A suppressed object hidden for a while goes dormant and is re-identified as itself:
+    still suppressed, nothing published. Once it has left for good (dormant past
+    ``reid_frames``) the suppression ends with its track: back in view, it is a new object."""
+    tm = TrackManager(EngineConfig(max_missed=3, max_unseen=100, reid_frames=20))
+    tid = _moving_track(tm, range(11), RED)
+    assert tm.remove(tid) is Removal.SUPPRESSED and tm.tracks() == []
+    events = [e for t in range(11, 14) for e in tm.on_frame(t, {tid: Observation(None, -4.0)})]
+    assert [e.kind for e in events] == ["lost", "dormant"] and tm.dormant_ids() == [tid]
+    plan = tm.on_detections(20, dets(("ball", (80, 100, 100, 120), 0.8)), {}, colours=[RED])
+    assert plan.new == () and [r.id for r in plan.reseed] == [tid]
+    tm.on_frame(21, {tid: Observation((84, 100, 104, 120), 2.0, RED)})
+    assert tm.tracks() == [] and tm.suppressed_ids() == [tid] and tm.dormant_ids() == []
+    # It leaves: missed, dormant, and not back within reid_frames: it ends, suppression too.
+    events = [e for t in range(22, 50) for e in tm.on_frame(t, {tid: Observation(None, -4.0)})]
+    assert [e.kind for e in events] == ["lost", "dormant", "ended"] and tid not in tm
+    assert tm.suppressed_ids() == []
+    plan = tm.on_detections(60, dets(("ball", (80, 100, 100, 120), 0.8)), {}, colours=[RED])
+    (new,) = plan.new
+    assert new.id > tid and [i.id for i in tm.tracks()] == [new.id]
+
+
+def test_suppressed_object_not_redetected_ends_and_comes_back_as_new() -> None:
+    """Without re-identification (``reid_frames`` 0) a suppressed track that is not re-detected
+    for ``max_unseen`` re-groundings ends, as any track would: its object left."""
+    tm = TrackManager(EngineConfig(max_unseen=2, reid_frames=0))
+    a, b = _two_balls(tm)
+    tm.remove(a)
+    right = dets(("ball", (300, 100, 320, 120), 0.9))
+    at = {b: Observation((300, 100, 320, 120), 2.0)}
+    assert tm.on_detections(2, right, at).ended == ()
+    assert tm.on_detections(3, right, at).ended == (a,) and tm.suppressed_ids() == []
+    both = dets(("ball", (0, 100, 20, 120), 0.9), ("ball", (300, 100, 320, 120), 0.9))
+    (new,) = tm.on_detections(4, both, at).new
+    assert new.id > b and [i.id for i in tm.tracks()] == [b, new.id]
+
+
+def test_prompt_change_and_reset_lift_suppressions() -> None:
+    tm = TrackManager(EngineConfig(max_unseen=100))
+    a, b = _two_balls(tm)
+    tm.remove(a)
+    # The same prompt set again: the suppressed track ends (its memory is to be freed), the
+    # other ball keeps its ID, and the next grounding finds the removed ball under a new ID.
+    assert tm.set_labels(["ball"]) == [a] and tm.suppressed_ids() == []
+    both = dets(("ball", (0, 100, 20, 120), 0.9), ("ball", (300, 100, 320, 120), 0.9))
+    at = {b: Observation((300, 100, 320, 120), 2.0)}
+    (new,) = tm.on_detections(2, both, at).new
+    assert new.id > b and [i.id for i in tm.tracks()] == [b, new.id]
+    tm.remove(new.id)
+    assert tm.suppressed_ids() == [new.id]
+    assert tm.reset() == [b, new.id] and tm.suppressed_ids() == []
+    assert {n.id for n in tm.on_detections(3, both, {}).new} == {new.id + 1, new.id + 2}
+
+
+def test_removed_object_in_a_noisy_scene_gets_no_new_id_until_it_comes_back() -> None:
+    """The scene simulator with a noisy detector (misses, duplicate boxes, false positives):
+    the user removes the ball's track on frame 30; while the ball stays in view no published
+    track follows it (only the suppressed one does); after it left (its track ended) and came
+    back, a new ID follows it; the person is followed by one ID throughout."""
+    scene = Scene(
+        [
+            Obj("ball", (30, 30), (100, 200), (1.0, 0.0), [(0, 90), (150, 220)]),
+            Obj("person", (50, 120), (450, 250), (-0.5, 0.0), [(0, 220)]),
+        ],
+        frames=220,
+    )
+    cfg = EngineConfig(max_missed=5, max_unseen=3, reid_frames=20, iou_threshold=0.3)
+    for seed in range(3):
+        sim = SimConfig(
+            every=5, miss=0.1, duplicate=0.3, false_positive=0.2, box_noise=2.0, seed=seed
+        )
+        run, _ = simulate(scene, cfg, sim, removals={30: 0})
+        (removed,) = run.follow[29][0]
+        assert all(run.follow[t].get(0) is None for t in range(30, 90)), seed
+        assert all(run.silent[t].get(0) == [removed] for t in range(30, 90)), seed
+        back = [run.follow[t].get(0) for t in range(170, 220)]
+        assert all(ids and len(ids) == 1 and ids[0] > removed for ids in back), (seed, back)
+        assert len({tuple(run.follow[t].get(1) or ()) for t in range(10, 220)}) == 1, seed
 
 
 # ---------------------------------------------------------------------- properties
