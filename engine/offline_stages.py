@@ -47,7 +47,11 @@ class StageClock:
         with self._lock:
             self._total[stage] += ms
 
-    def add_all(self, timings: Mapping[str, float], skip: tuple[str, ...] = ("cameras",)) -> None:
+    def add_all(
+        self, timings: Mapping[str, float], skip: tuple[str, ...] = ("cameras", "process_ms")
+    ) -> None:
+        """Add each ``*_ms`` stage of ``timings`` (``process_ms``, the engine's total, is left out:
+        its parts are there)."""
         with self._lock:
             for k, v in timings.items():
                 if k not in skip:

@@ -28,6 +28,7 @@ BenchRow = dict[str, Any]
 PARTS: dict[str, str] = {
     "transport": "1080p frames over ipc:// and tcp:// (frames/s, with and without shared memory), frame age",
     "engine": "streaming SAM 2 vs the official video predictor, 1/4/16 objects (ms/frame)",
+    "offline": "the offline job (promptcam track) vs the official video predictor, 1/4/16 objects (ms/frame), and its per-stage times",
     "grounding": "one Grounding DINO detect at detector sizes 800 and 480 (ms)",
     "detectors": "every detector family's tiny-random detect, and detect_batch of 4 frames vs 4 calls (ms)",
     "loop": "the frame loop with and without re-grounding beside it (ms/frame)",
