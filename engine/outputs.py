@@ -99,6 +99,7 @@ class TracksPublisher:
         self._on_published = on_published
         self.published: dict[str, int] = {}
         self.last_publish_ms = 0.0
+        self.last_stage_ms: dict[str, float] = {}  # of the last message: rle_ms, json_send_ms
         self._thread = threading.Thread(target=self._run, name="tracks-publisher", daemon=True)
         self._thread.start()
 
@@ -133,10 +134,13 @@ class TracksPublisher:
                 return
             camera, result, image = item
             t0 = time.perf_counter()
-            msg = to_tracks_message(camera, result)
-            self._sock.send_multipart(msg.to_parts())
+            msg = to_tracks_message(camera, result)  # the masks' RLE encoding
+            t1 = time.perf_counter()
+            self._sock.send_multipart(msg.to_parts())  # JSON and the send
             self.published[camera] = self.published.get(camera, 0) + 1
-            self.last_publish_ms = (time.perf_counter() - t0) * 1e3
+            t2 = time.perf_counter()
+            self.last_publish_ms = (t2 - t0) * 1e3
+            self.last_stage_ms = {"rle_ms": (t1 - t0) * 1e3, "json_send_ms": (t2 - t1) * 1e3}
             if self._on_published is not None:
                 self._on_published(camera, result, image, self.last_publish_ms)
 
@@ -165,6 +169,7 @@ class AnnotatedPublisher:
         self.published: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         self.last_render_ms = 0.0
+        self.last_stage_ms: dict[str, float] = {}  # of the last frame: render_ms, jpeg_ms
         self._thread = threading.Thread(target=self._run, name="annotated-publisher", daemon=True)
         self._thread.start()
 
@@ -190,9 +195,13 @@ class AnnotatedPublisher:
                 camera = next(iter(self._slots))
                 result, image = self._slots.pop(camera)
             t0 = time.perf_counter()
-            jpeg = encode_jpeg(
-                render_result(self._renderer, image, result), self._renderer.jpeg_quality
-            )
+            drawn = render_result(self._renderer, image, result)
+            t1 = time.perf_counter()
+            jpeg = encode_jpeg(drawn, self._renderer.jpeg_quality)
+            self.last_stage_ms = {
+                "render_ms": (t1 - t0) * 1e3,
+                "jpeg_ms": (time.perf_counter() - t1) * 1e3,
+            }
             msg = AnnotatedMessage(
                 camera,
                 result.seq,

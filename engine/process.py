@@ -585,6 +585,15 @@ class EngineProcess:
             self._state_dirty = True
             self._save_state()
 
+    def _stage_latency(self) -> dict[str, float]:
+        """The last frame's time per stage (ms): the model's (encode, propagate, lifecycle,
+        grounding) and the publishers' (RLE, JSON and send, render, JPEG), with the latencies."""
+        out = dict(self._latency)
+        out.update(self.tracks.last_stage_ms)
+        if self.annotated is not None:
+            out.update(self.annotated.last_stage_ms)
+        return out
+
     # ------------------------------------------------------------------ runtime state
 
     def _restore(self, restored: Mapping[str, EngineState]) -> None:
@@ -758,7 +767,7 @@ class EngineProcess:
             detections_rejected=self.detections_rejected,
             ground_batches=self.engine.ground_batches,
             control=self._control_counters(),
-            latency_ms={k: round(v, 2) for k, v in self._latency.items()},
+            latency_ms={k: round(v, 2) for k, v in self._stage_latency().items()},
             rss_mb=round(self._proc.memory_info().rss / 2**20, 1),
             cuda=_cuda_memory(),
         )

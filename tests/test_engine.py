@@ -216,6 +216,10 @@ def test_engine_process_tracks_control_and_rejects(
     assert stats["frames_rejected"] >= 400
     assert stats["control_rejected"] >= 53
     assert stats["frames_out"] > 0 and "rss_mb" in stats["memory"]
+    # the last frame's time per stage: the model's and the publishers'
+    stages = stats["latency_ms"]
+    for stage in ("encode_ms", "propagate_ms", "lifecycle_ms", "rle_ms", "json_send_ms"):
+        assert stages.get(stage, -1.0) >= 0.0, (stage, stages)
     assert zbus.request(cfg.bus.control, {"cmd": "remove_object", "id": oid})["ok"] is True
     assert zbus.request(cfg.bus.control, {"cmd": "reset"})["ok"] is True
     pub.close(0)
