@@ -35,7 +35,7 @@ from supervision import Detections
 from engine.grounding import GroundJob, GroundResult
 from engine.ids import IdAllocator
 from engine.protocols import Detector, DetectorPrompt, SegmenterSession
-from engine.segmenter import SegmentOutput
+from engine.segmenter import PreparedFrame, SegmentOutput
 from engine.track_manager import Colour, Observation, Plan, Removal, TrackManager
 from stream.boxes import clip_box
 from stream.config import EngineConfig
@@ -52,6 +52,7 @@ class FrameInput:
     seq: int
     t_capture_ns: int
     image: np.ndarray  # HxWx3 uint8 BGR
+    prepared: PreparedFrame | None = None  # the model input made of ``image`` ahead (``prepare``)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import numpy as np
 from engine.offline_stages import FramePrefetch, OutputWriter, StageClock
 from engine.pipeline import FrameInput
 from engine.render import Renderer
+from engine.segmenter import PreparedFrame
 from stream.boxes import Box, clip_box, parse_box
 from stream.config import Config
 from stream.errors import EndOfStreamError, PromptError, SourceError
@@ -108,17 +109,18 @@ def track_video(
     writer = Mp4Writer(out_mp4, fps) if out_mp4 else None
     jsonl = tracks_jsonl.open("w") if tracks_jsonl else None
     clock = StageClock()
-    frames = FramePrefetch(source, clock)
+    frames = FramePrefetch(source, clock, engine.prepare)
     outputs = OutputWriter(cfg.camera, renderer, writer, jsonl, clock)
     seen: set[int] = set()
     seq = 0
     image: np.ndarray | None = first
+    prepared: PreparedFrame | None = None  # the first frame is prepared by the engine itself
     try:
         while image is not None and (max_frames is None or seq < max_frames):
             if stop is not None and stop.is_set():
                 break
             manual = [(b, "object") for b in by_frame.pop(seq, [])]
-            result = engine.process(FrameInput(seq, int(seq * 1e9 / fps), image), manual)
+            result = engine.process(FrameInput(seq, int(seq * 1e9 / fps), image, prepared), manual)
             clock.add_all(result.timings_ms)
             clock.frames += 1
             seen.update(o.id for o in result.objects)
@@ -126,7 +128,7 @@ def track_video(
             seq += 1
             if progress is not None:
                 progress(seq, total)
-            image = frames.next()
+            image, prepared = frames.next() or (None, None)
     finally:
         frames.close()
         source.close()

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from engine.camera import FrameResult
 from engine.outputs import render_result, to_tracks_message
 from engine.render import Renderer
+from engine.segmenter import PreparedFrame
 from stream.errors import EndOfStreamError
 from stream.media import Mp4Writer
 from stream.sources import FrameSource
@@ -64,20 +65,31 @@ class StageClock:
             return {k: round(v / n, 3) for k, v in sorted(self._total.items())}
 
 
-class FramePrefetch:
-    """Reads ``source`` on its own thread, ``DEPTH`` frames ahead. ``next`` returns frames in
-    order and None at the end of the stream; a read error is raised by ``next``."""
+Prepared = tuple[np.ndarray, PreparedFrame | None]
 
-    def __init__(self, source: FrameSource, clock: StageClock) -> None:
+
+class FramePrefetch:
+    """Reads ``source`` on its own thread, ``DEPTH`` frames ahead, and turns each frame into
+    model input there too (``prepare``: the kernel's thread-safe resize and normalisation), so
+    that neither waits for the model. ``next`` returns (image, prepared) in order and None at
+    the end of the stream; a read or prepare error is raised by ``next``."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        clock: StageClock,
+        prepare: Callable[[np.ndarray], PreparedFrame] | None = None,
+    ) -> None:
         self._source = source
         self._clock = clock
-        self._q: queue.Queue[np.ndarray | BaseException | None] = queue.Queue(maxsize=DEPTH)
+        self._prepare = prepare
+        self._q: queue.Queue[Prepared | BaseException | None] = queue.Queue(maxsize=DEPTH)
         self._stop = threading.Event()
         self._done = False
         self._thread = threading.Thread(target=self._run, name="offline-decode", daemon=True)
         self._thread.start()
 
-    def _put(self, item: np.ndarray | BaseException | None) -> bool:
+    def _put(self, item: Prepared | BaseException | None) -> bool:
         while not self._stop.is_set():
             try:
                 self._q.put(item, timeout=_POLL_S)
@@ -90,17 +102,22 @@ class FramePrefetch:
         while not self._stop.is_set():
             t0 = time.perf_counter()
             try:
-                image: np.ndarray | None = self._source.read()
+                image = self._source.read()
+                t1 = time.perf_counter()
+                prepared = self._prepare(image) if self._prepare is not None else None
             except EndOfStreamError:
-                image = None
+                self._put(None)
+                return
             except BaseException as e:  # handed to the consumer, raised there
                 self._put(e)
                 return
-            self._clock.add("decode", (time.perf_counter() - t0) * 1e3)
-            if not self._put(image) or image is None:
+            self._clock.add("decode", (t1 - t0) * 1e3)
+            if self._prepare is not None:
+                self._clock.add("prepare", (time.perf_counter() - t1) * 1e3)
+            if not self._put((image, prepared)):
                 return
 
-    def next(self) -> np.ndarray | None:
+    def next(self) -> Prepared | None:
         if self._done:
             return None
         item = self._q.get()

@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from supervision import Detections
 
 from engine.camera import (
@@ -40,6 +41,7 @@ from engine.camera import (
 from engine.grounding import GroundingWorker, GroundJob, GroundResult
 from engine.ids import IdAllocator, IdReservations, new_epoch
 from engine.protocols import Detector, SegmenterKernel, SegmenterSession
+from engine.segmenter import PreparedFrame
 from stream.config import EngineConfig
 from stream.errors import PromptError
 
@@ -160,7 +162,9 @@ class MultiCameraEngine:
             return {}
         t0 = time.perf_counter()
         cams = [(self.camera(name), frame) for name, frame in frames.items()]
-        idxs = self.kernel.encode([(cam.session, frame.image) for cam, frame in cams])
+        idxs = self.kernel.encode(
+            [(cam.session, f.image if f.prepared is None else f.prepared) for cam, f in cams]
+        )
         t_enc = time.perf_counter()
         late = self._collect_results()
         manual = manual or {}
@@ -291,6 +295,11 @@ class TrackingEngine:
 
     def add_external_detections(self, seq: int, detections: Detections) -> None:
         self.tracker.add_external_detections(seq, detections)
+
+    def prepare(self, image_bgr: np.ndarray) -> PreparedFrame:
+        """The model input made of a frame ahead of ``process`` (thread-safe; ``FrameInput``'s
+        ``prepared``)."""
+        return self.engine.kernel.prepare(image_bgr)
 
     def process(self, frame: FrameInput, manual: Manual = ()) -> FrameResult:
         """Segment and track one frame; ``manual`` boxes (with labels) become new objects

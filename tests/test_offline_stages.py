@@ -55,7 +55,9 @@ def test_prefetch_gives_every_frame_in_order_then_none() -> None:
     clock = StageClock()
     pre = FramePrefetch(_Numbered(7), clock)
     got = []
-    while (img := pre.next()) is not None:
+    while (item := pre.next()) is not None:
+        img, prepared = item
+        assert prepared is None  # no prepare given
         got.append(int(img[0, 0, 0]))
     assert got == list(range(7))
     assert pre.next() is None
@@ -79,9 +81,28 @@ def test_prefetch_reads_at_most_depth_ahead_and_stops_on_close() -> None:
     assert src.reads <= DEPTH + 2
 
 
+def test_prefetch_prepares_each_frame_on_its_thread() -> None:
+    threads: list[str] = []
+
+    def prepare(img: np.ndarray) -> object:
+        threads.append(threading.current_thread().name)
+        return ("prepared", int(img[0, 0, 0]))
+
+    clock = StageClock()
+    pre = FramePrefetch(_Numbered(5), clock, prepare)  # type: ignore[arg-type]
+    got = []
+    while (item := pre.next()) is not None:
+        got.append(item[1])
+    pre.close()
+    assert got == [("prepared", i) for i in range(5)]
+    assert set(threads) == {"offline-decode"}
+    clock.frames = 5
+    assert "prepare" in clock.means()
+
+
 def test_prefetch_raises_a_read_error_to_the_job() -> None:
     pre = FramePrefetch(_Numbered(10, fail_at=3), StageClock())
-    assert [int(pre.next()[0, 0, 0]) for _ in range(3)] == [0, 1, 2]  # type: ignore[index]
+    assert [int(pre.next()[0][0, 0, 0]) for _ in range(3)] == [0, 1, 2]  # type: ignore[index]
     with pytest.raises(SourceError, match="corrupt"):
         pre.next()
     pre.close()
@@ -133,5 +154,5 @@ def test_track_video_writes_every_frame_in_order_with_stage_times(tmp_path: Path
     assert res.frames == 12 and [h["seq"] for h in lines] == list(range(12))
     assert all(len(h["objects"]) == 1 for h in lines)
     assert out.stat().st_size > 0
-    for stage in ("decode", "encode", "propagate", "lifecycle", "rle", "json", "render"):
+    for stage in ("decode", "prepare", "encode", "propagate", "lifecycle", "rle", "json", "render"):
         assert stage in res.stage_ms, stage
