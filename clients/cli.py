@@ -415,7 +415,13 @@ def object_main(cfg: Config, args: argparse.Namespace) -> int:
 
 
 # Output flags of each command, checked before the command starts (stream/preflight.py).
-OUTPUT_FLAGS: dict[str, tuple[str, ...]] = {"track": ("out", "tracks"), "eval": ("json",)}
+# (scene --out may be a PNG directory, record --dir is one: not files, not checked here.)
+OUTPUT_FLAGS: dict[str, tuple[str, ...]] = {
+    "track": ("out", "tracks"),
+    "eval": ("json",),
+    "bench": ("json",),
+    "scene": ("gt",),
+}
 # Commands whose text prompt the engine would parse: checked with the engine's rule first.
 PROMPT_COMMANDS = ("run", "engine", "track")
 

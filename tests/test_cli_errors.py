@@ -107,6 +107,20 @@ def test_output_check_leaves_files_as_they_were(tmp_path: Path) -> None:
         check_output_path(tmp_path / "no" / "r.json", "--json")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["scene", "--out", "{tmp}/s.mp4", "--gt", "/proc/nope/gt.jsonl", "--frames", "2"],
+        ["bench", "--parts", "transport", "--quick", "--json", "/proc/nope/b.json"],
+    ],
+    ids=["scene", "bench"],
+)
+def test_other_output_files_are_checked_first(args: list[str], tmp_path: Path) -> None:
+    r, _ = promptcam(*[a.format(tmp=tmp_path) for a in args])
+    assert_one_line(r, args[0], "/proc/nope does not exist")
+    assert not (tmp_path / "s.mp4").exists()
+
+
 # --------------------------------------------------------------------------- 2: prompts
 
 
