@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from clients.bench import DEFAULT_PARTS, PARTS
@@ -420,6 +421,53 @@ def object_main(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# Output flags of each command, checked before the command starts (stream/preflight.py).
+# (scene --out may be a PNG directory, record --dir is one: not files, not checked here.)
+OUTPUT_FLAGS: dict[str, tuple[str, ...]] = {
+    "track": ("out", "tracks"),
+    "eval": ("json",),
+    "bench": ("json",),
+    "scene": ("gt",),
+}
+# Commands whose text prompt the engine would parse: checked with the engine's rule first.
+PROMPT_COMMANDS = ("run", "engine", "track")
+
+
+def boxes_only(args: argparse.Namespace) -> bool:
+    """``track --box ...`` without ``--prompt`` or ``--set engine.prompt=``: the job tracks the
+    boxes only and ignores the config's prompt (``engine.offline.main``)."""
+    return bool(
+        getattr(args, "box", None)
+        and not args.prompt
+        and not any(s.startswith("engine.prompt=") for s in args.set)
+    )
+
+
+def preflight(cfg: Config, args: argparse.Namespace) -> None:
+    """What can be checked before anything starts (no model, no network, no child): the
+    source, the text prompt and the output paths. A failure is the command's one-line error,
+    printed before a URL, a status line or a model load."""
+    from stream.preflight import check_outputs
+    from stream.prompts import normalize_prompt
+    from stream.sources import check_source
+
+    command = args.command
+    if command in ("run", "capture") and not cfg.cameras:
+        check_source(cfg.source.uri, cfg.source)  # a camera of a mapping fails on its own
+    elif command == "track":
+        check_source(args.video, cfg.source)
+    if command in PROMPT_COMMANDS and not boxes_only(args):
+        for cam in cfg.camera_settings().values():
+            if cam.engine.prompt.strip():
+                normalize_prompt(cam.engine.prompt)
+    elif command == "prompt":
+        normalize_prompt(args.text)
+    flags = OUTPUT_FLAGS.get(command, ())
+    outputs = [(f"--{f}", Path(v)) for f in flags if (v := getattr(args, f, None))]
+    inputs = [Path(getattr(args, a)) for a in ("video", "pred", "gt") if getattr(args, a, None)]
+    check_outputs(outputs, inputs)
+
+
 def _resolve(target: str) -> Callable[[Config, argparse.Namespace], int]:
     module, _, func = target.partition(":")
     fn: Callable[[Config, argparse.Namespace], int] = getattr(importlib.import_module(module), func)
@@ -434,6 +482,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.prompt = ""
         cfg = config_from_args(args)
         setup_logging(cfg.log_level)
+        preflight(cfg, args)
         if notice := no_prompt_notice(args):
             print(notice, file=sys.stderr, flush=True)
         code = _resolve(COMMANDS[args.command])(cfg, args)

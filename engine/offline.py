@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from stream.boxes import Box, clip_box, parse_box
 from stream.config import Config
 from stream.errors import EndOfStreamError, PromptError, SourceError
 from stream.media import Mp4Writer
+from stream.preflight import OutputError
 from stream.sources import FrameSource, open_source
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,51 @@ def fit_boxes(boxes: Sequence[tuple[Box, int]], width: int, height: int) -> dict
     return by_frame
 
 
+# Smallest frame side a job tracks. Below it there is nothing for the models to find, and
+# frames 1 or 3 px high are read as channels-first by the detectors' image processors, 1 px
+# wide ones cannot be H.264-encoded: refused with one line instead of failing mid-job.
+MIN_FRAME_SIDE = 16
+
+
 def _first_frame(source: FrameSource, video: Path) -> np.ndarray:
     try:
-        return source.read()
+        image = source.read()
     except EndOfStreamError:
         raise SourceError(f"{video}: no frame could be decoded") from None
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_FRAME_SIDE:
+        raise SourceError(
+            f"{video}: frames are {w}x{h} pixels; a job needs at least "
+            f"{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}"
+        )
+    return image
+
+
+def _open_outputs(
+    out_mp4: Path | None, tracks_jsonl: Path | None, fps: float
+) -> tuple[Mp4Writer | None, IO[str] | None]:
+    """The video writer and the tracks file; ``OutputError`` (one line) when one cannot be
+    created (``promptcam track`` checked them before loading, but a directory can go since)."""
+    writer = Mp4Writer(out_mp4, fps) if out_mp4 else None
+    try:
+        jsonl = tracks_jsonl.open("w") if tracks_jsonl else None
+    except OSError as e:
+        raise OutputError(f"cannot write {tracks_jsonl}: {e.strerror or e}") from None
+    return writer, jsonl
+
+
+def _close_outputs(writer: Mp4Writer | None, jsonl: IO[str] | None) -> None:
+    """Close both outputs; a failure to (a full disk flushing the last bytes) is one line."""
+    errors: list[str] = []
+    for f in (writer, jsonl):
+        if f is None:
+            continue
+        try:
+            f.close()
+        except OSError as e:
+            errors.append(str(e.strerror or e))
+    if errors:
+        raise OutputError(f"cannot finish writing the outputs: {errors[0]}")
 
 
 def track_video(
@@ -106,8 +147,12 @@ def track_video(
         source.close()
         raise
     renderer = Renderer(jpeg_quality=cfg.engine.jpeg_quality)
-    writer = Mp4Writer(out_mp4, fps) if out_mp4 else None
-    jsonl = tracks_jsonl.open("w") if tracks_jsonl else None
+    try:
+        writer, jsonl = _open_outputs(out_mp4, tracks_jsonl, fps)
+    except BaseException:
+        source.close()
+        engine.close()
+        raise
     clock = StageClock()
     frames = FramePrefetch(source, clock, engine.prepare)
     outputs = OutputWriter(cfg.camera, renderer, writer, jsonl, clock)
@@ -124,7 +169,10 @@ def track_video(
             clock.add_all(result.timings_ms)
             clock.frames += 1
             seen.update(o.id for o in result.objects)
-            outputs.put(image, result)  # written on its own thread while the next frame runs
+            try:
+                outputs.put(image, result)  # written on its own thread while the next frame runs
+            except OSError as e:  # a full disk: one line, the outputs closed below
+                raise OutputError(f"cannot write the outputs: {e.strerror or e}") from None
             seq += 1
             if progress is not None:
                 progress(seq, total)
@@ -135,11 +183,10 @@ def track_video(
         engine.close()
         try:
             outputs.close()  # every processed frame's outputs written, in order
+        except OSError as e:
+            raise OutputError(f"cannot write the outputs: {e.strerror or e}") from None
         finally:
-            if writer is not None:
-                writer.close()
-            if jsonl is not None:
-                jsonl.close()
+            _close_outputs(writer, jsonl)
     stopped = image is not None and (max_frames is None or seq < max_frames)
     if by_frame and not stopped:
         late = ", ".join(f"@{f}" for f in sorted(by_frame))

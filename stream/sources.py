@@ -379,17 +379,24 @@ class NetworkSource(FrameSource):
 # --------------------------------------------------------------------------- webcam
 
 
+def webcam_path(device: str) -> str:
+    """The device node of a webcam index ``N`` or ``/dev/videoN``; ``SourceError`` when the
+    index is negative or the node does not exist."""
+    if device.startswith("-"):
+        raise SourceError(f"bad webcam index {device}: must be 0 or more")
+    path = device if device.startswith("/dev/") else f"/dev/video{int(device)}"
+    if not os.path.exists(path):
+        raise SourceError(f"no webcam {device}: {path} does not exist")
+    return path
+
+
 class WebcamSource(FrameSource):
     """A V4L2 camera through OpenCV: an index ``N`` or a ``/dev/videoN`` path."""
 
     live = True
 
     def __init__(self, device: str, width: int, height: int) -> None:
-        if device.startswith("-"):
-            raise SourceError(f"bad webcam index {device}: must be 0 or more")
-        path = device if device.startswith("/dev/") else f"/dev/video{int(device)}"
-        if not os.path.exists(path):
-            raise SourceError(f"no webcam {device}: {path} does not exist")
+        path = webcam_path(device)
         self.device = path
         self._cap = cv2.VideoCapture(path, cv2.CAP_V4L2)
         if not self._cap.isOpened():
@@ -456,6 +463,27 @@ def open_source(uri: str, cfg: SourceConfig) -> FrameSource:
         _check_url(uri)
         return NetworkSource(uri, cfg.open_timeout_s, cfg.read_timeout_s)
     return _open_path(Path(uri).expanduser(), cfg)
+
+
+def check_source(uri: str, cfg: SourceConfig) -> None:
+    """Refuse, with ``open_source``'s one-line ``SourceError``, a source that cannot work,
+    before anything starts: an empty one, a webcam index or device path of the wrong form or
+    whose device node is missing, a malformed or unsupported URL (syntax only: network streams
+    are not contacted), a missing path, an image directory without images, a file FFmpeg cannot
+    read as a video (its header is probed; no frame is decoded)."""
+    uri = uri.strip()
+    if not uri:
+        raise SourceError("empty source")
+    if uri == "demo":
+        return
+    if _WEBCAM_RE.match(uri):
+        webcam_path(uri)
+        return
+    if "://" in uri and not uri.lower().startswith("file://"):
+        _check_url(uri)
+        return
+    probe = cfg.model_copy(update={"realtime": False, "loop": False})
+    open_source(uri, probe).close()
 
 
 def _open_path(path: Path, cfg: SourceConfig) -> FrameSource:

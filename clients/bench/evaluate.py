@@ -46,7 +46,7 @@ from clients.bench.davis import JandF, f_measure, jaccard, sequence_jandf
 from stream.config import Config
 from stream.demo import min_visible_area
 from stream.errors import PromptcamError
-from stream.wire import TracksMessage, WireError
+from stream.wire import MAX_HEADER_BYTES, TracksMessage, WireError
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +109,91 @@ class TrackSequence:
     frames: dict[int, FrameObjects]
 
 
+# The largest frame a file may declare: promptcam's largest source frame (the bounds of
+# source.width and source.height). Masks of that size decode to 33 MB each.
+MAX_FRAME_PIXELS = 7680 * 4320
+# Characters of one compressed run length: 6 carry 29 bits and a sign, far above any frame's
+# pixel count; more would overflow pycocotools' 32-bit arithmetic.
+MAX_RUN_CHARS = 6
+
+
+def rle_counts(counts: str, height: int, width: int) -> np.ndarray:
+    """The run lengths of a COCO compressed RLE string, decoded exactly as pycocotools'
+    ``rleFrString`` does (6 bits a character from '0', 5 of value and a continuation bit; the
+    last character of a value carries its sign; from the fourth on a value is a difference to
+    the one two before), in numpy, in time linear in the string. ``ValueError`` naming what is
+    wrong unless the string is well-formed, every run is >= 0 and the runs cover exactly
+    ``height * width`` pixels: pycocotools trusts all of that, and spins for minutes or
+    writes out of bounds when it does not hold."""
+    try:
+        raw = counts.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError("counts are not ASCII") from None
+    c = np.frombuffer(raw, np.uint8).astype(np.int32) - 48
+    if not c.size:
+        raise ValueError("counts are empty")
+    bad = np.flatnonzero((c < 0) | (c > 63))
+    if bad.size:
+        raise ValueError(f"counts character {counts[bad[0]]!r} at {bad[0]} is not RLE")
+    ends = np.flatnonzero((c & 0x20) == 0)
+    if not ends.size or ends[-1] != c.size - 1:
+        raise ValueError("counts end inside a run length")
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > MAX_RUN_CHARS:
+        raise ValueError(f"a run length of more than {MAX_RUN_CHARS} characters")
+    shift = 5 * (np.arange(c.size) - np.repeat(starts, lengths))
+    values = np.add.reduceat((c & 0x1F) << shift, starts).astype(np.int64)
+    negative = (c[ends] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * lengths[negative]).astype(np.int64)
+    runs = values.copy()
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    if (runs < 0).any():
+        raise ValueError("a negative run length")
+    total = int(runs.sum())
+    if total != height * width:
+        raise ValueError(f"runs cover {total} pixels, a {height}x{width} mask has {height * width}")
+    return runs
+
+
+def _lines(path: Path) -> Iterable[tuple[int, bytes]]:
+    """(number, line) of a file read in bounded lines (a line over the wire's header limit is
+    an error, not a 3 GB allocation)."""
+    if not path.exists():
+        raise EvalError(f"cannot read {path}: no such file")
+    if not path.is_file():
+        raise EvalError(f"cannot read {path}: not a regular file")
+    try:
+        with path.open("rb") as f:
+            n = 0
+            while line := f.readline(MAX_HEADER_BYTES + 1):
+                n += 1
+                if len(line) > MAX_HEADER_BYTES:
+                    raise EvalError(f"{path}:{n}: line longer than {MAX_HEADER_BYTES} bytes")
+                yield n, line
+    except OSError as e:
+        raise EvalError(f"cannot read {path}: {e.strerror or e}") from None
+
+
 def read_tracks(path: Path) -> TrackSequence:
-    """Read a tracks JSONL file; ``EvalError`` naming the line on anything malformed."""
+    """Read a tracks JSONL file; ``EvalError`` naming the line on anything malformed (not
+    UTF-8 JSON, not a tracks message, a frame over ``MAX_FRAME_PIXELS``, a mask that is not
+    well-formed RLE of the frame's size)."""
     frames: dict[int, FrameObjects] = {}
     size: tuple[int, int] | None = None
     prompt = ""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise EvalError(f"cannot read {path}: {e.strerror or e}") from None
-    for n, line in enumerate(lines, 1):
+    for n, line in _lines(path):
         if not line.strip():
             continue
         try:
             h = TracksMessage.from_json(line).header
         except WireError as e:
             raise EvalError(f"{path}:{n}: not a tracks message ({e})") from None
+        if h.width * h.height > MAX_FRAME_PIXELS:
+            raise EvalError(
+                f"{path}:{n}: frame size {h.width}x{h.height} is over {MAX_FRAME_PIXELS} pixels"
+            )
         if size is None:
             size, prompt = (h.width, h.height), h.prompt
         elif size != (h.width, h.height):
@@ -135,6 +204,10 @@ def read_tracks(path: Path) -> TrackSequence:
         for o in h.objects:
             if o.mask.size != [h.height, h.width]:
                 raise EvalError(f"{path}:{n}: object {o.id} mask size differs from the frame")
+            try:
+                rle_counts(o.mask.counts, h.height, h.width)
+            except ValueError as e:
+                raise EvalError(f"{path}:{n}: object {o.id} mask is not valid RLE: {e}") from None
             rle = {"size": list(o.mask.size), "counts": o.mask.counts.encode()}
             objs.add(o.id, o.label, o.score, o.box, rle)
         frames[h.seq] = objs
@@ -416,7 +489,7 @@ def evaluate(
     gt_ids: Iterable[int] | None = None,
 ) -> QualityReport:
     """Score ``pred`` against ``gt`` (see the module docstring)."""
-    from engine.grounder import normalize_prompt
+    from stream.prompts import normalize_prompt
 
     phrases: list[str] | None = None
     if labels:
@@ -443,7 +516,7 @@ def evaluate_many(
 ) -> QualityReport:
     """Several videos (``(pred, gt)`` pairs) as one: tracking measures and AP over all their
     frames (IDs kept apart per video), J&F as the mean over all their objects."""
-    from engine.grounder import normalize_prompt
+    from stream.prompts import normalize_prompt
 
     frames: list[_Frame] = []
     scores: list[tuple[JandF, int]] = []
@@ -480,7 +553,7 @@ def ap50_many(
     pairs: Sequence[tuple[TrackSequence, TrackSequence]], prompt: str
 ) -> dict[str, float]:
     """AP50 per prompt phrase over the frames of several (pred, gt) videos."""
-    from engine.grounder import normalize_prompt
+    from stream.prompts import normalize_prompt
 
     phrases = normalize_prompt(prompt)
     frames = [f for pred, gt in pairs for f in _prepare(pred, gt, phrases, None)]
@@ -498,8 +571,6 @@ def box_rle(box: Sequence[float], height: int, width: int) -> dict[str, Any]:
 def main(cfg: Config, args: argparse.Namespace) -> int:
     from clients.bench import format_table, row
 
-    pred = read_tracks(Path(args.pred))
-    gt = read_tracks(Path(args.gt))
     ids = None
     if args.gt_ids:
         try:
@@ -508,9 +579,14 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
             raise EvalError(
                 f"--gt-ids expects comma-separated integers, got {args.gt_ids!r}"
             ) from None
+    pred = read_tracks(Path(args.pred))
+    gt = read_tracks(Path(args.gt))
     report = evaluate(pred, gt, prompt=args.prompt, labels=not args.no_labels, gt_ids=ids)
     values = report.as_dict()
     print(format_table([row("eval", k, v) for k, v in values.items()]))
     if args.json:
-        Path(args.json).write_text(json.dumps(values, indent=2))
+        try:  # checked before reading (clients/cli.py), but the directory may have gone since
+            Path(args.json).write_text(json.dumps(values, indent=2))
+        except OSError as e:
+            raise EvalError(f"cannot write --json {args.json}: {e.strerror or e}") from None
     return 0

@@ -20,7 +20,6 @@ size; same prompt where the family takes one text per batch) and each group runs
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -36,31 +35,9 @@ from numpy.typing import NDArray
 from engine.device import autocast_dtype
 from engine.hub import first_line
 from stream.config import EngineConfig
-from stream.errors import ModelLoadError, PromptError
-
-_WORD = re.compile(r"[a-z0-9]")
-_EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")  # punctuation and spaces around a phrase
-
-
-def normalize_prompt(text: str) -> list[str]:
-    """The prompt's phrases: lower case, split on '.', whitespace collapsed, deduplicated.
-
-    Raises :class:`PromptError` when no phrase with a letter or digit is left."""
-    phrases: list[str] = []
-    for part in text.lower().split("."):
-        phrase = " ".join(_EDGE_PUNCT.sub("", part).split())
-        if phrase and _WORD.search(phrase) and phrase not in phrases:
-            phrases.append(phrase)
-    if not phrases:
-        raise PromptError(
-            f"prompt {text!r} has no phrase to look for (expected e.g. 'person. car.')"
-        )
-    return phrases
-
-
-def prompt_text(phrases: Sequence[str]) -> str:
-    """The canonical prompt text: each phrase ended by '.' (``"person. red ball."``)."""
-    return " ".join(f"{p}." for p in phrases)
+from stream.errors import ModelLoadError
+from stream.prompts import normalize_prompt as normalize_prompt  # the one rule, re-exported
+from stream.prompts import prompt_text as prompt_text
 
 
 @dataclass(frozen=True)
