@@ -82,6 +82,15 @@ class SourceConfig(_Model):
         le=4320,
         description="Frame height of the demo scene (and requested webcam height).",
     )
+    max_pixels: int = Field(
+        4096 * 2160,
+        ge=64 * 64,
+        le=7680 * 4320,
+        description="Largest frame (width x height) a file, image, stream or webcam may declare, "
+        "checked before decoding: a larger one is refused (a small file can declare frames that "
+        "take gigabytes to decode). Default 4096x2160 (DCI 4K; UHD 3840x2160 either way up); "
+        "at most 7680x4320, the largest frame the bus carries.",
+    )
     demo_objects: int = Field(
         6, ge=0, le=32, description="Number of moving objects in the demo scene."
     )

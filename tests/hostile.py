@@ -6,7 +6,11 @@ messages with one field made wrong; raw bytes)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +33,53 @@ def patched_jpeg(width: int, height: int) -> bytes:
     i = data.index(b"\xff\xc0")
     data[i + 5 : i + 9] = bytes([height >> 8, height & 255, width >> 8, width & 255])
     return bytes(data)
+
+
+def patched_png(width: int, height: int) -> bytes:
+    """A 64x64 PNG whose header (IHDR, CRC fixed) declares ``width`` x ``height``."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.full((64, 64, 3), 90, np.uint8))
+    assert ok
+    data = bytearray(buf.tobytes())
+    i = data.index(b"IHDR")
+    data[i + 4 : i + 12] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[i + 17 : i + 21] = zlib.crc32(bytes(data[i : i + 17])).to_bytes(4, "big")
+    return bytes(data)
+
+
+BOMB_SIDE = 8192
+_BOMB_WRITER = """
+import sys, av
+path, side, frames = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with av.open(path, "w") as c:
+    s = c.add_stream("libx264", rate=10)
+    s.width = s.height = side
+    s.pix_fmt = "yuv420p"
+    s.options = {"preset": "ultrafast", "crf": "51"}
+    s.codec_context.thread_count = 1
+    f = av.VideoFrame(side, side, "yuv420p")
+    for p in f.planes:
+        p.update(bytes(p.buffer_size))
+    for i in range(frames):
+        f.pts = i
+        for pkt in s.encode(f):
+            c.mux(pkt)
+    for pkt in s.encode():
+        c.mux(pkt)
+"""
+
+
+def write_bomb_video(path: Path, side: int = BOMB_SIDE, frames: int = 2) -> Path:
+    """A decompression bomb: an H.264 MP4 of ``frames`` black ``side`` x ``side`` frames (about
+    100 KB a frame at 8192x8192, ~200 MB each decoded to BGR). Written by a child process, as
+    encoding it takes ~0.7 GB for a moment (2 s)."""
+    subprocess.run(
+        [sys.executable, "-c", _BOMB_WRITER, str(path), str(side), str(frames)],
+        check=True,
+        timeout=120,
+    )
+    return path
 
 
 def frame_header(**kw: Any) -> bytes:
