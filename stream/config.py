@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream.errors import PromptcamError
-from stream.wire import MAX_PROMPT_CHARS
+from stream.wire import MAX_PROMPT_CHARS, check_endpoint
 
 
 def _configs_dir() -> Path:
@@ -191,15 +191,7 @@ class BusConfig(_Model):
     @field_validator("frames", "tracks", "annotated", "control", "detections")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if not re.match(r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$", v):
-            raise ValueError("expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
-        if v.startswith("tcp://"):
-            port = int(v.rsplit(":", 1)[1])
-            if not 1 <= port <= 65535:
-                raise ValueError(f"TCP port {port} is out of range (1-65535)")
-        return v
+        return v if v is None else check_endpoint(v)
 
     @model_validator(mode="after")
     def _shm_same_host(self) -> BusConfig:

@@ -128,7 +128,31 @@ def known_hostile_requests() -> list[bytes]:
         b'{"cmd": "add_object", "box": [1, 2, 30, 40], "label": "' + b"c" * 201 + b'"}',
         b'{"cmd": "add_object", "box": [1, 2, 1e999, 40]}',
         b'{"cmd": "add_object", "box": [1, 2, NaN, 40]}',
+        *(add_camera(frames) for frames in BAD_ENDPOINTS),
     ]
+
+
+# Endpoints an engine once took: 99999 connected to 34463, 2**31 and 0 were accepted, an ipc
+# path over the 107 bytes of a Unix socket address killed the launcher's status thread.
+BAD_ENDPOINTS = [
+    "tcp://127.0.0.1:99999",
+    "tcp://127.0.0.1:0",
+    f"tcp://127.0.0.1:{2**31}",
+    "tcp://127.0.0.1:-5",
+    "tcp://127.0.0.1:",
+    "tcp://:5550",
+    "ipc:///tmp/" + "p" * 103,  # 108 bytes
+    "ipc:///tmp/" + "\u00e9" * 60,  # 65 characters, 125 bytes: over the limit in bytes
+    "udp://127.0.0.1:5550",
+    "ipc://",
+    "inproc://a b",
+    "tcp://127.0.0.1:5550\u0000",
+]
+
+
+def add_camera(frames: str) -> bytes:
+    """An ``add_camera`` request for camera ``hostile`` from ``frames``."""
+    return json.dumps({"cmd": "add_camera", "camera": "hostile", "frames": frames}).encode()
 
 
 def known_hostile_detections() -> list[list[bytes]]:

@@ -143,3 +143,22 @@ def test_web_upload_probe_refuses_a_bomb(bomb: Path, tmp_path: Path) -> None:
         probe_video(bomb, 4096)
     write_video(tmp_path / "ok.mp4", 2)
     assert probe_video(tmp_path / "ok.mp4").width == 64
+
+
+@pytest.mark.parametrize("key", ["bus.control", "bus.frames"])
+def test_run_refuses_an_ipc_path_over_the_socket_limit_at_load(key: str) -> None:
+    """An ipc path of 108 bytes once killed the launcher's status thread (``run`` went on
+    without status); now the config refuses it: one line, exit 2, before anything starts."""
+    path = "ipc:///tmp/" + "p" * 103
+    argv = ["run", "--models", "tiny-random", "--device", "cpu", "--set", f"{key}={path}"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "clients.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("promptcam run: error: "), proc.stderr
+    assert f"'{key}': ipc path of 108 bytes is longer than the 107" in lines[0]
