@@ -30,6 +30,11 @@ def _configs_dir() -> Path:
 
 CONFIGS_DIR = _configs_dir()
 DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.yaml"
+# A camera's frames take 3 ZeroMQ sockets in the engine (SUB, its monitor's pair); ZeroMQ's
+# default context holds 1023, and the engine's own sockets (tracks, annotated, control,
+# detections and its monitor) need a few: 256 cameras leave room to spare.
+SOCKETS_PER_CAMERA = 3
+MAX_ENGINE_CAMERAS = 256
 CAMERA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 MAX_CONFIG_BYTES = 1 << 20  # a config file larger than this is refused unread
@@ -332,6 +337,15 @@ class EngineConfig(_Model):
         "another object: it goes dormant for re-identification (0: off).",
     )
     max_objects: int = Field(32, ge=1, le=256, description="Most objects tracked at once.")
+    max_cameras: int = Field(
+        MAX_ENGINE_CAMERAS,
+        ge=1,
+        le=MAX_ENGINE_CAMERAS,
+        description="Most cameras one engine serves (configured plus added with add_camera); "
+        f"at most {MAX_ENGINE_CAMERAS}: each camera takes {SOCKETS_PER_CAMERA} of the 1023 "
+        "ZeroMQ sockets an engine has (beyond ~340 cameras it could not start). A camera more "
+        "is refused: a config error at start, an error reply to add_camera.",
+    )
     seed_with: Literal["box", "mask", "points"] = Field(
         "box", description="How a detection starts a track."
     )
@@ -503,7 +517,11 @@ class FleetConfig(_Model):
         description="camera -> Ray custom resource of the nodes near it: its capture actor runs only there.",
     )
     max_cameras_per_engine: int = Field(
-        8, ge=1, le=1024, description="Most cameras one engine serves."
+        8,
+        ge=1,
+        le=MAX_ENGINE_CAMERAS,
+        description="Most cameras one engine serves (an engine refuses more than its "
+        "engine.max_cameras).",
     )
     max_objects_per_engine: int = Field(
         256,
@@ -650,6 +668,12 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _cameras_resolve(self) -> Config:
+        n, limit = len(self.cameras), self.engine.max_cameras
+        if n > limit:
+            raise ConfigError(
+                f"cameras: {n} configured, over engine.max_cameras={limit} (one engine serves "
+                f"at most {MAX_ENGINE_CAMERAS}; run a fleet or several engines for more)"
+            )
         settings = self.camera_settings()  # every camera's settings are checked at load time
         for cam in self.fleet.capture_resources:
             if cam not in settings:

@@ -116,6 +116,20 @@ def known_hostile_frames() -> list[list[bytes]]:
     ]
 
 
+TINY_SIZES = [(1, 64), (64, 1), (1, 1), (2, 2), (3, 64), (4, 4)]  # (height, width)
+
+
+def tiny_frames(first_seq: int, camera: str = CAMERA) -> list[list[Any]]:
+    """Valid frames too small to detect in (a side of 1-4 pixels): the engine tracks on and
+    skips their grounding (counted), where it once logged a 45-line traceback per pass."""
+    from stream.wire import FrameMessage
+
+    return [
+        FrameMessage.from_image(camera, first_seq + i, np.full((h, w, 3), 90, np.uint8)).to_parts()
+        for i, (h, w) in enumerate(TINY_SIZES)
+    ]
+
+
 def known_hostile_requests() -> list[bytes]:
     """Control requests that once ended the control thread or the tracks publisher."""
     return [
