@@ -337,3 +337,19 @@ def test_track_of_a_one_pixel_video_runs_with_one_warning(tmp_path: Path) -> Non
     assert len(tracks.read_text().splitlines()) == 3
     with av.open(str(out)) as c:
         assert [(f.width, f.height) for f in c.decode(video=0)] == [(2, 2)] * 3
+
+
+def test_web_upload_of_a_bomb_is_refused_before_a_job(bomb: Path) -> None:
+    """The 67 KB upload that once took an offline job to 7.9 GB: a real ``promptcam web``
+    answers 400 with the line, queues no job and stays healthy."""
+    from tests.test_web import multipart
+    from tests.web_stack import healthy, http, make_stack
+
+    with make_stack() as st:
+        body, ctype = multipart({"prompt": "ball."}, "bomb.mp4", bomb.read_bytes())
+        status, resp = http("POST", st.url + "api/jobs", body, {"Content-Type": ctype}, 60)
+        assert status == 400, resp
+        assert "8192x8192" in resp["error"] and "source.max_pixels" in resp["error"], resp
+        status, jobs = http("GET", st.url + "api/jobs")
+        assert status == 200 and jobs["jobs"] == [], jobs
+        assert healthy(st.url)
