@@ -39,6 +39,7 @@ from stream.wire import AnnotatedMessage, TracksMessage, WireError
 log = logging.getLogger(__name__)
 
 
+MIN_SIDE = 2  # H.264 (yuv420p) frames are at least 2x2
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # errors that free space can cure
 
 
@@ -264,6 +265,16 @@ class Recorder:
         if sum(rej.values()) <= 10:
             log.warning("rejected message (%s): %s", reason, detail)
 
+    def _check_size(self, msg: AnnotatedMessage) -> None:
+        """``WireError`` (counted as ``too_small``) for a frame H.264 cannot hold: under
+        ``MIN_SIDE`` pixels a side (odd sizes are cropped to even by the writer)."""
+        if msg.width < MIN_SIDE or msg.height < MIN_SIDE:
+            raise WireError(
+                "too_small",
+                f"frame {msg.seq} of {msg.width}x{msg.height} is under {MIN_SIDE} pixels a side: "
+                "not recorded",
+            )
+
     def run(self, duration: float | None = None) -> RecorderStats:
         deadline = None if duration is None else time.monotonic() + duration
         directory = self.recording.directory
@@ -301,6 +312,7 @@ class Recorder:
                         if sock is ann:
                             msg_a = AnnotatedMessage.from_parts(parts, self._max_payload)
                             if msg_a.camera == self.camera:
+                                self._check_size(msg_a)
                                 self.recording.write_frame(msg_a)
                         else:
                             msg_t = TracksMessage.from_parts(parts)
@@ -336,6 +348,9 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         if stats.write_errors
         else ""
     )
+    if stats.rejected:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(stats.rejected.items()))
+        dropped += f"; rejected {sum(stats.rejected.values())} messages ({reasons})"
     print(
         f"promptcam record: {stats.frames} frames, {stats.tracks} tracks messages{dropped}; "
         f"files: {files}",

@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 from supervision import Detections
 
+from engine.detectors.base import MIN_DETECT_SIDE
 from engine.grounding import GroundJob, GroundResult
 from engine.ids import IdAllocator
 from engine.protocols import Detector, DetectorPrompt, SegmenterSession
@@ -83,6 +84,7 @@ class EngineCounters:
     frames: int = 0
     groundings: int = 0
     grounding_errors: int = 0
+    grounding_skipped_small: int = 0  # due groundings of frames under MIN_DETECT_SIDE a side
     grounding_results_dropped: int = 0
     objects_created: int = 0
     objects_ended: int = 0
@@ -318,7 +320,31 @@ class CameraTracker:
 
     def ground_overdue(self) -> float:
         """How overdue this camera's re-grounding is: 0 when not due, otherwise at least 1 (the
-        schedule's multiple reached), infinite right after a prompt change."""
+        schedule's multiple reached), infinite right after a prompt change. A due grounding of a
+        frame too small to detect in is skipped instead (counted, said once)."""
+        due = self._overdue()
+        return 0.0 if due > 0 and self._skip_small_frame() else due
+
+    def _skip_small_frame(self) -> bool:
+        if self._current is None:
+            return False
+        _, _, w, h = self._current
+        if min(w, h) >= MIN_DETECT_SIDE:
+            return False
+        self.counters.grounding_skipped_small += 1
+        self._mark_grounded()
+        if self.counters.grounding_skipped_small == 1:
+            log.warning(
+                "camera %s: frames of %dx%d are under %d pixels a side: not grounded (counted in "
+                "grounding_skipped_small); tracking goes on",
+                self.name,
+                w,
+                h,
+                MIN_DETECT_SIDE,
+            )
+        return True
+
+    def _overdue(self) -> float:
         if self.detector is None or self._dprompt is None or self._inflight:
             return 0.0
         if self._ground_due:

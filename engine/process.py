@@ -518,6 +518,12 @@ class EngineProcess:
         given; ``first_id``/``id_limit``: the block its object IDs come from."""
         if name in self._feeds:
             raise PromptError(f"camera {name!r} is already served")
+        limit = self.cfg.engine.max_cameras
+        if len(self._feeds) >= limit:
+            raise PromptError(
+                f"this engine serves {len(self._feeds)} cameras, its engine.max_cameras={limit}: "
+                "remove one first"
+            )
         base = self.cfg.engine if engine is None else engine
         engine_cfg = base if prompt is None else _with_prompt(base, prompt)
         if engine_cfg.prompt.strip() and self.engine.detector is None:

@@ -12,7 +12,9 @@ Publishes, on a PUB socket bound to ``bus.frames``:
 Drops: frames a subscriber is too slow for are dropped by the PUB socket beyond ``bus.sndhwm``
 (publishing never blocks); frames still coming from a connection that was given up; frames
 larger than ``bus.max_payload_mb`` (receivers would refuse them, and ZeroMQ would drop their
-connection): counted in ``oversized``, logged, their ``seq`` skipped.
+connection): counted in ``oversized``, logged, their ``seq`` skipped. A source that declares
+frames over ``source.max_pixels`` is refused before decoding: a file at start (one line), a
+camera or stream counted in ``too_large``, logged and retried with backoff.
 
 Recovers: a live source (camera, network) that fails, or stalls (no frame for
 ``source.stall_timeout_s``), is reopened forever with exponential backoff and jitter; so is one
@@ -43,7 +45,7 @@ from stream import bus as zbus
 from stream.config import Config
 from stream.errors import EndOfStreamError, PromptcamError, SourceConnectionError, SourceError
 from stream.shm import ShmError, ShmRing
-from stream.sources import open_source, redact_url
+from stream.sources import SourceTooLargeError, open_source, redact_url
 from stream.threads import ThreadDeath
 from stream.wire import SCHEMA_VERSION, FrameMessage
 
@@ -64,6 +66,7 @@ class CaptureStats:
     stalls: int = 0
     read_errors: int = 0
     oversized: int = 0  # frames over bus.max_payload_mb, not published
+    too_large: int = 0  # opens or frames refused: a size over source.max_pixels (not decoded)
     # starting | waiting (not opened yet, retrying) | streaming | reconnecting | stopped
     state: str = "starting"
     source: str = ""
@@ -309,6 +312,14 @@ class Capture:
         if isinstance(error, EndOfStreamError):
             log.info("camera %s: %s", self.cfg.camera, error)
             return True
+        if isinstance(error, SourceTooLargeError):
+            self.stats.too_large += 1
+            if not error.live:
+                raise error  # a file or image that declares huge frames: one line at start
+            # A camera or stream sending frames over source.max_pixels: refused undecoded,
+            # counted, and tried again with backoff (its settings may change).
+            self._give_up_reader(str(error))
+            return False
         if not isinstance(error, SourceError):
             if not (self._opened_once and self._live):
                 raise error  # a bug, not a source problem: let it surface

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream.errors import PromptcamError
-from stream.wire import MAX_PROMPT_CHARS, is_camera_name
+from stream.wire import MAX_PROMPT_CHARS, check_endpoint, is_camera_name
 
 
 def _configs_dir() -> Path:
@@ -30,6 +30,11 @@ def _configs_dir() -> Path:
 
 CONFIGS_DIR = _configs_dir()
 DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.yaml"
+# A camera's frames take 3 ZeroMQ sockets in the engine (SUB, its monitor's pair); ZeroMQ's
+# default context holds 1023, and the engine's own sockets (tracks, annotated, control,
+# detections and its monitor) need a few: 256 cameras leave room to spare.
+SOCKETS_PER_CAMERA = 3
+MAX_ENGINE_CAMERAS = 256
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 MAX_CONFIG_BYTES = 1 << 20  # a config file larger than this is refused unread
 MAX_CONFIG_VALUES = 20_000  # values in a YAML document once its aliases are expanded
@@ -80,6 +85,15 @@ class SourceConfig(_Model):
         ge=32,
         le=4320,
         description="Frame height of the demo scene (and requested webcam height).",
+    )
+    max_pixels: int = Field(
+        4096 * 2160,
+        ge=64 * 64,
+        le=7680 * 4320,
+        description="Largest frame (width x height) a file, image, stream or webcam may declare, "
+        "checked before decoding: a larger one is refused (a small file can declare frames that "
+        "take gigabytes to decode). Default 4096x2160 (DCI 4K; UHD 3840x2160 either way up); "
+        "at most 7680x4320, the largest frame the bus carries.",
     )
     demo_objects: int = Field(
         6, ge=0, le=32, description="Number of moving objects in the demo scene."
@@ -181,15 +195,7 @@ class BusConfig(_Model):
     @field_validator("frames", "tracks", "annotated", "control", "detections")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if not re.match(r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$", v):
-            raise ValueError("expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
-        if v.startswith("tcp://"):
-            port = int(v.rsplit(":", 1)[1])
-            if not 1 <= port <= 65535:
-                raise ValueError(f"TCP port {port} is out of range (1-65535)")
-        return v
+        return v if v is None else check_endpoint(v)
 
     @model_validator(mode="after")
     def _shm_same_host(self) -> BusConfig:
@@ -330,6 +336,15 @@ class EngineConfig(_Model):
         "another object: it goes dormant for re-identification (0: off).",
     )
     max_objects: int = Field(32, ge=1, le=256, description="Most objects tracked at once.")
+    max_cameras: int = Field(
+        MAX_ENGINE_CAMERAS,
+        ge=1,
+        le=MAX_ENGINE_CAMERAS,
+        description="Most cameras one engine serves (configured plus added with add_camera); "
+        f"at most {MAX_ENGINE_CAMERAS}: each camera takes {SOCKETS_PER_CAMERA} of the 1023 "
+        "ZeroMQ sockets an engine has (beyond ~340 cameras it could not start). A camera more "
+        "is refused: a config error at start, an error reply to add_camera.",
+    )
     seed_with: Literal["box", "mask", "points"] = Field(
         "box", description="How a detection starts a track."
     )
@@ -501,7 +516,11 @@ class FleetConfig(_Model):
         description="camera -> Ray custom resource of the nodes near it: its capture actor runs only there.",
     )
     max_cameras_per_engine: int = Field(
-        8, ge=1, le=1024, description="Most cameras one engine serves."
+        8,
+        ge=1,
+        le=MAX_ENGINE_CAMERAS,
+        description="Most cameras one engine serves (an engine refuses more than its "
+        "engine.max_cameras).",
     )
     max_objects_per_engine: int = Field(
         256,
@@ -648,6 +667,12 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _cameras_resolve(self) -> Config:
+        n, limit = len(self.cameras), self.engine.max_cameras
+        if n > limit:
+            raise ConfigError(
+                f"cameras: {n} configured, over engine.max_cameras={limit} (one engine serves "
+                f"at most {MAX_ENGINE_CAMERAS}; run a fleet or several engines for more)"
+            )
         settings = self.camera_settings()  # every camera's settings are checked at load time
         for cam in self.fleet.capture_resources:
             if cam not in settings:

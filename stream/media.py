@@ -60,7 +60,9 @@ class Mp4Writer:
         codec = _codec()
         rate = Fraction(self.fps).limit_denominator(1000)
         stream = self._container.add_stream(codec, rate=rate)
-        stream.width, stream.height = w - w % 2, h - h % 2
+        # H.264 in yuv420p wants even sizes of at least 2: odd ones are cropped, a 1-pixel
+        # side is stretched to 2 (frames of another size are resized in write)
+        stream.width, stream.height = max(2, w - w % 2), max(2, h - h % 2)
         stream.pix_fmt = "yuv420p"
         if self.fragmented:
             stream.codec_context.gop_size = max(1, round(self.fps))  # a fragment a second

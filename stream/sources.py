@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,45 @@ def redact_url(url: str) -> str:
             [(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in pairs], safe="*"
         )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class SourceTooLargeError(SourceError):
+    """A source whose frames are larger than ``source.max_pixels``: refused before decoding
+    (a few kilobytes of video can declare frames that take gigabytes). ``live``: a camera or
+    stream, which capture keeps retrying (counted), rather than a file, which is an error."""
+
+    def __init__(self, message: str, live: bool = False) -> None:
+        super().__init__(message)
+        self.live = live
+
+
+def check_frame_size(width: int, height: int, max_pixels: int, live: bool = False) -> None:
+    """``SourceTooLargeError`` when ``width`` x ``height`` is over ``max_pixels`` (0: unknown)."""
+    if width > 0 and height > 0 and width * height > max_pixels:
+        raise SourceTooLargeError(
+            f"frames of {width}x{height} ({width * height / 1e6:.1f} Mpx) are over "
+            f"source.max_pixels={max_pixels} ({max_pixels / 1e6:.1f} Mpx); refused before decoding",
+            live,
+        )
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """An image file's (width, height) from its header, without decoding it; None when the
+    header cannot be read (the decoder then says what is wrong); ``SourceTooLargeError`` when
+    it is too large for Pillow even to say."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return int(im.width), int(im.height)
+    except Image.DecompressionBombError as e:  # over Pillow's own limit (178 Mpx)
+        raise SourceTooLargeError(
+            f"{str(e).split(',')[0]}: over source.max_pixels; refused before decoding"
+        ) from None
+    except Exception:  # any unreadable header: the decoder says what is wrong
+        return None
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
@@ -157,8 +197,16 @@ class DemoSource(FrameSource):
 class ImageDirSource(FrameSource):
     """Images of a directory in name order, at ``fps`` when ``realtime``; ``loop`` restarts."""
 
-    def __init__(self, path: Path, fps: float, realtime: bool = True, loop: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        fps: float,
+        realtime: bool = True,
+        loop: bool = False,
+        max_pixels: int = SourceConfig.model_fields["max_pixels"].default,
+    ) -> None:
         self.path = path
+        self._max_pixels = max_pixels
         try:
             files = sorted(
                 p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
@@ -189,6 +237,12 @@ class ImageDirSource(FrameSource):
                 self._decoded_this_pass = 0
             f = self.files[self._i]
             self._i += 1
+            try:
+                size = image_size(f)
+                if size is not None:
+                    check_frame_size(*size, self._max_pixels)
+            except SourceTooLargeError as e:
+                raise SourceTooLargeError(f"image {f}: {e}") from None
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if img is None:
                 log.warning("skipping %s: not a readable image", f)
@@ -219,8 +273,10 @@ def _av_reason(e: Exception) -> str:
 class _AvDecoder:
     """One open PyAV container and its first video stream, decoded to BGR frames."""
 
-    def __init__(self, container: Any) -> None:
+    def __init__(self, container: Any, max_pixels: int, live: bool = False) -> None:
         self.container = container
+        self._max_pixels = max_pixels
+        self._live = live
         if container.format.name in NOT_VIDEO_FORMATS:
             container.close()
             raise SourceError(f"not a video (FFmpeg reads it as '{container.format.name}')")
@@ -228,6 +284,12 @@ class _AvDecoder:
             container.close()
             raise SourceError("no video stream")
         self.stream = container.streams.video[0]
+        try:  # the size the stream declares, known before any frame is decoded
+            cc = self.stream.codec_context
+            check_frame_size(cc.width, cc.height, max_pixels, live)
+        except SourceTooLargeError:
+            container.close()
+            raise
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps: float | None = float(rate) if rate else None
         self._frames: Iterator[Any] = container.decode(self.stream)
@@ -235,6 +297,8 @@ class _AvDecoder:
     def next(self) -> tuple[np.ndarray, float | None]:
         """The next frame and its media time in seconds; ``StopIteration`` at the end."""
         frame = next(self._frames)
+        # a stream may change size on the way (a new H.264 SPS): checked before converting
+        check_frame_size(frame.width, frame.height, self._max_pixels, self._live)
         return frame.to_ndarray(format="bgr24"), frame.time
 
     def close(self) -> None:
@@ -244,8 +308,15 @@ class _AvDecoder:
 class VideoFileSource(FrameSource):
     """A video file decoded with PyAV, paced at its own timestamps when ``realtime``."""
 
-    def __init__(self, path: Path, realtime: bool = True, loop: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        realtime: bool = True,
+        loop: bool = False,
+        max_pixels: int = SourceConfig.model_fields["max_pixels"].default,
+    ) -> None:
         self.path = path
+        self._max_pixels = max_pixels
         self._realtime = realtime
         self._loop = loop
         self._pacer = Pacer()
@@ -257,7 +328,9 @@ class VideoFileSource(FrameSource):
 
     def _open(self) -> _AvDecoder:
         try:
-            return _AvDecoder(av.open(str(self.path), metadata_errors="ignore"))
+            return _AvDecoder(av.open(str(self.path), metadata_errors="ignore"), self._max_pixels)
+        except SourceTooLargeError as e:
+            raise SourceTooLargeError(f"video file {self.path}: {e}") from None
         except SourceError as e:
             raise SourceError(f"cannot read video file {self.path}: {e}") from None
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
@@ -272,6 +345,8 @@ class VideoFileSource(FrameSource):
             except StopIteration:
                 self._restart()
                 continue
+            except SourceTooLargeError as e:
+                raise SourceTooLargeError(f"video file {self.path}: {e}") from None
             except av.error.FFmpegError as e:
                 raise SourceError(
                     f"cannot decode video file {self.path}: {_av_reason(e)}"
@@ -312,7 +387,13 @@ class NetworkSource(FrameSource):
 
     live = True
 
-    def __init__(self, url: str, open_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        open_timeout_s: float,
+        read_timeout_s: float,
+        max_pixels: int = SourceConfig.model_fields["max_pixels"].default,
+    ) -> None:
         self.url = url
         self.read_timeout_s = read_timeout_s
         scheme = urlsplit(url).scheme.lower()
@@ -337,7 +418,9 @@ class NetworkSource(FrameSource):
         except (av.error.FFmpegError, OSError) as e:
             raise SourceConnectionError(f"cannot open {redact_url(url)}: {_av_reason(e)}") from None
         try:
-            self._dec = _AvDecoder(container)
+            self._dec = _AvDecoder(container, max_pixels, live=True)
+        except SourceTooLargeError as e:
+            raise SourceTooLargeError(f"{redact_url(url)}: {e}", live=True) from None
         except SourceError as e:
             raise SourceError(f"cannot read {redact_url(url)}: {e}") from None
         self.fps = self._dec.fps
@@ -348,6 +431,8 @@ class NetworkSource(FrameSource):
             try:
                 img, _ = self._dec.next()
                 return as_bgr(img)
+            except SourceTooLargeError as e:
+                raise SourceTooLargeError(f"{redact_url(self.url)}: {e}", live=True) from None
             except StopIteration:
                 raise SourceConnectionError(f"stream {redact_url(self.url)} ended") from None
             except av.error.ExitError:  # PyAV's read timeout interrupted FFmpeg
@@ -395,7 +480,13 @@ class WebcamSource(FrameSource):
 
     live = True
 
-    def __init__(self, device: str, width: int, height: int) -> None:
+    def __init__(
+        self,
+        device: str,
+        width: int,
+        height: int,
+        max_pixels: int = SourceConfig.model_fields["max_pixels"].default,
+    ) -> None:
         path = webcam_path(device)
         self.device = path
         self._cap = cv2.VideoCapture(path, cv2.CAP_V4L2)
@@ -406,6 +497,16 @@ class WebcamSource(FrameSource):
             )
         self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
         self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        try:
+            check_frame_size(
+                int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                max_pixels,
+                live=True,
+            )
+        except SourceTooLargeError as e:
+            self._cap.release()
+            raise SourceTooLargeError(f"webcam {path}: {e}", live=True) from None
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and fps > 0 else None
 
@@ -456,12 +557,12 @@ def open_source(uri: str, cfg: SourceConfig) -> FrameSource:
         )
         return DemoSource(scene, cfg.realtime)
     if _WEBCAM_RE.match(uri):
-        return WebcamSource(uri, cfg.width, cfg.height)
+        return WebcamSource(uri, cfg.width, cfg.height, cfg.max_pixels)
     if "://" in uri:
         if uri.lower().startswith("file://"):
             return _open_path(Path(urlsplit(uri).path), cfg)
         _check_url(uri)
-        return NetworkSource(uri, cfg.open_timeout_s, cfg.read_timeout_s)
+        return NetworkSource(uri, cfg.open_timeout_s, cfg.read_timeout_s, cfg.max_pixels)
     return _open_path(Path(uri).expanduser(), cfg)
 
 
@@ -488,9 +589,11 @@ def check_source(uri: str, cfg: SourceConfig) -> None:
 
 def _open_path(path: Path, cfg: SourceConfig) -> FrameSource:
     if path.is_dir():
-        return ImageDirSource(path, cfg.fps or IMAGE_DIR_DEFAULT_FPS, cfg.realtime, cfg.loop)
+        return ImageDirSource(
+            path, cfg.fps or IMAGE_DIR_DEFAULT_FPS, cfg.realtime, cfg.loop, cfg.max_pixels
+        )
     if path.is_file():
-        return VideoFileSource(path, cfg.realtime, cfg.loop)
+        return VideoFileSource(path, cfg.realtime, cfg.loop, cfg.max_pixels)
     if path.exists():
         raise SourceError(f"{path} is neither a file nor a directory")
     raise SourceError(f"no such file or directory: {path}")

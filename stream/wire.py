@@ -94,8 +94,51 @@ def _unicode(text: str) -> str:
 
 # Text a peer sends that the engine may send on: valid Unicode (JSON lets "\ud800" through).
 Text = Annotated[str, AfterValidator(_unicode)]
+# ZeroMQ endpoints. Linux's sockaddr_un holds a 108-byte path with its NUL: an ipc path of more
+# bytes cannot be bound or connected (libzmq fails with ENAMETOOLONG, which once killed a thread).
+ENDPOINT_SCHEMES = ("tcp", "ipc", "inproc")
+MAX_IPC_PATH_BYTES = 107
+MAX_ENDPOINT_CHARS = 1024
+_ENDPOINT_RE = re.compile(r"^(tcp|ipc|inproc)://([^\s\x00-\x1f]+)$")
+_TCP_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\[\]:/]+|[0-9A-Fa-f:]+):(\d{1,5})$")
+
+
+def check_endpoint(endpoint: str) -> str:
+    """``endpoint`` when it is one ZeroMQ can bind or connect: ``tcp://HOST:PORT`` with a port in
+    1-65535, ``ipc://PATH`` of at most ``MAX_IPC_PATH_BYTES`` bytes, or ``inproc://NAME``; else
+    ``ValueError`` with one line saying why. The one check of config files and control requests."""
+    if len(endpoint) > MAX_ENDPOINT_CHARS:
+        raise ValueError(f"endpoint is longer than {MAX_ENDPOINT_CHARS} characters")
+    m = _ENDPOINT_RE.match(endpoint)
+    if m is None:
+        scheme = endpoint.split("://", 1)[0] if "://" in endpoint else ""
+        if scheme and scheme not in ENDPOINT_SCHEMES:
+            raise ValueError(
+                f"unknown endpoint scheme {clip(repr(scheme), 40)} "
+                "(expected tcp://HOST:PORT, ipc://PATH or inproc://NAME)"
+            )
+        raise ValueError("expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+    scheme, rest = m.group(1), m.group(2)
+    if scheme == "tcp":
+        t = _TCP_RE.match(rest)
+        if t is None:
+            raise ValueError("expected tcp://HOST:PORT with a numeric port")
+        port = int(t.group(2))
+        if not 1 <= port <= 65535:
+            raise ValueError(f"TCP port {port} is out of range (1-65535)")
+    elif scheme == "ipc":
+        size = len(rest.encode("utf-8", "surrogatepass"))
+        if size > MAX_IPC_PATH_BYTES:
+            raise ValueError(
+                f"ipc path of {size} bytes is longer than the {MAX_IPC_PATH_BYTES} a Unix "
+                "socket address holds; use a shorter path"
+            )
+    return endpoint
+
+
 Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS), AfterValidator(_unicode)]
 Label = Annotated[str, Field(max_length=MAX_LABEL_CHARS), AfterValidator(_unicode)]
+Endpoint = Annotated[str, AfterValidator(check_endpoint)]
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -155,7 +198,8 @@ def _field_error(e: ValidationError, skip: int = 0) -> str:
     """The first validation error as ``field 'a.b': what`` (both clipped)."""
     err = e.errors(include_url=False, include_input=False)[0]
     loc = ".".join(str(p) for p in err["loc"][skip:]) or "request"
-    return f"field '{clip(loc, 60)}': {clip(err['msg'], 120)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"field '{clip(loc, 60)}': {clip(msg, 120)}"
 
 
 def _parse(parts: Sequence[Part], kind: str, n_parts: int, model: type[_H]) -> _H:
@@ -721,10 +765,7 @@ ObjectId = Annotated[int, Field(ge=1, le=MAX_OBJECT_ID)]
 class AddCamera(_Cmd):
     cmd: Literal["add_camera"]
     camera: CameraName  # type: ignore[assignment]  # required here
-    frames: Annotated[
-        str,
-        Field(max_length=1024, pattern=r"^(tcp://[^\s]+:\d+|ipc://[^\s]+|inproc://[^\s]+)$"),
-    ]
+    frames: Endpoint
     prompt: Prompt | None = None
     # Additive (fleet): the camera's IDs start at first_id and stay below id_limit (a leased block).
     first_id: ObjectId | None = None

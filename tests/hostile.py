@@ -6,7 +6,11 @@ messages with one field made wrong; raw bytes)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +33,53 @@ def patched_jpeg(width: int, height: int) -> bytes:
     i = data.index(b"\xff\xc0")
     data[i + 5 : i + 9] = bytes([height >> 8, height & 255, width >> 8, width & 255])
     return bytes(data)
+
+
+def patched_png(width: int, height: int) -> bytes:
+    """A 64x64 PNG whose header (IHDR, CRC fixed) declares ``width`` x ``height``."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.full((64, 64, 3), 90, np.uint8))
+    assert ok
+    data = bytearray(buf.tobytes())
+    i = data.index(b"IHDR")
+    data[i + 4 : i + 12] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[i + 17 : i + 21] = zlib.crc32(bytes(data[i : i + 17])).to_bytes(4, "big")
+    return bytes(data)
+
+
+BOMB_SIDE = 8192
+_BOMB_WRITER = """
+import sys, av
+path, side, frames = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with av.open(path, "w") as c:
+    s = c.add_stream("libx264", rate=10)
+    s.width = s.height = side
+    s.pix_fmt = "yuv420p"
+    s.options = {"preset": "ultrafast", "crf": "51"}
+    s.codec_context.thread_count = 1
+    f = av.VideoFrame(side, side, "yuv420p")
+    for p in f.planes:
+        p.update(bytes(p.buffer_size))
+    for i in range(frames):
+        f.pts = i
+        for pkt in s.encode(f):
+            c.mux(pkt)
+    for pkt in s.encode():
+        c.mux(pkt)
+"""
+
+
+def write_bomb_video(path: Path, side: int = BOMB_SIDE, frames: int = 2) -> Path:
+    """A decompression bomb: an H.264 MP4 of ``frames`` black ``side`` x ``side`` frames (about
+    100 KB a frame at 8192x8192, ~200 MB each decoded to BGR). Written by a child process, as
+    encoding it takes ~0.7 GB for a moment (2 s)."""
+    subprocess.run(
+        [sys.executable, "-c", _BOMB_WRITER, str(path), str(side), str(frames)],
+        check=True,
+        timeout=120,
+    )
+    return path
 
 
 def frame_header(**kw: Any) -> bytes:
@@ -65,6 +116,20 @@ def known_hostile_frames() -> list[list[bytes]]:
     ]
 
 
+TINY_SIZES = [(1, 64), (64, 1), (1, 1), (2, 2), (3, 64), (4, 4)]  # (height, width)
+
+
+def tiny_frames(first_seq: int, camera: str = CAMERA) -> list[list[Any]]:
+    """Valid frames too small to detect in (a side of 1-4 pixels): the engine tracks on and
+    skips their grounding (counted), where it once logged a 45-line traceback per pass."""
+    from stream.wire import FrameMessage
+
+    return [
+        FrameMessage.from_image(camera, first_seq + i, np.full((h, w, 3), 90, np.uint8)).to_parts()
+        for i, (h, w) in enumerate(TINY_SIZES)
+    ]
+
+
 def known_hostile_requests() -> list[bytes]:
     """Control requests that once ended the control thread or the tracks publisher."""
     return [
@@ -77,7 +142,31 @@ def known_hostile_requests() -> list[bytes]:
         b'{"cmd": "add_object", "box": [1, 2, 30, 40], "label": "' + b"c" * 201 + b'"}',
         b'{"cmd": "add_object", "box": [1, 2, 1e999, 40]}',
         b'{"cmd": "add_object", "box": [1, 2, NaN, 40]}',
+        *(add_camera(frames) for frames in BAD_ENDPOINTS),
     ]
+
+
+# Endpoints an engine once took: 99999 connected to 34463, 2**31 and 0 were accepted, an ipc
+# path over the 107 bytes of a Unix socket address killed the launcher's status thread.
+BAD_ENDPOINTS = [
+    "tcp://127.0.0.1:99999",
+    "tcp://127.0.0.1:0",
+    f"tcp://127.0.0.1:{2**31}",
+    "tcp://127.0.0.1:-5",
+    "tcp://127.0.0.1:",
+    "tcp://:5550",
+    "ipc:///tmp/" + "p" * 103,  # 108 bytes
+    "ipc:///tmp/" + "\u00e9" * 60,  # 65 characters, 125 bytes: over the limit in bytes
+    "udp://127.0.0.1:5550",
+    "ipc://",
+    "inproc://a b",
+    "tcp://127.0.0.1:5550\u0000",
+]
+
+
+def add_camera(frames: str) -> bytes:
+    """An ``add_camera`` request for camera ``hostile`` from ``frames``."""
+    return json.dumps({"cmd": "add_camera", "camera": "hostile", "frames": frames}).encode()
 
 
 def known_hostile_detections() -> list[list[bytes]]:

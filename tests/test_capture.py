@@ -3,6 +3,8 @@ and survival of a real GStreamer RTSP server that is killed, restarted and stall
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import random
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import zmq
 
@@ -24,6 +27,7 @@ from stream.capture import Backoff, Capture
 from stream.config import Config, load_config
 from stream.receiver import LatestFrameReceiver
 from stream.wire import FrameMessage, WireError
+from tests import hostile
 from tests.conftest import free_port, wait_for
 from tests.test_sources import write_video
 
@@ -254,6 +258,41 @@ def test_frames_over_the_payload_limit_are_counted_not_sent(
     finally:
         stop.set()
         thread.join(10)
+    assert result == [0]
+
+
+def test_stream_declaring_huge_frames_is_refused_counted_and_retried(
+    ctx: zmq.Context[Any], endpoint: str, tmp_path: Path
+) -> None:
+    """A network stream whose frames are 8192x8192 (a decompression bomb served over HTTP):
+    refused before decoding, counted in ``too_large``, retried with backoff like a camera that
+    is not up; capture keeps running and nothing is published or decoded at that size."""
+    hostile.write_bomb_video(tmp_path / "bomb.mp4")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, name="http-bomb", daemon=True).start()
+    stop = threading.Event()
+    cfg = _cfg(
+        endpoint,
+        uri=f"http://127.0.0.1:{server.server_address[1]}/bomb.mp4",
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.3,
+    )
+    cap = Capture(cfg, stop, ctx)
+    rss = psutil.Process().memory_info().rss
+    thread, result = _run_in_thread(cap)
+    try:
+        wait_for(lambda: cap.stats.too_large >= 3, timeout=30, what="refusals counted")
+        assert thread.is_alive() and result == []
+        assert cap.stats.frames == 0 and cap.stats.oversized == 0
+        assert cap.stats.state == "waiting" and cap.stats.reconnect_attempts >= 2
+        assert "8192x8192" in cap.stats.last_error and "max_pixels" in cap.stats.last_error
+        assert psutil.Process().memory_info().rss - rss < 150 * 2**20  # a frame: 192 MiB
+    finally:
+        stop.set()
+        thread.join(10)
+        server.shutdown()
+        server.server_close()
     assert result == [0]
 
 

@@ -73,12 +73,12 @@ def fault_report(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def fault_summary(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The figures the issue asks for, from what the tests recorded."""
-    hostile_fig = figures.get("hostile_inputs", {})
+    hostile_figs = [figures[k] for k in ("hostile_inputs", "hostile_limits") if k in figures]
     dog = figures.get("watchdog", {})
     return {
-        "hostile_tried": sum(hostile_fig.get("tried", {}).values()),
-        "hostile_rejected": sum(hostile_fig.get("rejected", {}).values()),
-        "hostile_crashed": hostile_fig.get("crashed", "not run"),
+        "hostile_tried": sum(sum(f.get("tried", {}).values()) for f in hostile_figs),
+        "hostile_rejected": sum(sum(f.get("rejected", {}).values()) for f in hostile_figs),
+        "hostile_crashed": sum(f["crashed"] for f in hostile_figs) if hostile_figs else "not run",
         "watchdog_restarts": dog.get("watchdog_restarts", "not run"),
         "wedged_back_s": dog.get("back_s", "not run"),
     }
@@ -517,7 +517,7 @@ def _rejected_here(parse: Any, msg: Any) -> bool:
     return False
 
 
-def test_hostile_inputs_into_a_real_engine(engine_alone: EngineAlone) -> None:
+def test_hostile_inputs_into_a_real_engine(engine_alone: EngineAlone, engine_procs: Procs) -> None:
     """The inputs that once killed the control thread, the frame receiver or the tracks
     publisher, and hypothesis-generated control requests, frames and detections, over real
     sockets into one engine process: every request is answered, every bad message is rejected
@@ -562,6 +562,8 @@ def test_hostile_inputs_into_a_real_engine(engine_alone: EngineAlone) -> None:
             frame(parts)
         for parts in hostile.known_hostile_detections():
             detections(parts)
+        for parts in hostile.tiny_frames(10**9):  # valid: tracked, not grounded
+            frame(parts)
 
         @HOSTILE
         @given(raw=hostile.control_requests())
@@ -629,6 +631,10 @@ def test_hostile_inputs_into_a_real_engine(engine_alone: EngineAlone) -> None:
         t_big = time.monotonic()
         wait_for(lambda: tap.count_since(t_big) >= 5, timeout=30, what="tracks after the drop")
         assert eng.proc.poll() is None and eng.proc.pid == pid
+        # frames too small to ground (the tiny ones, the fuzzer's 4x2): one line, never a traceback
+        i = engine_procs.started.index(eng.proc)
+        text = (engine_procs.logdir / f"engine-{i}.log").read_text(errors="replace")
+        assert text.count("under 8 pixels a side") <= 1 and "grounding failed" not in text
         FIGURES["hostile_inputs"] = {
             "tried": tried,
             "rejected": rejected,
@@ -638,6 +644,7 @@ def test_hostile_inputs_into_a_real_engine(engine_alone: EngineAlone) -> None:
             "engine_rss_growth_mb": round(rss_growth, 1),
             "frames_rejected_by_reason": by_reason,
             "frame_8k_tracked": True,
+            "tiny_frames_sent": len(hostile.TINY_SIZES),
             "frames_connection_drops_counted": eng.stats()["frames_connection_drops"] - drops,
         }
     finally:
@@ -645,6 +652,75 @@ def test_hostile_inputs_into_a_real_engine(engine_alone: EngineAlone) -> None:
         req.close(0)
         ctx.destroy(linger=0)
         tap.close()
+
+
+def test_hostile_sources_and_endpoints_are_refused(tmp_path: Path) -> None:
+    """Decompression bombs (an 8192x8192 H.264 file, served as a file and as an HTTP stream,
+    PNGs declaring 12000x12000 and 20000x20000), images of 1 pixel, and endpoints ZeroMQ
+    cannot use (in every endpoint key of a config): each refused with one line before any
+    decoding or binding, or (the tiny images) read; none crashes or costs memory."""
+    import functools
+    import http.server
+
+    from stream.config import ConfigError, SourceConfig
+    from stream.errors import SourceError
+    from stream.sources import open_source
+
+    hostile.write_bomb_video(tmp_path / "bomb.mp4")
+    sources: list[str] = [str(tmp_path / "bomb.mp4")]
+    for name, (w, h) in {
+        "png12k": (12000, 12000),
+        "png20k": (20000, 20000),
+        "tiny": (1, 1),
+    }.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.png").write_bytes(hostile.patched_png(w, h))
+        sources.append(str(tmp_path / name))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, name="http-bombs", daemon=True).start()
+    sources.append(f"http://127.0.0.1:{server.server_address[1]}/bomb.mp4")
+    cfg = SourceConfig.model_validate({"realtime": False, "open_timeout_s": 5})
+    tried = {"sources": 0, "config_endpoints": 0}
+    rejected = {"sources": 0, "config_endpoints": 0}
+    crashed = 0
+    rss = psutil.Process().memory_info().rss
+    try:
+        for uri in sources:
+            tried["sources"] += 1
+            try:
+                with open_source(uri, cfg) as src:
+                    src.read()
+            except SourceError as e:
+                assert "\n" not in str(e) and "max_pixels" in str(e), e
+                rejected["sources"] += 1
+            except Exception:  # a crash: counted (and failed below)
+                crashed += 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    keys = ("bus.frames", "bus.tracks", "bus.annotated", "bus.control", "bus.detections")
+    for endpoint in hostile.BAD_ENDPOINTS:
+        for key in keys:
+            tried["config_endpoints"] += 1
+            try:
+                load_config(None, {key: endpoint})
+            except ConfigError as e:
+                assert "\n" not in str(e)
+                rejected["config_endpoints"] += 1
+            except Exception:
+                crashed += 1
+    growth_mb = (psutil.Process().memory_info().rss - rss) / 2**20
+    FIGURES["hostile_limits"] = {
+        "tried": tried,
+        "rejected": rejected,
+        "accepted": {k: tried[k] - rejected[k] for k in tried},
+        "crashed": crashed,
+        "rss_growth_mb": round(growth_mb, 1),
+    }
+    assert crashed == 0
+    assert rejected == {"sources": len(sources) - 1, "config_endpoints": tried["config_endpoints"]}
+    assert growth_mb < 150, f"RSS grew by {growth_mb:.0f} MB"  # one 8192^2 frame: 192 MiB
 
 
 def test_control_stays_answerable_under_a_crowd(engine_alone: EngineAlone) -> None:

@@ -214,3 +214,58 @@ def test_full_disk_keeps_files_playable_says_so_once_and_resumes(tmp_path: Path)
     for mp4 in mp4s:  # the one the full disk cut short and the new one both play to the end
         frames, lines = _check_pair(mp4)
         assert frames >= 1 and lines >= 1, mp4.name
+
+
+def test_frames_too_small_for_h264_are_refused_and_counted(tmp_path: Path) -> None:
+    """A 1-pixel-wide first frame once crashed ``promptcam record`` (H.264 cannot hold it):
+    frames under 2 pixels a side are refused and counted (said in the summary), the recording
+    starts with the first frame it can hold, odd sizes are cropped to even."""
+    import time
+
+    import numpy as np
+    import zmq
+
+    from stream import bus as zbus
+    from stream.wire import AnnotatedMessage, encode_jpeg
+
+    ov = _overrides()
+    ctx: zmq.Context[Any] = zmq.Context()
+    pub = zbus.bind(ctx, zmq.PUB, ov["bus.annotated"])
+    proc = subprocess.Popen(
+        _cmd(ov, tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+    def frame(seq: int, h: int, w: int) -> list[Any]:
+        img = np.full((h, w, 3), 120, np.uint8)
+        jpeg = encode_jpeg(img)
+        return AnnotatedMessage("cam0", seq, time.time_ns(), w, h, 0, jpeg).to_parts()
+
+    try:
+        seq = 0
+        deadline = time.monotonic() + 30
+        after_open = 30  # rounds sent once the recording has started (its first frame)
+        while after_open > 0:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no recording started"
+            for h, w in ((64, 1), (1, 64), (1, 1), (49, 65)):
+                pub.send_multipart(frame(seq, h, w))
+                seq += 1
+            if any(tmp_path.glob("*.mp4")):
+                after_open -= 1
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        pub.close(0)
+        ctx.term()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+    assert "too_small" in out and "rejected" in out, out
+    assert err.count("under 2 pixels a side") <= 10  # the recorder's first ten rejections
+    [mp4] = sorted(tmp_path.glob("*.mp4"))
+    with av.open(str(mp4)) as c:
+        sizes = [(f.width, f.height) for f in c.decode(video=0)]
+    assert len(sizes) >= 20 and set(sizes) == {(64, 48)}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from stream.receiver import LatestFrameReceiver
 from stream.wire import (
+    MAX_IPC_PATH_BYTES,
     MAX_LABEL_CHARS,
     MAX_PROMPT_CHARS,
     AddObject,
@@ -22,6 +24,7 @@ from stream.wire import (
     TrackedObject,
     TracksMessage,
     WireError,
+    check_endpoint,
     control_reply,
     encode_jpeg,
     jpeg_size,
@@ -199,6 +202,47 @@ def test_known_hostile_requests_are_rejected_as_wire_errors(raw: bytes) -> None:
 def test_known_hostile_detections_are_rejected_as_wire_errors(parts: list[bytes]) -> None:
     with pytest.raises(WireError):
         DetectionsMessage.from_parts(parts)
+
+
+@pytest.mark.parametrize("frames", hostile.BAD_ENDPOINTS)
+def test_bad_endpoints_are_refused_by_control_and_config(frames: str) -> None:
+    """One check (``check_endpoint``) for add_camera requests and config files: a port outside
+    1-65535, an ipc path over 107 bytes, an unknown scheme: one line, never a bind."""
+    from stream.config import ConfigError, load_config
+
+    with pytest.raises(WireError, match="field 'frames'") as e:
+        parse_control(hostile.add_camera(frames))
+    assert "\n" not in str(e.value) and "Value error" not in str(e.value)
+    for key in ("bus.frames", "bus.control", "bus.tracks", "bus.detections"):
+        with pytest.raises(ConfigError, match=key) as c:
+            load_config(None, {key: frames})
+        assert "\n" not in str(c.value)
+
+
+def test_good_endpoints_pass_and_the_ipc_limit_is_the_sockets(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
+    from stream.config import ConfigError, load_config
+
+    longest = "ipc:///tmp/" + "q" * (MAX_IPC_PATH_BYTES - 5)
+    for frames in ("tcp://127.0.0.1:1", "tcp://127.0.0.1:65535", "tcp://[::1]:5550", longest):
+        assert check_endpoint(frames) == frames
+        assert parse_control(hostile.add_camera(frames)).frames == frames  # type: ignore[union-attr]
+    sock = ctx.socket(zmq.PUB)  # the longest accepted path binds; one byte more does not
+    try:
+        sock.bind(longest)
+        with pytest.raises(zmq.ZMQError):
+            sock.bind(longest + "q")
+    finally:
+        sock.close(0)
+        Path(longest[6:]).unlink(missing_ok=True)
+    # a camera's derived endpoint (the base ipc path + "-NAME") is checked too
+    base = "ipc:///tmp/" + "b" * 90
+    with pytest.raises(ConfigError, match=r"cameras\.yard_camera_2\.frames.*ipc path of 109 bytes"):
+        load_config(
+            None,
+            {"bus.frames": base, "cameras": {"a": {"source": "demo"}, "yard_camera_2": {}}},
+        )
 
 
 def test_prompts_and_labels_are_bounded_like_the_web_form() -> None:

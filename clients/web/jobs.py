@@ -37,7 +37,8 @@ from typing import Any, Literal
 import av
 import psutil
 
-from stream.config import Config
+from stream.config import Config, SourceConfig
+from stream.sources import SourceTooLargeError, check_frame_size
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,21 @@ class VideoInfo:
     codec: str
 
 
-def probe_video(path: Path) -> VideoInfo:
-    """Open ``path`` with PyAV and decode its first frame; ``UploadError`` if that fails."""
+def probe_video(
+    path: Path, max_pixels: int = SourceConfig.model_fields["max_pixels"].default
+) -> VideoInfo:
+    """Open ``path`` with PyAV and decode its first frame; ``UploadError`` if that fails or if
+    its frames are larger than ``max_pixels`` (``source.max_pixels``: checked before decoding)."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise UploadError("the file has no video stream")
             stream = container.streams.video[0]
+            cc = stream.codec_context
+            try:
+                check_frame_size(cc.width, cc.height, max_pixels)
+            except SourceTooLargeError as e:
+                raise UploadError(str(e)) from None
             for frame in container.decode(stream):
                 fps = float(stream.average_rate) if stream.average_rate else None
                 return VideoInfo(

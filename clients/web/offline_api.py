@@ -206,7 +206,9 @@ async def api_job_create(request: web.Request) -> web.Response:
         with st.jobs.uploading():
             video, name, fields = await _read_upload(st, request, directory)
             try:
-                info = await asyncio.get_running_loop().run_in_executor(None, probe_video, video)
+                info = await asyncio.get_running_loop().run_in_executor(
+                    None, probe_video, video, st.cfg.source.max_pixels
+                )
             except UploadError as e:
                 raise web.HTTPBadRequest(text=f"this file cannot be used: {e}") from None
             job = Job(job_id, directory, video, "", st.cfg.engine.seed_with, [], info, name=name)

@@ -95,6 +95,12 @@ def make_detections(
     )
 
 
+# Frames narrower than this are not run through a detector: its processor takes a side of 1, 3
+# or 4 pixels for the channel axis and fails (a 45-line traceback per pass), and nothing could
+# be found in them anyway; such frames get no detections.
+MIN_DETECT_SIDE = 8
+
+
 def empty_detections() -> sv.Detections:
     return make_detections(np.zeros((0, 4)), np.zeros(0), [], [])
 
@@ -200,6 +206,8 @@ class DetectorBase(ABC):
         groups: dict[Hashable, list[int]] = {}
         for i, (image, prompt) in enumerate(zip(images, prompts, strict=True)):
             check_image(image)
+            if min(image.shape[:2]) < MIN_DETECT_SIDE:
+                continue  # too small to detect in: no detections (the engine counts these)
             groups.setdefault(self._group_key(image, prompt), []).append(i)
         out: list[sv.Detections | None] = [None] * len(images)
         with torch.inference_mode(), self._autocast():
