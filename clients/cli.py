@@ -11,9 +11,15 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from clients.proctitle import TOKEN_ENV, hide_secrets
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "promptcam":
+    hide_secrets()  # before the slow imports below: a token in argv shows in ps until then
 
 from clients.bench import DEFAULT_PARTS, PARTS
 from stream.config import Config, ConfigError, load_config, parse_override, shorten
@@ -316,6 +322,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
             overrides[key] = val
     if getattr(args, "port", None) is not None:
         overrides["web.port"] = args.port
+    if "web.token" not in overrides and os.environ.get(TOKEN_ENV):
+        overrides["web.token"] = os.environ[TOKEN_ENV]  # no secret on the command line
     for item in getattr(args, "set", []) or []:
         k, v = parse_override(item)
         overrides[k] = v
