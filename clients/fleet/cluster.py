@@ -6,7 +6,8 @@ cluster (Ray's own retries took over 40 s there), with one line and exit status 
 prints while joining (its C++ core writes warnings straight to file descriptor 2: twenty on an
 address it cannot use) is caught and said in one line. Then ``check_resources`` turns the
 fleet section into what Ray schedules (engines, GPUs per engine) or says which resource the
-cluster lacks. A local instance (no ``--address``) is a one-node cluster bound to loopback.
+cluster lacks. A local instance (no ``--address``) is a one-node cluster bound to loopback,
+whose processes end with the fleet process even when it is SIGKILLed (``clients.fleet.reaper``).
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ def connect(address: str | None, cfg: Config, *, log_to_driver: bool) -> Connect
     start a local one-node instance when ``address`` is None."""
     if address is None:
         os.environ.setdefault(LOCAL_LOOPBACK_ENV, "0")
+        from clients.fleet.reaper import start_reaper
+
+        start_reaper()  # a SIGKILLed fleet leaves no Ray process behind
     elif address != "auto":
         check_reachable(address, min(REACH_TIMEOUT_S, cfg.fleet.connect_timeout_s))
     import ray
