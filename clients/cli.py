@@ -240,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated parts to run (default {','.join(DEFAULT_PARTS)}; see below)",
     )
     p.add_argument("--soak", type=float, metavar="MINUTES", help="long-run memory/latency soak")
+    p.add_argument(
+        "--churn",
+        type=int,
+        metavar="CYCLES",
+        help="soak: add and remove 4 cameras CYCLES times, engine RSS before and after",
+    )
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
 
     p = sub.add_parser("models", help="list model and detector presets, and what is cached")
