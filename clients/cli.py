@@ -11,10 +11,16 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from clients.proctitle import TOKEN_ENV, hide_secrets
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "promptcam":
+    hide_secrets()  # before the slow imports below: a token in argv shows in ps until then
 
 from clients.bench import DEFAULT_PARTS, PARTS
 from stream.config import Config, ConfigError, load_config, parse_override, shorten
@@ -235,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated parts to run (default {','.join(DEFAULT_PARTS)}; see below)",
     )
     p.add_argument("--soak", type=float, metavar="MINUTES", help="long-run memory/latency soak")
+    p.add_argument(
+        "--churn",
+        type=int,
+        metavar="CYCLES",
+        help="soak: add and remove 4 cameras CYCLES times, engine RSS before and after",
+    )
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
 
     p = sub.add_parser("models", help="list model and detector presets, and what is cached")
@@ -324,6 +336,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
             overrides[key] = val
     if getattr(args, "port", None) is not None:
         overrides["web.port"] = args.port
+    if "web.token" not in overrides and os.environ.get(TOKEN_ENV):
+        overrides["web.token"] = os.environ[TOKEN_ENV]  # no secret on the command line
     for item in getattr(args, "set", []) or []:
         k, v = parse_override(item)
         overrides[k] = v

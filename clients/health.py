@@ -21,9 +21,10 @@ With several cameras the children are ``capture:NAME`` (one per camera), ``engin
 ``capture`` is the first camera's status, ``cameras`` every camera's.
 
 ``state`` is one of ``starting`` (not ready yet), ``running``, ``suspended`` (stopped by a
-signal such as SIGSTOP: not ready), ``wedged`` (killed by the progress watchdog, about to be
-restarted), ``backoff`` (waiting to be restarted), ``finished`` (ended cleanly, not restarted) or
-``failed``; each child also has ``watchdog_restarts``. The file is written mode 0600 and holds the
+signal such as SIGSTOP: not ready), ``wedged`` (killed by the progress watchdog or for not
+becoming ready within its start timeout, about to be restarted), ``backoff`` (waiting to be
+restarted), ``finished`` (ended cleanly, not restarted) or ``failed``; each child also has
+``watchdog_restarts`` and ``start_timeouts``. The file is written mode 0600 and holds the
 page URL without its ``?token=``.
 
 Progress watchdog (``ProgressWatchdog``, after Frigate's): a ready child that has not answered
@@ -73,6 +74,7 @@ class ChildInfo:
     uptime_s: float | None
     error: str | None = None  # why it failed for good (a camera among several)
     watchdog_restarts: int = 0
+    start_timeouts: int = 0  # killed for not becoming ready within its start timeout
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,7 @@ class ChildInfo:
             "ready": self.ready,
             "restarts": self.restarts,
             "watchdog_restarts": self.watchdog_restarts,
+            "start_timeouts": self.start_timeouts,
             "last_exit": self.last_exit,
             "uptime_s": None if self.uptime_s is None else round(self.uptime_s, 1),
         }
@@ -331,6 +334,9 @@ def status_line(
     watchdog = sum(c.watchdog_restarts for c in children.values())
     if watchdog:
         restarts += f", by watchdog {watchdog}"
+    timeouts = sum(c.start_timeouts for c in children.values())
+    if timeouts:
+        restarts += f", start timeouts {timeouts}"
     other = [f"{c.name} {c.state}" for c in children.values() if c.state != "running"]
     parts.append(f"restarts {restarts}" + (f" ({', '.join(other)})" if other else ""))
     parts.append(f"up {_uptime(uptime_s)}")

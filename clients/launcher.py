@@ -21,7 +21,11 @@ that cannot be fetched) before it ever became ready, or one that fails
 ``run.max_start_failures`` times in a row before becoming ready.
 
 Ready means: capture published a status message, the engine answered ``stats``, the web
-answered ``/healthz``. A ready child is watched: one stopped by a signal (SIGSTOP) is shown
+answered ``/healthz``. A child not ready within its kind's start timeout
+(``run.capture_start_timeout_s``, ``run.engine_start_timeout_s``: model loading is slow on CPU,
+``run.web_start_timeout_s``), stopped (SIGSTOP) or stuck on something that never answers, is
+killed and restarted with backoff like a child that crashed (a failed start, counted in
+``start_timeouts``). A ready child is watched: one stopped by a signal (SIGSTOP) is shown
 ``suspended`` and not ready at once; one the progress watchdog finds wedged (no answer, or an
 engine publishing nothing while frames flow, for ``run.watchdog_s``: ``clients.health``) is
 killed and restarted like a child that died, and counted in ``watchdog_restarts``.
@@ -206,6 +210,8 @@ class ChildSpec:
     # An essential child that cannot start stops the run; a non-essential one (a camera among
     # several) is marked failed, with its error line, and the others go on.
     essential: bool = True
+    # Not ready this long after it started: killed, and restarted like a child that crashed.
+    start_timeout_s: float | None = None
 
 
 @dataclass
@@ -220,6 +226,8 @@ class _Child:
     suspended: bool = False  # stopped by a signal (SIGSTOP), as the kernel says
     restarts: int = 0
     watchdog_restarts: int = 0
+    start_timeouts: int = 0  # times it was killed for not becoming ready in time
+    killed_because: str | None = None  # why the launcher killed the current process
     start_failures: int = 0  # consecutive exits before becoming ready
     backoff_level: int = 0
     next_start_at: float | None = None
@@ -229,7 +237,10 @@ class _Child:
     error: str | None = None  # why a non-essential child failed for good
 
     def error_line(self) -> str:
-        """The child's last error line (the CLI's ``promptcam X: error: ...``), else its last line."""
+        """The child's last error line (the CLI's ``promptcam X: error: ...``), else its last
+        line; for a child the launcher killed, why."""
+        if self.killed_because is not None:
+            return self.killed_because
         for line in reversed(self.last_lines):
             if "error" in line.lower():
                 return line
@@ -285,6 +296,7 @@ class Supervisor:
 
     def _spawn(self, c: _Child) -> None:
         c.last_lines = []
+        c.killed_because = None
         c.proc = subprocess.Popen(
             list(c.spec.argv),
             stdin=subprocess.DEVNULL,
@@ -333,6 +345,8 @@ class Supervisor:
                     log.info("%s ready after %.1fs", c.spec.name, now - c.started_at)
                 if c.ready:
                     self._watch(c, now)
+                else:
+                    self._watch_start(c, now)
                 continue
             if c.proc is not None:
                 self._on_exit(c, now)
@@ -340,14 +354,44 @@ class Supervisor:
                 c.restarts += 1
                 self._spawn(c)
 
-    def _watch(self, c: _Child, now: float) -> None:
-        """Mark a suspended child, kill a wedged one (its exit is then handled as any exit)."""
+    def _mark_suspended(self, c: _Child, active: str) -> None:
         assert c.proc is not None
         suspended = _is_suspended(c.proc.pid)
         if suspended != c.suspended:
             c.suspended = suspended
-            c.state = "suspended" if suspended else "running"
+            c.state = "suspended" if suspended else active
             log.warning("%s %s", c.spec.name, "is suspended (SIGSTOP?)" if suspended else "resumed")
+
+    def _watch_start(self, c: _Child, now: float) -> None:
+        """Kill a child that did not become ready within its start timeout (stopped, or stuck
+        on something that never answers); its exit is then handled as a failed start."""
+        assert c.proc is not None
+        self._mark_suspended(c, "starting")
+        limit = c.spec.start_timeout_s
+        if limit is None or now - c.started_at <= limit:
+            return
+        c.start_timeouts += 1
+        c.killed_because = f"not ready within its start timeout of {limit:g}s"
+        c.state = "wedged"
+        log.warning(
+            "%s %s (%s): killing it, start timeout %d",
+            c.spec.name,
+            c.killed_because,
+            "suspended" if c.suspended else "no answer",
+            c.start_timeouts,
+        )
+        self._kill(c)
+
+    def _kill(self, c: _Child) -> None:
+        assert c.proc is not None
+        _signal_group(c, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # poll() sees the exit later
+            c.proc.wait(timeout=5.0)
+
+    def _watch(self, c: _Child, now: float) -> None:
+        """Mark a suspended child, kill a wedged one (its exit is then handled as any exit)."""
+        assert c.proc is not None
+        self._mark_suspended(c, "running")
         reason = self.watchdog(c.spec.name, c.ready_at, now) if self.watchdog else None
         if reason is None:
             return
@@ -359,9 +403,7 @@ class Supervisor:
             reason,
             c.watchdog_restarts,
         )
-        _signal_group(c, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):  # poll() sees the exit later
-            c.proc.wait(timeout=5.0)
+        self._kill(c)
 
     def _on_exit(self, c: _Child, now: float) -> None:
         assert c.proc is not None
@@ -461,6 +503,7 @@ class Supervisor:
                 uptime_s=now - c.started_at if alive else None,
                 error=c.error,
                 watchdog_restarts=c.watchdog_restarts,
+                start_timeouts=c.start_timeouts,
             )
         return out
 
@@ -541,7 +584,9 @@ def prepare_config(cfg: Config, run_dir: Path) -> Config:
 
 def child_specs(cfg: Config, config_path: Path) -> list[ChildSpec]:
     """One capture per camera (``capture``, or ``capture:NAME`` with a cameras mapping, each
-    restarted on its own), one engine for all cameras, one web server."""
+    restarted on its own), one engine for all cameras, one web server; each with its kind's
+    start timeout (``run.*_start_timeout_s``)."""
+    capture_limit = cfg.run.capture_start_timeout_s
     if cfg.cameras:
         captures = [
             ChildSpec(
@@ -549,17 +594,29 @@ def child_specs(cfg: Config, config_path: Path) -> list[ChildSpec]:
                 child_argv("capture", config_path, camera=name),
                 restart_on_clean_exit=False,
                 essential=False,
+                start_timeout_s=capture_limit,
             )
             for name in cfg.cameras
         ]
     else:
         captures = [
-            ChildSpec("capture", child_argv("capture", config_path), restart_on_clean_exit=False)
+            ChildSpec(
+                "capture",
+                child_argv("capture", config_path),
+                restart_on_clean_exit=False,
+                start_timeout_s=capture_limit,
+            )
         ]
     return [
         *captures,
-        ChildSpec("engine", child_argv("engine", config_path)),
-        ChildSpec("web", child_argv("web", config_path)),
+        ChildSpec(
+            "engine",
+            child_argv("engine", config_path),
+            start_timeout_s=cfg.run.engine_start_timeout_s,
+        ),
+        ChildSpec(
+            "web", child_argv("web", config_path), start_timeout_s=cfg.run.web_start_timeout_s
+        ),
     ]
 
 

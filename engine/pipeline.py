@@ -20,6 +20,9 @@ the frame it was computed on; that camera matches it against its tracks *of that
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import gc
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -62,6 +65,31 @@ log = logging.getLogger(__name__)
 
 Manual = Sequence[tuple[Sequence[float], str]]
 DEFAULT_GROUND_BATCH = 4
+
+
+def release_memory(device: Any = None) -> None:
+    """Give freed memory back: collect reference cycles (a camera's tracks, masks and memory
+    bank refer to each other), empty torch's CUDA cache on a CUDA device, and ask glibc to
+    return free heap pages of every arena (``malloc_trim``). Without the trim, 60 cameras added
+    and removed left the engine at 2.1 GB from 328 MB: the pages stay in glibc's per-thread
+    arenas, free but held."""
+    gc.collect()
+    if device is not None and getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None (another C library, another system)."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 class UnknownCameraError(PromptError):
@@ -138,12 +166,15 @@ class MultiCameraEngine:
         return cam
 
     def remove_camera(self, name: str) -> None:
-        """Stop serving ``name``: its tracks end and its memory is freed."""
+        """Stop serving ``name``: its tracks end and its memory is freed, and given back to
+        the system (``release_memory``)."""
         cam = self.camera(name)
         if not cam.manager.id_allocator.leased:
             self.ids.release(name, cam.manager.next_id)
         cam.close()
         del self._cameras[name]
+        del cam
+        release_memory(self._device)
 
     def set_detector(self, detector: Detector) -> None:
         """Install the detector (loaded lazily on the first text prompt)."""

@@ -471,6 +471,24 @@ class RunConfig(_Model):
         le=3600,
         description="Progress watchdog: a ready child that stops answering (or is stopped) for this long, or an engine that publishes nothing while frames flow for this long (or 4x its last frame time, whichever is longer), is killed and restarted. None: off.",
     )
+    capture_start_timeout_s: float | None = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="A capture child that has not published its first status this long after it started (stopped, stuck opening something) is killed and restarted with backoff like one that crashed; a camera that is away does not count (capture reports 'waiting'). None: no limit.",
+    )
+    engine_start_timeout_s: float | None = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="An engine child that has not answered 'stats' this long after it started is killed and restarted with backoff like one that crashed. Loading models is the slow part (the demo preset: 43 s on a 2-core CPU at load 11; a Hub preset loads more): leave margin. None: no limit.",
+    )
+    web_start_timeout_s: float | None = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="A web child that has not answered /healthz this long after it started is killed and restarted with backoff like one that crashed. None: no limit.",
+    )
     status_file: Path | None = Field(
         None,
         description="JSON status written by `promptcam run` every second (children, pids, restarts, last capture/engine stats); the web reads it for /metrics. None: a file in the run's temporary directory.",
@@ -559,6 +577,12 @@ class FleetConfig(_Model):
         ge=1,
         le=4096,
         description="CPUs of the local Ray instance started when no --address is given (None: all).",
+    )
+    connect_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="`promptcam fleet ... --address`: give up joining the Ray cluster after this long (one line, exit 2), instead of Ray's own retries (over 40 s on an address that is not a Ray cluster).",
     )
 
     @field_validator("engine_resources")

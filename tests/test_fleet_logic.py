@@ -385,3 +385,43 @@ def test_unreachable_cluster_is_a_fast_one_line_error() -> None:
         )
         assert p.returncode == 2 and p.stderr.count("\n") == 1, (argv, p.stderr)
         assert p.stderr.startswith("promptcam fleet: error: ") and "Traceback" not in p.stderr
+
+
+def test_address_that_is_no_ray_cluster_gives_up_in_time_with_one_line() -> None:
+    """Something listens on the address but it is no Ray cluster: Ray's retries went on for
+    over 40 s printing warnings; fleet.connect_timeout_s bounds it, in one line, exit 2."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        for argv in (
+            ["fleet", "status", "--address", address],
+            ["fleet", "remove-camera", "x", "--address", address],
+        ):
+            t0 = time.monotonic()
+            p = subprocess.run(
+                [sys.executable, "-m", "clients.cli", *argv, "--set", "fleet.connect_timeout_s=2"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            took = time.monotonic() - t0
+            assert p.returncode == 2 and p.stderr.count("\n") == 1, (argv, p.stderr)
+            assert p.stderr.startswith(
+                f"promptcam fleet: error: no Ray cluster answered at {address} within 2s"
+            ), p.stderr
+            assert took < 20, took  # importing Ray, then 2 s (it was > 40 s)
+
+
+def test_ray_output_is_summarised_in_one_line() -> None:
+    from clients.fleet.cluster import summarise_ray_output
+
+    text = "".join(
+        f"[2026-12-06 04:43:00,056 W 3969 3969] rpc_client.h:153: Failed to connect {k}\n"
+        for k in range(20)
+    )
+    assert summarise_ray_output(text) == "20 lines from Ray, first: Failed to connect 0"
+    assert summarise_ray_output("\n \n") == ""

@@ -3,6 +3,7 @@ start-up checks, one-line errors for bad config and arguments, and a short real 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -40,6 +41,7 @@ from clients.launcher import (
     prepare_config,
     write_child_config,
 )
+from clients.proctitle import redact_argv
 from stream.config import Config, RunConfig, load_config
 from tests.conftest import free_port, tcp_endpoint, wait_for
 
@@ -523,3 +525,245 @@ def test_status_file_is_private_and_holds_no_token(tmp_path: Path) -> None:
 def test_prepare_config_keeps_engine_state_in_the_run_directory(tmp_path: Path) -> None:
     cfg = prepare_config(load_config(None), tmp_path)
     assert cfg.engine.state_file == tmp_path / "engine-state.json"
+
+
+# --------------------------------------------------------------------------- start timeout
+
+
+def test_child_not_ready_within_its_start_timeout_is_restarted(
+    supervisors: list[Supervisor],
+) -> None:
+    """A child that never becomes ready (here: never answers) is killed after its start
+    timeout and restarted like one that crashed; in a row they count as failed starts."""
+    spec = ChildSpec("engine", py("import time; time.sleep(60)"), start_timeout_s=0.5)
+    sup = supervise(supervisors, [spec], run=FAST.model_copy(update={"max_start_failures": 2}))
+    first = sup.pids()["engine"]
+    poll_until(sup, lambda: sup.children["engine"].start_timeouts == 1, what="first timeout")
+    assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+    poll_until(sup, lambda: sup.pids().get("engine", first) != first, what="restarted")
+    assert sup.info()["engine"].restarts == 1 and sup.info()["engine"].start_timeouts == 1
+    with pytest.raises(ChildFailedError, match=r"not ready within its start timeout of 0\.5s"):
+        poll_until(sup, lambda: False, what="second start failure is fatal")
+
+
+def test_run_restarts_an_engine_stopped_during_start_up(tmp_path: Path) -> None:
+    """`promptcam run`, its engine SIGSTOPped while it loads: shown suspended, killed after
+    run.engine_start_timeout_s and started again (a new, running process)."""
+    overrides = {
+        **run_overrides(tmp_path),
+        "run.engine_start_timeout_s": "8",
+        "run.restart_initial_s": "0.2",
+        "run.max_start_failures": "100",  # a loaded machine may need several tries
+        "run.stop_timeout_s": "1",
+    }
+    cmd = [sys.executable, "-m", "clients.cli", "run", "--models", "tiny-random"]
+    proc = subprocess.Popen(
+        [*cmd, "--duration", "120", *as_args(overrides)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def engine_pid() -> int | None:
+            for p in psutil.Process(proc.pid).children():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    argv = " ".join(p.cmdline())
+                    if "promptcam: engine" in argv or "--child engine" in argv:
+                        return p.pid
+            return None
+
+        stopped = wait_for(engine_pid, timeout=60, interval=0.01, what="engine started")
+        os.kill(stopped, signal.SIGSTOP)
+        born = psutil.Process(stopped).create_time()
+        wait_for(
+            lambda: (
+                (s := read_status_file(tmp_path / "status.json"))
+                and s["children"]["engine"]["state"] == "suspended"
+            ),
+            timeout=15,
+            what="engine shown suspended",
+        )
+        new = wait_for(
+            lambda: (pid := engine_pid()) and pid != stopped and pid,
+            timeout=30,
+            interval=0.05,
+            what="engine restarted",
+        )
+        restarted_after = psutil.Process(new).create_time() - born
+        assert 8 <= restarted_after < 8 + 5, restarted_after  # the timeout, a short backoff
+        assert psutil.Process(new).status() != psutil.STATUS_STOPPED
+        assert not psutil.pid_exists(stopped) or (
+            psutil.Process(stopped).status() == psutil.STATUS_ZOMBIE
+        )
+        engine = wait_for(
+            lambda: (
+                (s := read_status_file(tmp_path / "status.json"))
+                and (e := s["children"]["engine"])["pid"] == new
+                and e
+            ),
+            timeout=15,
+            what="status file shows the new engine",
+        )
+        assert engine["restarts"] >= 1 and engine["start_timeouts"] >= 1, engine
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# --------------------------------------------------------------------------- secrets off argv
+
+
+def test_redact_argv_hides_tokens_and_url_credentials() -> None:
+    argv = [
+        "promptcam",
+        "run",
+        "--token",
+        "tok-aaaa1",
+        "--token=tok-bbbb2",
+        "--set",
+        "web.token=tok-cccc3",
+        "--set=web.token=tok-dddd4",
+        "--source",
+        "rtsp://admin:pw-eeee5@127.0.0.1:8554/cam",
+        "--set",
+        "engine.max_missed=7",
+    ]
+    out = redact_argv(argv)
+    assert not any(s in " ".join(out) for s in ("aaaa1", "bbbb2", "cccc3", "dddd4", "eeee5"))
+    assert out[-2:] == ["--set", "engine.max_missed=7"]
+    assert out[9] == "rtsp://***@127.0.0.1:8554/cam" and out[6] == "web.token=***"
+    assert redact_argv(["promptcam", "run", "--set", "web.port=9"]) == [
+        "promptcam",
+        "run",
+        "--set",
+        "web.port=9",
+    ]
+
+
+def _cmdlines_with(secret: bytes, pids: set[int]) -> list[str]:
+    """Command lines (of ``pids``) holding ``secret``."""
+    found = []
+    for pid in pids:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if secret in raw:
+            found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def _tree(pid: int) -> set[int]:
+    try:
+        return {pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def _watch_start_up(
+    proc: subprocess.Popen[bytes], status: Path, secret: bytes
+) -> tuple[list[str], float | None]:
+    """Scan the command lines of the launcher and its children until capture, engine and web
+    run and the web is ready: (children's command lines seen holding ``secret``, seconds
+    after spawn the launcher's own command line last held it, None: never seen)."""
+    t0 = time.monotonic()
+    last_seen: float | None = None
+    leaks: list[str] = []
+    deadline = t0 + 120
+    while time.monotonic() < deadline:
+        pids = _tree(proc.pid)
+        if _cmdlines_with(secret, {proc.pid}):
+            last_seen = time.monotonic() - t0
+        leaks += _cmdlines_with(secret, pids - {proc.pid})
+        titles = set(_titles_of_children(proc.pid)) if pids else set()
+        s = read_status_file(status)
+        if (
+            {"promptcam: capture", "promptcam: engine", "promptcam: web"} <= titles
+            and s is not None
+            and s["children"]["web"]["ready"]
+        ):
+            return leaks, last_seen
+        assert proc.poll() is None, "the run ended early"
+        time.sleep(0.002)
+    pytest.fail("run did not start within 120 s")
+
+
+def _start_run(tmp_path: Path, extra: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clients.cli",
+            "run",
+            "--models",
+            "tiny-random",
+            "--duration",
+            "120",
+            *as_args({**run_overrides(tmp_path), "run.stop_timeout_s": "1"}),
+            *extra,
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _page_status(port: int, token: str | None) -> int:
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}/" + (f"?token={token}" if token else "")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_token_from_the_environment_never_shows_in_a_command_line(tmp_path: Path) -> None:
+    """`promptcam run` with PROMPTCAM_TOKEN: no command line of the launcher or its children
+    ever holds the token during start-up, and the page asks for it."""
+    token = "envtok-" + os.urandom(6).hex()
+    proc = _start_run(tmp_path, [], {"PROMPTCAM_TOKEN": token})
+    try:
+        leaks, launcher_seen = _watch_start_up(proc, tmp_path / "status.json", token.encode())
+        assert leaks == [] and launcher_seen is None, (leaks, launcher_seen)
+        status = read_status_file(tmp_path / "status.json")
+        assert status is not None
+        port = int(status["url"].rsplit(":", 1)[1].strip("/"))
+        assert _page_status(port, None) == 401
+        assert _page_status(port, token) == 200
+    finally:
+        _stop(proc)
+
+
+def test_token_on_the_command_line_is_hidden_at_once_and_never_reaches_children(
+    tmp_path: Path,
+) -> None:
+    """`promptcam run --set web.token=T`: the launcher rewrites its title before its slow
+    imports (the token showed ~2 s before), and no child's command line holds the token."""
+    token = "argtok-" + os.urandom(6).hex()
+    proc = _start_run(tmp_path, ["--set", f"web.token={token}"], {})
+    try:
+        leaks, launcher_seen = _watch_start_up(proc, tmp_path / "status.json", token.encode())
+        assert leaks == []
+        assert launcher_seen is None or launcher_seen < 1.0, launcher_seen
+    finally:
+        _stop(proc)

@@ -81,7 +81,7 @@ def format_table(rows: list[BenchRow]) -> str:
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    if args.soak is not None and "soak" not in parts:
+    if (args.soak is not None or getattr(args, "churn", None) is not None) and "soak" not in parts:
         parts.append("soak")
     for p in parts:
         if p not in PARTS:

@@ -10,6 +10,14 @@ and latency mean: no growth with stream length.
 
 The same measurement backs the compressed long-run test (thousands of frames, tiny-random,
 fast demo), which asserts the last window is within tolerance of the first.
+
+Camera churn (``--churn CYCLES``, instead of the stream soak): one demo capture per churn
+camera and an engine; 4 cameras added to the engine over its control socket, tracked until each
+published a few tracks messages, removed again, CYCLES times after 2 warm-up cycles. The
+engine's RSS is sampled 1 s after each cycle's removals; the start is the median over the
+first 5 cycles after warm-up, the end over the last 5 (one sample swings by ~15 %: frames in
+flight, the grounding worker); the table and JSON give both, the growth (target: under 15 %)
+and the peak.
 """
 
 from __future__ import annotations
@@ -261,6 +269,22 @@ def summarise(
 
 
 def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
+    churn = getattr(args, "churn", None)
+    if churn is not None:
+        if churn < 1:
+            raise PromptcamError(f"--churn must be >= 1 cycles, got {churn}")
+        churn_plan = ChurnPlan(cycles=churn)
+        log.info(
+            "soak: camera churn, %d x %d cameras, models %s",
+            churn,
+            churn_plan.cameras,
+            cfg.models.preset,
+        )
+        cr = measure_churn(churn_plan, cfg)
+        return churn_rows(
+            cr,
+            f"{cfg.models.preset}, demo {churn_plan.fps:g} fps {churn_plan.width}x{churn_plan.height}",
+        )
     minutes = args.soak if args.soak is not None else (0.5 if args.quick else 5.0)
     if minutes <= 0:
         raise PromptcamError(f"--soak must be > 0 minutes, got {minutes}")
@@ -320,4 +344,169 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
             "latest frame wins",
         ),
         row("soak", "engine restarts", s["engine_restarts"], ""),
+    ]
+
+
+# --------------------------------------------------------------------------- camera churn
+
+
+@dataclass(frozen=True)
+class ChurnPlan:
+    """``promptcam bench --soak MINUTES --churn CYCLES``: ``cameras`` cameras added to a running
+    engine and removed again, ``cycles`` times after ``warmup_cycles``; each added camera must
+    publish ``tracks_per_camera`` tracks messages (so it really tracked) before it is removed."""
+
+    cycles: int = 50
+    cameras: int = 4
+    warmup_cycles: int = 2
+    tracks_per_camera: int = 3
+    fps: float = 5.0
+    width: int = 160
+    height: int = 120
+    cycle_timeout_s: float = 120.0
+    start_timeout_s: float = 300.0
+    settle_s: float = 1.0  # after the removals, before the RSS sample
+
+
+CHURN_SPAN = 5  # start and end RSS: medians over this many cycles (one sample swings ~15 %)
+
+
+@dataclass
+class ChurnResult:
+    cycles: int = 0
+    cameras: int = 0
+    rss_start_mb: float = 0.0  # median RSS after the first cycles' removals (after warm-up)
+    rss_end_mb: float = 0.0  # median RSS after the last cycles' removals
+    rss_peak_mb: float = 0.0  # highest sample, cameras added
+    rss_after_cycle_mb: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    engine_restarts: int = 0
+
+    @property
+    def growth_pct(self) -> float:
+        return 100.0 * (self.rss_end_mb - self.rss_start_mb) / max(self.rss_start_mb, 1e-9)
+
+
+def measure_churn(plan: ChurnPlan, base: Config | None = None) -> ChurnResult:
+    """A demo capture per churn camera and one engine (serving the base camera), then the
+    cycles over the engine's control socket, the engine's RSS sampled after each cycle."""
+    if plan.cycles < 1 or plan.cameras < 1:
+        raise PromptcamError("a churn needs at least one cycle and one camera")
+    if base is None:
+        base = load_config(None, {"models.preset": "tiny-random", "models.device": "cpu"})
+    soak = SoakPlan(duration_s=1.0, fps=plan.fps, width=plan.width, height=plan.height)
+    cfg = soak_config(base, soak)
+    names = [f"churn{k}" for k in range(plan.cameras)]
+    with tempfile.TemporaryDirectory(prefix="promptcam-churn-") as tmp:
+        engine_path = write_child_config(cfg, Path(tmp))
+        specs = [ChildSpec("engine", child_argv("engine", engine_path))]
+        frames: dict[str, str] = {}
+        for name in names:
+            tree = cfg.model_dump(mode="json")
+            tree["camera"] = name
+            tree["bus"]["frames"] = frames[name] = free_loopback_endpoint()
+            (Path(tmp) / name).mkdir()
+            path = write_child_config(Config.model_validate(tree), Path(tmp) / name)
+            specs.append(ChildSpec(f"capture:{name}", child_argv("capture", path)))
+        run = RunConfig.model_validate({"max_start_failures": 1})
+        with (Path(tmp) / "children.log").open("w") as out:
+            sup = Supervisor(specs, run, output=out)
+            try:
+                sup.start()
+                return _churn(cfg, plan, sup, frames, Path(tmp) / "children.log")
+            finally:
+                sup.stop()
+
+
+def _control(cfg: Config, request: dict[str, Any]) -> None:
+    reply = zbus.request(cfg.bus.control, request, 30_000, cfg.bus)
+    if not reply.get("ok"):
+        raise PromptcamError(f"engine refused {request['cmd']}: {reply.get('error')}")
+
+
+def _engine_answers(cfg: Config) -> bool:
+    try:
+        return bool(zbus.request(cfg.bus.control, {"cmd": "stats"}, 1000, cfg.bus).get("ok"))
+    except zbus.BusError:
+        return False
+
+
+def _churn(
+    cfg: Config, plan: ChurnPlan, sup: Supervisor, frames: dict[str, str], logfile: Path
+) -> ChurnResult:
+    ctx: zmq.Context[Any] = zmq.Context()
+    sub = zbus.connect(ctx, zmq.SUB, cfg.bus.tracks, cfg.bus, subscribe=[b"tracks."], curve=True)
+    counts: dict[str, int] = {}
+
+    def drain(timeout_ms: int) -> None:
+        if not sub.poll(timeout_ms, zmq.POLLIN):
+            return
+        while True:
+            try:
+                parts = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            cam = bytes(parts[0]).decode(errors="replace").partition(".")[2]
+            counts[cam] = counts.get(cam, 0) + 1
+
+    def wait(cond: Any, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            sup.poll()
+            if time.monotonic() > deadline:
+                tail = logfile.read_text(errors="replace")[-2000:]
+                raise PromptcamError(f"churn: {what} within {timeout_s:.0f}s; children: {tail}")
+            drain(100)
+
+    try:
+        wait(lambda: _engine_answers(cfg), plan.start_timeout_s, "the engine did not answer")
+        engine_pid = sup.pids()["engine"]
+        proc = psutil.Process(engine_pid)
+        result = ChurnResult(cameras=plan.cameras)
+        started = time.monotonic()
+        for cycle in range(plan.warmup_cycles + plan.cycles):
+            before = {n: counts.get(n, 0) for n in frames}
+            for name, endpoint in frames.items():
+                _control(cfg, {"cmd": "add_camera", "camera": name, "frames": endpoint})
+            wait(
+                lambda b=before: all(  # type: ignore[misc]
+                    counts.get(n, 0) - b[n] >= plan.tracks_per_camera for n in frames
+                ),
+                plan.cycle_timeout_s,
+                f"cycle {cycle + 1}: the added cameras published no tracks",
+            )
+            result.rss_peak_mb = max(result.rss_peak_mb, proc.memory_info().rss / 2**20)
+            for name in frames:
+                _control(cfg, {"cmd": "remove_camera", "camera": name})
+            settle = time.monotonic() + plan.settle_s
+            while time.monotonic() < settle:
+                drain(50)
+            if sup.pids().get("engine") != engine_pid:
+                raise PromptcamError("the engine exited during the churn; see its log")
+            rss = proc.memory_info().rss / 2**20
+            if cycle >= plan.warmup_cycles:
+                result.rss_after_cycle_mb.append(round(rss, 1))
+            log.info("churn cycle %d: engine RSS %.0f MB", cycle + 1, rss)
+        result.cycles = plan.cycles
+        after = result.rss_after_cycle_mb
+        k = max(1, min(CHURN_SPAN, len(after) // 2))
+        result.rss_start_mb = statistics.median(after[:k])
+        result.rss_end_mb = statistics.median(after[-k:])
+        result.seconds = time.monotonic() - started
+        result.engine_restarts = sup.children["engine"].restarts
+        return result
+    finally:
+        sub.close(0)
+        ctx.term()
+
+
+def churn_rows(r: ChurnResult, note: str) -> list[BenchRow]:
+    return [
+        row("soak", "churn cycles", r.cycles, "cycles", f"{r.cameras} cameras added and removed"),
+        row("soak", "churn engine RSS, start", round(r.rss_start_mb, 1), "MB", "after warm-up"),
+        row("soak", "churn engine RSS, end", round(r.rss_end_mb, 1), "MB", note),
+        row("soak", "churn engine RSS growth", round(r.growth_pct, 1), "%", "target < 15 %"),
+        row("soak", "churn engine RSS, peak", round(r.rss_peak_mb, 1), "MB", "cameras added"),
+        row("soak", "churn seconds", round(r.seconds, 1), "s"),
+        row("soak", "churn engine restarts", r.engine_restarts, ""),
     ]

@@ -1,18 +1,28 @@
 """Joining a Ray cluster (or starting a local one) and checking it can run the fleet.
 
 ``connect`` fails fast with one line on an address that does not answer (a TCP check of the GCS
-port first, so ``ray.init`` never waits out its own retries), and ``check_resources`` turns the
+port first), and gives up after ``fleet.connect_timeout_s`` on one that answers but is no Ray
+cluster (Ray's own retries took over 40 s there), with one line and exit status 2. What Ray
+prints while joining (its C++ core writes warnings straight to file descriptor 2: twenty on an
+address it cannot use) is caught and said in one line. Then ``check_resources`` turns the
 fleet section into what Ray schedules (engines, GPUs per engine) or says which resource the
-cluster lacks. A local instance (no ``--address``) is a one-node cluster bound to loopback.
+cluster lacks. A local instance (no ``--address``) is a one-node cluster bound to loopback,
+whose processes end with the fleet process even when it is SIGKILLed (``clients.fleet.reaper``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from clients.fleet.node import is_loopback
 from stream.config import Config
@@ -47,6 +57,58 @@ def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
         raise FleetError(f"cannot reach the Ray cluster at {address}: {why}") from None
 
 
+_RAY_PREFIX_RE = re.compile(r"^\[[^\]]*\]\s*(?:[\w./-]+:\d+:\s*)?")
+
+
+def summarise_ray_output(text: str) -> str:
+    """What Ray printed, in a few words: ``N lines from Ray, first: ...`` ('' for nothing)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    first = _RAY_PREFIX_RE.sub("", lines[0])[:200]
+    return f"{len(lines)} line{'s' if len(lines) != 1 else ''} from Ray, first: {first}"
+
+
+def _read(f: IO[bytes]) -> str:
+    f.flush()
+    f.seek(0)
+    return f.read(64 * 1024).decode(errors="replace")
+
+
+@contextlib.contextmanager
+def bounded_join(address: str, timeout_s: float) -> Iterator[Callable[[], str]]:
+    """Run the body (``ray.init``) with file descriptor 2 caught in a temporary file; yields a
+    function that summarises what was caught. Past ``timeout_s`` the process ends: one line
+    on the real stderr and exit status 2 (a ``ray.init`` stuck in Ray's C++ retries cannot be
+    interrupted otherwise); only a command-line process calls this."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    caught = tempfile.TemporaryFile()  # noqa: SIM115  # closed below, or by the exit
+    os.dup2(caught.fileno(), 2)
+    done = threading.Event()
+
+    def expire() -> None:
+        if done.wait(timeout_s):
+            return
+        said = summarise_ray_output(_read(caught))
+        line = (
+            f"promptcam fleet: error: no Ray cluster answered at {address} within "
+            f"{timeout_s:g}s (fleet.connect_timeout_s){f'; {said}' if said else ''}"
+        )
+        os.write(saved, (line.replace("\n", " ") + "\n").encode())
+        os._exit(2)
+
+    threading.Thread(target=expire, name="ray-join-timeout", daemon=True).start()
+    try:
+        yield lambda: summarise_ray_output(_read(caught))
+    finally:
+        done.set()
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        caught.close()
+
+
 @dataclass(frozen=True)
 class Connection:
     address: str
@@ -59,8 +121,11 @@ def connect(address: str | None, cfg: Config, *, log_to_driver: bool) -> Connect
     start a local one-node instance when ``address`` is None."""
     if address is None:
         os.environ.setdefault(LOCAL_LOOPBACK_ENV, "0")
+        from clients.fleet.reaper import start_reaper
+
+        start_reaper()  # a SIGKILLed fleet leaves no Ray process behind
     elif address != "auto":
-        check_reachable(address)
+        check_reachable(address, min(REACH_TIMEOUT_S, cfg.fleet.connect_timeout_s))
     import ray
 
     kwargs: dict[str, Any] = {
@@ -68,15 +133,25 @@ def connect(address: str | None, cfg: Config, *, log_to_driver: bool) -> Connect
         "logging_level": logging.WARNING,
         "log_to_driver": log_to_driver,
     }
+    said = ""
     try:
         if address is None:
             ctx = ray.init(num_cpus=cfg.fleet.local_cpus, include_dashboard=False, **kwargs)
         else:
-            ctx = ray.init(address=address, **kwargs)
+            with bounded_join(address, cfg.fleet.connect_timeout_s) as summary:
+                try:
+                    ctx = ray.init(address=address, **kwargs)
+                finally:
+                    said = summary()
+            if said:
+                log.warning("joining the Ray cluster at %s: %s", address, said)
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         where = address or "a local instance"
-        raise FleetError(f"cannot connect to the Ray cluster ({where}): {first[:200]}") from None
+        raise FleetError(
+            f"cannot connect to the Ray cluster ({where}): {first[:200]}"
+            + (f" ({said})" if said else "")
+        ) from None
     info: dict[str, Any] = getattr(ctx, "address_info", {})
     return Connection(
         address=str(info.get("gcs_address", address or "")),

@@ -1,0 +1,131 @@
+"""Camera churn (``promptcam bench --soak --churn``): cameras added to a live engine and
+removed again give their memory back (engine.pipeline.release_memory). Real capture and engine
+processes; slow (the engine loads its models first)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from clients.bench import soak
+from stream.config import load_config
+
+
+@pytest.mark.slow
+def test_camera_churn_gives_memory_back() -> None:
+    """4 cameras added and removed 8 times after 2 warm-up cycles: the engine's RSS after the
+    last cycles' removals is within 15 % of that after the first cycles' (50 cycles without
+    release_memory: 890 -> 1098 MB, +23 %, never given back; with it: 783 -> 811 MB, +4 %)."""
+    base = load_config(None, {"models.preset": "tiny-random", "models.device": "cpu"})
+    plan = soak.ChurnPlan(cycles=8, warmup_cycles=2, tracks_per_camera=3)
+    r = soak.measure_churn(plan, base)
+    assert r.cycles == 8 and r.engine_restarts == 0 and len(r.rss_after_cycle_mb) == 8
+    assert r.rss_start_mb > 0 and r.rss_peak_mb >= r.rss_start_mb
+    assert r.growth_pct < 15.0, r
+    rows = soak.churn_rows(r, "test")
+    assert {x["name"] for x in rows} >= {"churn engine RSS, start", "churn engine RSS growth"}
+
+
+def test_churn_needs_a_cycle() -> None:
+    args = argparse.Namespace(churn=0, soak=None, quick=False)
+    with pytest.raises(soak.PromptcamError, match="--churn must be >= 1"):
+        soak.run(load_config(None, {}), args)
+
+
+def test_release_memory_gives_freed_heap_pages_back() -> None:
+    """What a removed camera leaves: ~240 MB freed in malloc'd blocks with a few survivors
+    pinning the heap (fragmented, so glibc keeps it all); release_memory() returns it."""
+    import gc
+
+    import psutil
+
+    from engine.pipeline import release_memory
+
+    proc = psutil.Process()
+    release_memory()
+    start = proc.memory_info().rss
+    blocks = [bytes(4000) + bytes([i % 256]) for i in range(60_000)]
+    survivors = blocks[::64]
+    del blocks
+    gc.collect()
+    held = proc.memory_info().rss
+    assert held - start > 150 * 2**20, "the blocks were not held: nothing to check"
+    release_memory()
+    after = proc.memory_info().rss
+    assert after - start < 0.3 * (held - start), (start >> 20, held >> 20, after >> 20)
+    assert len(survivors) == 938
+
+
+BURST = """
+import json, sys
+import psutil
+import engine.pipeline as pl
+from engine.pipeline import FrameInput, MultiCameraEngine
+from engine.sam2_models import load_sam2
+from engine.segmenter import Sam2Kernel
+from stream.config import EngineConfig, ModelsConfig
+from stream.demo import DemoScene
+
+if sys.argv[1] == "off":  # what remove_camera did before: no release
+    pl.release_memory = lambda device=None: None
+proc = psutil.Process()
+kernel = Sam2Kernel(load_sam2(ModelsConfig(preset="tiny-random", device="cpu")))
+multi = MultiCameraEngine(kernel, None, background_grounding=False)
+scene = DemoScene(320, 240, 3, seed=1)
+boxes = [([20, 20, 120, 120], "thing"), ([150, 60, 260, 200], "other")]
+
+
+def burst(n, frames, tag):
+    names = [f"{tag}{k}" for k in range(n)]
+    for name in names:
+        multi.add_camera(name, EngineConfig(prompt=""))
+    for i in range(frames):
+        img = scene.render(i)[0]
+        manual = {name: boxes for name in names} if i == 0 else None
+        multi.tick({name: FrameInput(i, i, img) for name in names}, manual)
+    peak = proc.memory_info().rss
+    for name in names:
+        multi.remove_camera(name)
+    return peak
+
+
+burst(4, 4, "warm")
+pl.release_memory()
+before = proc.memory_info().rss
+peak = burst(int(sys.argv[2]), 6, "cam")
+print(json.dumps({"before": before, "peak": peak, "after": proc.memory_info().rss}))
+"""
+
+
+def _burst(mode: str, cameras: int) -> dict[str, int]:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", BURST, mode, str(cameras)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result: dict[str, int] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.slow
+def test_removed_cameras_give_their_memory_back() -> None:
+    """24 cameras added at once to one engine, each tracking two objects, then removed: the
+    engine's RSS goes back near where it was. Without release_memory (mode "off", what
+    remove_camera did before) 51 %, 75 % and 100 % of the rise stayed in three runs; with it
+    3-4 %."""
+    r = _burst("on", 24)
+    rise = r["peak"] - r["before"]
+    assert rise > 50 * 2**20, r  # the cameras really took memory
+    assert r["after"] - r["before"] < 0.3 * rise, {k: v >> 20 for k, v in r.items()}
