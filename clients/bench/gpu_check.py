@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent.parent
 BUDGET_S = 450.0  # the whole run: .ci/gpu-check must end within 8 minutes, installs included
 FAULT = "PROMPTCAM_GPU_CHECK_FAULT"
-REHEARSE_BUDGET_S = 300.0  # < 3 min on a quiet 2-core CPU; more under load
+REHEARSE_BUDGET_S = 360.0  # measured 202 s at load 7 on 2 cores (85 s of CPU)
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def _engine_step(arch: str, compiled: bool = False) -> Callable[[Ctx], list[Benc
         from clients.bench.engine import Case, bench_case
 
         loaded = ctx.sam2(arch, compile=compiled)
-        label = "tiny-random 128px cpu" if ctx.rehearse else f"{arch} 1024px"
+        label = "tiny-random 128px" if ctx.rehearse else f"{arch} 1024px"
         device = "cpu" if ctx.rehearse else torch.cuda.get_device_name(0)
         name = f"{label} {device} bf16{' compiled' if compiled else ''}"
         h, w = ctx.frame_size
@@ -371,16 +371,16 @@ class StepFailed(Exception):
 
 
 STEPS: tuple[Step, ...] = (
-    Step("env", 60, 30, step_env),
-    Step("pytest_gpu", 170, 110, step_pytest_gpu),
-    Step("engine_hiera_t", 70, 40, _engine_step("hiera-t")),
-    Step("loop", 60, 40, step_loop),
-    Step("latency", 60, 40, step_latency),
-    Step("cameras", 60, 40, step_cameras),
-    Step("engine_hiera_s", 60, 40, _engine_step("hiera-s")),
-    Step("engine_hiera_b+", 60, 40, _engine_step("hiera-b+")),
-    Step("engine_hiera_l", 75, 40, _engine_step("hiera-l")),
-    Step("engine_compiled", 150, 40, _engine_step("hiera-t", compiled=True)),
+    Step("env", 60, 45, step_env),
+    Step("pytest_gpu", 170, 120, step_pytest_gpu),
+    Step("engine_hiera_t", 70, 60, _engine_step("hiera-t")),
+    Step("loop", 60, 60, step_loop),
+    Step("latency", 60, 60, step_latency),
+    Step("cameras", 60, 60, step_cameras),
+    Step("engine_hiera_s", 60, 60, _engine_step("hiera-s")),
+    Step("engine_hiera_b+", 60, 60, _engine_step("hiera-b+")),
+    Step("engine_hiera_l", 75, 60, _engine_step("hiera-l")),
+    Step("engine_compiled", 150, 60, _engine_step("hiera-t", compiled=True)),
 )
 
 
