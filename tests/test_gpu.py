@@ -158,6 +158,44 @@ def test_bf16_cpu_equals_official(
     assert worst_iou >= MIN_IOU, f"min mask IoU {worst_iou:.4f}"
 
 
+@pytest.mark.parametrize("family", ["sam2.1-hf-tiny-random", "sam3-tracker-tiny-random"])
+def test_bf16_cpu_transformers_backend_equals_session(family: str, tmp_path: Path) -> None:
+    """The transformers tracker backend under CPU bf16 autocast against the family's own
+    inference session under the same autocast (the oracle of tests/test_transformers_video.py),
+    3 objects (box, box, one click) over 12 frames."""
+    from engine.backends.transformers_video import HfVideoKernel
+    from engine.backends.video_models import load_video_model, save_tiny_random
+    from tests.test_transformers_video import FRAMES, Reference
+    from tests.test_transformers_video import PROMPTS as HF_PROMPTS
+    from tests.test_transformers_video import H as HF_H
+    from tests.test_transformers_video import W as HF_W
+
+    directory = save_tiny_random(family, tmp_path / family)
+    loaded = load_video_model(str(directory), ModelsConfig(device="cpu", dtype="bfloat16"))
+    assert loaded.autocast_dtype == torch.bfloat16
+    kernel = HfVideoKernel(loaded)
+    seg = kernel.new_session()
+    ref = Reference(loaded)
+    prompts = {i: HF_PROMPTS[i] for i in (1, 2, 3)}
+    for i, frame in enumerate(FRAMES):
+        prepared = kernel.prepare(frame)
+        idx = seg.add_frame(prepared)
+        if i == 0:
+            for obj_id, p in prompts.items():
+                seg.add_prompt(obj_id, idx, **p)
+            ref.prompt(0, prompts)
+        outs = seg.track(idx)
+        with loaded.autocast():
+            expected = ref.step(prepared.image)
+        assert set(outs) == set(expected) == set(prompts), f"frame {i}"
+        for obj_id, logits in expected.items():
+            diff = (seg.last_logits(obj_id).float() - logits.float()).abs().max().item()
+            assert diff <= BF16_LOGIT_TOL, f"frame {i} object {obj_id}: |diff| {diff}"
+            want = F.interpolate(logits.float(), size=(HF_H, HF_W), mode="bilinear")[0, 0] > 0
+            score = iou(outs[obj_id].mask, want.numpy())
+            assert score >= MIN_IOU, f"frame {i} object {obj_id}: IoU {score:.4f}"
+
+
 # ---------------------------------------------------------------- GPU (CUDA; CPU in rehearsal)
 
 
