@@ -4,6 +4,8 @@
   runs the streaming segmenter under ``torch.autocast("cpu", dtype=torch.bfloat16)``; the
   official predictor runs under the same autocast. A dtype fault (a bf16/float32 matmul, an
   ``index_put`` of bf16 into float32) would raise here long before a GPU sees it.
+  ``test_bf16_cpu_transformers_backend_equals_session`` does the same for the transformers
+  tracker backend against the family's own inference session.
 - ``@pytest.mark.gpu`` tests: the same on CUDA, ``models.compile`` on vs off, device
   preprocessing vs PIL, grounding on its own CUDA stream while propagation runs. Without CUDA
   ``tests/conftest.py`` deselects them (CI has no GPU and fails on skips); ``.ci/gpu-check``
