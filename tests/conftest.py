@@ -84,3 +84,18 @@ def bus_overrides() -> dict[str, str]:
         "bus.annotated": tcp_endpoint(),
         "bus.control": tcp_endpoint(),
     }
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests need CUDA: without it they are deselected, not skipped (CI has no GPU and
+    fails on skips). ``PROMPTCAM_GPU_DEVICE=cpu`` (``.ci/gpu-check --rehearse``) keeps them, to
+    run on the CPU."""
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu or os.environ.get("PROMPTCAM_GPU_DEVICE") == "cpu":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    config.hook.pytest_deselected(items=gpu)
+    items[:] = [item for item in items if item.get_closest_marker("gpu") is None]

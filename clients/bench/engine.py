@@ -126,18 +126,42 @@ def _cases(workdir: Path, quick: bool) -> list[Case]:
     return [dataclasses.replace(c, repeats=1) for c in cases] if quick else cases
 
 
+# SAM 2.1 architectures of the sam2 package's configs, by the names the bench rows use.
+ARCHITECTURES: dict[str, str] = {
+    "hiera-t": "sam2.1_hiera_t.yaml",
+    "hiera-s": "sam2.1_hiera_s.yaml",
+    "hiera-b+": "sam2.1_hiera_b+.yaml",
+    "hiera-l": "sam2.1_hiera_l.yaml",
+}
+
+
 def _random_hiera_t(workdir: Path, image_size: int, device: str) -> LoadedSam2:
     """SAM 2.1 Hiera-T with random weights, saved and loaded through the local-checkpoint path."""
+    return random_sam2(workdir, "hiera-t", image_size, device)
+
+
+def random_sam2(
+    workdir: Path, arch: str, image_size: int, device: str, **models: Any
+) -> LoadedSam2:
+    """A SAM 2.1 architecture (``ARCHITECTURES``) with random weights (seed 0), saved in
+    ``workdir`` and loaded through the local-checkpoint path on ``device``; ``models`` are more
+    ``ModelsConfig`` fields (``dtype``, ``compile``, ``preprocess``)."""
     import sam2
 
-    config = Path(sam2.__file__).resolve().parent / "configs/sam2.1/sam2.1_hiera_t.yaml"
-    ckpt = workdir / "hiera_t_random.pt"
+    config = Path(sam2.__file__).resolve().parent / "configs/sam2.1" / ARCHITECTURES[arch]
+    ckpt = workdir / f"{arch.replace('+', 'p').replace('-', '_')}_random.pt"
     if not ckpt.exists():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             save_checkpoint(instantiate(read_sam2_config(config)), ckpt)
     return load_sam2(
-        _models(sam2_checkpoint=ckpt, sam2_config=config, image_size=image_size, device=device)
+        _models(
+            sam2_checkpoint=ckpt,
+            sam2_config=config,
+            image_size=image_size,
+            device=device,
+            **models,
+        )
     )
 
 
@@ -170,6 +194,11 @@ def _boxes(n: int, height: int, width: int) -> list[tuple[float, float, float, f
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def bench_case(case: Case, workdir: Path) -> list[BenchRow]:
+    """The rows of one case (any device: CUDA adds frames/s and the share of the bf16 peak)."""
+    return _bench_case(case, workdir)
 
 
 def _bench_case(case: Case, workdir: Path) -> list[BenchRow]:
@@ -360,7 +389,8 @@ def _attention_rows(
             else f"bf16 peak of {name} unknown"
         )
     else:
-        rate, unit, rate_note = flops / seconds / 1e9, "GFLOP/s", "float32 on CPU"
+        dtype = "float32" if loaded.autocast_dtype is None else f"{loaded.autocast_dtype} autocast"
+        rate, unit, rate_note = flops / seconds / 1e9, "GFLOP/s", f"{dtype} on CPU"
     rows.append(row(PART, f"{case.name}: {n} obj memory attention rate", rate, unit, rate_note))
     return rows
 
