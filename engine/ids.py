@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from stream.errors import PromptError
+from stream.errors import PromptcamError, PromptError
 from stream.wire import MAX_OBJECT_ID
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,10 @@ def new_epoch() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
 
 
+class IdSpaceExhaustedError(PromptcamError):
+    """No block of IDs is left below ``MAX_OBJECT_ID``."""
+
+
 @dataclass(frozen=True)
 class IdBlock:
     """IDs ``first`` .. ``limit - 1``."""
@@ -50,6 +54,44 @@ class IdBlock:
     def __post_init__(self) -> None:
         if not 1 <= self.first < self.limit:
             raise ValueError(f"bad ID block [{self.first}, {self.limit})")
+
+    def __len__(self) -> int:
+        return self.limit - self.first
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, int) and self.first <= item < self.limit
+
+    def as_list(self) -> list[int]:
+        return [self.first, self.limit]
+
+
+class IdLeaser:
+    """Hands out consecutive, disjoint blocks of ``size`` IDs above ``next_free``: the fleet
+    controller's source of leases (it persists ``peek().limit`` before it calls ``lease``, as
+    :class:`IdReservations` persists ``upto`` before a reserved block is used)."""
+
+    def __init__(self, size: int, next_free: int = 1) -> None:
+        if size < 1 or next_free < 1:
+            raise ValueError("block size and next_free must be >= 1")
+        self.size = size
+        self._next = next_free
+
+    @property
+    def next_free(self) -> int:
+        """Every ID below this has been handed out (or abandoned)."""
+        return self._next
+
+    def peek(self) -> IdBlock:
+        """The block :meth:`lease` would hand out next (persist ``peek().limit`` first)."""
+        limit = min(self._next + self.size, MAX_OBJECT_ID + 1)
+        if limit <= self._next:
+            raise IdSpaceExhaustedError(f"no object IDs left below {MAX_OBJECT_ID}")
+        return IdBlock(self._next, limit)
+
+    def lease(self) -> IdBlock:
+        block = self.peek()
+        self._next = block.limit
+        return block
 
 
 class IdSource(Protocol):
