@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,11 @@ from engine.pipeline import FrameInput, TrackingEngine
 from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor
 from engine.segmenter import IMG_STD, StreamingSegmenter
 from stream.config import EngineConfig, ModelsConfig
+from tests.moving_blocks import H, W, make_frames, one_torch_thread  # noqa: F401 (the fixture)
 
 # Where the gpu-marked tests run: CUDA, or the CPU in .ci/gpu-check --rehearse.
 GPU_DEVICE = os.environ.get("PROMPTCAM_GPU_DEVICE", "cuda")
 NUM_FRAMES = 8  # = max_obj_ptrs_in_encoder of the tiny config: pointer scaling equals official
-H, W = 180, 240
 BF16_LOGIT_TOL = 2.0**-6
 MIN_IOU = 0.99
 PROMPTS: dict[int, dict[str, Any]] = {
@@ -53,27 +52,7 @@ PROMPTS: dict[int, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # robust on a busy 2-core machine
-    yield
-    torch.set_num_threads(before)
-
-
-def make_frames(n: int, h: int = H, w: int = W, seed: int = 0) -> list[np.ndarray]:
-    """A moving yellow block and a moving blue block on a gradient, with noise (RGB)."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n):
-        img = np.full((h, w, 3), 40, np.uint8)
-        img[..., 1] = np.linspace(0, 120, w, dtype=np.uint8)[None]
-        x, y = 20 + 6 * i, 30 + 3 * i
-        img[y : y + 50, x : x + 60] = (230, 200, 30)
-        img[100:150, 150 - 4 * i : 200 - 4 * i] = (40, 60, 220)
-        img += rng.integers(0, 20, img.shape, dtype=np.uint8)
-        frames.append(img)
-    return frames
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # robust on a busy 2-core machine
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ equal ``SAM2VideoPredictor.propagate_in_video``'s frame by frame, and so do the 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor, 
 from engine.segmenter import IMG_STD, StreamingSegmenter, mask_box
 from stream.config import ModelsConfig
 from stream.errors import PromptError
+from tests.moving_blocks import H, W, make_frames, one_torch_thread  # noqa: F401 (the fixture)
 
 
 def models_cfg(**fields: Any) -> ModelsConfig:
@@ -35,31 +35,10 @@ def models_cfg(**fields: Any) -> ModelsConfig:
 
 
 NUM_FRAMES = 16  # >= max_obj_ptrs_in_encoder of the tiny config (see engine/segmenter.py)
-H, W = 180, 240
 LOGIT_TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # robust on a busy 2-core machine
-    yield
-    torch.set_num_threads(before)
-
-
-def make_frames(n: int, h: int = H, w: int = W, seed: int = 0) -> list[np.ndarray]:
-    """A moving yellow block and a moving blue block on a gradient, with noise (RGB)."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n):
-        img = np.full((h, w, 3), 40, np.uint8)
-        img[..., 1] = np.linspace(0, 120, w, dtype=np.uint8)[None]
-        x, y = 20 + 6 * i, 30 + 3 * i
-        img[y : y + 50, x : x + 60] = (230, 200, 30)
-        img[100:150, 150 - 4 * i : 200 - 4 * i] = (40, 60, 220)
-        img += rng.integers(0, 20, img.shape, dtype=np.uint8)
-        frames.append(img)
-    return frames
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # robust on a busy 2-core machine
 
 
 @dataclass

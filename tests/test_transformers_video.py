@@ -12,7 +12,6 @@ tiny-random preset and is not checked on this machine.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,36 +28,21 @@ from engine.backends.video_models import LoadedVideoModel, load_video_model, sav
 from engine.trackers import load_kernel
 from stream.config import ModelsConfig
 from stream.errors import ModelLoadError, PromptError
+from tests.moving_blocks import H, W, one_torch_thread  # noqa: F401 (the fixture)
+from tests.moving_blocks import make_frames as moving_blocks
 
 FAMILIES = ("sam2.1-hf-tiny-random", "sam3-tracker-tiny-random")
 NUM_FRAMES = 12  # >= max_object_pointers_in_encoder (8) of the tiny configs
-H, W = 180, 240
 LOGIT_TOL = 1e-5
 
 Prompt = dict[str, Any]
 
 
-@pytest.fixture(autouse=True)
-def _threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # robust on a busy 2-core machine
 
 
 def make_frames(n: int, h: int = H, w: int = W, seed: int = 0) -> list[np.ndarray]:
-    """A moving yellow block and a moving blue block on a gradient, with noise (BGR)."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n):
-        img = np.full((h, w, 3), 40, np.uint8)
-        img[..., 1] = np.linspace(0, 120, w, dtype=np.uint8)[None]
-        x, y = 20 + 6 * i, 30 + 3 * i
-        img[y : y + 50, x : x + 60] = (30, 200, 230)
-        img[100:150, 150 - 4 * i : 200 - 4 * i] = (220, 60, 40)
-        img += rng.integers(0, 20, img.shape, dtype=np.uint8)
-        frames.append(img)
-    return frames
+    return moving_blocks(n, h, w, seed, bgr=True)
 
 
 FRAMES = make_frames(NUM_FRAMES)
