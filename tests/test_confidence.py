@@ -26,6 +26,18 @@ def _result(scores: list[float]) -> FrameResult:
     return FrameResult(7, 123, 64, 48, "ball.", objects, {})
 
 
+def _recording(shown: list[list[str]]) -> type[Renderer]:
+    """A renderer that records the label texts it draws into ``shown``."""
+
+    class Recording(Renderer):
+        def _draw_labels(
+            self, scene: np.ndarray, ids: np.ndarray, texts: list[str], boxes: np.ndarray
+        ) -> None:
+            shown.append(texts)
+
+    return Recording
+
+
 def test_confidence_is_the_sigmoid_of_the_logit() -> None:
     assert confidence_of(0.0) == 0.5
     assert confidence_of(4.35) == pytest.approx(1 / (1 + math.exp(-4.35)))
@@ -58,13 +70,7 @@ def test_older_message_without_confidence_is_accepted_and_bad_one_rejected() -> 
 
 def test_annotated_video_shows_the_confidence() -> None:
     shown: list[list[str]] = []
-
-    class Recording(Renderer):
-        def _draw_labels(
-            self, scene: np.ndarray, ids: np.ndarray, texts: list[str], boxes: np.ndarray
-        ) -> None:
-            shown.append(texts)
-
+    Recording = _recording(shown)
     image = np.zeros((48, 64, 3), np.uint8)
     render_result(Recording(), image, _result([4.35, -0.48]))
     assert shown == [["#1 ball 0.99", "#2 ball 0.38"]]
@@ -72,13 +78,7 @@ def test_annotated_video_shows_the_confidence() -> None:
 
 def test_a_lost_track_is_a_grey_outline_without_a_label() -> None:
     shown: list[list[str]] = []
-
-    class Recording(Renderer):
-        def _draw_labels(
-            self, scene: np.ndarray, ids: np.ndarray, texts: list[str], boxes: np.ndarray
-        ) -> None:
-            shown.append(texts)
-
+    Recording = _recording(shown)
     r = _result([4.35, 3.0])
     lost = r.objects[1]
     r.objects[1] = ObjectResult(
