@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "scene": "stream.groundtruth:main",
     "train-demo": "engine.training.job:main",
     "fleet": "clients.fleet.cli:main",
+    "events": "clients.events.service:main",
 }
 
 
@@ -205,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="exit 1 if nothing arrives for S seconds",
     )
+
+    p = sub.add_parser("events", help="zones, lines and object events from tracks (SQLite, ZeroMQ)")
+    _common(p)
+    p.add_argument("--tracks", metavar="ENDPOINT", help="tracks endpoint (config: bus.tracks)")
+    p.add_argument("--events", metavar="ENDPOINT", help="events PUB endpoint (config: bus.events)")
+    p.add_argument("--db", metavar="FILE", help="SQLite database (config: events.database)")
 
     p = sub.add_parser("prompt", help="change the text prompt of a running engine")
     _common(p)

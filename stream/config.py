@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from clients.events.config import EventsConfig
 from stream.errors import PromptcamError
 from stream.wire import MAX_PROMPT_CHARS, check_endpoint, is_camera_name
 
@@ -162,6 +163,9 @@ class BusConfig(_Model):
         None,
         description="Optional external detections SUB endpoint (engine connects), e.g. tcp://127.0.0.1:5554.",
     )
+    events: str = Field(
+        "tcp://127.0.0.1:5555", description="Events PUB endpoint (promptcam events binds)."
+    )
     allow_remote: bool = Field(False, description="Allow binding non-loopback addresses.")
     curve: CurveConfig = Field(
         default_factory=CurveConfig,
@@ -192,7 +196,7 @@ class BusConfig(_Model):
         description="Frames the shared-memory ring holds; a receiver holding a frame longer than this many frames sees it counted as overrun.",
     )
 
-    @field_validator("frames", "tracks", "annotated", "control", "detections")
+    @field_validator("frames", "tracks", "annotated", "control", "detections", "events")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
         return v if v is None else check_endpoint(v)
@@ -681,6 +685,7 @@ class Config(_Model):
     record: RecordConfig = Field(default_factory=RecordConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     fleet: FleetConfig = Field(default_factory=FleetConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
 
     @field_validator("camera")
     @classmethod
@@ -704,7 +709,29 @@ class Config(_Model):
                     f"fleet.capture_resources names camera {cam[:64]!r}, which is not configured "
                     f"(cameras: {', '.join(settings)})"
                 )
+        self._check_events(settings)
         return self
+
+    def _check_events(self, settings: dict[str, CameraSettings]) -> None:
+        """Zones and lines against their camera: a known camera, labels of its prompt, pixel
+        points inside the demo scene's frame (the one frame size known before frames arrive)."""
+        from stream.prompts import normalize_prompt
+
+        for name in self.events.cameras:
+            if name not in settings:
+                raise ConfigError(
+                    f"events.cameras names camera {name[:64]!r}, which is not configured "
+                    f"(cameras: {', '.join(settings)})"
+                )
+            cam = settings[name]
+            prompt = cam.engine.prompt
+            labels = normalize_prompt(prompt) if prompt.strip() else None
+            demo = cam.source.uri == "demo"
+            size = (cam.source.width, cam.source.height) if demo else None
+            try:
+                self.events.check_camera(name, labels, size)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
 
     def check_frame_size(self) -> None:
         """``ConfigError`` when frames of ``source.width`` x ``source.height`` (the demo scene, the

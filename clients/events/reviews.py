@@ -1,0 +1,74 @@
+"""Review items of one camera: one per activity (objects whose events overlap in time are
+grouped), so one person walking past is one alert, not one per update."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from clients.events.model import EventBody, EventMessage, EventType, Kind
+
+
+class ReviewGroup:
+    """The open review item of a camera: opened by the first active object, joined by every
+    object that becomes active while it is open, ended when its last object's event ends."""
+
+    def __init__(self, camera: str, new_id: Callable[[], str]) -> None:
+        self.camera = camera
+        self._new_id = new_id
+        self._body: EventBody | None = None
+        self._members: set[int] = set()
+        self._published: dict[str, object] | None = None
+
+    def _emit(self, kind: EventType) -> list[EventMessage]:
+        assert self._body is not None
+        body = self._body.as_dict()
+        msg = EventMessage(self.camera, kind, Kind.REVIEW, body, self._published)
+        self._published = body
+        return [msg]
+
+    def join(self, ev: EventBody) -> list[EventMessage]:
+        if self._body is None:
+            self._body = EventBody(
+                self._new_id(), ev.object_id, ev.label, ev.start_ns, object_ids=[], labels=[]
+            )
+            self._members = set()
+            kind = EventType.NEW
+        else:
+            kind = EventType.UPDATE
+        b = self._body
+        self._members.add(ev.object_id)
+        assert b.object_ids is not None and b.labels is not None
+        b.object_ids.append(ev.object_id)
+        if ev.label not in b.labels:
+            b.labels.append(ev.label)
+        self._merge(ev)
+        return self._emit(kind)
+
+    def _merge(self, ev: EventBody) -> bool:
+        b = self._body
+        assert b is not None
+        before = (list(b.entered_zones), len(b.lines), b.top_score)
+        for z in ev.entered_zones:
+            if z not in b.entered_zones:
+                b.entered_zones.append(z)
+        known = {(c.line, c.direction, c.t_ns) for c in b.lines}
+        b.lines += [c for c in ev.lines if (c.line, c.direction, c.t_ns) not in known]
+        b.top_score = max(b.top_score, ev.top_score)
+        b.zones = sorted(set(b.entered_zones))
+        return (list(b.entered_zones), len(b.lines), b.top_score) != before
+
+    def update(self, ev: EventBody) -> list[EventMessage]:
+        if self._body is None or ev.object_id not in self._members:
+            return []
+        return self._emit(EventType.UPDATE) if self._merge(ev) else []
+
+    def leave(self, object_id: int, t_ns: int) -> list[EventMessage]:
+        if self._body is None or object_id not in self._members:
+            return []
+        self._members.discard(object_id)
+        if self._members:
+            return []
+        self._body.end_ns = t_ns
+        out = self._emit(EventType.END)
+        self._body, self._published = None, None
+        return out
