@@ -243,8 +243,23 @@ def test_reviews_group_overlapping_objects() -> None:
         EventType.END,  # object 3 later: another
     ]
     assert reviews[2].event["object_ids"] == [1, 2]
+    assert reviews[2].event["end_ns"] == 1_000 + 12 * FRAME_NS  # object 2's last frame
     assert reviews[0].event["id"] == reviews[2].event["id"] != reviews[3].event["id"]
     assert reviews[2].before == reviews[1].event
+
+
+def test_hostile_tracks_rejected_not_crashing() -> None:
+    ev = CameraEvents("cam0", events_cfg(zones={"door": ZONE}))
+    bad = rect_object(1, 150, 100, 170, 120).model_copy(
+        update={"mask": encode_mask(np.zeros((H, W), bool)).model_copy(update={"counts": "0zz"})}
+    )
+    out: list[EventMessage] = []
+    for seq in range(5):
+        out += ev.process(tracks(seq, [bad]))  # a malformed mask: never in the zone
+    assert [m.type for m in objects_of(out)] == [EventType.NEW]
+    assert objects_of(out)[0].event["zones"] == [] and ev.bad_masks == 5
+    huge = TracksMessage.build("cam0", 200, 0, 100_000, 100_000, "", [], epoch="e1")
+    assert ev.process(huge) == [] and ev.rejected == 1
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -463,6 +478,30 @@ def test_full_disk_is_logged_and_nothing_is_lost(
 
 
 # --------------------------------------------------------------------------- the process
+
+
+def test_events_process_bad_database_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clients.cli",
+            "events",
+            "--db",
+            str(blocker / "events.db"),
+            "--events",
+            tcp_endpoint(),
+            "--tracks",
+            tcp_endpoint(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "cannot open the events database" in proc.stderr
 
 
 def test_events_process_between_zeromq_sockets(tmp_path: Path) -> None:

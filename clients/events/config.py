@@ -135,7 +135,7 @@ class LineConfig(_Model):
 
 
 def _scale(
-    points: list[tuple[float, float]] | list, units: str, width: int, height: int
+    points: Sequence[tuple[float, float]], units: str, width: int, height: int
 ) -> list[Point]:
     if units == "fraction":
         return [(float(x) * width, float(y) * height) for x, y in points]

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from clients.events.tracker import CameraEvents
 from clients.subscriber import TracksSubscriber
 from stream import bus as zbus
 from stream.config import BusConfig, Config
+from stream.errors import PromptcamError
 from stream.wire import TracksMessage
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,10 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     bus: BusConfig = cfg.bus
     tracks = getattr(args, "tracks", None) or bus.tracks
     events = getattr(args, "events", None) or bus.events
-    store = EventStore(ecfg.database, ecfg.retention_days, ecfg.max_events, ecfg.pending_limit)
+    try:
+        store = EventStore(ecfg.database, ecfg.retention_days, ecfg.max_events, ecfg.pending_limit)
+    except (OSError, sqlite3.Error) as e:
+        raise PromptcamError(f"cannot open the events database {ecfg.database}: {e}") from None
     closed = store.close_open()
     if closed:
         log.info("closed %d events left open by the last stop", closed)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from clients.bench.evaluate import MAX_FRAME_PIXELS
 from clients.events.config import CameraEventsConfig, EventsConfig, LineConfig, ZoneConfig
 from clients.events.geometry import Point, point_in_polygon, polygon_mask, segments_cross, side
 from clients.events.masks import decode_rle
@@ -115,6 +116,7 @@ class CameraEvents:
         self.reviews = ReviewGroup(camera, new_id)
         self.line_counts: dict[tuple[str, str, str], int] = {}  # (line, direction, label) -> n
         self.bad_masks = 0
+        self.rejected = 0  # tracks messages of a frame larger than any source's
 
     # ------------------------------------------------------------------ geometry per frame size
 
@@ -138,6 +140,19 @@ class CameraEvents:
 
     def process(self, msg: TracksMessage) -> list[EventMessage]:
         h = msg.header
+        if h.width * h.height > MAX_FRAME_PIXELS:
+            self.rejected += 1
+            if self.rejected <= 10 or self.rejected % 1000 == 0:
+                log.warning(
+                    "camera %s: rejected tracks message of a %dx%d frame (over %d pixels), "
+                    "%d rejected so far",
+                    self.camera,
+                    h.width,
+                    h.height,
+                    MAX_FRAME_PIXELS,
+                    self.rejected,
+                )
+            return []
         out: list[EventMessage] = []
         restarted = (
             h.epoch is not None and self._epoch is not None and h.epoch != self._epoch
@@ -225,14 +240,10 @@ class CameraEvents:
             return out
         return []
 
-    def _presence(
-        self, name: str, zone: ZoneConfig, obj: TrackedObject, width: int, height: int
-    ) -> bool:
-        if zone.presence == "bottom_center":
-            x1, _, x2, y2 = obj.box
-            return point_in_polygon(self._zone_points[name], ((x1 + x2) / 2, y2))
+    def _mask(self, obj: TrackedObject, width: int, height: int) -> np.ndarray | None:
+        """The object's mask, or None (logged, counted in ``bad_masks``) when malformed."""
         try:
-            mask = decode_rle(obj.mask.counts, height, width)
+            return decode_rle(obj.mask.counts, height, width)
         except ValueError as e:
             self.bad_masks += 1
             if self.bad_masks <= 10 or self.bad_masks % 1000 == 0:
@@ -243,20 +254,31 @@ class CameraEvents:
                     e,
                     self.bad_masks,
                 )
-            return False
-        area = int(mask.sum())
-        if area == 0:
+            return None
+
+    def _presence(
+        self, name: str, zone: ZoneConfig, obj: TrackedObject, mask: np.ndarray | None
+    ) -> bool:
+        if zone.presence == "bottom_center":
+            x1, _, x2, y2 = obj.box
+            return point_in_polygon(self._zone_points[name], ((x1 + x2) / 2, y2))
+        area = 0 if mask is None else int(np.count_nonzero(mask))
+        if mask is None or area == 0:
             return False
         inside = int(np.count_nonzero(mask & self._zone_masks[name]))
         return inside >= zone.min_share * area
 
     def _zones(self, tr: _Track, obj: TrackedObject, t: int, width: int, height: int) -> bool:
         changed = False
+        mask: np.ndarray | None = None
+        decoded = False
         for name, zone in self.geometry.zones.items():
             if not _labels_ok(zone.labels, obj.label):
                 continue
             st = tr.zones.setdefault(name, _ZoneState())
-            p = self._presence(name, zone, obj, width, height)
+            if zone.presence == "mask" and not decoded:
+                mask, decoded = self._mask(obj, width, height), True  # once for all zones
+            p = self._presence(name, zone, obj, mask)
             st.streak = st.streak + 1 if p != st.inside else 0
             if st.streak >= zone.inertia:
                 st.inside, st.streak, st.since_ns = p, 0, t
