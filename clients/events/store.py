@@ -148,10 +148,13 @@ class EventStore:
         )
 
     def close_open(self, end_ns: int | None = None) -> int:
-        """End rows left open by a stop (at their last update): returns how many."""
+        """End rows left open by a stop (at ``end_ns``, default the wall time of their last
+        write): returns how many."""
         try:
             cur = self.db.execute(
-                "UPDATE events SET end_ns = COALESCE(?, start_ns) WHERE end_ns IS NULL", (end_ns,)
+                "UPDATE events SET end_ns = COALESCE(?, updated_ns),"
+                " body = json_set(body, '$.end_ns', COALESCE(?, updated_ns)) WHERE end_ns IS NULL",
+                (end_ns, end_ns),
             )
         except sqlite3.Error as e:
             log.error("events database %s: cannot close open events (%s)", self.path, e)
