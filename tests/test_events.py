@@ -215,7 +215,7 @@ def test_ghosts_raise_nothing_and_epoch_change_ends() -> None:
     for seq in range(2, 8):
         out += ev.process(tracks(seq, []))
     assert out == []
-    assert ev.counts()["lines"] == {"gate": {"in": {"ball": 1}}}  # counted, never published
+    assert ev.counts()["lines"] == {}  # a ghost's crossing does not count
     for seq in range(8, 12):
         out += ev.process(tracks(seq, [rect_object(2, 10, 10, 30, 30)]))
     assert [m.type for m in objects_of(out)] == [EventType.NEW]
@@ -601,6 +601,8 @@ def test_events_process_between_zeromq_sockets(tmp_path: Path) -> None:
         )
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
+        while sub.poll(1000):  # the end events published at SIGTERM
+            got.append(json.loads(sub.recv_multipart()[1]))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -609,6 +611,15 @@ def test_events_process_between_zeromq_sockets(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     final = json.loads(out.strip().splitlines()[-1])
     assert final["tracks"]["rejected"] == 1 and final["published"] >= len(got)
+    # The counts it ends with are the crossings of the events it published, all ended.
+    ended = [g for g in got if g["type"] == "end" and g["kind"] == "object"]
+    crossings = Counter(
+        (c["direction"], g["event"]["label"]) for g in ended for c in g["event"]["lines"]
+    )
+    lines = final["counts"][0]["lines"].get("gate", {})
+    assert crossings and crossings == Counter(
+        {(d, label): n for d, per in lines.items() for label, n in per.items()}
+    )
     assert "Traceback" not in err
     con = sqlite3.connect(db)
     rows = con.execute(

@@ -5,7 +5,8 @@ PUB; CONTRACT v1.2). A malformed tracks message is rejected, counted and logged 
 crash); SIGTERM or SIGINT ends the open events (published and stored) and stops.
 
 Prints one JSON line when it listens (``{"events": ENDPOINT, "tracks": ENDPOINT, "database":
-PATH}``) and one when it stops (its counters).
+PATH}``) and one when it stops (its counters, and the counts per camera: active objects per
+label, per zone and label, line crossings per line, direction and label).
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
                 "pending": len(store.pending),
                 "dropped": store.dropped,
                 "write_errors": store.write_errors,
+                "counts": [logic.counts() for logic in service.cameras.values()],
             }
         ),
         flush=True,

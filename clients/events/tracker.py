@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from clients.bench.evaluate import MAX_FRAME_PIXELS
-from clients.events.config import CameraEventsConfig, EventsConfig, LineConfig, ZoneConfig
+from clients.events.config import CameraEventsConfig, EventsConfig, ZoneConfig
 from clients.events.geometry import Point, point_in_polygon, polygon_mask, segments_cross, side
 from clients.events.masks import decode_rle
 from clients.events.model import (
@@ -231,6 +231,8 @@ class CameraEvents:
             if tr.seen < self.cfg.probation_frames:
                 return []
             tr.state = ObjectState.ACTIVE
+            for c in tr.crossings:  # crossed during probation: counted once it is real
+                self._count(c.line, c.direction, tr.label)
             out = [self._emit(tr, EventType.NEW)]
             out += self.reviews.join(tr.body())
             return out
@@ -304,16 +306,21 @@ class CameraEvents:
             direction = _crossing(self._line_points[name], prev, ref)
             if direction is not None:
                 tr.crossings.append(Crossing(name, direction, t))
-                key = (name, direction.value, obj.label)
-                self.line_counts[key] = self.line_counts.get(key, 0) + 1
+                if tr.state is ObjectState.ACTIVE:
+                    self._count(name, direction, obj.label)
                 changed = True
         return changed
 
     # ------------------------------------------------------------------ counts
 
+    def _count(self, line: str, direction: Direction, label: str) -> None:
+        key = (line, direction.value, label)
+        self.line_counts[key] = self.line_counts.get(key, 0) + 1
+
     def counts(self) -> dict[str, Any]:
         """Live counts: active objects per label, per zone and label (objects counted in the
-        zone), and line crossings since start per line, direction and label."""
+        zone), and line crossings since start (of objects past probation: a ghost's do not
+        count) per line, direction and label."""
         labels: dict[str, int] = {}
         zones: dict[str, dict[str, int]] = {}
         for tr in self._tracks.values():
@@ -337,6 +344,3 @@ def _crossing(line: list[Point], prev: Point, cur: Point) -> Direction | None:
     if was_in == is_in or not segments_cross(prev, cur, a, b):
         return None
     return Direction.IN if is_in else Direction.OUT
-
-
-__all__ = ["CameraEvents", "LineConfig", "ZoneConfig"]
