@@ -109,6 +109,34 @@ def test_bad_geometry_is_one_line_naming_camera_and_zone(tree: dict[str, Any], n
     assert "cam0" in msg and "door" in msg
 
 
+def test_random_malformed_zones_are_one_line_errors() -> None:
+    """300 random zone and line definitions (seeded): each loads or is one ConfigError line."""
+    rng = np.random.default_rng(24)
+    junk: list[Any] = [None, "x", -1e9, float("nan"), 1e300, [], {}, True, "1,2"]
+    refused = 0
+    for _ in range(300):
+        n = int(rng.integers(0, 7))
+        points: Any = [[float(v) for v in rng.uniform(-50, 700, 2)] for _ in range(n)]
+        if rng.random() < 0.3 and points:
+            points[int(rng.integers(len(points)))] = junk[int(rng.integers(len(junk)))]
+        kind = "zones" if rng.random() < 0.7 else "lines"
+        shape: dict[str, Any] = {"points": points}
+        if kind == "lines":
+            shape["in_side"] = [float(v) for v in rng.uniform(-50, 700, 2)]
+        if rng.random() < 0.2:
+            shape["units"] = ["fraction", "px", "furlong"][int(rng.integers(3))]
+        if rng.random() < 0.2:
+            shape["labels"] = [["ball"], ["cat"], "ball", [""]][int(rng.integers(4))]
+        try:
+            load_config(
+                None, {f"events.cameras.cam0.{kind}.z-1": shape, "engine.prompt": "ball. box."}
+            )
+        except ConfigError as e:
+            refused += 1
+            assert "\n" not in str(e) and "z-1" in str(e) and "cam0" in str(e), str(e)
+    assert 100 < refused < 300  # both outcomes happen
+
+
 def test_unknown_camera_and_good_geometry() -> None:
     with pytest.raises(ConfigError, match="camX"):
         load_config(None, {"events.cameras.camX.zones.door.points": [[0, 0], [9, 0], [0, 9]]})
