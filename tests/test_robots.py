@@ -1,0 +1,285 @@
+"""Robots: tracks -> ROS 2 messages -> MCAP, read back with ``mcap`` + ``mcap_ros2`` and,
+independently, with ``rosbags``' CDR deserialiser (its own ROS 2 Humble definitions of
+``std_msgs``/``sensor_msgs``/``geometry_msgs``; ``vision_msgs`` registered from our .msg text),
+compared with the tracks JSONL of the same run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from clients.robots import ros2
+from clients.robots.mcap_out import McapFile
+from clients.web.synthetic import SyntheticEngine
+from stream import bus as zbus
+from stream.config import load_config
+from stream.demo import DemoScene
+from stream.groundtruth import GroundTruthWriter
+from stream.media import Mp4Writer
+from stream.wire import (
+    TrackedObject,
+    TracksMessage,
+    confidence_of,
+    encode_jpeg,
+    encode_mask,
+)
+from tests.conftest import tcp_endpoint, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "clients.cli"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+T0 = 1_760_000_000_123_456_789  # a capture time with a nanosecond part
+
+
+def _typestore() -> Any:
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    types: dict[str, Any] = {}
+    for name, text in ros2.MSG_TEXT.items():
+        if name.startswith("vision_msgs/"):
+            types.update(get_types_from_msg(text, name))
+    store.register(types)
+    return store
+
+
+STORE = _typestore()
+
+
+def read_mcap(path: Path) -> dict[str, list[tuple[int, Any, Any]]]:
+    """topic -> [(log time, mcap_ros2 decoded, rosbags decoded)], in file order; also checks
+    that rosbags serialises each message back to the very bytes in the file."""
+    out: dict[str, list[tuple[int, Any, Any]]] = {}
+    with path.open("rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        assert reader.get_header().profile == "ros2"
+        assert reader.get_summary() is not None  # the footer and summary were written
+        for schema, channel, message, decoded in reader.iter_decoded_messages():
+            assert schema is not None and channel.message_encoding == "cdr"
+            rb = STORE.deserialize_cdr(message.data, schema.name)
+            assert bytes(STORE.serialize_cdr(rb, schema.name)) == message.data
+            out.setdefault(channel.topic, []).append((message.log_time, decoded, rb))
+    return out
+
+
+def assert_same(msgs: list[TracksMessage], path: Path, images: int | None = None) -> None:
+    """The MCAP at ``path`` holds exactly ``msgs`` (one camera) as ROS 2 detections and masks."""
+    topics = read_mcap(path)
+    cam = msgs[0].camera
+    dets, masks = topics[ros2.topic(cam, "detections")], topics[ros2.topic(cam, "masks")]
+    assert len(dets) == len(masks) == len(msgs)
+    if images is not None:
+        assert len(topics[ros2.topic(cam, "image")]) == images
+    for m, (t_det, *det), (t_mask, *mask) in zip(msgs, dets, masks, strict=True):
+        h = m.header
+        assert t_det == t_mask == h.t_capture_ns
+        for d, img in zip(det, mask, strict=True):  # mcap_ros2's, then rosbags' decoding
+            sec, nanosec = divmod(h.t_capture_ns, 10**9)
+            for hdr in (d.header, img.header):
+                assert (hdr.stamp.sec, hdr.stamp.nanosec, hdr.frame_id) == (sec, nanosec, cam)
+            assert len(d.detections) == len(h.objects)
+            for det_i, o in zip(d.detections, h.objects, strict=True):
+                assert det_i.id == str(o.id)
+                hyp = det_i.results[0].hypothesis
+                assert hyp.class_id == o.label
+                conf = o.confidence if o.confidence is not None else confidence_of(o.score)
+                assert hyp.score == pytest.approx(conf, abs=1e-12)
+                x1, y1, x2, y2 = o.box
+                bb = det_i.bbox
+                got = (bb.center.position.x, bb.center.position.y, bb.size_x, bb.size_y)
+                assert got == pytest.approx(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1))
+                assert bb.center.theta == 0.0
+            labels = ros2.decode_label_image(img)
+            assert labels.shape == (h.height, h.width)
+            covered = np.zeros((h.height, h.width), bool)
+            for i, o in enumerate(h.objects):  # pycocotools decode of the JSONL's RLE
+                mask = o.decode_mask()
+                np.testing.assert_array_equal(labels == i + 1, mask & ~covered)
+                covered |= mask
+            assert not (labels[~covered]).any()
+            assert labels.max(initial=0) <= len(h.objects)
+
+
+def _scene_messages(n: int, objects: int = 4) -> tuple[list[TracksMessage], list[np.ndarray]]:
+    scene = DemoScene(160, 120, objects, seed=3, fps=15)
+    truth = GroundTruthWriter(open(os.devnull, "w"), "cam7")  # noqa: SIM115 (never written)
+    msgs, images = [], []
+    for i in range(n):
+        frame = scene.render_frame(i)
+        m = truth.message(frame, i)
+        t = T0 + i * 66_666_667
+        msgs.append(TracksMessage(m.header.model_copy(update={"t_capture_ns": t})))
+        images.append(frame.image)
+    return msgs, images
+
+
+def test_ground_truth_round_trip_through_mcap(tmp_path: Path) -> None:
+    msgs, images = _scene_messages(8)
+    assert sum(len(m.header.objects) for m in msgs) >= 16  # objects in view to compare
+    jsonl = tmp_path / "gt.jsonl"
+    jsonl.write_text("".join(m.to_json() + "\n" for m in msgs))
+    f = McapFile(tmp_path / "gt.mcap")
+    for m, img in zip(msgs, images, strict=True):
+        f.write_tracks(m)
+        f.write_jpeg(m.camera, m.header.t_capture_ns, encode_jpeg(img))
+    f.close()
+    back = [TracksMessage.from_json(line) for line in jsonl.read_text().splitlines()]
+    assert_same(back, tmp_path / "gt.mcap", images=len(msgs))
+    topics = read_mcap(tmp_path / "gt.mcap")
+    first = topics["/promptcam/cam7/image"][0]
+    assert first[1].format == "jpeg" and bytes(first[2].data) == encode_jpeg(images[0])
+
+
+def _obj(i: int, mask: np.ndarray, confidence: float | None) -> TrackedObject:
+    ys, xs = np.nonzero(mask)
+    return TrackedObject(
+        id=1000 + i,
+        label=f"thing {i % 3}",
+        score=0.3 * i - 2,
+        confidence=confidence,
+        box=[float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)],
+        mask=encode_mask(mask),
+        age=i,
+        state="tracked",
+    )
+
+
+def test_overlaps_go_to_the_first_listed_and_old_messages_use_the_sigmoid(tmp_path: Path) -> None:
+    a = np.zeros((30, 40), bool)
+    b = np.zeros((30, 40), bool)
+    a[5:20, 5:25] = True
+    b[10:28, 15:38] = True  # overlaps a on [10:20, 15:25]
+    objs = [_obj(0, b, None), _obj(1, a, 0.25)]  # b first: b wins the overlap
+    msg = TracksMessage.build("c", 1, T0, 40, 30, "thing", objs, T0 + 5)
+    f = McapFile(tmp_path / "o.mcap")
+    f.write_tracks(msg)
+    f.close()
+    assert_same([msg], tmp_path / "o.mcap")
+    img = read_mcap(tmp_path / "o.mcap")["/promptcam/c/masks"][0][2]
+    labels = ros2.decode_label_image(img)
+    assert img.encoding == "mono8" and (labels[12, 18], labels[6, 6], labels[25, 36]) == (1, 2, 1)
+    det = read_mcap(tmp_path / "o.mcap")["/promptcam/c/detections"][0][1]
+    assert det.detections[0].results[0].hypothesis.score == pytest.approx(confidence_of(-2.0))
+
+
+def test_more_than_255_objects_give_a_mono16_label_image(tmp_path: Path) -> None:
+    objs = []
+    for i in range(300):
+        m = np.zeros((20, 300), bool)
+        m[i % 20, i] = True
+        objs.append(_obj(i, m, 0.5))
+    msg = TracksMessage.build("c", 1, T0, 300, 20, "thing", objs, T0)
+    f = McapFile(tmp_path / "m.mcap")
+    f.write_tracks(msg)
+    f.close()
+    assert_same([msg], tmp_path / "m.mcap")
+    img = read_mcap(tmp_path / "m.mcap")["/promptcam/c/masks"][0][2]
+    assert (
+        img.encoding == "mono16"
+        and img.step == 600
+        and ros2.decode_label_image(img)[19, 299] == 300
+    )
+
+
+def test_a_stamp_beyond_ros_time_is_a_counted_rejection_not_a_crash() -> None:
+    msg = TracksMessage.build("c", 1, 2**31 * 10**9, 4, 4, "", [], 0)
+    with pytest.raises(ros2.Ros2MappingError) as e:
+        ros2.detections(msg)
+    assert e.value.reason == "no_ros2_form"
+
+
+def test_record_mcap_closes_a_readable_file_on_sigterm(tmp_path: Path) -> None:
+    ov = {
+        "bus.annotated": tcp_endpoint(),
+        "bus.tracks": tcp_endpoint(),
+        "bus.control": tcp_endpoint(),
+    }
+    cfg = load_config(None, ov)
+    cmd = [*CLI, "record", "--format", "mcap", "--profile", "ros2", "--dir", str(tmp_path)]
+    cmd += ["--log-level", "WARNING"] + [a for k, v in ov.items() for a in ("--set", f"{k}={v}")]
+    seen: dict[int, TracksMessage] = {}
+    ctx = zmq.Context.instance()
+    with SyntheticEngine(cfg, fps=20) as engine:
+        sub = zbus.connect(
+            ctx, zmq.SUB, cfg.bus.tracks, cfg.bus, subscribe=[b"tracks.cam0"], curve=True
+        )
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=ENV)
+        try:
+
+            def grab() -> bool:
+                while sub.poll(0):
+                    m = TracksMessage.from_parts(sub.recv_multipart())
+                    seen[m.header.t_capture_ns] = m
+                return bool(list(tmp_path.glob("*.mcap")))
+
+            wait_for(grab, timeout=30, what="an MCAP file")
+            start = engine.published
+            wait_for(lambda: grab() and engine.published >= start + 15, timeout=30, what="frames")
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=20)
+            grab()
+        finally:
+            sub.close(0)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0 and "tracks messages" in out
+    files = sorted(tmp_path.glob("*.mcap"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.mp4"))
+    topics = read_mcap(files[0])
+    dets = topics["/promptcam/cam0/detections"]
+    assert len(dets) >= 10 and len(topics["/promptcam/cam0/image"]) >= 5
+    recorded = [seen[t] for t, _, _ in dets]  # every recorded message is one the engine sent
+    assert any(m.header.objects for m in recorded)
+    assert_same(recorded, files[0])
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "demo.mp4"
+    scene = DemoScene(160, 120, 3, seed=2, fps=15)
+    with Mp4Writer(path, 15) as w:
+        for i in range(6):
+            w.write(scene.render(i)[0])
+    return path
+
+
+def test_track_mcap_matches_its_tracks_jsonl(video: Path, tmp_path: Path) -> None:
+    tracks, mcap = tmp_path / "t.jsonl", tmp_path / "t.mcap"
+    r = subprocess.run(
+        [
+            *CLI,
+            "track",
+            str(video),
+            "--models",
+            "tiny-random",
+            "--box",
+            "10,10,70,70",
+            "--box",
+            "80,40,150,110@2",
+            "--tracks",
+            str(tracks),
+            "--mcap",
+            str(mcap),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=ENV,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["mcap"] == str(mcap)
+    msgs = [TracksMessage.from_json(line) for line in tracks.read_text().splitlines()]
+    assert len(msgs) == 6 and any(m.header.objects for m in msgs)
+    assert_same(msgs, mcap, images=6)
