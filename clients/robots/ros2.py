@@ -175,11 +175,15 @@ def detections(msg: TracksMessage) -> dict[str, Any]:
 def label_image(msg: TracksMessage) -> np.ndarray:
     """HxW labels: ``i + 1`` where object ``i`` (message order) is, 0 elsewhere; where masks
     overlap, the object listed first. uint8 up to 255 objects, else uint16."""
+    from pycocotools import mask as mask_utils
+
     h = msg.header
     n = len(h.objects)
     labels = np.zeros((h.height, h.width), np.uint8 if n <= MONO8_MAX_OBJECTS else np.uint16)
     for i in range(n - 1, -1, -1):  # the first listed is painted last, so it wins overlaps
-        labels[h.objects[i].decode_mask()] = i + 1
+        rle = h.objects[i].mask
+        mask = mask_utils.decode({"size": list(rle.size), "counts": rle.counts.encode()})
+        np.copyto(labels, labels.dtype.type(i + 1), where=mask.view(bool))  # 0/1 bytes, no copy
     return labels
 
 
