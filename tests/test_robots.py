@@ -5,8 +5,10 @@ compared with the tracks JSONL of the same run."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -283,3 +285,33 @@ def test_track_mcap_matches_its_tracks_jsonl(video: Path, tmp_path: Path) -> Non
     msgs = [TracksMessage.from_json(line) for line in tracks.read_text().splitlines()]
     assert len(msgs) == 6 and any(m.header.objects for m in msgs)
     assert_same(msgs, mcap, images=6)
+
+
+def test_the_python_example_of_docs_robots_md_reads_a_recording(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "robots.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, flags=re.S)
+    assert code is not None
+    (tmp_path / "example.py").write_text(code.group(1))
+    msgs, _ = _scene_messages(3)
+    f = McapFile(tmp_path / "x.mcap")
+    for m in msgs:
+        f.write_tracks(TracksMessage(m.header.model_copy(update={"camera": "cam0"})))
+    f.close()
+    r = subprocess.run(
+        [sys.executable, str(tmp_path / "example.py"), str(tmp_path / "x.mcap")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 6
+    for i, m in enumerate(msgs):  # detections, then the pixels of each id in the label image
+        objs = m.header.objects
+        assert ast.literal_eval(lines[2 * i].split(" ", 1)[1]) == [
+            (str(o.id), o.label) for o in objs
+        ]
+        areas = {str(o.id): int(o.decode_mask().sum()) for o in objs}
+        assert ast.literal_eval(lines[2 * i + 1]) == areas
