@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="mp4: MP4 + JSONL (default); mcap: one MCAP file of ROS 2 messages (docs/robots.md)",
     )
     p.add_argument(
-        "--profile", choices=["ros2"], default="ros2", help="MCAP message profile (default ros2)"
+        "--profile", choices=["ros2"], help="MCAP message profile (default ros2; --format mcap)"
     )
 
     p = sub.add_parser("fleet", help="engines as Ray actors, cameras placed on them (and verbs)")

@@ -344,12 +344,11 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     """``promptcam record [--dir DIR] [--duration S] [--format mp4|mcap] [--profile ros2]``."""
     from setproctitle import setproctitle
 
+    fmt = getattr(args, "format", None) or "mp4"
+    if getattr(args, "profile", None) and fmt != "mcap":
+        raise RecordError(f"--profile applies to --format mcap only, not --format {fmt}")
     setproctitle("promptcam: record")
-    recorder = Recorder(
-        cfg,
-        Path(args.dir) if getattr(args, "dir", None) else None,
-        fmt=getattr(args, "format", None) or "mp4",
-    )
+    recorder = Recorder(cfg, Path(args.dir) if getattr(args, "dir", None) else None, fmt=fmt)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping the recording", signum)

@@ -315,3 +315,48 @@ def test_the_python_example_of_docs_robots_md_reads_a_recording(tmp_path: Path) 
         ]
         areas = {str(o.id): int(o.decode_mask().sum()) for o in objs}
         assert ast.literal_eval(lines[2 * i + 1]) == areas
+
+
+def test_record_mcap_rotates_by_time_every_file_complete(tmp_path: Path) -> None:
+    ov = {
+        "bus.annotated": tcp_endpoint(),
+        "bus.tracks": tcp_endpoint(),
+        "bus.control": tcp_endpoint(),
+    }
+    cmd = [*CLI, "record", "--format", "mcap", "--dir", str(tmp_path), "--duration", "2.2"]
+    for k, v in {**ov, "record.rotate_s": 0.5}.items():
+        cmd += ["--set", f"{k}={v}"]
+    with SyntheticEngine(load_config(None, ov), fps=20):
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env=ENV)
+    assert r.returncode == 0, r.stderr
+    files = sorted(tmp_path.glob("cam0-*.mcap"))
+    assert len(files) >= 3, [p.name for p in files]
+    for path in files:
+        assert read_mcap(path)["/promptcam/cam0/detections"]  # each has its footer and messages
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["record", "--profile", "ros2", "--duration", "1"], "--profile applies to --format mcap"),
+        (["track", "{video}", "--box", "1,1,9,9", "--mcap", "{tmp}/no/x.mcap"], "x.mcap"),
+        (["track", "{video}", "--box", "1,1,9,9"], "--mcap OUT.mcap"),
+    ],
+    ids=["profile-without-mcap", "mcap-missing-dir", "nothing-to-write"],
+)
+def test_bad_mcap_flags_are_one_line_errors(
+    args: list[str], needle: str, video: Path, tmp_path: Path
+) -> None:
+    argv = [a.format(video=video, tmp=tmp_path) for a in args]
+    r = subprocess.run(
+        [*CLI, *argv, "--set", f"record.directory={tmp_path / 'rec'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        cwd=ROOT,
+    )
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "rec").exists() and not (tmp_path / "no").exists()
