@@ -12,13 +12,16 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import zmq
-from mcap.reader import make_reader
+from mcap.exceptions import EndOfFile
+from mcap.reader import NonSeekingReader, make_reader
 from mcap_ros2.decoder import DecoderFactory
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
@@ -360,3 +363,109 @@ def test_bad_mcap_flags_are_one_line_errors(
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not (tmp_path / "rec").exists() and not (tmp_path / "no").exists()
+
+
+def test_record_mcap_full_disk_says_so_once_and_resumes_in_a_complete_file(tmp_path: Path) -> None:
+    from tests.test_recorder import FULL_DISK_SCRIPT, _recorder_in, _tmpfs_namespace_unavailable
+
+    reason = _tmpfs_namespace_unavailable(tmp_path)
+    if reason:
+        pytest.skip(reason)
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    ov = {
+        "bus.annotated": tcp_endpoint(),
+        "bus.tracks": tcp_endpoint(),
+        "bus.control": tcp_endpoint(),
+        "record.retry_s": 0.3,
+        "record.min_free_mb": 0.5,
+    }
+    cmd = [*CLI, "record", "--format", "mcap", "--dir", str(disk / "rec"), "--log-level", "WARNING"]
+    cmd += [a for k, v in ov.items() for a in ("--set", f"{k}={v}")]
+    with SyntheticEngine(load_config(None, ov), fps=30, width=640, height=480):
+        proc = subprocess.Popen(
+            ["unshare", "-rm", "sh", "-c", FULL_DISK_SCRIPT, "sh", str(disk), str(out), *cmd],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        err: list[str] = []
+        assert proc.stderr is not None
+        reader = threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")))
+        reader.start()
+        try:
+            recorder = wait_for(lambda: _recorder_in(proc.pid), timeout=30, what="recorder")
+            inside = Path(f"/proc/{recorder.pid}/root") / disk.relative_to("/")
+            # the disk can be nearly full before a write fails: wait for the failure itself
+            wait_for(lambda: any("recording stopped" in ln for ln in err), 60, what="a failure")
+            full = set((inside / "rec").glob("*.mcap"))
+            (inside / "filler").unlink()  # space comes back
+            wait_for(
+                lambda: any(
+                    p.stat().st_size > 1_100_000
+                    for p in set((inside / "rec").glob("*.mcap")) - full
+                ),
+                timeout=30,
+                what="a new file with a chunk written after space came back",
+            )
+            recorder.send_signal(signal.SIGTERM)
+            stdout, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:  # the recorder holds the pipes too: kill it before the shell
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    child.kill()
+                proc.kill()
+                proc.communicate()
+            reader.join(timeout=10)
+    stderr = "".join(err)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    stopped = [ln for ln in stderr.splitlines() if "recording stopped" in ln]
+    resumed = [ln for ln in stderr.splitlines() if "recording resumes" in ln]
+    assert len(stopped) == 1 and "No space left on device" in stopped[0], stderr[-2000:]
+    assert len(resumed) == 1, stderr[-2000:]
+    assert "write failures" in stdout and "dropped" in stdout, stdout
+    *cut, complete = sorted(out.glob("*.mcap"))
+    topics = read_mcap(complete)  # the file after space came back: complete, with its footer
+    assert len(topics["/promptcam/cam0/image"]) >= 10 and topics["/promptcam/cam0/detections"]
+    # the file that failed: cut after its last complete chunk (it reads to its end), or removed
+    assert len(cut) == ("complete chunks, no footer" in stopped[0]) and len(cut) <= 1
+    for path in cut:
+        assert f"kept {path.name}" in stopped[0]
+        assert _stream_read(path) > 0
+
+
+def _stream_read(path: Path) -> int:
+    """Messages a streaming reader decodes in a file with no footer (it ends with EndOfFile)."""
+    n = 0
+    with path.open("rb") as fh, pytest.raises(EndOfFile):
+        reader = NonSeekingReader(fh, decoder_factories=[DecoderFactory()])
+        for _, _, _, decoded in reader.iter_decoded_messages(log_time_order=False):
+            assert decoded.header.frame_id
+            n += 1
+    return n
+
+
+def test_a_file_cut_short_is_cut_back_to_its_last_complete_chunk(tmp_path: Path) -> None:
+    from clients.robots.mcap_out import keep_complete_records
+
+    rng = np.random.default_rng(0)
+    jpegs = [encode_jpeg(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)) for _ in range(40)]
+    f = McapFile(tmp_path / "whole.mcap")
+    for i, jpeg in enumerate(jpegs):  # ~55 KB each: chunks of 1 MiB hold about 19
+        f.write_jpeg("c", T0 + i, jpeg)
+    f.close()
+    data = (tmp_path / "whole.mcap").read_bytes()
+    torn = tmp_path / "torn.mcap"
+    torn.write_bytes(data[: int(len(data) * 0.7)])  # within the second chunk
+    assert keep_complete_records(torn) == 1
+    got = []
+    with torn.open("rb") as fh, pytest.raises(EndOfFile):  # no footer: the stream just ends
+        reader = NonSeekingReader(fh, decoder_factories=[DecoderFactory()])
+        for _, _, message, decoded in reader.iter_decoded_messages(log_time_order=False):
+            got.append((message.log_time, bytes(decoded.data)))
+    assert 5 <= len(got) < 40 and got == [(T0 + i, jpegs[i]) for i in range(len(got))]
+    head = tmp_path / "head.mcap"
+    head.write_bytes(data[:5000])  # the header and part of the first chunk
+    assert keep_complete_records(head) == 0 and head.stat().st_size < 5000

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import struct
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +29,31 @@ from stream.config import RecordConfig
 from stream.wire import AnnotatedMessage, TracksMessage
 
 log = logging.getLogger(__name__)
+
+MAGIC = b"\x89MCAP0\r\n"
+CHUNK_OPCODE = 0x06
+
+
+def keep_complete_records(path: Path) -> int:
+    """Cut an MCAP file that lost its end (a failed write) after its last complete record, so
+    that a streaming reader reads every message in it up to there; returns the complete chunks
+    kept (0: nothing but the header, the file is worth removing)."""
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            f.truncate(0)
+            return 0
+        pos, chunks = len(MAGIC), 0
+        while pos + 9 <= size:  # a record: opcode (1 byte), length (uint64 LE), content
+            f.seek(pos)
+            head = f.read(9)
+            end = pos + 9 + struct.unpack_from("<Q", head, 1)[0]
+            if end > size:
+                break
+            chunks += head[0] == CHUNK_OPCODE
+            pos = end
+        f.truncate(pos)
+    return chunks
 
 
 class McapFile:
@@ -93,8 +119,8 @@ class RotatingMcap:
     """``promptcam record --format mcap``: MCAP files ``<camera>-<start time>-NNN.mcap`` that
     start anew after ``record.rotate_mb`` or ``record.rotate_s``. A failed write (a full disk)
     drops messages, counted, until ``record.min_free_mb`` are free again (checked every
-    ``record.retry_s``); the file that failed is left without its footer (its complete chunks
-    can still be read by a streaming reader) and said in one line."""
+    ``record.retry_s``); the file that failed is cut after its last complete chunk (no footer:
+    a streaming reader reads it to there), or removed when it holds none; said in one line."""
 
     def __init__(self, directory: Path, camera: str, rec: RecordConfig) -> None:
         self.directory = directory
@@ -117,7 +143,8 @@ class RotatingMcap:
         self._opened_at = time.monotonic()
         log.info("recording to %s", path)
 
-    def _ready(self) -> McapFile:
+    def _ready(self) -> McapFile | None:
+        """The file to write to, a new one when due; None when closing the old one failed."""
         f = self._file
         if f is not None:
             too_old = (
@@ -130,6 +157,8 @@ class RotatingMcap:
             if not (too_old or too_big):
                 return f
             self.close()
+            if self._failed_at is not None:
+                return None
         self._open()
         assert self._file is not None
         return self._file
@@ -156,7 +185,11 @@ class RotatingMcap:
             self.stats.dropped_frames += 1
             return
         try:
-            self._ready().write_jpeg(msg.camera, msg.t_capture_ns, msg.jpeg)
+            f = self._ready()
+            if f is None:
+                self.stats.dropped_frames += 1
+                return
+            f.write_jpeg(msg.camera, msg.t_capture_ns, msg.jpeg)
         except OSError as e:
             self.stats.dropped_frames += 1
             self._write_failed(e)
@@ -169,35 +202,59 @@ class RotatingMcap:
             self.stats.dropped_tracks += 1
             return
         try:
-            self._ready().write_tracks(msg)
+            f = self._ready()
+            if f is None:
+                self.stats.dropped_tracks += 1
+                return
+            f.write_tracks(msg)
         except OSError as e:
             self.stats.dropped_tracks += 1
             self._write_failed(e)
             return
         self.stats.tracks += 1
 
-    def _write_failed(self, e: OSError) -> None:
+    def _salvage(self) -> str:
+        """Close the current file after a failed write, keep what reads, say what was kept."""
         f, self._file = self._file, None
-        if f is not None:
-            f.abandon()
+        if f is None:
+            return "nothing was written"
+        f.abandon()
+        try:
+            chunks = keep_complete_records(f.path)
+        except OSError:
+            chunks = 0
+        if chunks:
+            return f"kept {f.path.name} ({chunks} complete chunks, no footer)"
+        with contextlib.suppress(OSError):
+            f.path.unlink()
+        self.stats.files.remove(f.path)
+        return f"removed {f.path.name} (no complete chunk)"
+
+    def _write_failed(self, e: OSError) -> None:
+        kept = self._salvage()
         if self.stats.frames + self.stats.tracks == 0 and e.errno not in SPACE_ERRNOS:
             raise RecordError(f"cannot record to {self.directory}: {e.strerror or e}") from None
         self.stats.write_errors += 1
         self._failed_at = time.monotonic()
         self._next_check = self._failed_at + self.rec.retry_s
         log.error(
-            "recording stopped: cannot write to %s (%s); %s has no footer; dropping messages "
-            "until %g MB are free",
+            "recording stopped: cannot write to %s (%s); %s; dropping messages until %g MB are "
+            "free (checked every %g s)",
             self.directory,
             e.strerror or e,
-            f.path.name if f is not None else "no file",
+            kept,
             self.rec.min_free_mb,
+            self.rec.retry_s,
         )
 
     def close(self) -> None:
-        f, self._file = self._file, None
-        if f is not None:
-            try:
-                f.close()
-            except OSError as e:
-                self._write_failed(e)
+        """Finish the current file (summary and footer); a failure salvages it as a write."""
+        f = self._file
+        if f is None:
+            return
+        try:
+            f.close()
+        except OSError as e:
+            self._write_failed(e)
+            return
+        self._file = None
