@@ -325,7 +325,8 @@ class Recorder:
                         if sock is ann:
                             msg_a = AnnotatedMessage.from_parts(parts, self._max_payload)
                             if msg_a.camera == self.camera:
-                                self._check_size(msg_a)
+                                if isinstance(self.recording, RotatingRecording):
+                                    self._check_size(msg_a)  # an H.264 limit; MCAP keeps JPEGs
                                 self.recording.write_frame(msg_a)
                         else:
                             msg_t = TracksMessage.from_parts(parts)

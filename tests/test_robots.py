@@ -469,3 +469,49 @@ def test_a_file_cut_short_is_cut_back_to_its_last_complete_chunk(tmp_path: Path)
     head = tmp_path / "head.mcap"
     head.write_bytes(data[:5000])  # the header and part of the first chunk
     assert keep_complete_records(head) == 0 and head.stat().st_size < 5000
+
+
+def test_record_mcap_keeps_frames_too_small_for_h264(tmp_path: Path) -> None:
+    """The MP4 recording refuses frames under 2 pixels a side (H.264); MCAP keeps the JPEGs."""
+    import cv2
+
+    from stream.wire import AnnotatedMessage
+
+    ov = {
+        "bus.annotated": tcp_endpoint(),
+        "bus.tracks": tcp_endpoint(),
+        "bus.control": tcp_endpoint(),
+    }
+    ctx: zmq.Context[Any] = zmq.Context()
+    pub = zbus.bind(ctx, zmq.PUB, ov["bus.annotated"])
+    cmd = [*CLI, "record", "--format", "mcap", "--dir", str(tmp_path), "--log-level", "WARNING"]
+    cmd += [a for k, v in ov.items() for a in ("--set", f"{k}={v}")]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    jpeg = encode_jpeg(np.full((64, 1, 3), 120, np.uint8))
+    try:
+        seq = 0
+
+        def send() -> bool:  # until the file exists (a subscriber misses the first messages)
+            nonlocal seq
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            pub.send_multipart(AnnotatedMessage("cam0", seq, T0 + seq, 1, 64, 0, jpeg).to_parts())
+            seq += 1
+            return any(tmp_path.glob("*.mcap")) and seq > 40
+
+        wait_for(send, timeout=30, interval=0.05, what="a recording of 1-pixel-wide frames")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        pub.close(0)
+        ctx.term()
+    assert proc.returncode == 0, err[-3000:]
+    assert "rejected" not in out, out
+    [path] = sorted(tmp_path.glob("*.mcap"))
+    images = read_mcap(path)["/promptcam/cam0/image"]
+    assert images and all(bytes(rb.data) == jpeg for _, _, rb in images)
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (64, 1, 3)
