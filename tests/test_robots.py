@@ -61,6 +61,19 @@ def _typestore() -> Any:
 STORE = _typestore()
 
 
+def test_our_msg_text_of_ros_packages_equals_rosbags_humble_definitions() -> None:
+    """The schemas in our MCAP files carry our .msg text: for every type rosbags ships (all but
+    vision_msgs), the fields it parses to are those of ROS 2 Humble, name and type."""
+    humble = get_typestore(Stores.ROS2_HUMBLE)
+    compared = 0
+    for name, text in ros2.MSG_TEXT.items():
+        if name.startswith("vision_msgs/"):
+            continue
+        assert get_types_from_msg(text, name)[name] == humble.fielddefs[name], name
+        compared += 1
+    assert compared == 8
+
+
 def read_mcap(path: Path) -> dict[str, list[tuple[int, Any, Any]]]:
     """topic -> [(log time, mcap_ros2 decoded, rosbags decoded)], in file order; also checks
     that rosbags serialises each message back to the very bytes in the file."""
