@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="OUT.mp4", help="write the annotated video")
     p.add_argument("--tracks", metavar="OUT.jsonl", help="write tracks, one JSON line per frame")
     p.add_argument(
+        "--mcap", metavar="OUT.mcap", help="write tracks and masks as ROS 2 messages in MCAP"
+    )
+    p.add_argument(
         "--seed-with", choices=["box", "mask", "points"], help="how a detection starts a track"
     )
     p.add_argument("--max-frames", type=int, metavar="N", help="process at most N frames")
@@ -224,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--dir", metavar="DIR", help="output directory (config: record.directory)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--format",
+        choices=["mp4", "mcap"],
+        default="mp4",
+        help="mp4: MP4 + JSONL (default); mcap: one MCAP file of ROS 2 messages (docs/robots.md)",
+    )
+    p.add_argument(
+        "--profile", choices=["ros2"], help="MCAP message profile (default ros2; --format mcap)"
+    )
 
     p = sub.add_parser("fleet", help="engines as Ray actors, cameras placed on them (and verbs)")
     _common(p)
@@ -445,7 +457,7 @@ def object_main(cfg: Config, args: argparse.Namespace) -> int:
 # Output flags of each command, checked before the command starts (stream/preflight.py).
 # (scene --out may be a PNG directory, record --dir is one: not files, not checked here.)
 OUTPUT_FLAGS: dict[str, tuple[str, ...]] = {
-    "track": ("out", "tracks"),
+    "track": ("out", "tracks", "mcap"),
     "eval": ("json",),
     "bench": ("json",),
     "scene": ("gt",),

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import zmq
 
@@ -35,6 +35,9 @@ from stream.config import Config, RecordConfig
 from stream.errors import PromptcamError
 from stream.media import Mp4Writer, keep_complete_fragments
 from stream.wire import AnnotatedMessage, TracksMessage, WireError
+
+if TYPE_CHECKING:
+    from clients.robots.mcap_out import RotatingMcap
 
 log = logging.getLogger(__name__)
 
@@ -245,17 +248,27 @@ def _keep_whole_lines(path: Path, chunk: int = 1 << 20) -> int:
 
 
 class Recorder:
-    """Subscribe and record until ``stop`` is set or ``duration`` seconds have passed."""
+    """Subscribe and record until ``stop`` is set or ``duration`` seconds have passed.
+    ``fmt``: ``mp4`` (MP4 + JSONL) or ``mcap`` (ROS 2 messages, ``clients.robots.mcap_out``)."""
 
     def __init__(
-        self, cfg: Config, directory: Path | None = None, ctx: zmq.Context[Any] | None = None
+        self,
+        cfg: Config,
+        directory: Path | None = None,
+        ctx: zmq.Context[Any] | None = None,
+        fmt: str = "mp4",
     ) -> None:
         self.cfg = cfg
         self.camera = cfg.camera
         self.stop = threading.Event()
-        self.recording = RotatingRecording(
-            directory or cfg.record.directory, cfg.camera, cfg.record
-        )
+        self.recording: RotatingRecording | RotatingMcap
+        where = directory or cfg.record.directory
+        if fmt == "mcap":
+            from clients.robots.mcap_out import RotatingMcap
+
+            self.recording = RotatingMcap(where, cfg.camera, cfg.record)
+        else:
+            self.recording = RotatingRecording(where, cfg.camera, cfg.record)
         self._ctx = ctx or zmq.Context.instance()
         self._max_payload = int(cfg.bus.max_payload_mb * 2**20)
 
@@ -312,7 +325,8 @@ class Recorder:
                         if sock is ann:
                             msg_a = AnnotatedMessage.from_parts(parts, self._max_payload)
                             if msg_a.camera == self.camera:
-                                self._check_size(msg_a)
+                                if isinstance(self.recording, RotatingRecording):
+                                    self._check_size(msg_a)  # an H.264 limit; MCAP keeps JPEGs
                                 self.recording.write_frame(msg_a)
                         else:
                             msg_t = TracksMessage.from_parts(parts)
@@ -328,11 +342,14 @@ class Recorder:
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
-    """``promptcam record [--dir DIR] [--duration S]``."""
+    """``promptcam record [--dir DIR] [--duration S] [--format mp4|mcap] [--profile ros2]``."""
     from setproctitle import setproctitle
 
+    fmt = getattr(args, "format", None) or "mp4"
+    if getattr(args, "profile", None) and fmt != "mcap":
+        raise RecordError(f"--profile applies to --format mcap only, not --format {fmt}")
     setproctitle("promptcam: record")
-    recorder = Recorder(cfg, Path(args.dir) if getattr(args, "dir", None) else None)
+    recorder = Recorder(cfg, Path(args.dir) if getattr(args, "dir", None) else None, fmt=fmt)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping the recording", signum)

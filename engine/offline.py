@@ -121,12 +121,14 @@ def track_video(
     boxes: Sequence[tuple[Box, int]] = (),
     out_mp4: Path | None = None,
     tracks_jsonl: Path | None = None,
+    mcap: Path | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     max_frames: int | None = None,
     stop: threading.Event | None = None,
 ) -> OfflineResult:
     """Track every frame of ``video``; ``boxes`` are manual (box, frame) prompts. Setting
-    ``stop`` ends the job after the current frame, outputs finalised (``stopped`` in the result)."""
+    ``stop`` ends the job after the current frame, outputs finalised (``stopped`` in the result).
+    ``mcap``: also the ROS 2 messages of every frame (``clients.robots.mcap_out``)."""
     from engine.build import build_engine
 
     if not cfg.engine.prompt.strip() and not boxes:
@@ -147,15 +149,26 @@ def track_video(
         source.close()
         raise
     renderer = Renderer(jpeg_quality=cfg.engine.jpeg_quality)
+    sink = None
     try:
         writer, jsonl = _open_outputs(out_mp4, tracks_jsonl, fps)
+        if mcap is not None:
+            from clients.robots.mcap_out import McapFile
+
+            try:
+                sink = McapFile(mcap)
+            except OSError as e:
+                _close_outputs(writer, jsonl)
+                raise OutputError(f"cannot write {mcap}: {e.strerror or e}") from None
     except BaseException:
         source.close()
         engine.close()
         raise
     clock = StageClock()
     frames = FramePrefetch(source, clock, engine.prepare)
-    outputs = OutputWriter(cfg.camera, renderer, writer, jsonl, clock)
+    outputs = OutputWriter(
+        cfg.camera, renderer, writer, jsonl, clock, sink, cfg.engine.jpeg_quality
+    )
     seen: set[int] = set()
     seq = 0
     image: np.ndarray | None = first
@@ -186,7 +199,13 @@ def track_video(
         except OSError as e:
             raise OutputError(f"cannot write the outputs: {e.strerror or e}") from None
         finally:
-            _close_outputs(writer, jsonl)
+            try:
+                if sink is not None:
+                    sink.close()  # the MCAP summary and footer: the file is complete
+            except OSError as e:
+                raise OutputError(f"cannot finish writing {mcap}: {e.strerror or e}") from None
+            finally:
+                _close_outputs(writer, jsonl)
     stopped = image is not None and (max_frames is None or seq < max_frames)
     if by_frame and not stopped:
         late = ", ".join(f"@{f}" for f in sorted(by_frame))
@@ -243,7 +262,7 @@ class _StopOnSignal:
 
 
 def _partial_outputs(args: argparse.Namespace) -> str:
-    paths = [Path(p) for p in (args.out, args.tracks) if p]
+    paths = [Path(p) for p in (args.out, args.tracks, getattr(args, "mcap", None)) if p]
     found = [str(p.resolve()) for p in paths if p.exists()]
     return ", ".join(found) if found else "none (no frame was processed)"
 
@@ -253,8 +272,11 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     if not video.exists():
         raise SourceError(f"{video}: no such file or directory")
     boxes = [parse_box(b) for b in args.box]
-    if not args.out and not args.tracks:
-        raise PromptError("nothing to write: give --out OUT.mp4 and/or --tracks OUT.jsonl")
+    mcap = getattr(args, "mcap", None)
+    if not args.out and not args.tracks and not mcap:
+        raise PromptError(
+            "nothing to write: give --out OUT.mp4, --tracks OUT.jsonl and/or --mcap OUT.mcap"
+        )
     if boxes and not args.prompt and not any(s.startswith("engine.prompt=") for s in args.set):
         cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"prompt": ""})})
     with _StopOnSignal() as stop:
@@ -265,6 +287,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
                 boxes=boxes,
                 out_mp4=Path(args.out) if args.out else None,
                 tracks_jsonl=Path(args.tracks) if args.tracks else None,
+                mcap=Path(mcap) if mcap else None,
                 progress=_progress_bar(not args.no_progress and sys.stderr.isatty()),
                 max_frames=args.max_frames,
                 stop=stop.event,
@@ -282,6 +305,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         "objects": res.objects,
         "out": args.out,
         "tracks": args.tracks,
+        "mcap": mcap,
         "stage_ms": res.stage_ms,
     }
     if res.stopped:

@@ -2,7 +2,8 @@
 frame and writing the last frame's outputs overlap the model's work on this one.
 
 ``FramePrefetch`` reads frames ahead of the model; ``OutputWriter`` writes each processed frame's
-outputs (the tracks JSON line with its RLE masks, the annotated MP4 frame). Both queues hold
+outputs (the tracks JSON line with its RLE masks, the annotated MP4 frame, the ROS 2 messages
+of an MCAP file). Both queues hold
 ``DEPTH`` frames and BLOCK when full: no frame is dropped and the order is kept, so the job still
 processes and writes every frame, in order; a slow stage makes the model wait rather than
 memory grow. ``StageClock`` sums each stage's wall time, for the job's summary and the bench's
@@ -17,7 +18,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from typing import IO
+from typing import IO, Protocol
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from engine.segmenter import PreparedFrame
 from stream.errors import EndOfStreamError
 from stream.media import Mp4Writer
 from stream.sources import FrameSource
+from stream.wire import TracksMessage, encode_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +136,18 @@ class FramePrefetch:
         self._thread.join()
 
 
+class TracksSink(Protocol):
+    """An output of tracks and annotated JPEGs (``clients.robots.mcap_out.McapFile``)."""
+
+    def write_tracks(self, msg: TracksMessage) -> None: ...
+
+    def write_jpeg(self, camera: str, t_capture_ns: int, jpeg: bytes | memoryview) -> None: ...
+
+
 class OutputWriter:
     """Writes every processed frame's outputs on its own thread, in order. ``put`` blocks while
-    ``DEPTH`` frames wait; ``close`` writes what is queued, then raises the first write error."""
+    ``DEPTH`` frames wait; ``close`` writes what is queued, then raises the first write error.
+    ``sink`` (``track --mcap``) gets each frame's tracks message and annotated JPEG."""
 
     def __init__(
         self,
@@ -145,34 +156,46 @@ class OutputWriter:
         writer: Mp4Writer | None,
         jsonl: IO[str] | None,
         clock: StageClock,
+        sink: TracksSink | None = None,
+        jpeg_quality: int = 80,
     ) -> None:
         self._camera = camera
         self._renderer = renderer
         self._writer = writer
         self._jsonl = jsonl
         self._clock = clock
+        self._sink = sink
+        self._jpeg_quality = jpeg_quality
         self._q: queue.Queue[tuple[np.ndarray, FrameResult] | None] = queue.Queue(maxsize=DEPTH)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="offline-outputs", daemon=True)
         self._thread.start()
 
     def _write(self, image: np.ndarray, result: FrameResult) -> None:
-        if self._jsonl is not None:
+        msg: TracksMessage | None = None
+        if self._jsonl is not None or self._sink is not None:
             t0 = time.perf_counter()
             msg = to_tracks_message(self._camera, result, t_publish_ns=result.t_capture_ns)
+            self._clock.add("rle", (time.perf_counter() - t0) * 1e3)
+        if self._jsonl is not None and msg is not None:
             t1 = time.perf_counter()
-            line = msg.to_json()
-            t2 = time.perf_counter()
-            self._jsonl.write(line + "\n")
-            self._clock.add("rle", (t1 - t0) * 1e3)
-            self._clock.add("json", (t2 - t1) * 1e3 + (time.perf_counter() - t2) * 1e3)
-        if self._writer is not None:
+            self._jsonl.write(msg.to_json() + "\n")
+            self._clock.add("json", (time.perf_counter() - t1) * 1e3)
+        frame: np.ndarray | None = None
+        if self._writer is not None or self._sink is not None:
             t0 = time.perf_counter()
             frame = render_result(self._renderer, image, result)
+            self._clock.add("render", (time.perf_counter() - t0) * 1e3)
+        if self._writer is not None and frame is not None:
             t1 = time.perf_counter()
             self._writer.write(frame)
-            self._clock.add("render", (t1 - t0) * 1e3)
             self._clock.add("video_encode", (time.perf_counter() - t1) * 1e3)
+        if self._sink is not None and msg is not None and frame is not None:
+            t1 = time.perf_counter()
+            self._sink.write_tracks(msg)
+            jpeg = encode_jpeg(frame, self._jpeg_quality)
+            self._sink.write_jpeg(self._camera, result.t_capture_ns, jpeg)
+            self._clock.add("mcap", (time.perf_counter() - t1) * 1e3)
 
     def _run(self) -> None:
         while True:
