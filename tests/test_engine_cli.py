@@ -192,7 +192,7 @@ def test_track_stopped_by_a_signal_finalises_and_names_its_outputs(
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: tracks.exists() and tracks.stat().st_size > 0, timeout=120, what="tracks")
+        wait_for(lambda: tracks.exists() and tracks.stat().st_size > 0, timeout=240, what="tracks")
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
