@@ -130,10 +130,11 @@ cameras:
                 (s := read_status_file(status_file))
                 and s["children"]["capture:broken"]["state"] == "failed"
                 and set(s["cameras"]) >= set(live)
+                and s.get("engine")  # the engine's stats, fresh (None while a poll is late)
                 and s
             ),
             timeout=60,
-            what="status file with every camera and the broken one failed",
+            what="status file with every camera, the broken one failed, and engine stats",
         )
         assert "missing.mp4" in status["children"]["capture:broken"]["error"]
         assert set(status["children"]) == {
