@@ -80,3 +80,9 @@ def test_config_reference_is_current() -> None:
         "docs/config-reference.md"
     )
     assert "`engine.state_file`" in shipped and "`bus.frames`" in shipped
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_page_points_outside_the_repository(page: Path) -> None:
+    """A cloner has no ../shared: the pages name docs/contract.md, never the steering folder."""
+    assert "../shared" not in page.read_text(), f"{page.name} mentions ../shared"
