@@ -28,6 +28,7 @@ from clients.events.config import EventsConfig
 from clients.events.model import EventMessage
 from clients.events.store import EventStore
 from clients.events.tracker import CameraEvents
+from clients.events.zones_file import ZonesWatcher, zones_path
 from clients.subscriber import TracksSubscriber
 from stream import bus as zbus
 from stream.config import BusConfig, Config
@@ -57,6 +58,9 @@ class EventsService:
         self.stop = threading.Event()
         self.published = 0
         self.rejected_cameras = 0
+        # zones and lines saved from the web page: loaded now, reloaded when the file changes
+        self.zones = ZonesWatcher(zones_path(store.path))
+        self.zones.poll(self, force=True)
 
     def handle(self, msg: TracksMessage) -> list[EventMessage]:
         logic = self.cameras.get(msg.camera)
@@ -95,6 +99,7 @@ class EventsService:
         self.store.retain()
         while not self.stop.is_set():
             msg = sub.recv(timeout=0.2)
+            self.zones.poll(self)
             if msg is not None:
                 self.handle(msg)
             elif self.store.pending:

@@ -13,7 +13,8 @@ the camera banner (camera_state.py); sends control requests from executor thread
   connection per camera it shows: cameras come and go at runtime without renegotiating a
   shared connection, and one camera's connection failing or reconnecting leaves the others'
   alone;
-- the live page's API (live_api.py) and the offline page's (offline_api.py);
+- the live page's API (live_api.py), the offline page's (offline_api.py) and the events'
+  (events_api.py: events, snapshots, counts, zones);
 - ``GET /healthz`` (never needs the token), ``GET /metrics`` (Prometheus text).
 
 Binds ``web.host`` (loopback by default). When ``web.token`` is set (it must be off loopback)
@@ -45,7 +46,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.exceptions import OperationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from clients.web import live_api, offline_api
+from clients.web import events_api, live_api, offline_api
 from clients.web.camera_list import CameraLister, camera_lister
 from clients.web.camera_state import SiteMonitor
 from clients.web.channels import CameraChannel, CameraChannels
@@ -370,6 +371,7 @@ def create_app(
     app.router.add_post("/offer", offer)
     live_api.add_routes(app)
     offline_api.add_routes(app)
+    events_api.add_routes(app)
     follower: list[asyncio.Task[None]] = []
 
     async def start_feeds(app: web.Application) -> None:
