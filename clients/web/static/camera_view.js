@@ -64,6 +64,8 @@ class CameraView {
       onBox: (box) => this.addObject(box),
     });
     this.bind();
+    this.zones = new ZoneEditor(this);     // zones.js: zones and lines over the video
+    this.events = new EventsPanel(this);   // events_panel.js: timeline, filters, counts
     this.startVideo();
     this.pollObjects();
     this.pollStats();
