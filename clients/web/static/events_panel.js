@@ -148,8 +148,8 @@ class EventsPanel {
     const b = li.firstChild;
     b.classList.toggle("active", ev.end_ns === null);
     setText(li.querySelector(".label"), "#" + ev.object_id + " " + ev.label);
-    setText(li.querySelector(".time"), timeOf(ev.start_ns) + (ev.end_ns === null ? " · now" : ""));
-    setText(li.querySelector(".what"), describeEvent(ev));
+    setText(li.querySelector(".time"), timeOf(ev.start_ns));
+    setText(li.querySelector(".what"), [ev.end_ns === null ? "now" : "", describeEvent(ev)].filter(Boolean).join(" · "));
     b.setAttribute("aria-label", ev.label + " at " + timeOf(ev.start_ns) + (describeEvent(ev) ? ", " + describeEvent(ev) : "") + (ev.snapshot ? ": open its snapshot" : ""));
   }
 }

@@ -34,7 +34,7 @@ class ZoneEditor {
     this.editing = false;
     this.drawing = null;   // {kind, points} while a new shape is clicked in
     this.selected = -1;    // index in shapes
-    this.dragging = null;  // {shape, point} (point -1: a line's in-side point)
+    this.dragging = null;  // {shape, point}: a corner or line end being dragged
     this.dirty = false;
     this.loaded = false;
     ZoneEditor.made = (ZoneEditor.made || 0) + 1;
@@ -217,12 +217,16 @@ class ZoneEditor {
     return [clamp01(mx - (y2 - y1) / len * IN_SIDE_OFFSET), clamp01(my + (x2 - x1) / len * IN_SIDE_OFFSET)];
   }
 
+  sideOf([[x1, y1], [x2, y2]], [x, y]) { return Math.sign((x2 - x1) * (y - y1) - (y2 - y1) * (x - x1)); }
+
+  flipped([[x1, y1], [x2, y2]], [x, y]) {
+    return [clamp01(x1 + x2 - x), clamp01(y1 + y2 - y)];  // mirrored through the middle
+  }
+
   flipSelected() {
     const s = this.shapes[this.selected];
     if (!s || s.kind !== "line") return;
-    const [[x1, y1], [x2, y2]] = s.points;
-    const mx = (x1 + x2) / 2, my = (y1 + y2) / 2;
-    s.inSide = [clamp01(2 * mx - s.inSide[0]), clamp01(2 * my - s.inSide[1])];
+    s.inSide = this.flipped(s.points, s.inSide);
     this.dirty = true;
     this.render();
   }
@@ -304,8 +308,13 @@ class ZoneEditor {
     const p = this.toFrac(ev);
     const s = this.shapes[g.shape];
     if (!p || !s) return;
-    if (g.point < 0) s.inSide = p;
-    else s.points[g.point] = p;
+    if (s.kind === "line") {
+      // the "in" side stays on the same side of the moved line (Flip turns it)
+      const before = this.sideOf(s.points, s.inSide);
+      s.points[g.point] = p;
+      s.inSide = this.defaultInSide(s.points);
+      if (this.sideOf(s.points, s.inSide) !== before) s.inSide = this.flipped(s.points, s.inSide);
+    } else s.points[g.point] = p;
     this.dirty = true;
     this.render();
   }
@@ -375,10 +384,11 @@ class ZoneEditor {
         const u = [(q[0] - m[0]) / len, (q[1] - m[1]) / len];
         const tip = [m[0] + u[0] * ARROW_PX, m[1] + u[1] * ARROW_PX];
         svgEl("line", { x1: m[0], y1: m[1], x2: tip[0], y2: tip[1], class: "arrow", "marker-end": "url(#" + this.markerId + ")" }, g);
-        this.label(g, [tip[0] + u[0] * 12, tip[1] + u[1] * 12], "in", i).classList.add("in");
+        const side = Math.abs(u[0]) < 0.3 ? 0 : Math.sign(u[0]);  // in to the left (-1), right (1)
+        const anchors = ["end", "middle", "start"];
+        this.label(g, [tip[0] + u[0] * 8, tip[1] + u[1] * 12], "in", i, anchors[side + 1]).classList.add("in");
         const count = this.counts[s.name] !== undefined ? " · " + this.counts[s.name] : "";
-        this.label(g, [m[0] - u[0] * 18, m[1] - u[1] * 18], s.name + count, i);
-        if (this.editing && sel) svgEl("circle", { cx: q[0], cy: q[1], r: HANDLE_R - 2, class: "handle in-side", "data-shape": i, "data-handle": -1 }, g);
+        this.label(g, [m[0] - u[0] * 12, m[1] - u[1] * 16], s.name + count, i, anchors[1 - side]);
       }
       if (this.editing) {
         s.points.forEach((p, j) => {
@@ -401,9 +411,14 @@ class ZoneEditor {
     svgEl("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrowhead" }, marker);
   }
 
-  label(g, [x, y], value, i) {
-    const t = svgEl("text", { x, y, "text-anchor": "middle", "dominant-baseline": "middle", "data-shape": i }, g);
+  // a text at (x, y), moved inside the picture when it would stick out of it
+  label(g, [x, y], value, i, anchor = "middle") {
+    const t = svgEl("text", { x, y, "text-anchor": anchor, "dominant-baseline": "middle", "data-shape": i }, g);
     t.textContent = value;
+    const b = t.getBBox(), w = this.svg.clientWidth, h = this.svg.clientHeight;
+    const dx = b.x < 2 ? 2 - b.x : b.x + b.width > w - 2 ? w - 2 - b.x - b.width : 0;
+    const dy = b.y < 2 ? 2 - b.y : b.y + b.height > h - 2 ? h - 2 - b.y - b.height : 0;
+    if (dx || dy) { t.setAttribute("x", x + dx); t.setAttribute("y", y + dy); }
     return t;
   }
 }
