@@ -146,6 +146,12 @@ def events(site: Site, **q: Any) -> list[dict[str, Any]]:
     return body
 
 
+def connection(site: Site) -> http.client.HTTPConnection:
+    """A keep-alive connection to the site, for many requests in a row."""
+    parts = urllib.parse.urlsplit(site.url)
+    return http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+
+
 def errors_counted(site: Site) -> dict[str, float]:
     _, _, text = req(site, "/metrics")
     out: dict[str, float] = {}
@@ -302,8 +308,7 @@ def test_hostile_queries_are_rejected_counted_and_harmless(site: Site) -> None:
     queries = _hostile_queries(random.Random(24))
     assert len(queries) >= 1000
     seen: dict[int, int] = {}
-    parts = urllib.parse.urlsplit(site.url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    conn = connection(site)
     for path, allowed in queries:
         conn.request("GET", path, headers=AUTH)
         resp = conn.getresponse()
@@ -431,6 +436,86 @@ def test_zones_put_round_trip_and_bad_geometry(site: Site, tmp_path: Path) -> No
     assert set(service.cfg.cameras["cam0"].zones) == {"door"}
     assert set(service.cfg.cameras["cam0"].lines) == {"gate"}
     store.close()
+
+
+# always invalid, whatever else the body holds: (where, value)
+ZONE_BREAKS: list[tuple[str, Any]] = [
+    ("points", None),
+    ("points", "0,0 1,1 1,0"),
+    ("points", [[0.1, 0.1], [0.2, 0.2]]),
+    ("points", [[0.1, 0.1], [0.5, 0.1], [float("nan"), 0.5]]),
+    ("points", [[0.1, 0.1], [0.5, 0.1], [float("inf"), 0.5]]),
+    ("points", [[0.1, 0.1, 0.3], [0.5, 0.1], [0.5, 0.5]]),
+    ("points", [[0.1, 0.1], [0.5, 0.1], ["x", 0.5]]),
+    ("points", [[0.1, 0.1], [0.5, 0.1], [0.5, -0.5]]),
+    ("points", [[i / 100, (i % 2) / 2] for i in range(65)]),
+    ("units", "cm"),
+    ("units", None),
+    ("inertia", 0),
+    ("inertia", -1),
+    ("inertia", 1001),
+    ("inertia", 2.5),
+    ("loitering", -1),
+    ("min_share", 0),
+    ("min_share", 1.5),
+    ("presence", "centroid"),
+    ("labels", "ball"),
+    ("labels", ["car"]),
+    ("labels", [""]),
+    ("colour", "red"),
+    ("__proto__", {}),
+]
+LINE_BREAKS: list[tuple[str, Any]] = [
+    ("points", [[0, 120]]),
+    ("points", [[0, 120], [0, 120]]),
+    ("points", [[0, 120], [320, 120], [10, 10]]),
+    ("in_side", [160, 120]),
+    ("in_side", None),
+    ("anchor", "top"),
+    ("units", "fraction"),  # 320 px: not a fraction
+]
+BAD_NAMES = ["", "a b", "../x", "x" * 65, "🙂", "door;DROP TABLE events", "a/b", "\x00"]
+
+
+def _malformed_zones(rng: random.Random) -> dict[str, Any]:
+    """A zones body with 1 to 3 breaks, each enough to refuse it."""
+    zones: dict[str, Any] = {"door": dict(DOOR)}
+    lines: dict[str, Any] = {"gate": dict(GATE)}
+    for _ in range(rng.randint(1, 3)):
+        what = rng.randrange(4)
+        if what == 0:
+            key, value = rng.choice(ZONE_BREAKS)
+            zones["door"][key] = value
+        elif what == 1:
+            key, value = rng.choice(LINE_BREAKS)
+            lines["gate"][key] = value
+        elif what == 2:
+            zones[rng.choice(BAD_NAMES)] = dict(DOOR)
+        else:
+            return rng.choice(
+                [{"zones": [DOOR]}, {"zones": {"door": DOOR}, "extra": 1}, {"lines": "gate"}]
+            )
+    return {"zones": zones, "lines": lines}
+
+
+def test_malformed_zone_definitions_are_one_line_400s(site: Site) -> None:
+    path = zones_path(site.db)
+    before_file = path.read_bytes() if path.exists() else None
+    before = errors_counted(site).get("400", 0)
+    rng = random.Random(2424)
+    n = 300
+    conn = connection(site)
+    for _ in range(n):
+        body = _malformed_zones(rng)
+        conn.request("PUT", "/api/cameras/cam0/zones", json.dumps(body), AUTH)
+        resp = conn.getresponse()
+        status, reply = resp.status, json.loads(resp.read())
+        assert status == 400, (body, reply)
+        msg = reply["error"]
+        assert "\n" not in msg and len(msg) < 450 and "cam0" in msg, (body, msg)
+    conn.close()
+    assert errors_counted(site).get("400", 0) - before == n
+    assert (path.read_bytes() if path.exists() else None) == before_file
 
 
 def _frames(
