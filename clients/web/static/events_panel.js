@@ -64,11 +64,13 @@ class EventsPanel {
 
   // ------------------------------------------------------------------ polling
 
+  filters() { return this.el["ev-label"].value + "\n" + this.el["ev-zone"].value; }
+
   async refresh() {
-    const asked = this.query();
+    const filters = this.filters();
     try {
-      const events = await api(asked);
-      if (asked !== this.query()) return;  // a filter changed meanwhile: its answer comes
+      const events = await api(this.query());
+      if (filters !== this.filters()) return;  // a filter changed meanwhile: its answer comes
       this.render(events);
       text(this.el["events-status"], "");
     } catch (e) {
