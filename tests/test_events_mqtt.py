@@ -33,6 +33,7 @@ from clients.events.mqtt import EventsMqtt, MqttConfig
 from clients.events.mqtt_link import LinkState
 from clients.events.service import EventsService
 from clients.events.store import EventStore
+from stream.errors import PromptError
 from stream.prompts import normalize_prompt
 from tests.conftest import free_port, tcp_endpoint, wait_for
 from tests.test_events import rect_object, tracks
@@ -209,6 +210,8 @@ def test_topics_counts_status_snapshots_and_discovery(broker: Broker, tmp_path: 
         sub.wait(f"{prefix}/cam0/status", b"offline")
         service.handle(tracks(20, []))
         sub.wait(f"{prefix}/cam0/status", b"live")
+        mqtt.tracks("cam0", {"labels": {"cat": 1}, "zones": {}})  # a label not in the prompt
+        sub.wait(f"{prefix}/cam0/cat", b"1")
         objects_out = [m.header() for m in out if m.kind is Kind.OBJECT]
         reviews_out = [m.header() for m in out if m.kind is Kind.REVIEW]
         assert [m["type"] for m in objects_out] == ["new", "update", "end", "update"]
@@ -258,9 +261,8 @@ def check_discovery(configs: dict[str, dict[str, Any]], prefix: str, retained: s
         assert len(parts) == 5 and parts[-1] == "config" and parts[2] == "t1_pc", topic
         by_kind.setdefault(parts[1], []).append(body)
     ids = [b["unique_id"] for b in configs.values()]
-    assert (
-        len(ids) == len(set(ids)) == 2 + 2 * 2 + 1
-    )  # status, prompt; 2 labels x (count, snapshot); zone
+    # status, prompt; 3 labels (ball, box, and cat seen later) x (count, snapshot); the zone
+    assert len(ids) == len(set(ids)) == 2 + 3 * 2 + 1
     for body in configs.values():
         assert body["availability_topic"] == f"{prefix}/available"
         assert body["device"]["identifiers"] == ["t1_pc_cam0"]
@@ -273,7 +275,8 @@ def check_discovery(configs: dict[str, dict[str, Any]], prefix: str, retained: s
     assert occupancy["state_topic"] == f"{prefix}/cam0/door/all"
     assert occupancy["device_class"] == "occupancy"
     cams = sorted(b["topic"] for b in by_kind["camera"])
-    assert cams == [f"{prefix}/cam0/ball/snapshot", f"{prefix}/cam0/box/snapshot"]
+    assert cams == [f"{prefix}/cam0/{x}/snapshot" for x in ("ball", "box", "cat")]
+    assert sensors["t1_pc_cam0_cat_count"]["state_topic"] == f"{prefix}/cam0/cat"
     (text,) = by_kind["text"]
     assert text["command_topic"] == f"{prefix}/cam0/prompt/set" and text["max"] == 255
 
@@ -385,8 +388,11 @@ class FakeEngine:
                 continue
             req = json.loads(self._sock.recv())
             self.requests.append(req)
-            labels = normalize_prompt(req["prompt"])
-            self._sock.send(json.dumps({"ok": True, "labels": labels}).encode())
+            try:
+                reply = {"ok": True, "labels": normalize_prompt(req["prompt"])}
+            except PromptError as e:
+                reply = {"ok": False, "error": str(e)}
+            self._sock.send(json.dumps(reply).encode())
 
     def close(self) -> None:
         self._stop.set()

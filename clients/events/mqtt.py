@@ -26,6 +26,7 @@ from clients.events.mqtt_commands import PromptCommands, SendPrompt
 from clients.events.mqtt_config import CameraZones, MqttConfig
 from clients.events.mqtt_link import MqttLink
 from clients.events.mqtt_topics import ALL, Topics
+from stream.errors import PromptcamError
 from stream.prompts import prompt_text
 
 __all__ = ["CameraStatus", "EventsMqtt", "MqttConfig"]
@@ -69,7 +70,10 @@ class EventsMqtt:
         self._lock = threading.Lock()  # the service thread and the prompt worker
         self._cameras: dict[str, _Camera] = {}
         for name, (prompt, zones) in cameras.items():
-            labels = normalize_prompt(prompt) if prompt.strip() else []
+            try:
+                labels = normalize_prompt(prompt) if prompt.strip() else []
+            except PromptcamError:  # no phrase: no label known before tracks arrive
+                labels = []
             self._cameras[name] = _Camera(labels, list(zones), prompt)
         self.commands: PromptCommands | None = None
         subscriptions: list[str] = []

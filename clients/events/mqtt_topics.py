@@ -93,7 +93,6 @@ class Topics:
         unique = f"{self.node}_{object_id}"
         body = {
             "unique_id": unique,
-            "object_id": unique,
             "availability_topic": self.available,
             "payload_available": "online",
             "payload_not_available": "offline",
