@@ -31,8 +31,10 @@ from clients.events.config import EventsConfig
 from clients.events.model import EventMessage, EventType, Kind
 from clients.events.mqtt import EventsMqtt, MqttConfig
 from clients.events.mqtt_link import LinkState
+from clients.events.mqtt_topics import Topics
 from clients.events.service import EventsService
 from clients.events.store import EventStore
+from stream.config import ConfigError, load_config
 from stream.errors import PromptError
 from stream.prompts import normalize_prompt
 from tests.conftest import free_port, tcp_endpoint, wait_for
@@ -41,7 +43,7 @@ from tests.test_events import rect_object, tracks
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
 )
-pytestmark = pytest.mark.skipif(
+needs_broker = pytest.mark.skipif(
     MOSQUITTO is None, reason="Debian's mosquitto is not installed (apt-get install mosquitto)"
 )
 
@@ -166,6 +168,7 @@ class SnapStore(EventStore):
         return self.data
 
 
+@needs_broker
 def test_topics_counts_status_snapshots_and_discovery(broker: Broker, tmp_path: Path) -> None:
     """The events service with MQTT on: a ball walks into the zone and out of the frame. A
     subscriber sees ``online``, every events and reviews message as the ZeroMQ JSON, in order,
@@ -289,6 +292,7 @@ def numbered(i: int) -> EventMessage:
     return EventMessage("cam0", EventType.NEW, Kind.OBJECT, body, None)
 
 
+@needs_broker
 def test_broker_stopped_and_restarted_loses_nothing_in_order(tmp_path: Path) -> None:
     """Events published before, while and after the broker is away (stopped, then started again
     on the same port): a subscriber with a persistent session receives every one, in the order
@@ -451,6 +455,7 @@ GARBAGE: list[bytes] = [
 ]
 
 
+@needs_broker
 def test_process_flooded_command_topic_counts_rejections(broker: Broker, tmp_path: Path) -> None:
     """1,000 commands on ``prompt/set`` (garbage, huge payloads, an unknown camera's topic, valid
     prompts faster than the rate allows): the process stays up, only valid prompts reach the
@@ -520,6 +525,7 @@ def test_process_flooded_command_topic_counts_rejections(broker: Broker, tmp_pat
     sub.close()
 
 
+@needs_broker
 def test_process_killed_broker_publishes_last_will(broker: Broker, tmp_path: Path) -> None:
     """``promptcam events`` killed with SIGKILL (no goodbye): the broker publishes the last will,
     ``<prefix>/available`` = ``offline``, retained."""
@@ -542,3 +548,42 @@ def test_process_killed_broker_publishes_last_will(broker: Broker, tmp_path: Pat
         wait_for(lambda: late.last(f"{prefix}/available") == b"offline", what="retained will")
     finally:
         late.close()
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "needle"),
+    [
+        ({"prefix": "a/#"}, "mqtt.prefix"),
+        ({"prefix": "a//b"}, "mqtt.prefix"),
+        ({"port": 0}, "mqtt.port"),
+        ({"reconnect_min_s": 10, "reconnect_max_s": 2}, "reconnect_max_s (2) is below"),
+        ({"status_waiting_s": 30, "status_offline_s": 10}, "status_offline_s (10) is below"),
+        ({"password": "x"}, "password is set without a username"),
+        ({"queue_limit": 5}, "mqtt.queue_limit"),
+        ({"qos": 3}, "mqtt.qos"),
+        ({"hots": "x"}, "mqtt.hots"),
+    ],
+)
+def test_bad_mqtt_config_is_one_line(tmp_path: Path, mqtt: dict[str, Any], needle: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps({"mqtt": mqtt}))
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert needle in str(e.value) and "\n" not in str(e.value).strip(), str(e.value)
+
+
+def test_label_topics_and_ids_are_safe() -> None:
+    """A label with '/', '+' or '#' stays one topic level (the broker refuses wildcards in a
+    published topic); ids differ for labels whose slugs are the same."""
+    t = Topics(MqttConfig(prefix="p"))
+    assert t.count("cam0", "a/b+c#") == "p/cam0/a_b_c_"
+    assert t.snapshot("cam0", "red ball") == "p/cam0/red ball/snapshot"
+    ids = {
+        json.loads(b)["unique_id"]
+        for x in ("red ball", "red_ball")
+        for _, b in t.label_discovery("cam0", x)
+    }
+    assert len(ids) == 4
+    assert t.camera_of_command("p/cam0/prompt/set") == "cam0"
+    assert t.camera_of_command("p/a/b/prompt/set") is None
+    assert t.camera_of_command("q/cam0/prompt/set") is None

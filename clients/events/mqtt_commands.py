@@ -147,6 +147,10 @@ class PromptCommands:
             except PromptcamError as e:
                 self._reject(camera, Rejection.ENGINE_UNREACHABLE, str(e))
                 continue
+            except Exception as e:  # a bug must not end the worker: later commands would wait
+                log.exception("prompt command for camera %s failed", camera)
+                self._reject(camera, Rejection.ENGINE_UNREACHABLE, repr(e))
+                continue
             if not reply.get("ok"):
                 self._reject(camera, Rejection.ENGINE_REFUSED, str(reply.get("error", "")))
                 continue

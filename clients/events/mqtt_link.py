@@ -177,10 +177,17 @@ class MqttLink:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         if reason.is_failure:
-            self.counters["connect_refused"] += 1
-            log.error(
-                "MQTT broker %s:%d refused the connection: %s", self.cfg.host, self.cfg.port, reason
-            )
+            with self._cond:
+                self.counters["connect_refused"] += 1
+                n = self.counters["connect_refused"]
+            if n <= 10 or n % 100 == 0:
+                log.error(
+                    "MQTT broker %s:%d refused the connection: %s (%d refusals; retrying)",
+                    self.cfg.host,
+                    self.cfg.port,
+                    reason,
+                    n,
+                )
             return
         for topic in self._subscriptions:
             client.subscribe(topic, qos=1)
@@ -220,7 +227,8 @@ class MqttLink:
         try:
             self._on_message(msg.topic, bytes(msg.payload))
         except Exception:  # a handler's bug must not stop paho's network thread
-            self.counters["handler_errors"] += 1
+            with self._cond:
+                self.counters["handler_errors"] += 1
             log.exception("MQTT message handler failed on %s", msg.topic[:200])
 
     # ------------------------------------------------------------------ sender
