@@ -62,7 +62,7 @@ class Broker:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {folder}/\nlog_dest stderr\n"
-            + (f"user {os.environ.get('USER', 'root')}\n" if os.geteuid() == 0 else "")
+            + ("user root\n" if os.geteuid() == 0 else "")  # else it drops to 'mosquitto'
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
