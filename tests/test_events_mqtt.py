@@ -338,10 +338,11 @@ def test_broker_stopped_and_restarted_loses_nothing_in_order(tmp_path: Path) -> 
         assert first_seen == list(range(total))
         assert len(got) - total <= 16  # at most one window of repeats
         sub.wait(f"{prefix}/cam0/ball", b"2")
-        # ``online`` said again after the restart (between, mosquitto may publish the will of
-        # the session it stored at the stop: a true 'offline').
+        # ``online`` said again after the restart (between, mosquitto publishes the will of the
+        # session it stored at the stop: a true 'offline'; QoS 1 may repeat a message).
         sub.wait(f"{prefix}/available", b"online")
-        assert sub.values(f"{prefix}/available").count(b"online") == 2
+        said = sub.values(f"{prefix}/available")
+        assert said[-1] == b"online" and said.count(b"online") >= 2, said
         stats = mqtt.stats()["link"]
         assert stats["dropped"] == 0 and stats["disconnects"] == 1 and stats["connects"] == 2
     finally:
