@@ -294,9 +294,10 @@ def numbered(i: int) -> EventMessage:
 
 @needs_broker
 def test_broker_stopped_and_restarted_loses_nothing_in_order(tmp_path: Path) -> None:
-    """Events published before, while and after the broker is away (stopped, then started again
-    on the same port): a subscriber with a persistent session receives every one, in the order
-    published; ``online`` and the retained counts are there again after the restart."""
+    """Events published every 2 ms by another thread before, while and after the broker is away
+    (stopped with some in flight, then started again on the same port): a subscriber with a
+    persistent session receives every one, in the order published; ``online`` and the retained
+    counts are there again after the restart."""
     broker = Broker(tmp_path)
     broker.start()
     prefix = "t2"
@@ -307,33 +308,41 @@ def test_broker_stopped_and_restarted_loses_nothing_in_order(tmp_path: Path) -> 
     )
     mqtt = EventsMqtt(cfg, {"cam0": ("ball.", [])})
     mqtt.start()
-    n_before, n_away, n_after = 20, 30, 20
+    produced = [0]
+    done = threading.Event()
+
+    def produce() -> None:
+        while not done.is_set():
+            mqtt.event(numbered(produced[0]))
+            produced[0] += 1
+            if produced[0] == 20:
+                mqtt.tracks("cam0", {"labels": {"ball": 2}, "zones": {}})
+            time.sleep(0.002)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+
+    def ids() -> list[int]:
+        return [json.loads(p)["event"]["object_id"] for p in sub.values(f"{prefix}/events")]
+
     try:
-        mqtt.event(numbered(0))
-        wait_for(lambda: sub.values(f"{prefix}/events"), what="the first event")
-        for i in range(1, n_before):
-            mqtt.event(numbered(i))
-        # Stopped at once: some of these are in flight, unacknowledged, or still queued.
+        wait_for(lambda: len(ids()) >= 10, what="the first events")
         broker.stop(signal.SIGTERM)  # its persistence keeps the subscriber's session
         wait_for(lambda: mqtt.link.state is LinkState.DISCONNECTED, what="publisher disconnected")
-        for i in range(n_before, n_before + n_away):
-            mqtt.event(numbered(i))
-            if i == n_before + 5:
-                mqtt.tracks("cam0", {"labels": {"ball": 2}, "zones": {}})
-        assert mqtt.link.queued() >= n_away  # queued, not sent to nowhere
+        at_stop = produced[0]
+        wait_for(lambda: produced[0] >= at_stop + 30, what="events produced while away")
+        assert mqtt.link.queued() >= 20  # queued, not sent to nowhere
         broker.start()
-        for i in range(n_before + n_away, n_before + n_away + n_after):
-            mqtt.event(numbered(i))
-        total = n_before + n_away + n_after
+        wait_for(lambda: mqtt.link.state is LinkState.CONNECTED, what="publisher reconnected")
+        at_connect = produced[0]
+        wait_for(lambda: produced[0] >= at_connect + 50, what="events produced after")
+        done.set()
+        producer.join(5)
+        total = produced[0]
         wait_for(
-            lambda: (
-                len({json.loads(p)["event"]["object_id"] for p in sub.values(f"{prefix}/events")})
-                == total
-            ),
-            timeout=20.0,
-            what="every event after the restart",
+            lambda: len(set(ids())) == total, timeout=20.0, what="every event after the restart"
         )
-        got = [json.loads(p)["event"]["object_id"] for p in sub.values(f"{prefix}/events")]
+        got = ids()
         first_seen = list(dict.fromkeys(got))  # QoS 1 may repeat one in flight at the stop
         assert first_seen == list(range(total))
         assert len(got) - total <= 16  # at most one window of repeats
@@ -346,6 +355,7 @@ def test_broker_stopped_and_restarted_loses_nothing_in_order(tmp_path: Path) -> 
         stats = mqtt.stats()["link"]
         assert stats["dropped"] == 0 and stats["disconnects"] == 1 and stats["connects"] == 2
     finally:
+        done.set()
         mqtt.close()
         sub.close()
         broker.stop()
