@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,26 @@ from clients.events.store import EventStore
 from stream.config import ConfigError, load_config
 from stream.errors import PromptError
 from stream.prompts import normalize_prompt
-from tests.conftest import free_port, tcp_endpoint, wait_for
+from tests.conftest import free_port, tcp_endpoint
+from tests.conftest import wait_for as _wait_for
 from tests.test_events import rect_object, tracks
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
 )
+WAIT_S = 30.0  # the least any wait here allows: a host loaded 10x (7 helpers on 2 cores) passes
+
+
+def wait_for(
+    cond: Callable[[], Any],
+    timeout: float = WAIT_S,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> Any:
+    """``tests.conftest.wait_for`` with at least ``WAIT_S`` (a bound for failures only)."""
+    return _wait_for(cond, max(timeout, WAIT_S), interval, what)
+
+
 needs_broker = pytest.mark.skipif(
     MOSQUITTO is None, reason="Debian's mosquitto is not installed (apt-get install mosquitto)"
 )
@@ -55,12 +69,19 @@ class Broker:
     """``mosquitto -c CONF``: a loopback listener on ``port``, persistence in ``folder`` (so a
     subscriber's session survives a stop and restart)."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(
+        self, folder: Path, port: int | None = None, password_file: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.folder = folder
         self.conf = folder / "mosquitto.conf"
+        auth = (
+            f"allow_anonymous false\npassword_file {password_file}\n"
+            if password_file is not None
+            else "allow_anonymous true\n"
+        )
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"listener {self.port} 127.0.0.1\n{auth}persistence true\n"
             f"persistence_location {folder}/\nlog_dest stderr\n"
             + ("user root\n" if os.geteuid() == 0 else "")  # else it drops to 'mosquitto'
         )
@@ -245,10 +266,20 @@ def test_topics_counts_status_snapshots_and_discovery(broker: Broker, tmp_path: 
     # A late subscriber gets the retained state and the discovery configs.
     late = Sub(broker.port, [f"{prefix}/#", "homeassistant/#"])
     try:
-        wait_for(lambda: late.last(f"{prefix}/available") == b"offline", what="retained offline")
-        wait_for(lambda: late.last(f"{prefix}/cam0/ball/snapshot") == store.data, what="snapshot")
-        with late.lock:
-            retained = {t: p for t, p, r in late.messages if r}
+
+        def every_retained() -> dict[str, bytes] | None:
+            # Retained messages come in any order: wait for the last of those looked at.
+            with late.lock:
+                got = {t: p for t, p, r in late.messages if r}
+            want = [f"{prefix}/{x}" for x in ("available", "cam0/status", "cam0/door/ball")]
+            want.append(f"{prefix}/cam0/ball/snapshot")
+            configs = [json.loads(p) for t, p in got.items() if t.startswith("homeassistant/")]
+            want += [c["state_topic"] for c in configs if "state_topic" in c]
+            return got if all(t in got for t in want) and len(configs) >= 9 else None
+
+        retained = wait_for(every_retained, what="the retained topics and discovery configs")
+        assert retained[f"{prefix}/available"] == b"offline"
+        assert retained[f"{prefix}/cam0/ball/snapshot"] == store.data
         assert retained[f"{prefix}/cam0/status"] == b"offline"
         assert retained[f"{prefix}/cam0/door/ball"] == b"0"
         configs = {t: json.loads(p) for t, p in retained.items() if t.startswith("homeassistant/")}
@@ -358,6 +389,41 @@ def test_broker_stopped_and_restarted_loses_nothing_in_order(tmp_path: Path) -> 
         done.set()
         mqtt.close()
         sub.close()
+        broker.stop()
+
+
+@needs_broker
+def test_credentials_refused_counted_then_accepted(tmp_path: Path) -> None:
+    """A broker with a password file: a wrong password is a counted, logged refusal (retried
+    with backoff, nothing raised); the right one connects and says ``online``."""
+    passwd = tmp_path / "passwd"
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    subprocess.run([tool, "-b", "-c", str(passwd), "cam", "s3cret"], check=True, timeout=10)
+    passwd.chmod(0o600)
+    broker = Broker(tmp_path, password_file=passwd)
+    broker.start()
+    wrong = right = None
+    try:
+        base = {"enabled": True, "port": broker.port, "prefix": "t6", "username": "cam"}
+        wrong = EventsMqtt(
+            MqttConfig(**base, password="nope", client_id="t6a"), {"cam0": ("ball.", [])}
+        )
+        wrong.start()
+        wait_for(lambda: wrong.link.counters["connect_refused"] >= 1, what="a refused connect")
+        assert wrong.link.state is not LinkState.CONNECTED
+        right = EventsMqtt(
+            MqttConfig(**base, password="s3cret", client_id="t6b"), {"cam0": ("ball.", [])}
+        )
+        right.start()
+        wait_for(
+            lambda: right.link.state is LinkState.CONNECTED, what="connected with the password"
+        )
+        wait_for(lambda: right.link.stats()["queued"] == 0, what="the first messages delivered")
+        assert right.link.counters["connect_refused"] == 0
+    finally:
+        for m in (wrong, right):
+            if m is not None:
+                m.close(timeout=1.0)
         broker.stop()
 
 
@@ -511,7 +577,7 @@ def test_process_flooded_command_topic_counts_rejections(broker: Broker, tmp_pat
         sub.wait(f"{prefix}/cam0/prompt/state", b"last one.")
         assert proc.poll() is None, "the events process died"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
+        out, err = proc.communicate(timeout=WAIT_S)
     finally:
         pub.disconnect()
         pub.loop_stop()
