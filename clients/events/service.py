@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -34,6 +34,9 @@ from stream import bus as zbus
 from stream.config import BusConfig, Config
 from stream.errors import PromptcamError
 from stream.wire import TracksMessage
+
+if TYPE_CHECKING:
+    from clients.events.mqtt import EventsMqtt
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +53,12 @@ class EventsService:
         cfg: EventsConfig,
         store: EventStore,
         publisher: zmq.Socket[Any] | None = None,
+        mqtt: EventsMqtt | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.publisher = publisher
+        self.mqtt = mqtt
         self.cameras: dict[str, CameraEvents] = {}
         self.stop = threading.Event()
         self.published = 0
@@ -78,6 +83,8 @@ class EventsService:
             logic = self.cameras[msg.camera] = CameraEvents(msg.camera, self.cfg)
         out = logic.process(msg)
         self._emit(out)
+        if self.mqtt is not None:
+            self.mqtt.tracks(msg.camera, logic.counts())
         return out
 
     def _emit(self, out: list[EventMessage]) -> None:
@@ -89,10 +96,26 @@ class EventsService:
                     self.published += 1
                 except zmq.Again:
                     log.warning("events publisher full: one %s message not sent", ev.type.value)
+            if self.mqtt is not None:
+                self.mqtt.event(ev, self._snapshot(ev))
+
+    def _snapshot(self, ev: EventMessage) -> bytes | None:
+        """The event's snapshot JPEG from the store, when it has one (``has_snapshot``)."""
+        read = getattr(self.store, "snapshot_jpeg", None)
+        if not ev.event.get("has_snapshot") or read is None:
+            return None
+        try:
+            data = read(ev.event["id"])
+        except (OSError, sqlite3.Error) as e:
+            log.warning("snapshot of event %s not read: %s", ev.event["id"], e)
+            return None
+        return data if isinstance(data, bytes) else None
 
     def end_all(self) -> None:
         for logic in self.cameras.values():
             self._emit(logic.end_all())
+            if self.mqtt is not None:
+                self.mqtt.counts(logic.camera, logic.counts())
 
     def run(self, sub: TracksSubscriber) -> None:
         last_retain = time.monotonic()
@@ -104,6 +127,8 @@ class EventsService:
                 self.handle(msg)
             elif self.store.pending:
                 self.store.flush()
+            if self.mqtt is not None:
+                self.mqtt.tick()
             if time.monotonic() - last_retain > RETAIN_EVERY_S:
                 self.store.retain()
                 last_retain = time.monotonic()
@@ -130,7 +155,8 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         log.info("closed %d events left open by the last stop", closed)
     ctx: zmq.Context[Any] = zmq.Context.instance()
     pub = zbus.bind(ctx, zmq.PUB, events, bus, sndhwm=10000, curve=True)
-    service = EventsService(ecfg, store, pub)
+    mqtt = _mqtt(cfg)
+    service = EventsService(ecfg, store, pub, mqtt)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
@@ -148,6 +174,8 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     store.flush()
     store.close()
     pub.close(linger=1000)
+    if mqtt is not None:
+        mqtt.close()
     print(
         json.dumps(
             {
@@ -157,8 +185,39 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
                 "dropped": store.dropped,
                 "write_errors": store.write_errors,
                 "counts": [logic.counts() for logic in service.cameras.values()],
+                **({"mqtt": mqtt.stats()} if mqtt is not None else {}),
             }
         ),
         flush=True,
     )
     return 0
+
+
+def _mqtt(cfg: Config) -> EventsMqtt | None:
+    """The MQTT output when ``mqtt.enabled`` (started: it connects in the background), its
+    ``prompt/set`` commands sent to ``bus.control``."""
+    if not cfg.mqtt.enabled:
+        return None
+    from clients.events.mqtt import EventsMqtt
+    from clients.events.mqtt_config import CameraZones
+
+    cameras: CameraZones = {
+        name: (
+            s.engine.prompt,
+            list(cfg.events.cameras[name].zones) if name in cfg.events.cameras else [],
+        )
+        for name, s in cfg.camera_settings().items()
+    }
+    timeout_ms = int(cfg.mqtt.command_timeout_s * 1000)
+
+    def send_prompt(camera: str, text: str) -> dict[str, Any]:
+        request = {"cmd": "set_prompt", "prompt": text, "camera": camera}
+        try:
+            return zbus.request(cfg.bus.control, request, timeout_ms, cfg.bus)
+        except (ValueError, zmq.ZMQError) as e:
+            raise PromptcamError(f"bad reply from {cfg.bus.control}: {e}") from None
+
+    mqtt = EventsMqtt(cfg.mqtt, cameras, send_prompt)
+    mqtt.start()
+    log.info("MQTT output to %s:%d, prefix %s", cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.prefix)
+    return mqtt
