@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clients.events.config import EventsConfig
+from clients.robots.foxglove_config import FoxgloveConfig
 from stream.errors import PromptcamError
 from stream.wire import MAX_PROMPT_CHARS, check_endpoint, is_camera_name
 
@@ -686,6 +687,10 @@ class Config(_Model):
     run: RunConfig = Field(default_factory=RunConfig)
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    foxglove: FoxgloveConfig = Field(
+        default_factory=FoxgloveConfig,
+        description="Live Foxglove WebSocket (`promptcam foxglove`; docs/robots.md).",
+    )
 
     @field_validator("camera")
     @classmethod
