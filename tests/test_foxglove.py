@@ -169,7 +169,7 @@ def _overlap_message() -> TracksMessage:
     a = np.zeros((60, 80), bool)
     b = np.zeros((60, 80), bool)
     a[5:40, 5:50] = True
-    b[20:58, 30:78] = True  # overlaps a: b is listed first and wins
+    b[20:60, 30:80] = True  # overlaps a (b is listed first and wins), touches two edges
     b[2:6, 70:74] = True  # a second, small piece of b
     return TracksMessage.build(
         "cam7", 9, T0 + 10**9, 80, 60, "thing", [_obj(0, b, None), _obj(1, a, 0.25)], T0

@@ -87,11 +87,29 @@ def color_of(track_id: int, alpha: float = 1.0) -> Color:
     return Color(r=r, g=g, b=b, a=alpha)
 
 
-def contours(mask: np.ndarray) -> list[np.ndarray]:
+def extent(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(y1, y2, x1, x2)`` of the mask's pixels (exclusive ends), None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def contours(mask: np.ndarray, ext: tuple[int, int, int, int] | None = None) -> list[np.ndarray]:
     """The mask's outer contours as Kx2 float arrays of pixel-centre coordinates, largest
     first: at most ``MAX_CONTOURS``, each simplified (Douglas-Peucker, the tolerance doubled
-    from half a pixel) to at most ``MAX_CONTOUR_POINTS`` points, and of 3 points at least."""
-    found, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    from half a pixel) to at most ``MAX_CONTOUR_POINTS`` points, and of 3 points at least.
+    Traced within the mask's extent only (a small crop of a large frame); ``ext``: that
+    extent (``extent``) when the caller has it."""
+    ext = ext or extent(mask)
+    if ext is None:
+        return []
+    y1, y2, x1, x2 = ext
+    crop = np.zeros((y2 - y1 + 2, x2 - x1 + 2), np.uint8)  # a free border: contours close
+    crop[1:-1, 1:-1] = mask[y1:y2, x1:x2]
+    found, _ = cv2.findContours(
+        crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x1 - 1, y1 - 1)
+    )
     found = sorted(found, key=cv2.contourArea, reverse=True)
     out: list[np.ndarray] = []
     for c in found[:MAX_CONTOURS]:
@@ -130,9 +148,14 @@ def map_tracks(msg: TracksMessage) -> Mapped:
     points: list[PointsAnnotation] = []
     texts: list[TextAnnotation] = []
     masks = [o.decode_mask() for o in h.objects]
+    extents = [extent(m) for m in masks]
     for i in range(n - 1, -1, -1):  # the first listed is painted last: it wins overlaps
-        np.copyto(labels, labels.dtype.type(i + 1), where=masks[i])
-    for o, mask in zip(h.objects, masks, strict=True):
+        ext = extents[i]
+        if ext is not None:  # painted within the mask's extent only
+            r1, r2, c1, c2 = ext
+            where = masks[i][r1:r2, c1:c2]
+            np.copyto(labels[r1:r2, c1:c2], labels.dtype.type(i + 1), where=where)
+    for o, mask, ext in zip(h.objects, masks, extents, strict=True):
         x1, y1, x2, y2 = (float(v) for v in o.box)
         colour = color_of(o.id)
         conf = ros2.confidence(o)
@@ -147,7 +170,7 @@ def map_tracks(msg: TracksMessage) -> Mapped:
                 metadata=_kv(id=o.id, label=o.label, kind="box"),
             )
         )
-        for c in contours(mask):
+        for c in contours(mask, ext) if ext is not None else []:
             points.append(
                 PointsAnnotation(
                     timestamp=ts,
