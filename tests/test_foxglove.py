@@ -610,3 +610,79 @@ def test_the_old_subprotocol_alone_is_refused_and_sigterm_stops_the_server(
         what="the summary line",
     )
     assert "rejected" not in summary, summary
+
+
+def test_the_bridge_counts_bad_messages_and_goes_on_publishing(tmp_path: Path) -> None:
+    """In a running server, a message with no Foxglove form, a malformed one and one of a
+    camera beyond ``foxglove.max_cameras`` are counted rejections; good ones still go out."""
+    from clients.robots.foxglove_server import FoxgloveBridge
+
+    ov = {
+        "bus.annotated": tcp_endpoint(),
+        "bus.tracks": tcp_endpoint(),
+        "bus.control": tcp_endpoint(),
+        "foxglove.port": 0,
+        "foxglove.max_cameras": 1,
+    }
+    cfg = load_config(None, ov)
+    ctx: zmq.Context[Any] = zmq.Context()
+    pub = zbus.bind(ctx, zmq.PUB, cfg.bus.tracks, cfg.bus)
+    bridge = FoxgloveBridge(cfg, ctx)
+    port = bridge.start()
+    runner = threading.Thread(target=bridge.run, daemon=True)
+    runner.start()
+    good, _ = _scene_messages(1, camera="cam0")
+    bad_stamp = TracksMessage.build("cam0", 1, 2**32 * 10**9, 4, 4, "", [], 0)
+    other = TracksMessage.build("cam9", 1, T0, 4, 4, "", [], T0)
+
+    async def watch() -> Any:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"ws://127.0.0.1:{port}/", protocols=PROTOCOLS)
+            async with ws:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    for parts in (
+                        bad_stamp.to_parts(),
+                        [b"tracks.cam0", b"{nope"],
+                        other.to_parts(),
+                    ):
+                        pub.send_multipart(parts)
+                    pub.send_multipart(good[0].to_parts())
+                    try:
+                        msg = await ws.receive(timeout=0.2)
+                    except asyncio.TimeoutError:
+                        continue
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        d = json.loads(msg.data)
+                        if d["op"] == "advertise":
+                            subs = [
+                                {"id": c["id"], "channelId": c["id"]}
+                                for c in d["channels"]
+                                if c["topic"] == fm.topic("cam0", "annotations")
+                            ]
+                            await ws.send_str(
+                                json.dumps({"op": "subscribe", "subscriptions": subs})
+                            )
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        return msg.data[13:]
+        return None
+
+    try:
+        payload = asyncio.run(watch())
+        assert payload is not None, "no annotations message came"
+        cls = message_class("foxglove.ImageAnnotations", fm.ImageAnnotations.get_schema().data)
+        ann = cls.FromString(payload)  # the good message
+        assert _meta(ann)["ids"] == ",".join(str(o.id) for o in good[0].header.objects)
+        rejected = bridge.stats.rejected
+        assert rejected["no_foxglove_form"] >= 1 and rejected["too_many_cameras"] >= 1
+        assert (
+            sum(rejected.values()) - rejected["no_foxglove_form"] - rejected["too_many_cameras"]
+            >= 1
+        )
+        assert runner.is_alive()
+    finally:
+        bridge.stop.set()
+        runner.join(timeout=10)
+        bridge.close()
+        pub.close(0)
+        ctx.term()
