@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "train-demo": "engine.training.job:main",
     "fleet": "clients.fleet.cli:main",
     "events": "clients.events.service:main",
+    "foxglove": "clients.robots.foxglove_server:main",
 }
 
 
@@ -193,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--mcap", metavar="OUT.mcap", help="write tracks and masks as ROS 2 messages in MCAP"
     )
     p.add_argument(
+        "--profile",
+        choices=["ros2", "foxglove"],
+        help="--mcap message profile (default ros2; foxglove: Foxglove schemas)",
+    )
+    p.add_argument(
         "--seed-with", choices=["box", "mask", "points"], help="how a detection starts a track"
     )
     p.add_argument("--max-frames", type=int, metavar="N", help="process at most N frames")
@@ -234,8 +240,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="mp4: MP4 + JSONL (default); mcap: one MCAP file of ROS 2 messages (docs/robots.md)",
     )
     p.add_argument(
-        "--profile", choices=["ros2"], help="MCAP message profile (default ros2; --format mcap)"
+        "--profile",
+        choices=["ros2", "foxglove"],
+        help="MCAP message profile (default ros2; foxglove: Foxglove schemas; --format mcap)",
     )
+
+    p = sub.add_parser("foxglove", help="every camera live in Foxglove (a Foxglove WebSocket)")
+    _common(p)
+    p.add_argument("--host", dest="foxglove_host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", dest="foxglove_port", type=int, help="port (default 8765; 0: any)")
+    p.add_argument(
+        "--allow-unauthenticated",
+        dest="foxglove_allow_unauthenticated",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback --host (the server cannot check a token)",
+    )
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
     p = sub.add_parser("fleet", help="engines as Ray actors, cameras placed on them (and verbs)")
     _common(p)
@@ -344,6 +365,9 @@ _FLAG_KEYS = {
     "token": "web.token",
     "dir": "record.directory",
     "objects": "source.demo_objects",
+    "foxglove_host": "foxglove.host",
+    "foxglove_port": "foxglove.port",
+    "foxglove_allow_unauthenticated": "foxglove.allow_unauthenticated",
 }
 
 

@@ -74,7 +74,7 @@ from stream.errors import PromptcamError
 
 log = logging.getLogger(__name__)
 
-CHILDREN = ("capture", "engine", "web")
+CHILDREN = ("capture", "engine", "web", "foxglove")
 EXPECTED_ERROR_EXIT = 2  # the CLI's exit status for expected, one-line errors
 PR_SET_PDEATHSIG = 1
 
@@ -128,6 +128,8 @@ def bound_ports(cfg: Config) -> list[tuple[str, str, int]]:
         if hp is not None:
             out.append((f"bus.{key}", *hp))
     out.append(("web.port", cfg.web.host, cfg.web.port))
+    if cfg.foxglove.enabled:
+        out.append(("foxglove.port", cfg.foxglove.host, cfg.foxglove.port))
     return out
 
 
@@ -575,6 +577,10 @@ def prepare_config(cfg: Config, run_dir: Path) -> Config:
         tree["web"]["port"] = _free_port(
             cfg.web.host if cfg.web.host in LOOPBACK_HOSTS else "0.0.0.0"
         )
+    if cfg.foxglove.enabled and cfg.foxglove.port == 0:
+        tree["foxglove"]["port"] = _free_port(
+            cfg.foxglove.host if cfg.foxglove.host in LOOPBACK_HOSTS else "0.0.0.0"
+        )
     if cfg.run.status_file is None:
         tree["run"]["status_file"] = str(run_dir / "status.json")
     if cfg.engine.state_file is None:
@@ -607,7 +613,7 @@ def child_specs(cfg: Config, config_path: Path) -> list[ChildSpec]:
                 start_timeout_s=capture_limit,
             )
         ]
-    return [
+    specs = [
         *captures,
         ChildSpec(
             "engine",
@@ -618,6 +624,9 @@ def child_specs(cfg: Config, config_path: Path) -> list[ChildSpec]:
             "web", child_argv("web", config_path), start_timeout_s=cfg.run.web_start_timeout_s
         ),
     ]
+    if cfg.foxglove.enabled:  # not essential: the run goes on without the Foxglove view
+        specs.append(ChildSpec("foxglove", child_argv("foxglove", config_path), essential=False))
+    return specs
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:

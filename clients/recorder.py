@@ -249,7 +249,8 @@ def _keep_whole_lines(path: Path, chunk: int = 1 << 20) -> int:
 
 class Recorder:
     """Subscribe and record until ``stop`` is set or ``duration`` seconds have passed.
-    ``fmt``: ``mp4`` (MP4 + JSONL) or ``mcap`` (ROS 2 messages, ``clients.robots.mcap_out``)."""
+    ``fmt``: ``mp4`` (MP4 + JSONL) or ``mcap`` (ROS 2 messages, ``clients.robots.mcap_out``;
+    ``profile`` ``foxglove``: Foxglove's schemas, ``clients.robots.foxglove_mcap``)."""
 
     def __init__(
         self,
@@ -257,6 +258,7 @@ class Recorder:
         directory: Path | None = None,
         ctx: zmq.Context[Any] | None = None,
         fmt: str = "mp4",
+        profile: str = "ros2",
     ) -> None:
         self.cfg = cfg
         self.camera = cfg.camera
@@ -266,7 +268,7 @@ class Recorder:
         if fmt == "mcap":
             from clients.robots.mcap_out import RotatingMcap
 
-            self.recording = RotatingMcap(where, cfg.camera, cfg.record)
+            self.recording = RotatingMcap(where, cfg.camera, cfg.record, profile)
         else:
             self.recording = RotatingRecording(where, cfg.camera, cfg.record)
         self._ctx = ctx or zmq.Context.instance()
@@ -342,14 +344,19 @@ class Recorder:
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
-    """``promptcam record [--dir DIR] [--duration S] [--format mp4|mcap] [--profile ros2]``."""
+    """``promptcam record [--dir DIR] [--duration S] [--format mp4|mcap] [--profile ros2|foxglove]``."""
     from setproctitle import setproctitle
 
     fmt = getattr(args, "format", None) or "mp4"
     if getattr(args, "profile", None) and fmt != "mcap":
         raise RecordError(f"--profile applies to --format mcap only, not --format {fmt}")
     setproctitle("promptcam: record")
-    recorder = Recorder(cfg, Path(args.dir) if getattr(args, "dir", None) else None, fmt=fmt)
+    recorder = Recorder(
+        cfg,
+        Path(args.dir) if getattr(args, "dir", None) else None,
+        fmt=fmt,
+        profile=getattr(args, "profile", None) or "ros2",
+    )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping the recording", signum)

@@ -122,13 +122,15 @@ def track_video(
     out_mp4: Path | None = None,
     tracks_jsonl: Path | None = None,
     mcap: Path | None = None,
+    mcap_profile: str = "ros2",
     progress: Callable[[int, int | None], None] | None = None,
     max_frames: int | None = None,
     stop: threading.Event | None = None,
 ) -> OfflineResult:
     """Track every frame of ``video``; ``boxes`` are manual (box, frame) prompts. Setting
     ``stop`` ends the job after the current frame, outputs finalised (``stopped`` in the result).
-    ``mcap``: also the ROS 2 messages of every frame (``clients.robots.mcap_out``)."""
+    ``mcap``: also the ROS 2 messages of every frame (``clients.robots.mcap_out``), or with
+    ``mcap_profile`` ``foxglove`` the Foxglove ones (``clients.robots.foxglove_mcap``)."""
     from engine.build import build_engine
 
     if not cfg.engine.prompt.strip() and not boxes:
@@ -153,10 +155,11 @@ def track_video(
     try:
         writer, jsonl = _open_outputs(out_mp4, tracks_jsonl, fps)
         if mcap is not None:
+            from clients.robots.foxglove_mcap import FoxgloveMcapFile
             from clients.robots.mcap_out import McapFile
 
             try:
-                sink = McapFile(mcap)
+                sink = FoxgloveMcapFile(mcap) if mcap_profile == "foxglove" else McapFile(mcap)
             except OSError as e:
                 _close_outputs(writer, jsonl)
                 raise OutputError(f"cannot write {mcap}: {e.strerror or e}") from None
@@ -277,6 +280,9 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         raise PromptError(
             "nothing to write: give --out OUT.mp4, --tracks OUT.jsonl and/or --mcap OUT.mcap"
         )
+    profile = getattr(args, "profile", None)
+    if profile and not mcap:
+        raise PromptError("--profile applies to --mcap OUT.mcap only")
     if boxes and not args.prompt and not any(s.startswith("engine.prompt=") for s in args.set):
         cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"prompt": ""})})
     with _StopOnSignal() as stop:
@@ -288,6 +294,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
                 out_mp4=Path(args.out) if args.out else None,
                 tracks_jsonl=Path(args.tracks) if args.tracks else None,
                 mcap=Path(mcap) if mcap else None,
+                mcap_profile=profile or "ros2",
                 progress=_progress_bar(not args.no_progress and sys.stderr.isatty()),
                 max_frames=args.max_frames,
                 stop=stop.event,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from clients.events.config import EventsConfig
 from clients.events.mqtt_config import MqttConfig
+from clients.robots.foxglove_config import FoxgloveConfig
 from stream.errors import PromptcamError
 from stream.wire import MAX_PROMPT_CHARS, check_endpoint, is_camera_name
 
@@ -688,6 +689,10 @@ class Config(_Model):
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    foxglove: FoxgloveConfig = Field(
+        default_factory=FoxgloveConfig,
+        description="Live Foxglove WebSocket (`promptcam foxglove`; docs/robots.md).",
+    )
 
     @field_validator("camera")
     @classmethod

@@ -18,7 +18,7 @@ import struct
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mcap.records import Schema
 from mcap_ros2.writer import Writer
@@ -27,6 +27,9 @@ from clients.recorder import SPACE_ERRNOS, RecordError, RecorderStats
 from clients.robots import ros2
 from stream.config import RecordConfig
 from stream.wire import AnnotatedMessage, TracksMessage
+
+if TYPE_CHECKING:
+    from clients.robots.foxglove_mcap import FoxgloveMcapFile
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +125,15 @@ class RotatingMcap:
     ``record.retry_s``); the file that failed is cut after its last complete chunk (no footer:
     a streaming reader reads it to there), or removed when it holds none; said in one line."""
 
-    def __init__(self, directory: Path, camera: str, rec: RecordConfig) -> None:
+    def __init__(
+        self, directory: Path, camera: str, rec: RecordConfig, profile: str = "ros2"
+    ) -> None:
         self.directory = directory
         self.camera = camera
         self.rec = rec
+        self.profile = profile  # ros2 (McapFile) or foxglove (foxglove_mcap.FoxgloveMcapFile)
         self.stats = RecorderStats()
-        self._file: McapFile | None = None
+        self._file: McapFile | FoxgloveMcapFile | None = None
         self._opened_at = 0.0
         self._index = 0
         self._failed_at: float | None = None
@@ -138,12 +144,17 @@ class RotatingMcap:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         path = self.directory / f"{self.camera}-{stamp}-{self._index:03d}.mcap"
         self._index += 1
-        self._file = McapFile(path)
+        if self.profile == "foxglove":
+            from clients.robots.foxglove_mcap import FoxgloveMcapFile
+
+            self._file = FoxgloveMcapFile(path)
+        else:
+            self._file = McapFile(path)
         self.stats.files.append(path)
         self._opened_at = time.monotonic()
         log.info("recording to %s", path)
 
-    def _ready(self) -> McapFile | None:
+    def _ready(self) -> McapFile | FoxgloveMcapFile | None:
         """The file to write to, a new one when due; None when closing the old one failed."""
         f = self._file
         if f is not None:
@@ -197,7 +208,8 @@ class RotatingMcap:
         self.stats.frames += 1
 
     def write_tracks(self, msg: TracksMessage) -> None:
-        """Raises ``ros2.Ros2MappingError`` (nothing written) for a message with no ROS 2 form."""
+        """Raises ``ros2.Ros2MappingError`` (``FoxgloveMappingError`` with profile foxglove;
+        nothing written) for a message with no ROS 2 (Foxglove) form."""
         if not self._can_write():
             self.stats.dropped_tracks += 1
             return
