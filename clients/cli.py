@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "train-demo": "engine.training.job:main",
     "fleet": "clients.fleet.cli:main",
     "events": "clients.events.service:main",
+    "dds": "clients.robots.dds:main",
 }
 
 
@@ -230,12 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         choices=["mp4", "mcap"],
-        default="mp4",
-        help="mp4: MP4 + JSONL (default); mcap: one MCAP file of ROS 2 messages (docs/robots.md)",
+        help="mp4: MP4 + JSONL; mcap: one MCAP file of ROS 2 messages (docs/robots.md); "
+        "default: record.format (mp4)",
     )
     p.add_argument(
         "--profile", choices=["ros2"], help="MCAP message profile (default ros2; --format mcap)"
     )
+
+    p = sub.add_parser("dds", help="publish tracks as ROS 2 messages on DDS (no ROS 2 needed)")
+    _common(p)
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
     p = sub.add_parser("fleet", help="engines as Ray actors, cameras placed on them (and verbs)")
     _common(p)
