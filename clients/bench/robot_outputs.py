@@ -1,13 +1,13 @@
 """Bench rows of part ``output`` for the robot outputs: per-frame cost and recording rate.
 
-- Per-frame cost (ms) of each output in ``OUTPUTS`` at 1/4/16 objects: the demo scene's
-  ground-truth tracks message (RLE masks) and its annotated JPEG, fed to the output as the
-  bus would; median over the frames. An output is a ``(name, factory)`` pair: the factory
+- Per-frame cost (ms) of each output in ``OUTPUTS`` at 1/4/16 objects: a tracks message of
+  that many ellipse masks on a grid (RLE, as the bus carries them) and its JPEG, fed to the
+  output as the bus would; median over the frames. An output is a ``(name, factory)`` pair: the factory
   gets a scratch directory and returns ``(write(tracks, jpeg), close())``, so another output
   (Foxglove) is one more entry in ``OUTPUTS``.
 - Recorder MB per minute of the MP4 recording (MP4 + tracks JSONL) and of the MCAP recording
   (ros2 profile: detections, label images and JPEGs), at ``record.fps`` frames a second
-  and 4 objects: bytes of N frames scaled to a minute.
+  and 4 objects of the demo scene: bytes of N frames scaled to a minute.
 """
 
 from __future__ import annotations
@@ -76,22 +76,59 @@ OUTPUTS: list[tuple[str, Callable[[Path], Output]]] = [
 ]
 
 
-def scene_frames(objects: int, frames: int, width: int = 640, height: int = 480) -> list[Frame]:
-    """``frames`` ground-truth tracks messages of a demo scene in which all ``objects`` are in
-    view (frames with fewer are skipped), their JPEGs and images."""
+def grid_frames(objects: int, frames: int, width: int = 640, height: int = 480) -> list[Frame]:
+    """``frames`` tracks messages with exactly ``objects`` objects: filled ellipses on a grid
+    (4 x 4 cells at most, each ellipse 70% of its cell), drifting a pixel a frame, apart (no
+    occlusion), on a smooth background; their RLE masks, JPEGs and images."""
+    import cv2
+
+    from stream.wire import TrackedObject, encode_mask
+
+    cols = min(4, objects)
+    rows_ = -(-objects // cols)
+    cw, ch = width // cols, height // rows_
+    yy, xx = np.mgrid[0:height, 0:width]
+    background = (60 + 80 * xx / width + 40 * yy / height).astype(np.uint8)
+    out: list[Frame] = []
+    for i in range(frames):
+        image = np.dstack([background, background[::-1], background[:, ::-1]])
+        objs = []
+        for k in range(objects):
+            cx = (k % cols) * cw + cw // 2 + (i % 8) - 4
+            cy = (k // cols) * ch + ch // 2
+            axes = (int(cw * 0.35), int(ch * 0.35))
+            mask = np.zeros((height, width), np.uint8)
+            cv2.ellipse(mask, (cx, cy), axes, 0, 0, 360, 1, -1)
+            image[mask.view(bool)] = (40 + 13 * k, 200 - 9 * k, 90 + 7 * k)
+            box = [cx - axes[0], cy - axes[1], cx + axes[0] + 1, cy + axes[1] + 1]
+            objs.append(
+                TrackedObject.model_construct(
+                    id=k + 1,
+                    label="object",
+                    score=2.0,
+                    confidence=0.88,
+                    box=[float(v) for v in box],
+                    mask=encode_mask(mask.view(bool)),
+                    age=i,
+                    state="tracked",
+                )
+            )
+        msg = TracksMessage.build("cam0", i, T0 + i * 66_666_667, width, height, "object.", objs)
+        out.append((msg, encode_jpeg(image, 85), image))
+    return out
+
+
+def demo_frames(objects: int, frames: int, width: int = 640, height: int = 480) -> list[Frame]:
+    """``frames`` consecutive frames of the demo scene: ground-truth tracks, JPEGs, images."""
     scene = DemoScene(width, height, objects, seed=5, fps=15)
     truth = GroundTruthWriter(io.StringIO(), "cam0")  # message() only: nothing is written
     out: list[Frame] = []
-    for i in range(frames * 50):
+    for i in range(frames):
         frame = scene.render_frame(i)
         m = truth.message(frame, i)
-        if len(m.header.objects) != objects:
-            continue
         msg = TracksMessage(m.header.model_copy(update={"t_capture_ns": T0 + i * 66_666_667}))
         out.append((msg, encode_jpeg(frame.image, 85), frame.image))
-        if len(out) == frames:
-            return out
-    raise RuntimeError(f"the demo scene never shows {objects} objects in {frames} frames")
+    return out
 
 
 def per_frame_ms(factory: Callable[[Path], Output], data: list[Frame]) -> float:
@@ -141,7 +178,7 @@ def rows(
     out: list[BenchRow] = []
     w, h = size
     for n in objects:
-        data = scene_frames(n, frames, w, h)
+        data = grid_frames(n, frames, w, h)
         for name, factory in OUTPUTS:
             out.append(
                 row(
@@ -149,11 +186,11 @@ def rows(
                     f"{name}, {n} object(s)",
                     round(per_frame_ms(factory, data), 2),
                     "ms/frame",
-                    f"{w}x{h}, tracks message + annotated JPEG, median of {frames}",
+                    f"{w}x{h}, tracks message (ellipse masks) + JPEG, median of {frames}",
                 )
             )
     n = 4 if 4 in objects else objects[0]
-    rates = mb_per_minute(scene_frames(n, max(frames, 30), w, h), fps)
+    rates = mb_per_minute(demo_frames(n, max(frames, 30), w, h), fps)
     for fmt, what in (("mp4", "MP4 + tracks JSONL"), ("mcap", "MCAP, ros2 profile")):
         out.append(
             row(
