@@ -30,7 +30,7 @@ def test_every_output_is_measured_at_each_object_count_and_the_recorder_rates(
             assert f"{out}, {n} object(s)" in names
     assert len(seen) == 20 and all(jpeg > 0 for _, jpeg in seen)  # 10 frames per count
     assert [n for n, _ in seen] == [1] * 10 + [3] * 10  # every frame shows all its objects
-    timed = [r for r in rows if r["unit"] == "ms/frame"]
+    timed = [r for r in rows if r["unit"] == "ms CPU/frame"]
     assert len(timed) == 8 and all(0 <= r["value"] < 5000 for r in timed)
     assert all(r["value"] > 0 for r in timed if not r["name"].startswith("counting"))
     rates = {r["name"]: r["value"] for r in rows if r["unit"] == "MB/minute"}

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import zmq
 from cyclonedds._clayer import ddspy_take
@@ -81,11 +82,9 @@ def _rosbags_msg(typename: str, value: Any) -> Any:
             fields[fname] = _rosbags_msg(detail, v)
         elif node in (Nodetype.SEQUENCE, Nodetype.ARRAY) and detail[0][0] == Nodetype.NAME:
             fields[fname] = [_rosbags_msg(detail[0][1], x) for x in v]
-        elif node in (Nodetype.SEQUENCE, Nodetype.ARRAY):
-            dtype = {"uint8": "uint8", "float64": "float64"}[detail[0][1][0]]
-            import numpy as np
-
-            fields[fname] = np.frombuffer(v, np.uint8) if dtype == "uint8" else np.array(v)
+        elif node in (Nodetype.SEQUENCE, Nodetype.ARRAY):  # uint8[] (bytes) or float64[36]
+            base = detail[0][1][0]
+            fields[fname] = np.frombuffer(v, np.uint8) if base == "uint8" else np.array(v, base)
         else:
             fields[fname] = v
     return STORE.types[typename](**fields)
