@@ -47,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "fleet": "clients.fleet.cli:main",
     "events": "clients.events.service:main",
     "foxglove": "clients.robots.foxglove_server:main",
+    "dds": "clients.robots.dds:main",
 }
 
 
@@ -236,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         choices=["mp4", "mcap"],
-        default="mp4",
-        help="mp4: MP4 + JSONL (default); mcap: one MCAP file of ROS 2 messages (docs/robots.md)",
+        help="mp4: MP4 + JSONL; mcap: one MCAP file of ROS 2 messages (docs/robots.md); "
+        "default: record.format (mp4)",
     )
     p.add_argument(
         "--profile",
@@ -256,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="allow a non-loopback --host (the server cannot check a token)",
     )
+    p = sub.add_parser("dds", help="publish tracks as ROS 2 messages on DDS (no ROS 2 needed)")
+    _common(p)
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
     p = sub.add_parser("fleet", help="engines as Ray actors, cameras placed on them (and verbs)")

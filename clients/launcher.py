@@ -74,7 +74,7 @@ from stream.errors import PromptcamError
 
 log = logging.getLogger(__name__)
 
-CHILDREN = ("capture", "engine", "web", "foxglove")
+CHILDREN = ("capture", "engine", "web", "foxglove", "dds", "record")
 EXPECTED_ERROR_EXIT = 2  # the CLI's exit status for expected, one-line errors
 PR_SET_PDEATHSIG = 1
 
@@ -214,6 +214,9 @@ class ChildSpec:
     essential: bool = True
     # Not ready this long after it started: killed, and restarted like a child that crashed.
     start_timeout_s: float | None = None
+    # Ready once its output has a line containing this (a child with no status to poll: dds,
+    # record); such a child is not watched by the progress watchdog, only restarted on exit.
+    ready_line: str | None = None
 
 
 @dataclass
@@ -237,6 +240,7 @@ class _Child:
     state: str = "starting"
     last_lines: list[str] = field(default_factory=list)
     error: str | None = None  # why a non-essential child failed for good
+    said_ready: bool = False  # printed its spec's ready_line since it started
 
     def error_line(self) -> str:
         """The child's last error line (the CLI's ``promptcam X: error: ...``), else its last
@@ -299,6 +303,7 @@ class Supervisor:
     def _spawn(self, c: _Child) -> None:
         c.last_lines = []
         c.killed_because = None
+        c.said_ready = False
         c.proc = subprocess.Popen(
             list(c.spec.argv),
             stdin=subprocess.DEVNULL,
@@ -325,6 +330,8 @@ class Supervisor:
             if not line:
                 continue
             c.last_lines = [*c.last_lines[-19:], line]
+            if c.spec.ready_line is not None and c.spec.ready_line in line:
+                c.said_ready = True
             with self._out_lock:
                 self.output.write(f"[{c.spec.name}] {line}\n")
                 self.output.flush()
@@ -335,10 +342,13 @@ class Supervisor:
         now = time.monotonic()
         for c in self.children.values():
             if c.proc is not None and c.proc.poll() is None:
-                if (
-                    not c.ready
-                    and self.is_ready is not None
-                    and self.is_ready(c.spec.name, c.started_at)
+                if not c.ready and (
+                    c.said_ready
+                    or (
+                        c.spec.ready_line is None
+                        and self.is_ready is not None
+                        and self.is_ready(c.spec.name, c.started_at)
+                    )
                 ):
                     c.ready = c.ever_ready = True
                     c.ready_at = now
@@ -394,7 +404,9 @@ class Supervisor:
         """Mark a suspended child, kill a wedged one (its exit is then handled as any exit)."""
         assert c.proc is not None
         self._mark_suspended(c, "running")
-        reason = self.watchdog(c.spec.name, c.ready_at, now) if self.watchdog else None
+        reason = None
+        if self.watchdog is not None and c.spec.ready_line is None:  # no status to judge by
+            reason = self.watchdog(c.spec.name, c.ready_at, now)
         if reason is None:
             return
         c.watchdog_restarts += 1
@@ -623,9 +635,54 @@ def child_specs(cfg: Config, config_path: Path) -> list[ChildSpec]:
         ChildSpec(
             "web", child_argv("web", config_path), start_timeout_s=cfg.run.web_start_timeout_s
         ),
+        *output_specs(cfg, config_path),
     ]
     if cfg.foxglove.enabled:  # not essential: the run goes on without the Foxglove view
-        specs.append(ChildSpec("foxglove", child_argv("foxglove", config_path), essential=False))
+        from clients.robots.foxglove_server import READY_LINE as FOXGLOVE_READY
+
+        specs.append(
+            ChildSpec(
+                "foxglove",
+                child_argv("foxglove", config_path),
+                essential=False,
+                start_timeout_s=cfg.run.web_start_timeout_s,
+                ready_line=FOXGLOVE_READY,
+            )
+        )
+    return specs
+
+
+def output_specs(cfg: Config, config_path: Path) -> list[ChildSpec]:
+    """The optional outputs: ``dds`` (``dds.enabled``) and a recorder per camera
+    (``record.enabled``: ``record``, or ``record:NAME`` with a cameras mapping, writing
+    ``record.format``); not essential (a failure is said, the run goes on), ready when they
+    print their start line."""
+    from clients.recorder import READY_LINE as RECORD_READY
+
+    specs = []
+    if cfg.dds.enabled:
+        from clients.robots.dds import READY_LINE as DDS_READY
+
+        specs.append(
+            ChildSpec(
+                "dds",
+                child_argv("dds", config_path),
+                essential=False,
+                start_timeout_s=cfg.run.web_start_timeout_s,
+                ready_line=DDS_READY,
+            )
+        )
+    if cfg.record.enabled:
+        for name in cfg.cameras or [None]:
+            specs.append(
+                ChildSpec(
+                    "record" if name is None else f"record:{name}",
+                    child_argv("record", config_path, camera=name),
+                    essential=False,
+                    start_timeout_s=cfg.run.web_start_timeout_s,
+                    ready_line=RECORD_READY,
+                )
+            )
     return specs
 
 

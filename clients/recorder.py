@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MIN_SIDE = 2  # H.264 (yuv420p) frames are at least 2x2
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # errors that free space can cure
+READY_LINE = "promptcam record: recording"  # the launcher's readiness mark (clients/launcher.py)
 
 
 class RecordError(PromptcamError):
@@ -347,7 +348,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     """``promptcam record [--dir DIR] [--duration S] [--format mp4|mcap] [--profile ros2|foxglove]``."""
     from setproctitle import setproctitle
 
-    fmt = getattr(args, "format", None) or "mp4"
+    fmt = getattr(args, "format", None) or cfg.record.format
     if getattr(args, "profile", None) and fmt != "mcap":
         raise RecordError(f"--profile applies to --format mcap only, not --format {fmt}")
     setproctitle("promptcam: record")
@@ -355,7 +356,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         cfg,
         Path(args.dir) if getattr(args, "dir", None) else None,
         fmt=fmt,
-        profile=getattr(args, "profile", None) or "ros2",
+        profile=getattr(args, "profile", None) or cfg.record.profile,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -364,6 +365,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    print(f"{READY_LINE} camera {cfg.camera} to {recorder.recording.directory} ({fmt})", flush=True)
     stats = recorder.run(getattr(args, "duration", None))
     files = ", ".join(str(p) for p in stats.files) or "none"
     dropped = (

@@ -28,6 +28,11 @@ Example (a robot that follows the biggest "person")::
             steer_towards(xs.mean() / msg.header.width, latency_ms)
 
 Use ``sub.recv(timeout=0.5)`` instead of iterating when your loop must do other work.
+
+Typed frames: ``sub.frames()`` / ``sub.recv_frame()`` yield ``Frame``s (``clients.frames``:
+ids, labels, boxes, confidence, stamp, seq, masks decoded lazily as numpy arrays), and
+``TimeSync`` pairs frames of several cameras (or with your own sensor) by stamp or seq;
+docs/robots.md has the example.
 """
 
 from __future__ import annotations
@@ -41,12 +46,15 @@ from typing import Any
 
 import zmq
 
+from clients.frames import Frame, Obj, SyncStats, TimeSync
 from stream import bus as zbus
 from stream.config import BusConfig, Config
 from stream.counters import MessageCounters
 from stream.wire import TracksMessage, WireError
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Frame", "Obj", "SubscriberStats", "SyncStats", "TimeSync", "TracksSubscriber"]
 
 
 SubscriberStats = MessageCounters  # received, delivered, skipped (seq gaps), seq_resets, rejected
@@ -133,6 +141,22 @@ class TracksSubscriber:
             self._account(msg)
             self.stats.delivered += 1
             return msg
+
+    def recv_frame(self, timeout: float | None = 1.0) -> Frame | None:
+        """``recv`` as a typed ``Frame`` (masks decoded when first read)."""
+        msg = self.recv(timeout)
+        return None if msg is None else Frame.from_message(msg)
+
+    def frames(self, count: int | None = None, timeout: float | None = None) -> Iterator[Frame]:
+        """Typed frames: ``count`` of them (None: forever), ending early when none arrives
+        within ``timeout`` seconds (None: wait forever)."""
+        n = 0
+        while count is None or n < count:
+            frame = self.recv_frame(timeout)
+            if frame is None:
+                return
+            n += 1
+            yield frame
 
     def __iter__(self) -> Iterator[TracksMessage]:
         while True:

@@ -444,6 +444,44 @@ class RecordConfig(_Model):
         le=1e6,
         description="After a full disk, resume writing once its filesystem has this much free space.",
     )
+    enabled: bool = Field(
+        False,
+        description="`promptcam run` starts a recorder child per camera (`promptcam record`), restarted like the others.",
+    )
+    format: Literal["mp4", "mcap"] = Field(
+        "mp4",
+        description="What the recorder writes: mp4 (MP4 + tracks JSONL) or mcap (ROS 2 messages, docs/robots.md); `promptcam record --format` overrides it.",
+    )
+    profile: Literal["ros2", "foxglove"] = Field(
+        "ros2",
+        description="MCAP message profile (format mcap): ROS 2 messages or Foxglove schemas; `--profile` overrides it.",
+    )
+
+
+class DdsConfig(_Model):
+    """``promptcam dds``: the ROS 2 mapping published on DDS (Cyclone DDS), docs/robots.md."""
+
+    enabled: bool = Field(
+        False, description="`promptcam run` starts a `dds` child publishing every camera."
+    )
+    domain_id: int = Field(
+        0, ge=0, le=232, description="DDS domain, as ROS_DOMAIN_ID on the ROS 2 side."
+    )
+    interface: str | None = Field(
+        "lo",
+        pattern=r"^[A-Za-z0-9_.:%-]{1,64}$",
+        description="The only network interface (name or address) Cyclone DDS uses; the ROS 2 side must use it too (CYCLONEDDS_URI). None: Cyclone's own choice, or CYCLONEDDS_URI.",
+    )
+    masks: bool = Field(True, description="Publish the label image on /promptcam/<camera>/masks.")
+    image: bool = Field(
+        True, description="Publish the annotated JPEG on /promptcam/<camera>/image."
+    )
+    max_cameras: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Cameras published at most (three writers each); messages of further cameras are rejected and counted.",
+    )
 
 
 class RunConfig(_Model):
@@ -693,6 +731,7 @@ class Config(_Model):
         default_factory=FoxgloveConfig,
         description="Live Foxglove WebSocket (`promptcam foxglove`; docs/robots.md).",
     )
+    dds: DdsConfig = Field(default_factory=DdsConfig)
 
     @field_validator("camera")
     @classmethod

@@ -1,4 +1,5 @@
-"""Bench part ``output``: what the web live view costs and how late its frames are.
+"""Bench part ``output``: what the web live view costs and how late its frames are (and, first,
+the robot outputs' per-frame cost and the recorder's MB per minute: ``robot_outputs``).
 
 - CPU per viewer at 720p and 1080p: the synthetic engine publishes annotated frames at 30 fps,
   ``promptcam web`` (a subprocess) serves 1 and then 3 viewers (aiortc receivers in this
@@ -23,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from clients.bench import BenchRow, row
+from clients.bench import BenchRow, robot_outputs, row
 from clients.web.probe import Viewer
 from clients.web.synthetic import SyntheticEngine
 from stream.bus import free_loopback_endpoint
@@ -76,7 +77,7 @@ async def _measure(
 def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     seconds = 4.0 if args.quick else 10.0
     sizes = [(1280, 720, "720p"), (1920, 1080, "1080p")]
-    rows: list[BenchRow] = []
+    rows: list[BenchRow] = robot_outputs.rows(args.quick)  # ROS 2, MCAP, DDS; recorder MB/min
     for w, h, name in sizes:
         overrides = {
             "bus.annotated": free_loopback_endpoint(),

@@ -41,6 +41,7 @@ from stream.errors import PromptcamError
 from stream.wire import AnnotatedMessage, TracksMessage, WireError
 
 log = logging.getLogger(__name__)
+READY_LINE = "promptcam foxglove: serving"  # the launcher's readiness mark (clients/launcher.py)
 
 MAX_LOGGED_REJECTIONS = 10
 
@@ -235,7 +236,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     port = bridge.start()
     try:
         print(
-            f"promptcam foxglove: serving {url_of(cfg.foxglove.host, port)} (Foxglove: Open "
+            f"{READY_LINE} {url_of(cfg.foxglove.host, port)} (Foxglove: Open "
             f"connection > Foxglove WebSocket); cameras: {', '.join(cfg.camera_settings())}",
             flush=True,
         )
