@@ -638,6 +638,7 @@ def test_the_bridge_counts_bad_messages_and_goes_on_publishing(tmp_path: Path) -
     async def watch() -> Any:
         async with aiohttp.ClientSession() as session:
             ws = await session.ws_connect(f"ws://127.0.0.1:{port}/", protocols=PROTOCOLS)
+            payload = None
             async with ws:
                 deadline = time.monotonic() + 20
                 while time.monotonic() < deadline:
@@ -664,8 +665,11 @@ def test_the_bridge_counts_bad_messages_and_goes_on_publishing(tmp_path: Path) -
                                 json.dumps({"op": "subscribe", "subscriptions": subs})
                             )
                     elif msg.type == aiohttp.WSMsgType.BINARY:
-                        return msg.data[13:]
-        return None
+                        payload = msg.data[13:]
+                        rejected = bridge.stats.rejected  # counted while subscribed (mapped)
+                        if rejected.get("no_foxglove_form") and rejected.get("too_many_cameras"):
+                            return payload
+        return payload
 
     try:
         payload = asyncio.run(watch())
