@@ -8,6 +8,12 @@ encoding and annotation happen elsewhere (``engine.process`` publisher threads).
 tracking is what it would be alone: its frame indices, memories, IDs, prompt and schedule are
 its own; only the model calls are shared.
 
+On a CPU kernel a tick's cameras are split into ``groups`` (default: torch's intra-op threads,
+i.e. the cores), each run on a worker thread of its own with one torch thread
+(``engine.tick_groups``): the groups keep every core busy as separate engines would, with one
+copy of the weights, and each group's cameras are still batched. Each result's stage timings
+are its group's. With in-line grounding (a detector called from the tick) a tick is one group.
+
 Grounding runs either in line on each camera's scheduled frames (offline job: reproducible) or
 in one ``GroundingWorker`` thread beside propagation, shared by every camera (live engine). When
 the worker is idle, the cameras whose re-grounding is due are sent as one batch, most overdue
@@ -45,6 +51,7 @@ from engine.grounding import GroundingWorker, GroundJob, GroundResult
 from engine.ids import IdAllocator, IdReservations, new_epoch
 from engine.protocols import Detector, SegmenterKernel, SegmenterSession
 from engine.segmenter import PreparedFrame
+from engine.tick_groups import TickWorkers
 from stream.config import EngineConfig
 from stream.errors import PromptError
 
@@ -92,6 +99,17 @@ def _malloc_trim() -> Any:
         return None
 
 
+def _default_groups(kernel: Any) -> int:
+    """Camera groups per tick by default: torch's intra-op threads on a CPU kernel (each group
+    on one), else 1 (on a GPU one batch over every camera is best)."""
+    device = getattr(kernel, "device", None)
+    if getattr(device, "type", None) != "cpu":
+        return 1
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
 class UnknownCameraError(PromptError):
     """A request names a camera the engine does not serve."""
 
@@ -109,9 +127,15 @@ class MultiCameraEngine:
         device: Any = None,
         max_ground_batch: int = DEFAULT_GROUND_BATCH,
         max_pinned_frames: int = 4,
+        groups: int | None = None,
     ) -> None:
+        """``groups``: how many groups of cameras a tick runs side by side, each on a worker
+        thread with one torch intra-op thread (``engine.tick_groups``); None: on a CPU kernel
+        as many as torch has intra-op threads, elsewhere 1 (one batch over every camera)."""
         if max_ground_batch < 1:
             raise ValueError("max_ground_batch must be >= 1")
+        if groups is not None and groups < 1:
+            raise ValueError("groups must be >= 1")
         self.kernel = kernel
         self.detector = detector
         self.background = background_grounding
@@ -123,6 +147,8 @@ class MultiCameraEngine:
         self.epoch = new_epoch()  # this engine start, carried by every result
         self._worker: GroundingWorker | None = None
         self.ground_batches = 0
+        self.groups = _default_groups(kernel) if groups is None else groups
+        self._group_workers: TickWorkers | None = None
 
     # ------------------------------------------------------------------ cameras
 
@@ -191,16 +217,51 @@ class MultiCameraEngine:
         labels) of a camera become new objects prompted on that very frame."""
         if not frames:
             return {}
-        t0 = time.perf_counter()
         cams = [(self.camera(name), frame) for name, frame in frames.items()]
+        late = self._collect_results()
+        manual = manual or {}
+        groups = self._tick_groups(len(cams))
+        if groups <= 1:
+            results = self._tick_cameras(cams, manual, late)
+        else:
+            if self._group_workers is None or self._group_workers.count < groups:
+                if self._group_workers is not None:
+                    self._group_workers.close()
+                self._group_workers = TickWorkers(groups)
+            parts = self._group_workers.run(
+                [
+                    functools.partial(self._tick_cameras, cams[g::groups], manual, late)
+                    for g in range(groups)
+                ]
+            )
+            merged = {name: r for part in parts for name, r in part.items()}
+            results = {name: merged[name] for name in frames}
+        if self.background:
+            self._schedule_grounding([cam for cam, _ in cams], frames)
+        return results
+
+    def _tick_groups(self, cameras: int) -> int:
+        """Groups for a tick of ``cameras`` cameras: one when grounding runs in line (a detector
+        is then called from the tick, one camera at a time)."""
+        if self.detector is not None and not self.background:
+            return 1
+        return max(1, min(self.groups, cameras))
+
+    def _tick_cameras(
+        self,
+        cams: Sequence[tuple[CameraTracker, FrameInput]],
+        manual: Mapping[str, Manual],
+        late: Mapping[str, Sequence[GroundResult]],
+    ) -> dict[str, FrameResult]:
+        """One tick of ``cams``: one encoder call, one batched propagation, each camera's
+        bookkeeping. Its own stage timings (on a group worker: this group's)."""
+        t0 = time.perf_counter()
         idxs = self.kernel.encode(
             [(cam.session, f.image if f.prepared is None else f.prepared) for cam, f in cams]
         )
         t_enc = time.perf_counter()
-        late = self._collect_results()
-        manual = manual or {}
         for (cam, frame), idx in zip(cams, idxs, strict=True):
-            cam.begin(frame, idx, manual.get(cam.name, ()), late.pop(cam.name, ()))
+            cam.begin(frame, idx, manual.get(cam.name, ()), late.get(cam.name, ()))
         outs = self.kernel.track(
             [(cam.session, idx) for (cam, _), idx in zip(cams, idxs, strict=True)]
         )
@@ -211,13 +272,10 @@ class MultiCameraEngine:
             "process_ms": (t_prop - t0) * 1e3,
             "cameras": float(len(cams)),
         }
-        results = {
+        return {
             cam.name: cam.finish(frame, out, timings, inline_grounding=not self.background)
             for (cam, frame), out in zip(cams, outs, strict=True)
         }
-        if self.background:
-            self._schedule_grounding([cam for cam, _ in cams], frames)
-        return results
 
     def _collect_results(self) -> dict[str, list[GroundResult]]:
         by_camera: dict[str, list[GroundResult]] = {}
@@ -261,6 +319,9 @@ class MultiCameraEngine:
     def close(self) -> None:
         if self._worker is not None:
             self._worker.close()
+        if self._group_workers is not None:
+            self._group_workers.close()
+            self._group_workers = None
 
 
 class TrackingEngine:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -68,3 +69,22 @@ def test_lockstep_alternates_who_goes_first_and_finishes_both() -> None:
     second_run = ["b", "a", "a", "b", "b", "a", "a", "b"]
     assert order == [*first_run, *second_run]
     assert finished == ["a", "b", "a", "b"]
+
+
+def test_streaming_steps_record_each_stage() -> None:
+    """The per-stage table of ``bench --parts engine``: prepare, encode and propagate of every
+    timed frame, which add up to the step's model and preprocessing times."""
+    from clients.bench.engine import _streaming_steps
+    from engine.sam2_models import load_sam2
+    from stream.config import ModelsConfig
+    from stream.demo import DemoScene
+
+    loaded = load_sam2(ModelsConfig(preset="tiny-random", device="cpu"))
+    frames = [DemoScene(160, 120, 1, seed=1).render(i)[0] for i in range(3)]
+    stages: dict[str, list[float]] = {}
+    steps = list(_streaming_steps(loaded, frames, [(20.0, 20.0, 70.0, 70.0)], stages=stages))
+    assert list(stages) == ["prepare", "encode", "propagate"]
+    assert all(len(v) == 2 and min(v) > 0 for v in stages.values())
+    for i, (model_s, prep_s) in enumerate(steps):
+        assert model_s * 1e3 == pytest.approx(stages["encode"][i] + stages["propagate"][i])
+        assert prep_s * 1e3 == pytest.approx(stages["prepare"][i])

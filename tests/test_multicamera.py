@@ -391,3 +391,56 @@ def test_cameras_bench_worker_counts_frames_per_camera() -> None:
     assert set(shared["fps"]) == {"cam0", "cam1"} and all(v > 0 for v in shared["fps"].values())
     solo = _worker(1, False, 0.5, 1, "cpu")
     assert list(solo["fps"]) == ["cam0"] and solo["fps"]["cam0"] > 0 and solo["rss_mb"] > 0
+
+
+def test_camera_groups_run_side_by_side_and_track_as_alone(loaded: LoadedSam2) -> None:
+    """``groups=2`` (the CPU default on 2 cores): three cameras in two groups, each group's
+    encoder call and propagation on its own worker thread with one torch thread; every camera
+    tracks as a one-camera engine does, results come back in the order of the frames given,
+    and a bad box of one group is raised after both groups finished."""
+    scenes = [DemoScene(160, 120, 1, seed=s) for s in (1, 2, 3)]
+    names = ["c", "a", "b"]
+    boxes = {n: [((20.0, 20.0, 70.0, 70.0), "object")] for n in names}
+    kernel = Sam2Kernel(loaded)
+    seen: dict[str, set[tuple[str, int]]] = {n: set() for n in names}
+    encode = kernel.encode
+
+    def recording_encode(items: Any) -> list[int]:
+        for s, _ in items:
+            name = next(n for n in names if multi.camera(n).session is s)
+            seen[name].add((threading.current_thread().name, torch.get_num_threads()))
+        return encode(items)
+
+    kernel.encode = recording_encode  # type: ignore[method-assign]
+    multi = MultiCameraEngine(kernel, None, background_grounding=True, groups=2)
+    solos = {
+        n: TrackingEngine(EngineConfig(prompt=""), StreamingSegmenter(loaded), None,
+                          background_grounding=True)
+        for n in names
+    }  # fmt: skip
+    try:
+        for n in names:
+            multi.add_camera(n, EngineConfig(prompt=""))
+        for i in range(4):
+            frames = {
+                n: FrameInput(i, i, s.render(i)[0]) for n, s in zip(names, scenes, strict=True)
+            }
+            got = multi.tick(frames, boxes if i == 0 else None)
+            assert list(got) == names
+            for n in names:
+                want = solos[n].process(frames[n], boxes[n] if i == 0 else ())
+                assert_same_results(multi, n, solos[n], got[n], want, f"camera {n} frame {i}")
+                assert got[n].timings_ms["cameras"] == (2.0 if n in ("c", "b") else 1.0)
+        threads = {n: {t for t, _ in s} for n, s in seen.items()}
+        assert threads["c"] == threads["b"] != threads["a"]  # round-robin: c, b | a
+        assert all(
+            len(t) == 1 and next(iter(t)).startswith("engine-group") for t in threads.values()
+        )
+        assert {k for s in seen.values() for _, k in s} == {1}  # one torch thread per group
+        bad = {"a": [((500.0, 500.0, 600.0, 600.0), "object")]}
+        frames = {n: FrameInput(9, 9, s.render(9)[0]) for n, s in zip(names, scenes, strict=True)}
+        with pytest.raises(PromptError):
+            multi.tick(frames, bad)
+        assert multi.camera("c").counters.frames == 5  # the other group finished its tick
+    finally:
+        multi.close()

@@ -217,8 +217,9 @@ def _bench_case(case: Case, workdir: Path) -> list[BenchRow]:
         boxes = _boxes(n, case.height, case.width)
         # Each side's figure is the mean of its per-frame times over the repeats, in lockstep.
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # memory attention, last frame
+        stages: dict[str, list[float]] = {}
         ours_steps, theirs_t = _lockstep(
-            partial(_streaming_steps, case.loaded, bgr, boxes, capture=calls),
+            partial(_streaming_steps, case.loaded, bgr, boxes, capture=calls, stages=stages),
             partial(_official_steps, official, case.loaded, video, boxes),
             case.frames - 1,
             case.repeats,
@@ -240,6 +241,17 @@ def _bench_case(case: Case, workdir: Path) -> list[BenchRow]:
                 (ours + prep) * 1e3,
                 "ms/frame",
                 f"prepare(): {prep * 1e3:.1f} ms/frame (official: in untimed init_state)",
+            )
+        )
+        rows.append(
+            row(
+                PART,
+                f"{case.name}: {n} obj stages",
+                float(sum(np.mean(v) for v in stages.values())),
+                "ms/frame (sum)",
+                ", ".join(f"{k} {np.mean(v):.1f}" for k, v in stages.items())
+                + " (mean ms/frame; the engine's lifecycle, RLE, JSON: `stats` latency_ms, "
+                "`bench --parts offline`)",
             )
         )
         if case.loaded.device.type == "cuda":
@@ -422,10 +434,12 @@ def _streaming_steps(
     frames: list[np.ndarray],
     boxes: list[Any],
     capture: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+    stages: dict[str, list[float]] | None = None,
 ) -> Iterator[tuple[float, float]]:
     """Prompts frame 0, then yields (model seconds, preprocessing seconds) of frames 1..N-1.
 
-    ``capture``, where given, receives the memory-attention calls of the last frame."""
+    ``capture``, where given, receives the memory-attention calls of the last frame; ``stages``
+    each frame's milliseconds of prepare, encode (the image encoder) and propagate."""
     seg = StreamingSegmenter(loaded)
     idx = seg.add_frame(frames[0])
     for obj_id, box in enumerate(boxes):
@@ -441,9 +455,16 @@ def _streaming_steps(
         if take is not None:
             take.clear()
         with _capturing(loaded.model.memory_attention, take):
-            seg.track(seg.add_frame(prepared))
+            idx = seg.add_frame(prepared)
+            _sync(loaded.device)
+            t2 = time.perf_counter()
+            seg.track(idx)
         _sync(loaded.device)
-        yield time.perf_counter() - t1, t1 - t0
+        t3 = time.perf_counter()
+        if stages is not None:
+            for k, v in (("prepare", t1 - t0), ("encode", t2 - t1), ("propagate", t3 - t2)):
+                stages.setdefault(k, []).append(v * 1e3)
+        yield t3 - t1, t1 - t0
 
 
 def _official_steps(
