@@ -325,6 +325,12 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
                 n / ours_s, n / theirs_s,
             )  # fmt: skip
             results.append(result)
+            log.info(
+                "quality: %s: promptcam HOTA %.3f IDF1 %.3f %d switches; reference %.3f %.3f %d",
+                condition.value,
+                *(result.ours.tracking[k] for k in ("HOTA", "IDF1", "IDSW")),
+                *(result.theirs.tracking[k] for k in ("HOTA", "IDF1", "IDSW")),
+            )
             if condition is Condition.CLEAN:
                 rows += _clean_rows(result, dets, boxes, reds, detector, where)
         live_result = None
