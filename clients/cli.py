@@ -291,6 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="soak: add and remove 4 cameras CYCLES times, engine RSS before and after",
     )
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+    p.add_argument(
+        "--conditions",
+        metavar="NAME,...",
+        help="quality: camera conditions (clean, dusk, white-balance, shadow, jpeg30, shake, "
+        "drop3) and live (promptcam run at real time); default all",
+    )
+    p.add_argument(
+        "--seeds",
+        metavar="SEED,LOW-HIGH",
+        help="quality: demo scene seeds (default 0-3, the tuning seeds; e.g. 100-111 held out)",
+    )
 
     p = sub.add_parser("models", help="list model and detector presets, and what is cached")
     _common(p)
