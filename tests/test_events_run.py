@@ -93,7 +93,9 @@ def test_run_starts_the_events_child_and_events_flow(tmp_path: Path) -> None:
             while sub.poll(50):
                 got.append(json.loads(sub.recv_multipart()[1]))
             return any(
-                g["kind"] == "object" and "yard" in g["event"]["zones"] and g["event"]["has_snapshot"]
+                g["kind"] == "object"
+                and "yard" in g["event"]["zones"]
+                and g["event"]["has_snapshot"]
                 for g in got
             )
 
@@ -103,7 +105,9 @@ def test_run_starts_the_events_child_and_events_flow(tmp_path: Path) -> None:
             print(got[-5:], log.read_text()[-5000:])
             raise
         doc = wait_for(
-            lambda: (s := read_status_file(status)) and (s.get("events") or {}).get("published") and s,
+            lambda: (
+                (s := read_status_file(status)) and (s.get("events") or {}).get("published") and s
+            ),
             timeout=10,
             what="the events counters in the status file",
         )
