@@ -126,3 +126,56 @@ def test_run_starts_the_events_child_and_events_flow(tmp_path: Path) -> None:
     assert "Traceback" not in err, err[-3000:]
     final = read_status_file(status)
     assert final is not None and final["children"]["events"]["state"] == "stopped"
+
+
+def test_bench_events_scoring_is_exact_on_truth_and_catches_errors() -> None:
+    """The events bench's scoring: the ground truth scored against itself is precision and
+    recall 1.0 with no duplicates; a crossing moved past the tolerance, a flipped direction and
+    an event given to the wrong object each count as one false and one missed event."""
+    from clients.bench.events import (
+        TOLERANCE,
+        duplicate_alerts,
+        match,
+        run_logic,
+        scene_events_config,
+        track_to_truth,
+        truth_messages,
+    )
+    from stream.demo import DemoScene
+
+    scene = DemoScene(320, 240, 6, seed=20)
+    truth, _ = truth_messages(scene, 60)
+    expected = run_logic(scene_events_config(320, 240), truth)
+    assert len(expected.crossings) >= 3 and len(expected.entries) >= 2
+    ids = track_to_truth(truth, truth)
+    assert ids == {o: o for o in ids} and len(ids) >= 4
+    assert match(expected.crossings, expected.crossings) == len(expected.crossings)
+    assert match(expected.entries, expected.entries) == len(expected.entries)
+    assert duplicate_alerts(expected.reviews, expected.reviews) == 0
+    (o, line, d, i), rest = expected.crossings[0], expected.crossings[1:]
+    other = next(x for x in ids if x != o)
+    flipped = "out" if d == "in" else "in"
+    for wrong in ((o, line, d, i + TOLERANCE + 1), (o, line, flipped, i), (other, line, d, i)):
+        assert match([wrong, *rest], expected.crossings) == len(expected.crossings) - 1, wrong
+    assert match([(o, line, d, i + TOLERANCE)], expected.crossings) == 1
+    s, e = expected.reviews[0]
+    assert duplicate_alerts([(s, s + 1), (s + 2, e)], [(s, e)]) == 1
+
+
+def test_bench_events_soak_short(tmp_path: Path) -> None:
+    """The soak, 5 seconds: 4 cameras into a real ``promptcam events``; events and snapshots
+    are made, RSS, database and latency are reported."""
+    from clients.bench.events_soak import _soak
+
+    rows = {r["name"]: r for r in _soak(tmp_path, 0.08)}
+    assert rows["soak events published"]["value"] > 4
+    assert rows["soak snapshots written"]["value"] > 0
+    assert 10 < rows["soak RSS"]["value"] < 2000
+    assert rows["soak database"]["value"] > 0
+    assert (
+        0
+        < rows["soak event latency p50"]["value"]
+        <= rows["soak event latency p99"]["value"]
+        < 5000
+    )
+    assert len(json.loads(rows["soak samples"]["value"])) >= 1
