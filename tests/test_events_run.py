@@ -26,7 +26,8 @@ def test_run_starts_the_events_child_and_events_flow(tmp_path: Path) -> None:
     """`promptcam run` on the demo scene (tiny-random models, an object added by box) with a
     zone on cam0: an ``events`` child is started, becomes ready, its counters appear in the
     status file, a SUB on ``bus.events`` receives ``new`` and zone ``update`` events with
-    snapshots, and SIGTERM stops everything with exit 0."""
+    snapshots; the events child killed with SIGKILL is restarted and publishes again; SIGTERM
+    stops everything with exit 0."""
     ports = {k: tcp_endpoint() for k in ("frames", "tracks", "annotated", "control", "events")}
     status = tmp_path / "status.json"
     overrides: dict[str, Any] = {f"bus.{k}": v for k, v in ports.items()}
@@ -115,6 +116,25 @@ def test_run_starts_the_events_child_and_events_flow(tmp_path: Path) -> None:
         eid = next(g["event"]["id"] for g in got if g["event"]["has_snapshot"])
         assert (tmp_path / "ev" / "snapshots" / f"{eid}.jpg").stat().st_size > 0
         assert got[0]["type"] == "new" and got[0]["camera"] == "cam0"
+        # SIGKILL the events child: the launcher restarts it, the object gets a new event
+        os.kill(doc["children"]["events"]["pid"], signal.SIGKILL)
+        wait_for(
+            lambda: (
+                (s := read_status_file(status))
+                and s["children"]["events"]["restarts"] == 1
+                and s["children"]["events"]["ready"]
+            ),
+            timeout=30,
+            what="the events child restarted",
+        )
+        seen = len(got)
+
+        def new_event() -> bool:
+            zone_entered()
+            return any(g["type"] == "new" and g["kind"] == "object" for g in got[seen:])
+
+        wait_for(new_event, timeout=30, what="a new event from the restarted events child")
+        assert got[seen:][0]["event"]["id"] != got[0]["event"]["id"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -147,8 +167,11 @@ def test_bench_events_scoring_is_exact_on_truth_and_catches_errors() -> None:
     truth, _ = truth_messages(scene, 60)
     expected = run_logic(scene_events_config(320, 240), truth)
     assert len(expected.crossings) >= 3 and len(expected.entries) >= 2
-    ids = track_to_truth(truth, truth)
+    ids, per_frame = track_to_truth(truth, truth)
     assert ids == {o: o for o in ids} and len(ids) >= 4
+    assert all(
+        f == {o.id: o.id for o in m.header.objects} for f, m in zip(per_frame, truth, strict=True)
+    )
     assert match(expected.crossings, expected.crossings) == len(expected.crossings)
     assert match(expected.entries, expected.entries) == len(expected.entries)
     assert duplicate_alerts(expected.reviews, expected.reviews) == 0

@@ -25,6 +25,7 @@ soak).
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import time
 from collections import Counter, defaultdict
@@ -129,7 +130,7 @@ def run_logic(cfg: EventsConfig, msgs: list[TracksMessage]) -> Found:
 
 def truth_messages(scene: DemoScene, frames: int) -> tuple[list[TracksMessage], list[np.ndarray]]:
     """Exact tracks of the scene's objects, and the rendered frames (BGR)."""
-    writer = GroundTruthWriter(_Null(), "cam0")
+    writer = GroundTruthWriter(io.StringIO(), "cam0")
     msgs, images = [], []
     for i in range(frames):
         frame = scene.render_frame(i)
@@ -143,18 +144,18 @@ def truth_messages(scene: DemoScene, frames: int) -> tuple[list[TracksMessage], 
     return msgs, images  # fmt: skip
 
 
-class _Null:
-    def write(self, _s: str) -> int:
-        return 0
-
-
-def track_to_truth(pred: list[TracksMessage], truth: list[TracksMessage]) -> dict[int, int]:
-    """Engine track id -> ground-truth object id: the object its mask overlaps with IoU >= 0.5
-    on most of the frames where it is seen (tracks with no such object are left out)."""
+def track_to_truth(
+    pred: list[TracksMessage], truth: list[TracksMessage]
+) -> tuple[dict[int, int], list[dict[int, int]]]:
+    """Engine track id -> ground-truth object id: per frame, the object its mask overlaps with
+    IoU >= 0.5 there; and over the run, the object it overlaps so on most of its frames (tracks
+    with no such object are left out)."""
     votes: dict[int, Counter[int]] = defaultdict(Counter)
+    per_frame: list[dict[int, int]] = []
     for p, t in zip(pred, truth, strict=True):
         hw = (t.header.height, t.header.width)
         gt = [(o.id, decode_rle(o.mask.counts, *hw)) for o in t.header.objects]
+        here: dict[int, int] = {}
         for o in p.header.objects:
             if o.state == "lost":
                 continue
@@ -167,12 +168,26 @@ def track_to_truth(pred: list[TracksMessage], truth: list[TracksMessage]) -> dic
                     if iou > best_iou:
                         best, best_iou = gid, iou
             votes[o.id][best if best_iou >= 0.5 else -1] += 1
-    out = {}
+            if best_iou >= 0.5:
+                here[o.id] = best
+        per_frame.append(here)
+    overall = {}
     for tid, v in votes.items():
         gid, _ = v.most_common(1)[0]
         if gid >= 0:
-            out[tid] = gid
-    return out
+            overall[tid] = gid
+    return overall, per_frame
+
+
+def object_at(
+    track: int, frame: int, overall: dict[int, int], per_frame: list[dict[int, int]]
+) -> int:
+    """The ground-truth object an engine track is on at ``frame`` (or the frame before, for an
+    event raised as it leaves), else the one it is on most; ``-1 - track`` when none."""
+    for f in (frame, frame - 1):
+        if 0 <= f < len(per_frame) and track in per_frame[f]:
+            return per_frame[f][track]
+    return overall.get(track, -1 - track)
 
 
 def match(found: list[tuple[Any, ...]], expected: list[tuple[Any, ...]]) -> int:
@@ -269,9 +284,9 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
         pred, lat = _engine_tracks(ecfg_cfg, images, ecfg)
         latency += lat
         found = run_logic(ecfg, pred)
-        to_gt = track_to_truth(pred, truth)
-        fc = [(to_gt.get(t, -1 - t), ln, d, i) for t, ln, d, i in found.crossings]
-        fe = [(to_gt.get(t, -1 - t), z, i) for t, z, i in found.entries]
+        to_gt, per_frame = track_to_truth(pred, truth)
+        fc = [(object_at(t, i, to_gt, per_frame), ln, d, i) for t, ln, d, i in found.crossings]
+        fe = [(object_at(t, i, to_gt, per_frame), z, i) for t, z, i in found.entries]
         crossings.add(match(fc, expected.crossings), len(fc), len(expected.crossings))
         entries.add(match(fe, expected.entries), len(fe), len(expected.entries))
         dup_alerts += duplicate_alerts(found.reviews, expected.reviews)
