@@ -43,7 +43,10 @@ log = logging.getLogger(__name__)
 MAX_CAMERAS = 256  # cameras followed at once; tracks of a further camera are rejected
 RETAIN_EVERY_S = 60.0
 LATENCY_SAMPLES = 10000  # the last event latencies kept (tracks capture -> published), ms
-PRUNE_EVERY_SNAPSHOTS = 200  # snapshot writes between two size checks of the folder
+# the snapshot folder's size is checked (and pruned) each time this share of its budget, at
+# least PRUNE_MIN_BYTES, has been written since the last check
+PRUNE_SHARE = 0.1
+PRUNE_MIN_BYTES = 64 * 1024
 
 
 class EventsService:
@@ -101,6 +104,7 @@ class EventsService:
                     keeper.forget(ev.event["id"])
             for eid in keeper.flush():
                 out += logic.mark_snapshot(eid)
+            self._maybe_prune()
         self._emit(out)
         if out:
             self.latency_ms.append((time.time_ns() - msg.header.t_capture_ns) / 1e6)
@@ -113,11 +117,16 @@ class EventsService:
             for eid in keeper.flush():
                 out += self.cameras[camera].mark_snapshot(eid)
         self._emit(out)
-        written = self.store.snapshots.written
-        if written - self._snapshot_bytes_mark >= PRUNE_EVERY_SNAPSHOTS:
+        self._maybe_prune()
+        return out
+
+    def _maybe_prune(self) -> None:
+        written = self.store.snapshots.written_bytes
+        if written - self._snapshot_bytes_mark >= max(
+            PRUNE_MIN_BYTES, self.store.max_snapshot_bytes * PRUNE_SHARE
+        ):
             self._snapshot_bytes_mark = written
             self.store.prune_snapshots()
-        return out
 
     def _emit(self, out: list[EventMessage]) -> None:
         for ev in out:

@@ -74,6 +74,7 @@ class SnapshotFiles:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.errors = 0
         self.written = 0
+        self.written_bytes = 0
 
     def paths(self, event_id: str) -> tuple[Path, Path] | None:
         """(jpg, png) of an event, or None for an id that is not a plain name (no traversal)."""
@@ -109,6 +110,7 @@ class SnapshotFiles:
                 )
             return False
         self.written += 1
+        self.written_bytes += len(jpeg) + len(png)
         return True
 
     def read_jpeg(self, event_id: str) -> bytes | None:
