@@ -107,12 +107,14 @@ def test_run_starts_the_events_child_and_events_flow(tmp_path: Path) -> None:
             raise
         doc = wait_for(
             lambda: (
-                (s := read_status_file(status)) and (s.get("events") or {}).get("published") and s
+                (s := read_status_file(status))
+                and (s.get("events") or {}).get("snapshots_written", 0) >= 1
+                and s
             ),
             timeout=10,
             what="the events counters in the status file",
         )
-        assert doc["events"]["snapshots_written"] >= 1
+        assert doc["events"]["published"] >= 2 and doc["events"]["snapshot_errors"] == 0
         eid = next(g["event"]["id"] for g in got if g["event"]["has_snapshot"])
         assert (tmp_path / "ev" / "snapshots" / f"{eid}.jpg").stat().st_size > 0
         assert got[0]["type"] == "new" and got[0]["camera"] == "cam0"
@@ -127,14 +129,29 @@ def test_run_starts_the_events_child_and_events_flow(tmp_path: Path) -> None:
             timeout=30,
             what="the events child restarted",
         )
-        seen = len(got)
+        before_kill = {g["event"]["id"] for g in got}
+        wait_for(
+            lambda: (
+                (s := read_status_file(status))
+                and (s.get("events") or {}).get("pid") == s["children"]["events"]["pid"]
+                and s["events"]["published"] >= 1
+            ),
+            timeout=30,
+            what="the restarted events child publishing",
+        )
+        # its "new" may have gone out before this SUB reconnected: end the object, see its "end"
+        oid = got[0]["event"]["object_id"]
+        reply = zbus.request(ports["control"], {"cmd": "remove_object", "id": oid}, 10000)
+        assert reply.get("ok"), reply
 
-        def new_event() -> bool:
+        def ended_anew() -> bool:
             zone_entered()
-            return any(g["type"] == "new" and g["kind"] == "object" for g in got[seen:])
+            return any(
+                g["kind"] == "object" and g["type"] == "end" and g["event"]["id"] not in before_kill
+                for g in got
+            )
 
-        wait_for(new_event, timeout=30, what="a new event from the restarted events child")
-        assert got[seen:][0]["event"]["id"] != got[0]["event"]["id"]
+        wait_for(ended_anew, timeout=30, what="an end event from the restarted events child")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
