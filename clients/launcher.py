@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import ctypes
 import errno
+import json
 import logging
 import os
 import signal
@@ -56,13 +57,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 import psutil
 import yaml
 
 from clients.health import (
     ChildInfo,
+    Observed,
     ProgressWatchdog,
     StatusCollector,
     status_document,
@@ -74,7 +76,7 @@ from stream.errors import PromptcamError
 
 log = logging.getLogger(__name__)
 
-CHILDREN = ("capture", "engine", "web", "foxglove", "dds", "record")
+CHILDREN = ("capture", "engine", "web", "events", "foxglove", "dds", "record")
 EXPECTED_ERROR_EXIT = 2  # the CLI's exit status for expected, one-line errors
 PR_SET_PDEATHSIG = 1
 
@@ -130,6 +132,10 @@ def bound_ports(cfg: Config) -> list[tuple[str, str, int]]:
     out.append(("web.port", cfg.web.host, cfg.web.port))
     if cfg.foxglove.enabled:
         out.append(("foxglove.port", cfg.foxglove.host, cfg.foxglove.port))
+    if cfg.events.active():
+        hp = _tcp_host_port(cfg.bus.events)
+        if hp is not None:
+            out.append(("bus.events", *hp))
     return out
 
 
@@ -597,6 +603,8 @@ def prepare_config(cfg: Config, run_dir: Path) -> Config:
         tree["run"]["status_file"] = str(run_dir / "status.json")
     if cfg.engine.state_file is None:
         tree["engine"]["state_file"] = str(run_dir / "engine-state.json")
+    if cfg.events.active() and cfg.events.status_file is None:
+        tree["events"]["status_file"] = str(run_dir / "events-status.json")
     return Config.model_validate(tree)
 
 
@@ -636,6 +644,7 @@ def child_specs(cfg: Config, config_path: Path) -> list[ChildSpec]:
             "web", child_argv("web", config_path), start_timeout_s=cfg.run.web_start_timeout_s
         ),
         *output_specs(cfg, config_path),
+        *events_specs(cfg, config_path),
     ]
     if cfg.foxglove.enabled:  # not essential: the run goes on without the Foxglove view
         from clients.robots.foxglove_server import READY_LINE as FOXGLOVE_READY
@@ -686,6 +695,70 @@ def output_specs(cfg: Config, config_path: Path) -> list[ChildSpec]:
     return specs
 
 
+# --------------------------------------------------------------------------- the events child
+
+
+def events_specs(cfg: Config, config_path: Path) -> list[ChildSpec]:
+    """The events service (``promptcam events``) when ``events.enabled`` or any camera has zones
+    or lines; not essential: a run whose events cannot start goes on without them."""
+    if not cfg.events.active():
+        return []
+    return [
+        ChildSpec(
+            "events",
+            child_argv("events", config_path),
+            essential=False,
+            start_timeout_s=cfg.run.web_start_timeout_s,
+        )
+    ]
+
+
+def events_status(cfg: Config) -> dict[str, Any] | None:
+    """The events service's counters (its status file), or None."""
+    if cfg.events.status_file is None:
+        return None
+    try:
+        doc = json.loads(Path(cfg.events.status_file).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def events_answered_at(cfg: Config) -> float | None:
+    """When (monotonic) the events service last wrote its status file, or None."""
+    doc = events_status(cfg)
+    t_ns = doc.get("t_ns") if doc else None
+    if not isinstance(t_ns, int):
+        return None
+    return time.monotonic() - (time.time() - t_ns / 1e9)
+
+
+def _with_events(
+    cfg: Config,
+    is_ready: Callable[[str, float], bool],
+    watchdog: Callable[[str, float, float], str | None] | None,
+) -> tuple[Callable[[str, float], bool], Callable[[str, float, float], str | None] | None]:
+    """Readiness and watchdog that also judge the events child by its status file."""
+
+    def ready(name: str, since: float) -> bool:
+        if name != "events":
+            return is_ready(name, since)
+        at = events_answered_at(cfg)
+        return at is not None and at >= since
+
+    if watchdog is None:
+        return ready, None
+    limit = cfg.run.watchdog_s or 0.0
+
+    def dog(name: str, ready_at: float, now: float) -> str | None:
+        if name != "events":
+            return watchdog(name, ready_at, now)
+        last = max(events_answered_at(cfg) or ready_at, ready_at)
+        return f"no status for {now - last:.1f}s" if now - last > limit else None
+
+    return ready, dog
+
+
 def main(cfg: Config, args: argparse.Namespace) -> int:
     from setproctitle import setproctitle
 
@@ -703,6 +776,15 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         return _run(run_cfg, write_child_config(run_cfg, Path(tmp)), duration)
 
 
+def _document(
+    cfg: Config, observed: Observed, children: Mapping[str, ChildInfo], url: str, up: float
+) -> dict[str, Any]:
+    doc = status_document(cfg, observed, children, url, up)
+    if cfg.events.active():
+        doc["events"] = events_status(cfg)
+    return doc
+
+
 def _run(cfg: Config, config_path: Path, duration: float | None) -> int:
     assert cfg.run.status_file is not None
     url = page_url(cfg)
@@ -711,12 +793,12 @@ def _run(cfg: Config, config_path: Path, duration: float | None) -> int:
     collector = StatusCollector(cfg, poll_s=1.0, web_url=url.split("?")[0]).start()
     limit = cfg.run.watchdog_s
     dog = ProgressWatchdog(limit) if limit is not None else None
-    sup = Supervisor(
-        child_specs(cfg, config_path),
-        cfg.run,
-        is_ready=lambda n, t: collector.snapshot().seen_since(n, t),
-        watchdog=(lambda n, t, now: dog.check(n, t, collector.snapshot(), now)) if dog else None,
+    is_ready, watchdog = _with_events(
+        cfg,
+        lambda n, t: collector.snapshot().seen_since(n, t),
+        (lambda n, t, now: dog.check(n, t, collector.snapshot(), now)) if dog else None,
     )
+    sup = Supervisor(child_specs(cfg, config_path), cfg.run, is_ready=is_ready, watchdog=watchdog)
     stop.on_second = sup.kill_now
     started = time.monotonic()
     try:
@@ -736,7 +818,7 @@ def _run(cfg: Config, config_path: Path, duration: float | None) -> int:
                 next_file = now + 1.0
                 write_status_file(
                     cfg.run.status_file,
-                    status_document(cfg, collector.snapshot(), sup.info(), url, now - started),
+                    _document(cfg, collector.snapshot(), sup.info(), url, now - started),
                 )
             if now >= next_status:
                 next_status = now + cfg.run.status_every_s
@@ -748,7 +830,7 @@ def _run(cfg: Config, config_path: Path, duration: float | None) -> int:
             signal.signal(s, h)
         write_status_file(
             cfg.run.status_file,
-            status_document(cfg, collector.snapshot(), sup.info(), url, time.monotonic() - started),
+            _document(cfg, collector.snapshot(), sup.info(), url, time.monotonic() - started),
         )
     log.info(
         "stopped (restarts: %s)", ", ".join(f"{n} {c.restarts}" for n, c in sup.children.items())

@@ -38,6 +38,7 @@ PARTS: dict[str, str] = {
     "backends": "each tracker backend vs its reference's own streaming session, 1/4/16 objects (ms/frame, MB per 1,000 frames)",
     "quality": "tracking quality on held-out demo scenes: detector AP50, J&F with box prompts, HOTA/IDF1/ID switches/frames/s of promptcam and the reference Grounded SAM 2 strategy",
     "fleet": "a fleet on a local Ray instance: placement time per camera, recovery after engine kills (p50/max), 2 engines vs 1 (tracks/s)",
+    "events": "events on held-out demo scenes: line-crossing and zone-entry precision/recall, duplicate alerts, latency; with --soak MINUTES the events service under 4 cameras (RSS, database, latency)",
 }
 DEFAULT_PARTS = ("transport", "engine", "grounding", "detectors", "loop", "output")
 
@@ -81,7 +82,10 @@ def format_table(rows: list[BenchRow]) -> str:
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    if (args.soak is not None or getattr(args, "churn", None) is not None) and "soak" not in parts:
+    events_soak = args.soak is not None and "events" in parts  # --parts events --soak: its own
+    if (
+        (args.soak is not None and not events_soak) or getattr(args, "churn", None) is not None
+    ) and "soak" not in parts:
         parts.append("soak")
     for p in parts:
         if p not in PARTS:

@@ -210,6 +210,36 @@ class EventsConfig(_Model):
     cameras: dict[str, CameraEventsConfig] = Field(
         default_factory=dict, description="Camera name -> its zones and lines."
     )
+    enabled: bool = Field(
+        False,
+        description="Run the events service as a child of 'promptcam run' (it also runs when any camera has zones or lines).",
+    )
+    snapshots: bool = Field(
+        True,
+        description="Keep the best snapshot per event (JPEG with the mask outlined, and the mask as PNG) in 'snapshots/' beside the database.",
+    )
+    snapshot_every: int = Field(
+        5,
+        ge=1,
+        le=10000,
+        description="Frames of an event between two snapshot encodes at most (a better frame sooner waits).",
+    )
+    snapshot_quality: int = Field(85, ge=10, le=100, description="JPEG quality of snapshots.")
+    max_snapshot_mb: float = Field(
+        1024.0,
+        gt=0.0,
+        le=10_000_000.0,
+        description="Most MiB of snapshot files kept; beyond, the files of the oldest ended events are deleted first.",
+    )
+    status_file: str | None = Field(
+        None,
+        max_length=4096,
+        description="JSON file the service rewrites every second with its counters (the launcher sets it in the run directory).",
+    )
+
+    def active(self) -> bool:
+        """Whether ``promptcam run`` starts the events service: ``enabled``, or any zone or line."""
+        return self.enabled or any(c.zones or c.lines for c in self.cameras.values())
 
     def check_camera(
         self, camera: str, labels: list[str] | None, size: tuple[int, int] | None

@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sqlite3
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -25,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from clients.events.config import EventsConfig
-from clients.events.model import EventMessage
+from clients.events.feed import FrameFeed
+from clients.events.model import EventMessage, EventType, Kind
+from clients.events.snapshots import FrameCache, SnapshotKeeper
 from clients.events.store import EventStore
 from clients.events.tracker import CameraEvents
 from clients.events.zones_file import ZonesWatcher, zones_path
@@ -42,11 +46,17 @@ log = logging.getLogger(__name__)
 
 MAX_CAMERAS = 256  # cameras followed at once; tracks of a further camera are rejected
 RETAIN_EVERY_S = 60.0
+LATENCY_SAMPLES = 10000  # the last event latencies kept (tracks capture -> published), ms
+# the snapshot folder's size is checked (and pruned) each time this share of its budget, at
+# least PRUNE_MIN_BYTES, has been written since the last check
+PRUNE_SHARE = 0.1
+PRUNE_MIN_BYTES = 64 * 1024
 
 
 class EventsService:
     """The events process's work, testable without signals: ``handle`` one tracks message,
-    ``run`` until ``stop`` is set."""
+    ``run`` until ``stop`` is set. With a ``FrameCache`` (``frames``) it keeps each event's best
+    snapshot (``clients.events.snapshots``)."""
 
     def __init__(
         self,
@@ -54,18 +64,23 @@ class EventsService:
         store: EventStore,
         publisher: zmq.Socket[Any] | None = None,
         mqtt: EventsMqtt | None = None,
+        frames: FrameCache | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.publisher = publisher
         self.mqtt = mqtt
+        self.frames = frames if cfg.snapshots else None
         self.cameras: dict[str, CameraEvents] = {}
+        self.keepers: dict[str, SnapshotKeeper] = {}
         self.stop = threading.Event()
         self.published = 0
         self.rejected_cameras = 0
         # zones and lines saved from the web page: loaded now, reloaded when the file changes
         self.zones = ZonesWatcher(zones_path(store.path))
         self.zones.poll(self, force=True)
+        self.latency_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._snapshot_bytes_mark = 0
 
     def handle(self, msg: TracksMessage) -> list[EventMessage]:
         logic = self.cameras.get(msg.camera)
@@ -81,11 +96,48 @@ class EventsService:
                     )
                 return []
             logic = self.cameras[msg.camera] = CameraEvents(msg.camera, self.cfg)
+            if self.frames is not None:
+                self.keepers[msg.camera] = SnapshotKeeper(
+                    msg.camera,
+                    self.store.snapshots,
+                    self.frames,
+                    self.cfg.snapshot_every,
+                    self.cfg.snapshot_quality,
+                )
         out = logic.process(msg)
+        keeper = self.keepers.get(msg.camera)
+        if keeper is not None:
+            keeper.observe(msg, logic.active_events())
+            for ev in out:
+                if ev.kind is Kind.OBJECT and ev.type is EventType.END:
+                    keeper.forget(ev.event["id"])
+            for eid in keeper.flush():
+                out += logic.mark_snapshot(eid)
+            self._maybe_prune()
         self._emit(out)
+        if out:
+            self.latency_ms.append((time.time_ns() - msg.header.t_capture_ns) / 1e6)
         if self.mqtt is not None:
             self.mqtt.tracks(msg.camera, logic.counts())
         return out
+
+    def flush_snapshots(self) -> list[EventMessage]:
+        """Write due snapshots whose frames arrived after their tracks message."""
+        out: list[EventMessage] = []
+        for camera, keeper in self.keepers.items():
+            for eid in keeper.flush():
+                out += self.cameras[camera].mark_snapshot(eid)
+        self._emit(out)
+        self._maybe_prune()
+        return out
+
+    def _maybe_prune(self) -> None:
+        written = self.store.snapshots.written_bytes
+        if written - self._snapshot_bytes_mark >= max(
+            PRUNE_MIN_BYTES, self.store.max_snapshot_bytes * PRUNE_SHARE
+        ):
+            self._snapshot_bytes_mark = written
+            self.store.prune_snapshots()
 
     def _emit(self, out: list[EventMessage]) -> None:
         for ev in out:
@@ -117,22 +169,70 @@ class EventsService:
             if self.mqtt is not None:
                 self.mqtt.counts(logic.camera, logic.counts())
 
-    def run(self, sub: TracksSubscriber) -> None:
-        last_retain = time.monotonic()
+    def stats(self) -> dict[str, Any]:
+        """Counters for the status file and the last line."""
+        lat = sorted(self.latency_ms)
+
+        def pct(q: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else None
+
+        files = self.store.snapshots
+        return {
+            "pid": os.getpid(),
+            "t_ns": time.time_ns(),
+            "cameras": len(self.cameras),
+            "published": self.published,
+            "pending": len(self.store.pending),
+            "dropped": self.store.dropped,
+            "write_errors": self.store.write_errors,
+            "snapshots_written": files.written,
+            "snapshot_errors": files.errors,
+            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "n": len(lat)},
+        }
+
+    def run(
+        self,
+        sub: TracksSubscriber,
+        feed: FrameFeed | None = None,
+        status_file: Path | None = None,
+    ) -> None:
+        last_retain = last_status = time.monotonic()
         self.store.retain()
         while not self.stop.is_set():
-            msg = sub.recv(timeout=0.2)
+            if feed is not None:
+                feed.drain()
+            msg = sub.recv(timeout=0.05 if feed is not None else 0.2)
+            if feed is not None:
+                feed.drain()
             self.zones.poll(self)
             if msg is not None:
                 self.handle(msg)
-            elif self.store.pending:
-                self.store.flush()
+            else:
+                if self.store.pending:
+                    self.store.flush()
+                self.flush_snapshots()
             if self.mqtt is not None:
                 self.mqtt.tick()
-            if time.monotonic() - last_retain > RETAIN_EVERY_S:
+            now = time.monotonic()
+            if now - last_retain > RETAIN_EVERY_S:
                 self.store.retain()
-                last_retain = time.monotonic()
+                last_retain = now
+            if status_file is not None and now - last_status >= 1.0:
+                last_status = now
+                _write_status(status_file, {**self.stats(), "tracks": sub.stats.as_dict()})
         self.end_all()
+
+
+def _write_status(path: Path, doc: dict[str, Any]) -> None:
+    """Replace the status file atomically; a refusal is logged (rate-limited), never raised."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(doc))
+        os.replace(tmp, path)
+    except OSError as e:
+        log.debug("events status file %s not written: %s", path, e)
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
@@ -147,7 +247,13 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     tracks = getattr(args, "tracks", None) or bus.tracks
     events = getattr(args, "events", None) or bus.events
     try:
-        store = EventStore(ecfg.database, ecfg.retention_days, ecfg.max_events, ecfg.pending_limit)
+        store = EventStore(
+            ecfg.database,
+            ecfg.retention_days,
+            ecfg.max_events,
+            ecfg.pending_limit,
+            ecfg.max_snapshot_mb,
+        )
     except (OSError, sqlite3.Error) as e:
         raise PromptcamError(f"cannot open the events database {ecfg.database}: {e}") from None
     closed = store.close_open()
@@ -156,7 +262,10 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     ctx: zmq.Context[Any] = zmq.Context.instance()
     pub = zbus.bind(ctx, zmq.PUB, events, bus, sndhwm=10000, curve=True)
     mqtt = _mqtt(cfg)
-    service = EventsService(ecfg, store, pub, mqtt)
+    cache = FrameCache() if ecfg.snapshots else None
+    feed = FrameFeed(cfg, cache, ctx) if cache is not None else None
+    service = EventsService(ecfg, store, pub, mqtt, cache)
+    status_file = Path(ecfg.status_file).expanduser() if ecfg.status_file else None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
@@ -169,27 +278,27 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
             json.dumps({"events": events, "tracks": tracks, "database": str(Path(store.path))}),
             flush=True,
         )
-        service.run(sub)
+        try:
+            service.run(sub, feed, status_file)
+        finally:
+            if feed is not None:
+                feed.close()
         stats = sub.stats.as_dict()
     store.flush()
     store.close()
     pub.close(linger=1000)
     if mqtt is not None:
         mqtt.close()
-    print(
-        json.dumps(
-            {
-                "published": service.published,
-                "tracks": stats,
-                "pending": len(store.pending),
-                "dropped": store.dropped,
-                "write_errors": store.write_errors,
-                "counts": [logic.counts() for logic in service.cameras.values()],
-                **({"mqtt": mqtt.stats()} if mqtt is not None else {}),
-            }
-        ),
-        flush=True,
-    )
+    final = {
+        **service.stats(),
+        "tracks": stats,
+        "frames": feed.stats.as_dict() if feed is not None else None,
+        "counts": [logic.counts() for logic in service.cameras.values()],
+        **({"mqtt": mqtt.stats()} if mqtt is not None else {}),
+    }
+    if status_file is not None:
+        _write_status(status_file, final)
+    print(json.dumps(final), flush=True)
     return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.events.model import EventMessage, Kind
+from clients.events.snapshots import SnapshotFiles
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,12 @@ class EventStore:
         retention_days: float = 30.0,
         max_events: int = 100000,
         pending_limit: int = 10000,
+        max_snapshot_mb: float = 1024.0,
     ) -> None:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.snapshots = SnapshotFiles(self.path.parent / "snapshots")
+        self.max_snapshot_bytes = int(max_snapshot_mb * 2**20)
         self.retention_ns = int(retention_days * 86400e9)
         self.max_events = max_events
         self.pending: deque[tuple[str, EventMessage]] = deque()
@@ -162,22 +166,59 @@ class EventStore:
         return cur.rowcount
 
     def retain(self, now_ns: int | None = None) -> int:
-        """Apply retention (age, then row count); returns rows deleted."""
+        """Apply retention (age, then row count, then the snapshot folder's size); returns
+        rows deleted. Deleted rows take their snapshot files with them; files pruned for size
+        (the oldest ended events' first) leave their rows with ``has_snapshot`` false."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         try:
             a = self.db.execute(
-                "DELETE FROM events WHERE end_ns IS NOT NULL AND end_ns < ?",
+                "DELETE FROM events WHERE end_ns IS NOT NULL AND end_ns < ? RETURNING id",
                 (now_ns - self.retention_ns,),
-            ).rowcount
+            ).fetchall()
             b = self.db.execute(
                 "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY start_ns DESC"
-                " LIMIT -1 OFFSET ?)",
+                " LIMIT -1 OFFSET ?) RETURNING id",
                 (self.max_events,),
-            ).rowcount
+            ).fetchall()
         except sqlite3.Error as e:
             log.error("events database %s: retention failed (%s)", self.path, e)
             return 0
-        return a + b
+        for (eid,) in [*a, *b]:
+            self.snapshots.delete(eid)
+        self.prune_snapshots()
+        return len(a) + len(b)
+
+    def prune_snapshots(self) -> None:
+        """Keep the snapshot folder within ``max_snapshot_mb`` (oldest ended events first)."""
+        try:
+            ended = [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT id FROM events WHERE end_ns IS NOT NULL ORDER BY end_ns, id"
+                )
+            ]
+            known = {r[0] for r in self.db.execute("SELECT id FROM events")}
+        except sqlite3.Error as e:
+            log.error("events database %s: snapshot retention failed (%s)", self.path, e)
+            return
+        pending = {m.event["id"] for _, m in self.pending}
+        gone = self.snapshots.prune(
+            self.max_snapshot_bytes, ended, lambda eid: eid in known or eid in pending
+        )
+        if not gone:
+            return
+        try:
+            self.db.executemany(
+                "UPDATE events SET body = json_set(body, '$.has_snapshot', json('false'))"
+                " WHERE id = ?",
+                [(eid,) for eid in gone],
+            )
+        except sqlite3.Error as e:
+            log.error("events database %s: cannot mark pruned snapshots (%s)", self.path, e)
+
+    def snapshot_jpeg(self, event_id: str) -> bytes | None:
+        """The event's snapshot JPEG, or None (no snapshot, or not a valid event id)."""
+        return self.snapshots.read_jpeg(event_id)
 
     # ------------------------------------------------------------------ queries
 

@@ -72,6 +72,7 @@ class _Track:
     entered: list[str] = field(default_factory=list)
     crossings: list[Crossing] = field(default_factory=list)
     published: dict[str, Any] | None = None
+    has_snapshot: bool = False
 
     def body(self) -> EventBody:
         return EventBody(
@@ -84,6 +85,7 @@ class _Track:
             entered_zones=list(self.entered),
             lines=list(self.crossings),
             top_score=self.top_score,
+            has_snapshot=self.has_snapshot,
         )
 
 
@@ -185,6 +187,20 @@ class CameraEvents:
                 out += self._end(tr)
         self._index += 1
         return out
+
+    def active_events(self) -> dict[int, str]:
+        """Object id -> event id of the objects whose event is open (past probation)."""
+        return {
+            oid: tr.event_id for oid, tr in self._tracks.items() if tr.state is ObjectState.ACTIVE
+        }
+
+    def mark_snapshot(self, event_id: str) -> list[EventMessage]:
+        """The event's first snapshot was written: an ``update`` with ``has_snapshot`` true."""
+        for tr in self._tracks.values():
+            if tr.event_id == event_id and tr.state is ObjectState.ACTIVE and not tr.has_snapshot:
+                tr.has_snapshot = True
+                return [self._emit(tr, EventType.UPDATE)]
+        return []
 
     def end_all(self) -> list[EventMessage]:
         out: list[EventMessage] = []
