@@ -87,7 +87,7 @@ def _seed(db: Path) -> None:
         store.write(EventMessage("cam0", EventType.END, Kind.REVIEW, review, None))
     store.close()
     snaps = db.parent / "snapshots"
-    snaps.mkdir()
+    snaps.mkdir(exist_ok=True)  # the store makes it
     for i in range(WITH_SNAPSHOT):
         img = np.full((48, 64, 3), 40 * i, np.uint8)
         (snaps / f"ev{i}.jpg").write_bytes(cv2.imencode(".jpg", img)[1].tobytes())
