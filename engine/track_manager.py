@@ -100,6 +100,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linear_sum_assignment
 
 from engine.ids import IdAllocator
+from engine.lifecycle.states import EndReason, LifecycleEvent, TrackState, transition
 from stream.config import EngineConfig
 from stream.errors import PromptError
 
@@ -107,7 +108,7 @@ log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
 Colour = tuple[float, float, float]  # mean (b, g, r) in [0, 1]
-TrackState = Literal["new", "tracked", "lost"]
+PublishedState = Literal["new", "tracked", "lost"]  # CONTRACT.md: a published track's state
 _NO_MATCH_COST = 1e6
 DUPLICATE_IOU = 0.5  # same-label boxes overlapping this much (or merge_iou if lower) are one object
 CROSS_LABEL_DUPLICATE_IOU = (
@@ -190,7 +191,7 @@ class TrackEvent:
     seq: int
     id: int
     kind: Literal["lost", "recovered", "dormant", "ended"]
-    reason: str = ""
+    reason: EndReason = EndReason.NONE
 
 
 class Removal(Enum):
@@ -256,7 +257,7 @@ class Plan:
 class TrackInfo:
     id: int
     label: str
-    state: TrackState
+    state: PublishedState
     age: int
     score: float
     box: Box | None
@@ -274,7 +275,7 @@ class _Track:
     observed: int = 0  # frames observed
     missed: int = 0  # consecutive missed frames
     unseen: int = 0  # consecutive re-groundings without re-detection
-    lost: bool = False
+    state: TrackState = TrackState.TENTATIVE  # changed only by ``_Track.apply``
     last_seq: int | None = None
     hit_seq: int | None = None  # frame of last_box (None: the seed box, not observed yet)
     velocity: tuple[float, float] = (0.0, 0.0)  # box centre, pixels per frame
@@ -285,6 +286,25 @@ class _Track:
     off_colour: int = 0  # consecutive hits whose mask colour is far from the anchor
     box_colour: Colour | None = None  # ``colours`` of the last detection that created or matched it
     suppressed: bool = False  # removed by the user: followed silently, not published (``remove``)
+
+    def apply(self, event: LifecycleEvent, seq: int | None = None) -> TrackState:
+        """The one place a track's state changes (``states.transition``); returns the old state.
+        ``seq``: the frame of a ``RETIRE`` (the dormancy's start)."""
+        old, self.state = self.state, transition(self.state, event)
+        if self.state is TrackState.DORMANT and old is not TrackState.DORMANT:
+            self.dormant_since = seq
+        elif self.state is not TrackState.DORMANT:
+            self.dormant_since = None
+        return old
+
+    @property
+    def dormant(self) -> bool:
+        return self.state is TrackState.DORMANT
+
+    @property
+    def lost(self) -> bool:
+        """No box to publish: lost or dormant."""
+        return self.state in (TrackState.LOST, TrackState.DORMANT)
 
 
 @dataclass
@@ -332,7 +352,7 @@ class TrackManager:
         events: list[TrackEvent] = []
         for tid, obs in observations.items():
             t = self._tracks.get(tid)
-            if t is None or t.dormant_since is not None:
+            if t is None or t.dormant:
                 log.debug("observation of unknown track %d on frame %d ignored", tid, seq)
                 continue
             if t.first_seq is None:
@@ -344,7 +364,7 @@ class TrackManager:
             if hit and self._off_colour(t, obs.colour):
                 t.off_colour += 1
                 if t.off_colour >= DRIFT_FRAMES:
-                    events.append(self._retire(t, seq, "drifted"))
+                    events.append(self._retire(t, seq, EndReason.DRIFTED))
                     log.info("track %d (%s) slid onto another object (colour)", tid, t.label)
                 continue  # a mask on another object: the track's box and colour stay as they were
             if hit:
@@ -352,25 +372,25 @@ class TrackManager:
                 t.off_colour = 0
                 self._hit(t, seq, as_box(obs.box), obs.colour)
                 t.missed = 0
-                if t.lost:
-                    t.lost = False
+                if t.apply(LifecycleEvent.HIT) is TrackState.LOST:
                     events.append(TrackEvent(seq, tid, "recovered"))
+                if t.state is TrackState.TENTATIVE:
+                    t.apply(LifecycleEvent.CONFIRM)
                 continue
             t.missed += 1
             if t.missed >= self.cfg.max_missed:
-                ev = self._retire(t, seq, "missed")
+                ev = self._retire(t, seq, EndReason.MISSED)
                 events.append(ev)
                 log.info("track %d (%s) %s: missed %d frames", tid, t.label, ev.kind, t.missed)
-            elif not t.lost:
-                t.lost = True
+            elif t.apply(LifecycleEvent.MISS) is not TrackState.LOST:
                 events.append(TrackEvent(seq, tid, "lost"))
         if mask_iou is not None:
             events += self._duplicates(seq, observations, mask_iou)
         for t in list(self._tracks.values()):
             slept = None if t.dormant_since is None else seq - t.dormant_since
             if slept is not None and slept >= self.cfg.reid_frames:
-                del self._tracks[t.id]
-                events.append(TrackEvent(seq, t.id, "ended", "dormant"))
+                self._end(t)
+                events.append(TrackEvent(seq, t.id, "ended", EndReason.DORMANT))
                 log.info("track %d (%s) ended: dormant %d frames", t.id, t.label, slept)
         return events
 
@@ -387,7 +407,7 @@ class TrackManager:
             for tid, obs in sorted(observations.items())
             if obs.box is not None
             and tid in self._tracks
-            and self._tracks[tid].dormant_since is None
+            and not self._tracks[tid].dormant
             and not self._tracks[tid].manual
             and obs.score >= self.cfg.score_threshold
         ]
@@ -410,23 +430,23 @@ class TrackManager:
                     gone.add(b)
                     t, keep = self._tracks[b], self._tracks[a]
                     keep.unseen = min(keep.unseen, t.unseen)
-                    events.append(self._retire(t, seq, "duplicate"))
+                    events.append(self._retire(t, seq, EndReason.DUPLICATE))
                     log.info("track %d (%s) is track %d's object on frame %d", b, t.label, a, seq)
         self._dup_frames = counts
         return events
 
-    @staticmethod
-    def _go_dormant(t: _Track, seq: int) -> None:
-        """Keep ``t`` for re-identification from frame ``seq`` (its memory is freed)."""
-        t.dormant_since, t.lost = seq, True
+    def _end(self, t: _Track) -> None:
+        """``t`` ends: ENDED, out of the manager (its ID is never given again)."""
+        t.apply(LifecycleEvent.END)
+        del self._tracks[t.id]
 
-    def _retire(self, t: _Track, seq: int, reason: str) -> TrackEvent:
+    def _retire(self, t: _Track, seq: int, reason: EndReason) -> TrackEvent:
         """``t`` goes dormant, or ends where re-identification is off (``reid_frames`` 0) and
         for a manual track (never dormant)."""
         if self.cfg.reid_frames > 0 and not t.manual:
-            self._go_dormant(t, seq)
+            t.apply(LifecycleEvent.RETIRE, seq)
             return TrackEvent(seq, t.id, "dormant", reason)
-        del self._tracks[t.id]
+        self._end(t)
         return TrackEvent(seq, t.id, "ended", reason)
 
     def _off_colour(self, t: _Track, colour: Colour | None) -> bool:
@@ -490,7 +510,8 @@ class TrackManager:
             c = by_id[m.id]
             c.track.unseen = 0
             c.track.missed = 0
-            c.track.dormant_since = None
+            if c.track.dormant:
+                c.track.apply(LifecycleEvent.REIDENTIFY)
             c.track.off_colour = 0
             c.track.box_colour = _colour_at(colours, m.detection) or c.track.box_colour
             prompted = not c.at_seq or m.iou < self.cfg.drift_iou
@@ -516,7 +537,7 @@ class TrackManager:
             if t.unseen < self.cfg.max_unseen:
                 continue
             if self.cfg.reid_frames > 0:
-                self._go_dormant(t, seq)
+                t.apply(LifecycleEvent.RETIRE, seq)
                 dormant.append(t.id)
                 log.info(
                     "track %d (%s) dormant: not re-detected for %d re-groundings",
@@ -527,12 +548,13 @@ class TrackManager:
             else:
                 ended.append(t.id)
         for tid in ended:
-            t = self._tracks.pop(tid)
+            t = self._tracks[tid]
+            self._end(t)
             log.info(
                 "track %d (%s) ended: not re-detected for %d re-groundings", tid, t.label, t.unseen
             )
 
-        alive = [c for c in cands if c.track.id in self._tracks and c.track.dormant_since is None]
+        alive = [c for c in cands if c.track.id in self._tracks and not c.track.dormant]
         merged = self._merge(seq, [c for c in alive if c.at_seq], matched_tracks, mask_iou)
         alive = [c for c in alive if c.track.id in self._tracks]
         new = self._new_tracks(seq, boxes, scores, labels, keep, matched_dets, alive, dup_iou)
@@ -553,7 +575,7 @@ class TrackManager:
         for tid in sorted(self._tracks):
             t = self._tracks[tid]
             obs = tracks_at_seq.get(tid)
-            dormant = t.dormant_since is not None
+            dormant = t.dormant
             if obs is not None and obs.box is not None and not dormant:
                 cands.append(_Candidate(t, as_box(obs.box), at_seq=True))
             else:
@@ -723,7 +745,7 @@ class TrackManager:
                         continue
                     merged.append(tj.id)
                     ti.unseen = min(ti.unseen, tj.unseen)
-                    del self._tracks[tj.id]
+                    self._end(tj)
                     log.info(
                         "track %d merged into %d on frame %d (box IoU %.2f)",
                         tj.id,
@@ -804,7 +826,7 @@ class TrackManager:
         if t is None or t.suppressed:
             raise PromptError(f"no tracked object with id {track_id}")
         if t.manual:
-            del self._tracks[track_id]
+            self._end(t)
             return Removal.ENDED
         t.suppressed = True
         log.info("track %d (%s) removed: suppressed while it stays in view", t.id, t.label)
@@ -815,7 +837,7 @@ class TrackManager:
         :class:`PromptError`."""
         if track_id not in self._tracks:
             raise PromptError(f"no tracked object with id {track_id}")
-        del self._tracks[track_id]
+        self._end(self._tracks[track_id])
 
     def set_labels(self, labels: Iterable[str]) -> list[int]:
         """Prompt change: end (and return) the non-manual tracks whose label is not in
@@ -827,13 +849,14 @@ class TrackManager:
             if not t.manual and (t.label not in allowed or t.suppressed)
         ]
         for tid in gone:
-            del self._tracks[tid]
+            self._end(self._tracks[tid])
         return sorted(gone)
 
     def reset(self) -> list[int]:
         """End every track; returns their IDs. IDs are still never reused afterwards."""
         gone = sorted(self._tracks)
-        self._tracks.clear()
+        for tid in gone:
+            self._end(self._tracks[tid])
         return gone
 
     # ------------------------------------------------------------------ queries
@@ -844,7 +867,7 @@ class TrackManager:
         return [
             self._info(t)
             for _, t in sorted(self._tracks.items())
-            if t.dormant_since is None and not t.suppressed
+            if not t.dormant and not t.suppressed
         ]
 
     def suppressed_ids(self) -> list[int]:
@@ -852,12 +875,17 @@ class TrackManager:
         dormant)."""
         return sorted(t.id for t in self._tracks.values() if t.suppressed)
 
+    def state(self, track_id: int) -> TrackState:
+        """A track's lifecycle state (``ENDED`` for an ID not in the manager)."""
+        t = self._tracks.get(track_id)
+        return TrackState.ENDED if t is None else t.state
+
     def dormant_ids(self) -> list[int]:
         """Tracks kept for re-identification (memory freed, not published), by ID."""
-        return sorted(t.id for t in self._tracks.values() if t.dormant_since is not None)
+        return sorted(t.id for t in self._tracks.values() if t.dormant)
 
     def _live(self) -> int:
-        return sum(1 for t in self._tracks.values() if t.dormant_since is None)
+        return sum(1 for t in self._tracks.values() if not t.dormant)
 
     def __contains__(self, track_id: object) -> bool:
         return track_id in self._tracks
@@ -884,7 +912,7 @@ class TrackManager:
         self._ids.add_block(first, limit)
 
     def _info(self, t: _Track) -> TrackInfo:
-        state: TrackState = "new" if t.observed <= 1 else ("lost" if t.lost else "tracked")
+        state: PublishedState = "new" if t.observed <= 1 else ("lost" if t.lost else "tracked")
         ref = t.last_seq if t.last_seq is not None else self._last_seq
         age = 0 if t.first_seq is None or ref is None else max(0, ref - t.first_seq)
         return TrackInfo(
