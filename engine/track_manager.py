@@ -100,6 +100,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linear_sum_assignment
 
 from engine.ids import IdAllocator
+from engine.lifecycle.appearance import colour_cue
+from engine.lifecycle.config import LifecycleConfig, Thresholds, thresholds
 from engine.lifecycle.states import EndReason, LifecycleEvent, TrackState, transition
 from stream.config import EngineConfig
 from stream.errors import PromptError
@@ -110,21 +112,14 @@ Box = tuple[float, float, float, float]
 Colour = tuple[float, float, float]  # mean (b, g, r) in [0, 1]
 PublishedState = Literal["new", "tracked", "lost"]  # CONTRACT.md: a published track's state
 _NO_MATCH_COST = 1e6
-DUPLICATE_IOU = 0.5  # same-label boxes overlapping this much (or merge_iou if lower) are one object
-CROSS_LABEL_DUPLICATE_IOU = (
-    0.7  # a new box overlapping a live track this much is that object, misnamed
-)
-REID_SIZE_RATIO = 2.5  # re-identification: box side ratio (sqrt of areas) at most this, either way
-REID_COLOUR = 0.3  # re-identification: largest mean-colour distance (L1 over b, g, r in [0, 1])
-REID_LOOK_COLOUR = 0.12  # re-identification by look alone: largest detection-colour distance
-REID_GROWTH = 0.05  # re-identification: gate widening, box sides per frame since the last good box
-VELOCITY_SMOOTHING = 0.5  # weight of the newest displacement in the centre velocity estimate
-COLOUR_SMOOTHING = 0.2  # weight of the newest mask colour in the track's colour estimate
-SIDE_SMOOTHING = 0.2  # weight of the newest box side in the track's size estimate
-CONTAINED = 0.8  # a track box this much inside a left-over detection of its label: its object
-MERGE_AFTER = 2  # consecutive re-groundings a same-label pair must overlap before merging
-DUPLICATE_FRAMES = 5  # consecutive frames two tracks' masks must coincide to be one object
-DRIFT_FRAMES = 3  # consecutive off-colour frames (``drift_colour``) after which a track drifted
+_DEFAULTS = LifecycleConfig(profile="demo")  # the former module constants (engine.lifecycle now)
+DUPLICATE_IOU = _DEFAULTS.duplicate_iou
+CROSS_LABEL_DUPLICATE_IOU = _DEFAULTS.cross_label_duplicate_iou
+REID_SIZE_RATIO = _DEFAULTS.reid_size_ratio
+REID_LOOK_COLOUR = _DEFAULTS.reid_look_colour
+MERGE_AFTER = _DEFAULTS.merge_after
+DUPLICATE_FRAMES = _DEFAULTS.duplicate_frames
+DRIFT_FRAMES = _DEFAULTS.drift_frames
 
 
 def as_box(box: Sequence[float] | NDArray[np.floating]) -> Box:
@@ -326,12 +321,18 @@ class TrackManager:
     ids_exhausted: int = field(default=0, init=False)  # tracks not created: no ID left
     _tracks: dict[int, _Track] = field(default_factory=dict, init=False)
     _ids: IdAllocator = field(init=False)
+    _th: Thresholds = field(init=False)
     _last_seq: int | None = field(default=None, init=False)
     _pair_hits: dict[tuple[int, int], int] = field(default_factory=dict, init=False)
     _dup_frames: dict[tuple[int, int], int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._ids = self.ids or IdAllocator(self.first_id, self.id_limit)
+        self._th = thresholds(self.cfg)
+
+    def _cue(self, colour: Colour | None) -> Colour | None:
+        """A mean colour as the profile compares it (``engine.lifecycle.colour_space``)."""
+        return colour_cue(colour, self._th.life.colour_space)
 
     # ------------------------------------------------------------------ frames
 
@@ -360,17 +361,18 @@ class TrackManager:
             t.observed += 1
             t.last_seq = seq
             t.score = float(obs.score)
-            hit = obs.box is not None and obs.score >= self.cfg.score_threshold
-            if hit and self._off_colour(t, obs.colour):
+            hit = obs.box is not None and obs.score >= self._th.score_threshold
+            colour = self._cue(obs.colour)
+            if hit and self._off_colour(t, colour):
                 t.off_colour += 1
-                if t.off_colour >= DRIFT_FRAMES:
+                if t.off_colour >= self._th.life.drift_frames:
                     events.append(self._retire(t, seq, EndReason.DRIFTED))
                     log.info("track %d (%s) slid onto another object (colour)", tid, t.label)
                 continue  # a mask on another object: the track's box and colour stay as they were
             if hit:
                 assert obs.box is not None
                 t.off_colour = 0
-                self._hit(t, seq, as_box(obs.box), obs.colour)
+                self._hit(t, seq, as_box(obs.box), colour)
                 t.missed = 0
                 if t.apply(LifecycleEvent.HIT) is TrackState.LOST:
                     events.append(TrackEvent(seq, tid, "recovered"))
@@ -378,7 +380,7 @@ class TrackManager:
                     t.apply(LifecycleEvent.CONFIRM)
                 continue
             t.missed += 1
-            if t.missed >= self.cfg.max_missed:
+            if t.missed >= self._th.max_missed:
                 ev = self._retire(t, seq, EndReason.MISSED)
                 events.append(ev)
                 log.info("track %d (%s) %s: missed %d frames", tid, t.label, ev.kind, t.missed)
@@ -388,7 +390,7 @@ class TrackManager:
             events += self._duplicates(seq, observations, mask_iou)
         for t in list(self._tracks.values()):
             slept = None if t.dormant_since is None else seq - t.dormant_since
-            if slept is not None and slept >= self.cfg.reid_frames:
+            if slept is not None and slept >= self._th.reid_frames:
                 self._end(t)
                 events.append(TrackEvent(seq, t.id, "ended", EndReason.DORMANT))
                 log.info("track %d (%s) ended: dormant %d frames", t.id, t.label, slept)
@@ -409,7 +411,7 @@ class TrackManager:
             and tid in self._tracks
             and not self._tracks[tid].dormant
             and not self._tracks[tid].manual
-            and obs.score >= self.cfg.score_threshold
+            and obs.score >= self._th.score_threshold
         ]
         counts: dict[tuple[int, int], int] = {}
         events: list[TrackEvent] = []
@@ -419,13 +421,17 @@ class TrackManager:
             for j in range(len(hits)):
                 for i in range(j):
                     a, b = hits[i][0], hits[j][0]
-                    if a in gone or b in gone or iou[i, j] < self.cfg.merge_iou / 2:
+                    if (
+                        a in gone
+                        or b in gone
+                        or iou[i, j] < self._th.merge_iou * self._th.life.duplicate_box_share
+                    ):
                         continue
-                    if mask_iou(a, b) < self.cfg.merge_iou:
+                    if mask_iou(a, b) < self._th.merge_iou:
                         continue
                     pair = (a, b)
                     counts[pair] = self._dup_frames.get(pair, 0) + 1
-                    if counts[pair] < DUPLICATE_FRAMES:
+                    if counts[pair] < self._th.life.duplicate_frames:
                         continue
                     gone.add(b)
                     t, keep = self._tracks[b], self._tracks[a]
@@ -443,7 +449,7 @@ class TrackManager:
     def _retire(self, t: _Track, seq: int, reason: EndReason) -> TrackEvent:
         """``t`` goes dormant, or ends where re-identification is off (``reid_frames`` 0) and
         for a manual track (never dormant)."""
-        if self.cfg.reid_frames > 0 and not t.manual:
+        if self._th.reid_frames > 0 and not t.manual:
             t.apply(LifecycleEvent.RETIRE, seq)
             return TrackEvent(seq, t.id, "dormant", reason)
         self._end(t)
@@ -451,16 +457,16 @@ class TrackManager:
 
     def _off_colour(self, t: _Track, colour: Colour | None) -> bool:
         """Whether a mask of colour ``colour`` lies on another object than ``t``'s."""
-        if self.cfg.drift_colour <= 0 or t.manual or t.anchor is None or colour is None:
+        if self._th.drift_colour <= 0 or t.manual or t.anchor is None or colour is None:
             return False
-        return _colour_distance(colour, t.anchor) > self.cfg.drift_colour
+        return _colour_distance(colour, t.anchor) > self._th.drift_colour
 
     def _hit(self, t: _Track, seq: int, box: Box, colour: Colour | None) -> None:
         """A good box on frame ``seq``: the last box, the centre velocity, the colour."""
         if t.hit_seq is not None and seq > t.hit_seq:
             (cx, cy), (px, py) = _centre(box), _centre(t.last_box)
             dt = seq - t.hit_seq
-            a = VELOCITY_SMOOTHING
+            a = self._th.life.velocity_smoothing
             vx, vy = t.velocity
             t.velocity = (a * (cx - px) / dt + (1 - a) * vx, a * (cy - py) / dt + (1 - a) * vy)
         t.last_box = box
@@ -468,10 +474,11 @@ class TrackManager:
         t.side = (
             _side(box)
             if t.side <= 0
-            else (1 - SIDE_SMOOTHING) * t.side + SIDE_SMOOTHING * _side(box)
+            else (1 - self._th.life.side_smoothing) * t.side
+            + self._th.life.side_smoothing * _side(box)
         )
         if colour is not None:
-            a = COLOUR_SMOOTHING
+            a = self._th.life.colour_smoothing
             t.colour = colour if t.colour is None else _mix(t.colour, colour, a)
             if t.anchor is None:
                 t.anchor = colour
@@ -494,7 +501,8 @@ class TrackManager:
         ``colours``: optional mean colour of each detection (``box_colour``), for
         re-identification."""
         boxes, scores, labels = _unpack(detections)
-        dup_iou = min(DUPLICATE_IOU, self.cfg.merge_iou)
+        dup_iou = self._th.dedup_iou
+        colours = None if colours is None else [self._cue(c) for c in colours]
         keep = _nms_per_label(boxes, scores, labels, dup_iou)
         cands = self._candidates(seq, tracks_at_seq)
 
@@ -514,7 +522,7 @@ class TrackManager:
                 c.track.apply(LifecycleEvent.REIDENTIFY)
             c.track.off_colour = 0
             c.track.box_colour = _colour_at(colours, m.detection) or c.track.box_colour
-            prompted = not c.at_seq or m.iou < self.cfg.drift_iou
+            prompted = not c.at_seq or m.iou < self._th.drift_iou
             c.track.anchor = None if prompted else c.track.colour  # confirmed, or set anew
             if prompted:
                 reseed.append(
@@ -534,9 +542,9 @@ class TrackManager:
             if t.id in matched_tracks or t.manual or not existed or c.dormant:
                 continue
             t.unseen += 1
-            if t.unseen < self.cfg.max_unseen:
+            if t.unseen < self._th.max_unseen:
                 continue
-            if self.cfg.reid_frames > 0:
+            if self._th.reid_frames > 0:
                 t.apply(LifecycleEvent.RETIRE, seq)
                 dormant.append(t.id)
                 log.info(
@@ -600,7 +608,7 @@ class TrackManager:
         its last good box), of a similar size (``REID_SIZE_RATIO``) and, where both colours are
         known, of a similar colour (``REID_COLOUR``). ``Match.iou`` is the IoU with the
         predicted box."""
-        if self.cfg.reid_distance <= 0:
+        if self._th.reid_distance <= 0:
             return []
         dets, pool = _left_over(seq, keep, cands, matches)
         if not dets or not pool:
@@ -617,19 +625,19 @@ class TrackManager:
             )
             predicted.append(pred)
             side = max(_side(t.last_box), t.side)
-            gate = self.cfg.reid_distance + REID_GROWTH * elapsed
+            gate = self._th.reid_distance + self._th.life.reid_growth * elapsed
             (px, py) = _centre(pred)
             for i, d in enumerate(dets):
                 if labels[d] != t.label:
                     continue
                 box = _box_at(boxes, d)
                 dside = _side(box)
-                if not _similar_size(side, dside):
+                if not _similar_size(side, dside, self._th.life.reid_size_ratio):
                     continue
                 cx, cy = _centre(box)
                 dist = float(np.hypot(cx - px, cy - py)) / side
                 if c.at_seq:  # a live track: only its own mask, shrunk inside the detection
-                    if _contained(c.box, box) < CONTAINED:
+                    if _contained(c.box, box) < self._th.life.contained:
                         continue
                     dist = 0.0
                 if dist > gate:
@@ -640,9 +648,9 @@ class TrackManager:
                 dc = 0.0
                 if colour is not None and ref is not None:
                     dc = _colour_distance(colour, ref)
-                    if dc > REID_COLOUR:
+                    if dc > self._th.life.reid_colour:
                         continue
-                cost[i, j] = dist / gate + dc / REID_COLOUR
+                cost[i, j] = dist / gate + dc / max(self._th.life.reid_colour, 1e-9)
         rows, cols = linear_sum_assignment(cost)
         out: list[Match] = []
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
@@ -669,7 +677,7 @@ class TrackManager:
         colour (``REID_LOOK_COLOUR``), are one object wherever it came back (it left the view
         and came in elsewhere), if each is the other's only such candidate: with two
         look-alikes away, or two in view, neither is taken."""
-        if self.cfg.reid_distance <= 0 or colours is None:
+        if self._th.reid_distance <= 0 or colours is None:
             return []
         dets, pool = _left_over(seq, keep, cands, matches)
         pairs: list[tuple[int, int]] = []
@@ -683,9 +691,9 @@ class TrackManager:
                 if colour is None or labels[d] != t.label:
                     continue
                 dside = _side(_box_at(boxes, d))
-                if not _similar_size(side, dside):
+                if not _similar_size(side, dside, self._th.life.reid_size_ratio):
                     continue
-                if _colour_distance(colour, t.box_colour) <= REID_LOOK_COLOUR:
+                if _colour_distance(colour, t.box_colour) <= self._th.life.reid_look_colour:
                     pairs.append((d, t.id))
         out: list[Match] = []
         for d, tid in pairs:
@@ -705,7 +713,7 @@ class TrackManager:
             return []
         iou = iou_matrix(boxes[keep], np.array([c.box for c in cands], dtype=np.float64))
         same = np.array([[labels[d] == c.track.label for c in cands] for d in keep], dtype=bool)
-        valid = same & (iou >= self.cfg.iou_threshold)
+        valid = same & (iou >= self._th.iou_threshold)
         cost = np.where(valid, 1.0 - iou, _NO_MATCH_COST)
         rows, cols = linear_sum_assignment(cost)
         return [
@@ -733,15 +741,15 @@ class TrackManager:
                 tj = cands[j].track
                 for i in range(j):
                     ti = cands[i].track
-                    if ti.label != tj.label or iou[i, j] < self.cfg.merge_iou:
+                    if ti.label != tj.label or iou[i, j] < self._th.merge_iou:
                         continue
                     if ti.id in matched and tj.id in matched:
                         continue
-                    if mask_iou is not None and mask_iou(ti.id, tj.id) < self.cfg.merge_iou:
+                    if mask_iou is not None and mask_iou(ti.id, tj.id) < self._th.merge_iou:
                         continue
                     pair = (ti.id, tj.id)
                     hits[pair] = self._pair_hits.get(pair, 0) + 1
-                    if hits[pair] < MERGE_AFTER or ti.id in merged or tj.id in merged:
+                    if hits[pair] < self._th.life.merge_after or ti.id in merged or tj.id in merged:
                         continue
                     merged.append(tj.id)
                     ti.unseen = min(ti.unseen, tj.unseen)
@@ -776,13 +784,13 @@ class TrackManager:
                 continue  # a duplicate of a live track, not a new object
             other = [b for lbl, b in live if lbl != labels[d]]
             if other and float(iou_matrix(boxes[d : d + 1], np.array(other)).max()) >= (
-                CROSS_LABEL_DUPLICATE_IOU
+                self._th.life.cross_label_duplicate_iou
             ):
                 continue  # a live track's object under another name (a box taken for a ball)
-            if self._live() >= self.cfg.max_objects:
+            if self._live() >= self._th.max_objects:
                 log.info(
                     "max_objects=%d reached: detection %r on frame %d not tracked",
-                    self.cfg.max_objects,
+                    self._th.max_objects,
                     labels[d],
                     seq,
                 )
@@ -806,9 +814,9 @@ class TrackManager:
         ``seq``: the frame the box is given on (default: its first observed frame)."""
         if not label.strip():
             raise PromptError("an object label must not be empty")
-        if self._live() >= self.cfg.max_objects:
+        if self._live() >= self._th.max_objects:
             raise PromptError(
-                f"cannot add an object: max_objects={self.cfg.max_objects} are tracked"
+                f"cannot add an object: max_objects={self._th.max_objects} are tracked"
             )
         tid = self._ids.take()
         if tid is None:
@@ -970,9 +978,9 @@ def _colour_distance(a: Colour, b: Colour) -> float:
     return float(np.abs(np.subtract(a, b)).sum())
 
 
-def _similar_size(side: float, other: float) -> bool:
-    """Two box sides within ``REID_SIZE_RATIO`` of each other, either way."""
-    return side > 0 and other > 0 and max(side / other, other / side) <= REID_SIZE_RATIO
+def _similar_size(side: float, other: float, ratio: float) -> bool:
+    """Two box sides within ``ratio`` of each other, either way."""
+    return side > 0 and other > 0 and max(side / other, other / side) <= ratio
 
 
 def _centre(box: Box) -> tuple[float, float]:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clients.events.config import EventsConfig
+from engine.lifecycle.config import LifecycleConfig
 from stream.errors import PromptcamError
 from stream.wire import MAX_PROMPT_CHARS, check_endpoint, is_camera_name
 
@@ -358,6 +359,11 @@ class EngineConfig(_Model):
     state_file: Path | None = Field(
         None,
         description="Where the engine keeps its runtime state (prompt, manual objects) so that a restarted engine carries on; `promptcam run` puts it in its run directory. None: not kept.",
+    )
+    lifecycle: LifecycleConfig = Field(
+        default_factory=LifecycleConfig,
+        description="The track lifecycle's further thresholds and its profile ('general' or "
+        "'demo'); docs/lifecycle.md.",
     )
 
 

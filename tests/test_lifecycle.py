@@ -4,8 +4,10 @@ motion model and its gate, the lifecycle factory."""
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from engine.grounder import make_detections
+from engine.lifecycle.config import LifecycleConfig, thresholds
 from engine.lifecycle.states import (
     EndReason,
     IllegalTransition,
@@ -95,3 +97,87 @@ def test_manager_walks_the_state_diagram() -> None:
     assert ev.kind == "recovered" and tm.state(tid) is S.ACTIVE
     tm.reset()
     assert tm.state(tid) is S.ENDED
+
+
+# ---------------------------------------------------------------------- config and profiles
+
+RED = (40 / 255, 40 / 255, 220 / 255)
+BLUE = (215 / 255, 110 / 255, 30 / 255)
+
+
+def _dim(c: tuple[float, float, float], k: float) -> tuple[float, float, float]:
+    return (c[0] * k, c[1] * k, c[2] * k)
+
+
+def test_profiles_give_defaults_and_explicit_fields_win() -> None:
+    general, demo = LifecycleConfig(), LifecycleConfig(profile="demo")
+    assert general.profile == "general" and general.colour_space == "chromaticity"
+    assert (demo.colour_space, demo.drift_colour, demo.reid_look_colour) == ("bgr", 0.45, 0.12)
+    assert LifecycleConfig(profile="demo", reid_colour=0.2).reid_colour == 0.2
+    eng = EngineConfig.model_validate({"lifecycle": {"profile": "demo"}})
+    assert thresholds(eng).life.colour_space == "bgr" and thresholds(eng).drift_colour == 0.45
+    assert thresholds(EngineConfig(drift_colour=0.9)).drift_colour == 0.9  # explicit engine.*
+    assert thresholds(EngineConfig()).drift_colour == LifecycleConfig().drift_colour
+    with pytest.raises(ValidationError):
+        LifecycleConfig.model_validate({"profile": "studio"})
+    with pytest.raises(ValidationError):
+        LifecycleConfig(probation_frames=0)
+
+
+def test_every_field_is_documented_and_bounded() -> None:
+    for name, f in LifecycleConfig.model_fields.items():
+        assert f.description, name
+        if f.annotation in (int, float):
+            bounds = {type(m).__name__ for m in f.metadata}
+            assert bounds & {"Ge", "Gt"} and bounds & {"Le", "Lt"}, name
+
+
+def _drift_events(profile: str, colour: tuple[float, float, float]) -> list[str]:
+    tm = TrackManager(EngineConfig(lifecycle=LifecycleConfig(profile=profile)))  # type: ignore[arg-type]
+    (new,) = tm.on_detections(
+        0, make_detections([[0, 0, 20, 20]], [0.9], ["ball"], ["ball"]), {}
+    ).new
+    box = (0.0, 0.0, 20.0, 20.0)
+    tm.on_frame(0, {new.id: Observation(box, 2.0, RED)})  # the anchor
+    out = []
+    for t in range(1, 6):
+        out += [
+            f"{e.kind}:{e.reason.value}"
+            for e in tm.on_frame(t, {new.id: Observation(box, 2.0, colour)})
+        ]
+    return out
+
+
+def test_profile_switch_colour_drift_under_a_shadow() -> None:
+    """A shadow halves the light on the track's own object: the demo profile's raw-colour rule
+    takes it for another object, the general profile's chromaticity does not; a real change of
+    object (red to blue) drifts in both."""
+    assert _drift_events("demo", _dim(RED, 0.5)) == ["dormant:drifted"]
+    assert _drift_events("general", _dim(RED, 0.5)) == []
+    assert _drift_events("general", BLUE) == ["dormant:drifted"]
+    assert _drift_events("demo", BLUE) == ["dormant:drifted"]
+
+
+def _back_by_look(profile: str, colour: tuple[float, float, float]) -> bool:
+    """A red ball goes dormant; a ball of ``colour`` comes in far away: recognised by look?"""
+    cfg = EngineConfig(
+        max_missed=3, max_unseen=100, reid_frames=100, lifecycle=LifecycleConfig(profile=profile)
+    )  # type: ignore[arg-type]
+    tm = TrackManager(cfg)
+    box = (0.0, 100.0, 20.0, 120.0)
+    (new,) = tm.on_detections(
+        0, make_detections([box], [0.9], ["ball"], ["ball"]), {}, colours=[RED]
+    ).new
+    tm.on_frame(1, {new.id: Observation(box, 2.0, RED)})
+    for t in range(2, 5):
+        tm.on_frame(t, {new.id: Observation(None, -4.0)})
+    back = make_detections([[600.0, 300.0, 620.0, 320.0]], [0.8], ["ball"], ["ball"])
+    plan = tm.on_detections(20, back, {}, colours=[colour])
+    return [r.id for r in plan.reseed] == [new.id] and plan.new == ()
+
+
+def test_profile_switch_recognition_by_look_under_dusk() -> None:
+    assert _back_by_look("demo", RED) and _back_by_look("general", RED)
+    assert not _back_by_look("demo", _dim(RED, 0.6))  # raw colour: 0.4 darker is another object
+    assert _back_by_look("general", _dim(RED, 0.6))  # chromaticity: the same red
+    assert not _back_by_look("general", BLUE)
