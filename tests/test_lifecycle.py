@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from engine.grounder import make_detections
 from engine.lifecycle.config import LifecycleConfig, thresholds
+from engine.lifecycle.kalman import CHI2_2DOF_99, KalmanBox
 from engine.lifecycle.states import (
     EndReason,
     IllegalTransition,
@@ -181,3 +182,28 @@ def test_profile_switch_recognition_by_look_under_dusk() -> None:
     assert not _back_by_look("demo", _dim(RED, 0.6))  # raw colour: 0.4 darker is another object
     assert _back_by_look("general", _dim(RED, 0.6))  # chromaticity: the same red
     assert not _back_by_look("general", BLUE)
+
+
+# ---------------------------------------------------------------------- Kalman motion model
+
+
+def test_kalman_learns_a_constant_velocity_and_predicts_ahead() -> None:
+    k = KalmanBox((0.0, 100.0, 20.0, 120.0), 0)
+    for t in range(1, 15):
+        k.update((4.0 * t, 100.0, 4.0 * t + 20, 120.0), t)
+    x1, _, x2, _ = k.predicted_box(24)  # 10 frames without a box: 40 px further
+    assert abs((x1 + x2) / 2 - (10 + 4 * 24)) < 3.0
+
+
+def test_kalman_gate_passes_the_predicted_place_refuses_far_and_widens_with_time() -> None:
+    k = KalmanBox((0.0, 100.0, 20.0, 120.0), 0)
+    for t in range(1, 15):
+        k.update((4.0 * t, 100.0, 4.0 * t + 20, 120.0), t)
+    at = (4.0 * 16, 100.0, 4.0 * 16 + 20, 120.0)  # where the motion puts it 2 frames on
+    back = (4.0 * 14 - 30, 100.0, 4.0 * 14 - 10, 120.0)  # 30 px behind: against the motion
+    assert k.gate_distance(at, 16) < CHI2_2DOF_99
+    assert k.gate_distance(back, 16) > CHI2_2DOF_99
+    far_later = (4.0 * 60 + 40, 100.0, 4.0 * 60 + 60, 120.0)  # 40 px off after 46 frames
+    assert k.gate_distance(far_later, 60) < CHI2_2DOF_99 < k.gate_distance(
+        (4.0 * 16 + 40, 100.0, 4.0 * 16 + 60, 120.0), 16
+    )

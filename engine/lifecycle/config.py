@@ -146,6 +146,13 @@ class LifecycleConfig(BaseModel):
         le=10000,
         description="Consecutive off-colour frames (drift_colour) after which a track drifted.",
     )
+    motion_model: Literal["velocity", "kalman"] = Field(
+        "velocity",
+        description="How a lost or dormant track's place is predicted for re-identification: "
+        "'velocity' (its last box moved by its smoothed centre velocity) or 'kalman' (a "
+        "constant-velocity Kalman filter on centre and size; a detection inside its gate, "
+        "chi-square 99% on the centre, also passes).",
+    )
     probation_frames: int = Field(
         1,
         ge=1,
