@@ -35,9 +35,10 @@ from supervision import Detections
 from engine.detectors.base import MIN_DETECT_SIDE
 from engine.grounding import GroundJob, GroundResult
 from engine.ids import IdAllocator
+from engine.lifecycle.protocol import Lifecycle, LifecycleFactory, default_lifecycle
 from engine.protocols import Detector, DetectorPrompt, SegmenterSession
 from engine.segmenter import PreparedFrame, SegmentOutput
-from engine.track_manager import Colour, Observation, Plan, Removal, TrackManager
+from engine.track_manager import Colour, Observation, Plan, Removal
 from stream.boxes import clip_box
 from stream.config import EngineConfig
 from stream.errors import PromptError
@@ -138,15 +139,19 @@ class CameraTracker:
         id_limit: int | None = None,
         ids: IdAllocator | None = None,
         epoch: str | None = None,
+        lifecycle_factory: LifecycleFactory = default_lifecycle,
     ) -> None:
         """``ids``: where object IDs come from (default: ``first_id`` up, below ``id_limit``);
-        ``epoch``: the engine start its results carry."""
+        ``epoch``: the engine start its results carry; ``lifecycle_factory``: makes the track
+        lifecycle (``engine.lifecycle.protocol``; default: ``TrackManager``)."""
         self.name = name
         self.cfg = cfg
         self.session = session
         self.detector = detector
         self.epoch = epoch
-        self.manager = TrackManager(cfg, first_id=first_id, id_limit=id_limit, ids=ids)
+        self.manager: Lifecycle = lifecycle_factory(
+            cfg, first_id=first_id, id_limit=id_limit, ids=ids
+        )
         self.counters = EngineCounters()
         self.prompt = ""
         self.labels: list[str] = []

@@ -3,10 +3,14 @@ motion model and its gate, the lifecycle factory."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from pydantic import ValidationError
 
 from engine.grounder import make_detections
+from engine.ids import IdAllocator
+from engine.lifecycle.association import Stage, default_cascade
 from engine.lifecycle.config import LifecycleConfig, thresholds
 from engine.lifecycle.kalman import CHI2_2DOF_99, KalmanBox
 from engine.lifecycle.states import (
@@ -17,7 +21,7 @@ from engine.lifecycle.states import (
     allowed_events,
     transition,
 )
-from engine.track_manager import Observation, TrackManager
+from engine.track_manager import Box, Observation, TrackManager
 from stream.config import EngineConfig
 
 S, E = TrackState, LifecycleEvent
@@ -204,6 +208,154 @@ def test_kalman_gate_passes_the_predicted_place_refuses_far_and_widens_with_time
     assert k.gate_distance(at, 16) < CHI2_2DOF_99
     assert k.gate_distance(back, 16) > CHI2_2DOF_99
     far_later = (4.0 * 60 + 40, 100.0, 4.0 * 60 + 60, 120.0)  # 40 px off after 46 frames
-    assert k.gate_distance(far_later, 60) < CHI2_2DOF_99 < k.gate_distance(
-        (4.0 * 16 + 40, 100.0, 4.0 * 16 + 60, 120.0), 16
+    assert (
+        k.gate_distance(far_later, 60)
+        < CHI2_2DOF_99
+        < k.gate_distance((4.0 * 16 + 40, 100.0, 4.0 * 16 + 60, 120.0), 16)
     )
+
+
+# ---------------------------------------------------------------------- association stages
+
+
+def _without(stages: list[Stage], stage: str, cue: str) -> list[Stage]:
+    """The cascade with one cue of one stage removed."""
+    return [
+        replace(s, cues=tuple(c for c in s.cues if c.name != cue)) if s.name == stage else s
+        for s in stages
+    ]
+
+
+def _lost_red_ball(tm: TrackManager, x: float = 0.0) -> int:
+    """A red ball detected on frame 0, moving right 4 px a frame, then lost (still live)."""
+    box = (x, 100.0, x + 20, 120.0)
+    (new,) = tm.on_detections(
+        0, make_detections([box], [0.9], ["ball"], ["ball"]), {}, colours=[RED]
+    ).new
+    for t in range(0, 10):
+        tm.on_frame(t, {new.id: Observation((x + 4 * t, 100, x + 4 * t + 20, 120), 2.0, RED)})
+    for t in range(10, 13):
+        tm.on_frame(t, {new.id: Observation(None, -4.0)})
+    return new.id
+
+
+def _matched(tm: TrackManager, stages: list[Stage], seq: int, items: list[tuple[str, Box]],
+             colours: list[tuple[float, float, float]] | None = None,
+             at_seq: dict[int, Observation] | None = None) -> list[int]:  # fmt: skip
+    tm._stages = stages
+    boxes = [b for _, b in items]
+    dets = make_detections(boxes, [0.8] * len(items), [lbl for lbl, _ in items], ["ball", "box"])
+    plan = tm.on_detections(seq, dets, at_seq or {}, colours=colours)
+    return sorted(m.id for m in plan.matches)
+
+
+def _manager(profile: str = "general") -> TrackManager:
+    cfg = EngineConfig(max_missed=30, max_unseen=100, reid_frames=100,
+                       lifecycle=LifecycleConfig(profile=profile))  # type: ignore[arg-type]  # fmt: skip
+    return TrackManager(cfg)
+
+
+def test_overlap_stage_gates_on_label_and_iou() -> None:
+    tm = _manager()
+    tid = _lost_red_ball(tm)
+    here = Observation((36.0, 100.0, 56.0, 120.0), 2.0)
+    full = default_cascade(tm._th)
+    overlap = [s for s in full if s.name == "overlap"]
+    assert _matched(tm, overlap, 9, [("ball", (38.0, 100, 58, 120))], at_seq={tid: here}) == [tid]
+    tm = _manager()
+    tid = _lost_red_ball(tm)
+    assert _matched(tm, overlap, 9, [("box", (38.0, 100, 58, 120))], at_seq={tid: here}) == []
+    tm = _manager()
+    tid = _lost_red_ball(tm)
+    no_label = _without(overlap, "overlap", "label")
+    assert _matched(tm, no_label, 9, [("box", (38.0, 100, 58, 120))], at_seq={tid: here}) == [tid]
+    tm = _manager()
+    tid = _lost_red_ball(tm)
+    far = [("ball", (200.0, 100, 220, 120))]
+    assert _matched(tm, overlap, 9, far, at_seq={tid: here}) == []
+    tm = _manager()
+    tid = _lost_red_ball(tm)
+    assert _matched(tm, _without(overlap, "overlap", "iou"), 9, far, at_seq={tid: here}) == [tid]
+
+
+def test_motion_stage_reidentifies_where_the_motion_puts_the_track() -> None:
+    """Lost after frame 9 at x 36 moving +4 px a frame: on frame 20, 44 px on, it is at ~x 80.
+    Each gate of the stage refuses a detection the stage without it takes."""
+    ahead, behind = ("ball", (82.0, 100, 102, 120)), ("ball", (-40.0, 100, -20, 120))
+    big = ("ball", (60.0, 80, 124, 144))  # 3.2 times its side
+    cases = [
+        (ahead, RED, None),
+        (behind, RED, "motion"),
+        (big, RED, "size"),
+        (ahead, BLUE, "colour"),
+    ]
+    for det, colour, refused_by in cases:
+        tm = _manager()
+        tid = _lost_red_ball(tm)
+        stages = [s for s in default_cascade(tm._th) if s.name != "look"]
+        got = _matched(tm, stages, 20, [det], [colour])
+        assert got == ([] if refused_by else [tid]), (det, refused_by)
+        if refused_by:
+            tm = _manager()
+            tid = _lost_red_ball(tm)
+            assert _matched(tm, _without(stages, "motion", refused_by), 20, [det], [colour]) == [
+                tid
+            ]
+
+
+def test_look_stage_recognises_only_an_unambiguous_look_alike() -> None:
+    far = ("ball", (500.0, 300, 520, 320))
+    tm = _manager()
+    tid = _lost_red_ball(tm)
+    assert _matched(tm, default_cascade(tm._th), 20, [far], [RED]) == [tid]
+    tm = _manager()
+    _lost_red_ball(tm)
+    no_look = [s for s in default_cascade(tm._th) if s.name != "look"]
+    assert _matched(tm, no_look, 20, [far], [RED]) == []
+    tm = _manager()  # two red balls away: which came back cannot be told
+    _lost_red_ball(tm)
+    _lost_red_ball(tm, 300.0)
+    assert _matched(tm, default_cascade(tm._th), 20, [far], [RED]) == []
+    tm = _manager()
+    _lost_red_ball(tm)
+    assert _matched(tm, default_cascade(tm._th), 20, [far], [BLUE]) == []
+
+
+def test_kalman_motion_model_reidentifies_a_jittery_track_where_velocity_misses() -> None:
+    """A ball moving +4 px a frame whose masks jitter +-6 px: the smoothed last displacement
+    swings between 0 and 8 px a frame, the Kalman filter's velocity stays near 4; 30 frames after
+    it was lost it comes back where a constant 4 px a frame puts it."""
+
+    def run(model: str) -> list[int]:
+        cfg = EngineConfig(max_missed=100, max_unseen=100, reid_frames=100, lifecycle=LifecycleConfig(motion_model=model))  # type: ignore[arg-type]  # fmt: skip
+        tm = TrackManager(cfg)
+        (new,) = tm.on_detections(0, make_detections([(0.0, 100, 20, 120)], [0.9], ["ball"], ["ball"]), {}).new  # fmt: skip
+        for t in range(0, 20):
+            x = 4.0 * t + (6 if t % 2 else -6)
+            tm.on_frame(t, {new.id: Observation((x, 100, x + 20, 120), 2.0)})
+        back = ("ball", (4.0 * 50, 100, 4.0 * 50 + 20, 120))
+        stages = [s for s in default_cascade(tm._th) if s.name != "look"]
+        return _matched(tm, stages, 50, [back])
+
+    assert run("kalman") == [1]
+    assert run("velocity") == []
+
+
+# ---------------------------------------------------------------------- the factory
+
+
+def test_camera_tracker_receives_its_lifecycle_from_the_factory() -> None:
+    from engine.camera import CameraTracker
+    from engine.lifecycle.protocol import Lifecycle, default_lifecycle
+
+    made: list[tuple[int, int | None]] = []
+
+    def factory(cfg: EngineConfig, *, first_id: int = 1, id_limit: int | None = None,
+                ids: IdAllocator | None = None) -> Lifecycle:  # fmt: skip
+        made.append((first_id, id_limit))
+        return default_lifecycle(cfg, first_id=first_id, id_limit=id_limit, ids=ids)
+
+    cam = CameraTracker("cam", EngineConfig(prompt=""), None, None, first_id=100, id_limit=200,  # type: ignore[arg-type]
+                        lifecycle_factory=factory)  # fmt: skip
+    assert made == [(100, 200)] and cam.manager.next_id == 100
+    assert isinstance(CameraTracker("c", EngineConfig(prompt=""), None, None).manager, TrackManager)  # type: ignore[arg-type]
