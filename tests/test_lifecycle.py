@@ -29,7 +29,7 @@ S, E = TrackState, LifecycleEvent
 LEGAL = [
     (S.TENTATIVE, E.HIT, S.TENTATIVE),
     (S.TENTATIVE, E.CONFIRM, S.ACTIVE),
-    (S.TENTATIVE, E.MISS, S.LOST),
+    (S.TENTATIVE, E.MISS, S.TENTATIVE),
     (S.TENTATIVE, E.RETIRE, S.DORMANT),
     (S.TENTATIVE, E.END, S.ENDED),
     (S.ACTIVE, E.HIT, S.ACTIVE),
@@ -359,3 +359,32 @@ def test_camera_tracker_receives_its_lifecycle_from_the_factory() -> None:
                         lifecycle_factory=factory)  # fmt: skip
     assert made == [(100, 200)] and cam.manager.next_id == 100
     assert isinstance(CameraTracker("c", EngineConfig(prompt=""), None, None).manager, TrackManager)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- probation
+
+
+def _published(probation: int) -> list[list[tuple[int, str]]]:
+    """What ``tracks()`` publishes on each of 5 frames: a detector-found track hit, missed, hit,
+    hit, hit; and a manual one."""
+    cfg = EngineConfig(lifecycle=LifecycleConfig(probation_frames=probation))
+    tm = TrackManager(cfg)
+    (new,) = tm.on_detections(0, make_detections([(0.0, 0, 20, 20)], [0.9], ["ball"], ["ball"]), {}).new  # fmt: skip
+    manual = tm.add_manual("cup", (100, 100, 140, 140), seq=0)
+    out = []
+    for t, hit in enumerate([True, False, True, True, True]):
+        obs = Observation((0.0, 0, 20, 20), 2.0) if hit else Observation(None, -3.0)
+        tm.on_frame(t, {new.id: obs, manual: Observation((100.0, 100, 140, 140), 2.0)})
+        out.append([(i.id, i.state) for i in tm.tracks()])
+    return out
+
+
+def test_probation_hides_a_track_until_enough_good_frames() -> None:
+    """With 3 good frames of probation the detector's track is first published on its third
+    good frame (as ``new``), a miss on probation does not publish it as lost; the manual track is
+    published from its first frame. Without probation (1), it is published at once."""
+    on = _published(3)
+    assert [[tid for tid, _ in f] for f in on] == [[2], [2], [2], [1, 2], [1, 2]]
+    assert on[3][0] == (1, "new") and on[4][0] == (1, "tracked") and on[0] == [(2, "new")]
+    off = _published(1)
+    assert off[0] == [(1, "new"), (2, "new")] and off[1][0] == (1, "lost")

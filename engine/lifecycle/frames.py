@@ -76,16 +76,18 @@ class FrameRules(TrackStore):
                 t.missed = 0
                 if t.apply(LifecycleEvent.HIT) is TrackState.LOST:
                     events.append(TrackEvent(seq, tid, "recovered"))
-                if t.state is TrackState.TENTATIVE:
-                    t.apply(LifecycleEvent.CONFIRM)
+                t.hits += 1
+                self._probation(t, seq)
                 continue
             t.missed += 1
             if t.missed >= self._th.max_missed:
                 ev = self._retire(t, seq, EndReason.MISSED)
                 events.append(ev)
                 log.info("track %d (%s) %s: missed %d frames", tid, t.label, ev.kind, t.missed)
-            elif t.apply(LifecycleEvent.MISS) is not TrackState.LOST:
-                events.append(TrackEvent(seq, tid, "lost"))
+            else:
+                old = t.apply(LifecycleEvent.MISS)
+                if t.state is TrackState.LOST and old is not TrackState.LOST:
+                    events.append(TrackEvent(seq, tid, "lost"))
         if mask_iou is not None:
             events += self._duplicates(seq, observations, mask_iou)
         for t in list(self._tracks.values()):
@@ -140,6 +142,15 @@ class FrameRules(TrackStore):
                     log.info("track %d (%s) is track %d's object on frame %d", b, t.label, a, seq)
         self._dup_frames = counts
         return events
+
+    def _probation(self, t: Track, seq: int) -> None:
+        """A tentative track is confirmed by ``probation_frames`` good frames (a manual one by its
+        first): only then is it published."""
+        if t.state is TrackState.TENTATIVE and (
+            t.manual or t.hits >= self._th.life.probation_frames
+        ):
+            t.apply(LifecycleEvent.CONFIRM)
+            t.confirmed_seq = seq
 
     def _retire(self, t: Track, seq: int, reason: EndReason) -> TrackEvent:
         """``t`` goes dormant, or ends where re-identification is off (``reid_frames`` 0) and

@@ -88,13 +88,19 @@ class Registry(TrackStore):
     # ------------------------------------------------------------------ queries
 
     def tracks(self) -> list[TrackInfo]:
-        """Live tracks to publish, by ID, as of the latest frame (dormant and suppressed ones are
-        left out)."""
+        """Live tracks to publish, by ID, as of the latest frame (dormant, suppressed and those on
+        probation are left out)."""
         return [
             self._info(t)
             for _, t in sorted(self._tracks.items())
-            if not t.dormant and not t.suppressed
+            if not t.dormant and not t.suppressed and not self._on_probation(t)
         ]
+
+    def _on_probation(self, t: Track) -> bool:
+        """A detector-found track not yet confirmed, with ``probation_frames`` above 1 (at 1 a
+        track is published from its detection on, as before probation existed)."""
+        probation = self._th.life.probation_frames > 1
+        return probation and not t.manual and t.state is TrackState.TENTATIVE
 
     def suppressed_ids(self) -> list[int]:
         """Tracks removed by the user but followed until their object leaves, by ID (live or
@@ -138,7 +144,8 @@ class Registry(TrackStore):
         self._ids.add_block(first, limit)
 
     def _info(self, t: Track) -> TrackInfo:
-        state: PublishedState = "new" if t.observed <= 1 else ("lost" if t.lost else "tracked")
+        first = t.observed <= 1 or (t.confirmed_seq is not None and t.confirmed_seq == t.last_seq)
+        state: PublishedState = "new" if first else ("lost" if t.lost else "tracked")
         ref = t.last_seq if t.last_seq is not None else self._last_seq
         age = 0 if t.first_seq is None or ref is None else max(0, ref - t.first_seq)
         return TrackInfo(

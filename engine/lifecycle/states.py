@@ -2,12 +2,13 @@
 
 ::
 
-    TENTATIVE --CONFIRM--> ACTIVE <--HIT-- LOST
-        |                    |  \\--MISS-->  |
-        |--MISS--> LOST      |--RETIRE--> DORMANT <--RETIRE-- LOST
-        |                                  |
-        |                                  |--REIDENTIFY--> LOST (re-prompted; ACTIVE on its next hit)
-        any state but ENDED --END--> ENDED
+    TENTATIVE (HIT, MISS: stays; not published unless manual)
+        |-- CONFIRM (probation_frames good frames) --> ACTIVE
+        |-- RETIRE --> DORMANT
+    ACTIVE  -- HIT --> ACTIVE    -- MISS --> LOST    -- RETIRE --> DORMANT
+    LOST    -- HIT --> ACTIVE    -- MISS --> LOST    -- RETIRE --> DORMANT
+    DORMANT -- REIDENTIFY --> LOST (re-prompted; ACTIVE on its next good frame)
+    any state but ENDED -- END --> ENDED
 
 Every place that changes a track's state calls :func:`transition`; an event a state does not
 accept raises :class:`IllegalTransition` (a programming error, never a user's input).
@@ -63,7 +64,7 @@ _S, _E = TrackState, LifecycleEvent
 _TABLE: dict[tuple[TrackState, LifecycleEvent], TrackState] = {
     (_S.TENTATIVE, _E.HIT): _S.TENTATIVE,
     (_S.TENTATIVE, _E.CONFIRM): _S.ACTIVE,
-    (_S.TENTATIVE, _E.MISS): _S.LOST,
+    (_S.TENTATIVE, _E.MISS): _S.TENTATIVE,
     (_S.TENTATIVE, _E.RETIRE): _S.DORMANT,
     (_S.ACTIVE, _E.HIT): _S.ACTIVE,
     (_S.ACTIVE, _E.MISS): _S.LOST,

@@ -150,6 +150,8 @@ class Track:
     off_colour: int = 0  # consecutive hits whose mask colour is far from the anchor
     box_colour: Colour | None = None  # ``colours`` of the last detection that created or matched it
     suppressed: bool = False  # removed by the user: followed silently, not published (``remove``)
+    hits: int = 0  # good frames (probation: ``probation_frames``)
+    confirmed_seq: int | None = None  # frame its probation ended (its first published frame)
     motion: KalmanBox | None = None  # the Kalman motion model (engine.lifecycle.motion_model)
 
     def apply(self, event: LifecycleEvent, seq: int | None = None) -> TrackState:
