@@ -35,6 +35,7 @@ from supervision import Detections
 from engine.detectors.base import MIN_DETECT_SIDE
 from engine.grounding import GroundJob, GroundResult
 from engine.ids import IdAllocator
+from engine.lifecycle.embedder import Embedder, ObjectPointerEmbedder
 from engine.lifecycle.protocol import Lifecycle, LifecycleFactory, default_lifecycle
 from engine.protocols import Detector, DetectorPrompt, SegmenterSession
 from engine.segmenter import PreparedFrame, SegmentOutput
@@ -153,6 +154,7 @@ class CameraTracker:
             cfg, first_id=first_id, id_limit=id_limit, ids=ids
         )
         self.counters = EngineCounters()
+        self.embedder: Embedder = ObjectPointerEmbedder()
         self.prompt = ""
         self.labels: list[str] = []
         self._dprompt: DetectorPrompt | None = None
@@ -266,7 +268,12 @@ class CameraTracker:
         t0 = time.perf_counter()
         current = dict(outs)
         obs = {
-            tid: Observation(o.box, o.score, mask_colour(frame.image, o.mask, o.box))
+            tid: Observation(
+                o.box,
+                o.score,
+                mask_colour(frame.image, o.mask, o.box),
+                self.embedder.embed(o, frame.image),
+            )
             for tid, o in current.items()
         }
         masks = {t: o.mask for t, o in current.items()}

@@ -73,6 +73,7 @@ class FrameRules(TrackStore):
                 assert obs.box is not None
                 t.off_colour = 0
                 self._hit(t, seq, as_box(obs.box), colour)
+                t.gallery.add(obs.embedding)
                 t.missed = 0
                 if t.apply(LifecycleEvent.HIT) is TrackState.LOST:
                     events.append(TrackEvent(seq, tid, "recovered"))

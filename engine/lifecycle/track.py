@@ -4,12 +4,13 @@ per-track record (:class:`Track`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal, Protocol
 
 from numpy.typing import NDArray
 
+from engine.lifecycle.embedder import GALLERY_SIZE, Gallery, Vector
 from engine.lifecycle.geometry import Box, Colour
 from engine.lifecycle.kalman import KalmanBox
 from engine.lifecycle.states import EndReason, LifecycleEvent, TrackState, transition
@@ -41,6 +42,7 @@ class Observation:
     box: Box | None
     score: float
     colour: Colour | None = None  # mean colour inside the mask (see ``mean_colour``)
+    embedding: Vector | None = field(default=None, compare=False)  # engine.lifecycle.embedder
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ class Track:
     suppressed: bool = False  # removed by the user: followed silently, not published (``remove``)
     hits: int = 0  # good frames (probation: ``probation_frames``)
     confirmed_seq: int | None = None  # frame its probation ended (its first published frame)
+    gallery: Gallery = field(default_factory=lambda: Gallery(GALLERY_SIZE))  # appearance
     motion: KalmanBox | None = None  # the Kalman motion model (engine.lifecycle.motion_model)
 
     def apply(self, event: LifecycleEvent, seq: int | None = None) -> TrackState:
