@@ -10,9 +10,10 @@ one object.
 Profiles (``engine.lifecycle.profile``) give defaults to the fields not set explicitly:
 
 - ``general`` (the default): colour cues compared as chromaticity (each channel over their sum:
-  a brightness ramp, a shadow or auto-exposure leave it unchanged), never as raw colour;
-- ``demo``: today's raw mean-BGR rules, tuned on the built-in demo scene of saturated balls
-  and boxes under constant light.
+  a brightness ramp, a shadow or auto-exposure leave it unchanged), never as raw colour; lost
+  tracks predicted by the Kalman motion model;
+- ``demo``: the raw mean-BGR rules and the velocity motion model as before the profiles,
+  tuned on the built-in demo scene of saturated balls and boxes under constant light.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ ColourSpace = Literal["bgr", "chromaticity"]
 # Each profile's values for the fields it decides (the others have one default for both).
 PROFILES: dict[str, dict[str, Any]] = {
     "general": {"colour_space": "chromaticity", "drift_colour": 0.35, "reid_colour": 0.25,
-                "reid_look_colour": 0.1},
+                "reid_look_colour": 0.1, "motion_model": "kalman"},
     "demo": {"colour_space": "bgr", "drift_colour": 0.45, "reid_colour": 0.3,
-             "reid_look_colour": 0.12},
+             "reid_look_colour": 0.12, "motion_model": "velocity"},
 }  # fmt: skip
 
 
@@ -147,11 +148,11 @@ class LifecycleConfig(BaseModel):
         description="Consecutive off-colour frames (drift_colour) after which a track drifted.",
     )
     motion_model: Literal["velocity", "kalman"] = Field(
-        "velocity",
+        "kalman",
         description="How a lost or dormant track's place is predicted for re-identification: "
         "'velocity' (its last box moved by its smoothed centre velocity) or 'kalman' (a "
         "constant-velocity Kalman filter on centre and size; a detection inside its gate, "
-        "chi-square 99% on the centre, also passes).",
+        "chi-square 99% on the centre, also passes). Profile default.",
     )
     probation_frames: int = Field(
         1,
