@@ -35,9 +35,11 @@ from supervision import Detections
 from engine.detectors.base import MIN_DETECT_SIDE
 from engine.grounding import GroundJob, GroundResult
 from engine.ids import IdAllocator
+from engine.lifecycle.embedder import Embedder, ObjectPointerEmbedder
+from engine.lifecycle.protocol import Lifecycle, LifecycleFactory, default_lifecycle
 from engine.protocols import Detector, DetectorPrompt, SegmenterSession
 from engine.segmenter import PreparedFrame, SegmentOutput
-from engine.track_manager import Colour, Observation, Plan, Removal, TrackManager
+from engine.track_manager import Colour, Observation, Plan, Removal
 from stream.boxes import clip_box
 from stream.config import EngineConfig
 from stream.errors import PromptError
@@ -138,16 +140,21 @@ class CameraTracker:
         id_limit: int | None = None,
         ids: IdAllocator | None = None,
         epoch: str | None = None,
+        lifecycle_factory: LifecycleFactory = default_lifecycle,
     ) -> None:
         """``ids``: where object IDs come from (default: ``first_id`` up, below ``id_limit``);
-        ``epoch``: the engine start its results carry."""
+        ``epoch``: the engine start its results carry; ``lifecycle_factory``: makes the track
+        lifecycle (``engine.lifecycle.protocol``; default: ``TrackManager``)."""
         self.name = name
         self.cfg = cfg
         self.session = session
         self.detector = detector
         self.epoch = epoch
-        self.manager = TrackManager(cfg, first_id=first_id, id_limit=id_limit, ids=ids)
+        self.manager: Lifecycle = lifecycle_factory(
+            cfg, first_id=first_id, id_limit=id_limit, ids=ids
+        )
         self.counters = EngineCounters()
+        self.embedder: Embedder = ObjectPointerEmbedder()
         self.prompt = ""
         self.labels: list[str] = []
         self._dprompt: DetectorPrompt | None = None
@@ -261,7 +268,12 @@ class CameraTracker:
         t0 = time.perf_counter()
         current = dict(outs)
         obs = {
-            tid: Observation(o.box, o.score, mask_colour(frame.image, o.mask, o.box))
+            tid: Observation(
+                o.box,
+                o.score,
+                mask_colour(frame.image, o.mask, o.box),
+                self.embedder.embed(o, frame.image),
+            )
             for tid, o in current.items()
         }
         masks = {t: o.mask for t, o in current.items()}

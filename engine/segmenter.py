@@ -84,6 +84,7 @@ class SegmentOutput:
     mask: np.ndarray  # HxW bool at the original frame resolution
     score: float  # SAM 2 object score logit; < 0 means "object not present"
     box: Box | None  # xyxy pixel edges of the mask (x2 = last column + 1), None if empty
+    embedding: np.ndarray | None = None  # SAM 2's object pointer on this frame, float32 [C]
 
 
 @dataclass(frozen=True)
@@ -637,7 +638,9 @@ class Sam2Kernel:
         with torch.inference_mode():
             masks = (self._to_frame_res(low_res, frame) > 0)[:, 0].cpu().numpy()
         return {
-            s.obj_id: SegmentOutput(s.obj_id, masks[i], float(scores[i, 0]), mask_box(masks[i]))
+            s.obj_id: SegmentOutput(
+                s.obj_id, masks[i], float(scores[i, 0]), mask_box(masks[i]), _pointer(s, frame)
+            )
             for i, s in enumerate(states)
         }
 
@@ -823,6 +826,13 @@ def _normalisation_lut() -> np.ndarray:
     std = torch.tensor(IMG_STD, dtype=torch.float32)[:, None]
     lut: np.ndarray = ((levels[None, :] - mean) / std).numpy()
     return lut
+
+
+def _pointer(state: ObjectState, frame: FrameFeatures) -> np.ndarray:
+    """``state``'s object pointer on ``frame`` (its prompt's on the frame it was prompted), for
+    appearance (``engine.lifecycle.embedder``): already computed, a copy of C floats."""
+    ptr = state.obj_ptrs.get(frame.index, state.cond_ptr)
+    return ptr.detach().float().reshape(-1).cpu().numpy()
 
 
 def mask_box(mask: np.ndarray) -> Box | None:

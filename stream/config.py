@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from clients.events.config import EventsConfig
 from clients.events.mqtt_config import MqttConfig
 from clients.robots.foxglove_config import FoxgloveConfig
+from engine.lifecycle.config import LifecycleConfig
 from stream.errors import PromptcamError
 from stream.wire import MAX_PROMPT_CHARS, check_endpoint, is_camera_name
 
@@ -360,6 +361,11 @@ class EngineConfig(_Model):
     state_file: Path | None = Field(
         None,
         description="Where the engine keeps its runtime state (prompt, manual objects) so that a restarted engine carries on; `promptcam run` puts it in its run directory. None: not kept.",
+    )
+    lifecycle: LifecycleConfig = Field(
+        default_factory=LifecycleConfig,
+        description="The track lifecycle's further thresholds and its profile ('general' or "
+        "'demo'); docs/lifecycle.md.",
     )
 
 

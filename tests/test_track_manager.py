@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.grounder import make_detections
+from engine.lifecycle.config import LifecycleConfig
 from engine.track_manager import (
     DUPLICATE_FRAMES,
     DUPLICATE_IOU,
@@ -35,6 +37,12 @@ from stream.errors import PromptError
 
 W, H = 640, 480
 PHRASES = ["person", "ball"]
+
+
+def demo_cfg(**kw: Any) -> EngineConfig:
+    """These tests pin the demo profile's rules (raw mean-BGR colour cues); the general
+    profile's are tested in tests/test_lifecycle.py."""
+    return EngineConfig(lifecycle=LifecycleConfig(profile="demo"), **kw)
 
 
 # ---------------------------------------------------------------------- scene simulator
@@ -269,7 +277,7 @@ def crossing_scene() -> Scene:
     )
 
 
-CFG = EngineConfig(max_missed=15, max_unseen=3, iou_threshold=0.3, drift_iou=0.5, merge_iou=0.8)
+CFG = demo_cfg(max_missed=15, max_unseen=3, iou_threshold=0.3, drift_iou=0.5, merge_iou=0.8)
 
 
 def test_perfect_detector_and_segmenter() -> None:
@@ -311,7 +319,7 @@ def test_drifting_segmenter_is_reseeded() -> None:
 
 def test_object_gone_is_ended_after_max_missed_frames() -> None:
     scene = Scene([Obj("ball", (40, 40), (100, 100), (0, 0), [(0, 20)])], frames=60)
-    cfg = EngineConfig(max_missed=5, max_unseen=100, reground_every_frames=10, reid_frames=0)
+    cfg = demo_cfg(max_missed=5, max_unseen=100, reground_every_frames=10, reid_frames=0)
     run, tm = simulate(scene, cfg, SimConfig(every=1000, delay=0))
     assert run.created == [1] and run.ended == {1}
     # Frames 20..24 missed: it ends on frame 24, so frame 23 is the last that still has it.
@@ -332,7 +340,7 @@ def dets(*items: tuple[str, Box, float]) -> sv.Detections:
 
 
 def test_states_age_and_lifecycle_events() -> None:
-    tm = TrackManager(EngineConfig(max_missed=2, reid_frames=0))  # dormant: see below
+    tm = TrackManager(demo_cfg(max_missed=2, reid_frames=0))  # dormant: see below
     plan = tm.on_detections(10, dets(("ball", (0, 0, 10, 10), 0.9)), {})
     (new,) = plan.new
     assert new.id == 1 and new.label == "ball"
@@ -356,7 +364,7 @@ def test_states_age_and_lifecycle_events() -> None:
 
 
 def test_label_must_match_and_track_keeps_label() -> None:
-    tm = TrackManager(EngineConfig())
+    tm = TrackManager(demo_cfg())
     tm.on_detections(0, dets(("ball", (0, 0, 10, 10), 0.9)), {})
     at = {1: Observation((0, 0, 10, 10), 1)}
     # A box on the ball's object under another phrase is that object (IoU >= 0.7), not a new one.
@@ -369,7 +377,7 @@ def test_label_must_match_and_track_keeps_label() -> None:
 
 
 def test_drift_reseed_and_unseen_end() -> None:
-    tm = TrackManager(EngineConfig(max_unseen=2, drift_iou=0.5, iou_threshold=0.2, reid_frames=0))
+    tm = TrackManager(demo_cfg(max_unseen=2, drift_iou=0.5, iou_threshold=0.2, reid_frames=0))
     tm.on_detections(
         0, dets(("ball", (0, 0, 10, 10), 0.9), ("person", (100, 100, 150, 200), 0.9)), {}
     )
@@ -382,7 +390,7 @@ def test_drift_reseed_and_unseen_end() -> None:
 
 
 def test_lost_track_matches_on_last_known_box_and_is_reseeded() -> None:
-    tm = TrackManager(EngineConfig())
+    tm = TrackManager(demo_cfg())
     tm.on_detections(0, dets(("ball", (0, 0, 10, 10), 0.9)), {})
     tm.on_frame(1, {1: Observation((0, 0, 10, 10), 1.0)})
     tm.on_frame(2, {1: Observation(None, -3.0)})
@@ -391,7 +399,7 @@ def test_lost_track_matches_on_last_known_box_and_is_reseeded() -> None:
 
 
 def test_track_created_after_the_detection_frame_is_not_duplicated_or_penalised() -> None:
-    tm = TrackManager(EngineConfig(max_unseen=1, reid_frames=0))
+    tm = TrackManager(demo_cfg(max_unseen=1, reid_frames=0))
     tm.on_detections(20, dets(("ball", (0, 0, 10, 10), 0.9)), {})
     # A slower result computed on frame 15 arrives later: the ball is matched, not re-created;
     # a result without it does not count against a track that did not exist yet.
@@ -404,7 +412,7 @@ def test_track_created_after_the_detection_frame_is_not_duplicated_or_penalised(
 
 
 def test_duplicates_nms_and_merge_keep_older_id() -> None:
-    cfg = EngineConfig(merge_iou=0.8, max_unseen=100)
+    cfg = demo_cfg(merge_iou=0.8, max_unseen=100)
     tm = TrackManager(cfg)
     plan = tm.on_detections(
         0, dets(("ball", (0, 0, 100, 100), 0.9), ("ball", (1, 1, 100, 100), 0.8)), {}
@@ -419,7 +427,7 @@ def test_duplicates_nms_and_merge_keep_older_id() -> None:
 
 
 def test_objects_crossing_are_not_merged() -> None:
-    tm = TrackManager(EngineConfig(merge_iou=0.8, max_unseen=100))
+    tm = TrackManager(demo_cfg(merge_iou=0.8, max_unseen=100))
     tm.add_manual("person", (0, 0, 50, 100))
     tm.add_manual("person", (200, 0, 250, 100))
     # Boxes overlap by ~0.9 for one re-grounding (they pass each other): not merged.
@@ -436,7 +444,7 @@ def test_objects_crossing_are_not_merged() -> None:
 
 
 def test_max_objects_highest_scores_first() -> None:
-    tm = TrackManager(EngineConfig(max_objects=2))
+    tm = TrackManager(demo_cfg(max_objects=2))
     boxes = [
         ("ball", (i * 50.0, 0.0, i * 50.0 + 40, 40.0), s) for i, s in enumerate([0.5, 0.9, 0.7])
     ]
@@ -447,7 +455,7 @@ def test_max_objects_highest_scores_first() -> None:
 
 
 def test_manual_remove_set_labels_reset() -> None:
-    tm = TrackManager(EngineConfig(max_unseen=1, reid_frames=0))
+    tm = TrackManager(demo_cfg(max_unseen=1, reid_frames=0))
     a = tm.add_manual("cup", (0, 0, 10, 10), seq=3)
     tm.on_detections(
         4, dets(("ball", (50, 50, 60, 60), 0.9), ("person", (80, 0, 120, 90), 0.9)), {}
@@ -489,7 +497,7 @@ def test_removed_detected_object_is_suppressed_while_in_view() -> None:
     new ID. Now no new ID is born on it over many re-groundings (its detections are absorbed,
     also one that moved off its box: the suppressed track is re-prompted), it is not among the
     published tracks, and the other ball is unaffected."""
-    tm = TrackManager(EngineConfig(max_unseen=3, reid_frames=30))
+    tm = TrackManager(demo_cfg(max_unseen=3, reid_frames=30))
     a, b = _two_balls(tm)
     assert tm.remove(a) is Removal.SUPPRESSED
     assert [i.id for i in tm.tracks()] == [b] and tm.suppressed_ids() == [a] and a in tm
@@ -521,7 +529,7 @@ def test_suppression_follows_the_track_through_dormancy_and_ends_with_it() -> No
     """A suppressed object hidden for a while goes dormant and is re-identified as itself:
     still suppressed, nothing published. Once it has left for good (dormant past
     ``reid_frames``) the suppression ends with its track: back in view, it is a new object."""
-    tm = TrackManager(EngineConfig(max_missed=3, max_unseen=100, reid_frames=20))
+    tm = TrackManager(demo_cfg(max_missed=3, max_unseen=100, reid_frames=20))
     tid = _moving_track(tm, range(11), RED)
     assert tm.remove(tid) is Removal.SUPPRESSED and tm.tracks() == []
     events = [e for t in range(11, 14) for e in tm.on_frame(t, {tid: Observation(None, -4.0)})]
@@ -542,7 +550,7 @@ def test_suppression_follows_the_track_through_dormancy_and_ends_with_it() -> No
 def test_suppressed_object_not_redetected_ends_and_comes_back_as_new() -> None:
     """Without re-identification (``reid_frames`` 0) a suppressed track that is not re-detected
     for ``max_unseen`` re-groundings ends, as any track would: its object left."""
-    tm = TrackManager(EngineConfig(max_unseen=2, reid_frames=0))
+    tm = TrackManager(demo_cfg(max_unseen=2, reid_frames=0))
     a, b = _two_balls(tm)
     tm.remove(a)
     right = dets(("ball", (300, 100, 320, 120), 0.9))
@@ -555,7 +563,7 @@ def test_suppressed_object_not_redetected_ends_and_comes_back_as_new() -> None:
 
 
 def test_prompt_change_and_reset_lift_suppressions() -> None:
-    tm = TrackManager(EngineConfig(max_unseen=100))
+    tm = TrackManager(demo_cfg(max_unseen=100))
     a, b = _two_balls(tm)
     tm.remove(a)
     # The same prompt set again: the suppressed track ends (its memory is to be freed), the
@@ -583,7 +591,7 @@ def test_removed_object_in_a_noisy_scene_gets_no_new_id_until_it_comes_back() ->
         ],
         frames=220,
     )
-    cfg = EngineConfig(max_missed=5, max_unseen=3, reid_frames=20, iou_threshold=0.3)
+    cfg = demo_cfg(max_missed=5, max_unseen=3, reid_frames=20, iou_threshold=0.3)
     for seed in range(3):
         sim = SimConfig(
             every=5, miss=0.1, duplicate=0.3, false_positive=0.2, box_noise=2.0, seed=seed
@@ -618,7 +626,7 @@ def test_assignment_invariants(
     iou_threshold: float,
     max_objects: int,
 ) -> None:
-    cfg = EngineConfig(iou_threshold=iou_threshold, max_objects=max_objects, merge_iou=0.95)
+    cfg = demo_cfg(iou_threshold=iou_threshold, max_objects=max_objects, merge_iou=0.95)
     tm = TrackManager(cfg)
     ids = []
     for label, box in tracks[:max_objects]:
@@ -681,7 +689,7 @@ def test_assignment_invariants(
     )
 )
 def test_ids_never_reused_over_any_sequence(steps: list[tuple[str, object]]) -> None:
-    tm = TrackManager(EngineConfig(max_missed=2, max_unseen=2, max_objects=6))
+    tm = TrackManager(demo_cfg(max_missed=2, max_unseen=2, max_objects=6))
     seen: list[int] = []
     for seq, (kind, arg) in enumerate(steps):
         live = [i.id for i in tm.tracks()]
@@ -717,7 +725,7 @@ def _moving_track(tm: TrackManager, frames: range, colour: tuple[float, float, f
 
 
 def test_missed_track_goes_dormant_and_is_reidentified_where_its_motion_puts_it() -> None:
-    tm = TrackManager(EngineConfig(max_missed=5, max_unseen=100, reid_frames=100))
+    tm = TrackManager(demo_cfg(max_missed=5, max_unseen=100, reid_frames=100))
     tid = _moving_track(tm, range(11), RED)  # last seen on frame 10 at x=40..60
     events = [e for t in range(11, 16) for e in tm.on_frame(t, {tid: Observation(None, -4.0)})]
     assert [(e.kind, e.reason) for e in events] == [("lost", ""), ("dormant", "missed")]
@@ -733,7 +741,7 @@ def test_missed_track_goes_dormant_and_is_reidentified_where_its_motion_puts_it(
 
 
 def test_reidentification_gate_position_size_colour_label() -> None:
-    cfg = EngineConfig(max_missed=3, max_unseen=100, reid_frames=100, reid_distance=1.5)
+    cfg = demo_cfg(max_missed=3, max_unseen=100, reid_frames=100, reid_distance=1.5)
     far = ("ball", (400.0, 300.0, 420.0, 320.0), 0.8)  # far from where it should be
     big = ("ball", (90.0, 70.0, 170.0, 150.0), 0.8)  # at the right place, 4x the size
     person = ("person", (120.0, 100.0, 140.0, 120.0), 0.8)
@@ -757,7 +765,7 @@ def test_reidentification_gate_position_size_colour_label() -> None:
 
 
 def test_lost_track_is_reidentified_by_motion_before_it_goes_dormant() -> None:
-    tm = TrackManager(EngineConfig(max_missed=30, max_unseen=100))
+    tm = TrackManager(demo_cfg(max_missed=30, max_unseen=100))
     tid = _moving_track(tm, range(11), RED)
     for t in range(11, 20):
         tm.on_frame(t, {tid: Observation(None, -4.0)})
@@ -768,7 +776,7 @@ def test_lost_track_is_reidentified_by_motion_before_it_goes_dormant() -> None:
 
 
 def test_dormant_track_ends_after_reid_frames_and_unseen_tracks_go_dormant() -> None:
-    tm = TrackManager(EngineConfig(max_missed=100, max_unseen=2, reid_frames=10))
+    tm = TrackManager(demo_cfg(max_missed=100, max_unseen=2, reid_frames=10))
     tm.on_detections(0, dets(("ball", (0, 0, 10, 10), 0.9)), {})
     at = {1: Observation((0, 0, 10, 10), 1.0)}
     tm.on_frame(1, at)
@@ -783,7 +791,7 @@ def test_dormant_track_ends_after_reid_frames_and_unseen_tracks_go_dormant() -> 
 
 
 def test_manual_track_still_ends_after_max_missed_and_dormant_ones_do_not_count() -> None:
-    tm = TrackManager(EngineConfig(max_missed=2, max_objects=1, reid_frames=50))
+    tm = TrackManager(demo_cfg(max_missed=2, max_objects=1, reid_frames=50))
     a = tm.add_manual("cup", (0, 0, 10, 10), seq=0)
     tm.on_frame(0, {a: Observation((0, 0, 10, 10), 1.0)})
     tm.on_frame(1, {a: Observation(None, -1.0)})
@@ -800,7 +808,7 @@ def test_manual_track_still_ends_after_max_missed_and_dormant_ones_do_not_count(
 
 
 def test_tracks_whose_masks_coincide_for_frames_are_one_object() -> None:
-    tm = TrackManager(EngineConfig(merge_iou=0.8, max_unseen=100, reid_frames=50))
+    tm = TrackManager(demo_cfg(merge_iou=0.8, max_unseen=100, reid_frames=50))
     tm.on_detections(0, dets(("ball", (0, 0, 20, 20), 0.9), ("ball", (100, 0, 120, 20), 0.9)), {})
     same = {1: Observation((50, 0, 70, 20), 2.0), 2: Observation((51, 0, 71, 20), 2.0)}
     events = []
@@ -817,7 +825,7 @@ def test_tracks_whose_masks_coincide_for_frames_are_one_object() -> None:
 
 
 def test_manual_tracks_are_not_taken_for_duplicates() -> None:
-    tm = TrackManager(EngineConfig(merge_iou=0.8))
+    tm = TrackManager(demo_cfg(merge_iou=0.8))
     a = tm.add_manual("cup", (0, 0, 20, 20), seq=0)
     b = tm.add_manual("mug", (1, 0, 21, 20), seq=0)
     same = {a: Observation((0, 0, 20, 20), 2.0), b: Observation((1, 0, 21, 20), 2.0)}
@@ -827,7 +835,7 @@ def test_manual_tracks_are_not_taken_for_duplicates() -> None:
 
 
 def test_track_that_slides_onto_another_colour_goes_dormant_and_is_found_as_it_was() -> None:
-    tm = TrackManager(EngineConfig(max_missed=30, max_unseen=100, reid_frames=100))
+    tm = TrackManager(demo_cfg(max_missed=30, max_unseen=100, reid_frames=100))
     tid = _moving_track(tm, range(11), RED)  # last good box on frame 10: x=40..60
     on_blue = Observation((200, 100, 220, 120), 2.0, BLUE)  # its mask on a blue object
     # Two off-colour frames, then its own colour again: nothing happens.
@@ -846,7 +854,7 @@ def test_track_that_slides_onto_another_colour_goes_dormant_and_is_found_as_it_w
 
 @pytest.mark.parametrize(
     "cfg, manual",
-    [(EngineConfig(drift_colour=0.0), False), (EngineConfig(), True)],
+    [(demo_cfg(drift_colour=0.0), False), (demo_cfg(), True)],
     ids=["rule-off", "manual-track"],
 )
 def test_colour_drift_rule_off_and_manual_tracks(cfg: EngineConfig, manual: bool) -> None:
@@ -867,7 +875,7 @@ def test_colour_drift_rule_off_and_manual_tracks(cfg: EngineConfig, manual: bool
 def test_confirming_detection_moves_the_anchor_colour() -> None:
     """Light that changes slowly: each detection that confirms the track takes its colour as
     the new anchor, so a change that comes in steps under ``drift_colour`` never drifts it."""
-    tm = TrackManager(EngineConfig(max_unseen=100, reid_frames=100))
+    tm = TrackManager(demo_cfg(max_unseen=100, reid_frames=100))
     (new,) = tm.on_detections(0, dets(("ball", (0, 100, 20, 120), 0.9)), {}).new
     box = (0.0, 100.0, 20.0, 120.0)
     for step in range(6):  # 0.3 a step (L1) from RED: 1.5 off after five steps
@@ -882,7 +890,7 @@ def test_confirming_detection_moves_the_anchor_colour() -> None:
 def test_reidentification_compares_detection_colours_like_for_like() -> None:
     """A mask's mean colour takes in its blurred edges; the detections' box colour does not. A
     track created from a detection is re-identified by its detections' colour."""
-    tm = TrackManager(EngineConfig(max_missed=3, max_unseen=100, reid_frames=100))
+    tm = TrackManager(demo_cfg(max_missed=3, max_unseen=100, reid_frames=100))
     edge = (0.4, 0.35, 0.55)  # the mask's mean: RED mixed with the background, 0.75 off RED
     (new,) = tm.on_detections(0, dets(("ball", (0, 100, 20, 120), 0.9)), {}, colours=[RED]).new
     for t in range(11):
@@ -906,7 +914,7 @@ def _dormant_red_ball(tm: TrackManager, x: float) -> int:
 
 
 def test_object_back_far_from_where_it_left_is_recognised_by_look_if_unambiguous() -> None:
-    cfg = EngineConfig(max_missed=3, max_unseen=100, reid_frames=100)
+    cfg = demo_cfg(max_missed=3, max_unseen=100, reid_frames=100)
     back = ("ball", (600.0, 300.0, 620.0, 320.0), 0.8)  # far beyond the motion gate
     twin = ("ball", (300.0, 400.0, 320.0, 420.0), 0.8)
     near_red = (RED[0] + 0.05, RED[1] + 0.05, RED[2])  # within REID_LOOK_COLOUR
