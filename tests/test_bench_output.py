@@ -26,12 +26,12 @@ def test_every_output_is_measured_at_each_object_count_and_the_recorder_rates(
     rows = robot_outputs.rows(quick=True, objects=(1, 3), size=(160, 120), fps=15.0)
     names = [r["name"] for r in rows]
     for n in (1, 3):
-        for out in ("ROS 2 mapping", "MCAP write", "DDS publish", "counting"):
+        for out in ("ROS 2 mapping", "MCAP write", "DDS publish", "Foxglove publish", "counting"):
             assert f"{out}, {n} object(s)" in names
     assert len(seen) == 20 and all(jpeg > 0 for _, jpeg in seen)  # 10 frames per count
     assert [n for n, _ in seen] == [1] * 10 + [3] * 10  # every frame shows all its objects
     timed = [r for r in rows if r["unit"] == "ms CPU/frame"]
-    assert len(timed) == 8 and all(0 <= r["value"] < 5000 for r in timed)
+    assert len(timed) == 10 and all(0 <= r["value"] < 5000 for r in timed)
     assert all(r["value"] > 0 for r in timed if not r["name"].startswith("counting"))
     rates = {r["name"]: r["value"] for r in rows if r["unit"] == "MB/minute"}
     assert set(rates) == {"recorder mp4", "recorder mcap"}

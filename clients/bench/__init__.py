@@ -32,7 +32,7 @@ PARTS: dict[str, str] = {
     "grounding": "one Grounding DINO detect at detector sizes 800 and 480 (ms)",
     "detectors": "every detector family's tiny-random detect, and detect_batch of 4 frames vs 4 calls (ms)",
     "loop": "the frame loop with and without re-grounding beside it (ms/frame)",
-    "output": "web live view: CPU per viewer, capture-to-browser latency; ROS 2 mapping, MCAP write and DDS publish per frame at 1/4/16 objects (ms), recorder MB per minute (MP4, MCAP)",
+    "output": "web live view: CPU per viewer, capture-to-browser latency; ROS 2 mapping, MCAP write, DDS and Foxglove publish per frame at 1/4/16 objects (ms), recorder MB per minute (MP4, MCAP)",
     "soak": "memory and latency of capture + engine over a long run (--soak MINUTES)",
     "cameras": "one engine serving 1/2/4/8 cameras vs as many one-camera engines (frames/s, RSS)",
     "backends": "each tracker backend vs its reference's own streaming session, 1/4/16 objects (ms/frame, MB per 1,000 frames)",

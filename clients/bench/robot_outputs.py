@@ -5,7 +5,8 @@
   that many ellipse masks on a grid (RLE, as the bus carries them) and its JPEG, fed to the
   output as the bus would; median over the frames. An output is a ``(name, factory)`` pair: the factory
   gets a scratch directory and returns ``(write(tracks, jpeg), close())``, so another output
-  (Foxglove) is one more entry in ``OUTPUTS``.
+  is one more entry in ``OUTPUTS``. Foxglove publish: mapping + logging to a real WebSocket
+  server with a subscribed client (a child process).
 - Recorder MB per minute of the MP4 recording (MP4 + tracks JSONL) and of the MCAP recording
   (ros2 profile: detections, label images and JPEGs), at ``record.fps`` frames a second
   and 4 objects of the demo scene: bytes of N frames scaled to a minute.
@@ -70,10 +71,99 @@ def _dds_publish(_: Path) -> Output:
     return write, pub.close
 
 
+# A Foxglove client in a child process (its CPU is not the bench's): subscribes to every
+# advertised channel, prints "subscribed", then reads and drops what comes until closed.
+_FOXGLOVE_CLIENT = """
+import asyncio, json, sys
+import aiohttp
+
+async def main(port):
+    received = 0
+    async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(f"ws://127.0.0.1:{port}/", protocols=("foxglove.sdk.v1",))
+        async for m in ws:
+            if m.type == aiohttp.WSMsgType.TEXT:
+                d = json.loads(m.data)
+                if d.get("op") == "advertise":
+                    subs = [{"id": c["id"], "channelId": c["id"]} for c in d["channels"]]
+                    await ws.send_str(json.dumps({"op": "subscribe", "subscriptions": subs}))
+                    print("subscribed", flush=True)
+            elif m.type == aiohttp.WSMsgType.BINARY:
+                received += 1
+            else:
+                break
+    print("received", received, flush=True)
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+def _foxglove_publish(_: Path) -> Output:
+    """Mapping and logging on the channels of a real foxglove-sdk WebSocket server with one
+    client (a child process) subscribed to every channel, so every message is encoded and sent
+    (the server's sending threads are in this process's CPU time)."""
+    import subprocess
+    import sys
+
+    import foxglove
+    from foxglove.channels import CompressedImageChannel, ImageAnnotationsChannel, RawImageChannel
+
+    from clients.robots import foxglove_map as fm
+
+    ctx = foxglove.Context()
+    held = [ctx]
+    server = foxglove.start_server(name="promptcam-bench", host="127.0.0.1", port=0, context=ctx)
+    image = CompressedImageChannel(fm.topic("cam0", fm.IMAGE), context=ctx)
+    annotations = ImageAnnotationsChannel(fm.topic("cam0", fm.ANNOTATIONS), context=ctx)
+    mask = RawImageChannel(fm.topic("cam0", fm.MASK), context=ctx)
+    client = subprocess.Popen(
+        [sys.executable, "-c", _FOXGLOVE_CLIENT, str(server.port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None
+    deadline = time.monotonic() + 30
+    while not all(c.has_sinks() for c in (image, annotations, mask)):
+        if client.poll() is not None or time.monotonic() > deadline:
+            client.kill()
+            server.stop()
+            raise RuntimeError("the Foxglove bench client did not subscribe")
+        time.sleep(0.05)
+
+    written = [0]
+
+    def write(msg: TracksMessage, jpeg: bytes) -> None:
+        written[0] += 1
+        t = msg.header.t_capture_ns
+        mapped = fm.map_tracks(msg)
+        annotations.log(mapped.annotations, log_time=t)
+        mask.log(mapped.mask, log_time=t)
+        image.log(fm.compressed_image(msg.camera, t, jpeg), log_time=t)
+
+    def close() -> None:
+        for channel in (image, annotations, mask):
+            channel.close()
+        server.stop()
+        held.clear()  # the context lives until here: a collected one closes its channels
+        try:
+            out, _ = client.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            out, _ = client.communicate()
+        got = [int(w[1]) for w in (ln.split() for ln in out.splitlines()) if w[:1] == ["received"]]
+        if not got or got[0] < written[0]:  # 3 messages a frame; a slow client may lose some
+            raise RuntimeError(
+                f"the Foxglove client received {got} messages of {written[0]} frames"
+            )
+
+    return write, close
+
+
 OUTPUTS: list[tuple[str, Callable[[Path], Output]]] = [
     ("ROS 2 mapping", _ros2_mapping),
     ("MCAP write", _mcap_write),
     ("DDS publish", _dds_publish),
+    ("Foxglove publish", _foxglove_publish),
 ]
 
 
