@@ -52,7 +52,7 @@ def _seed(db: Path, now_ns: int) -> None:
 
     store = EventStore(db)
     snaps = db.parent / "snapshots"
-    snaps.mkdir()
+    snaps.mkdir(exist_ok=True)  # the store makes it
     colours = [(60, 60, 230), (40, 170, 255), (90, 200, 60), (230, 120, 50), (200, 80, 200)]
     for i in range(N_EVENTS):
         label = "ball" if i % 2 == 0 else "box"
