@@ -11,6 +11,7 @@ tiny-random preset and is not checked on this machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -367,7 +368,6 @@ def test_sam3_concept_mode_seeds_masks_and_keeps_ids(monkeypatch: pytest.MonkeyP
     """``--models sam3-tiny-random``: SAM 3's detector grounds the prompt with masks, every
     track is seeded with its detection's mask, the SAM 3 tracker follows; a prompt change keeps
     the IDs of the labels still in the prompt and new IDs are never reused."""
-    from engine import track_manager
     from engine.build import build_engine
     from engine.detectors.sam3 import Sam3Detector
     from engine.grounder import Grounder
@@ -375,9 +375,8 @@ def test_sam3_concept_mode_seeds_masks_and_keeps_ids(monkeypatch: pytest.MonkeyP
     from stream.config import Config
 
     # Random weights give both phrases the same boxes, which the track manager takes for one
-    # object under two names (CROSS_LABEL_DUPLICATE_IOU); this test is about mask seeding and
+    # object under two names (engine.lifecycle.cross_label_duplicate_iou); this test is about mask seeding and
     # IDs across a prompt change, so it needs a track of each label: the rule is off here.
-    monkeypatch.setattr(track_manager, "CROSS_LABEL_DUPLICATE_IOU", 1.01)
     cfg = Config.model_validate(
         {
             "models": {"preset": "sam3-tiny-random", "device": "cpu"},
@@ -387,6 +386,9 @@ def test_sam3_concept_mode_seeds_masks_and_keeps_ids(monkeypatch: pytest.MonkeyP
         }
     )  # fmt: skip
     engine = build_engine(cfg, background_grounding=False)
+    th = engine.manager._th  # the lifecycle's thresholds; its config bounds the IoU at 1
+    off = th.life.model_copy(update={"cross_label_duplicate_iou": 1.01})
+    monkeypatch.setattr(engine.manager, "_th", dataclasses.replace(th, life=off))
     assert isinstance(engine.grounder, Grounder)
     assert isinstance(engine.grounder.detector, Sam3Detector)
     assert isinstance(engine.seg, HfVideoSession)

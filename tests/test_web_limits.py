@@ -451,8 +451,8 @@ def test_fuzzed_http_inputs_never_crash_the_server(fuzz_stack: Stack) -> None:
             # take this input on a second try; a server that stays unreachable fails here.
             wait_for(lambda: healthy(s.url), timeout=30, what="the web server answering again")
             sock = _raw(_port(s.url), data + b"\r\n\r\n")
-        try:
-            line = _response_line(sock, 5)
+        try:  # blank lines leave the server waiting for a request line: web.request_timeout_s
+            line = _response_line(sock, 15)  # (3 s) closes it; 15 s bounds a loaded host
         finally:
             sock.close()
         status = (
