@@ -66,6 +66,45 @@ def _filter_ns(name: str, value: int | None) -> int | None:
     return value
 
 
+def query_sql(
+    columns: str,
+    camera: str | None,
+    label: str | None,
+    zone: str | None,
+    after: int | None,
+    before: int | None,
+    limit: int,
+    kind: Kind,
+) -> tuple[str, list[Any]]:
+    """The SELECT of ``columns`` of the events matching the filters, newest first, and its
+    parameters (every value a parameter, never in the SQL text); ``ValueError`` for a bad one.
+    ``after``/``before``: start time bounds in ns (inclusive/exclusive)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit: expected an integer from 1 to {MAX_LIMIT}")
+    camera, label, zone = (
+        _filter_text(n, v) for n, v in (("camera", camera), ("label", label), ("zone", zone))
+    )
+    after, before = _filter_ns("after", after), _filter_ns("before", before)
+    if after is not None and before is not None and after > before:
+        raise ValueError("after is later than before")
+    sql = f"SELECT {columns} FROM events WHERE kind = ?"
+    params: list[Any] = [Kind(kind).value]
+    for column, value in (("camera", camera), ("label", label)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    if zone is not None:
+        sql += " AND EXISTS (SELECT 1 FROM json_each(events.zones) WHERE value = ?)"
+        params.append(zone)
+    if after is not None:
+        sql += " AND start_ns >= ?"
+        params.append(after)
+    if before is not None:
+        sql += " AND start_ns < ?"
+        params.append(before)
+    return sql + " ORDER BY start_ns DESC, id LIMIT ?", [*params, limit]
+
+
 class EventStore:
     """Events and review items in one SQLite file (see the module docstring)."""
 
@@ -234,33 +273,7 @@ class EventStore:
     ) -> list[dict[str, Any]]:
         """Latest state of matching events, newest first. ``after``/``before``: start time
         bounds in ns (inclusive/exclusive)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise ValueError(f"limit: expected an integer from 1 to {MAX_LIMIT}")
-        camera, label, zone = (
-            _filter_text(n, v) for n, v in (("camera", camera), ("label", label), ("zone", zone))
-        )
-        after, before = _filter_ns("after", after), _filter_ns("before", before)
-        if after is not None and before is not None and after > before:
-            raise ValueError("after is later than before")
-        sql = "SELECT body FROM events WHERE kind = ?"
-        params: list[Any] = [Kind(kind).value]
-        if camera is not None:
-            sql += " AND camera = ?"
-            params.append(camera)
-        if label is not None:
-            sql += " AND label = ?"
-            params.append(label)
-        if zone is not None:
-            sql += " AND EXISTS (SELECT 1 FROM json_each(events.zones) WHERE value = ?)"
-            params.append(zone)
-        if after is not None:
-            sql += " AND start_ns >= ?"
-            params.append(after)
-        if before is not None:
-            sql += " AND start_ns < ?"
-            params.append(before)
-        sql += " ORDER BY start_ns DESC, id LIMIT ?"
-        params.append(limit)
+        sql, params = query_sql("body", camera, label, zone, after, before, limit, kind)
         return [json.loads(row[0]) for row in self.db.execute(sql, params)]
 
     def count(self) -> int:

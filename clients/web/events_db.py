@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.events.model import Kind
-from clients.events.store import MAX_LIMIT, _filter_ns, _filter_text
+from clients.events.store import _filter_ns, _filter_text, query_sql
 
 BUSY_TIMEOUT_S = 2.0
 
@@ -52,31 +52,7 @@ def query_events(
     """Latest state of matching events, newest first, each with ``camera`` and ``kind``
     (the filters as ``EventStore.query``: ``ValueError`` when bad; ``sqlite3.Error`` when the
     file cannot be read)."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit: expected an integer from 1 to {MAX_LIMIT}")
-    camera, label, zone = (
-        _filter_text(n, v) for n, v in (("camera", camera), ("label", label), ("zone", zone))
-    )
-    after, before = _filter_ns("after", after), _filter_ns("before", before)
-    if after is not None and before is not None and after > before:
-        raise ValueError("after is later than before")
-    sql = "SELECT camera, kind, body FROM events WHERE kind = ?"
-    params: list[Any] = [Kind(kind).value]
-    for column, value in (("camera", camera), ("label", label)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    if zone is not None:
-        sql += " AND EXISTS (SELECT 1 FROM json_each(events.zones) WHERE value = ?)"
-        params.append(zone)
-    if after is not None:
-        sql += " AND start_ns >= ?"
-        params.append(after)
-    if before is not None:
-        sql += " AND start_ns < ?"
-        params.append(before)
-    sql += " ORDER BY start_ns DESC, id LIMIT ?"
-    params.append(limit)
+    sql, params = query_sql("camera, kind, body", camera, label, zone, after, before, limit, kind)
     with _connect(path) as db:
         if db is None or not _has_table(db):
             return []
