@@ -13,7 +13,6 @@ Log time = capture time; publish time = the engine's publish time where the mess
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import IO
 
@@ -21,6 +20,7 @@ from foxglove.messages import CompressedImage, ImageAnnotations, RawImage
 from mcap.writer import CompressionType, Writer
 
 from clients.robots import foxglove_map as fm
+from clients.robots.mcap_handle import McapHandle
 from stream.wire import TracksMessage
 
 SCHEMAS: dict[str, type[CompressedImage] | type[ImageAnnotations] | type[RawImage]] = {
@@ -30,8 +30,10 @@ SCHEMAS: dict[str, type[CompressedImage] | type[ImageAnnotations] | type[RawImag
 }
 
 
-class FoxgloveMcapFile:
+class FoxgloveMcapFile(McapHandle):
     """One MCAP file with the three Foxglove topics of every camera written to it."""
+
+    _writer: Writer
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -69,24 +71,3 @@ class FoxgloveMcapFile:
         """An annotated (or raw) JPEG frame as a ``CompressedImage``."""
         data = fm.compressed_image(camera, t_capture_ns, jpeg).encode()
         self._write(camera, fm.IMAGE, data, t_capture_ns, t_capture_ns)
-
-    @property
-    def bytes_written(self) -> int:
-        """Bytes in the file so far (chunks are written when full, so this lags up to 1 MiB)."""
-        return 0 if self._closed else self._file.tell()
-
-    def close(self) -> None:
-        """Write the summary and footer and close the file (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._writer.finish()
-        finally:
-            self._file.close()
-
-    def abandon(self) -> None:
-        """Close the file handle after a failed write, without a footer."""
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._file.close()

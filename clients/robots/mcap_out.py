@@ -25,6 +25,7 @@ from mcap_ros2.writer import Writer
 
 from clients.recorder import SPACE_ERRNOS, RecordError, RecorderStats
 from clients.robots import ros2
+from clients.robots.mcap_handle import McapHandle
 from stream.config import RecordConfig
 from stream.wire import AnnotatedMessage, TracksMessage
 
@@ -59,8 +60,10 @@ def keep_complete_records(path: Path) -> int:
     return chunks
 
 
-class McapFile:
+class McapFile(McapHandle):
     """One MCAP file with the three ROS 2 topics of every camera written to it."""
+
+    _writer: Writer
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -95,27 +98,6 @@ class McapFile:
         self._write(
             ros2.topic(camera, "image"), ros2.COMPRESSED_TYPE, m, t_capture_ns, t_capture_ns
         )
-
-    @property
-    def bytes_written(self) -> int:
-        """Bytes in the file so far (chunks are written when full, so this lags up to 1 MiB)."""
-        return 0 if self._closed else self._file.tell()
-
-    def close(self) -> None:
-        """Write the summary and footer and close the file (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._writer.finish()
-        finally:
-            self._file.close()
-
-    def abandon(self) -> None:
-        """Close the file handle after a failed write, without a footer."""
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._file.close()
 
 
 class RotatingMcap:
