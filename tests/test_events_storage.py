@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,7 @@ def test_sigkill_mid_event_then_restart(tmp_path: Path) -> None:
     sub.connect(events_ep)
     scene = DemoScene(W, H, 3, 7, 15.0)
     writer = GroundTruthWriter(io.StringIO(), "cam0")
-    seq = 0
+    seq, t0 = 0, time.time_ns()
     got: list[dict[str, Any]] = []
 
     def send(n: int) -> None:
@@ -246,7 +247,7 @@ def test_sigkill_mid_event_then_restart(tmp_path: Path) -> None:
         for _ in range(n):
             frame = scene.render_frame(seq, clean=True)
             h = writer.message(frame, seq).header
-            t = 1_000 + seq * FRAME_NS
+            t = t0 + seq * FRAME_NS  # now: stamps of 1970 would be past retention_days
             pub.send_multipart(
                 TracksMessage.build("cam0", seq, t, W, H, "", h.objects, epoch="e1").to_parts()
             )
