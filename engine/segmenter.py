@@ -637,9 +637,10 @@ class Sam2Kernel:
         scores = torch.cat([r.score for r in results if r is not None], dim=0).float().cpu().numpy()
         with torch.inference_mode():
             masks = (self._to_frame_res(low_res, frame) > 0)[:, 0].cpu().numpy()
+        pointers = _pointers(states, frame)
         return {
             s.obj_id: SegmentOutput(
-                s.obj_id, masks[i], float(scores[i, 0]), mask_box(masks[i]), _pointer(s, frame)
+                s.obj_id, masks[i], float(scores[i, 0]), mask_box(masks[i]), pointers[i]
             )
             for i, s in enumerate(states)
         }
@@ -828,11 +829,12 @@ def _normalisation_lut() -> np.ndarray:
     return lut
 
 
-def _pointer(state: ObjectState, frame: FrameFeatures) -> np.ndarray:
-    """``state``'s object pointer on ``frame`` (its prompt's on the frame it was prompted), for
-    appearance (``engine.lifecycle.embedder``): already computed, a copy of C floats."""
-    ptr = state.obj_ptrs.get(frame.index, state.cond_ptr)
-    return ptr.detach().float().reshape(-1).cpu().numpy()
+def _pointers(states: Sequence[ObjectState], frame: FrameFeatures) -> np.ndarray:
+    """Each state's object pointer on ``frame`` (its prompt's on the frame it was prompted), for
+    appearance (``engine.lifecycle.embedder``): already computed; one copy off the device for
+    every object, [N, C] floats."""
+    ptrs = [s.obj_ptrs.get(frame.index, s.cond_ptr).detach().reshape(1, -1) for s in states]
+    return torch.cat(ptrs, dim=0).float().cpu().numpy()
 
 
 def mask_box(mask: np.ndarray) -> Box | None:
