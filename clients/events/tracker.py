@@ -188,6 +188,21 @@ class CameraEvents:
         self._index += 1
         return out
 
+    def set_geometry(self, cfg: EventsConfig) -> None:
+        """Take the zones and lines of ``cfg`` for this camera. An object's state in a zone or
+        line that is gone or changed is dropped (judged afresh from the next frame)."""
+        new = cfg.cameras.get(self.camera, CameraEventsConfig())
+        old = self.geometry
+        self.cfg, self.geometry = cfg, new
+        self._size = None  # zone masks and points are recomputed for the next frame
+        for tr in self._tracks.values():
+            for z in list(tr.zones):
+                if z not in new.zones or new.zones[z] != old.zones.get(z):
+                    del tr.zones[z]
+            for ln in list(tr.ref):
+                if ln not in new.lines or new.lines[ln] != old.lines.get(ln):
+                    del tr.ref[ln]
+
     def active_events(self) -> dict[int, str]:
         """Object id -> event id of the objects whose event is open (past probation)."""
         return {

@@ -189,16 +189,5 @@ def apply_geometry(service: EventsService, cfg: EventsConfig) -> None:
     """Give ``service`` and each camera's event logic the zones and lines of ``cfg``. An object's
     state in a zone that is gone or changed is dropped (judged afresh from the next frame)."""
     service.cfg = cfg
-    for name, logic in service.cameras.items():
-        new = cfg.cameras.get(name, CameraEventsConfig())
-        old = logic.geometry
-        logic.cfg = cfg
-        logic.geometry = new
-        logic._size = None  # zone masks and points are recomputed for the next frame
-        for tr in logic._tracks.values():
-            for z in list(tr.zones):
-                if z not in new.zones or new.zones[z] != old.zones.get(z):
-                    del tr.zones[z]
-            for ln in list(tr.ref):
-                if ln not in new.lines or new.lines[ln] != old.lines.get(ln):
-                    del tr.ref[ln]
+    for logic in service.cameras.values():
+        logic.set_geometry(cfg)
