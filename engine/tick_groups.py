@@ -70,6 +70,9 @@ class TickWorkers:
                 fut.set_result(fn())
             except BaseException as e:  # raised by run() on the engine loop
                 fut.set_exception(e)
+            # the job's closure and future hold the tick's frames and results: drop them now, not
+            # when the next job arrives (a removed camera's last tick stayed alive here)
+            del job, fn, fut
 
     def run(self, jobs: Sequence[Callable[[], Any]]) -> list[Any]:
         """Run ``jobs[i]`` on worker ``i`` (at most ``count`` jobs), all at once; their results in

@@ -5,6 +5,8 @@ processes; slow (the engine loads its models first)."""
 from __future__ import annotations
 
 import argparse
+import statistics
+from typing import Any
 
 import pytest
 
@@ -94,12 +96,15 @@ def burst(n, frames, tag):
 burst(4, 4, "warm")
 pl.release_memory()
 before = proc.memory_info().rss
-peak = burst(int(sys.argv[2]), 6, "cam")
-print(json.dumps({"before": before, "peak": peak, "after": proc.memory_info().rss}))
+out = {"before": before, "peak": [], "after": []}
+for k in range(3):
+    out["peak"].append(burst(int(sys.argv[2]), 6, f"cam{k}_"))
+    out["after"].append(proc.memory_info().rss)
+print(json.dumps(out))
 """
 
 
-def _burst(mode: str, cameras: int) -> dict[str, int]:
+def _burst(mode: str, cameras: int) -> dict[str, Any]:
     import json
     import os
     import subprocess
@@ -116,7 +121,7 @@ def _burst(mode: str, cameras: int) -> dict[str, int]:
         env={**os.environ, "PYTHONPATH": str(root)},
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    result: dict[str, int] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -125,8 +130,15 @@ def test_removed_cameras_give_their_memory_back() -> None:
     """24 cameras added at once to one engine, each tracking two objects, then removed: the
     engine's RSS goes back near where it was. Without release_memory (mode "off", what
     remove_camera did before) 51 %, 75 % and 100 % of the rise stayed in three runs; with it
-    3-4 %."""
+    3-4 %. Three bursts in a row, judged on their medians: what one burst leaves swings with
+    the heap's fragmentation and oneDNN's caches (2-35 % in single runs, not growing from burst to
+    burst: 366-414 MB after each of three), while without the release 60-100 % of every burst
+    stays."""
     r = _burst("on", 24)
-    rise = r["peak"] - r["before"]
-    assert rise > 50 * 2**20, r  # the cameras really took memory
-    assert r["after"] - r["before"] < 0.3 * rise, {k: v >> 20 for k, v in r.items()}
+    before = r["before"]
+    rise = statistics.median(p - before for p in r["peak"])
+    left = statistics.median(a - before for a in r["after"])
+    mb = {"before": before >> 20, "peak": [p >> 20 for p in r["peak"]]}
+    mb["after"] = [a >> 20 for a in r["after"]]
+    assert rise > 50 * 2**20, mb  # the cameras really took memory
+    assert left < 0.3 * rise, mb
