@@ -8,9 +8,9 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeAlias, overload
 
 import zmq
 import zmq.auth
@@ -19,6 +19,11 @@ from stream.config import BusConfig, off_host
 from stream.errors import PromptcamError
 
 log = logging.getLogger(__name__)
+
+# The sockets and contexts promptcam makes: pyzmq's default classes (``send`` takes and
+# ``recv`` gives bytes).
+Socket: TypeAlias = "zmq.Socket[bytes]"
+Context: TypeAlias = "zmq.Context[zmq.Socket[bytes]]"
 
 
 class BusError(PromptcamError):
@@ -81,7 +86,7 @@ def check_bind_allowed(endpoint: str, allow_remote: bool) -> None:
         )
 
 
-def _curve_server(sock: zmq.Socket[Any], bus: BusConfig) -> None:
+def _curve_server(sock: Socket, bus: BusConfig) -> None:
     c = bus.curve
     if c.server_secret_key_file is None:
         raise BusError("bus.curve.server_secret_key_file is required on the binding side")
@@ -93,7 +98,7 @@ def _curve_server(sock: zmq.Socket[Any], bus: BusConfig) -> None:
     sock.curve_server = True
 
 
-def _curve_client(sock: zmq.Socket[Any], bus: BusConfig) -> None:
+def _curve_client(sock: Socket, bus: BusConfig) -> None:
     c = bus.curve
     if c.client_secret_key_file is None or c.server_public_key_file is None:
         raise BusError(
@@ -109,14 +114,14 @@ def _curve_client(sock: zmq.Socket[Any], bus: BusConfig) -> None:
 
 
 def bind(
-    ctx: zmq.Context[Any],
+    ctx: Context,
     kind: int,
     endpoint: str,
     bus: BusConfig | None = None,
     sndhwm: int | None = None,
     curve: bool = False,
     maxmsgsize: int | None = None,
-) -> zmq.Socket[Any]:
+) -> Socket:
     """A socket of ``kind`` bound to ``endpoint`` (loopback unless ``bus.allow_remote``).
     ``maxmsgsize``: larger incoming parts are dropped by ZeroMQ unread (peer disconnected)."""
     bus = bus or BusConfig()
@@ -142,7 +147,7 @@ def bind(
 
 
 def connect(
-    ctx: zmq.Context[Any],
+    ctx: Context,
     kind: int,
     endpoint: str,
     bus: BusConfig | None = None,
@@ -150,7 +155,7 @@ def connect(
     rcvhwm: int | None = None,
     curve: bool = False,
     maxmsgsize: int | None = None,
-) -> zmq.Socket[Any]:
+) -> Socket:
     """A socket of ``kind`` connected to ``endpoint``; SUB sockets subscribe to ``subscribe``."""
     bus = bus or BusConfig()
     sock = ctx.socket(kind)
@@ -186,7 +191,7 @@ class Subscription:
 
     def __init__(
         self,
-        ctx: zmq.Context[Any],
+        ctx: Context,
         endpoint: str,
         bus: BusConfig | None,
         subscribe: Sequence[bytes],
@@ -201,7 +206,7 @@ class Subscription:
         self._lost_at: float | None = None
         self.sock, self._monitor = self._open()
 
-    def _open(self) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
+    def _open(self) -> tuple[Socket, Socket]:
         ctx, endpoint, bus, subscribe, maxmsgsize, curve = self._args
         sock = connect(
             ctx, zmq.SUB, endpoint, bus, subscribe=subscribe, curve=curve, maxmsgsize=maxmsgsize
@@ -256,23 +261,34 @@ class Subscription:
         self.sock.close(0)
 
 
+@overload
 def recv_multipart_timeout(
-    sock: zmq.Socket[Any], timeout_ms: int, copy: bool = False
-) -> list[Any] | None:
-    """One multipart message, or None when nothing arrives within ``timeout_ms``."""
+    sock: Socket, timeout_ms: int, copy: Literal[True]
+) -> list[bytes] | None: ...
+@overload
+def recv_multipart_timeout(
+    sock: Socket, timeout_ms: int, copy: Literal[False] = False
+) -> list[zmq.Frame] | None: ...
+def recv_multipart_timeout(
+    sock: Socket, timeout_ms: int, copy: bool = False
+) -> list[bytes] | list[zmq.Frame] | None:
+    """One multipart message (``bytes`` parts with ``copy``, else ``zmq.Frame``), or None when
+    nothing arrives within ``timeout_ms``."""
     if sock.poll(timeout_ms, zmq.POLLIN):
-        parts: list[Any] = sock.recv_multipart(0, copy, False)
-        return parts
+        return sock.recv_multipart(0, copy, False)
     return None
 
 
 def request(
-    endpoint: str, payload: dict[str, Any], timeout_ms: int = 5000, bus: BusConfig | None = None
+    endpoint: str,
+    payload: Mapping[str, object],
+    timeout_ms: int = 5000,
+    bus: BusConfig | None = None,
 ) -> dict[str, Any]:
     """Send one control request (REQ) and return the JSON reply; ``BusError`` on timeout."""
     import json
 
-    ctx: zmq.Context[Any] = zmq.Context.instance()
+    ctx: Context = zmq.Context.instance()
     sock = connect(ctx, zmq.REQ, endpoint, bus)
     try:
         sock.send(json.dumps(payload).encode())

@@ -164,7 +164,7 @@ class Capture:
     """Publishes frames of ``cfg.source.uri`` on ``cfg.bus.frames`` until stopped or the source ends."""
 
     def __init__(
-        self, cfg: Config, stop: threading.Event | None = None, ctx: zmq.Context[Any] | None = None
+        self, cfg: Config, stop: threading.Event | None = None, ctx: zbus.Context | None = None
     ) -> None:
         self.cfg = cfg
         self.stop = stop or threading.Event()
@@ -213,7 +213,7 @@ class Capture:
             if self._opened_once:
                 log.info("camera %s: stopped after %d frames", self.cfg.camera, self.stats.frames)
 
-    def _loop(self, sock: zmq.Socket[Any], max_frames: int | None) -> int:
+    def _loop(self, sock: zbus.Socket, max_frames: int | None) -> int:
         self._reader = self._start_reader()
         next_status = time.monotonic()
         while not self.stop.is_set():
@@ -360,7 +360,7 @@ class Capture:
 
     # ----------------------------------------------------------------- publishing
 
-    def _publish_frame(self, sock: zmq.Socket[Any], event: _Frame) -> None:
+    def _publish_frame(self, sock: zbus.Socket, event: _Frame) -> None:
         src = self.cfg.source
         if event.image.nbytes > self._max_payload:
             self._refuse_oversized(event.image)
@@ -428,7 +428,7 @@ class Capture:
             self.stats.payload = "shm"
         return msg.to_shm(self._ring)
 
-    def _publish_status(self, sock: zmq.Socket[Any], now: float) -> None:
+    def _publish_status(self, sock: zbus.Socket, now: float) -> None:
         t0, n0 = self._fps_mark
         if now - t0 >= 0.5:
             self.stats.fps = round((self.stats.frames - n0) / (now - t0), 2)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import types
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import BaseModel
@@ -27,7 +27,7 @@ for how the sections fit together.
 """
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: object) -> str:
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(json.dumps(a) for a in get_args(tp))

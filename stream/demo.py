@@ -256,7 +256,7 @@ class DemoScene:
             hx, hy = x1 + r - 0.35 * r, y1 + r - 0.35 * r  # highlight up-left
             d = np.sqrt((xs - hx) ** 2 + (ys - hy) ** 2) / (2 * r)
             shade = np.clip(1.15 - 0.6 * d, 0.45, 1.15)
-            out = colour * shade[..., None]
+            out: np.ndarray = colour * shade[..., None]
             spot = d < 0.12
             out[spot] = 0.4 * out[spot] + 0.6 * 240.0
             return out
@@ -316,7 +316,8 @@ class DemoScene:
         out: np.ndarray = img.astype(np.float32) * s.gain + noise
         if rng.random() < s.blur_prob:
             out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.7, 1.6)))
-        return np.clip(out, 0, 255).astype(np.uint8)
+        frame: np.ndarray = np.clip(out, 0, 255).astype(np.uint8)
+        return frame
 
     def _truth(self, ids: np.ndarray) -> list[GroundTruth]:
         out = []

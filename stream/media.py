@@ -14,9 +14,11 @@ import struct
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import av
+import av.container
+import av.video.stream
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,8 @@ class Mp4Writer:
         self.fragmented = fragmented
         self.frames = 0
         self._crf = crf
-        self._container: Any = None
-        self._stream: Any = None
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.video.stream.VideoStream | None = None
         self._size: tuple[int, int] | None = None
 
     @property
@@ -60,6 +62,7 @@ class Mp4Writer:
         codec = _codec()
         rate = Fraction(self.fps).limit_denominator(1000)
         stream = self._container.add_stream(codec, rate=rate)
+        assert isinstance(stream, av.video.stream.VideoStream)
         # H.264 in yuv420p wants even sizes of at least 2: odd ones are cropped, a 1-pixel
         # side is stretched to 2 (frames of another size are resized in write)
         stream.width, stream.height = max(2, w - w % 2), max(2, h - h % 2)
@@ -81,6 +84,7 @@ class Mp4Writer:
 
             image_bgr = cv2.resize(image_bgr, self._size)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image_bgr), format="bgr24")
+        assert self._container is not None and self._stream is not None
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
@@ -88,7 +92,7 @@ class Mp4Writer:
     def close(self) -> None:
         """Flush the encoder and finalise the file; the file is released even if that fails."""
         container, self._container = self._container, None
-        if container is None:
+        if container is None or self._stream is None:
             return
         try:
             for packet in self._stream.encode(None):

@@ -20,7 +20,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import zmq
 
@@ -50,7 +49,7 @@ class LatestFrameReceiver:
         staleness_ms: float | None = 1000.0,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         bus: BusConfig | None = None,
-        ctx: zmq.Context[Any] | None = None,
+        ctx: zbus.Context | None = None,
         notify: threading.Event | None = None,
     ) -> None:
         """``notify``, when given, is set whenever a new frame lands in the slot (one event can
@@ -139,7 +138,7 @@ class LatestFrameReceiver:
             sub.close()
             self._shm.close()
 
-    def _parse(self, parts: list[Any]) -> FrameMessage | None:
+    def _parse(self, parts: list[zmq.Frame]) -> FrameMessage | None:
         """The frame in ``parts``, or None (rejected and counted, superseded, another camera)."""
         try:
             msg = FrameMessage.from_parts(parts, self.max_payload, self._shm)

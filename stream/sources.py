@@ -17,10 +17,10 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import av
+import av.container
 import av.error
 import cv2
 import numpy as np
@@ -99,7 +99,7 @@ def image_size(path: Path) -> tuple[int, int] | None:
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
-    """Any 8-bit grey, BGR or BGRA image as a contiguous HxWx3 uint8 BGR array."""
+    """An 8-bit grey, BGR or BGRA image (whichever) as a contiguous HxWx3 uint8 BGR array."""
     if image.dtype != np.uint8:
         raise SourceError(f"expected 8-bit frames, got {image.dtype}")
     if image.ndim == 2:
@@ -273,7 +273,9 @@ def _av_reason(e: Exception) -> str:
 class _AvDecoder:
     """One open PyAV container and its first video stream, decoded to BGR frames."""
 
-    def __init__(self, container: Any, max_pixels: int, live: bool = False) -> None:
+    def __init__(
+        self, container: av.container.InputContainer, max_pixels: int, live: bool = False
+    ) -> None:
         self.container = container
         self._max_pixels = max_pixels
         self._live = live
@@ -292,7 +294,7 @@ class _AvDecoder:
             raise
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps: float | None = float(rate) if rate else None
-        self._frames: Iterator[Any] = container.decode(self.stream)
+        self._frames: Iterator[av.VideoFrame] = container.decode(self.stream)
 
     def next(self) -> tuple[np.ndarray, float | None]:
         """The next frame and its media time in seconds; ``StopIteration`` at the end."""

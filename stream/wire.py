@@ -16,9 +16,9 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import numpy as np
 from pydantic import (
@@ -44,7 +44,9 @@ MAX_LABEL_CHARS = 200
 MAX_DETECTIONS = 1024  # per external detections message (Grounding DINO gives at most 900)
 MAX_INT = 2**63 - 1  # JSON integers beyond 64 bits break other languages' receivers
 
-Part = Any  # bytes, bytearray, memoryview, numpy array or zmq.Frame
+# A message part as received or sent: bytes, bytearray, memoryview, numpy array or zmq.Frame;
+# a part of any other type is refused (``bad_part``) when read.
+Part = object
 
 
 class WireError(ValueError):
@@ -64,7 +66,7 @@ def clip(text: str, n: int = 80) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
@@ -216,7 +218,7 @@ def _parse(parts: Sequence[Part], kind: str, n_parts: int, model: type[_H]) -> _
     return h
 
 
-def _dump(obj: dict[str, Any]) -> bytes:
+def _dump(obj: Mapping[str, object]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
@@ -289,8 +291,8 @@ class FrameMessage:
             data,
         )
 
-    def header(self) -> dict[str, Any]:
-        h = {
+    def header(self) -> dict[str, object]:
+        h: dict[str, object] = {
             "v": SCHEMA_VERSION,
             "camera": self.camera,
             "seq": self.seq,
@@ -303,7 +305,7 @@ class FrameMessage:
             h["shm"] = self.shm.as_dict()
         return h
 
-    def to_parts(self) -> list[Any]:
+    def to_parts(self) -> list[Any]:  # bytes, and a bgr8 payload as numpy array or memoryview
         if self.shm is not None:
             return [self.topic, _dump(self.header())]
         return [self.topic, _dump(self.header()), self.data]
@@ -519,7 +521,8 @@ class TrackedObject(BaseModel):
         from pycocotools import mask as mask_utils
 
         rle = {"size": list(self.mask.size), "counts": self.mask.counts.encode()}
-        return mask_utils.decode(rle).astype(bool)
+        mask: np.ndarray = mask_utils.decode(rle).astype(bool)
+        return mask
 
 
 # An engine start (``engine.ids.new_epoch``): tracks headers carry it since contract v1.2;
@@ -626,7 +629,7 @@ class AnnotatedMessage:
     def topic(self) -> bytes:
         return f"annotated.{self.camera}".encode()
 
-    def to_parts(self) -> list[Any]:
+    def to_parts(self) -> list[bytes | memoryview]:
         header = {
             "v": SCHEMA_VERSION,
             "camera": self.camera,
@@ -764,7 +767,7 @@ ObjectId = Annotated[int, Field(ge=1, le=MAX_OBJECT_ID)]
 
 class AddCamera(_Cmd):
     cmd: Literal["add_camera"]
-    camera: CameraName  # type: ignore[assignment]  # required here
+    camera: CameraName  # required here
     frames: Endpoint
     prompt: Prompt | None = None
     # Additive (fleet): the camera's IDs start at first_id and stay below id_limit (a leased block).
@@ -783,7 +786,7 @@ class LeaseIds(_Cmd):
     its current block runs out."""
 
     cmd: Literal["lease_ids"]
-    camera: CameraName  # type: ignore[assignment]  # required here
+    camera: CameraName  # required here
     first_id: ObjectId
     id_limit: ObjectId
 
@@ -796,7 +799,7 @@ class LeaseIds(_Cmd):
 
 class RemoveCamera(_Cmd):
     cmd: Literal["remove_camera"]
-    camera: CameraName  # type: ignore[assignment]  # required here
+    camera: CameraName  # required here
 
 
 ControlCommand = (
@@ -842,5 +845,5 @@ def parse_control(raw: bytes) -> ControlCommand:
         raise WireError("bad_field", _field_error(e, skip=1)) from None
 
 
-def control_reply(ok: bool, **fields: Any) -> bytes:
+def control_reply(ok: bool, **fields: object) -> bytes:
     return _dump({"ok": ok, **fields})
