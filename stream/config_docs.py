@@ -19,7 +19,7 @@ from stream.config import Config
 
 HEADER = """# Configuration reference
 
-Generated from the pydantic models in `stream/config.py` by `python -m stream.config_docs`
+Generated from the pydantic models in `stream/config/` by `python -m stream.config_docs`
 (a test checks it is current). Set a key in a YAML file (`--config FILE`, default
 `configs/default.yaml`) or on the command line (`--set section.key=value`); unknown keys and
 out-of-range values are one-line errors naming the key. See [configuration](configuration.md)
