@@ -129,7 +129,8 @@ class _Fleet:
 
     def status(self) -> dict[str, Any] | None:
         try:
-            st: dict[str, Any] = self.ray.get(self.controller.status.remote(), timeout=5)
+            reply = self.ray.get(self.controller.status.remote(), timeout=5)
+            st: dict[str, Any] = dict(reply)
         except Exception:
             return None
         return st

@@ -4,8 +4,8 @@ data plane.
 
 What runs where (every actor named and detached in the Ray namespace ``promptcam-<fleet.name>``):
 
-- ``controller`` (anywhere; ``controller.py``): assignment, ID blocks, failure handling; its
-  record lives in Ray's KV store (``store.py``);
+- ``controller`` (anywhere; ``controller.py``, its reconcilers in ``reconcilers/``): assignment,
+  ID blocks, failure handling; its record lives in Ray's KV store (``store.py``);
 - ``engine-<k>`` (one GPU each, or a CPU share; ``engine_actor.py``): an ``EngineProcess``;
 - ``capture-<camera>`` (near its camera, by Ray resource; ``capture_actor.py``): a ``Capture``;
 - ``gateway`` (on the node ``promptcam fleet`` runs on; ``gateway.py``): the relay of every

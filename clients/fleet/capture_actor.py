@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Mapping
+from enum import StrEnum
 
 import zmq
 
 from clients.fleet.keys import FleetKeys, KeyFiles
+from clients.fleet.messages import CaptureInfo, CaptureStatus, ConfigTree
 from clients.fleet.node import is_loopback, setup_actor_logging, tcp, whereabouts
 from stream.bus import BusError, free_port
 from stream.config import Config
@@ -28,9 +30,16 @@ log = logging.getLogger(__name__)
 BIND_ATTEMPTS = 5
 
 
-def capture_config(
-    tree: dict[str, Any], camera: str, node_ip: str, files: KeyFiles | None
-) -> Config:
+class CaptureState(StrEnum):
+    """The capture actor's own states; while running, its status shows the capture's."""
+
+    STARTING = "starting"
+    FINISHED = "finished"  # the source ended
+    STOPPED = "stopped"
+    FAILED = "failed"  # the source cannot be opened (``error`` says why)
+
+
+def capture_config(tree: ConfigTree, camera: str, node_ip: str, files: KeyFiles | None) -> Config:
     """The one-camera config of ``camera`` with its frames on a free port of ``node_ip``."""
     one = Config.model_validate(tree).for_camera(camera).model_dump(mode="json")
     one["bus"].update(
@@ -45,19 +54,19 @@ def capture_config(
 class CaptureActor:
     """See the module docstring; created by the controller as a named, detached Ray actor."""
 
-    def __init__(self, camera: str, cfg_tree: dict[str, Any], keys: dict[str, str] | None) -> None:
+    def __init__(self, camera: str, cfg_tree: ConfigTree, keys: Mapping[str, str] | None) -> None:
         from stream.capture import Capture
 
         setup_actor_logging(Config.model_validate(cfg_tree).log_level)
         self.camera = camera
         self.where = whereabouts()
         self._files = KeyFiles(FleetKeys.from_dict(keys)) if keys else None
-        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._auth = self._files.authenticator(self._ctx) if self._files else None
         self._tree = cfg_tree
         self._stop = threading.Event()
         self.error = ""
-        self.state = "starting"
+        self.state = CaptureState.STARTING
         self.cfg = capture_config(cfg_tree, camera, self.where.node_ip, self._files)
         self.capture = Capture(self.cfg, self._stop, self._ctx)
         self._thread = threading.Thread(target=self._run, name=f"capture-{camera}", daemon=True)
@@ -69,7 +78,8 @@ class CaptureActor:
         for attempt in range(BIND_ATTEMPTS):
             try:
                 self.capture.run()
-                self.state = "finished" if not self._stop.is_set() else "stopped"
+                stopped = self._stop.is_set()
+                self.state = CaptureState.STOPPED if stopped else CaptureState.FINISHED
                 return
             except BusError as e:
                 if attempt == BIND_ATTEMPTS - 1 or "in use" not in str(e):
@@ -86,17 +96,18 @@ class CaptureActor:
                 return
 
     def _fail(self, error: str) -> None:
-        self.state = "failed"
+        self.state = CaptureState.FAILED
         self.error = error
         log.error("camera %s: %s", self.camera, error)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> CaptureInfo:
         return {"camera": self.camera, **self.where.as_dict()}
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> CaptureStatus:
         """Where its frames are, its capture counters, and failed/finished with the error line."""
         stats = self.capture.stats.as_dict()
-        state = self.state if self.state in ("failed", "finished") else stats["state"]
+        done = self.state in (CaptureState.FAILED, CaptureState.FINISHED)
+        state = self.state.value if done else str(stats["state"])
         return {
             "incarnation": self.where.incarnation,
             "frames": self.cfg.bus.frames,

@@ -20,12 +20,15 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TypeVar
 
-from clients.fleet.cluster import FleetError, connect, namespace
+from clients.fleet.calls import ControllerHandle, Remote, controller_face, get_actor, kill
+from clients.fleet.cluster import Connection, FleetError, connect, namespace
+from clients.fleet.messages import CameraReply, DrainReply, FleetStatus
 from stream.config import Config
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ACTIONS = ("run", "status", "drain", "undrain", "add-camera", "remove-camera", "stop")
 CALL_TIMEOUT_S = 30.0
@@ -58,18 +61,17 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         print(json.dumps(st, indent=2) if args.json else format_status(st))
         return 0
     if args.action == "stop":
-        import ray
-
-        reply = _call(controller.shutdown, timeout=SHUTDOWN_TIMEOUT_S)
-        ray.kill(controller, no_restart=True)
-        print(f"fleet {cfg.fleet.name} stopped ({reply['actors']} actors)")
+        stopped = _call(controller.shutdown, timeout=SHUTDOWN_TIMEOUT_S)
+        kill(controller, no_restart=True)
+        print(f"fleet {cfg.fleet.name} stopped ({stopped['actors']} actors)")
         return 0
+    reply: DrainReply | CameraReply
     if args.action in ("drain", "undrain"):
         reply = _call(controller.drain, args.target, args.action == "drain")
     elif args.action == "add-camera":
         if not args.cam_source:
             raise FleetError("fleet add-camera needs --source SRC")
-        spec: dict[str, Any] = {"source": args.cam_source}
+        spec: dict[str, object] = {"source": args.cam_source}
         if args.cam_prompt is not None:
             spec["prompt"] = args.cam_prompt
         if args.cam_fps is not None:
@@ -85,20 +87,18 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _controller(cfg: Config) -> Any:
-    import ray
-
+def _controller(cfg: Config) -> ControllerHandle:
     from clients.fleet.controller import CONTROLLER
 
     try:
-        return ray.get_actor(CONTROLLER, namespace=namespace(cfg))
+        return controller_face(get_actor(CONTROLLER, namespace(cfg)))
     except ValueError:
         raise FleetError(
             f"no fleet named {cfg.fleet.name!r} runs on this cluster (start it with promptcam fleet)"
         ) from None
 
 
-def _call(method: Any, *args: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
+def _call(method: Remote[T], *args: object, timeout: float = CALL_TIMEOUT_S) -> T:
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError
 
@@ -147,10 +147,10 @@ class _StopRequest:
 
 def _watch(
     cfg: Config,
-    controller: Any,
+    controller: ControllerHandle,
     stop: _StopRequest,
     duration: float | None,
-    conn: Any,
+    conn: Connection,
 ) -> None:
     import ray
 
@@ -192,7 +192,7 @@ def _dur(s: float) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
-def status_line(st: dict[str, Any], uptime_s: float) -> str:
+def status_line(st: FleetStatus, uptime_s: float) -> str:
     engines = st["engines"]
     cams = st["cameras"]
     up = sum(e["state"] in ("up", "draining") for e in engines)
@@ -223,7 +223,7 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
 
 
-def format_status(st: dict[str, Any]) -> str:
+def format_status(st: FleetStatus) -> str:
     """``promptcam fleet status``: cameras, engines, nodes, figures."""
     cams = [
         [
@@ -260,13 +260,13 @@ def format_status(st: dict[str, Any]) -> str:
         for n in st["nodes"]
     ]
     f = st["figures"]
-    gw = st.get("gateway") or {}
+    gw = st["gateway"]
     return "\n\n".join(
         [
             f"fleet {st['fleet']} (Ray namespace {st['namespace']}); gateway: "
             + (
                 f"page {gw['page']}, tracks {gw['tracks']}, control {gw['control']}"
-                if gw
+                if gw is not None
                 else "starting"
             ),
             _table(

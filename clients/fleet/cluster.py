@@ -13,6 +13,7 @@ whose processes end with the fleet process even when it is SIGKILLed (``clients.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -20,9 +21,9 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 from clients.fleet.node import is_loopback
 from stream.config import Config
@@ -128,19 +129,20 @@ def connect(address: str | None, cfg: Config, *, log_to_driver: bool) -> Connect
         check_reachable(address, min(REACH_TIMEOUT_S, cfg.fleet.connect_timeout_s))
     import ray
 
-    kwargs: dict[str, Any] = {
-        "namespace": namespace(cfg),
-        "logging_level": logging.WARNING,
-        "log_to_driver": log_to_driver,
-    }
+    init = functools.partial(
+        ray.init,
+        namespace=namespace(cfg),
+        logging_level=logging.WARNING,
+        log_to_driver=log_to_driver,
+    )
     said = ""
     try:
         if address is None:
-            ctx = ray.init(num_cpus=cfg.fleet.local_cpus, include_dashboard=False, **kwargs)
+            ctx = init(num_cpus=cfg.fleet.local_cpus, include_dashboard=False)
         else:
             with bounded_join(address, cfg.fleet.connect_timeout_s) as summary:
                 try:
-                    ctx = ray.init(address=address, **kwargs)
+                    ctx = init(address=address)
                 finally:
                     said = summary()
             if said:
@@ -152,7 +154,7 @@ def connect(address: str | None, cfg: Config, *, log_to_driver: bool) -> Connect
             f"cannot connect to the Ray cluster ({where}): {first[:200]}"
             + (f" ({said})" if said else "")
         ) from None
-    info: dict[str, Any] = getattr(ctx, "address_info", {})
+    info: dict[str, object] = getattr(ctx, "address_info", {})
     return Connection(
         address=str(info.get("gcs_address", address or "")),
         local=address is None,
@@ -160,10 +162,30 @@ def connect(address: str | None, cfg: Config, *, log_to_driver: bool) -> Connect
     )
 
 
-def alive_nodes() -> list[dict[str, Any]]:
+BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def ray_nodes() -> list[dict[str, object]]:
+    """``ray.nodes()``: one dict per node, as Ray gives them."""
     import ray
 
-    return [n for n in ray.nodes() if n.get("Alive")]
+    nodes: Callable[[], list[dict[str, object]]] = ray.nodes
+    return nodes()
+
+
+def alive_nodes() -> list[dict[str, object]]:
+    return [n for n in ray_nodes() if n.get("Alive")]
+
+
+def node_resources(node: Mapping[str, object]) -> dict[str, float]:
+    """A node's resources (``Resources`` of ``ray.nodes()``), by name."""
+    res = node.get("Resources")
+    return {str(k): float(v) for k, v in res.items()} if isinstance(res, Mapping) else {}
+
+
+def resource_labels(resources: Mapping[str, object]) -> list[str]:
+    """The custom resources among ``resources`` (``ray start --resources``), sorted."""
+    return sorted(k for k in resources if k not in BUILTIN_RESOURCES and not k.startswith("node:"))
 
 
 def resolve_fleet(cfg: Config) -> Config:
@@ -172,8 +194,8 @@ def resolve_fleet(cfg: Config) -> Config:
     nodes = alive_nodes()
     resources: dict[str, float] = {}
     for n in nodes:
-        for k, v in n.get("Resources", {}).items():
-            resources[k] = resources.get(k, 0.0) + float(v)
+        for k, v in node_resources(n).items():
+            resources[k] = resources.get(k, 0.0) + v
     f = cfg.fleet
     gpus = resources.get("GPU", 0.0)
     engine_gpus = f.engine_gpus if f.engine_gpus is not None else (1.0 if gpus else 0.0)
@@ -189,11 +211,7 @@ def resolve_fleet(cfg: Config) -> Config:
             f"{engines} engines need {f.engine_cpus:g} CPU each, but the cluster has {cpus:g} CPUs "
             "(set fleet.engines or fleet.engine_cpus)"
         )
-    labels = sorted(
-        k
-        for k in resources
-        if k not in ("CPU", "GPU", "memory", "object_store_memory") and not k.startswith("node:")
-    )
+    labels = resource_labels(resources)
     wanted = [(f"fleet.engine_resources[{k}]", r) for k, r in enumerate(f.engine_resources)]
     wanted += [(f"fleet.capture_resources.{c}", r) for c, r in f.capture_resources.items()]
     for key, label in wanted:
@@ -205,7 +223,7 @@ def resolve_fleet(cfg: Config) -> Config:
             )
     curve = f.curve
     if curve == "auto":  # links may cross hosts: more than one node, or a node off loopback
-        off_host = any(not is_loopback(n.get("NodeManagerAddress", "")) for n in nodes)
+        off_host = any(not is_loopback(str(n.get("NodeManagerAddress", ""))) for n in nodes)
         curve = "on" if len(nodes) > 1 or off_host else "off"
     tree = cfg.model_dump(mode="json")
     tree["fleet"].update(engines=engines, engine_gpus=engine_gpus, curve=curve)

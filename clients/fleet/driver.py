@@ -9,8 +9,14 @@ the gateway. ``shutdown`` asks the controller to stop every actor cleanly, then 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from clients.fleet.calls import (
+    ControllerHandle,
+    actor_options,
+    controller_face,
+    kill,
+    start_actor,
+)
 from clients.fleet.cluster import Connection, FleetError, named_actors, namespace, resolve_fleet
 from stream.config import Config
 
@@ -19,7 +25,7 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 60.0
 
 
-def start_fleet(cfg: Config, conn: Connection) -> tuple[Any, Config]:
+def start_fleet(cfg: Config, conn: Connection) -> tuple[ControllerHandle, Config]:
     """The controller's handle and the resolved config (engines, GPUs, CURVE)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -39,26 +45,16 @@ def start_fleet(cfg: Config, conn: Connection) -> tuple[Any, Config]:
         log.warning("removing actor %s left by an earlier run of fleet %s", name, cfg.fleet.name)
         ray.kill(ray.get_actor(name, namespace=ns), no_restart=True)
     KvStore(ns).delete()
-    controller = (
-        ray.remote(Controller)
-        .options(
-            name=CONTROLLER,
-            namespace=ns,
-            lifetime="detached",
-            max_restarts=-1,
-            max_task_retries=0,
-            max_concurrency=16,
-            num_cpus=0,
-            # on this node, with the gateway (run promptcam fleet on the head node: the
-            # steadiest one, and the cluster's GCS dies with it anyway)
-            scheduling_strategy=NodeAffinitySchedulingStrategy(conn.node_id, soft=False),
-        )
-        .remote(fleet_cfg.model_dump(mode="json"), ns, conn.node_id)
-    )
+    opts = actor_options(CONTROLLER, ns, 16, 0, get_if_exists=False)
+    # on this node, with the gateway (run promptcam fleet on the head node: the steadiest one,
+    # and the cluster's GCS dies with it anyway)
+    opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(conn.node_id, soft=False)
+    tree = fleet_cfg.model_dump(mode="json")
+    controller = controller_face(start_actor(Controller, opts, tree, ns, conn.node_id))
     return controller, fleet_cfg
 
 
-def shutdown(controller: Any) -> None:
+def shutdown(controller: ControllerHandle) -> None:
     import ray
 
     try:
@@ -67,6 +63,6 @@ def shutdown(controller: Any) -> None:
     except Exception as e:
         log.warning("fleet shutdown incomplete: %s", e.__class__.__name__)
     try:
-        ray.kill(controller, no_restart=True)
+        kill(controller, no_restart=True)
     except Exception as e:
         log.warning("controller not killed: %s", e.__class__.__name__)

@@ -16,16 +16,27 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import zmq
 
 from clients.fleet.keys import FleetKeys, KeyFiles
+from clients.fleet.messages import (
+    CameraReport,
+    ConfigTree,
+    EngineInfo,
+    EngineReport,
+    Reply,
+    section,
+)
 from clients.fleet.node import is_loopback, setup_actor_logging, tcp, whereabouts
 from stream.bus import BusError, free_port
 from stream.config import Config, EngineConfig
 from stream.errors import PromptcamError
+
+if TYPE_CHECKING:
+    from engine.process import EngineProcess
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +46,13 @@ BIND_ATTEMPTS = 5
 Seed = tuple[Sequence[float], str]
 
 
-def engine_config(tree: dict[str, Any], node_ip: str, files: KeyFiles | None) -> Config:
+def engine_config(tree: ConfigTree, node_ip: str, files: KeyFiles | None) -> Config:
     """The engine's own config: no configured cameras (the controller places them), tracks and
     annotated on ``node_ip``, control on loopback, fleet CURVE keys when given."""
-    t = {**tree, "cameras": {}, "fleet": {**tree.get("fleet", {}), "capture_resources": {}}}
+    t = {**tree, "cameras": {}, "fleet": {**section(tree, "fleet"), "capture_resources": {}}}
     # the controller keeps what a camera needs across engines (prompt, objects to re-seed)
-    t["engine"] = {**tree.get("engine", {}), "state_file": None}
-    bus = dict(t.get("bus", {}))
+    t["engine"] = {**section(tree, "engine"), "state_file": None}
+    bus = section(t, "bus")
     bus.update(
         tracks=tcp(node_ip, free_port(node_ip)),
         annotated=tcp(node_ip, free_port(node_ip)),
@@ -58,7 +69,7 @@ def engine_config(tree: dict[str, Any], node_ip: str, files: KeyFiles | None) ->
 class EngineActor:
     """See the module docstring; created by the controller as a named, detached Ray actor."""
 
-    def __init__(self, name: str, cfg_tree: dict[str, Any], keys: dict[str, str] | None) -> None:
+    def __init__(self, name: str, cfg_tree: ConfigTree, keys: Mapping[str, str] | None) -> None:
         from engine.pipeline import MultiCameraEngine
         from engine.process import EngineProcess
         from engine.sam2_models import load_sam2
@@ -69,7 +80,7 @@ class EngineActor:
         self.name = name
         self.where = whereabouts()
         self._files = KeyFiles(FleetKeys.from_dict(keys)) if keys else None
-        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._auth = self._files.authenticator(self._ctx) if self._files else None
         loaded = load_sam2(cfg.models)
         engine = MultiCameraEngine(
@@ -106,7 +117,7 @@ class EngineActor:
 
     # ------------------------------------------------------------------ for the controller
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> EngineInfo:
         return {
             "name": self.name,
             **self.where.as_dict(),
@@ -121,10 +132,10 @@ class EngineActor:
         self._stopping.wait(timeout_s)
         return self.where.incarnation
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> EngineReport:
         """Per camera: state, fps, objects, frames out, IDs; and the engine's totals."""
         st = self.proc.stats()
-        cams = {
+        cams: dict[str, CameraReport] = {
             name: {
                 "state": c["state"],
                 "fps": c["fps_out"],
@@ -150,16 +161,16 @@ class EngineActor:
         self,
         camera: str,
         frames: str,
-        engine_cfg: dict[str, Any],
+        engine_cfg: Mapping[str, object],
         first_id: int,
         id_limit: int,
         seeds: Sequence[Seed] = (),
-    ) -> dict[str, Any]:
+    ) -> Reply:
         """Serve ``camera`` from ``frames`` with IDs from ``[first_id, id_limit)``; ``seeds``
         (box, label) become its first objects once it has a frame."""
         ecfg = EngineConfig.model_validate(engine_cfg)
 
-        def add(p: Any) -> dict[str, Any]:
+        def add(p: EngineProcess) -> dict[str, object]:
             p.add_camera(camera, frames, None, engine=ecfg, first_id=first_id, id_limit=id_limit)
             return {}
 
@@ -190,7 +201,9 @@ class EngineActor:
         added = 0
         for box, label in seeds:
 
-            def add(p: Any, b: Sequence[float] = box, lbl: str = label) -> dict[str, Any]:
+            def add(
+                p: EngineProcess, b: Sequence[float] = box, lbl: str = label
+            ) -> dict[str, object]:
                 return {"id": p.tracker(camera).add_object(b, lbl)}
 
             try:
@@ -200,10 +213,10 @@ class EngineActor:
                 log.info("camera %s: object %r not re-seeded: %s", camera, label, e)
         log.info("camera %s: %d of %d objects re-seeded", camera, added, len(seeds))
 
-    def unplace(self, camera: str) -> dict[str, Any]:
+    def unplace(self, camera: str) -> Reply:
         """Stop serving ``camera`` (not served: nothing to do)."""
 
-        def remove(p: Any) -> dict[str, Any]:
+        def remove(p: EngineProcess) -> dict[str, object]:
             if camera in p.cameras:
                 p.remove_camera(camera)
             return {}
@@ -214,8 +227,8 @@ class EngineActor:
             return {"ok": False, "error": str(e) or e.__class__.__name__}
         return {"ok": True}
 
-    def lease(self, camera: str, first_id: int, id_limit: int) -> dict[str, Any]:
-        def lease(p: Any) -> dict[str, Any]:
+    def lease(self, camera: str, first_id: int, id_limit: int) -> Reply:
+        def lease(p: EngineProcess) -> dict[str, object]:
             p.lease_ids(camera, first_id, id_limit)
             return {}
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Mapping
 
 import zmq
 
+from clients.fleet.calls import ControllerHandle, controller_face, engine_face, get_actor
+from clients.fleet.controller import CONTROLLER
 from clients.fleet.keys import FleetKeys, KeyFiles
+from clients.fleet.messages import ConfigTree, FleetCamera, FleetStatus, GatewayInfo, RelayCamera
 from clients.fleet.node import setup_actor_logging, whereabouts
 from clients.fleet.page import FleetPage
 from clients.fleet.relay import Relay
@@ -31,11 +34,16 @@ log = logging.getLogger(__name__)
 STATUS_CACHE_S = 1.0
 
 
+def relay_counts(cam: RelayCamera | None) -> dict[str, object]:
+    """A camera's relay snapshot without its objects (what the page shows per camera)."""
+    return {} if cam is None else {k: v for k, v in cam.items() if k != "objects"}
+
+
 class GatewayActor:
     """See the module docstring; created by the controller as a named, detached Ray actor."""
 
     def __init__(
-        self, cfg_tree: dict[str, Any], keys: dict[str, str] | None, namespace: str
+        self, cfg_tree: ConfigTree, keys: Mapping[str, str] | None, namespace: str
     ) -> None:
         cfg = Config.model_validate(cfg_tree)
         setup_actor_logging(cfg.log_level)
@@ -43,10 +51,10 @@ class GatewayActor:
         self.namespace = namespace
         self.where = whereabouts()
         self._files = KeyFiles(FleetKeys.from_dict(keys)) if keys else None
-        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         upstream = BusConfig(curve=self._files.curve_config() if self._files else {})
         self._status_lock = threading.Lock()
-        self._status: dict[str, Any] = {}
+        self._status: FleetStatus | None = None
         self._status_t = 0.0
         self._stopped = threading.Event()
         self.relay = Relay(self._ctx, upstream, cfg.bus).start()
@@ -72,41 +80,42 @@ class GatewayActor:
 
     # ------------------------------------------------------------------ helpers
 
-    def _actor(self, name: str) -> Any:
-        import ray
-
-        return ray.get_actor(name, namespace=self.namespace)
+    def _controller(self) -> ControllerHandle:
+        return controller_face(get_actor(CONTROLLER, self.namespace))
 
     def _call_engine(self, engine: str, raw: bytes) -> bytes:
         import ray
 
-        reply: bytes = ray.get(self._actor(engine).control.remote(raw), timeout=ENGINE_TIMEOUT_S)
-        return reply
+        handle = engine_face(get_actor(engine, self.namespace))
+        return ray.get(handle.control.remote(raw), timeout=ENGINE_TIMEOUT_S)
 
     def _on_prompt(self, camera: str, prompt: str) -> None:
         try:
-            self._actor("controller").note_prompt.remote(camera, prompt)
+            self._controller().note_prompt.remote(camera, prompt)
         except ValueError:
             log.warning("controller not reachable: prompt of %s not remembered", camera)
 
-    def _controller_status(self) -> dict[str, Any]:
+    def _controller_status(self) -> FleetStatus | None:
+        """The controller's status (cached for ``STATUS_CACHE_S``); while it restarts, the last
+        one marked stale; None before the first."""
         import ray
 
         with self._status_lock:
             if time.monotonic() - self._status_t < STATUS_CACHE_S and self._status:
                 return self._status
         try:
-            st: dict[str, Any] = ray.get(self._actor("controller").status.remote(), timeout=3.0)
+            st = ray.get(self._controller().status.remote(), timeout=3.0)
             st["stale"] = False
         except Exception as e:  # the controller restarting: the last status, marked stale
             log.info("controller status unavailable: %s", e)
             with self._status_lock:
-                return {**self._status, "stale": True} if self._status else {}
+                return {**self._status, "stale": True} if self._status else None
         with self._status_lock:
             self._status, self._status_t = st, time.monotonic()
         return st
 
-    def _fleet_cameras(self) -> list[dict[str, Any]]:
+    def _fleet_cameras(self) -> list[FleetCamera]:
+        st = self._controller_status()
         return [
             {
                 "camera": c["camera"],
@@ -116,7 +125,7 @@ class GatewayActor:
                 "prompt": c["prompt"],
                 "engine": c["engine"],
             }
-            for c in self._controller_status().get("cameras", [])
+            for c in (st["cameras"] if st is not None else [])
         ]
 
     def _jpeg(self, camera: str) -> tuple[bytes | None, int]:
@@ -125,17 +134,20 @@ class GatewayActor:
 
     # ------------------------------------------------------------------ actor methods
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         """The fleet status (the page's ``/api/status``) with the relay's counts per camera."""
-        st = dict(self._controller_status())
+        st = self._controller_status()
+        if st is None:
+            return {"cameras": []}
         relay = self.relay.snapshot()
-        st["cameras"] = [
-            {**c, "relay": {k: v for k, v in relay.get(c["camera"], {}).items() if k != "objects"}}
-            for c in st.get("cameras", [])
-        ]
-        return st
+        return {
+            **st,
+            "cameras": [
+                {**c, "relay": relay_counts(relay.get(c["camera"]))} for c in st["cameras"]
+            ],
+        }
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> GatewayInfo:
         return {
             **self.where.as_dict(),
             "tracks": self.cfg.bus.tracks,
@@ -149,7 +161,7 @@ class GatewayActor:
         self.relay.set_routes(routes, {e: (t, a) for e, (t, a) in engines.items()})
         return self.where.incarnation
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self) -> dict[str, RelayCamera]:
         return self.relay.snapshot()
 
     def watch(self, timeout_s: float) -> str:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import zmq
 import zmq.auth
@@ -45,7 +45,7 @@ class FleetKeys:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FleetKeys:
+    def from_dict(cls, d: Mapping[str, object]) -> FleetKeys:
         return cls(**{k: str(d[k]) for k in asdict(cls("", "", "", ""))})
 
 
@@ -83,7 +83,7 @@ class KeyFiles:
             "client_public_key_file": str(self.allowed / "client.key"),
         }
 
-    def authenticator(self, ctx: zmq.Context[Any]) -> ThreadAuthenticator:
+    def authenticator(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> ThreadAuthenticator:
         """A started ZAP handler on ``ctx`` admitting only the fleet's client key."""
         auth = ThreadAuthenticator(ctx)
         auth.start()

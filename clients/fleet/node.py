@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from clients.fleet.messages import ActorInfo
 from stream.config import LOOPBACK_HOSTS
 
 
@@ -20,8 +21,21 @@ class Whereabouts:
     pid: int
     incarnation: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self) -> ActorInfo:
+        return {
+            "node_id": self.node_id,
+            "node_ip": self.node_ip,
+            "pid": self.pid,
+            "incarnation": self.incarnation,
+        }
+
+
+def node_ip_address() -> str:
+    """The address Ray reports for this node."""
+    import ray
+
+    address: Callable[[], str] = ray.util.get_node_ip_address
+    return address()
 
 
 def whereabouts() -> Whereabouts:
@@ -31,7 +45,7 @@ def whereabouts() -> Whereabouts:
     ctx = ray.get_runtime_context()
     return Whereabouts(
         node_id=ctx.get_node_id(),
-        node_ip=ray.util.get_node_ip_address(),
+        node_ip=node_ip_address(),
         pid=os.getpid(),
         incarnation=uuid.uuid4().hex[:12],
     )

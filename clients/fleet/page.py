@@ -18,7 +18,6 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -38,7 +37,7 @@ class FleetPage:
     def __init__(
         self,
         cfg: WebConfig,
-        status: Callable[[], dict[str, Any]],
+        status: Callable[[], dict[str, object]],
         jpeg: Callable[[str], tuple[bytes | None, int]],
     ) -> None:
         self.cfg = cfg

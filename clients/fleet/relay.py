@@ -19,10 +19,10 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import zmq
 
+from clients.fleet.messages import RelayCamera, RelayObject
 from stream import bus as zbus
 from stream.config import BusConfig
 
@@ -48,7 +48,7 @@ class CameraFeedState:
 class _EngineSockets:
     tracks: str
     annotated: str
-    socks: list[zmq.Socket[Any]] = field(default_factory=list)
+    socks: list[zmq.Socket[bytes]] = field(default_factory=list)
 
 
 class Relay:
@@ -57,7 +57,7 @@ class Relay:
 
     def __init__(
         self,
-        ctx: zmq.Context[Any],
+        ctx: zmq.Context[zmq.Socket[bytes]],
         upstream: BusConfig,
         downstream: BusConfig,
     ) -> None:
@@ -93,7 +93,7 @@ class Relay:
 
     # ------------------------------------------------------------------ the thread
 
-    def _apply(self, poller: zmq.Poller, owner: dict[zmq.Socket[Any], tuple[str, str]]) -> None:
+    def _apply(self, poller: zmq.Poller, owner: dict[zmq.Socket[bytes], tuple[str, str]]) -> None:
         with self._lock:
             wanted = dict(self._wanted)
         for name in list(self._engines):
@@ -128,7 +128,7 @@ class Relay:
 
     def _run(self) -> None:
         poller = zmq.Poller()
-        owner: dict[zmq.Socket[Any], tuple[str, str]] = {}
+        owner: dict[zmq.Socket[bytes], tuple[str, str]] = {}
         try:
             while not self._stop.is_set():
                 self._apply(poller, owner)
@@ -172,7 +172,7 @@ class Relay:
 
     # ------------------------------------------------------------------ views
 
-    def last_objects(self, camera: str) -> list[dict[str, Any]]:
+    def last_objects(self, camera: str) -> list[RelayObject]:
         """The objects of ``camera``'s newest tracks message: id, label, box."""
         st = self.cameras.get(camera)
         if st is None or st.last_tracks is None:
@@ -186,7 +186,7 @@ class Relay:
         except (ValueError, KeyError, TypeError):
             return []
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self) -> dict[str, RelayCamera]:
         """Per camera: relayed/dropped counts, age of the newest tracks, its objects."""
         now = time.time()
         return {

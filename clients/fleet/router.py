@@ -16,10 +16,10 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import zmq
 
+from clients.fleet.messages import FleetCamera
 from stream import bus as zbus
 from stream.config import BusConfig
 from stream.wire import (
@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 ENGINE_TIMEOUT_S = 10.0
 MAX_REQUEST_BYTES = 1 << 20
 
+# the fleet's totals of these per-camera stats (``stats`` reply)
+FLAT_STATS = ("fps_in", "fps_out", "objects", "frames_in", "frames_out", "frames_dropped")
+
 # engine name, raw request -> raw reply (raises on an unreachable engine)
 EngineCall = Callable[[str, bytes], bytes]
 
@@ -49,11 +52,11 @@ class ControlRouter:
 
     def __init__(
         self,
-        ctx: zmq.Context[Any],
+        ctx: zmq.Context[zmq.Socket[bytes]],
         endpoint: str,
         bus: BusConfig,
         routes: Callable[[], dict[str, str]],
-        fleet_cameras: Callable[[], list[dict[str, Any]]],
+        fleet_cameras: Callable[[], list[FleetCamera]],
         call_engine: EngineCall,
         on_prompt: Callable[[str, str], None],
     ) -> None:
@@ -132,8 +135,9 @@ class ControlRouter:
         return raw
 
     def _fleet_stats(self, routes: dict[str, str]) -> bytes:
-        engines: dict[str, Any] = {}
-        cameras: dict[str, Any] = {}
+        engines: dict[str, object] = {}
+        cameras: dict[str, object] = {}
+        sums = dict.fromkeys(FLAT_STATS, 0.0)
         for engine in sorted(set(routes.values())):
             try:
                 reply = json.loads(self._call(engine, b'{"cmd":"stats"}'))
@@ -145,10 +149,9 @@ class ControlRouter:
             for cam, cs in st.get("cameras", {}).items():
                 if routes.get(cam) == engine:
                     cameras[cam] = {**cs, "engine": engine}
-        flat = {
-            k: round(sum(float(c.get(k, 0)) for c in cameras.values()), 2)
-            for k in ("fps_in", "fps_out", "objects", "frames_in", "frames_out", "frames_dropped")
-        }
+                    for k in FLAT_STATS:
+                        sums[k] += float(cs.get(k, 0))
+        flat = {k: round(v, 2) for k, v in sums.items()}
         return control_reply(True, stats={**flat, "cameras": cameras, "engines": engines})
 
     def close(self) -> None:

@@ -9,8 +9,8 @@ the fleet's namespace.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 KEY = b"promptcam-fleet-state"
 STATE_VERSION = 1
@@ -26,7 +26,7 @@ class CameraRecord:
     prompt: str | None = None  # a prompt set at runtime (through the gateway) replaces the config's
     placements: int = 0  # how many times it was placed
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {
             "resource": self.resource,
             "engine": self.engine,
@@ -36,27 +36,38 @@ class CameraRecord:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CameraRecord:
+    def from_dict(cls, d: Mapping[str, object]) -> CameraRecord:
+        blocks = d.get("blocks", [])
         return cls(
-            resource=d.get("resource"),
-            engine=d.get("engine"),
-            blocks=[[int(a), int(b)] for a, b in d.get("blocks", [])],
-            prompt=d.get("prompt"),
-            placements=int(d.get("placements", 0)),
+            resource=_opt_str(d.get("resource")),
+            engine=_opt_str(d.get("engine")),
+            blocks=[[int(a), int(b)] for a, b in blocks] if isinstance(blocks, list) else [],
+            prompt=_opt_str(d.get("prompt")),
+            placements=_int(d.get("placements", 0)),
         )
+
+
+def _opt_str(v: object) -> str | None:
+    return None if v is None else str(v)
+
+
+def _int(v: object) -> int:
+    if not isinstance(v, int | float | str):
+        raise ValueError(f"not a number: {v!r}")
+    return int(v)
 
 
 @dataclass
 class FleetRecord:
     """Everything the controller persists."""
 
-    config: dict[str, Any]  # the fleet's Config tree (with cameras added at runtime)
+    config: dict[str, object]  # the fleet's Config tree (with cameras added at runtime)
     next_free: int = 1  # ID high-water mark: every ID below it was handed out
     keys: dict[str, str] | None = None
     cameras: dict[str, CameraRecord] = field(default_factory=dict)
     drained: list[str] = field(default_factory=list)
     controller_starts: int = 0
-    figures: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, object] = field(default_factory=dict)  # faults, recoveries, recovery_s
 
     def to_json(self) -> bytes:
         return json.dumps(
