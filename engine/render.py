@@ -173,29 +173,8 @@ class Renderer:
         object score logits). ``boxes`` is (N, 4) xyxy in pixels; ``masks`` is (N, H, W) bool or
         None.
         """
-        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
-            raise ValueError(
-                f"expected an HxWx3 uint8 BGR image, got {image_bgr.shape} {image_bgr.dtype}"
-            )
         n = len(ids)
-        if not (len(labels) == len(scores) == n):
-            raise ValueError(
-                f"ids, labels and scores must have one entry per object, got {n}, {len(labels)}, {len(scores)}"
-            )
-        xyxy = (
-            np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-            if n
-            else np.zeros((0, 4), np.float32)
-        )
-        if xyxy.shape[0] != n:
-            raise ValueError(f"boxes must be ({n}, 4), got {np.asarray(boxes).shape}")
-        h, w = image_bgr.shape[:2]
-        mask_arr: np.ndarray | None = None
-        if masks is not None and n:
-            mask_arr = np.asarray(masks)
-            if mask_arr.shape != (n, h, w):
-                raise ValueError(f"masks must be ({n}, {h}, {w}), got {mask_arr.shape}")
-            mask_arr = mask_arr.astype(bool, copy=False)
+        xyxy, mask_arr = _checked_inputs(image_bgr, n, labels, scores, boxes, masks)
         scene = np.ascontiguousarray(image_bgr).copy()
         if n == 0:
             return scene
@@ -233,3 +212,34 @@ class Renderer:
         """``draw`` then JPEG-encode (``quality`` defaults to the constructor's ``jpeg_quality``)."""
         out = self.draw(image_bgr, ids, labels, scores, boxes, masks)
         return encode_jpeg(out, self.jpeg_quality if quality is None else quality)
+
+
+def _checked_inputs(
+    image_bgr: np.ndarray,
+    n: int,
+    labels: Sequence[str],
+    scores: Sequence[float],
+    boxes: np.ndarray,
+    masks: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``draw``'s inputs checked (``ValueError`` naming the first one that does not fit):
+    the boxes as (n, 4) float32 and the masks as (n, H, W) bool (None: none, or no object)."""
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
+        raise ValueError(
+            f"expected an HxWx3 uint8 BGR image, got {image_bgr.shape} {image_bgr.dtype}"
+        )
+    if not (len(labels) == len(scores) == n):
+        raise ValueError(
+            f"ids, labels and scores must have one entry per object, got {n}, {len(labels)}, {len(scores)}"
+        )
+    xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) if n else np.zeros((0, 4), np.float32)
+    if xyxy.shape[0] != n:
+        raise ValueError(f"boxes must be ({n}, 4), got {np.asarray(boxes).shape}")
+    h, w = image_bgr.shape[:2]
+    mask_arr: np.ndarray | None = None
+    if masks is not None and n:
+        mask_arr = np.asarray(masks)
+        if mask_arr.shape != (n, h, w):
+            raise ValueError(f"masks must be ({n}, {h}, {w}), got {mask_arr.shape}")
+        mask_arr = mask_arr.astype(bool, copy=False)
+    return xyxy, mask_arr

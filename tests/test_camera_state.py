@@ -115,3 +115,11 @@ def test_launcher_status_line_shows_the_camera_reconnecting() -> None:
     # a camera waited for (down at start, issue 13): its attempts, no fps yet
     assert line(base | {"state": "waiting"}).startswith("capture waiting for camera (attempt 3)")
     assert line(base | {"state": "streaming", "fps": 15.0}).startswith("capture 15.0 fps")
+
+
+def test_banner_of_a_launcher_document_with_malformed_children() -> None:
+    """A status document whose ``children`` is not an object (a foreign or damaged file)
+    says nothing about the engine: the banner comes from what is observed, no crash (before,
+    ``(doc.get("children") or {}).get`` raised AttributeError on it)."""
+    for children in ("x", ["engine"], 3):
+        assert _status(launcher={"children": children}) == ("live", "live", None)

@@ -7,11 +7,11 @@ is taken. A malformed message is counted and logged, never raised."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import zmq
 
 from clients.events.snapshots import FrameCache
+from clients.jsontypes import ZmqContext
 from stream import bus as zbus
 from stream.config import Config
 from stream.counters import MessageCounters
@@ -25,7 +25,7 @@ DRAIN_MAX = 256  # messages taken per drain, so a flood cannot starve the tracks
 class FrameFeed:
     """SUB sockets feeding a ``FrameCache`` (see the module docstring)."""
 
-    def __init__(self, cfg: Config, cache: FrameCache, ctx: zmq.Context[Any] | None = None) -> None:
+    def __init__(self, cfg: Config, cache: FrameCache, ctx: ZmqContext | None = None) -> None:
         self.cache = cache
         self.stats = MessageCounters()
         self.annotated = cfg.engine.annotate

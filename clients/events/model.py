@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 SCHEMA_VERSION = 1
 
@@ -35,13 +36,64 @@ class Kind(str, Enum):
     REVIEW = "review"
 
 
+class CrossingDict(TypedDict):
+    """A line crossing as the events message carries it."""
+
+    line: str
+    direction: str
+    t_ns: int
+
+
+class EventDict(TypedDict):
+    """The ``event`` object of an events message (``EventBody.as_dict``)."""
+
+    id: str
+    object_id: int
+    label: str
+    start_ns: int
+    end_ns: int | None
+    zones: list[str]
+    entered_zones: list[str]
+    lines: list[CrossingDict]
+    top_score: float
+    has_snapshot: bool
+    object_ids: NotRequired[list[int]]  # review items only
+    labels: NotRequired[list[str]]  # review items only
+
+
+class EventHeader(TypedDict):
+    """The JSON header of an ``events.<camera>`` message."""
+
+    v: int
+    camera: str
+    type: str
+    kind: str
+    event: EventDict
+    before: Mapping[str, Any] | None  # an EventDict; read with .get defaults by clients/bench
+
+
+class LabelCounts(TypedDict):
+    """Objects active now per label, and per zone and label."""
+
+    labels: dict[str, int]
+    zones: dict[str, dict[str, int]]
+
+
+class CameraCounts(LabelCounts):
+    """A camera's live counts (``CameraEvents.counts``): ``LabelCounts`` and the line
+    crossings since start per line, direction and label."""
+
+    camera: str
+    lines: dict[str, dict[str, dict[str, int]]]
+
+
 @dataclass(frozen=True)
 class Crossing:
     line: str
     direction: Direction
     t_ns: int
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> CrossingDict:
         return {"line": self.line, "direction": self.direction.value, "t_ns": self.t_ns}
 
 
@@ -63,8 +115,8 @@ class EventBody:
     object_ids: list[int] | None = None
     labels: list[str] | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def as_dict(self) -> EventDict:
+        out: EventDict = {
             "id": self.id,
             "object_id": self.object_id,
             "label": self.label,
@@ -91,14 +143,14 @@ class EventMessage:
     camera: str
     type: EventType
     kind: Kind
-    event: dict[str, Any]
-    before: dict[str, Any] | None
+    event: EventDict
+    before: Mapping[str, Any] | None  # an EventDict; read with .get defaults by clients/bench
 
     @property
     def topic(self) -> bytes:
         return f"events.{self.camera}".encode()
 
-    def header(self) -> dict[str, Any]:
+    def header(self) -> EventHeader:
         return {
             "v": SCHEMA_VERSION,
             "camera": self.camera,

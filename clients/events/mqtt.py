@@ -19,9 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
-from clients.events.model import EventMessage, Kind
+from clients.events.model import EventMessage, Kind, LabelCounts
 from clients.events.mqtt_commands import PromptCommands, SendPrompt
 from clients.events.mqtt_config import CameraZones, MqttConfig
 from clients.events.mqtt_link import MqttLink
@@ -106,8 +105,8 @@ class EventsMqtt:
                 self._set_status(name, cam, CameraStatus.OFFLINE)
         self.link.close(timeout)
 
-    def stats(self) -> dict[str, Any]:
-        out = {"link": self.link.stats()}
+    def stats(self) -> dict[str, object]:
+        out: dict[str, object] = {"link": self.link.stats()}
         if self.commands is not None:
             out["commands"] = self.commands.stats()
         return out
@@ -132,7 +131,7 @@ class EventsMqtt:
             self._label(msg.camera, cam, label)
         self.link.send(self.topics.snapshot(msg.camera, label), snapshot, retain=True)
 
-    def tracks(self, camera: str, counts: dict[str, Any]) -> None:
+    def tracks(self, camera: str, counts: LabelCounts) -> None:
         """A tracks message of ``camera`` was handled: the camera is live; its counts (as
         ``CameraEvents.counts``: ``labels`` and ``zones``) are sent where they changed."""
         with self._lock:
@@ -142,7 +141,7 @@ class EventsMqtt:
                 self._set_status(camera, cam, CameraStatus.LIVE)
             self._counts(camera, cam, counts)
 
-    def counts(self, camera: str, counts: dict[str, Any]) -> None:
+    def counts(self, camera: str, counts: LabelCounts) -> None:
         """Counts changed without a tracks message (the service ended every event)."""
         with self._lock:
             self._counts(camera, self._camera(camera), counts)
@@ -178,7 +177,7 @@ class EventsMqtt:
                     self.link.send(topic, body, retain=True)
         for label in cam.labels:
             self._label_discovery(name, label)
-        zero: dict[str, Any] = {"labels": {}, "zones": {}}
+        zero: LabelCounts = {"labels": {}, "zones": {}}
         self._counts(name, cam, zero)
 
     def _label_discovery(self, camera: str, label: str) -> None:
@@ -197,7 +196,7 @@ class EventsMqtt:
         cam.status = status
         self.link.send(self.topics.status(name), status.value, retain=True)
 
-    def _counts(self, camera: str, cam: _Camera, counts: dict[str, Any]) -> None:
+    def _counts(self, camera: str, cam: _Camera, counts: LabelCounts) -> None:
         labels: dict[str, int] = dict(counts.get("labels") or {})
         zones: dict[str, dict[str, int]] = dict(counts.get("zones") or {})
         for label in labels:

@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
 
 from stream.errors import PromptcamError
 from stream.prompts import normalize_prompt, prompt_text
@@ -42,7 +41,7 @@ class Rejection(str, Enum):
     ENGINE_UNREACHABLE = "engine_unreachable"
 
 
-SendPrompt = Callable[[str, str], dict[str, Any]]  # (camera, prompt) -> the engine's reply
+SendPrompt = Callable[[str, str], dict[str, object]]  # (camera, prompt) -> the engine's reply
 Applied = Callable[[str, str, list[str]], None]  # (camera, prompt text, labels)
 
 
@@ -85,7 +84,7 @@ class PromptCommands:
         self._worker = threading.Thread(target=self._run, name="mqtt-prompt", daemon=True)
         self._worker.start()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         with self._lock:
             return {
                 "received": self.received,

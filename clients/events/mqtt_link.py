@@ -22,10 +22,11 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from clients.events.mqtt_config import MqttConfig
 
@@ -134,7 +135,7 @@ class MqttLink:
         with self._cond:
             return len(self._queue) + len(self._front)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         with self._cond:
             return {
                 "state": self.state.value,
@@ -174,7 +175,12 @@ class MqttLink:
     # ------------------------------------------------------------------ paho callbacks
 
     def _connected(
-        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
     ) -> None:
         if reason.is_failure:
             with self._cond:
@@ -199,7 +205,12 @@ class MqttLink:
         log.info("MQTT connected to %s:%d", self.cfg.host, self.cfg.port)
 
     def _disconnected(
-        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
     ) -> None:
         with self._cond:
             if self.state is LinkState.CONNECTED:
@@ -213,7 +224,14 @@ class MqttLink:
             self._resending = self._unacked > 0
             self._cond.notify_all()
 
-    def _acked(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+    def _acked(
+        self,
+        client: paho.Client,
+        userdata: object,
+        mid: int,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
         with self._cond:
             self._unacked = max(0, self._unacked - 1)
             self.counters["published"] += 1
@@ -221,7 +239,7 @@ class MqttLink:
                 self._resending = False
             self._cond.notify_all()
 
-    def _message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+    def _message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         if self._on_message is None:
             return
         try:

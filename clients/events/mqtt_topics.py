@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from clients.events.mqtt_config import MqttConfig, slug, topic_level
 
@@ -87,7 +86,7 @@ class Topics:
         return _id(self.cfg.prefix.replace("/", "_"))
 
     def _config(
-        self, component: str, camera: str, what: str, payload: dict[str, Any]
+        self, component: str, camera: str, what: str, payload: dict[str, object]
     ) -> tuple[str, bytes]:
         object_id = f"{_id(camera)}_{what}"
         unique = f"{self.node}_{object_id}"

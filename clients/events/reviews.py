@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from clients.events.model import EventBody, EventMessage, EventType, Kind
+from clients.events.model import EventBody, EventDict, EventMessage, EventType, Kind
 
 
 class ReviewGroup:
@@ -17,7 +17,7 @@ class ReviewGroup:
         self._new_id = new_id
         self._body: EventBody | None = None
         self._members: set[int] = set()
-        self._published: dict[str, object] | None = None
+        self._published: EventDict | None = None
 
     def _emit(self, kind: EventType) -> list[EventMessage]:
         assert self._body is not None

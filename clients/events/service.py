@@ -22,7 +22,7 @@ import time
 from collections import deque
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -33,6 +33,7 @@ from clients.events.snapshots import FrameCache, SnapshotKeeper
 from clients.events.store import EventStore
 from clients.events.tracker import CameraEvents
 from clients.events.zones_file import ZonesWatcher, zones_path
+from clients.jsontypes import JsonObject, ZmqContext, ZmqSocket
 from clients.subscriber import TracksSubscriber
 from stream import bus as zbus
 from stream.config import BusConfig, Config
@@ -62,7 +63,7 @@ class EventsService:
         self,
         cfg: EventsConfig,
         store: EventStore,
-        publisher: zmq.Socket[Any] | None = None,
+        publisher: ZmqSocket | None = None,
         mqtt: EventsMqtt | None = None,
         frames: FrameCache | None = None,
     ) -> None:
@@ -169,7 +170,7 @@ class EventsService:
             if self.mqtt is not None:
                 self.mqtt.counts(logic.camera, logic.counts())
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> JsonObject:
         """Counters for the status file and the last line."""
         lat = sorted(self.latency_ms)
 
@@ -223,7 +224,7 @@ class EventsService:
         self.end_all()
 
 
-def _write_status(path: Path, doc: dict[str, Any]) -> None:
+def _write_status(path: Path, doc: JsonObject) -> None:
     """Replace the status file atomically; a refusal is logged (rate-limited), never raised."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -235,17 +236,8 @@ def _write_status(path: Path, doc: dict[str, Any]) -> None:
         log.debug("events status file %s not written: %s", path, e)
 
 
-def main(cfg: Config, args: argparse.Namespace) -> int:
-    """``promptcam events [--tracks EP] [--events EP] [--db FILE]``."""
-    from setproctitle import setproctitle
-
-    setproctitle("promptcam: events")
-    ecfg = cfg.events
-    if getattr(args, "db", None):
-        ecfg = ecfg.model_copy(update={"database": args.db})
-    bus: BusConfig = cfg.bus
-    tracks = getattr(args, "tracks", None) or bus.tracks
-    events = getattr(args, "events", None) or bus.events
+def _open_store(ecfg: EventsConfig) -> EventStore:
+    """The events database, with the events a previous run left open closed."""
     try:
         store = EventStore(
             ecfg.database,
@@ -259,7 +251,39 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     closed = store.close_open()
     if closed:
         log.info("closed %d events left open by the last stop", closed)
-    ctx: zmq.Context[Any] = zmq.Context.instance()
+    return store
+
+
+def _final_stats(
+    service: EventsService,
+    tracks: JsonObject,
+    feed: FrameFeed | None,
+    mqtt: EventsMqtt | None,
+) -> JsonObject:
+    """The last line: the service's counters, the subscriber's, the frames feed's, the counts
+    per camera and the MQTT output's."""
+    return {
+        **service.stats(),
+        "tracks": tracks,
+        "frames": feed.stats.as_dict() if feed is not None else None,
+        "counts": [logic.counts() for logic in service.cameras.values()],
+        **({"mqtt": mqtt.stats()} if mqtt is not None else {}),
+    }
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    """``promptcam events [--tracks EP] [--events EP] [--db FILE]``."""
+    from setproctitle import setproctitle
+
+    setproctitle("promptcam: events")
+    ecfg = cfg.events
+    if getattr(args, "db", None):
+        ecfg = ecfg.model_copy(update={"database": args.db})
+    bus: BusConfig = cfg.bus
+    tracks = getattr(args, "tracks", None) or bus.tracks
+    events = getattr(args, "events", None) or bus.events
+    store = _open_store(ecfg)
+    ctx: ZmqContext = zmq.Context.instance()
     pub = zbus.bind(ctx, zmq.PUB, events, bus, sndhwm=10000, curve=True)
     mqtt = _mqtt(cfg)
     cache = FrameCache() if ecfg.snapshots else None
@@ -289,13 +313,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     pub.close(linger=1000)
     if mqtt is not None:
         mqtt.close()
-    final = {
-        **service.stats(),
-        "tracks": stats,
-        "frames": feed.stats.as_dict() if feed is not None else None,
-        "counts": [logic.counts() for logic in service.cameras.values()],
-        **({"mqtt": mqtt.stats()} if mqtt is not None else {}),
-    }
+    final = _final_stats(service, stats, feed, mqtt)
     if status_file is not None:
         _write_status(status_file, final)
     print(json.dumps(final), flush=True)
@@ -319,7 +337,7 @@ def _mqtt(cfg: Config) -> EventsMqtt | None:
     }
     timeout_ms = int(cfg.mqtt.command_timeout_s * 1000)
 
-    def send_prompt(camera: str, text: str) -> dict[str, Any]:
+    def send_prompt(camera: str, text: str) -> JsonObject:
         request = {"cmd": "set_prompt", "prompt": text, "camera": camera}
         try:
             return zbus.request(cfg.bus.control, request, timeout_ms, cfg.bus)

@@ -21,7 +21,6 @@ import sqlite3
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 from clients.events.model import EventMessage, Kind
 from clients.events.snapshots import SnapshotFiles
@@ -75,7 +74,7 @@ def query_sql(
     before: int | None,
     limit: int,
     kind: Kind,
-) -> tuple[str, list[Any]]:
+) -> tuple[str, list[str | int]]:
     """The SELECT of ``columns`` of the events matching the filters, newest first, and its
     parameters (every value a parameter, never in the SQL text); ``ValueError`` for a bad one.
     ``after``/``before``: start time bounds in ns (inclusive/exclusive)."""
@@ -88,7 +87,7 @@ def query_sql(
     if after is not None and before is not None and after > before:
         raise ValueError("after is later than before")
     sql = f"SELECT {columns} FROM events WHERE kind = ?"
-    params: list[Any] = [Kind(kind).value]
+    params: list[str | int] = [Kind(kind).value]
     for column, value in (("camera", camera), ("label", label)):
         if value is not None:
             sql += f" AND {column} = ?"
@@ -270,7 +269,7 @@ class EventStore:
         before: int | None = None,
         limit: int = 100,
         kind: Kind = Kind.OBJECT,
-    ) -> list[dict[str, Any]]:
+    ) -> list[dict[str, object]]:
         """Latest state of matching events, newest first. ``after``/``before``: start time
         bounds in ns (inclusive/exclusive)."""
         sql, params = query_sql("body", camera, label, zone, after, before, limit, kind)

@@ -23,7 +23,6 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -32,9 +31,11 @@ from clients.events.config import CameraEventsConfig, EventsConfig, ZoneConfig
 from clients.events.geometry import Point, point_in_polygon, polygon_mask, segments_cross, side
 from clients.events.masks import decode_rle
 from clients.events.model import (
+    CameraCounts,
     Crossing,
     Direction,
     EventBody,
+    EventDict,
     EventMessage,
     EventType,
     Kind,
@@ -71,7 +72,7 @@ class _Track:
     zones: dict[str, _ZoneState] = field(default_factory=dict)
     entered: list[str] = field(default_factory=list)
     crossings: list[Crossing] = field(default_factory=list)
-    published: dict[str, Any] | None = None
+    published: EventDict | None = None
     has_snapshot: bool = False
 
     def body(self) -> EventBody:
@@ -348,7 +349,7 @@ class CameraEvents:
         key = (line, direction.value, label)
         self.line_counts[key] = self.line_counts.get(key, 0) + 1
 
-    def counts(self) -> dict[str, Any]:
+    def counts(self) -> CameraCounts:
         """Live counts: active objects per label, per zone and label (objects counted in the
         zone), and line crossings since start (of objects past probation: a ghost's do not
         count) per line, direction and label."""

@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -68,7 +68,7 @@ def describe_error(camera: str, e: ValidationError) -> str:
     return f"{where}: {field + ': ' if field else ''}{msg}".replace("\n", " ")[:400]
 
 
-def parse_camera(camera: str, tree: Any) -> CameraEventsConfig:
+def parse_camera(camera: str, tree: object) -> CameraEventsConfig:
     """One camera's ``{"zones": ..., "lines": ...}``; ``ValueError`` (one line) when bad."""
     if not isinstance(tree, dict):
         raise ValueError(f"events.cameras.{camera}: expected an object with zones and lines")

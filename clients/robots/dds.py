@@ -26,7 +26,6 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any
 
 import zmq
 from cyclonedds.core import Policy, Qos
@@ -35,6 +34,7 @@ from cyclonedds.idl import IdlStruct
 from cyclonedds.pub import DataWriter
 from cyclonedds.topic import Topic
 
+from clients.jsontypes import ZmqContext
 from clients.robots import dds_types, ros2
 from stream import bus as zbus
 from stream.config import Config, DdsConfig
@@ -119,7 +119,7 @@ class DdsPublisher:
                 f"cannot start DDS on domain {dds.domain_id} (interface {dds.interface}): {e}"
             ) from None
         self._qos = sensor_data_qos()
-        self._writers: dict[tuple[str, str], DataWriter] = {}
+        self._writers: dict[tuple[str, str], DataWriter[IdlStruct]] = {}
         self._cameras: set[str] = set()
 
     def _admit(self, camera: str) -> bool:
@@ -172,7 +172,7 @@ class DdsPublisher:
 class DdsBridge:
     """Bus to DDS until ``stop`` is set or ``duration`` seconds have passed."""
 
-    def __init__(self, cfg: Config, camera: str | None, ctx: zmq.Context[Any] | None = None):
+    def __init__(self, cfg: Config, camera: str | None, ctx: ZmqContext | None = None):
         self.cfg = cfg
         self.camera = camera
         self.stop = threading.Event()

@@ -22,10 +22,13 @@ import dataclasses
 import struct
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 import cyclonedds.idl.types as t
 from cyclonedds.idl import IdlStruct
+from cyclonedds.idl._support import Buffer, Endianness
+
+from clients.robots.ros2 import CompressedImageMsg, Detection2DArrayMsg, HeaderMsg, ImageMsg
 
 
 def dds_type_name(ros_type: str) -> str:
@@ -121,14 +124,19 @@ class Detection2DArray(IdlStruct, typename=dds_type_name("vision_msgs/msg/Detect
 
 
 def _serialize_data_tail(
-    sample: Any, buffer: Any, endianness: Any, use_version_2: bool | None
+    sample: "Image | CompressedImage",
+    buffer: Buffer | None,
+    endianness: Endianness | None,
+    use_version_2: bool | None,
 ) -> bytes:
     """``sample`` (whose last field is ``data: uint8[]``) as CDR, the bytes copied at once."""
     if buffer is not None or endianness is not None or use_version_2 or sys.byteorder != "little":
         return IdlStruct.serialize(sample, buffer, endianness, use_version_2)
     head = IdlStruct.serialize(dataclasses.replace(sample, data=b""), None, None, use_version_2)
+    # the field is annotated with cyclonedds' IDL type; its value is bytes (ros2's messages)
+    data = cast(bytes, sample.data)
     # ``head`` ends in the empty sequence's uint32 length (0), already aligned to 4
-    return head[:-4] + struct.pack("<I", len(sample.data)) + bytes(sample.data)
+    return head[:-4] + struct.pack("<I", len(data)) + bytes(data)
 
 
 @dataclass
@@ -142,7 +150,10 @@ class Image(IdlStruct, typename=dds_type_name("sensor_msgs/msg/Image")):
     data: t.sequence[t.uint8] = b""
 
     def serialize(
-        self, buffer: Any = None, endianness: Any = None, use_version_2: bool | None = None
+        self,
+        buffer: Buffer | None = None,
+        endianness: Endianness | None = None,
+        use_version_2: bool | None = None,
     ) -> bytes:
         return _serialize_data_tail(self, buffer, endianness, use_version_2)
 
@@ -154,7 +165,10 @@ class CompressedImage(IdlStruct, typename=dds_type_name("sensor_msgs/msg/Compres
     data: t.sequence[t.uint8] = b""
 
     def serialize(
-        self, buffer: Any = None, endianness: Any = None, use_version_2: bool | None = None
+        self,
+        buffer: Buffer | None = None,
+        endianness: Endianness | None = None,
+        use_version_2: bool | None = None,
     ) -> bytes:
         return _serialize_data_tail(self, buffer, endianness, use_version_2)
 
@@ -179,12 +193,12 @@ TYPES: dict[str, type[IdlStruct]] = {
 }
 
 
-def _header(h: dict[str, Any]) -> Header:
+def _header(h: HeaderMsg) -> Header:
     s = h["stamp"]
     return Header(Time(s["sec"], s["nanosec"]), h["frame_id"])
 
 
-def detection_array(m: dict[str, Any]) -> Detection2DArray:
+def detection_array(m: Detection2DArrayMsg) -> Detection2DArray:
     """The DDS sample of ``ros2.detections``'s dict."""
     header = _header(m["header"])
     dets = []
@@ -216,7 +230,7 @@ def detection_array(m: dict[str, Any]) -> Detection2DArray:
     return Detection2DArray(header, dets)
 
 
-def image(m: dict[str, Any]) -> Image:
+def image(m: ImageMsg) -> Image:
     """The DDS sample of ``ros2.masks``'s dict."""
     return Image(
         _header(m["header"]),
@@ -229,6 +243,6 @@ def image(m: dict[str, Any]) -> Image:
     )
 
 
-def compressed_image(m: dict[str, Any]) -> CompressedImage:
+def compressed_image(m: CompressedImageMsg) -> CompressedImage:
     """The DDS sample of ``ros2.compressed_image``'s dict."""
     return CompressedImage(_header(m["header"]), m["format"], m["data"])

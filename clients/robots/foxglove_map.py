@@ -45,7 +45,7 @@ from foxglove.messages import (
 )
 
 from clients.robots import ros2
-from stream.wire import TracksMessage, WireError
+from stream.wire import TrackedObject, TracksMessage, WireError
 
 NS = 1_000_000_000
 UINT32_MAX = 2**32 - 1
@@ -137,75 +137,94 @@ class Mapped:
     mask: RawImage
 
 
-def map_tracks(msg: TracksMessage) -> Mapped:
-    """``ImageAnnotations`` and the ``RawImage`` label image of a tracks message (each mask
-    decoded once for both)."""
-    h = msg.header
-    ts = timestamp(h.t_capture_ns)
-    n = len(h.objects)
+def _label_image(
+    masks: list[np.ndarray],
+    extents: list[tuple[int, int, int, int] | None],
+    height: int,
+    width: int,
+) -> np.ndarray:
+    """The label image: pixel ``i + 1`` = object ``i``, 0 = none, ``uint8`` up to
+    ``ros2.MONO8_MAX_OBJECTS`` objects, ``uint16`` beyond."""
+    n = len(masks)
     dtype = np.uint8 if n <= ros2.MONO8_MAX_OBJECTS else np.uint16
-    labels = np.zeros((h.height, h.width), dtype)
-    points: list[PointsAnnotation] = []
-    texts: list[TextAnnotation] = []
-    masks = [o.decode_mask() for o in h.objects]
-    extents = [extent(m) for m in masks]
+    labels = np.zeros((height, width), dtype)
     for i in range(n - 1, -1, -1):  # the first listed is painted last: it wins overlaps
         ext = extents[i]
         if ext is not None:  # painted within the mask's extent only
             r1, r2, c1, c2 = ext
             where = masks[i][r1:r2, c1:c2]
             np.copyto(labels[r1:r2, c1:c2], labels.dtype.type(i + 1), where=where)
-    for o, mask, ext in zip(h.objects, masks, extents, strict=True):
-        x1, y1, x2, y2 = (float(v) for v in o.box)
-        colour = color_of(o.id)
-        conf = ros2.confidence(o)
-        box = [Point2(x=x1, y=y1), Point2(x=x2, y=y1), Point2(x=x2, y=y2), Point2(x=x1, y=y2)]
+    return labels
+
+
+def _object_annotations(
+    o: TrackedObject, mask: np.ndarray, ext: tuple[int, int, int, int] | None, ts: Timestamp
+) -> tuple[list[PointsAnnotation], TextAnnotation]:
+    """One object's box and mask polygons, and its text."""
+    x1, y1, x2, y2 = (float(v) for v in o.box)
+    colour = color_of(o.id)
+    conf = ros2.confidence(o)
+    box = [Point2(x=x1, y=y1), Point2(x=x2, y=y1), Point2(x=x2, y=y2), Point2(x=x1, y=y2)]
+    points = [
+        PointsAnnotation(
+            timestamp=ts,
+            type=PointsAnnotationType.LineLoop,
+            points=box,
+            outline_color=colour,
+            thickness=2.0,
+            metadata=_kv(id=o.id, label=o.label, kind="box"),
+        )
+    ]
+    for c in contours(mask, ext) if ext is not None else []:
         points.append(
             PointsAnnotation(
                 timestamp=ts,
                 type=PointsAnnotationType.LineLoop,
-                points=box,
+                points=[Point2(x=float(x), y=float(y)) for x, y in c],
                 outline_color=colour,
-                thickness=2.0,
-                metadata=_kv(id=o.id, label=o.label, kind="box"),
+                fill_color=color_of(o.id, MASK_FILL_ALPHA),
+                thickness=1.0,
+                metadata=_kv(id=o.id, label=o.label, kind="mask"),
             )
         )
-        for c in contours(mask, ext) if ext is not None else []:
-            points.append(
-                PointsAnnotation(
-                    timestamp=ts,
-                    type=PointsAnnotationType.LineLoop,
-                    points=[Point2(x=float(x), y=float(y)) for x, y in c],
-                    outline_color=colour,
-                    fill_color=color_of(o.id, MASK_FILL_ALPHA),
-                    thickness=1.0,
-                    metadata=_kv(id=o.id, label=o.label, kind="mask"),
-                )
-            )
-        texts.append(
-            TextAnnotation(
-                timestamp=ts,
-                position=Point2(x=x1, y=y1),
-                text=f"#{o.id} {o.label} {conf:.2f}",
-                font_size=FONT_SIZE,
-                text_color=Color(r=1.0, g=1.0, b=1.0, a=1.0),
-                background_color=colour,
-                metadata=_kv(id=o.id, label=o.label, confidence=repr(conf)),
-            )
-        )
+    text = TextAnnotation(
+        timestamp=ts,
+        position=Point2(x=x1, y=y1),
+        text=f"#{o.id} {o.label} {conf:.2f}",
+        font_size=FONT_SIZE,
+        text_color=Color(r=1.0, g=1.0, b=1.0, a=1.0),
+        background_color=colour,
+        metadata=_kv(id=o.id, label=o.label, confidence=repr(conf)),
+    )
+    return points, text
+
+
+def map_tracks(msg: TracksMessage) -> Mapped:
+    """``ImageAnnotations`` and the ``RawImage`` label image of a tracks message (each mask
+    decoded once for both)."""
+    h = msg.header
+    ts = timestamp(h.t_capture_ns)
+    masks = [o.decode_mask() for o in h.objects]
+    extents = [extent(m) for m in masks]
+    labels = _label_image(masks, extents, h.height, h.width)
+    points: list[PointsAnnotation] = []
+    texts: list[TextAnnotation] = []
+    for o, mask, ext in zip(h.objects, masks, extents, strict=True):
+        obj_points, text = _object_annotations(o, mask, ext, ts)
+        points.extend(obj_points)
+        texts.append(text)
     ann = ImageAnnotations(
         timestamp=ts,
         points=points,
         texts=texts,
         metadata=_kv(camera=h.camera, seq=h.seq, ids=",".join(str(o.id) for o in h.objects)),
     )
-    encoding = "mono8" if dtype == np.uint8 else "mono16"
     raw = RawImage(
         timestamp=ts,
         frame_id=h.camera,
         width=h.width,
         height=h.height,
-        encoding=encoding,
+        encoding="mono8" if labels.dtype == np.uint8 else "mono16",
         step=h.width * labels.dtype.itemsize,
         data=labels.astype(labels.dtype.newbyteorder("<"), copy=False).tobytes(),
     )

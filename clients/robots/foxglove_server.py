@@ -28,12 +28,13 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from types import FrameType
-from typing import Any
 
 import foxglove
 import zmq
 from foxglove.channels import CompressedImageChannel, ImageAnnotationsChannel, RawImageChannel
+from foxglove.websocket import WebSocketServer
 
+from clients.jsontypes import ZmqContext
 from clients.robots import foxglove_map as fm
 from stream import bus as zbus
 from stream.config import Config
@@ -79,13 +80,13 @@ class _Channels:
 class FoxgloveBridge:
     """The bus to a Foxglove WebSocket server: ``start``, then ``run`` until ``stop`` is set."""
 
-    def __init__(self, cfg: Config, ctx: zmq.Context[Any] | None = None) -> None:
+    def __init__(self, cfg: Config, ctx: ZmqContext | None = None) -> None:
         self.cfg = cfg
         self.stop = threading.Event()
         self.stats = BridgeStats()
         self.state = ServerState.NEW
         self._fctx = foxglove.Context()
-        self._server: foxglove.WebSocketServer | None = None
+        self._server: WebSocketServer | None = None
         self._cameras: dict[str, _Channels] = {}
         self._zctx = ctx or zmq.Context.instance()
         self._max_payload = int(cfg.bus.max_payload_mb * 2**20)

@@ -18,7 +18,7 @@ import struct
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from mcap.records import Schema
 from mcap_ros2.writer import Writer
@@ -76,7 +76,12 @@ class McapFile(McapHandle):
         self._closed = False
 
     def _write(
-        self, topic: str, kind: str, message: dict[str, Any], log_ns: int, pub_ns: int
+        self,
+        topic: str,
+        kind: str,
+        message: ros2.Detection2DArrayMsg | ros2.ImageMsg | ros2.CompressedImageMsg,
+        log_ns: int,
+        pub_ns: int,
     ) -> None:
         self._writer.write_message(
             topic, self._schemas[kind], message, log_time=log_ns, publish_time=pub_ns

@@ -21,7 +21,7 @@ MCAP schema (encoding ``ros2msg``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol, TypedDict
 
 import numpy as np
 
@@ -34,6 +34,120 @@ MONO8_MAX_OBJECTS = 255
 DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+
+
+# The ROS 2 messages as dicts (mcap_ros2's encoder takes them; ``dds_types`` builds the DDS
+# samples from them): field names and nesting are the ROS 2 message definitions'.
+
+
+class TimeMsg(TypedDict):
+    sec: int
+    nanosec: int
+
+
+class HeaderMsg(TypedDict):
+    stamp: TimeMsg
+    frame_id: str
+
+
+class PointMsg(TypedDict):
+    x: float
+    y: float
+    z: float
+
+
+class QuaternionMsg(TypedDict):
+    x: float
+    y: float
+    z: float
+    w: float
+
+
+class PoseMsg(TypedDict):
+    position: PointMsg
+    orientation: QuaternionMsg
+
+
+class PoseWithCovarianceMsg(TypedDict):
+    pose: PoseMsg
+    covariance: list[float]
+
+
+class HypothesisMsg(TypedDict):
+    class_id: str
+    score: float
+
+
+class HypothesisWithPoseMsg(TypedDict):
+    hypothesis: HypothesisMsg
+    pose: PoseWithCovarianceMsg
+
+
+class Point2DMsg(TypedDict):
+    x: float
+    y: float
+
+
+class Pose2DMsg(TypedDict):
+    position: Point2DMsg
+    theta: float
+
+
+class BoundingBox2DMsg(TypedDict):
+    center: Pose2DMsg
+    size_x: float
+    size_y: float
+
+
+class Detection2DMsg(TypedDict):
+    header: HeaderMsg
+    results: list[HypothesisWithPoseMsg]
+    bbox: BoundingBox2DMsg
+    id: str
+
+
+class Detection2DArrayMsg(TypedDict):
+    """``vision_msgs/msg/Detection2DArray``."""
+
+    header: HeaderMsg
+    detections: list[Detection2DMsg]
+
+
+class ImageMsg(TypedDict):
+    """``sensor_msgs/msg/Image``."""
+
+    header: HeaderMsg
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: int
+    step: int
+    data: bytes
+
+
+class CompressedImageMsg(TypedDict):
+    """``sensor_msgs/msg/CompressedImage``."""
+
+    header: HeaderMsg
+    format: str
+    data: bytes
+
+
+class DecodedImage(Protocol):
+    """A decoded ``sensor_msgs/Image`` (``mcap_ros2``'s or ``rosbags``' message)."""
+
+    @property
+    def encoding(self) -> str: ...
+    @property
+    def is_bigendian(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def data(self) -> bytes | memoryview: ...
 
 
 def topic(camera: str, kind: str) -> str:
@@ -123,7 +237,7 @@ def schema_text(name: str) -> str:
 # --------------------------------------------------------------------------- messages
 
 
-def stamp(t_ns: int) -> dict[str, int]:
+def stamp(t_ns: int) -> TimeMsg:
     """``builtin_interfaces/Time`` of a wall-clock time in nanoseconds."""
     sec, nanosec = divmod(int(t_ns), NS)
     if not 0 <= sec <= INT32_MAX:
@@ -131,7 +245,7 @@ def stamp(t_ns: int) -> dict[str, int]:
     return {"sec": sec, "nanosec": nanosec}
 
 
-def _header(camera: str, t_ns: int) -> dict[str, Any]:
+def _header(camera: str, t_ns: int) -> HeaderMsg:
     return {"stamp": stamp(t_ns), "frame_id": camera}
 
 
@@ -140,7 +254,7 @@ def confidence(obj: TrackedObject) -> float:
     return obj.confidence if obj.confidence is not None else confidence_of(obj.score)
 
 
-def _detection(header: dict[str, Any], obj: TrackedObject) -> dict[str, Any]:
+def _detection(header: HeaderMsg, obj: TrackedObject) -> Detection2DMsg:
     x1, y1, x2, y2 = (float(v) for v in obj.box)
     return {
         "header": header,
@@ -165,7 +279,7 @@ def _detection(header: dict[str, Any], obj: TrackedObject) -> dict[str, Any]:
     }
 
 
-def detections(msg: TracksMessage) -> dict[str, Any]:
+def detections(msg: TracksMessage) -> Detection2DArrayMsg:
     """``vision_msgs/msg/Detection2DArray`` of a tracks message."""
     h = msg.header
     header = _header(h.camera, h.t_capture_ns)
@@ -187,7 +301,7 @@ def label_image(msg: TracksMessage) -> np.ndarray:
     return labels
 
 
-def masks(msg: TracksMessage) -> dict[str, Any]:
+def masks(msg: TracksMessage) -> ImageMsg:
     """``sensor_msgs/msg/Image`` label image of a tracks message (``label_image``)."""
     h = msg.header
     labels = label_image(msg)
@@ -203,7 +317,7 @@ def masks(msg: TracksMessage) -> dict[str, Any]:
     }
 
 
-def decode_label_image(image: Any) -> np.ndarray:
+def decode_label_image(image: DecodedImage) -> np.ndarray:
     """The HxW label array of a decoded ``sensor_msgs/Image`` (``masks``'s form): any object
     with the ``Image`` fields (``mcap_ros2``'s or ``rosbags``' decoded message)."""
     if image.encoding not in ("mono8", "mono16"):
@@ -219,6 +333,8 @@ def decode_label_image(image: Any) -> np.ndarray:
     )
 
 
-def compressed_image(camera: str, t_capture_ns: int, jpeg: bytes | memoryview) -> dict[str, Any]:
+def compressed_image(
+    camera: str, t_capture_ns: int, jpeg: bytes | memoryview
+) -> CompressedImageMsg:
     """``sensor_msgs/msg/CompressedImage`` (format ``jpeg``) of an annotated or raw frame."""
     return {"header": _header(camera, t_capture_ns), "format": "jpeg", "data": bytes(jpeg)}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import zmq
 
@@ -95,7 +95,7 @@ class EngineCameras:
         return cameras
 
 
-def parse_cameras_reply(reply: Any) -> list[CameraInfo] | None:
+def parse_cameras_reply(reply: object) -> list[CameraInfo] | None:
     """The cameras of a control ``cameras`` reply, None when it is not a usable one (an error
     reply, wrong types). Entries with a bad name are left out; a repeated name counts once."""
     if not isinstance(reply, dict) or reply.get("ok") is not True:

@@ -18,14 +18,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import zmq
 
 from clients.health import read_status_file
+from clients.jsontypes import JsonObject, ZmqContext, ZmqSocket
 from clients.web.camera_list import CameraInfo, CameraLister
 from clients.web.feeds import LatestFeed
 from stream import bus as zbus
@@ -59,7 +60,7 @@ class CameraStatus:
     prompt: str | None
     waiting_for: str | None = None  # what the view waits for, in words (None: nothing, live)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return asdict(self)
 
 
@@ -94,12 +95,13 @@ def waiting_for(
     return None
 
 
-def _engine_child_restarting(doc: dict[str, Any] | None) -> bool | None:
+def _engine_child_restarting(doc: JsonObject | None) -> bool | None:
     """From the launcher's status document: True when its engine child is restarting, False
     when it runs, None when it says nothing (no launcher, or just started)."""
     if doc is None:
         return None
-    child = (doc.get("children") or {}).get("engine")
+    children = doc.get("children")
+    child = children.get("engine") if isinstance(children, dict) else None
     if not isinstance(child, dict):
         return None
     state, restarts = child.get("state"), child.get("restarts")
@@ -110,7 +112,7 @@ def _engine_child_restarting(doc: dict[str, Any] | None) -> bool | None:
     return False
 
 
-def capture_child_error(doc: dict[str, Any] | None, camera: str) -> str | None:
+def capture_child_error(doc: JsonObject | None, camera: str) -> str | None:
     """From the launcher's status document: the error of ``camera``'s capture child when it
     failed for good (a source that cannot work), else None."""
     children = (doc or {}).get("children")
@@ -127,11 +129,11 @@ def capture_child_error(doc: dict[str, Any] | None, camera: str) -> str | None:
 def camera_status(
     camera: str,
     *,
-    capture: dict[str, Any] | None,
+    capture: JsonObject | None,
     capture_age_s: float | None,
     engine_age_s: float | None,
     engine_ever_answered: bool,
-    launcher: dict[str, Any] | None,
+    launcher: JsonObject | None,
     frame_age_s: float | None,
     uptime_s: float,
     attempt_base: int = 0,
@@ -150,48 +152,54 @@ def camera_status(
         if isinstance(attempts, int) and cap_state in ("reconnecting", "waiting")
         else None
     )
-
-    def status(state: State, banner: str, error: str | None = last_error) -> CameraStatus:
-        awaited = waiting_for(
-            state, engine_answering=answering, frame_age_s=frame_age_s, attempt=attempt, error=error
-        )
-        return CameraStatus(
-            camera,
-            state,
-            banner,
-            attempt,
-            frame_age_s,
-            cap_state,
-            error,
-            answering,
-            prompt,
-            awaited,
-        )
-
     restarting = _engine_child_restarting(launcher)
-    if restarting:
-        return status("engine_restarting", "engine restarting")
-    if not answering:
-        if engine_ever_answered or uptime_s > STARTUP_GRACE_S:
-            return status("engine_restarting", "engine restarting")
-        return status("starting", "starting")
+    if restarting or not answering:
+        grace_over = engine_ever_answered or uptime_s > STARTUP_GRACE_S
+        state, banner = _ENGINE_RESTARTING if restarting or grace_over else ("starting", "starting")
+        error = last_error
+    else:
+        state, banner, error = _capture_banner(
+            camera, cap_state, attempt, launcher, frame_age_s, last_error
+        )
+    awaited = waiting_for(
+        state, engine_answering=answering, frame_age_s=frame_age_s, attempt=attempt, error=error
+    )
+    return CameraStatus(
+        camera, state, banner, attempt, frame_age_s, cap_state, error, answering, prompt, awaited
+    )
+
+
+_ENGINE_RESTARTING: tuple[State, str] = ("engine_restarting", "engine restarting")
+_CAPTURE_BANNERS: dict[str, tuple[State, str]] = {
+    "streaming": ("live", "live"),
+    "waiting": ("waiting", "waiting for camera"),
+    "starting": ("starting", "starting"),
+    "stopped": ("stopped", "camera stopped"),
+}
+
+
+def _capture_banner(
+    camera: str,
+    cap_state: str | None,
+    attempt: int | None,
+    launcher: JsonObject | None,
+    frame_age_s: float | None,
+    last_error: str | None,
+) -> tuple[State, str, str | None]:
+    """State, banner and error of a camera while the engine answers: from its capture's
+    state, else from the launcher (a capture that failed for good) or the frames' age."""
     failed = capture_child_error(launcher, camera)
     if failed is not None and cap_state is None:
-        return status("stopped", "camera failed", failed)
-    if cap_state == "streaming":
-        return status("live", "live")
+        return "stopped", "camera failed", failed
     if cap_state == "reconnecting":
-        return status("reconnecting", f"reconnecting (attempt {attempt or 1})")
-    if cap_state == "waiting":
-        return status("waiting", "waiting for camera")
-    if cap_state == "starting":
-        return status("starting", "starting")
-    if cap_state == "stopped":
-        return status("stopped", "camera stopped")
+        return "reconnecting", f"reconnecting (attempt {attempt or 1})", last_error
+    if cap_state in _CAPTURE_BANNERS:
+        state, banner = _CAPTURE_BANNERS[cap_state]
+        return state, banner, last_error
     # no capture status (capture down, or a source that is not promptcam's capture)
     if frame_age_s is not None and frame_age_s < FRAME_STALE_S:
-        return status("live", "live")
-    return status("waiting", "waiting for camera")
+        return "live", "live", last_error
+    return "waiting", "waiting for camera", last_error
 
 
 # --------------------------------------------------------------------------- the site
@@ -202,11 +210,11 @@ class SiteView:
     """What the site monitor saw last (``time.monotonic()`` times; None: never)."""
 
     cameras: tuple[CameraInfo, ...] | None = None  # the lister's newest answer
-    capture: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # status by camera
+    capture: Mapping[str, JsonObject] = field(default_factory=dict)  # status by camera
     capture_at: Mapping[str, float] = field(default_factory=dict)
-    engine: dict[str, Any] | None = None
+    engine: JsonObject | None = None
     engine_at: float | None = None
-    launcher: dict[str, Any] | None = None  # the launcher's status file, when fresh
+    launcher: JsonObject | None = None  # the launcher's status file, when fresh
     malformed_status: int = 0
 
 
@@ -220,7 +228,7 @@ class SiteMonitor:
         lister: CameraLister,
         poll_s: float = 1.0,
         request_timeout_s: float = 1.0,
-        ctx: zmq.Context[Any] | None = None,
+        ctx: ZmqContext | None = None,
     ) -> None:
         self.cfg = cfg
         self.lister = lister
@@ -247,9 +255,9 @@ class SiteMonitor:
         with self._lock:
             return self._view
 
-    def _update(self, **changes: Any) -> None:
+    def _update(self, change: Callable[[SiteView], SiteView]) -> None:
         with self._lock:
-            self._view = replace(self._view, **changes)
+            self._view = change(self._view)
 
     def cameras(self) -> list[CameraInfo]:
         """The cameras now: the lister's newest answer, or its initial list before one."""
@@ -267,7 +275,7 @@ class SiteMonitor:
         return out
 
     def _loop(self) -> None:
-        sub: zmq.Socket[Any] | None = None  # made once there is a frames endpoint to read
+        sub: ZmqSocket | None = None  # made once there is a frames endpoint to read
         connected: set[str] = set()
         try:
             next_poll = time.monotonic()
@@ -288,8 +296,8 @@ class SiteMonitor:
                 sub.close(0)
 
     def _reconnect(
-        self, sub: zmq.Socket[Any] | None, connected: set[str]
-    ) -> tuple[zmq.Socket[Any] | None, set[str]]:
+        self, sub: ZmqSocket | None, connected: set[str]
+    ) -> tuple[ZmqSocket | None, set[str]]:
         """One SUB socket connected to the frames endpoint of every listed camera."""
         wanted = self._endpoints()
         now: set[str] = set()
@@ -329,13 +337,16 @@ class SiteMonitor:
         cameras = self.lister.list_cameras()
         if cameras is not None:
             names = {c.camera for c in cameras}
-            old = self.snapshot()
             self._update(
-                cameras=tuple(cameras),
-                capture={n: s for n, s in old.capture.items() if n in names},
-                capture_at={n: t for n, t in old.capture_at.items() if n in names},
+                lambda old: replace(
+                    old,
+                    cameras=tuple(cameras),
+                    capture={n: s for n, s in old.capture.items() if n in names},
+                    capture_at={n: t for n, t in old.capture_at.items() if n in names},
+                )
             )
-        self._update(launcher=self._launcher_doc())
+        launcher = self._launcher_doc()
+        self._update(lambda old: replace(old, launcher=launcher))
 
     def _poll_engine(self) -> None:
         try:
@@ -353,9 +364,10 @@ class SiteMonitor:
             return
         stats = reply.get("stats")
         if reply.get("ok") and isinstance(stats, dict):
-            self._update(engine=stats, engine_at=time.monotonic())
+            at = time.monotonic()
+            self._update(lambda old: replace(old, engine=stats, engine_at=at))
 
-    def _launcher_doc(self) -> dict[str, Any] | None:
+    def _launcher_doc(self) -> JsonObject | None:
         path: Path | None = self.cfg.run.status_file
         if path is None:
             return None
@@ -365,7 +377,7 @@ class SiteMonitor:
         )
         return doc if fresh else None
 
-    def _on_capture_status(self, parts: list[Any]) -> None:
+    def _on_capture_status(self, parts: Sequence[bytes]) -> None:
         try:
             if len(parts) != 2:
                 raise ValueError(f"expected 2 parts, got {len(parts)}")
@@ -375,16 +387,19 @@ class SiteMonitor:
                 raise ValueError("header has no 'stats' object")
         except (ValueError, UnicodeDecodeError) as e:
             n = self.snapshot().malformed_status + 1
-            self._update(malformed_status=n)
+            self._update(lambda old: replace(old, malformed_status=n))
             if n <= 10 or n % 1000 == 0:
                 log.warning("malformed capture status message (%s), %d so far", e, n)
             return
         if camera not in {c.camera for c in self.cameras()}:
             return  # another camera publishing on the same endpoint, or one just removed
-        old = self.snapshot()
+        at = time.monotonic()
         self._update(
-            capture={**old.capture, camera: header["stats"]},
-            capture_at={**old.capture_at, camera: time.monotonic()},
+            lambda old: replace(
+                old,
+                capture={**old.capture, camera: header["stats"]},
+                capture_at={**old.capture_at, camera: at},
+            )
         )
 
 
@@ -405,14 +420,14 @@ class CameraMonitor:
         self._started = time.monotonic()
         self._outage_base: int | None = None
 
-    def engine_stats(self, max_age_s: float = 2.0) -> dict[str, Any] | None:
+    def engine_stats(self, max_age_s: float = 2.0) -> JsonObject | None:
         """The engine's newest ``stats`` answer, if at most ``max_age_s`` old."""
         seen = self._site.snapshot()
         if seen.engine_at is None or time.monotonic() - seen.engine_at > max_age_s:
             return None
         return seen.engine
 
-    def camera_stats(self, stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    def camera_stats(self, stats: JsonObject | None) -> JsonObject | None:
         """The figures of this camera in an engine ``stats`` answer: its entry under
         ``cameras`` over the process-wide ones (an engine of one camera: the same)."""
         if not isinstance(stats, dict):
@@ -421,7 +436,7 @@ class CameraMonitor:
         mine = cams.get(self.camera) if isinstance(cams, dict) else None
         return {**stats, **mine} if isinstance(mine, dict) else stats
 
-    def capture(self) -> tuple[dict[str, Any] | None, float | None]:
+    def capture(self) -> tuple[JsonObject | None, float | None]:
         """This camera's newest capture status and its age in seconds (None: never)."""
         seen = self._site.snapshot()
         at = seen.capture_at.get(self.camera)

@@ -9,10 +9,10 @@ import asyncio
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
+from clients.jsontypes import JsonObject
 from clients.web.camera_state import SiteMonitor
 from clients.web.channels import CameraChannel, CameraChannels
 from clients.web.feeds import TopicFeed
@@ -60,7 +60,7 @@ async def read_body(request: web.Request) -> bytes:
         ) from None
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
+async def read_json(request: web.Request) -> JsonObject:
     body = await read_body(request)
     try:
         obj = json.loads(body)
@@ -71,7 +71,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return obj
 
 
-def clean_text(value: Any, what: str, max_chars: int, *, allow_empty: bool = False) -> str:
+def clean_text(value: object, what: str, max_chars: int, *, allow_empty: bool = False) -> str:
     """``value`` stripped, if it is text a person could have typed: a string of at most
     ``max_chars`` printable characters (no control characters, no lone surrogates)."""
     if not isinstance(value, str):
@@ -90,7 +90,7 @@ def clean_text(value: Any, what: str, max_chars: int, *, allow_empty: bool = Fal
     return text
 
 
-def box_of(value: Any) -> list[float]:
+def box_of(value: object) -> list[float]:
     """A box ``[x1, y1, x2, y2]`` of finite numbers with x2 > x1 and y2 > y1."""
     if not isinstance(value, list) or len(value) != 4:
         raise web.HTTPBadRequest(text="box must be [x1, y1, x2, y2]")
@@ -141,10 +141,10 @@ def camera_of(request: web.Request) -> CameraChannel:
 
 async def control(
     st: WebState,
-    payload: dict[str, Any],
+    payload: JsonObject,
     camera: str | None,
     timeout_ms: int = CONTROL_TIMEOUT_MS,
-) -> dict[str, Any]:
+) -> JsonObject:
     """A control request naming ``camera`` (v1.1; None: none named), in an executor thread
     (ZeroMQ REQ blocks); 503 when the engine does not answer."""
     loop = asyncio.get_running_loop()
@@ -158,9 +158,7 @@ async def control(
         raise web.HTTPServiceUnavailable(text=str(e)) from None
 
 
-async def control_ok(
-    st: WebState, payload: dict[str, Any], camera: str, what: str
-) -> dict[str, Any]:
+async def control_ok(st: WebState, payload: JsonObject, camera: str, what: str) -> JsonObject:
     """``control`` for ``camera``, with a refusal of the engine as 400 naming ``what`` was
     refused."""
     reply = await control(st, payload, camera)

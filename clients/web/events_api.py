@@ -29,7 +29,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -43,8 +43,9 @@ from clients.events.zones_file import (
     snapshots_dir,
     zones_path,
 )
+from clients.jsontypes import JsonObject
 from clients.web.context import STATE, WebState, read_json
-from clients.web.events_db import query_counts, query_events
+from clients.web.events_db import EventFilters, query_counts, query_events
 from stream.errors import PromptError
 from stream.prompts import normalize_prompt
 
@@ -61,7 +62,7 @@ def _database(st: WebState) -> Path:
     return Path(st.cfg.events.database).expanduser()
 
 
-async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+async def _off_loop(fn: Callable[..., T], *args: object) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
@@ -124,7 +125,7 @@ def _times(request: web.Request) -> tuple[int | None, int | None]:
 # --------------------------------------------------------------------------- events, counts
 
 
-def _with_files(ev: dict[str, Any], folder: Path) -> dict[str, Any]:
+def _with_files(ev: JsonObject, folder: Path) -> JsonObject:
     eid = ev.get("id")
     ok = isinstance(eid, str) and EVENT_ID_RE.match(eid) is not None
     for key, name in (("snapshot", "snapshot.jpg"), ("mask", "mask.png")):
@@ -133,7 +134,7 @@ def _with_files(ev: dict[str, Any], folder: Path) -> dict[str, Any]:
     return ev
 
 
-def _events(path: Path, filters: dict[str, Any]) -> list[dict[str, Any]]:
+def _events(path: Path, filters: EventFilters) -> list[JsonObject]:
     folder = snapshots_dir(path)
     return [_with_files(ev, folder) for ev in query_events(path, **filters)]
 
@@ -147,7 +148,7 @@ async def api_events(request: web.Request) -> web.Response:
     except ValueError as e:
         msg = str(e) if str(e).startswith("limit") else "kind: expected 'object' or 'review'"
         raise web.HTTPBadRequest(text=msg) from None
-    filters = {
+    filters: EventFilters = {
         "camera": _text(request, "camera"),
         "label": _text(request, "label"),
         "zone": _text(request, "zone"),
@@ -217,7 +218,7 @@ def _frame_of(st: WebState, camera: str) -> tuple[tuple[int, int] | None, str | 
     return None, settings.engine.prompt if settings is not None else None
 
 
-def _zones_reply(st: WebState, camera: str) -> dict[str, Any]:
+def _zones_reply(st: WebState, camera: str) -> JsonObject:
     try:
         saved = load_zones(zones_path(_database(st)))
     except ValueError as e:

@@ -14,10 +14,11 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias, TypedDict
 
 from clients.events.model import Kind
 from clients.events.store import _filter_ns, _filter_text, query_sql
+from clients.jsontypes import JsonObject
 
 BUSY_TIMEOUT_S = 2.0
 
@@ -39,6 +40,21 @@ def _has_table(db: sqlite3.Connection) -> bool:
     return row.fetchone() is not None
 
 
+CountTree: TypeAlias = dict[str, "int | CountTree"]  # counts, nested by the keys named
+
+
+class EventFilters(TypedDict):
+    """``query_events``'s filters, as the events API reads them from a request."""
+
+    camera: str | None
+    label: str | None
+    zone: str | None
+    after: int | None
+    before: int | None
+    limit: int
+    kind: Kind
+
+
 def query_events(
     path: Path,
     camera: str | None = None,
@@ -48,7 +64,7 @@ def query_events(
     before: int | None = None,
     limit: int = 100,
     kind: Kind = Kind.OBJECT,
-) -> list[dict[str, Any]]:
+) -> list[JsonObject]:
     """Latest state of matching events, newest first, each with ``camera`` and ``kind``
     (the filters as ``EventStore.query``: ``ValueError`` when bad; ``sqlite3.Error`` when the
     file cannot be read)."""
@@ -64,15 +80,19 @@ def query_events(
         return out
 
 
-def _bump(tree: dict[str, Any], keys: list[str], n: int) -> None:
+def _bump(tree: CountTree, keys: list[str], n: int) -> None:
     for k in keys[:-1]:
-        tree = tree.setdefault(k, {})
-    tree[keys[-1]] = tree.get(keys[-1], 0) + n
+        sub = tree.setdefault(k, {})
+        assert isinstance(sub, dict), f"count {k!r} is a number, not a tree"
+        tree = sub
+    old = tree.get(keys[-1], 0)
+    assert isinstance(old, int), f"count {keys[-1]!r} is a tree, not a number"
+    tree[keys[-1]] = old + n
 
 
 def query_counts(
     path: Path, camera: str | None = None, after: int | None = None
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, dict[str, CountTree]]:
     """Counts per camera, as the events service's ``counts()`` names them: ``labels`` (objects
     active now, per label), ``zones`` (objects in each zone now, per label), ``lines``
     (crossings per line, direction and label) and ``entered`` (objects that entered each zone,
@@ -80,9 +100,9 @@ def query_counts(
     camera = _filter_text("camera", camera)
     after = _filter_ns("after", after) or 0
     cam_sql, cam_params = (" AND camera = ?", [camera]) if camera is not None else ("", [])
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, CountTree]] = {}
 
-    def cam(name: str) -> dict[str, Any]:
+    def cam(name: str) -> dict[str, CountTree]:
         return out.setdefault(name, {"labels": {}, "zones": {}, "lines": {}, "entered": {}})
 
     with _connect(path) as db:

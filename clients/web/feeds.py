@@ -15,10 +15,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import zmq
 
+from clients.jsontypes import ZmqContext, ZmqSocket
 from stream import bus as zbus
 from stream.config import BusConfig
 from stream.wire import DEFAULT_MAX_PAYLOAD, AnnotatedMessage, Part, TracksMessage, WireError
@@ -99,7 +100,7 @@ class TopicFeed(Generic[M]):
         camera_of: Callable[[M], str],
         *,
         bus: BusConfig | None = None,
-        ctx: zmq.Context[Any] | None = None,
+        ctx: ZmqContext | None = None,
         on_message: Callable[[str, M], None] | None = None,
         on_reject: Callable[[str], None] | None = None,
     ) -> None:
@@ -163,7 +164,7 @@ class TopicFeed(Generic[M]):
         if n <= 10 or n % 1000 == 0:
             log.warning("%s: rejected message (%s), %d so far: %s", self.kind, reason, n, detail)
 
-    def _apply_subscriptions(self, sock: zmq.Socket[Any]) -> None:
+    def _apply_subscriptions(self, sock: ZmqSocket) -> None:
         """Subscription changes asked from other threads (a socket belongs to one thread)."""
         with self._lock:
             pending, self._pending = self._pending, []
@@ -202,13 +203,34 @@ class TopicFeed(Generic[M]):
 
 
 def annotated_feed(
-    endpoint: str, max_payload: int = DEFAULT_MAX_PAYLOAD, **kw: Any
+    endpoint: str,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    *,
+    bus: BusConfig | None = None,
+    ctx: ZmqContext | None = None,
+    on_reject: Callable[[str], None] | None = None,
 ) -> TopicFeed[AnnotatedMessage]:
     def parse(parts: Sequence[Part]) -> AnnotatedMessage:
         return AnnotatedMessage.from_parts(parts, max_payload)
 
-    return TopicFeed("annotated", endpoint, parse, lambda m: m.camera, **kw)
+    return TopicFeed(
+        "annotated", endpoint, parse, lambda m: m.camera, bus=bus, ctx=ctx, on_reject=on_reject
+    )
 
 
-def tracks_feed(endpoint: str, **kw: Any) -> TopicFeed[TracksMessage]:
-    return TopicFeed("tracks", endpoint, TracksMessage.from_parts, lambda m: m.camera, **kw)
+def tracks_feed(
+    endpoint: str,
+    *,
+    bus: BusConfig | None = None,
+    ctx: ZmqContext | None = None,
+    on_reject: Callable[[str], None] | None = None,
+) -> TopicFeed[TracksMessage]:
+    return TopicFeed(
+        "tracks",
+        endpoint,
+        TracksMessage.from_parts,
+        lambda m: m.camera,
+        bus=bus,
+        ctx=ctx,
+        on_reject=on_reject,
+    )

@@ -43,7 +43,7 @@ def restrict_ice_to_loopback(enabled: bool = True) -> None:
     """Make aioice (process-wide) gather host candidates on loopback addresses only."""
     aioice.ice.get_host_addresses = (
         _loopback_host_addresses if enabled else _original_get_host_addresses
-    )  # type: ignore[assignment]
+    )
     if enabled:
         log.info("ICE restricted to loopback: %s", ", ".join(loopback_addresses()))
 

@@ -32,11 +32,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import av
 import psutil
 
+from clients.jsontypes import JsonObject
 from stream.config import Config, SourceConfig
 from stream.sources import SourceTooLargeError, check_frame_size
 
@@ -137,7 +138,7 @@ class Job:
         elapsed = (time.monotonic() if now is None else now) - self.started_at
         return max(0.0, elapsed * (total - self.done) / self.done)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         self.refresh_progress()
         total = self.total or self.info.frames
         eta = self.eta_s()
@@ -188,7 +189,7 @@ def _worker(
     out_mp4: str,
     tracks: str,
     progress_file: str,
-    boxes: list[Any],
+    boxes: Boxes,
     result_file: str,
     parent_pid: int,
 ) -> None:
@@ -214,12 +215,12 @@ def _worker(
         res = track_video(
             cfg,
             Path(video),
-            boxes=[(tuple(b), int(f)) for b, f in boxes],
+            boxes=[(b, int(f)) for b, f in boxes],
             out_mp4=Path(out_mp4),
             tracks_jsonl=Path(tracks),
             progress=progress,
         )
-        outcome: dict[str, Any] = {"ok": True, "frames": res.frames, "objects": res.objects}
+        outcome: JsonObject = {"ok": True, "frames": res.frames, "objects": res.objects}
     except Exception as e:  # reported to the page as the job's error, not swallowed
         logging.getLogger(__name__).exception("offline job failed")
         outcome = {"ok": False, "error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
@@ -391,7 +392,7 @@ class JobManager:
                 str(job.out_mp4),
                 str(job.tracks_jsonl),
                 str(job.progress_file),
-                [[list(b), f] for b, f in job.boxes],
+                list(job.boxes),
                 str(result_file),
                 os.getpid(),
             ),

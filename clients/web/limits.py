@@ -19,10 +19,11 @@ import logging
 import resource
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+
+from clients.jsontypes import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class ConnectionGuard:
             self._last_active[proto] = time.monotonic()
 
 
-def describe_limits(guard: ConnectionGuard, idle_timeout_s: float) -> dict[str, Any]:
+def describe_limits(guard: ConnectionGuard, idle_timeout_s: float) -> JsonObject:
     """The guard's figures, for ``/api/stats``."""
     return {
         "connections": guard.open_connections(),

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from aiohttp import web
 
+from clients.jsontypes import JsonObject
 from clients.web.channels import CameraChannel
 from clients.web.context import (
     MAX_LABEL_CHARS,
@@ -42,7 +42,7 @@ from stream.errors import PromptcamError
 from stream.wire import TrackedObject, confidence_of
 
 
-def _object_dict(o: TrackedObject) -> dict[str, Any]:
+def _object_dict(o: TrackedObject) -> JsonObject:
     return {
         "id": o.id,
         "label": o.label,
@@ -82,12 +82,12 @@ async def api_state(request: web.Request) -> web.Response:
 async def api_prompt(request: web.Request) -> web.Response:
     st = request.app[STATE]
     ch = camera_of(request)
-    body = await read_json(request)
-    if not isinstance(body.get("prompt"), str) or len(body["prompt"]) > MAX_PROMPT_CHARS:
+    given = (await read_json(request)).get("prompt")
+    if not isinstance(given, str) or len(given) > MAX_PROMPT_CHARS:
         raise web.HTTPBadRequest(
             text=f'expected {{"prompt": "<text, up to {MAX_PROMPT_CHARS} characters>"}}'
         )
-    prompt = clean_text(body["prompt"], "the prompt", MAX_PROMPT_CHARS, allow_empty=True)
+    prompt = clean_text(given, "the prompt", MAX_PROMPT_CHARS, allow_empty=True)
     reply = await control_ok(st, {"cmd": "set_prompt", "prompt": prompt}, ch.name, "the prompt")
     return web.json_response({"ok": True, "prompt": prompt, "labels": reply.get("labels")})
 
@@ -116,7 +116,7 @@ async def api_objects(request: web.Request) -> web.Response:
     )
 
 
-def _label_of(body: dict[str, Any], default: str | None = None) -> str:
+def _label_of(body: JsonObject, default: str | None = None) -> str:
     if "label" not in body and default is not None:
         return default
     return clean_text(body.get("label"), "the label", MAX_LABEL_CHARS)
@@ -182,9 +182,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def _engine_stats(
-    st: WebState, ch: CameraChannel
-) -> tuple[dict[str, Any] | None, str | None]:
+async def _engine_stats(st: WebState, ch: CameraChannel) -> tuple[JsonObject | None, str | None]:
     cached = ch.monitor.engine_stats()
     if cached is not None:
         return cached, None
@@ -192,8 +190,9 @@ async def _engine_stats(
         reply = await control(st, {"cmd": "stats"}, None, 1000)
     except web.HTTPServiceUnavailable as e:
         return None, e.text
-    if reply.get("ok") and isinstance(reply.get("stats"), dict):
-        return reply["stats"], None
+    stats = reply.get("stats")
+    if reply.get("ok") and isinstance(stats, dict):
+        return stats, None
     return None, str(reply.get("error"))
 
 
@@ -203,7 +202,7 @@ async def api_stats(request: web.Request) -> web.Response:
     m, counts = st.metrics, ch.counts
     lat = list(counts.latencies)
     enc = ch.hub.encoder
-    web_stats: dict[str, Any] = {
+    web_stats: JsonObject = {
         "camera": ch.name,
         "viewers": len(ch.pcs),
         "max_viewers": st.cfg.web.max_viewers,

@@ -122,54 +122,59 @@ class CameraFiguresCollector(Collector):
         yield from counters.values()
 
 
+_CAM = ("camera",)
+LIMITED_DOC = (
+    "Clients held to a limit: viewers refused (web.max_viewers) or closed before they "
+    "connected (web.connect_timeout_s), connections refused or evicted "
+    "(web.max_connections), request bodies timed out, uploads aborted by the client."
+)
+LATENCY_BUCKETS_S = (0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+
+
+def _counter(
+    registry: CollectorRegistry, name: str, documentation: str, label: str = "camera"
+) -> Counter:
+    """A counter with one label (by default ``camera``), in ``registry``."""
+    return Counter(name, documentation, (label,), registry=registry)
+
+
 class Metrics:
     """The web process's Prometheus metrics, in their own registry."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        cam = ["camera"]
+        self.registry = r = CollectorRegistry()
         self.viewers = Gauge(
-            "promptcam_web_viewers", "Connected WebRTC viewers of the camera.", cam, registry=r
+            "promptcam_web_viewers", "Connected WebRTC viewers of the camera.", _CAM, registry=r
         )
-        self.frames_sent = Counter(
-            "promptcam_web_frames_sent", "Encoded video frames handed to viewers.", cam, registry=r
+        self.frames_sent = _counter(
+            r, "promptcam_web_frames_sent", "Encoded video frames handed to viewers."
         )
-        self.frames_encoded = Counter(
+        self.frames_encoded = _counter(
+            r,
             "promptcam_web_frames_encoded",
             "Video frames encoded (one shared encoder per camera, whatever the viewers).",
-            cam,
-            registry=r,
         )
-        self.keyframes = Counter(
-            "promptcam_web_keyframes_encoded",
-            "Keyframes among the encoded frames.",
-            cam,
-            registry=r,
+        self.keyframes = _counter(
+            r, "promptcam_web_keyframes_encoded", "Keyframes among the encoded frames."
         )
-        self.packets_dropped = Counter(
+        self.packets_dropped = _counter(
+            r,
             "promptcam_web_viewer_packets_dropped",
             "Encoded frames a viewer skipped (fell behind or joined: waits for a keyframe).",
-            cam,
-            registry=r,
         )
-        self.annotated = Counter(
+        self.annotated = _counter(
+            r,
             "promptcam_web_annotated_frames_received",
             "Annotated frames received from the engine.",
-            cam,
-            registry=r,
         )
-        self.tracks = Counter(
-            "promptcam_web_tracks_received",
-            "Tracks messages received from the engine.",
-            cam,
-            registry=r,
+        self.tracks = _counter(
+            r, "promptcam_web_tracks_received", "Tracks messages received from the engine."
         )
         self.latency = Histogram(
             "promptcam_web_frame_latency_seconds",
             "Capture to encoded frame handed to a viewer's sender.",
-            cam,
-            buckets=(0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
+            _CAM,
+            buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
         self.per_camera: tuple[Gauge | Counter | Histogram, ...] = (
@@ -182,26 +187,13 @@ class Metrics:
             self.tracks,
             self.latency,
         )
-        self.rejected = Counter(
-            "promptcam_web_rejected_messages",
-            "Malformed messages from the engine.",
-            ["reason"],
-            registry=r,
+        self.rejected = _counter(
+            r, "promptcam_web_rejected_messages", "Malformed messages from the engine.", "reason"
         )
-        self.request_errors = Counter(
-            "promptcam_web_request_errors",
-            "HTTP requests answered with an error.",
-            ["status"],
-            registry=r,
+        self.request_errors = _counter(
+            r, "promptcam_web_request_errors", "HTTP requests answered with an error.", "status"
         )
-        self.limited = Counter(
-            "promptcam_web_limited",
-            "Clients held to a limit: viewers refused (web.max_viewers) or closed before they "
-            "connected (web.connect_timeout_s), connections refused or evicted "
-            "(web.max_connections), request bodies timed out, uploads aborted by the client.",
-            ["what"],
-            registry=r,
-        )
+        self.limited = _counter(r, "promptcam_web_limited", LIMITED_DOC, "what")
         self.limited_n: dict[str, int] = {}
 
     def add_camera_figures(self, figures: Callable[[], Sequence[CameraFigures]]) -> None:

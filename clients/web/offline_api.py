@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import cv2
 from aiohttp import BodyPartReader, web
@@ -88,7 +89,10 @@ def _boxes_from_text(text: str, info: VideoInfo) -> Boxes:
     return out
 
 
-def _boxes_from_json(value: Any, info: VideoInfo) -> Boxes:
+T = TypeVar("T")
+
+
+def _boxes_from_json(value: object, info: VideoInfo) -> Boxes:
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > MAX_BOXES:
@@ -108,7 +112,7 @@ def _boxes_from_json(value: Any, info: VideoInfo) -> Boxes:
     return out
 
 
-def _seed_of(value: Any, default: str) -> str:
+def _seed_of(value: object, default: str) -> str:
     seed = default if value is None else value
     if seed not in SEED_MODES:
         raise web.HTTPBadRequest(text="seeding must be box, mask or points")
@@ -125,7 +129,7 @@ def _job(request: web.Request) -> Job:
 # --------------------------------------------------------------------------- upload
 
 
-async def _timed(st: WebState, aw: Any) -> Any:
+async def _timed(st: WebState, aw: Awaitable[T]) -> T:
     try:
         return await asyncio.wait_for(aw, st.cfg.web.request_timeout_s)
     except asyncio.TimeoutError:

@@ -18,13 +18,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import av
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from clients.jsontypes import JsonObject
 from clients.web.ice import restrict_ice_to_loopback, rtc_configuration
 from clients.web.synthetic import read_stamp
 
@@ -49,7 +49,7 @@ class ProbeResult:
         ]
         return (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else 0.0
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JsonObject:
         lat = sorted(self.latencies_ms)
         return {
             "frames": self.frames,
@@ -83,7 +83,7 @@ class Viewer:
         if loopback_only:
             restrict_ice_to_loopback()
         self.pc = RTCPeerConnection(configuration=rtc_configuration())
-        self._track: Any = None
+        self._track: MediaStreamTrack | None = None
         self.last_frame: av.VideoFrame | None = None  # the newest decoded frame
         self._got_track = asyncio.Event()
         self._t0 = time.monotonic()
@@ -93,7 +93,7 @@ class Viewer:
         pc.addTransceiver("video", direction="recvonly")
 
         @pc.on("track")
-        def on_track(track: Any) -> None:
+        def on_track(track: MediaStreamTrack) -> None:
             self._track = track
             self._got_track.set()
 
@@ -138,24 +138,28 @@ class Viewer:
         """Read frames for ``seconds`` or until ``frames`` more arrived (whichever first)."""
         deadline = None if seconds is None else time.monotonic() + seconds
         target = None if frames is None else self.result.frames + frames
+        track = self._track
+        if track is None:
+            raise RuntimeError("receive before connect: the server sent no video track")
         while (deadline is None or time.monotonic() < deadline) and (
             target is None or self.result.frames < target
         ):
             remaining = None if deadline is None else max(0.01, deadline - time.monotonic())
             try:
-                frame = await asyncio.wait_for(self._track.recv(), remaining)
+                frame = await asyncio.wait_for(track.recv(), remaining)
             except asyncio.TimeoutError:
                 break
             except MediaStreamError:
                 break
-            self._on_frame(frame)
+            if isinstance(frame, av.VideoFrame):  # a video track sends video frames only
+                self._on_frame(frame)
         return self.result
 
     async def close(self) -> None:
         await self.pc.close()
 
 
-async def _main(url: str, seconds: float, token: str | None, camera: str | None) -> dict[str, Any]:
+async def _main(url: str, seconds: float, token: str | None, camera: str | None) -> JsonObject:
     viewer = Viewer(url, token=token, camera=camera)
     try:
         await viewer.connect()

@@ -38,7 +38,6 @@ import math
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 import zmq
 from aiohttp import web
@@ -46,6 +45,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.exceptions import OperationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from clients.jsontypes import JsonObject, ZmqContext
 from clients.web import events_api, live_api, offline_api
 from clients.web.camera_list import CameraLister, camera_lister
 from clients.web.camera_state import SiteMonitor
@@ -189,10 +189,9 @@ def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
 
 
-async def offer(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    ch = camera_of(request)
-    params = await read_json(request)
+def _offer_sdp(st: WebState, ch: CameraChannel, params: JsonObject) -> str:
+    """The offer's SDP, checked (400 when malformed, 503 when the camera has all the viewers
+    it may), its non-loopback candidates dropped when ``web.ice_loopback_only``."""
     sdp, kind = params.get("sdp"), params.get("type")
     if not isinstance(sdp, str) or kind != "offer":
         raise web.HTTPBadRequest(text='expected {"sdp": "<offer SDP>", "type": "offer"}')
@@ -208,9 +207,14 @@ async def offer(request: web.Request) -> web.Response:
         sdp, dropped = filter_sdp_to_loopback(sdp)
         if dropped:
             log.debug("dropped %d non-loopback ICE candidates from an offer", dropped)
-    pc = RTCPeerConnection(configuration=rtc_configuration())
-    viewer = ch.hub.subscribe()
-    ch.pcs.add(pc)  # counted at once, so concurrent offers cannot pass the viewer limit
+    return sdp
+
+
+async def _negotiate(
+    st: WebState, ch: CameraChannel, pc: RTCPeerConnection, viewer: ViewerTrack, sdp: str
+) -> None:
+    """Apply the offer and make the answer; on any failure the viewer is closed (400 for a
+    bad offer)."""
     try:
         # The transceiver exists before the offer is applied, so the offer's video section
         # binds to it and its codec preferences (H.264 only: the shared encoder's packets are
@@ -242,14 +246,15 @@ async def offer(request: web.Request) -> web.Response:
     except BaseException:
         await _close_pc(st, ch, pc, viewer)
         raise
-    if ch.closed:  # the camera went away while the offer was answered
-        await _close_pc(st, ch, pc, viewer)
-        raise web.HTTPNotFound(text=f"camera {ch.name} is no longer shown")
-    st.metrics.viewers.labels(ch.name).set(len(ch.pcs))
+
+
+def _watch(st: WebState, ch: CameraChannel, pc: RTCPeerConnection, viewer: ViewerTrack) -> None:
+    """The viewer's tasks: keyframes once it connects, closing when it fails or closes, and
+    reclaiming it if it never connects."""
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
 
-    def spawn(coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(coro: Coroutine[None, None, None]) -> None:
         task = loop.create_task(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -266,6 +271,21 @@ async def offer(request: web.Request) -> web.Response:
             await _close_pc(st, ch, pc, viewer)
 
     spawn(_reclaim_unconnected(st, ch, pc, viewer))
+
+
+async def offer(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    ch = camera_of(request)
+    sdp = _offer_sdp(st, ch, await read_json(request))
+    pc = RTCPeerConnection(configuration=rtc_configuration())
+    viewer = ch.hub.subscribe()
+    ch.pcs.add(pc)  # counted at once, so concurrent offers cannot pass the viewer limit
+    await _negotiate(st, ch, pc, viewer, sdp)
+    if ch.closed:  # the camera went away while the offer was answered
+        await _close_pc(st, ch, pc, viewer)
+        raise web.HTTPNotFound(text=f"camera {ch.name} is no longer shown")
+    st.metrics.viewers.labels(ch.name).set(len(ch.pcs))
+    _watch(st, ch, pc, viewer)
     answer_sdp = pc.localDescription.sdp
     if st.cfg.web.ice_loopback_only:
         answer_sdp, _ = filter_sdp_to_loopback(answer_sdp)
@@ -327,10 +347,45 @@ async def follow_cameras(st: WebState, every_s: float = 0.5) -> None:
         await asyncio.sleep(every_s)
 
 
+def _add_routes(app: web.Application) -> None:
+    app.router.add_get("/", page_index)
+    app.router.add_get("/offline", page_offline)
+    app.router.add_static("/static/", STATIC_DIR)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/offer", offer)
+    live_api.add_routes(app)
+    offline_api.add_routes(app)
+    events_api.add_routes(app)
+
+
+def _add_lifecycle(app: web.Application, state: WebState) -> None:
+    """Feeds, the site monitor and the camera follower start with the app and stop with it."""
+    follower: list[asyncio.Task[None]] = []
+
+    async def start_feeds(app: web.Application) -> None:
+        state.annotated.start()
+        state.tracks.start()
+        state.site.start()
+        follower.append(asyncio.get_running_loop().create_task(follow_cameras(state)))
+
+    async def stop_all(app: web.Application) -> None:
+        for task in follower:
+            task.cancel()
+        await state.channels.close()
+        await state.jobs.close()
+        state.site.close()
+        state.annotated.close()
+        state.tracks.close()
+
+    app.on_startup.append(start_feeds)
+    app.on_shutdown.append(stop_all)
+
+
 def create_app(
     cfg: Config,
     *,
-    ctx: zmq.Context[Any] | None = None,
+    ctx: ZmqContext | None = None,
     jobs_root: Path | None = None,
     cameras: CameraLister | None = None,
 ) -> web.Application:
@@ -363,34 +418,8 @@ def create_app(
     )
     state = WebState(cfg, m, channels, site, ann, trk, JobManager(cfg, jobs_root))
     app[STATE] = state
-    app.router.add_get("/", page_index)
-    app.router.add_get("/offline", page_offline)
-    app.router.add_static("/static/", STATIC_DIR)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_post("/offer", offer)
-    live_api.add_routes(app)
-    offline_api.add_routes(app)
-    events_api.add_routes(app)
-    follower: list[asyncio.Task[None]] = []
-
-    async def start_feeds(app: web.Application) -> None:
-        ann.start()
-        trk.start()
-        site.start()
-        follower.append(asyncio.get_running_loop().create_task(follow_cameras(state)))
-
-    async def stop_all(app: web.Application) -> None:
-        for task in follower:
-            task.cancel()
-        await channels.close()
-        await state.jobs.close()
-        site.close()
-        ann.close()
-        trk.close()
-
-    app.on_startup.append(start_feeds)
-    app.on_shutdown.append(stop_all)
+    _add_routes(app)
+    _add_lifecycle(app, state)
     return app
 
 

@@ -17,16 +17,23 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import zmq
 
+from clients.jsontypes import JsonObject, ZmqContext
 from engine.render import Renderer
 from stream import bus as zbus
 from stream.config import Config
 from stream.wire import (
+    AddCamera,
+    AddObject,
     AnnotatedMessage,
+    ControlCommand,
+    RemoveCamera,
+    RemoveObject,
+    Reset,
+    SetPrompt,
     TrackedObject,
     TracksMessage,
     WireError,
@@ -103,7 +110,7 @@ class SyntheticEngine:
         height: int = 240,
         cameras: list[str] | None = None,
         silent: list[str] | None = None,
-        ctx: zmq.Context[Any] | None = None,
+        ctx: ZmqContext | None = None,
     ) -> None:
         self.cfg = cfg
         # cameras served (control, stats) that publish no frame: as a camera whose source is
@@ -112,7 +119,7 @@ class SyntheticEngine:
         self.fps = fps
         self.width, self.height = width, height
         self.published = 0
-        self.requests: deque[dict[str, Any]] = deque(maxlen=1000)  # newest valid requests
+        self.requests: deque[JsonObject] = deque(maxlen=1000)  # newest valid requests
         self._ctx = ctx or zmq.Context.instance()
         self._renderer = Renderer(jpeg_quality=85)
         self._lock = threading.Lock()
@@ -207,15 +214,15 @@ class SyntheticEngine:
         cam = self._cameras.get(name)
         return cam if cam is not None else f"unknown camera {name!r} (cameras: {known})"
 
-    def _control(self, req: Any) -> bytes:
+    def _control(self, req: ControlCommand) -> bytes:
         """The reply to one parsed control request (other than stats and cameras)."""
         with self._lock:
-            if req.cmd == "add_camera":
+            if isinstance(req, AddCamera):
                 if req.camera in self._cameras:
                     return control_reply(False, error=f"camera {req.camera!r} is already served")
                 self._add(req.camera, req.prompt if req.prompt is not None else "")
                 return control_reply(True)
-            if req.cmd == "remove_camera":
+            if isinstance(req, RemoveCamera):
                 if self._cameras.pop(req.camera, None) is None:
                     return control_reply(False, error=f"unknown camera {req.camera!r}")
                 return control_reply(True)
@@ -224,13 +231,13 @@ class SyntheticEngine:
                 return control_reply(False, error=cam)
             return self._camera_control(cam, req)
 
-    def _camera_control(self, cam: _Camera, req: Any) -> bytes:
-        if req.cmd == "set_prompt":
+    def _camera_control(self, cam: _Camera, req: ControlCommand) -> bytes:
+        if isinstance(req, SetPrompt):
             cam.prompt = req.prompt
             cam.prompts_set += 1
             cam.prompt_hidden = False
             return control_reply(True, labels=cam.labels())
-        if req.cmd == "add_object":
+        if isinstance(req, AddObject):
             x1, y1, x2, y2 = (float(v) for v in req.box)
             if (
                 not (x2 > x1 and y2 > y1)
@@ -250,11 +257,11 @@ class SyntheticEngine:
             cam.next_manual_id += 1
             cam.manual[tid] = (req.label, box)
             return control_reply(True, id=tid)
-        if req.cmd == "remove_object":
+        if isinstance(req, RemoveObject):
             if cam.manual.pop(req.id, None) is None:
                 return control_reply(False, error=f"no tracked object with id {req.id}")
             return control_reply(True)
-        if req.cmd != "reset":
+        if not isinstance(req, Reset):
             return control_reply(False, error=f"{req.cmd} is not supported by the synthetic engine")
         cam.manual.clear()
         cam.prompt_hidden = True
@@ -313,20 +320,21 @@ class SyntheticEngine:
             self._stop.wait(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at, time.monotonic() - period)
 
-    def _stats(self) -> dict[str, Any]:
+    def _stats(self) -> JsonObject:
         with self._lock:
-            per: dict[str, dict[str, Any]] = {
+            objects = {name: len(c.labels()) + len(c.manual) for name, c in self._cameras.items()}
+            per: dict[str, JsonObject] = {
                 name: {
                     "camera": name,
                     "fps_in": 0.0 if name in self.silent else self.fps,
                     "fps_out": 0.0 if name in self.silent else self.fps,
                     "frames_dropped": 0,
-                    "objects": len(c.labels()) + len(c.manual),
+                    "objects": objects[name],
                     "prompt": c.prompt,
                 }
                 for name, c in self._cameras.items()
             }
-        first = next(iter(per.values()), {})
+        first: JsonObject = next(iter(per.values()), {})
         flat = (
             first
             if len(per) == 1
@@ -334,12 +342,12 @@ class SyntheticEngine:
                 "fps_in": self.fps * len(per),
                 "fps_out": self.fps * len(per),
                 "frames_dropped": 0,
-                "objects": sum(p["objects"] for p in per.values()),
+                "objects": sum(objects.values()),
             }
         )
         return {**flat, "cameras": per}
 
-    def _camera_list(self) -> list[dict[str, Any]]:
+    def _camera_list(self) -> list[JsonObject]:
         with self._lock:
             return [
                 {

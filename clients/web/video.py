@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
+from av.video.stream import VideoStream
 
 from clients.web.feeds import LatestFeed
 from stream.wire import AnnotatedMessage, decode_jpeg
@@ -114,7 +115,7 @@ class H264Stream:
         log.info("H.264 encoder %dx%d at %d kbit/s", width, height, codec.bit_rate // 1000)
         return codec
 
-    def encode(self, i420: np.ndarray, pts: int, keyframe: bool) -> list[av.Packet]:
+    def encode(self, i420: np.ndarray, pts: int, keyframe: bool) -> list[av.Packet[VideoStream]]:
         frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         if (
             self._codec is None
@@ -136,7 +137,7 @@ class H264Stream:
 
 @dataclass(frozen=True)
 class Encoded:
-    packet: av.Packet
+    packet: av.Packet[VideoStream]
     keyframe: bool
     t_capture_ns: int  # 0: a repeat or the placeholder
 
@@ -197,7 +198,7 @@ class ViewerTrack(MediaStreamTrack):
         self._queue.append(enc)
         self._ready.set()
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet[VideoStream]:
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -284,7 +285,7 @@ class LiveEncoder:
 
     def _encode(
         self, jpeg: bytes | None, pts: int, keyframe: bool
-    ) -> tuple[np.ndarray, list[av.Packet]]:
+    ) -> tuple[np.ndarray, list[av.Packet[VideoStream]]]:
         if jpeg is not None:
             i420 = jpeg_to_i420(jpeg)
             self._placeholder = None

@@ -56,41 +56,53 @@ class FrameRules(TrackStore):
             if t is None or t.dormant:
                 log.debug("observation of unknown track %d on frame %d ignored", tid, seq)
                 continue
-            if t.first_seq is None:
-                t.first_seq = seq
-            t.observed += 1
-            t.last_seq = seq
-            t.score = float(obs.score)
-            hit = obs.box is not None and obs.score >= self._th.score_threshold
-            colour = self._cue(obs.colour)
-            if hit and self._off_colour(t, colour):
-                t.off_colour += 1
-                if t.off_colour >= self._th.life.drift_frames:
-                    events.append(self._retire(t, seq, EndReason.DRIFTED))
-                    log.info("track %d (%s) slid onto another object (colour)", tid, t.label)
-                continue  # a mask on another object: the track's box and colour stay as they were
-            if hit:
-                assert obs.box is not None
-                t.off_colour = 0
-                self._hit(t, seq, as_box(obs.box), colour)
-                t.gallery.add(obs.embedding)
-                t.missed = 0
-                if t.apply(LifecycleEvent.HIT) is TrackState.LOST:
-                    events.append(TrackEvent(seq, tid, "recovered"))
-                t.hits += 1
-                self._probation(t, seq)
-                continue
-            t.missed += 1
-            if t.missed >= self._th.max_missed:
-                ev = self._retire(t, seq, EndReason.MISSED)
-                events.append(ev)
-                log.info("track %d (%s) %s: missed %d frames", tid, t.label, ev.kind, t.missed)
-            else:
-                old = t.apply(LifecycleEvent.MISS)
-                if t.state is TrackState.LOST and old is not TrackState.LOST:
-                    events.append(TrackEvent(seq, tid, "lost"))
+            events += self._observe(t, tid, seq, obs)
         if mask_iou is not None:
             events += self._duplicates(seq, observations, mask_iou)
+        events += self._end_dormant(seq)
+        return events
+
+    def _observe(self, t: Track, tid: int, seq: int, obs: Observation) -> list[TrackEvent]:
+        """Update live track ``tid`` from its observation on frame ``seq``: its events."""
+        if t.first_seq is None:
+            t.first_seq = seq
+        t.observed += 1
+        t.last_seq = seq
+        t.score = float(obs.score)
+        hit = obs.box is not None and obs.score >= self._th.score_threshold
+        colour = self._cue(obs.colour)
+        if hit and self._off_colour(t, colour):
+            t.off_colour += 1
+            if t.off_colour >= self._th.life.drift_frames:
+                ev = self._retire(t, seq, EndReason.DRIFTED)
+                log.info("track %d (%s) slid onto another object (colour)", tid, t.label)
+                return [ev]
+            return []  # a mask on another object: the track's box and colour stay as they were
+        if hit:
+            assert obs.box is not None
+            t.off_colour = 0
+            self._hit(t, seq, as_box(obs.box), colour)
+            t.gallery.add(obs.embedding)
+            t.missed = 0
+            events: list[TrackEvent] = []
+            if t.apply(LifecycleEvent.HIT) is TrackState.LOST:
+                events.append(TrackEvent(seq, tid, "recovered"))
+            t.hits += 1
+            self._probation(t, seq)
+            return events
+        t.missed += 1
+        if t.missed >= self._th.max_missed:
+            ev = self._retire(t, seq, EndReason.MISSED)
+            log.info("track %d (%s) %s: missed %d frames", tid, t.label, ev.kind, t.missed)
+            return [ev]
+        old = t.apply(LifecycleEvent.MISS)
+        if t.state is TrackState.LOST and old is not TrackState.LOST:
+            return [TrackEvent(seq, tid, "lost")]
+        return []
+
+    def _end_dormant(self, seq: int) -> list[TrackEvent]:
+        """End the tracks dormant for ``reid_frames`` frames by ``seq``."""
+        events: list[TrackEvent] = []
         for t in list(self._tracks.values()):
             slept = None if t.dormant_since is None else seq - t.dormant_since
             if slept is not None and slept >= self._th.reid_frames:
