@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import NoReturn, TypeAlias
 
 from clients.proctitle import TOKEN_ENV, hide_secrets
 
@@ -66,9 +66,14 @@ ONE_CAMERA_COMMANDS = ("capture", "record")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(error_line(self.prog, message))
         sys.exit(2)
+
+
+# The subparsers action of ``promptcam`` (and of ``promptcam object``): each subcommand's
+# ``_NAME_parser`` adds its parser to it.
+Subparsers: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -131,12 +136,8 @@ def no_prompt_notice(args: argparse.Namespace) -> str | None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="promptcam", description="Track anything you can describe, live.")
-    parser.add_argument("--version", action="version", version=f"promptcam {package_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
+def _run_parser(sub: Subparsers) -> None:
+    """``promptcam run``."""
     p = sub.add_parser("run", help="start capture, engine and web, supervised")
     _common(p)
     _models(p)
@@ -151,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=float, metavar="S", help="stop after S seconds (for scripted runs)"
     )
 
+
+def _capture_parser(sub: Subparsers) -> None:
+    """``promptcam capture``."""
     p = sub.add_parser("capture", help="capture process: publish frames")
     _common(p)
     p.add_argument(
@@ -165,11 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, help="frame rate for image directories and demo")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
 
+
+def _engine_parser(sub: Subparsers) -> None:
+    """``promptcam engine``."""
     p = sub.add_parser("engine", help="engine process: frames in, tracks out")
     _common(p)
     _models(p)
     p.add_argument("--prompt", metavar="TEXT", help="text prompt")
 
+
+def _web_parser(sub: Subparsers) -> None:
+    """``promptcam web``."""
     p = sub.add_parser("web", help="WebRTC live view and control page")
     _common(p)
     _models(p)  # for the offline page's jobs
@@ -177,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--token", help="access token (required off loopback)")
 
+
+def _track_parser(sub: Subparsers) -> None:
+    """``promptcam track``."""
     p = sub.add_parser("track", help="offline job over every frame of a video file")
     _common(p)
     _models(p)
@@ -205,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, metavar="N", help="process at most N frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _subscribe_parser(sub: Subparsers) -> None:
+    """``promptcam subscribe``."""
     p = sub.add_parser("subscribe", help="print tracks messages as JSON lines")
     _common(p)
     p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
@@ -217,19 +233,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 if nothing arrives for S seconds",
     )
 
+
+def _events_parser(sub: Subparsers) -> None:
+    """``promptcam events``."""
     p = sub.add_parser("events", help="zones, lines and object events from tracks (SQLite, ZeroMQ)")
     _common(p)
     p.add_argument("--tracks", metavar="ENDPOINT", help="tracks endpoint (config: bus.tracks)")
     p.add_argument("--events", metavar="ENDPOINT", help="events PUB endpoint (config: bus.events)")
     p.add_argument("--db", metavar="FILE", help="SQLite database (config: events.database)")
 
+
+def _prompt_parser(sub: Subparsers) -> None:
+    """``promptcam prompt``."""
     p = sub.add_parser("prompt", help="change the text prompt of a running engine")
     _common(p)
     p.add_argument("text", metavar="TEXT", help="new prompt, e.g. 'person. forklift.'")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="reply timeout")
 
-    _object_parser(sub)
 
+def _record_parser(sub: Subparsers) -> None:
+    """``promptcam record``."""
     p = sub.add_parser("record", help="record annotated video (MP4) and tracks (JSONL)")
     _common(p)
     p.add_argument("--dir", metavar="DIR", help="output directory (config: record.directory)")
@@ -246,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="MCAP message profile (default ros2; foxglove: Foxglove schemas; --format mcap)",
     )
 
+
+def _foxglove_parser(sub: Subparsers) -> None:
+    """``promptcam foxglove``."""
     p = sub.add_parser("foxglove", help="every camera live in Foxglove (a Foxglove WebSocket)")
     _common(p)
     p.add_argument("--host", dest="foxglove_host", help="bind address (default 127.0.0.1)")
@@ -257,10 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="allow a non-loopback --host (the server cannot check a token)",
     )
+
+
+def _dds_parser(sub: Subparsers) -> None:
+    """``promptcam dds``."""
     p = sub.add_parser("dds", help="publish tracks as ROS 2 messages on DDS (no ROS 2 needed)")
     _common(p)
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
 
+
+def _fleet_parser(sub: Subparsers) -> None:
+    """``promptcam fleet``."""
     p = sub.add_parser("fleet", help="engines as Ray actors, cameras placed on them (and verbs)")
     _common(p)
     _models(p)
@@ -268,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     fleet_arguments(p)
 
+
+def _bench_parser(sub: Subparsers) -> None:
+    """``promptcam bench``."""
     p = sub.add_parser(
         "bench",
         help=f"benchmarks: {', '.join(PARTS)}",
@@ -303,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="quality: demo scene seeds (default 0-3, the tuning seeds; e.g. 100-111 held out)",
     )
 
+
+def _models_parser(sub: Subparsers) -> None:
+    """``promptcam models``."""
     p = sub.add_parser("models", help="list model and detector presets, and what is cached")
     _common(p)
     g = p.add_mutually_exclusive_group()
@@ -314,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         "cache (HF_HOME), for copying to a machine without network",
     )
 
+
+def _eval_parser(sub: Subparsers) -> None:
+    """``promptcam eval``."""
     p = sub.add_parser("eval", help="tracking quality of tracks JSONL against ground truth")
     _common(p)
     p.add_argument("pred", metavar="PRED", help="predicted tracks JSONL (promptcam track --tracks)")
@@ -323,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-ids", metavar="ID,ID", help="score only these ground-truth objects")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
 
+
+def _scene_parser(sub: Subparsers) -> None:
+    """``promptcam scene``."""
     p = sub.add_parser("scene", help="write a seeded demo scene as video and its ground truth")
     _common(p)
     p.add_argument("--out", required=True, metavar="DIR_OR.mp4", help="PNG directory or MP4")
@@ -333,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objects", type=int, help="objects (config: source.demo_objects)")
     p.add_argument("--fps", type=float, help="frame rate written (config: source.fps)")
 
+
+def _train_demo_parser(sub: Subparsers) -> None:
+    """``promptcam train-demo``."""
     p = sub.add_parser("train-demo", help="train the demo preset's models on generated scenes")
     _common(p)
     p.add_argument(
@@ -342,10 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="training seed (default 0)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default 2)")
     p.add_argument("--only", choices=["sam2", "detector"], help="train one of the two models only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="promptcam", description="Track anything you can describe, live.")
+    parser.add_argument("--version", action="version", version=f"promptcam {package_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for add in SUBCOMMAND_PARSERS:
+        add(sub)
     return parser
 
 
-def _object_parser(sub: Any) -> None:
+def _object_parser(sub: Subparsers) -> None:
     """``promptcam object add X1,Y1,X2,Y2 [--label L] | remove ID | reset`` (control commands)."""
     p = sub.add_parser("object", help="add, remove or reset tracked objects of a running engine")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
@@ -359,6 +416,29 @@ def _object_parser(sub: Any) -> None:
     for v in (verbs.choices["add"], verbs.choices["remove"], verbs.choices["reset"]):
         _common(v)
         v.add_argument("--timeout", type=float, default=5.0, metavar="S", help="reply timeout")
+
+
+# The subcommands in the order ``promptcam --help`` lists them; each adds its parser.
+SUBCOMMAND_PARSERS: tuple[Callable[[Subparsers], None], ...] = (
+    _run_parser,
+    _capture_parser,
+    _engine_parser,
+    _web_parser,
+    _track_parser,
+    _subscribe_parser,
+    _events_parser,
+    _prompt_parser,
+    _object_parser,
+    _record_parser,
+    _foxglove_parser,
+    _dds_parser,
+    _fleet_parser,
+    _bench_parser,
+    _models_parser,
+    _eval_parser,
+    _scene_parser,
+    _train_demo_parser,
+)
 
 
 _FLAG_KEYS = {
@@ -386,7 +466,7 @@ _FLAG_KEYS = {
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, object] = {}
     for attr, key in _FLAG_KEYS.items():
         val = getattr(args, attr, None)
         if val is not None:
@@ -426,7 +506,7 @@ def setup_logging(level: str) -> None:
 def prompt_main(cfg: Config, args: argparse.Namespace) -> int:
     from stream import bus
 
-    request: dict[str, Any] = {"cmd": "set_prompt", "prompt": args.text}
+    request: dict[str, object] = {"cmd": "set_prompt", "prompt": args.text}
     if args.camera is not None:
         request["camera"] = args.camera
     reply = bus.request(
@@ -444,10 +524,10 @@ def prompt_main(cfg: Config, args: argparse.Namespace) -> int:
 MAX_LABEL_CHARS = 64
 
 
-def object_request(args: argparse.Namespace) -> dict[str, Any]:
+def object_request(args: argparse.Namespace) -> dict[str, object]:
     """The control request of ``promptcam object VERB``; ``"camera"`` only when ``--camera``
     was given (an engine of one camera needs none)."""
-    req: dict[str, Any]
+    req: dict[str, object]
     if args.verb == "add":
         if "@" in args.box:
             raise PromptError(

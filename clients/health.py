@@ -45,7 +45,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ class ChildInfo:
     watchdog_restarts: int = 0
     start_timeouts: int = 0  # killed for not becoming ready within its start timeout
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {
             "error": self.error,
             "pid": self.pid,
@@ -95,13 +95,14 @@ class Observed:
     """The newest capture status, engine stats and web answer, with when each arrived
     (``time.monotonic()``; None when never)."""
 
-    capture: dict[str, Any] | None = None  # of the first camera (one-camera runs: the camera)
+    capture: dict[str, object] | None = None  # of the first camera (one-camera runs: the camera)
     capture_at: float | None = None
-    engine: dict[str, Any] | None = None
+    engine: dict[str, object] | None = None
     engine_at: float | None = None
     web_at: float | None = None
     malformed_status: int = 0
-    cameras: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # capture status by camera
+    # capture status by camera
+    cameras: Mapping[str, dict[str, object]] = field(default_factory=dict)
     cameras_at: Mapping[str, float] = field(default_factory=dict)
 
     def seen_since(self, name: str, since: float) -> bool:
@@ -133,7 +134,7 @@ class StatusCollector:
         poll_s: float = 1.0,
         web_url: str | None = None,
         request_timeout_s: float = 1.0,
-        ctx: zmq.Context[Any] | None = None,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.poll_s = poll_s
@@ -164,7 +165,7 @@ class StatusCollector:
         with self._lock:
             return self._state.observed
 
-    def _update(self, **changes: Any) -> None:
+    def _update(self, **changes: object) -> None:
         with self._lock:
             old = self._state.observed
             self._state.observed = Observed(**{**old.__dict__, **changes})
@@ -198,7 +199,7 @@ class StatusCollector:
         finally:
             sub.close(0)
 
-    def _on_capture_status(self, parts: list[Any], cameras: list[str]) -> None:
+    def _on_capture_status(self, parts: Sequence[bytes], cameras: list[str]) -> None:
         try:
             if len(parts) != 2:
                 raise ValueError(f"expected 2 parts, got {len(parts)}")
@@ -216,7 +217,7 @@ class StatusCollector:
         now = time.monotonic()
         old = self.snapshot()
         merged = {**old.cameras, camera: header["stats"]}
-        changes: dict[str, Any] = {
+        changes: dict[str, object] = {
             "cameras": {n: merged[n] for n in cameras if n in merged},  # config order
             "cameras_at": {**old.cameras_at, camera: now},
         }
@@ -258,8 +259,8 @@ class StatusCollector:
         self._update(web_at=time.monotonic())
 
 
-def _num(d: Mapping[str, Any] | None, *path: str) -> float | None:
-    node: Any = d
+def _num(d: Mapping[str, object] | None, *path: str) -> float | None:
+    node: object = d
     for key in path:
         if not isinstance(node, Mapping) or key not in node:
             return None
@@ -276,7 +277,7 @@ def _uptime(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def _capture_state(cap: Mapping[str, Any]) -> str:
+def _capture_state(cap: Mapping[str, object]) -> str:
     """``reconnecting (attempt N), `` / ``waiting for camera (attempt N), `` while the camera is
     away (N: attempts so far in this run), nothing while it streams."""
     state, attempts = cap.get("state"), _num(cap, "reconnect_attempts")
@@ -292,7 +293,7 @@ def status_line(
     """One line: capture fps/reconnects, engine fps in/out, objects, drops, latency, memory, restarts."""
     now = time.monotonic()
 
-    def capture_part(cap: Mapping[str, Any] | None) -> str:
+    def capture_part(cap: Mapping[str, object] | None) -> str:
         if cap is None:
             return "-"
         if cap.get("state") == "waiting":  # no frame yet: no rates to show
@@ -345,7 +346,7 @@ def status_line(
 
 def status_document(
     cfg: Config, observed: Observed, children: Mapping[str, ChildInfo], url: str, uptime_s: float
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """The status file's document; ``url`` goes in without its query (the token stays out)."""
     return {
         "v": STATUS_VERSION,
@@ -361,7 +362,7 @@ def status_document(
     }
 
 
-def write_status_file(path: Path, doc: Mapping[str, Any]) -> None:
+def write_status_file(path: Path, doc: Mapping[str, object]) -> None:
     """Replace ``path`` atomically with ``doc`` as JSON (readers never see half a file), mode
     0600: it shows pids, sources and figures to this user only."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

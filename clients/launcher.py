@@ -57,7 +57,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO
 
 import psutil
 import yaml
@@ -713,7 +713,7 @@ def events_specs(cfg: Config, config_path: Path) -> list[ChildSpec]:
     ]
 
 
-def events_status(cfg: Config) -> dict[str, Any] | None:
+def events_status(cfg: Config) -> dict[str, object] | None:
     """The events service's counters (its status file), or None."""
     if cfg.events.status_file is None:
         return None
@@ -778,7 +778,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
 
 def _document(
     cfg: Config, observed: Observed, children: Mapping[str, ChildInfo], url: str, up: float
-) -> dict[str, Any]:
+) -> dict[str, object]:
     doc = status_document(cfg, observed, children, url, up)
     if cfg.events.active():
         doc["events"] = events_status(cfg)

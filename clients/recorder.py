@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import zmq
 
@@ -257,7 +257,7 @@ class Recorder:
         self,
         cfg: Config,
         directory: Path | None = None,
-        ctx: zmq.Context[Any] | None = None,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
         fmt: str = "mp4",
         profile: str = "ros2",
     ) -> None:

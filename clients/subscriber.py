@@ -42,7 +42,6 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import zmq
 
@@ -73,7 +72,7 @@ class TracksSubscriber:
         camera: str | None = None,
         *,
         bus: BusConfig | None = None,
-        ctx: zmq.Context[Any] | None = None,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
         rcvhwm: int = 100,
     ) -> None:
         self.endpoint = endpoint
@@ -82,7 +81,7 @@ class TracksSubscriber:
         self._bus = bus
         self._ctx = ctx or zmq.Context.instance()
         self._rcvhwm = rcvhwm
-        self._sock: zmq.Socket[Any] | None = None
+        self._sock: zmq.Socket[bytes] | None = None
 
     # -- lifecycle
     def open(self) -> TracksSubscriber:

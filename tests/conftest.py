@@ -38,6 +38,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped under CI=true (a missing component fails in CI): {reason}"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """Under CI a module skipped at collection (``pytest.importorskip`` or ``pytest.skip(...,
+    allow_module_level=True)`` at the top of a file) fails the same way as a skipped test."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if in_ci() and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true (a missing component fails in CI): {reason}"
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """One closing line with the number of skipped tests (0 in CI, where a skip fails)."""
     skipped = len(terminalreporter.stats.get("skipped", []))

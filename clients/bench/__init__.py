@@ -14,7 +14,6 @@ import logging
 import platform
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -23,7 +22,7 @@ from stream.errors import PromptcamError
 
 log = logging.getLogger(__name__)
 
-BenchRow = dict[str, Any]
+BenchRow = dict[str, object]
 # part -> what it measures (``promptcam bench --help`` lists these)
 PARTS: dict[str, str] = {
     "transport": "1080p frames over ipc:// and tcp:// (frames/s, with and without shared memory), frame age",
@@ -60,7 +59,7 @@ def machine() -> str:
 
 
 def format_table(rows: list[BenchRow]) -> str:
-    def fmt(v: Any) -> str:
+    def fmt(v: object) -> str:
         return f"{v:,.2f}" if isinstance(v, float) else str(v)
 
     cols = ["part", "name", "value", "unit", "note"]

@@ -28,7 +28,7 @@ import torch
 import transformers
 
 from clients.bench import BenchRow, row
-from clients.bench.engine import _boxes, _frames, _lockstep
+from clients.bench.engine import Corners, _boxes, _frames, _lockstep
 from engine.backends.transformers_video import HfVideoKernel
 from engine.backends.video_models import LoadedVideoModel, load_video_model
 from engine.segmenter import PreparedFrame
@@ -92,7 +92,7 @@ def _growth(held: dict[int, int]) -> float:
 
 
 def _ours(
-    kernel: HfVideoKernel, frames: list[PreparedFrame], boxes: list[Any], held: dict[int, int]
+    kernel: HfVideoKernel, frames: list[PreparedFrame], boxes: list[Corners], held: dict[int, int]
 ) -> Iterator[float]:
     seg = kernel.new_session()
     idx = seg.add_frame(frames[0])
@@ -108,7 +108,10 @@ def _ours(
 
 
 def _reference(
-    loaded: LoadedVideoModel, frames: list[PreparedFrame], boxes: list[Any], held: dict[int, int]
+    loaded: LoadedVideoModel,
+    frames: list[PreparedFrame],
+    boxes: list[Corners],
+    held: dict[int, int],
 ) -> Iterator[float]:
     model = loaded.model
     size = loaded.image_size
@@ -137,7 +140,7 @@ def _reference(
         yield elapsed
 
 
-def _session_bytes(session: Any) -> int:
+def _session_bytes(session: Any) -> int:  # a transformers InferenceSession (untyped)
     """Bytes of the tensors a transformers session holds for its objects (outputs per frame)."""
     total = 0
     for per_obj in session.output_dict_per_obj.values():

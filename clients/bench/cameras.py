@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TypedDict
 
 import psutil
 
@@ -40,9 +40,14 @@ WARMUP = 10
 OBJECTS = ((40.0, 40.0, 160.0, 160.0), (300.0, 200.0, 440.0, 340.0))
 
 
-def _worker(
-    cameras: int, shared: bool, duration: float, threads: int, device: str
-) -> dict[str, Any]:
+class WorkerResult(TypedDict):
+    """What a bench child prints (its last line, JSON): frames/s per camera and its RSS."""
+
+    fps: dict[str, float]
+    rss_mb: float
+
+
+def _worker(cameras: int, shared: bool, duration: float, threads: int, device: str) -> WorkerResult:
     """Run in a child process: track ``cameras`` demo cameras and count frames."""
     import torch
 
@@ -53,7 +58,7 @@ def _worker(
     from stream.demo import DemoScene
 
     torch.set_num_threads(threads)
-    loaded = load_sam2(ModelsConfig(preset="tiny-random", device=device))  # type: ignore[arg-type]
+    loaded = load_sam2(ModelsConfig(preset="tiny-random", device=device))
     cfg = EngineConfig(prompt="", reground_every_frames=0)
     scenes = [DemoScene(640, 480, 2, seed=k) for k in range(cameras)]
     frames = [[s.render(i)[0] for i in range(30)] for s in scenes]
@@ -91,7 +96,9 @@ def _worker(
     }
 
 
-def _spawn(cameras: int, shared: bool, duration: float, threads: int, device: str) -> Any:
+def _spawn(
+    cameras: int, shared: bool, duration: float, threads: int, device: str
+) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "clients.bench.cameras", "--child", str(cameras)]
     argv += ["--duration", str(duration), "--threads", str(threads), "--device", device]
     if shared:
@@ -99,8 +106,8 @@ def _spawn(cameras: int, shared: bool, duration: float, threads: int, device: st
     return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env={**os.environ})
 
 
-def _collect(procs: list[Any]) -> list[dict[str, Any]]:
-    out = []
+def _collect(procs: list[subprocess.Popen[str]]) -> list[WorkerResult]:
+    out: list[WorkerResult] = []
     for p in procs:
         stdout, _ = p.communicate(timeout=600)
         if p.returncode != 0:
@@ -113,6 +120,52 @@ def _spread(rates: list[float]) -> float:
     return (max(rates) / min(rates) - 1) * 100 if rates and min(rates) > 0 else float("inf")
 
 
+def _count_rows(n: int, duration: float, cores: int, device: str) -> list[BenchRow]:
+    """``n`` cameras on one engine vs ``n`` one-camera engines sharing the cores."""
+    shared = _collect([_spawn(n, True, duration, cores, device)])[0]
+    per_solo = max(1, cores // n)
+    solos = _collect([_spawn(1, False, duration, per_solo, device) for _ in range(n)])
+    one_rates = list(shared["fps"].values())
+    solo_rates = [next(iter(s["fps"].values())) for s in solos]
+    one_total, solo_total = sum(one_rates), sum(solo_rates)
+    solo_rss = sum(s["rss_mb"] for s in solos)
+    note = f"tiny-random, 2 objects/camera, 640x480, {duration:.0f} s"
+    return [
+        row("cameras", f"{n} cameras, one engine: aggregate", one_total, "frames/s", note),
+        row(
+            "cameras",
+            f"{n} cameras, {n} one-camera engines: aggregate",
+            solo_total,
+            "frames/s",
+            f"{per_solo} torch thread(s) each",
+        ),
+        row(
+            "cameras",
+            f"{n} cameras: one engine / separate engines",
+            one_total / solo_total if solo_total else float("inf"),
+            "x",
+            "target >= 1.5x at 4 cameras",
+        ),
+        row(
+            "cameras",
+            f"{n} cameras, per-camera fps spread (one engine / separate)",
+            f"{_spread(one_rates):.1f} / {_spread(solo_rates):.1f}",
+            "%",
+            "target within +-10 %; median per camera "
+            f"{statistics.median(one_rates):.1f} / {statistics.median(solo_rates):.1f}",
+        ),
+        row("cameras", f"{n} cameras, one engine: RSS", shared["rss_mb"], "MB"),
+        row("cameras", f"{n} cameras, {n} one-camera engines: summed RSS", solo_rss, "MB"),
+        row(
+            "cameras",
+            f"{n} cameras: RSS one engine / summed",
+            shared["rss_mb"] / solo_rss * 100,
+            "%",
+            "target <= 40 % at 4 cameras",
+        ),
+    ]
+
+
 def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     quick = bool(getattr(args, "quick", False))
     duration = 4.0 if quick else 20.0
@@ -123,48 +176,7 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     alone = _collect([_spawn(1, False, duration, 1, device)])[0]
     alone_rate = next(iter(alone["fps"].values()))
     for n in counts:
-        shared = _collect([_spawn(n, True, duration, cores, device)])[0]
-        per_solo = max(1, cores // n)
-        solos = _collect([_spawn(1, False, duration, per_solo, device) for _ in range(n)])
-        one_rates = list(shared["fps"].values())
-        solo_rates = [next(iter(s["fps"].values())) for s in solos]
-        one_total, solo_total = sum(one_rates), sum(solo_rates)
-        solo_rss = sum(s["rss_mb"] for s in solos)
-        note = f"tiny-random, 2 objects/camera, 640x480, {duration:.0f} s"
-        rows += [
-            row("cameras", f"{n} cameras, one engine: aggregate", one_total, "frames/s", note),
-            row(
-                "cameras",
-                f"{n} cameras, {n} one-camera engines: aggregate",
-                solo_total,
-                "frames/s",
-                f"{per_solo} torch thread(s) each",
-            ),
-            row(
-                "cameras",
-                f"{n} cameras: one engine / separate engines",
-                one_total / solo_total if solo_total else float("inf"),
-                "x",
-                "target >= 1.5x at 4 cameras",
-            ),
-            row(
-                "cameras",
-                f"{n} cameras, per-camera fps spread (one engine / separate)",
-                f"{_spread(one_rates):.1f} / {_spread(solo_rates):.1f}",
-                "%",
-                "target within +-10 %; median per camera "
-                f"{statistics.median(one_rates):.1f} / {statistics.median(solo_rates):.1f}",
-            ),
-            row("cameras", f"{n} cameras, one engine: RSS", shared["rss_mb"], "MB"),
-            row("cameras", f"{n} cameras, {n} one-camera engines: summed RSS", solo_rss, "MB"),
-            row(
-                "cameras",
-                f"{n} cameras: RSS one engine / summed",
-                shared["rss_mb"] / solo_rss * 100,
-                "%",
-                "target <= 40 % at 4 cameras",
-            ),
-        ]
+        rows += _count_rows(n, duration, cores, device)
         if n > 1:
             one_thread = sum(_collect([_spawn(n, True, duration, 1, device)])[0]["fps"].values())
             rows.append(

@@ -44,7 +44,7 @@ def boundary(mask: np.ndarray) -> np.ndarray:
     b[-1, :] = seg[-1, :] ^ e[-1, :]
     b[:, -1] = seg[:, -1] ^ s[:, -1]
     b[-1, -1] = False
-    return b
+    return np.asarray(b)
 
 
 def bound_pixels(height: int, width: int, bound_th: float = BOUND_TH) -> int:
@@ -54,7 +54,7 @@ def bound_pixels(height: int, width: int, bound_th: float = BOUND_TH) -> int:
 
 def _disk(radius: int) -> np.ndarray:
     ys, xs = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    return (xs * xs + ys * ys <= radius * radius).astype(np.uint8)
+    return np.asarray(xs * xs + ys * ys <= radius * radius, dtype=np.uint8)
 
 
 def f_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = BOUND_TH) -> float:

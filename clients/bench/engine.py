@@ -58,6 +58,10 @@ from stream.config import Config, ModelsConfig
 log = logging.getLogger(__name__)
 
 PART = "engine"
+# A box prompt in pixels: x1, y1, x2, y2.
+Corners = tuple[float, float, float, float]
+# The (args, kwargs) of each captured call of a module (the memory attention, last frame).
+Calls = list[tuple[tuple[Any, ...], dict[str, object]]]
 A = TypeVar("A")
 B = TypeVar("B")
 
@@ -85,7 +89,7 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     return rows
 
 
-def _models(**fields: Any) -> ModelsConfig:
+def _models(**fields: object) -> ModelsConfig:
     return ModelsConfig.model_validate(fields)
 
 
@@ -141,7 +145,7 @@ def _random_hiera_t(workdir: Path, image_size: int, device: str) -> LoadedSam2:
 
 
 def random_sam2(
-    workdir: Path, arch: str, image_size: int, device: str, **models: Any
+    workdir: Path, arch: str, image_size: int, device: str, **models: object
 ) -> LoadedSam2:
     """A SAM 2.1 architecture (``ARCHITECTURES``) with random weights (seed 0), saved in
     ``workdir`` and loaded through the local-checkpoint path on ``device``; ``models`` are more
@@ -179,7 +183,7 @@ def _frames(n: int, height: int, width: int) -> list[np.ndarray]:
     return out
 
 
-def _boxes(n: int, height: int, width: int) -> list[tuple[float, float, float, float]]:
+def _boxes(n: int, height: int, width: int) -> list[Corners]:
     return [
         (
             float(40 + 70 * (k % 6)),
@@ -203,103 +207,106 @@ def bench_case(case: Case, workdir: Path) -> list[BenchRow]:
 
 def _bench_case(case: Case, workdir: Path) -> list[BenchRow]:
     video = workdir / case.name.replace(" ", "_")
+    bgr = _write_frames(case, video)
+    official = official_video_predictor(case.loaded)
+    _warm_up(case, official, video, bgr)
+    rows: list[BenchRow] = []
+    per_obj: dict[int, float] = {}
+    for n in case.objects:
+        obj_rows, per_obj[n] = _objects_rows(case, n, official, video, bgr)
+        rows += obj_rows
+    if 1 in per_obj and 16 in per_obj:
+        rows.append(_scaling_row(case, bgr, per_obj))
+    del official
+    return rows
+
+
+def _write_frames(case: Case, video: Path) -> list[np.ndarray]:
+    """The case's frames as JPEGs in ``video`` (the official predictor reads a folder), and
+    the same decoded frames as BGR arrays for the streaming side."""
     video.mkdir()
     bgr = []
     for i, rgb in enumerate(_frames(case.frames, case.height, case.width)):
         path = video / f"{i:05d}.jpg"
         Image.fromarray(rgb).save(path, quality=90)
         bgr.append(np.asarray(Image.open(path).convert("RGB"))[..., ::-1].copy())
-    official = official_video_predictor(case.loaded)
-    _warm_up(case, official, video, bgr)
-    rows: list[BenchRow] = []
-    per_obj: dict[int, float] = {}
-    for n in case.objects:
-        boxes = _boxes(n, case.height, case.width)
-        # Each side's figure is the mean of its per-frame times over the repeats, in lockstep.
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # memory attention, last frame
-        stages: dict[str, list[float]] = {}
-        ours_steps, theirs_t = _lockstep(
-            partial(_streaming_steps, case.loaded, bgr, boxes, capture=calls, stages=stages),
-            partial(_official_steps, official, case.loaded, video, boxes),
-            case.frames - 1,
-            case.repeats,
-        )
-        ours_t = [model_s for model_s, _ in ours_steps]
-        prep_t = [prep_s for _, prep_s in ours_steps]
-        ours, prep, theirs = (float(np.mean(t)) for t in (ours_t, prep_t, theirs_t))
-        ratios = np.asarray(theirs_t) / np.asarray(ours_t)
-        per_obj[n] = ours
-        note = f"{case.frames} frames, {case.height}x{case.width}, mean of {case.repeats} run{'s' if case.repeats > 1 else ''} in lockstep with official"
-        rows.append(row(PART, f"{case.name}: {n} obj streaming", ours * 1e3, "ms/frame", note))
-        rows.append(row(PART, f"{case.name}: {n} obj official", theirs * 1e3, "ms/frame", note))
-        spread = f"per-frame ratio median {np.median(ratios):.2f}, range {ratios.min():.2f}-{ratios.max():.2f}; target >= 1"
-        rows.append(row(PART, f"{case.name}: {n} obj speed-up", theirs / ours, "x", spread))
-        rows.append(
-            row(
-                PART,
-                f"{case.name}: {n} obj streaming incl. preprocessing",
-                (ours + prep) * 1e3,
-                "ms/frame",
-                f"prepare(): {prep * 1e3:.1f} ms/frame (official: in untimed init_state)",
-            )
-        )
-        rows.append(
-            row(
-                PART,
-                f"{case.name}: {n} obj stages",
-                float(sum(np.mean(v) for v in stages.values())),
-                "ms/frame (sum)",
-                ", ".join(f"{k} {np.mean(v):.1f}" for k, v in stages.items())
-                + " (mean ms/frame; the engine's lifecycle, RLE, JSON: `stats` latency_ms, "
-                "`bench --parts offline`)",
-            )
-        )
-        if case.loaded.device.type == "cuda":
-            rows.append(
-                row(
-                    PART,
-                    f"{case.name}: {n} obj streaming",
-                    1.0 / ours,
-                    "frames/s",
-                    f"model only (prepare() {prep * 1e3:.1f} ms on the CPU aside); target >= 150 (1 obj), >= 30 (16 obj)",
-                )
-            )
-        log.info(
-            "%s, %d objects: streaming %.1f ms, official %.1f ms",
-            case.name,
-            n,
-            ours * 1e3,
-            theirs * 1e3,
-        )
-        rows += _attention_rows(case, n, calls)
-        calls.clear()  # the inputs it holds would count in the RSS below
-    if 1 in per_obj and 16 in per_obj:
-        # The two figures above were taken minutes apart; this ratio comes from a 1-object and a
-        # 16-object segmenter run in lockstep, frame by frame, so that drift cancels here too.
-        one, many = _lockstep(
-            partial(_streaming_steps, case.loaded, bgr, _boxes(1, case.height, case.width)),
-            partial(_streaming_steps, case.loaded, bgr, _boxes(16, case.height, case.width)),
-            case.frames - 1,
-            case.repeats,
-        )
-        one_t = [model_s for model_s, _ in one]
-        many_t = [model_s for model_s, _ in many]
-        target = "target <= 4" if case.name.startswith("tiny-random") else ""
-        note = (
-            f"{np.mean(many_t) * 1e3:.1f} vs {np.mean(one_t) * 1e3:.1f} ms/frame in lockstep "
-            f"(apart: {per_obj[16] / per_obj[1]:.2f}x); {target}"
-        ).rstrip("; ")
-        rows.append(
-            row(
-                PART,
-                f"{case.name}: 16 obj / 1 obj",
-                float(np.mean(many_t) / np.mean(one_t)),
-                "x",
-                note,
-            )
-        )
-    del official
-    return rows
+    return bgr
+
+
+def _objects_rows(
+    case: Case, n: int, official: Any, video: Path, bgr: list[np.ndarray]
+) -> tuple[list[BenchRow], float]:
+    """The rows of ``n`` objects, streaming vs official in lockstep; and the streaming s/frame.
+    Each side's figure is the mean of its per-frame times over the repeats, in lockstep."""
+    boxes = _boxes(n, case.height, case.width)
+    calls: Calls = []  # memory attention, last frame
+    stages: dict[str, list[float]] = {}
+    ours_steps, theirs_t = _lockstep(
+        partial(_streaming_steps, case.loaded, bgr, boxes, capture=calls, stages=stages),
+        partial(_official_steps, official, case.loaded, video, boxes),
+        case.frames - 1,
+        case.repeats,
+    )
+    ours_t = [model_s for model_s, _ in ours_steps]
+    prep_t = [prep_s for _, prep_s in ours_steps]
+    ours, prep, theirs = (float(np.mean(t)) for t in (ours_t, prep_t, theirs_t))
+    ratios = np.asarray(theirs_t) / np.asarray(ours_t)
+    note = f"{case.frames} frames, {case.height}x{case.width}, mean of {case.repeats} run{'s' if case.repeats > 1 else ''} in lockstep with official"
+    spread = f"per-frame ratio median {np.median(ratios):.2f}, range {ratios.min():.2f}-{ratios.max():.2f}; target >= 1"
+    stage_note = (
+        ", ".join(f"{k} {np.mean(v):.1f}" for k, v in stages.items())
+        + " (mean ms/frame; the engine's lifecycle, RLE, JSON: `stats` latency_ms, "
+        "`bench --parts offline`)"
+    )
+    name = f"{case.name}: {n} obj"
+    stage_sum = float(sum(np.mean(v) for v in stages.values()))
+    rows = [
+        row(PART, f"{name} streaming", ours * 1e3, "ms/frame", note),
+        row(PART, f"{name} official", theirs * 1e3, "ms/frame", note),
+        row(PART, f"{name} speed-up", theirs / ours, "x", spread),
+        row(
+            PART,
+            f"{name} streaming incl. preprocessing",
+            (ours + prep) * 1e3,
+            "ms/frame",
+            f"prepare(): {prep * 1e3:.1f} ms/frame (official: in untimed init_state)",
+        ),
+        row(PART, f"{name} stages", stage_sum, "ms/frame (sum)", stage_note),
+    ]
+    if case.loaded.device.type == "cuda":
+        fps_note = f"model only (prepare() {prep * 1e3:.1f} ms on the CPU aside); target >= 150 (1 obj), >= 30 (16 obj)"
+        rows.append(row(PART, f"{name} streaming", 1.0 / ours, "frames/s", fps_note))
+    log.info(
+        "%s, %d objects: streaming %.1f ms, official %.1f ms",
+        case.name,
+        n,
+        ours * 1e3,
+        theirs * 1e3,
+    )
+    rows += _attention_rows(case, n, calls)
+    calls.clear()  # the inputs it holds would count in the RSS the caller measures next
+    return rows, ours
+
+
+def _scaling_row(case: Case, bgr: list[np.ndarray], per_obj: dict[int, float]) -> BenchRow:
+    """16 objects / 1 object. The two per-object figures were taken minutes apart; this ratio
+    comes from a 1-object and a 16-object segmenter run in lockstep, frame by frame, so that
+    drift cancels here too."""
+    one, many = _lockstep(
+        partial(_streaming_steps, case.loaded, bgr, _boxes(1, case.height, case.width)),
+        partial(_streaming_steps, case.loaded, bgr, _boxes(16, case.height, case.width)),
+        case.frames - 1,
+        case.repeats,
+    )
+    one_t = [model_s for model_s, _ in one]
+    many_t = [model_s for model_s, _ in many]
+    target = "target <= 4" if case.name.startswith("tiny-random") else ""
+    note = (
+        f"{np.mean(many_t) * 1e3:.1f} vs {np.mean(one_t) * 1e3:.1f} ms/frame in lockstep "
+        f"(apart: {per_obj[16] / per_obj[1]:.2f}x); {target}"
+    ).rstrip("; ")
+    ratio = float(np.mean(many_t) / np.mean(one_t))
+    return row(PART, f"{case.name}: 16 obj / 1 obj", ratio, "x", note)
 
 
 # bf16 dense tensor-core peaks (TFLOP/s, no sparsity) from the vendor's data sheets; more
@@ -324,9 +331,7 @@ def bf16_peak_tflops(device_name: str) -> float | None:
 
 
 @contextlib.contextmanager
-def _capturing(
-    module: torch.nn.Module, calls: list[tuple[tuple[Any, ...], dict[str, Any]]] | None
-) -> Iterator[None]:
+def _capturing(module: torch.nn.Module, calls: Calls | None) -> Iterator[None]:
     """Records the arguments of ``module``'s calls into ``calls`` (nothing when it is None)."""
     if calls is None:
         yield
@@ -338,32 +343,31 @@ def _capturing(
         calls.append((args, kwargs))
         return forward(*args, **kwargs)
 
-    module.forward = record  # type: ignore[method-assign]
+    module.forward = record
     try:
         yield
     finally:
         if had_own:
-            module.forward = forward  # type: ignore[method-assign]
+            module.forward = forward
         else:
             del module.forward
 
 
 def _flop_counter() -> FlopCounterMode:
     """torch's FLOP counter, taught the fused CPU attention kernel (it counts the CUDA ones)."""
-    mapping: dict[Any, Any] = {}
+    mapping: dict[object, Callable[..., int]] = {}
     cpu_flash = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_flash is not None:
 
         def cpu_sdpa(q: Any, k: Any, v: Any, *_: Any, out_shape: Any = None, **__: Any) -> int:
-            return int(sdpa_flop_count(q, k, v))
+            count: Callable[..., int] = sdpa_flop_count  # untyped in torch
+            return int(count(q, k, v))
 
         mapping[cpu_flash] = cpu_sdpa
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
-def _attention_rows(
-    case: Case, n: int, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
-) -> list[BenchRow]:
+def _attention_rows(case: Case, n: int, calls: Calls) -> list[BenchRow]:
     """Memory attention alone, replayed on the inputs of the last streamed frame: its time per
     frame, the arithmetic it does (torch's FLOP counter) and the rate it reaches; on CUDA also
     the share of the card's bf16 peak."""
@@ -432,8 +436,8 @@ def _lockstep(
 def _streaming_steps(
     loaded: LoadedSam2,
     frames: list[np.ndarray],
-    boxes: list[Any],
-    capture: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+    boxes: list[Corners],
+    capture: Calls | None = None,
     stages: dict[str, list[float]] | None = None,
 ) -> Iterator[tuple[float, float]]:
     """Prompts frame 0, then yields (model seconds, preprocessing seconds) of frames 1..N-1.
@@ -468,7 +472,11 @@ def _streaming_steps(
 
 
 def _official_steps(
-    predictor: Any, loaded: LoadedSam2, video: Path, boxes: list[Any], max_frames: int | None = None
+    predictor: Any,
+    loaded: LoadedSam2,
+    video: Path,
+    boxes: list[Corners],
+    max_frames: int | None = None,
 ) -> Iterator[float]:
     """``propagate_in_video`` from box prompts on frame 0: yields the seconds of frames 1..N-1.
 
@@ -495,7 +503,7 @@ def _official_steps(
         yield time.perf_counter() - t0
 
 
-def _finish(*steps: Iterator[Any]) -> None:
+def _finish(*steps: Iterator[object]) -> None:
     for it in steps:
         for _ in it:
             pass

@@ -66,11 +66,11 @@ class FrameObjects:
     labels: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     boxes: list[list[float]] = field(default_factory=list)
-    rles: list[dict[str, Any]] = field(default_factory=list)
+    rles: list[dict[str, object]] = field(default_factory=list)
     areas: list[int] = field(default_factory=list)
 
     def add(
-        self, oid: int, label: str, score: float, box: Sequence[float], rle: dict[str, Any]
+        self, oid: int, label: str, score: float, box: Sequence[float], rle: dict[str, object]
     ) -> None:
         self.ids.append(oid)
         self.labels.append(label)
@@ -96,7 +96,7 @@ class FrameObjects:
         return out
 
     def mask(self, i: int) -> np.ndarray:
-        return mask_utils.decode(self.rles[i]).astype(bool)
+        return np.asarray(mask_utils.decode(self.rles[i]), dtype=bool)
 
 
 @dataclass
@@ -208,7 +208,7 @@ def read_tracks(path: Path) -> TrackSequence:
                 rle_counts(o.mask.counts, h.height, h.width)
             except ValueError as e:
                 raise EvalError(f"{path}:{n}: object {o.id} mask is not valid RLE: {e}") from None
-            rle = {"size": list(o.mask.size), "counts": o.mask.counts.encode()}
+            rle: dict[str, object] = {"size": list(o.mask.size), "counts": o.mask.counts.encode()}
             objs.add(o.id, o.label, o.score, o.box, rle)
         frames[h.seq] = objs
     if size is None:
@@ -404,9 +404,9 @@ def ap50(frames: list[_Frame], categories: Sequence[str]) -> dict[str, float]:
     from pycocotools.cocoeval import COCOeval
 
     cat_id = {c: k + 1 for k, c in enumerate(categories)}
-    images: list[dict[str, Any]] = []
-    anns: list[dict[str, Any]] = []
-    dets: list[dict[str, Any]] = []
+    images: list[dict[str, object]] = []
+    anns: list[dict[str, object]] = []
+    dets: list[dict[str, object]] = []
     for t, f in enumerate(frames):
         images.append({"id": t + 1})
         for objs, crowd in ((f.gt, 0), (f.ignored, 1)):
@@ -468,7 +468,7 @@ class QualityReport:
     jandf: JandF
     ap50: dict[str, float]
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, float]:
         return {
             "frames": self.frames,
             **self.tracking,
@@ -560,11 +560,11 @@ def ap50_many(
     return ap50(frames, phrases)
 
 
-def box_rle(box: Sequence[float], height: int, width: int) -> dict[str, Any]:
+def box_rle(box: Sequence[float], height: int, width: int) -> dict[str, object]:
     """The COCO RLE of a box (x1, y1, x2, y2), for detections that have no mask."""
     x1, y1, x2, y2 = (float(v) for v in box)
     xywh = np.array([[x1, y1, x2 - x1, y2 - y1]], dtype=np.float64)
-    rle: dict[str, Any] = mask_utils.frPyObjects(xywh, height, width)[0]
+    rle: dict[str, object] = mask_utils.frPyObjects(xywh, height, width)[0]
     return rle
 
 

@@ -29,8 +29,8 @@ import io
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -52,6 +52,8 @@ FRAMES = 150
 QUICK_SEEDS, QUICK_FRAMES = (20,), 40
 WIDTH, HEIGHT, OBJECTS = 640, 480, 6
 FRAME_NS = 66_666_667
+# An event as matched: its key (track, kind, name...) and, last, its frame.
+KeyedFrame = tuple[int | str, ...]
 TOLERANCE = 3  # frames between a found and an expected event that still match
 PROMPT = "ball. box."
 
@@ -190,19 +192,28 @@ def object_at(
     return overall.get(track, -1 - track)
 
 
-def match(found: list[tuple[Any, ...]], expected: list[tuple[Any, ...]]) -> int:
+def match(found: Sequence[KeyedFrame], expected: Sequence[KeyedFrame]) -> int:
     """One-to-one matches of (key..., frame) tuples: same key, frames within ``TOLERANCE``."""
-    pool: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    pool: dict[tuple[int | str, ...], list[int]] = defaultdict(list)
     for e in expected:
-        pool[e[:-1]].append(e[-1])
+        pool[e[:-1]].append(_frame_of(e))
     tp = 0
-    for f in sorted(found, key=lambda x: x[-1]):
+    for f in sorted(found, key=_frame_of):
         frames = pool.get(f[:-1], [])
-        near = [x for x in frames if abs(x - f[-1]) <= TOLERANCE]
+        at = _frame_of(f)
+        near = [x for x in frames if abs(x - at) <= TOLERANCE]
         if near:
-            frames.remove(min(near, key=lambda x: abs(x - f[-1])))
+            frames.remove(min(near, key=lambda x: abs(x - at)))
             tp += 1
     return tp
+
+
+def _frame_of(t: KeyedFrame) -> int:
+    """The frame of a (key..., frame) tuple."""
+    frame = t[-1]
+    if not isinstance(frame, int):
+        raise TypeError(f"the last item of {t!r} is not a frame number")
+    return frame
 
 
 @dataclass

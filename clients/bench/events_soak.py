@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import psutil
@@ -51,7 +51,7 @@ def _free_endpoint() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def soak_config(tmp: Path, tracks: str, annotated: str, events: str) -> dict[str, Any]:
+def soak_config(tmp: Path, tracks: str, annotated: str, events: str) -> dict[str, object]:
     cams = {
         f"cam{k}": {
             "lines": {"gate": {"points": [[0, H / 2], [W, H / 2]], "in_side": [W / 2, H]}},
@@ -89,7 +89,7 @@ def _soak(tmp: Path, minutes: float) -> list[BenchRow]:
     tracks, annotated, events = _free_endpoint(), _free_endpoint(), _free_endpoint()
     conf = tmp / "config.yaml"
     conf.write_text(json.dumps(soak_config(tmp, tracks, annotated, events)))
-    ctx: zmq.Context[Any] = zmq.Context()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pub, ann = ctx.socket(zmq.XPUB), ctx.socket(zmq.XPUB)
     for s, ep in ((pub, tracks), (ann, annotated)):
         s.linger = 0
@@ -125,40 +125,12 @@ def _soak(tmp: Path, minutes: float) -> list[BenchRow]:
         next_sample = start
         i = 0
         while time.monotonic() < end:
-            due = start + i / FPS
-            while True:  # drain the events, also when the feeder is behind its schedule
-                wait_ms = max(0, int((due - time.monotonic()) * 1000))
-                if not sub.poll(wait_ms):
-                    if time.monotonic() >= due:
-                        break
-                    continue
-                msg = json.loads(sub.recv_multipart()[1])
-                received += 1
-                now = time.time_ns()
-                new = msg["event"]["lines"][len((msg.get("before") or {}).get("lines", [])) :]
-                if msg["kind"] == "object":
-                    crossing_ms += [(now - c["t_ns"]) / 1e6 for c in new]
-            for k, scene in enumerate(scenes):
-                frame = scene.render_frame(i)
-                t = time.time_ns()
-                h = writers[k].message(frame, i).header
-                msg = TracksMessage.build(f"cam{k}", i, t, W, H, "", h.objects, epoch="soak")
-                pub.send_multipart(msg.to_parts())
-                jpeg = encode_jpeg(frame.image, 80)
-                ann.send_multipart(
-                    AnnotatedMessage(f"cam{k}", i, t, W, H, len(h.objects), jpeg).to_parts()
-                )
+            received += _drain(sub, start + i / FPS, crossing_ms)
+            _publish(scenes, writers, pub, ann, i)
             i += 1
             if time.monotonic() >= next_sample:
                 next_sample += SAMPLE_S
-                db = tmp / "events.db"
-                samples.append({
-                    "t_s": time.monotonic() - start,
-                    "rss_mb": ps.memory_info().rss / 2**20,
-                    "db_mb": sum(_dir_bytes_one(p) for p in (db, db.with_name("events.db-wal"))) / 2**20,
-                    "snapshots_mb": _dir_bytes(tmp / "snapshots") / 2**20,
-                    "received": float(received),
-                })  # fmt: skip
+                samples.append(_sample(tmp, ps, time.monotonic() - start, received))
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         final = json.loads(out.strip().splitlines()[-1])
@@ -168,6 +140,54 @@ def _soak(tmp: Path, minutes: float) -> list[BenchRow]:
             proc.wait()
         ctx.destroy(linger=0)
     return _rows(samples, final, crossing_ms, minutes, i)
+
+
+def _drain(sub: zmq.Socket[bytes], due: float, crossing_ms: list[float]) -> int:
+    """Receive events until ``due`` (also when the feeder is behind its schedule: then what
+    is queued); the latency of each crossing into ``crossing_ms``. How many were received."""
+    received = 0
+    while True:
+        wait_ms = max(0, int((due - time.monotonic()) * 1000))
+        if not sub.poll(wait_ms):
+            if time.monotonic() >= due:
+                return received
+            continue
+        msg = json.loads(sub.recv_multipart()[1])
+        received += 1
+        now = time.time_ns()
+        new = msg["event"]["lines"][len((msg.get("before") or {}).get("lines", [])) :]
+        if msg["kind"] == "object":
+            crossing_ms += [(now - c["t_ns"]) / 1e6 for c in new]
+
+
+def _publish(
+    scenes: list[DemoScene],
+    writers: list[GroundTruthWriter],
+    pub: zmq.Socket[bytes],
+    ann: zmq.Socket[bytes],
+    i: int,
+) -> None:
+    """Frame ``i`` of every camera: its ground-truth tracks and its annotated JPEG."""
+    for k, scene in enumerate(scenes):
+        frame = scene.render_frame(i)
+        t = time.time_ns()
+        h = writers[k].message(frame, i).header
+        msg = TracksMessage.build(f"cam{k}", i, t, W, H, "", h.objects, epoch="soak")
+        pub.send_multipart(msg.to_parts())
+        jpeg = encode_jpeg(frame.image, 80)
+        ann.send_multipart(AnnotatedMessage(f"cam{k}", i, t, W, H, len(h.objects), jpeg).to_parts())
+
+
+def _sample(tmp: Path, ps: psutil.Process, t_s: float, received: int) -> dict[str, float]:
+    """The service's RSS, database and snapshot folder sizes at ``t_s`` into the soak."""
+    db = tmp / "events.db"
+    return {
+        "t_s": t_s,
+        "rss_mb": ps.memory_info().rss / 2**20,
+        "db_mb": sum(_dir_bytes_one(p) for p in (db, db.with_name("events.db-wal"))) / 2**20,
+        "snapshots_mb": _dir_bytes(tmp / "snapshots") / 2**20,
+        "received": float(received),
+    }
 
 
 def _dir_bytes_one(p: Path) -> int:
@@ -187,9 +207,18 @@ def _slope_per_h(samples: list[dict[str, float]], key: str) -> float:
     return float(np.polyfit(t, v, 1)[0] * 3600)
 
 
+class ServiceTotals(TypedDict, total=False):
+    """What the events service prints on its last line when stopped (the part read here)."""
+
+    published: int
+    snapshots_written: int
+    snapshot_errors: int
+    latency_ms: dict[str, float]
+
+
 def _rows(
     samples: list[dict[str, float]],
-    final: dict[str, Any],
+    final: ServiceTotals,
     crossing_ms: list[float],
     minutes: float,
     frames: int,
@@ -198,11 +227,10 @@ def _rows(
     peak = {k: max(s[k] for s in samples) for k in ("rss_mb", "db_mb", "snapshots_mb")}
     lat = final.get("latency_ms") or {}
     where = f"{CAMERAS} cameras x {frames} frames at {FPS:g} fps, {minutes:g} min, max_events 300, 4 MiB of snapshots"
-    pct = (
-        (lambda q: float(np.percentile(crossing_ms, q)))
-        if crossing_ms
-        else (lambda q: float("nan"))
-    )
+
+    def pct(q: float) -> float:
+        return float(np.percentile(crossing_ms, q)) if crossing_ms else float("nan")
+
     return [
         row(PART, "soak events published", final.get("published", 0), "", where),
         row(PART, "soak snapshots written", final.get("snapshots_written", 0), "", f"{final.get('snapshot_errors', 0)} refused"),

@@ -28,8 +28,9 @@ import statistics
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import zmq
 
@@ -37,6 +38,11 @@ from clients.bench import BenchRow, row
 from stream import bus as zbus
 from stream.config import Config
 from stream.errors import PromptcamError
+
+if TYPE_CHECKING:
+    from clients.fleet.cluster import Connection
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ class _Tracks(threading.Thread):
 
     def __init__(self, endpoint: str) -> None:
         super().__init__(name="bench-tracks", daemon=True)
-        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.sock = zbus.connect(self.ctx, zmq.SUB, endpoint, subscribe=[b"tracks."])
         self.seen: dict[str, list[tuple[int, float]]] = defaultdict(list)
         self.lock = threading.Lock()
@@ -76,7 +82,7 @@ class _Tracks(threading.Thread):
         return n / (t1 - t0)
 
 
-def _wait(cond: Any, timeout: float, what: str) -> Any:
+def _wait(cond: Callable[[], T | None], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = cond()
@@ -116,7 +122,7 @@ def _config(cfg: Config, engines: int, cameras: list[str], fps: float) -> Config
 class _Fleet:
     """A fleet started in this process, with a subscriber on its gateway."""
 
-    def __init__(self, cfg: Config, conn: Any) -> None:
+    def __init__(self, cfg: Config, conn: Connection) -> None:
         import ray
 
         from clients.fleet.driver import start_fleet
@@ -185,7 +191,7 @@ def _recovery(f: _Fleet, kills: int) -> list[float]:
     return times
 
 
-def _throughput(cfg: Config, conn: Any, engines: int, cams: int, window: float) -> float:
+def _throughput(cfg: Config, conn: Connection, engines: int, cams: int, window: float) -> float:
     f = _Fleet(_config(cfg, engines, [f"cam{k}" for k in range(cams)], 30.0), conn)
     try:
         st = _wait(f.all_live, 180, f"{cams} cameras live on {engines} engine(s)")

@@ -38,9 +38,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, TypedDict
 
 from clients.bench import BenchRow, machine, row
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from engine.sam2_models import LoadedSam2
+    from stream.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,7 @@ class Ctx:
     def device(self) -> str:
         return "cpu" if self.rehearse else "cuda"
 
-    def sam2(self, arch: str = "hiera-t", **models: Any) -> Any:
+    def sam2(self, arch: str = "hiera-t", **models: object) -> LoadedSam2:
         """Hiera ``arch`` at 1024 px with random weights on CUDA; tiny-random at 128 px on the CPU
         in the rehearsal. bf16 autocast on both."""
         from clients.bench.engine import random_sam2
@@ -89,6 +95,10 @@ class Ctx:
 # ---------------------------------------------------------------- steps
 
 
+def _no_sync() -> None:
+    """The CPU has nothing to wait for (``torch.cuda.synchronize`` on CUDA)."""
+
+
 def step_env(ctx: Ctx) -> list[BenchRow]:
     import torch
 
@@ -100,7 +110,7 @@ def step_env(ctx: Ctx) -> list[BenchRow]:
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else _no_sync
     sync()
     reps = 3 if ctx.rehearse else 10
     t0 = time.perf_counter()
@@ -212,19 +222,37 @@ def step_latency(ctx: Ctx) -> list[BenchRow]:
     stamped with its capture time); capture time to the arrival of its tracks, p50 and p99.
     GPU: random Hiera-T 1024 px with the shipped demo detector on 1280x720 demo frames (the
     demo's objects are found and tracked); rehearsal: tiny-random, no detections kept."""
-    import zmq
-
-    from clients.bench.engine import random_sam2
-    from clients.bench.soak import SoakPlan, _percentile, _recv, soak_config
-    from clients.launcher import ChildSpec, Supervisor, child_argv, write_child_config
-    from stream import bus as zbus
-    from stream.config import RunConfig, load_config
+    from clients.bench.soak import _percentile
     from stream.demo import DemoScene
-    from stream.wire import FrameMessage
 
     h, w = ctx.frame_size
     fps, seconds = 30.0, (3.0 if ctx.rehearse else 20.0)
-    overrides: dict[str, Any] = {"models.device": ctx.device, "models.dtype": "bfloat16"}
+    cfg = _latency_config(ctx, seconds, fps)
+    scene = DemoScene(w, h, 4, seed=0)
+    images = [scene.render(i)[0] for i in range(60)]
+    start_s = 120.0 if not ctx.rehearse else 60.0
+    msgs = _feed_engine(cfg, ctx.workdir, images, fps, seconds, start_s)
+    sent = int(seconds * fps)
+    warm = msgs[len(msgs) // 10 :]  # the first 10 %: allocator and kernel warm-up
+    lat = [m for _, m in warm]
+    if not lat:
+        raise RuntimeError("no tracks while frames were sent")
+    note = f"{w}x{h} at {fps:.0f} fps for {seconds:.0f} s; {len(msgs)} of {sent} frames tracked"
+    return [
+        row("latency", "capture -> tracks p50", _percentile(lat, 0.5), "ms", note),
+        row("latency", "capture -> tracks p99", _percentile(lat, 0.99), "ms", "target < 50"),
+        row("latency", "frames tracked / sent", len(msgs) / max(1, sent), "", "latest frame wins"),
+    ]
+
+
+def _latency_config(ctx: Ctx, seconds: float, fps: float) -> Config:
+    """The latency step's run config: tiny-random in the rehearsal, random Hiera-T 1024 px with
+    the demo detector on the GPU."""
+    from clients.bench.engine import random_sam2
+    from clients.bench.soak import SoakPlan, soak_config
+    from stream.config import load_config
+
+    overrides: dict[str, object] = {"models.device": ctx.device, "models.dtype": "bfloat16"}
     if ctx.rehearse:
         overrides |= {"models.preset": "tiny-random", "models.image_size": 128}
         overrides |= {"engine.box_threshold": 1.0, "engine.detector_size": 240}
@@ -233,20 +261,28 @@ def step_latency(ctx: Ctx) -> list[BenchRow]:
         overrides |= {"models.preset": "demo", "models.image_size": 1024}
         overrides |= {"models.sam2_checkpoint": str(ctx.workdir / "hiera_t_random.pt")}
         overrides |= {"models.sam2_config": _arch_config("hiera-t")}
-    cfg = soak_config(load_config(None, overrides), SoakPlan(duration_s=seconds, fps=fps))
-    path = write_child_config(cfg, ctx.workdir)
-    zctx: zmq.Context[Any] = zmq.Context()
+    return soak_config(load_config(None, overrides), SoakPlan(duration_s=seconds, fps=fps))
+
+
+def _feed_engine(
+    cfg: Config, workdir: Path, images: list[np.ndarray], fps: float, seconds: float, start_s: float
+) -> list[tuple[float, float]]:
+    """Start an engine child on ``cfg``; send a frame a second until its first tracks (within
+    ``start_s``: it loads its models), then ``fps`` frames/s for ``seconds``. The (arrival,
+    latency ms) of every tracks message of that second phase."""
+    import zmq
+
+    from clients.bench.soak import _recv
+    from clients.launcher import ChildSpec, Supervisor, child_argv, write_child_config
+    from stream import bus as zbus
+    from stream.config import RunConfig
+    from stream.wire import FrameMessage
+
+    path = write_child_config(cfg, workdir)
+    zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pub = zbus.bind(zctx, zmq.PUB, cfg.bus.frames, cfg.bus, sndhwm=cfg.bus.sndhwm, curve=True)
-    sub = zbus.connect(
-        zctx,
-        zmq.SUB,
-        cfg.bus.tracks,
-        cfg.bus,
-        subscribe=[f"tracks.{cfg.camera}".encode()],
-        curve=True,
-    )
-    scene = DemoScene(w, h, 4, seed=0)
-    images = [scene.render(i)[0] for i in range(60)]
+    topic = [f"tracks.{cfg.camera}".encode()]
+    sub = zbus.connect(zctx, zmq.SUB, cfg.bus.tracks, cfg.bus, subscribe=topic, curve=True)
     msgs: list[tuple[float, float]] = []
     sup = Supervisor([ChildSpec("engine", child_argv("engine", path))], RunConfig())
     seq = 0
@@ -259,7 +295,7 @@ def step_latency(ctx: Ctx) -> list[BenchRow]:
 
     try:
         sup.start()
-        deadline = time.monotonic() + (120.0 if not ctx.rehearse else 60.0)
+        deadline = time.monotonic() + start_s
         while not msgs:  # the engine loads its models: a frame a second until tracks come
             if time.monotonic() > deadline:
                 raise RuntimeError("no tracks from the engine within the start deadline")
@@ -275,22 +311,12 @@ def step_latency(ctx: Ctx) -> list[BenchRow]:
                 send()
                 next_at += 1.0 / fps
             _recv(sub, msgs, max(1, int((next_at - time.monotonic()) * 1e3)))
-        sent = int(seconds * fps)
     finally:
         sup.stop()
         pub.close(0)
         sub.close(0)
         zctx.term()
-    warm = msgs[len(msgs) // 10 :]  # the first 10 %: allocator and kernel warm-up
-    lat = [m for _, m in warm]
-    if not lat:
-        raise RuntimeError("no tracks while frames were sent")
-    note = f"{w}x{h} at {fps:.0f} fps for {seconds:.0f} s; {len(msgs)} of {sent} frames tracked"
-    return [
-        row("latency", "capture -> tracks p50", _percentile(lat, 0.5), "ms", note),
-        row("latency", "capture -> tracks p99", _percentile(lat, 0.99), "ms", "target < 50"),
-        row("latency", "frames tracked / sent", len(msgs) / max(1, sent), "", "latest frame wins"),
-    ]
+    return msgs
 
 
 def _arch_config(arch: str) -> str:
@@ -322,7 +348,7 @@ def step_cameras(ctx: Ctx) -> list[BenchRow]:
     boxes = [(w * (0.05 + 0.24 * j), h * 0.3, w * (0.2 + 0.24 * j), h * 0.6) for j in range(4)]
     manual = {c: [(b, "object") for b in boxes] for c in cams}
     cfg = EngineConfig(prompt="", reground_every_frames=0)
-    sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
+    sync: Callable[[], None] = torch.cuda.synchronize if loaded.device.type == "cuda" else _no_sync
 
     def timed(step: Callable[[int], object]) -> int:
         for i in range(5):  # warm-up, memory banks filling
@@ -390,7 +416,7 @@ STEPS: tuple[Step, ...] = (
 def figures(rows: list[BenchRow]) -> dict[str, float]:
     """Numeric rows as ``{"name [unit]": value}``."""
     return {
-        f"{r['name']} [{r['unit']}]" if r["unit"] else r["name"]: float(r["value"])
+        f"{r['name']} [{r['unit']}]" if r["unit"] else str(r["name"]): float(r["value"])
         for r in rows
         if isinstance(r["value"], int | float)
     }
@@ -400,7 +426,7 @@ def run_child(name: str, rehearse: bool, workdir: Path, result: Path) -> int:
     """Run one step here (a child of the check) and write its rows to ``result``."""
     step = next(s for s in STEPS if s.name == name)
     started = time.perf_counter()
-    out: dict[str, Any] = {"name": name, "status": "ok", "rows": [], "error": ""}
+    out: dict[str, object] = {"name": name, "status": "ok", "rows": [], "error": ""}
     # Planted faults for tests/test_gpu_check.py: FAULT="step=raise,other=hang".
     fault = dict(f.split("=", 1) for f in os.environ.get(FAULT, "").split(",") if "=" in f)
     try:
@@ -419,18 +445,43 @@ def run_child(name: str, rehearse: bool, workdir: Path, result: Path) -> int:
     return 0 if out["status"] == "ok" else 1
 
 
+class StepReport(TypedDict, total=False):
+    """One step of ``gpu_check.json``."""
+
+    name: str
+    timeout_s: float
+    seconds: float
+    status: str  # ok, failed, timeout, not run
+    error: str
+    rows: list[BenchRow]
+    figures: dict[str, float]
+
+
+class CheckReport(TypedDict, total=False):
+    """``gpu_check.json``: every step, and whether all were ok."""
+
+    rehearse: bool
+    device: str
+    machine: str
+    budget_s: float
+    steps: list[StepReport]
+    seconds: float
+    ok: bool
+
+
 def run_check(
     rehearse: bool, out_dir: Path, budget_s: float, only: list[str] | None
-) -> dict[str, Any]:
+) -> CheckReport:
     """Every step in a child process of its own, in order, within ``budget_s`` in all."""
     out_dir.mkdir(parents=True, exist_ok=True)
     logfile = out_dir / "gpu_check.log"
-    report: dict[str, Any] = {
+    steps: list[StepReport] = []
+    report: CheckReport = {
         "rehearse": rehearse,
         "device": "cpu" if rehearse else "cuda",
         "machine": machine(),
         "budget_s": budget_s,
-        "steps": [],
+        "steps": steps,
     }
     started = time.monotonic()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath()}
@@ -443,54 +494,64 @@ def run_check(
                 continue
             left = budget_s - (time.monotonic() - started)
             timeout = min(step.rehearse_timeout_s if rehearse else step.timeout_s, left)
-            entry: dict[str, Any] = {"name": step.name, "timeout_s": round(timeout, 1)}
+            entry: StepReport = {"name": step.name, "timeout_s": round(timeout, 1)}
+            steps.append(entry)
             if timeout < 10:
-                entry.update(
-                    status="not run", error=f"budget spent ({left:.0f} s left)", figures={}
-                )
-                report["steps"].append(entry)
+                entry["status"] = "not run"
+                entry["error"] = f"budget spent ({left:.0f} s left)"
+                entry["figures"] = {}
                 continue
-            workdir = Path(tmp) / step.name.replace("+", "p")
-            workdir.mkdir()
-            result = workdir / "result.json"
-            argv = [sys.executable, "-m", "clients.bench.gpu_check", "--step", step.name]
-            argv += ["--workdir", str(workdir), "--result", str(result)]
-            argv += ["--rehearse"] if rehearse else []
-            log_out.write(f"\n===== step {step.name} (timeout {timeout:.0f} s)\n")
-            log_out.flush()
-            t0 = time.monotonic()
-            proc = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdout=log_out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                rc = None
-            entry["seconds"] = round(time.monotonic() - t0, 2)
-            if result.exists():
-                got = json.loads(result.read_text())
-                entry.update(status=got["status"], error=got["error"], rows=got["rows"])
-            else:
-                why = "timed out" if rc is None else f"exited {rc} without a result"
-                entry.update(status="timeout" if rc is None else "failed", error=why, rows=[])
-            entry["figures"] = figures(entry["rows"])
-            print(
-                f"{step.name}: {entry['status']} in {entry['seconds']:.0f} s {entry['error']}",
-                flush=True,
-            )
-            report["steps"].append(entry)
+            _run_step(step, entry, rehearse, timeout, Path(tmp), log_out, env)
             _write(report, out_dir, started)
     _write(report, out_dir, started)
     return report
 
 
-def _kill_group(proc: subprocess.Popen[Any]) -> None:
+def _run_step(
+    step: Step,
+    entry: StepReport,
+    rehearse: bool,
+    timeout: float,
+    tmp: Path,
+    log_out: IO[str],
+    env: dict[str, str],
+) -> None:
+    """One step in a child process of its own (its own process group, ended on a timeout);
+    its outcome, rows and figures into ``entry``."""
+    workdir = tmp / step.name.replace("+", "p")
+    workdir.mkdir()
+    result = workdir / "result.json"
+    argv = [sys.executable, "-m", "clients.bench.gpu_check", "--step", step.name]
+    argv += ["--workdir", str(workdir), "--result", str(result)]
+    argv += ["--rehearse"] if rehearse else []
+    log_out.write(f"\n===== step {step.name} (timeout {timeout:.0f} s)\n")
+    log_out.flush()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=log_out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    rc: int | None
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        rc = None
+    entry["seconds"] = round(time.monotonic() - t0, 2)
+    if result.exists():
+        got = json.loads(result.read_text())
+        entry["status"], entry["error"], entry["rows"] = got["status"], got["error"], got["rows"]
+    else:
+        entry["status"] = "timeout" if rc is None else "failed"
+        entry["error"] = "timed out" if rc is None else f"exited {rc} without a result"
+        entry["rows"] = []
+    entry["figures"] = figures(entry["rows"])
+    print(
+        f"{step.name}: {entry['status']} in {entry['seconds']:.0f} s {entry['error']}",
+        flush=True,
+    )
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """Ends a timed-out step and whatever it started (it leads a process group of its own)."""
     import signal
 
@@ -511,7 +572,7 @@ def _pythonpath() -> str:
     return os.pathsep.join(dict.fromkeys(parts))
 
 
-def _write(report: dict[str, Any], out_dir: Path, started: float) -> None:
+def _write(report: CheckReport, out_dir: Path, started: float) -> None:
     report["seconds"] = round(time.monotonic() - started, 1)
     report["ok"] = all(s["status"] == "ok" for s in report["steps"])
     (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=1))

@@ -15,7 +15,8 @@ import argparse
 import logging
 import statistics
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,13 +28,16 @@ from engine.device import resolve_device
 from engine.presets import DETECTOR_PRESETS
 from stream.config import Config
 
+if TYPE_CHECKING:
+    from transformers import ProcessorMixin
+
 log = logging.getLogger(__name__)
 
 SIZES = (800, 480)
 PROMPT = "person. ball. box."
 
 
-def _tiny_architecture(seed: int = 0) -> tuple[Any, Any]:
+def _tiny_architecture(seed: int = 0) -> tuple[torch.nn.Module, ProcessorMixin]:
     """Grounding DINO tiny (default config) with random weights, and the tiny-random processor
     (its small vocabulary only changes which token ids the prompt gets, not the cost)."""
     from transformers import AutoModelForZeroShotObjectDetection, GroundingDinoConfig
@@ -41,11 +45,12 @@ def _tiny_architecture(seed: int = 0) -> tuple[Any, Any]:
     _, processor = _tiny_random(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForZeroShotObjectDetection.from_config(GroundingDinoConfig())
+        build: Callable[..., torch.nn.Module] = AutoModelForZeroShotObjectDetection.from_config
+        model = build(GroundingDinoConfig())
     return model.eval(), processor
 
 
-def _tiny_random(seed: int = 0) -> tuple[Any, Any]:
+def _tiny_random(seed: int = 0) -> tuple[torch.nn.Module, ProcessorMixin]:
     directory = DETECTOR_PRESETS["grounding-dino-tiny-random"].config_dir
     assert directory is not None
     return build_tiny_random(seed, directory)

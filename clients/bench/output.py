@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -34,7 +33,7 @@ PART = "output"
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def _start_web(overrides: dict[str, Any]) -> tuple[subprocess.Popen[str], str]:
+def _start_web(overrides: dict[str, object]) -> tuple[subprocess.Popen[str], str]:
     argv = [sys.executable, "-m", "clients.cli", "web", "--port", "0", "--log-level", "WARNING"]
     for k, v in overrides.items():
         argv += ["--set", f"{k}={v}"]
@@ -132,5 +131,5 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     return rows
 
 
-def overrides_bus(overrides: dict[str, Any]) -> dict[str, Any]:
+def overrides_bus(overrides: dict[str, object]) -> dict[str, object]:
     return {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("bus.")}

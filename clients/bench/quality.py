@@ -43,7 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -70,7 +70,13 @@ from stream.demo import DemoScene, min_visible_area
 from stream.errors import PromptcamError
 from stream.groundtruth import GroundTruthWriter
 
+if TYPE_CHECKING:
+    from engine.grounder import Grounder
+
 log = logging.getLogger(__name__)
+
+# A run's tracks and the ground truth of the same frames, as scored.
+Pair = tuple[TrackSequence, TrackSequence]
 
 PART = "quality"
 SEEDS = (0, 1, 2, 3)  # the seeds the lifecycle was tuned on; --seeds names held-out ones
@@ -181,7 +187,7 @@ def first_findable_boxes(truth: TrackSequence) -> dict[int, list[tuple[float, ..
     return out
 
 
-def _ap_grounder(cfg: Config) -> Any:
+def _ap_grounder(cfg: Config) -> Grounder:
     """The detector with boxes kept down to ``AP_THRESHOLD`` (the whole precision-recall curve)."""
     from engine.grounder import load_grounder
 
@@ -195,7 +201,7 @@ def _ap_grounder(cfg: Config) -> Any:
     return load_grounder(cfg.models, engine)
 
 
-def _detections(grounder: Any, s: HeldOutScene) -> tuple[TrackSequence, TrackSequence]:
+def _detections(grounder: Grounder, s: HeldOutScene) -> tuple[TrackSequence, TrackSequence]:
     """The detector's boxes on every ``AP_EVERY``-th frame of ``s``, and the ground truth of
     those frames."""
     frames: dict[int, FrameObjects] = {}
@@ -300,30 +306,9 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
             official_video_predictor(loaded), load_grounder(text_cfg.models, text_cfg.engine)
         )
         for condition in conditions:
-            ours, theirs, reds, boxes, dets = [], [], [], [], []
-            ap_grounder = _ap_grounder(text_cfg) if condition is Condition.CLEAN else None
-            ours_s = theirs_s = 0.0
-            n = 0
-            for seed in seeds:
-                s = make_scene(Path(tmp), seed, frames, OBJECTS, condition, size)
-                res, seconds = run_promptcam(text_cfg, s.images, seqs=s.seqs, times_ns=s.times_ns)
-                ours.append((sequence_from_results(res), s.truth))
-                ours_s += seconds
-                ref = reference.run(s.jpeg_dir, s.images)
-                theirs.append((sequence_from_results(_at_seqs(ref.results, s.seqs)), s.truth))
-                theirs_s += ref.seconds
-                n += len(s.images)
-                if condition is Condition.CLEAN:
-                    dets.append(_detections(ap_grounder, s))
-                    boxes.append((sequence_from_results(_box_run(cfg, args, s)), s.truth))
-                    red, _ = run_promptcam(_config(cfg, args, COLOUR_PROMPT), s.images)
-                    reds.append((sequence_from_results(red), s.truth))
-                shutil.rmtree(s.jpeg_dir)
-                log.info("quality: %s, seed %d done", condition.value, seed)
-            result = ConditionResult(
-                condition.value, seeds, n, evaluate_many(ours), evaluate_many(theirs),
-                n / ours_s, n / theirs_s,
-            )  # fmt: skip
+            result, dets, boxes, reds = _run_condition(
+                condition, cfg, args, text_cfg, reference, Path(tmp), seeds, frames, size
+            )
             results.append(result)
             log.info(
                 "quality: %s: promptcam HOTA %.3f IDF1 %.3f %d switches; reference %.3f %.3f %d",
@@ -343,6 +328,50 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     table_rows, summaries = condition_rows(results, live_result)
     print(f"quality by condition ({where}):\n{markdown(summaries)}\n", flush=True)
     return rows + table_rows
+
+
+def _run_condition(
+    condition: Condition,
+    cfg: Config,
+    args: argparse.Namespace,
+    text_cfg: Config,
+    reference: GroundedSam2Reference,
+    tmp: Path,
+    seeds: tuple[int, ...],
+    frames: int,
+    size: tuple[int, int],
+) -> tuple[ConditionResult, list[Pair], list[Pair], list[Pair]]:
+    """promptcam and the reference on every seed's scene under ``condition``; on the clean
+    scenes also the detector's boxes, the box-prompted run and the colour-prompt run."""
+    ours: list[Pair] = []
+    theirs: list[Pair] = []
+    reds: list[Pair] = []
+    boxes: list[Pair] = []
+    dets: list[Pair] = []
+    ap_grounder = _ap_grounder(text_cfg) if condition is Condition.CLEAN else None
+    ours_s = theirs_s = 0.0
+    n = 0
+    for seed in seeds:
+        s = make_scene(tmp, seed, frames, OBJECTS, condition, size)
+        res, seconds = run_promptcam(text_cfg, s.images, seqs=s.seqs, times_ns=s.times_ns)
+        ours.append((sequence_from_results(res), s.truth))
+        ours_s += seconds
+        ref = reference.run(s.jpeg_dir, s.images)
+        theirs.append((sequence_from_results(_at_seqs(ref.results, s.seqs)), s.truth))
+        theirs_s += ref.seconds
+        n += len(s.images)
+        if ap_grounder is not None:  # the clean condition
+            dets.append(_detections(ap_grounder, s))
+            boxes.append((sequence_from_results(_box_run(cfg, args, s)), s.truth))
+            red, _ = run_promptcam(_config(cfg, args, COLOUR_PROMPT), s.images)
+            reds.append((sequence_from_results(red), s.truth))
+        shutil.rmtree(s.jpeg_dir)
+        log.info("quality: %s, seed %d done", condition.value, seed)
+    result = ConditionResult(
+        condition.value, seeds, n, evaluate_many(ours), evaluate_many(theirs),
+        n / ours_s, n / theirs_s,
+    )  # fmt: skip
+    return result, dets, boxes, reds
 
 
 def _box_run(cfg: Config, args: argparse.Namespace, s: HeldOutScene) -> list[FrameResult]:

@@ -28,10 +28,10 @@ import logging
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import psutil
 import zmq
@@ -72,6 +72,25 @@ class Window:
     rss_mb: float
 
 
+class SoakSummary(TypedDict):
+    """A soak's figures (``SoakResult.summary()``): the rows of ``bench --parts soak``."""
+
+    frames_processed: int
+    seconds: float
+    engine_fps: float
+    rss_mb_first_window: float
+    rss_mb_last_window: float
+    rss_slope_mb_per_h: float
+    latency_ms_p50_first_window: float
+    latency_ms_p50_last_window: float
+    latency_ms_p95_first_window: float
+    latency_ms_p95_last_window: float
+    latency_slope_ms_per_h: float
+    engine_restarts: int
+    frames_dropped_by_engine: int | None
+    windows: list[dict[str, object]]
+
+
 @dataclass
 class SoakResult:
     frames_processed: int = 0
@@ -80,10 +99,11 @@ class SoakResult:
     rss_slope_mb_per_h: float = 0.0
     latency_slope_ms_per_h: float = 0.0
     engine_restarts: int = 0
-    engine_stats: dict[str, Any] = field(default_factory=dict)
+    engine_stats: dict[str, object] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> SoakSummary:
         first, last = self.windows[0], self.windows[-1]
+        dropped = self.engine_stats.get("frames_dropped")
         return {
             "frames_processed": self.frames_processed,
             "seconds": round(self.seconds, 1),
@@ -97,7 +117,7 @@ class SoakResult:
             "latency_ms_p95_last_window": round(last.latency_ms_p95, 2),
             "latency_slope_ms_per_h": round(self.latency_slope_ms_per_h, 2),
             "engine_restarts": self.engine_restarts,
-            "frames_dropped_by_engine": self.engine_stats.get("frames_dropped"),
+            "frames_dropped_by_engine": dropped if isinstance(dropped, int) else None,
             "windows": [asdict(w) for w in self.windows],
         }
 
@@ -161,7 +181,7 @@ def measure(plan: SoakPlan, base: Config | None = None) -> SoakResult:
 
 
 def _measure(cfg: Config, plan: SoakPlan, sup: Supervisor, logfile: Path) -> SoakResult:
-    ctx: zmq.Context[Any] = zmq.Context()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sub = zbus.connect(
         ctx,
         zmq.SUB,
@@ -210,7 +230,7 @@ def _measure(cfg: Config, plan: SoakPlan, sup: Supervisor, logfile: Path) -> Soa
     return result
 
 
-def _recv(sub: zmq.Socket[Any], msgs: list[tuple[float, float]], timeout_ms: int) -> None:
+def _recv(sub: zmq.Socket[bytes], msgs: list[tuple[float, float]], timeout_ms: int) -> None:
     if not sub.poll(timeout_ms, zmq.POLLIN):
         return
     while True:
@@ -271,20 +291,7 @@ def summarise(
 def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     churn = getattr(args, "churn", None)
     if churn is not None:
-        if churn < 1:
-            raise PromptcamError(f"--churn must be >= 1 cycles, got {churn}")
-        churn_plan = ChurnPlan(cycles=churn)
-        log.info(
-            "soak: camera churn, %d x %d cameras, models %s",
-            churn,
-            churn_plan.cameras,
-            cfg.models.preset,
-        )
-        cr = measure_churn(churn_plan, cfg)
-        return churn_rows(
-            cr,
-            f"{cfg.models.preset}, demo {churn_plan.fps:g} fps {churn_plan.width}x{churn_plan.height}",
-        )
+        return _run_churn(cfg, churn)
     minutes = args.soak if args.soak is not None else (0.5 if args.quick else 5.0)
     if minutes <= 0:
         raise PromptcamError(f"--soak must be > 0 minutes, got {minutes}")
@@ -305,20 +312,39 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
         cfg.models.preset,
     )
     r = measure(plan, cfg)
-    s = r.summary()
     note = f"{cfg.models.preset}, demo {fps:.0f} fps {plan.width}x{plan.height}, {minutes:g} min"
+    return soak_rows(r.summary(), note)
+
+
+def _run_churn(cfg: Config, churn: int) -> list[BenchRow]:
+    if churn < 1:
+        raise PromptcamError(f"--churn must be >= 1 cycles, got {churn}")
+    churn_plan = ChurnPlan(cycles=churn)
+    log.info(
+        "soak: camera churn, %d x %d cameras, models %s",
+        churn,
+        churn_plan.cameras,
+        cfg.models.preset,
+    )
+    cr = measure_churn(churn_plan, cfg)
+    return churn_rows(
+        cr,
+        f"{cfg.models.preset}, demo {churn_plan.fps:g} fps {churn_plan.width}x{churn_plan.height}",
+    )
+
+
+FLAT = "after warm-up; ~0 means flat"
+
+
+def soak_rows(s: SoakSummary, note: str) -> list[BenchRow]:
+    """The rows of a soak's ``SoakResult.summary()``."""
+    dropped = s["frames_dropped_by_engine"]
     return [
         row("soak", "frames processed", s["frames_processed"], "frames", note),
         row("soak", "engine fps", s["engine_fps"], "fps"),
         row("soak", "engine RSS, first window", s["rss_mb_first_window"], "MB"),
         row("soak", "engine RSS, last window", s["rss_mb_last_window"], "MB"),
-        row(
-            "soak",
-            "engine RSS slope",
-            s["rss_slope_mb_per_h"],
-            "MB/h",
-            "after warm-up; ~0 means flat",
-        ),
+        row("soak", "engine RSS slope", s["rss_slope_mb_per_h"], "MB/h", FLAT),
         row(
             "soak",
             "latency p50, first window",
@@ -329,17 +355,11 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
         row("soak", "latency p50, last window", s["latency_ms_p50_last_window"], "ms"),
         row("soak", "latency p95, first window", s["latency_ms_p95_first_window"], "ms"),
         row("soak", "latency p95, last window", s["latency_ms_p95_last_window"], "ms"),
-        row(
-            "soak",
-            "latency slope",
-            s["latency_slope_ms_per_h"],
-            "ms/h",
-            "after warm-up; ~0 means flat",
-        ),
+        row("soak", "latency slope", s["latency_slope_ms_per_h"], "ms/h", FLAT),
         row(
             "soak",
             "frames dropped by engine",
-            s["frames_dropped_by_engine"] if s["frames_dropped_by_engine"] is not None else "-",
+            dropped if dropped is not None else "-",
             "frames",
             "latest frame wins",
         ),
@@ -418,7 +438,7 @@ def measure_churn(plan: ChurnPlan, base: Config | None = None) -> ChurnResult:
                 sup.stop()
 
 
-def _control(cfg: Config, request: dict[str, Any]) -> None:
+def _control(cfg: Config, request: dict[str, object]) -> None:
     reply = zbus.request(cfg.bus.control, request, 30_000, cfg.bus)
     if not reply.get("ok"):
         raise PromptcamError(f"engine refused {request['cmd']}: {reply.get('error')}")
@@ -431,35 +451,50 @@ def _engine_answers(cfg: Config) -> bool:
         return False
 
 
-def _churn(
-    cfg: Config, plan: ChurnPlan, sup: Supervisor, frames: dict[str, str], logfile: Path
-) -> ChurnResult:
-    ctx: zmq.Context[Any] = zmq.Context()
-    sub = zbus.connect(ctx, zmq.SUB, cfg.bus.tracks, cfg.bus, subscribe=[b"tracks."], curve=True)
-    counts: dict[str, int] = {}
+class _ChurnWatch:
+    """The tracks of the churned cameras, counted per camera, and bounded waits on them that
+    keep the supervisor polled."""
 
-    def drain(timeout_ms: int) -> None:
-        if not sub.poll(timeout_ms, zmq.POLLIN):
+    def __init__(self, cfg: Config, sup: Supervisor, logfile: Path) -> None:
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.sub = zbus.connect(
+            self.ctx, zmq.SUB, cfg.bus.tracks, cfg.bus, subscribe=[b"tracks."], curve=True
+        )
+        self.sup, self.logfile = sup, logfile
+        self.counts: dict[str, int] = {}
+
+    def drain(self, timeout_ms: int) -> None:
+        if not self.sub.poll(timeout_ms, zmq.POLLIN):
             return
         while True:
             try:
-                parts = sub.recv_multipart(zmq.NOBLOCK)
+                parts = self.sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             cam = bytes(parts[0]).decode(errors="replace").partition(".")[2]
-            counts[cam] = counts.get(cam, 0) + 1
+            self.counts[cam] = self.counts.get(cam, 0) + 1
 
-    def wait(cond: Any, timeout_s: float, what: str) -> None:
+    def wait(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not cond():
-            sup.poll()
+            self.sup.poll()
             if time.monotonic() > deadline:
-                tail = logfile.read_text(errors="replace")[-2000:]
+                tail = self.logfile.read_text(errors="replace")[-2000:]
                 raise PromptcamError(f"churn: {what} within {timeout_s:.0f}s; children: {tail}")
-            drain(100)
+            self.drain(100)
 
+    def close(self) -> None:
+        self.sub.close(0)
+        self.ctx.term()
+
+
+def _churn(
+    cfg: Config, plan: ChurnPlan, sup: Supervisor, frames: dict[str, str], logfile: Path
+) -> ChurnResult:
+    watch = _ChurnWatch(cfg, sup, logfile)
+    counts = watch.counts
     try:
-        wait(lambda: _engine_answers(cfg), plan.start_timeout_s, "the engine did not answer")
+        watch.wait(lambda: _engine_answers(cfg), plan.start_timeout_s, "the engine did not answer")
         engine_pid = sup.pids()["engine"]
         proc = psutil.Process(engine_pid)
         result = ChurnResult(cameras=plan.cameras)
@@ -468,10 +503,12 @@ def _churn(
             before = {n: counts.get(n, 0) for n in frames}
             for name, endpoint in frames.items():
                 _control(cfg, {"cmd": "add_camera", "camera": name, "frames": endpoint})
-            wait(
-                lambda b=before: all(  # type: ignore[misc]
-                    counts.get(n, 0) - b[n] >= plan.tracks_per_camera for n in frames
-                ),
+
+            def tracked(b: dict[str, int] = before) -> bool:
+                return all(counts.get(n, 0) - b[n] >= plan.tracks_per_camera for n in frames)
+
+            watch.wait(
+                tracked,
                 plan.cycle_timeout_s,
                 f"cycle {cycle + 1}: the added cameras published no tracks",
             )
@@ -480,24 +517,28 @@ def _churn(
                 _control(cfg, {"cmd": "remove_camera", "camera": name})
             settle = time.monotonic() + plan.settle_s
             while time.monotonic() < settle:
-                drain(50)
+                watch.drain(50)
             if sup.pids().get("engine") != engine_pid:
                 raise PromptcamError("the engine exited during the churn; see its log")
             rss = proc.memory_info().rss / 2**20
             if cycle >= plan.warmup_cycles:
                 result.rss_after_cycle_mb.append(round(rss, 1))
             log.info("churn cycle %d: engine RSS %.0f MB", cycle + 1, rss)
-        result.cycles = plan.cycles
-        after = result.rss_after_cycle_mb
-        k = max(1, min(CHURN_SPAN, len(after) // 2))
-        result.rss_start_mb = statistics.median(after[:k])
-        result.rss_end_mb = statistics.median(after[-k:])
-        result.seconds = time.monotonic() - started
-        result.engine_restarts = sup.children["engine"].restarts
+        _finish_churn(result, plan, sup, started)
         return result
     finally:
-        sub.close(0)
-        ctx.term()
+        watch.close()
+
+
+def _finish_churn(result: ChurnResult, plan: ChurnPlan, sup: Supervisor, started: float) -> None:
+    """Start and end RSS: medians of the first and last ``CHURN_SPAN`` cycles' RSS."""
+    result.cycles = plan.cycles
+    after = result.rss_after_cycle_mb
+    k = max(1, min(CHURN_SPAN, len(after) // 2))
+    result.rss_start_mb = statistics.median(after[:k])
+    result.rss_end_mb = statistics.median(after[-k:])
+    result.seconds = time.monotonic() - started
+    result.engine_restarts = sup.children["engine"].restarts
 
 
 def churn_rows(r: ChurnResult, note: str) -> list[BenchRow]:

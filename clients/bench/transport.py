@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any
+from multiprocessing.synchronize import Event as MpEvent
 
 import numpy as np
 import zmq
@@ -52,16 +52,18 @@ def _frame() -> np.ndarray:
     return rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
 
 
-def _send(pub: zmq.Socket[Any], seq: int, image: np.ndarray, ring: ShmRing | None) -> None:
+def _send(pub: zmq.Socket[bytes], seq: int, image: np.ndarray, ring: ShmRing | None) -> None:
     """Publish one frame, zero-copy, its payload inline or (``ring``) in shared memory."""
     msg = FrameMessage.from_image(CAMERA, seq, image)
     pub.send_multipart((msg if ring is None else msg.to_shm(ring)).to_parts(), copy=False)
 
 
-def _publish_burst(endpoint: str, n: int, go: Any, done: Any, bus: BusConfig, shm: bool) -> None:
+def _publish_burst(
+    endpoint: str, n: int, go: MpEvent, done: MpEvent, bus: BusConfig, shm: bool
+) -> None:
     """Publisher process: probe until the receiver says go, then send ``n`` frames at once
     (with ``shm``, each written into the shared-memory ring first, as the capture does)."""
-    ctx: zmq.Context[Any] = zmq.Context()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pub = zbus.bind(ctx, zmq.PUB, endpoint, bus, sndhwm=n + 100)
     image = _frame()
     ring = ShmRing(CAMERA, image.nbytes, bus.shm_slots) if shm else None
@@ -93,7 +95,7 @@ def throughput(
     was reused before they were read count as overrun, not received."""
     mp = multiprocessing.get_context("spawn")
     go, done = mp.Event(), mp.Event()
-    ctx: zmq.Context[Any] = zmq.Context()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sub = zbus.connect(
         ctx,
         zmq.SUB,
@@ -108,27 +110,12 @@ def throughput(
     )
     proc.start()
     reader = ShmReader()
-    received: list[float] = []
-    overrun = 0
     try:
         if not sub.poll(30_000):
             raise RuntimeError("bench publisher sent nothing within 30s")
         sub.setsockopt(zmq.UNSUBSCRIBE, b"probe.")
         go.set()
-        while len(received) + overrun < n and sub.poll(5000):
-            parts = sub.recv_multipart(copy=False)
-            if bytes(parts[0].buffer).startswith(b"probe."):
-                continue
-            if validate:
-                try:
-                    msg = FrameMessage.from_parts(parts, shm_reader=reader)
-                    msg.image()[0, 0, 0]  # a zero-copy view of the received buffer
-                    if not msg.intact():
-                        raise ShmOverrun(f"frame {msg.seq}")
-                except ShmOverrun:
-                    overrun += 1
-                    continue
-            received.append(time.perf_counter())
+        received, overrun = _receive(sub, n, reader if validate else None)
     finally:
         go.set()
         done.set()
@@ -149,6 +136,29 @@ def throughput(
     }
 
 
+def _receive(sub: zmq.Socket[bytes], n: int, reader: ShmReader | None) -> tuple[list[float], int]:
+    """Receive until ``n`` frames came (or 5 s of silence): the arrival time of each, and how
+    many were overrun. With a ``reader`` each frame is validated (read in place, its
+    shared-memory slot checked), else only its parts are taken."""
+    received: list[float] = []
+    overrun = 0
+    while len(received) + overrun < n and sub.poll(5000):
+        parts = sub.recv_multipart(copy=False)
+        if bytes(parts[0].buffer).startswith(b"probe."):
+            continue
+        if reader is not None:
+            try:
+                msg = FrameMessage.from_parts(parts, shm_reader=reader)
+                msg.image()[0, 0, 0]  # a zero-copy view of the received buffer
+                if not msg.intact():
+                    raise ShmOverrun(f"frame {msg.seq}")
+            except ShmOverrun:
+                overrun += 1
+                continue
+        received.append(time.perf_counter())
+    return received, overrun
+
+
 def freshness(
     endpoint: str,
     duration_s: float,
@@ -159,7 +169,7 @@ def freshness(
 ) -> dict[str, float]:
     """Ages (ms) of the frames a consumer taking ``work_s`` per frame gets from a ``fps`` publisher
     (with ``shm``, payloads in the shared-memory ring, copied out by the receiver)."""
-    ctx: zmq.Context[Any] = zmq.Context()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pub = zbus.bind(ctx, zmq.PUB, endpoint, bus, sndhwm=bus.sndhwm)
     stop = threading.Event()
     image = _frame()
@@ -202,6 +212,13 @@ def freshness(
         ctx.term()
         if ring is not None:
             ring.close()
+    return _ages(ages, lags, skipped, overrun, fps)
+
+
+def _ages(
+    ages: list[float], lags: list[int], skipped: int, overrun: int, fps: float
+) -> dict[str, float]:
+    """The freshness figures of the frames' ages (ms) and lags (seqs behind the newest)."""
     ages.sort()
     return {
         "p50": statistics.median(ages),
