@@ -331,8 +331,8 @@ class TrackingEngine:
         device: Any = None,
         camera: str = "cam0",
     ) -> None:
-        """``segmenter``: a session of a kernel (``engine.segmenter.StreamingSegmenter`` is one
-        with its own kernel)."""
+        """``segmenter``: a session of a kernel (``engine.segmenters.sam2.StreamingSegmenter`` is
+        one with its own kernel)."""
         self.engine = MultiCameraEngine(
             segmenter.kernel, detector, background_grounding=background_grounding, device=device
         )

@@ -303,7 +303,8 @@ class KernelFrames(ABC, Generic[ObjT]):
 
     def _check_sessions(self, sessions: Sequence[StreamingSession[ObjT]]) -> None:
         for s in sessions:
-            if s.kernel is not self:
+            kernel: object = s.kernel
+            if kernel is not self:
                 raise ValueError("session belongs to another kernel")
 
     def _work(self, items: Sequence[tuple[StreamingSession[ObjT], int]]) -> list[SessionWork[ObjT]]:
