@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from engine.core.protocols import Detector
 from engine.pipeline import MultiCameraEngine, TrackingEngine
-from engine.protocols import Detector
 from engine.trackers import load_detector as _load_detector
 from engine.trackers import load_kernel
 from stream.config import Config

@@ -1,19 +1,19 @@
-"""Grounder: the engine's stateful view of a detector (one current prompt).
+"""A detector with one current prompt, for single-prompt tools (the benches, tests); and the
+external detections of the ``detections`` topic as detector output.
 
 The detectors themselves (``engine/detectors/``) are stateless: a prompt is parsed once into an
-immutable ``DetectorPrompt`` and passed with every call, so one detector can serve many cameras.
-:class:`Grounder` keeps the one prompt that ``engine/pipeline.py`` and ``engine/process.py`` work
-with (``set_prompt(text) -> phrases``, ``detect(image)``, ``.phrases``, ``.prompt``), over any
-detector family.
+immutable ``DetectorPrompt`` and passed with every call, so one detector can serve many cameras;
+the engine loads them bare (``engine.trackers.load_detector``) and keeps each camera's prompt.
+:class:`Grounder` keeps one prompt for a caller that has one (``set_prompt(text) -> phrases``,
+``detect(image)``, ``.phrases``, ``.prompt``), over any detector family.
 
-Loading (:func:`load_grounder`, ``engine.build.load_detector``): the detector ``models.detector``
-or the model preset names: a detector preset, a local directory or a Hugging Face Hub id, any
-supported family (``engine/detectors/loading.py``). A failed download raises
+Loading (:func:`load_grounder`): the detector ``models.detector`` or the model preset names
+(``engine/detectors/loading.py``), with ``engine.prompt`` as its prompt. A failed download raises
 :class:`ModelLoadError` naming the offline options; with ``HF_HUB_OFFLINE=1`` it fails at once.
 
-Prompts (:func:`normalize_prompt`): lower case, split into phrases on ``.``, punctuation around a
-phrase stripped, whitespace collapsed, empty phrases and duplicates dropped. An empty result is a
-:class:`PromptError`; how a family treats a prompt too long for its text encoder is in its module.
+Prompts (``stream.prompts.normalize_prompt``): lower case, split into phrases on ``.``,
+punctuation around a phrase stripped, whitespace collapsed, empty phrases and duplicates dropped.
+An empty result is a :class:`PromptError`.
 
 Detections are ``supervision.Detections`` (``engine/detectors/base.py``): ``xyxy`` (N, 4) float32
 in the pixels of the image given (clipped to it), ``confidence`` (N,) float32, ``class_id`` (N,) the
@@ -31,29 +31,14 @@ import supervision as sv
 import torch
 from numpy.typing import NDArray
 
-from engine.detectors.base import (
-    Detector,
-    DetectorPrompt,
-    empty_detections,
-    make_detections,
-    normalize_prompt,
-    prompt_text,
-)
-from engine.detectors.loading import detector_source, load_detector_backend
+from engine.core.protocols import Detector, DetectorPrompt
+from engine.detectors.base import empty_detections, make_detections
+from engine.detectors.loading import load_detector_backend
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import PromptError
 from stream.wire import DetectionsMessage
 
-__all__ = [
-    "Grounder",
-    "detections_from_message",
-    "detector_source",
-    "empty_detections",
-    "load_grounder",
-    "make_detections",
-    "normalize_prompt",
-    "prompt_text",
-]
+__all__ = ["Grounder", "detections_from_message", "load_grounder"]
 
 log = logging.getLogger(__name__)
 

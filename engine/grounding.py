@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from supervision import Detections
 
-from engine.protocols import Detector, DetectorPrompt
+from engine.core.protocols import Detector, DetectorPrompt
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from typing import IO, Any
 
 import numpy as np
 
+from engine.core.types import Box, PreparedFrame
 from engine.offline_stages import FramePrefetch, OutputWriter, StageClock
 from engine.pipeline import FrameInput
 from engine.render import Renderer
-from engine.segmenter import PreparedFrame
-from stream.boxes import Box, clip_box, parse_box
+from stream.boxes import clip_box, parse_box
 from stream.config import Config
 from stream.errors import EndOfStreamError, PromptError, SourceError
 from stream.media import Mp4Writer

@@ -22,10 +22,9 @@ from typing import IO, Protocol
 
 import numpy as np
 
-from engine.camera import FrameResult
+from engine.core.types import FrameResult, PreparedFrame
 from engine.outputs import render_result, to_tracks_message
 from engine.render import Renderer
-from engine.segmenter import PreparedFrame
 from stream.errors import EndOfStreamError
 from stream.media import Mp4Writer
 from stream.sources import FrameSource

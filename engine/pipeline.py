@@ -37,20 +37,13 @@ from typing import Any
 import numpy as np
 from supervision import Detections
 
-from engine.camera import (
-    CameraStats,
-    CameraTracker,
-    EngineCounters,
-    FrameInput,
-    FrameResult,
-    ObjectResult,
-    mask_iou_of,
-    sample_points,
-)
+from engine.camera import CameraTracker
+from engine.camera_stats import CameraStats, EngineCounters
+from engine.core.protocols import Detector, SegmenterKernel, SegmenterSession
+from engine.core.types import FrameInput, FrameResult, ObjectResult, PreparedFrame
+from engine.cues import mask_iou_of, sample_points
 from engine.grounding import GroundingWorker, GroundJob, GroundResult
 from engine.ids import IdAllocator, IdReservations, new_epoch
-from engine.protocols import Detector, SegmenterKernel, SegmenterSession
-from engine.segmenter import PreparedFrame
 from engine.tick_groups import TickWorkers
 from stream.config import EngineConfig
 from stream.errors import PromptError
@@ -338,8 +331,8 @@ class TrackingEngine:
         device: Any = None,
         camera: str = "cam0",
     ) -> None:
-        """``segmenter``: a session of a kernel (``engine.segmenter.StreamingSegmenter`` is one
-        with its own kernel)."""
+        """``segmenter``: a session of a kernel (``engine.segmenters.sam2.StreamingSegmenter`` is
+        one with its own kernel)."""
         self.engine = MultiCameraEngine(
             segmenter.kernel, detector, background_grounding=background_grounding, device=device
         )

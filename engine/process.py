@@ -42,7 +42,8 @@ from typing import Any
 import psutil
 import zmq
 
-from engine.camera import CameraStats, CameraTracker
+from engine.camera import CameraTracker
+from engine.camera_stats import CameraStats
 from engine.outputs import AnnotatedPublisher, TracksPublisher
 from engine.pipeline import FrameInput, FrameResult, MultiCameraEngine, TrackingEngine
 from engine.render import Renderer

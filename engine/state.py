@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -75,8 +75,8 @@ class _StateModel(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
     v: int
-    cameras: Annotated[dict[str, Any], Field(max_length=MAX_STATE_CAMERAS)]
-    ids: Annotated[dict[str, Any], Field(max_length=MAX_ID_CAMERAS)] = {}
+    cameras: Annotated[dict[str, object], Field(max_length=MAX_STATE_CAMERAS)]
+    ids: Annotated[dict[str, object], Field(max_length=MAX_ID_CAMERAS)] = {}
 
 
 @dataclass(frozen=True)

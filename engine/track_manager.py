@@ -89,8 +89,9 @@ a new ID) and on :meth:`reset`.
 
 from __future__ import annotations
 
+from engine.core.types import Box
 from engine.lifecycle.config import LifecycleConfig
-from engine.lifecycle.geometry import Box, Colour, as_box, iou_matrix
+from engine.lifecycle.geometry import Colour, as_box, iou_matrix
 from engine.lifecycle.manager import TrackManager
 from engine.lifecycle.states import EndReason, TrackState
 from engine.lifecycle.track import (

@@ -2,23 +2,23 @@
 
 Tracker: ``models.tracker`` (``--tracker``) or the preset's tracker names a transformers video
 model (``engine.backends``: :class:`HfVideoKernel`); otherwise Meta's ``sam2`` package runs
-(``engine.segmenter.Sam2Kernel``: the preset's SAM 2, or ``--sam2-checkpoint/--sam2-config``).
+(``engine.segmenters.sam2.Sam2Kernel``: the preset's SAM 2, or ``--sam2-checkpoint/--sam2-config``).
 Detector: ``models.detector`` or the preset's detector, any family of ``engine/detectors/``
-(a SAM 3 checkpoint grounds with SAM 3, whose detections carry masks: concept mode), behind the
-engine's stateful ``engine.grounder.Grounder``.
+(a SAM 3 checkpoint grounds with SAM 3, whose detections carry masks: concept mode), loaded
+bare: the engine passes each camera's parsed prompt with every call.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.backends.transformers_video import HfVideoKernel
 from engine.backends.video_models import load_video_model
-from engine.grounder import load_grounder
+from engine.core.protocols import Detector
+from engine.detectors.loading import load_detector_backend
 from engine.presets import get_preset
-from engine.protocols import Detector
 from engine.sam2_models import load_sam2
-from engine.segmenter import Sam2Kernel
+from engine.segmenters.sam2 import Sam2Kernel
+from engine.segmenters.transformers import HfVideoKernel
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import ModelLoadError
 
@@ -45,4 +45,4 @@ def load_kernel(models: ModelsConfig) -> Any:
 
 
 def load_detector(models: ModelsConfig, engine: EngineConfig) -> Detector:
-    return load_grounder(models, engine)
+    return load_detector_backend(models, engine)

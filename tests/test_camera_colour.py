@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from engine.camera import COLOUR_SAMPLES, mask_colour
+from engine.cues import COLOUR_SAMPLES, mask_colour
 
 
 def _disc(h: int, w: int, cy: int, cx: int, r: int) -> np.ndarray:

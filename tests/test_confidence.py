@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.camera import FrameResult, ObjectResult
+from engine.core.types import FrameResult, ObjectResult
 from engine.outputs import render_result, to_tracks_message
 from engine.render import Renderer
 from stream.wire import TracksMessage, WireError, confidence_of

@@ -11,7 +11,7 @@ import torch
 
 from engine.lifecycle.embedder import Gallery, ObjectPointerEmbedder, unit
 from engine.sam2_models import load_sam2
-from engine.segmenter import StreamingSegmenter
+from engine.segmenters.sam2 import StreamingSegmenter
 from stream.config import ModelsConfig
 from stream.demo import DemoScene
 

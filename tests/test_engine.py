@@ -15,11 +15,11 @@ import pytest
 import zmq
 from supervision import Detections
 
-from engine.grounder import make_detections
+from engine.core.protocols import DetectorPrompt
+from engine.detectors.base import make_detections
 from engine.pipeline import FrameInput, TrackingEngine
-from engine.protocols import DetectorPrompt
 from engine.sam2_models import load_sam2
-from engine.segmenter import StreamingSegmenter
+from engine.segmenters.sam2 import StreamingSegmenter
 from stream import bus as zbus
 from stream.config import Config, EngineConfig, ModelsConfig, load_config
 from stream.demo import DemoScene

@@ -117,7 +117,7 @@ def test_engine_process_serves_leased_ids_over_control(
 ) -> None:
     from engine.pipeline import MultiCameraEngine
     from engine.process import EngineProcess
-    from engine.segmenter import Sam2Kernel
+    from engine.segmenters.sam2 import Sam2Kernel
     from stream.demo import DemoScene
     from stream.wire import FrameMessage
 

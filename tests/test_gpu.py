@@ -36,7 +36,8 @@ from PIL import Image
 
 from engine.pipeline import FrameInput, TrackingEngine
 from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor
-from engine.segmenter import IMG_STD, StreamingSegmenter
+from engine.segmenters.sam2 import StreamingSegmenter
+from engine.segmenters.sam2_memory import IMG_STD
 from stream.config import EngineConfig, ModelsConfig
 from tests.moving_blocks import H, W, make_frames, one_torch_thread  # noqa: F401 (the fixture)
 
@@ -144,8 +145,8 @@ def test_bf16_cpu_transformers_backend_equals_session(family: str, tmp_path: Pat
     """The transformers tracker backend under CPU bf16 autocast against the family's own
     inference session under the same autocast (the oracle of tests/test_transformers_video.py),
     3 objects (box, box, one click) over 12 frames."""
-    from engine.backends.transformers_video import HfVideoKernel
     from engine.backends.video_models import load_video_model, save_tiny_random
+    from engine.segmenters.transformers import HfVideoKernel
     from tests.test_transformers_video import FRAMES, Reference
     from tests.test_transformers_video import PROMPTS as HF_PROMPTS
     from tests.test_transformers_video import H as HF_H

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from pydantic import ValidationError
 
-from engine.grounder import make_detections
+from engine.detectors.base import make_detections
 from engine.ids import IdAllocator
 from engine.lifecycle.association import Stage, default_cascade
 from engine.lifecycle.config import LifecycleConfig, thresholds

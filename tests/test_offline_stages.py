@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.camera import FrameResult, ObjectResult
+from engine.core.types import FrameResult, ObjectResult
 from engine.offline_stages import DEPTH, FramePrefetch, OutputWriter, StageClock
 from engine.render import Renderer
 from stream.errors import EndOfStreamError, SourceError

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import zmq
 
+from engine.core.protocols import Detector
 from engine.pipeline import TrackingEngine
-from engine.protocols import Detector
 from engine.trackers import load_detector, load_kernel
 from stream import bus as zbus
 from stream.config import Config, load_config

@@ -21,10 +21,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from engine import segmenter
+from engine.core.prompts import mask_box
 from engine.presets import CONFIGS_DIR
 from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor, save_checkpoint
-from engine.segmenter import IMG_STD, StreamingSegmenter, mask_box
+from engine.segmenters import sam2 as segmenter
+from engine.segmenters.sam2 import StreamingSegmenter
+from engine.segmenters.sam2_memory import IMG_STD
 from stream.config import ModelsConfig
 from stream.errors import PromptError
 from tests.moving_blocks import H, W, make_frames, one_torch_thread  # noqa: F401 (the fixture)
@@ -34,7 +36,7 @@ def models_cfg(**fields: Any) -> ModelsConfig:
     return ModelsConfig.model_validate(fields)
 
 
-NUM_FRAMES = 16  # >= max_obj_ptrs_in_encoder of the tiny config (see engine/segmenter.py)
+NUM_FRAMES = 16  # >= max_obj_ptrs_in_encoder of the tiny config (see engine/segmenters/sam2.py)
 LOGIT_TOL = 1e-5
 
 

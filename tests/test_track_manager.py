@@ -20,7 +20,7 @@ import supervision as sv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.grounder import make_detections
+from engine.detectors.base import make_detections
 from engine.lifecycle.config import LifecycleConfig
 from engine.track_manager import (
     DUPLICATE_FRAMES,

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 import transformers
 from transformers import Sam2VideoProcessor
 
-from engine.backends.transformers_video import HfVideoKernel, HfVideoSession
 from engine.backends.video_models import LoadedVideoModel, load_video_model, save_tiny_random
+from engine.segmenters.transformers import HfVideoKernel, HfVideoSession
 from engine.trackers import load_kernel
 from stream.config import ModelsConfig
 from stream.errors import ModelLoadError, PromptError
@@ -183,7 +183,7 @@ def test_equals_propagate_in_video(loaded: LoadedVideoModel) -> None:
 def test_object_added_later_equals_its_own_session(loaded: LoadedVideoModel) -> None:
     """Object 2 appears on frame k. Its reference is a session that starts at frame k with it
     alone; object 1's is a session with object 1 alone (see the module docstring of
-    engine/backends/transformers_video.py: objects are independent)."""
+    engine/segmenters/transformers.py: objects are independent)."""
     k = 5
     kernel = HfVideoKernel(loaded)
     seg = kernel.new_session()
@@ -370,7 +370,6 @@ def test_sam3_concept_mode_seeds_masks_and_keeps_ids(monkeypatch: pytest.MonkeyP
     the IDs of the labels still in the prompt and new IDs are never reused."""
     from engine.build import build_engine
     from engine.detectors.sam3 import Sam3Detector
-    from engine.grounder import Grounder
     from engine.pipeline import FrameInput
     from stream.config import Config
 
@@ -389,8 +388,7 @@ def test_sam3_concept_mode_seeds_masks_and_keeps_ids(monkeypatch: pytest.MonkeyP
     th = engine.manager._th  # the lifecycle's thresholds; its config bounds the IoU at 1
     off = th.life.model_copy(update={"cross_label_duplicate_iou": 1.01})
     monkeypatch.setattr(engine.manager, "_th", dataclasses.replace(th, life=off))
-    assert isinstance(engine.grounder, Grounder)
-    assert isinstance(engine.grounder.detector, Sam3Detector)
+    assert isinstance(engine.grounder, Sam3Detector)  # loaded bare: the engine keeps prompts
     assert isinstance(engine.seg, HfVideoSession)
     seeds: list[set[str]] = []
     real = engine.seg.add_prompt

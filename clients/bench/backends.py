@@ -29,9 +29,9 @@ import transformers
 
 from clients.bench import BenchRow, row
 from clients.bench.engine import Corners, _boxes, _frames, _lockstep
-from engine.backends.transformers_video import HfVideoKernel
 from engine.backends.video_models import LoadedVideoModel, load_video_model
-from engine.segmenter import PreparedFrame
+from engine.core.types import PreparedFrame
+from engine.segmenters.transformers import HfVideoKernel
 from stream.config import Config, ModelsConfig
 
 log = logging.getLogger(__name__)

@@ -53,7 +53,7 @@ def _worker(cameras: int, shared: bool, duration: float, threads: int, device: s
 
     from engine.pipeline import FrameInput, MultiCameraEngine, TrackingEngine
     from engine.sam2_models import load_sam2
-    from engine.segmenter import Sam2Kernel, StreamingSegmenter
+    from engine.segmenters.sam2 import Sam2Kernel, StreamingSegmenter
     from stream.config import EngineConfig, ModelsConfig
     from stream.demo import DemoScene
 

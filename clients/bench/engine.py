@@ -52,7 +52,7 @@ from engine.sam2_models import (
     read_sam2_config,
     save_checkpoint,
 )
-from engine.segmenter import StreamingSegmenter
+from engine.segmenters.sam2 import StreamingSegmenter
 from stream.config import Config, ModelsConfig
 
 log = logging.getLogger(__name__)

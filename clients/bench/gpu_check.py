@@ -334,7 +334,7 @@ def step_cameras(ctx: Ctx) -> list[BenchRow]:
     import torch
 
     from engine.pipeline import FrameInput, MultiCameraEngine, TrackingEngine
-    from engine.segmenter import Sam2Kernel, StreamingSegmenter
+    from engine.segmenters.sam2 import Sam2Kernel, StreamingSegmenter
     from stream.config import EngineConfig
     from stream.demo import DemoScene
 

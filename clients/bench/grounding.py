@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from clients.bench import BenchRow, row
-from engine.detectors.base import DetectorPrompt
+from engine.core.protocols import DetectorPrompt
 from engine.detectors.grounding_dino import GroundingDinoDetector, build_tiny_random
 from engine.device import resolve_device
 from engine.presets import DETECTOR_PRESETS

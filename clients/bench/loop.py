@@ -13,7 +13,7 @@ from clients.bench import BenchRow, row
 from engine.grounder import Grounder, load_grounder
 from engine.pipeline import FrameInput, TrackingEngine
 from engine.sam2_models import LoadedSam2, load_sam2
-from engine.segmenter import StreamingSegmenter
+from engine.segmenters.sam2 import StreamingSegmenter
 from stream.config import Config
 from stream.demo import DemoScene
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import supervision as sv
 import torch
 
 from engine.grounder import Grounder
@@ -49,8 +50,7 @@ class _Object:
 
 
 def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b)) / union if union else 0.0
+    return float(sv.mask_iou_batch(a[None], b[None])[0, 0])  # 0 for two empty masks
 
 
 def _box(mask: np.ndarray) -> tuple[float, float, float, float]:

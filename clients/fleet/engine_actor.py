@@ -73,7 +73,7 @@ class EngineActor:
         from engine.pipeline import MultiCameraEngine
         from engine.process import EngineProcess
         from engine.sam2_models import load_sam2
-        from engine.segmenter import Sam2Kernel
+        from engine.segmenters.sam2 import Sam2Kernel
 
         cfg = Config.model_validate(cfg_tree)
         setup_actor_logging(cfg.log_level)

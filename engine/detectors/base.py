@@ -23,48 +23,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 import supervision as sv
 import torch
 from numpy.typing import NDArray
 
+from engine.core.protocols import DetectorPrompt
 from engine.device import autocast_dtype
 from engine.hub import first_line
 from stream.config import EngineConfig
 from stream.errors import ModelLoadError
 from stream.prompts import normalize_prompt as normalize_prompt  # the one rule, re-exported
 from stream.prompts import prompt_text as prompt_text
-
-
-@dataclass(frozen=True)
-class DetectorPrompt:
-    """A parsed prompt: immutable, shareable across threads and cameras.
-
-    ``phrases`` are the labels detections carry; ``text`` is the canonical prompt text
-    (``"person. red ball."``, what Grounding DINO reads verbatim); ``family`` names the detector
-    family that parsed it ("" for a prompt built by hand). Families that prepare more (token
-    spans, a task sentence) subclass this with typed, keyword-only fields. A detector given a
-    prompt that another family (or no family) parsed parses its ``text`` again."""
-
-    phrases: tuple[str, ...]
-    text: str
-    family: str = ""
-
-
-class Detector(Protocol):
-    """What the engine needs from a detector (see the module docstring)."""
-
-    def parse_prompt(self, text: str) -> DetectorPrompt: ...
-
-    def detect(self, image_bgr: NDArray[np.uint8], prompt: DetectorPrompt) -> sv.Detections: ...
-
-    def detect_batch(
-        self, images: Sequence[NDArray[np.uint8]], prompts: Sequence[DetectorPrompt]
-    ) -> list[sv.Detections]: ...
 
 
 def make_detections(

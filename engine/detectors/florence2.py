@@ -26,9 +26,9 @@ import supervision as sv
 import torch
 from numpy.typing import NDArray
 
+from engine.core.protocols import DetectorPrompt
 from engine.detectors.base import (
     DetectorBase,
-    DetectorPrompt,
     finish,
     normalize_prompt,
     pretrained_model,

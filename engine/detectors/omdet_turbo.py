@@ -27,9 +27,9 @@ import supervision as sv
 import torch
 from numpy.typing import NDArray
 
+from engine.core.protocols import DetectorPrompt
 from engine.detectors.base import (
     DetectorBase,
-    DetectorPrompt,
     corners,
     finish,
     normalize_prompt,
@@ -180,26 +180,15 @@ class OmDetTurboDetector(DetectorBase):
 def class_nms(
     boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float
 ) -> torch.Tensor:
-    """Indices kept by greedy non-maximum suppression within each label, best score first."""
+    """Indices kept by greedy non-maximum suppression within each label, best score first
+    (supervision's ``box_non_max_suppression``: a box overlapping a kept one of its label by
+    more than ``iou`` goes)."""
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    # Shift each label's boxes apart so that boxes of different labels never overlap.
-    span = float(boxes.max()) - float(boxes.min()) + 1.0
-    shifted = boxes + (labels.to(boxes.dtype) * span)[:, None]
-    order = scores.argsort(descending=True)
-    x1, y1, x2, y2 = shifted.unbind(1)
-    area = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
-    keep: list[int] = []
-    suppressed = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
-    for i in order.tolist():
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        iw = (torch.minimum(x2, x2[i]) - torch.maximum(x1, x1[i])).clamp(min=0)
-        ih = (torch.minimum(y2, y2[i]) - torch.maximum(y1, y1[i])).clamp(min=0)
-        inter = iw * ih
-        suppressed |= inter / (area + area[i] - inter).clamp(min=1e-9) > iou
-    return torch.tensor(keep, dtype=torch.long, device=boxes.device)
+    predictions = torch.cat([boxes, scores[:, None], labels[:, None].to(boxes.dtype)], dim=1)
+    keep = sv.box_non_max_suppression(predictions.cpu().numpy().astype(np.float64), iou)
+    order = [i for i in scores.argsort(descending=True).tolist() if keep[i]]
+    return torch.tensor(order, dtype=torch.long, device=boxes.device)
 
 
 def _model_class() -> Any:

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from engine.core.protocols import DetectorPrompt
 from engine.detectors.base import (
     DetectorBase,
-    DetectorPrompt,
     finish,
     normalize_prompt,
     pretrained_model,

@@ -32,9 +32,9 @@ import supervision as sv
 from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
+from engine.core.types import Box
 from engine.lifecycle.config import Thresholds
 from engine.lifecycle.geometry import (
-    Box,
     Colour,
     _box_at,
     _centre,

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:  # the lifecycle stays torch-free
-    from engine.segmenter import SegmentOutput
+    from engine.core.types import SegmentOutput
 
 Vector = NDArray[np.float32]
 GALLERY_SIZE = 16  # appearance vectors kept per track (the oldest leaves first)

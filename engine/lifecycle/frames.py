@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
+from engine.core.types import Box
 from engine.lifecycle.appearance import colour_cue
 from engine.lifecycle.config import Thresholds
 from engine.lifecycle.geometry import (
-    Box,
     Colour,
     _centre,
     _colour_distance,

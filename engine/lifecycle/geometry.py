@@ -1,15 +1,17 @@
-"""Boxes and colours: validation, IoU, sizes, centres, per-label NMS (numpy only)."""
+"""Boxes and colours: validation, IoU, sizes, centres, per-label NMS (IoU and NMS are
+supervision's)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+import supervision as sv
 from numpy.typing import ArrayLike, NDArray
 
+from engine.core.types import Box
 from stream.errors import PromptError
 
-Box = tuple[float, float, float, float]
 Colour = tuple[float, float, float]  # mean (b, g, r) in [0, 1], or a chromaticity
 
 
@@ -25,18 +27,11 @@ def as_box(box: Sequence[float] | NDArray[np.floating]) -> Box:
 
 
 def iou_matrix(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
-    """Pairwise IoU of boxes ``a`` (N, 4) and ``b`` (M, 4) in xyxy; (N, M)."""
+    """Pairwise IoU of boxes ``a`` (N, 4) and ``b`` (M, 4) in xyxy; (N, M) (supervision's
+    ``box_iou_batch``; 0 where the union is empty)."""
     aa = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     bb = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    area_a = np.clip(aa[:, 2] - aa[:, 0], 0, None) * np.clip(aa[:, 3] - aa[:, 1], 0, None)
-    area_b = np.clip(bb[:, 2] - bb[:, 0], 0, None) * np.clip(bb[:, 3] - bb[:, 1], 0, None)
-    lt = np.maximum(aa[:, None, :2], bb[None, :, :2])
-    rb = np.minimum(aa[:, None, 2:], bb[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    out: NDArray[np.float64] = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    return out
+    return sv.box_iou_batch(aa, bb).astype(np.float64)
 
 
 def _colour_distance(a: Colour, b: Colour) -> float:
@@ -86,17 +81,23 @@ def _box_at(boxes: NDArray[np.float64], i: int) -> Box:
 def _nms_per_label(
     boxes: NDArray[np.float64], scores: NDArray[np.float64], labels: list[str], thr: float
 ) -> list[int]:
-    """Indices kept by greedy NMS within each label, plus validity (finite, positive area)."""
+    """Indices kept by greedy NMS within each label (supervision's ``box_non_max_suppression``:
+    best score first, ties by index; a box overlapping a kept one of its label by ``thr`` or more
+    goes), of the valid ones (finite, positive area)."""
     valid = [
         i
         for i in range(len(labels))
         if np.isfinite(boxes[i]).all() and boxes[i, 2] > boxes[i, 0] and boxes[i, 3] > boxes[i, 1]
     ]
+    if not valid:
+        return []
     order = sorted(valid, key=lambda i: (-scores[i], i))
-    kept: list[int] = []
-    for i in order:
-        same = [k for k in kept if labels[k] == labels[i]]
-        if same and float(iou_matrix(boxes[i : i + 1], boxes[same]).max()) >= thr:
-            continue
-        kept.append(i)
-    return sorted(kept)
+    codes = {label: k for k, label in enumerate(dict.fromkeys(labels))}
+    # The rank as the score (distinct, so the order above is supervision's) and the label's code
+    # as the class; supervision drops IoU > threshold, so the threshold just below ``thr``.
+    predictions = np.array(
+        [[*boxes[i], len(order) - r, codes[labels[i]]] for r, i in enumerate(order)],
+        dtype=np.float64,
+    )
+    keep = sv.box_non_max_suppression(predictions, iou_threshold=float(np.nextafter(thr, 0.0)))
+    return sorted(i for i, k in zip(order, keep, strict=True) if k)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-Box = tuple[float, float, float, float]
+from engine.core.types import Box
+
 F64 = NDArray[np.float64]
 
 # Gate on the centre (2 degrees of freedom): chi-square 99% quantile.

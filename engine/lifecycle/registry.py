@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
+from engine.core.types import Box
 from engine.ids import IdAllocator
 from engine.lifecycle.config import Thresholds
-from engine.lifecycle.geometry import Box, as_box
+from engine.lifecycle.geometry import as_box
 from engine.lifecycle.states import TrackState
 from engine.lifecycle.track import PublishedState, Removal, Track, TrackInfo, TrackStore
 from stream.errors import PromptError

@@ -10,8 +10,9 @@ from typing import Any, Literal, Protocol
 
 from numpy.typing import NDArray
 
+from engine.core.types import Box
 from engine.lifecycle.embedder import GALLERY_SIZE, Gallery, Vector
-from engine.lifecycle.geometry import Box, Colour
+from engine.lifecycle.geometry import Colour
 from engine.lifecycle.kalman import KalmanBox
 from engine.lifecycle.states import EndReason, LifecycleEvent, TrackState, transition
 
