@@ -186,11 +186,12 @@ def test_engine_process_tracks_control_and_rejects(
     obj = next(o for o in msg.header.objects if o.id == oid)
     assert obj.label == "cup" and obj.mask.size == [240, 320]
 
-    for bad in [
+    bad_requests: list[dict[str, Any]] = [
         {"cmd": "add_object", "box": [5, 5, 5, 50]},
         {"cmd": "remove_object", "id": 12345},
         {"cmd": "fly"},
-    ]:
+    ]
+    for bad in bad_requests:
         r = zbus.request(cfg.bus.control, bad)
         assert r["ok"] is False and r["error"]
     # garbage at the frames socket and the control socket: rejected, counted, tracking continues

@@ -272,7 +272,7 @@ def test_overlap_stage_gates_on_label_and_iou() -> None:
     assert _matched(tm, no_label, 9, [("box", (38.0, 100, 58, 120))], at_seq={tid: here}) == [tid]
     tm = _manager()
     tid = _lost_red_ball(tm)
-    far = [("ball", (200.0, 100, 220, 120))]
+    far: list[tuple[str, Box]] = [("ball", (200.0, 100, 220, 120))]
     assert _matched(tm, overlap, 9, far, at_seq={tid: here}) == []
     tm = _manager()
     tid = _lost_red_ball(tm)
@@ -372,7 +372,7 @@ def _published(probation: int) -> list[list[tuple[int, str]]]:
     tm = TrackManager(cfg)
     (new,) = tm.on_detections(0, make_detections([(0.0, 0, 20, 20)], [0.9], ["ball"], ["ball"]), {}).new  # fmt: skip
     manual = tm.add_manual("cup", (100, 100, 140, 140), seq=0)
-    out = []
+    out: list[list[tuple[int, str]]] = []
     for t, hit in enumerate([True, False, True, True, True]):
         obs = Observation((0.0, 0, 20, 20), 2.0) if hit else Observation(None, -3.0)
         tm.on_frame(t, {new.id: obs, manual: Observation((100.0, 100, 140, 140), 2.0)})
