@@ -273,10 +273,10 @@ def test_seed_with_mask_and_points(loaded: Any, mode: str) -> None:
     """Detections seed tracks through a SAM 2 mask decoded from the box (``mask``) or points
     sampled inside it (``points``), as the reference Grounded SAM 2 pipeline does."""
     scene = DemoScene(320, 240, 2, seed=3, fps=30)
-    cfg = EngineConfig(prompt="ball. box.", reground_every_frames=0, seed_with=mode)  # type: ignore[arg-type]
+    cfg = EngineConfig(prompt="ball. box.", reground_every_frames=0, seed_with=mode)
     engine = TrackingEngine(
         cfg, StreamingSegmenter(loaded), SlowDetector(scene), background_grounding=False
-    )  # type: ignore[arg-type]
+    )
     r0 = engine.process(FrameInput(0, 0, tagged(scene, 0)))
     _, gts = scene.render(0)
     assert len(r0.objects) == len(gts) and engine.counters.seed_failures == 0

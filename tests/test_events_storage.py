@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -358,7 +358,7 @@ def malformed_zones(n: int, seed: int = 2424) -> Iterator[tuple[str, str, object
         [1],
         {},
     ]
-    makers = [
+    makers: list[Callable[[], tuple[str, object]]] = [
         lambda: ("zones", {"points": bow_tie()}),
         lambda: ("zones", {"points": pts(int(rng.integers(0, 3)))}),
         lambda: ("zones", {"points": [*square()[:2], [float(rng.choice(bad_values[:5])), 5.0], square()[3]]}),

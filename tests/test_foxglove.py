@@ -34,6 +34,7 @@ from foxglove.channels import (
     ImageAnnotationsChannel,
     RawImageChannel,
 )
+from foxglove.messages import ImageAnnotations
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from mcap.reader import make_reader
 
@@ -675,7 +676,7 @@ def test_the_bridge_counts_bad_messages_and_goes_on_publishing(tmp_path: Path) -
     try:
         payload = asyncio.run(watch())
         assert payload is not None, "no annotations message came"
-        cls = message_class("foxglove.ImageAnnotations", fm.ImageAnnotations.get_schema().data)
+        cls = message_class("foxglove.ImageAnnotations", ImageAnnotations.get_schema().data)
         ann = cls.FromString(payload)  # the good message
         assert _meta(ann)["ids"] == ",".join(str(o.id) for o in good[0].header.objects)
         rejected = bridge.stats.rejected

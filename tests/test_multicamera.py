@@ -34,12 +34,12 @@ from stream.demo import DemoScene
 from stream.errors import PromptError
 from stream.wire import FrameMessage, TracksMessage
 from tests.conftest import tcp_endpoint, wait_for
+from tests.moving_blocks import make_frames
 from tests.test_segmenter import (
     LOGIT_TOL,
     NUM_FRAMES,
     PROMPTS,
     frame_logits,
-    make_frames,
     run_official,
     write_video,
 )

@@ -22,10 +22,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from engine import segmenter
-from engine.presets import CONFIGS_DIR
 from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor, save_checkpoint
 from engine.segmenter import IMG_STD, StreamingSegmenter, mask_box
-from stream.config import ModelsConfig
+from stream.config import CONFIGS_DIR, ModelsConfig
 from stream.errors import PromptError
 from tests.moving_blocks import H, W, make_frames, one_torch_thread  # noqa: F401 (the fixture)
 

@@ -523,7 +523,7 @@ def test_offline_job_upload_run_and_download(tmp_path: Path) -> None:
 def _draft(url: str, video: bytes) -> dict[str, Any]:
     body, ctype = multipart({"draft": "1"}, "in.mp4", video)
     status, job = http("POST", url + "api/jobs", body, {"Content-Type": ctype})
-    assert status == 201, job
+    assert status == 201 and isinstance(job, dict), job
     return job
 
 

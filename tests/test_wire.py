@@ -86,7 +86,7 @@ def test_tracks_roundtrip_and_mask_decode() -> None:
         box=[5.0, 10.0, 30.0, 20.0],
         mask=RleMask(size=[48, 64], counts=rle["counts"].decode()),
         age=3,
-        state="tracked",  # type: ignore[arg-type]
+        state="tracked",
     )
     msg = TracksMessage.build("cam0", 9, 123, 64, 48, "ball.", [obj])
     back = TracksMessage.from_parts(msg.to_parts())
