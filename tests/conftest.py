@@ -57,11 +57,18 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def wait_for(
-    cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+    cond: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+    step: Callable[[], None] | None = None,
 ) -> Any:
-    """Poll ``cond`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
+    """Poll ``cond`` until it returns a truthy value; fail the test after ``timeout`` seconds.
+    ``step``, if given, runs before each check (e.g. sends what ``cond`` waits to see)."""
     deadline = time.monotonic() + timeout
     while True:
+        if step is not None:
+            step()
         value = cond()
         if value:
             return value

@@ -29,7 +29,7 @@ def frame_bytes(n: int, width: int = WIDTH, height: int = HEIGHT) -> bytes:
     return bytes(row) * height
 
 
-class Factory(GstRtspServer.RTSPMediaFactory):
+class Factory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]  # gi's GStreamer classes are untyped (Any)
     def __init__(self, fps: int, width: int = WIDTH, height: int = HEIGHT) -> None:
         super().__init__()
         self.fps = fps

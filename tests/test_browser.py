@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -30,6 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests import netns  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
+
+if TYPE_CHECKING:  # playwright is imported where a test runs Chromium
+    from playwright.sync_api import Position
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -162,7 +165,7 @@ def session(out: Path) -> dict[str, Any]:
         "source.reconnect_max_s": 1,
     }
     rtsp = Rtsp(free_port())
-    procs: list[subprocess.Popen[str]] = []
+    procs: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = []
     tmp = Path(tempfile.mkdtemp(prefix="promptcam-browser-"))
     try:
         rtsp.start()
@@ -269,6 +272,7 @@ def session(out: Path) -> dict[str, Any]:
                 png = r.read()
             text = Renderer.label_text(first, obj["label"], obj["confidence"])
             frame = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+            assert frame is not None
             results["label_fill"] = round(label_fill(frame, text, Renderer().color_of(first)), 3)
             (art / "snapshot.png").write_bytes(png)
 
@@ -389,7 +393,7 @@ def session(out: Path) -> dict[str, Any]:
     return results
 
 
-def _inside(page: Any, selector: str, url: str, object_id: int) -> dict[str, float]:
+def _inside(page: Any, selector: str, url: str, object_id: int) -> Position:
     """A point of ``selector`` (the video overlay) inside object ``object_id``'s box."""
     objs = _get(url + "api/objects")
     o = next(o for o in objs["objects"] if o["id"] == object_id)

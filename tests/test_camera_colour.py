@@ -4,7 +4,7 @@ costs a bounded number of pixels whatever the object's size."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -48,8 +48,8 @@ class _Counting(np.ndarray):
 
     taken: ClassVar[list[int]] = []
 
-    def __getitem__(self, key: object) -> object:
-        out = super().__getitem__(key)  # type: ignore[index]
+    def __getitem__(self, key: Any) -> Any:  # numpy's own index and result types
+        out = super().__getitem__(key)
         if isinstance(key, np.ndarray) and key.dtype == bool:
             _Counting.taken.append(int(key.sum()))
         return out

@@ -134,7 +134,7 @@ def test_promptcam_dds_samples_on_the_wire_equal_rosbags_cdr() -> None:
     cmd += [a for k, v in ov.items() for a in ("--set", f"{k}={v}")]
     tracks: dict[int, TracksMessage] = {}
     frames: dict[int, AnnotatedMessage] = {}
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     side = _Readers(DOMAIN)
     with SyntheticEngine(cfg, fps=20) as engine:
         trk = zbus.connect(
@@ -160,7 +160,9 @@ def test_promptcam_dds_samples_on_the_wire_equal_rosbags_cdr() -> None:
             for kind, r in side.readers.items():
                 handles = r.get_matched_publications()
                 assert len(handles) == 1, kind
-                endpoints[kind] = r.get_matched_publication_data(handles[0])
+                ep = r.get_matched_publication_data(handles[0])
+                assert ep is not None, kind
+                endpoints[kind] = ep
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=20)
             grab()  # the bus messages of the last samples

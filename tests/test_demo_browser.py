@@ -75,7 +75,7 @@ def _tracks_against_truth(endpoint: str, n: int) -> dict[str, Any]:
 def _best_iou(mask: Any, among: list[Any]) -> float:
     import numpy as np
 
-    ious = [np.count_nonzero(mask & m) / max(1, np.count_nonzero(mask | m)) for m in among]
+    ious = [np.count_nonzero(mask & m) / max(1, int(np.count_nonzero(mask | m))) for m in among]
     return float(max(ious, default=0.0))
 
 

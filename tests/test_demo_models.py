@@ -15,6 +15,7 @@ import torch
 from clients.bench.evaluate import evaluate, read_tracks, sequence_from_results
 from clients.bench.quality import run_promptcam
 from engine.availability import demo_fallback
+from engine.detectors.base import DetectorBase
 from engine.grounder import load_grounder
 from engine.presets import DEMO_DIR
 from engine.sam2_models import load_sam2
@@ -57,6 +58,7 @@ def test_train_demo_tiny_budget_end_to_end(tmp_path: Path) -> None:
     grounder = load_grounder(
         ModelsConfig(detector=str(out / "grounding_dino"), device="cpu"), ENGINE
     )
+    assert isinstance(grounder.detector, DetectorBase)
     assert grounder.detector.detector_size == 240 and grounder.phrases == ["ball", "box"]
 
 
@@ -76,6 +78,7 @@ def test_shipped_weights_load_through_both_loaders() -> None:
     g2 = load_grounder(
         ModelsConfig(detector=str(DEMO_DIR / "grounding_dino"), device="cpu"), ENGINE
     )
+    assert isinstance(g1.detector, DetectorBase) and isinstance(g2.detector, DetectorBase)
     assert _same_weights(g1.detector.model, g2.detector.model) and g1.detector.detector_size == 240
     sizes = sum(p.stat().st_size for p in DEMO_DIR.rglob("*") if p.is_file())
     assert sizes < 20 * 2**20  # a few MB in the repository
@@ -132,5 +135,5 @@ def test_red_ball_prompt_tracks_red_things_and_follows_the_red_ball(tmp_path: Pa
 
 
 def _best_iou(mask: np.ndarray, among: list[np.ndarray]) -> float:
-    ious = [np.count_nonzero(mask & m) / max(1, np.count_nonzero(mask | m)) for m in among]
+    ious = [np.count_nonzero(mask & m) / max(1, int(np.count_nonzero(mask | m))) for m in among]
     return float(max(ious, default=0.0))

@@ -186,11 +186,12 @@ def test_engine_process_tracks_control_and_rejects(
     obj = next(o for o in msg.header.objects if o.id == oid)
     assert obj.label == "cup" and obj.mask.size == [240, 320]
 
-    for bad in [
+    bad_requests: list[dict[str, Any]] = [
         {"cmd": "add_object", "box": [5, 5, 5, 50]},
         {"cmd": "remove_object", "id": 12345},
         {"cmd": "fly"},
-    ]:
+    ]
+    for bad in bad_requests:
         r = zbus.request(cfg.bus.control, bad)
         assert r["ok"] is False and r["error"]
     # garbage at the frames socket and the control socket: rejected, counted, tracking continues
@@ -272,10 +273,10 @@ def test_seed_with_mask_and_points(loaded: Any, mode: str) -> None:
     """Detections seed tracks through a SAM 2 mask decoded from the box (``mask``) or points
     sampled inside it (``points``), as the reference Grounded SAM 2 pipeline does."""
     scene = DemoScene(320, 240, 2, seed=3, fps=30)
-    cfg = EngineConfig(prompt="ball. box.", reground_every_frames=0, seed_with=mode)  # type: ignore[arg-type]
+    cfg = EngineConfig(prompt="ball. box.", reground_every_frames=0, seed_with=mode)
     engine = TrackingEngine(
         cfg, StreamingSegmenter(loaded), SlowDetector(scene), background_grounding=False
-    )  # type: ignore[arg-type]
+    )
     r0 = engine.process(FrameInput(0, 0, tagged(scene, 0)))
     _, gts = scene.render(0)
     assert len(r0.objects) == len(gts) and engine.counters.seed_failures == 0

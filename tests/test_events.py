@@ -345,7 +345,7 @@ def _expected(
             ys, xs = np.nonzero(ids == oid)
             cy = (ys.min() + ys.max() + 1) / 2
             share = np.count_nonzero(ids[40:200, 60:260] == oid) / len(xs)
-            visits.setdefault(oid, []).append((i, float(cy), share >= 0.5))
+            visits.setdefault(oid, []).append((i, float(cy), bool(share >= 0.5)))
             last_seen[oid] = i
     for oid in list(visits):
         close(oid)

@@ -16,7 +16,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def test_best_snapshot_written_bounded_and_marked(tmp_path: Path) -> None:
     sizes = [10 + 3 * i for i in range(20)] + [60 - 2 * i for i in range(10)]
     for seq, s in enumerate(sizes):
         out += svc.handle(tmsg(seq, [rect(5, 20, 20, 20 + s, 20 + s)]))
-        cache.put("cam0", 1_000 + seq * FRAME_NS, lambda seq=seq: frame_image(seq))
+        cache.put("cam0", 1_000 + seq * FRAME_NS, partial(frame_image, seq))
         out += svc.flush_snapshots()
     for seq in range(len(sizes), len(sizes) + 3):
         out += svc.handle(tmsg(seq, []))
@@ -101,12 +102,15 @@ def test_best_snapshot_written_bounded_and_marked(tmp_path: Path) -> None:
         tmp_path / "db" / "snapshots" / f"{eid}.jpg",
         tmp_path / "db" / "snapshots" / f"{eid}.png",
     )
-    mask = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE) > 0
+    grey = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+    assert grey is not None
+    mask = grey > 0
     best = max(range(len(sizes)), key=lambda i: sizes[i])
     # the largest mask's frame, or one encode later at most (bounded work may defer it)
     area = int(mask.sum())
     assert area >= (sizes[best] - 3 * 4) ** 2, (area, sizes[best])
     image = cv2.imread(str(jpg))
+    assert image is not None
     seq_of_frame = int(np.median(image[100:110, 200:210, 2]))
     assert abs(sizes[seq_of_frame] ** 2 - area) < 0.01 * area + 50  # the mask's own frame
     ys, xs = np.nonzero(mask)
@@ -213,6 +217,11 @@ def _events_proc(cfg_path: Path, db: Path, tracks_ep: str, events_ep: str) -> su
     )  # fmt: skip
 
 
+def subscribed(sock: zmq.Socket[Any], topic: bytes) -> bool:
+    """Whether a subscription message for ``topic`` arrives at XPUB ``sock`` within 100 ms."""
+    return bool(sock.poll(100)) and sock.recv().startswith(topic)
+
+
 def test_sigkill_mid_event_then_restart(tmp_path: Path) -> None:
     """``promptcam events`` with tracks and annotated frames of a demo scene on loopback, killed
     with SIGKILL while events are open: the database passes its integrity check with every
@@ -264,15 +273,14 @@ def test_sigkill_mid_event_then_restart(tmp_path: Path) -> None:
         assert json.loads(proc.stdout.readline())["events"] == events_ep
         for sock, topic in ((pub, b"\x01tracks."), (ann, b"\x01annotated.")):
             # the killed process's unsubscriptions (\x00...) may come first
-            wait_for(lambda s=sock, t=topic: s.poll(100) and s.recv().startswith(t), timeout=15,
-                     what=f"subscription {topic!r}")  # fmt: skip
+            wait_for(partial(subscribed, sock, topic), timeout=15, what=f"subscription {topic!r}")
 
     proc = _events_proc(cfg_path, db, tracks_ep, events_ep)
     second: subprocess.Popen[str] | None = None
     try:
         started(proc)
-        wait_for(lambda: (send(1), any(g["event"]["has_snapshot"] for g in got))[1], timeout=20,
-                 interval=0.03, what="an event with a snapshot")  # fmt: skip
+        wait_for(lambda: any(g["event"]["has_snapshot"] for g in got), timeout=20,
+                 interval=0.03, what="an event with a snapshot", step=lambda: send(1))  # fmt: skip
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         con = sqlite3.connect(db)
@@ -290,8 +298,8 @@ def test_sigkill_mid_event_then_restart(tmp_path: Path) -> None:
         got.clear()
         second = _events_proc(cfg_path, db, tracks_ep, events_ep)
         started(second)
-        wait_for(lambda: (send(1), any(g["type"] == "new" for g in got))[1], timeout=20,
-                 interval=0.03, what="a new event after the restart")  # fmt: skip
+        wait_for(lambda: any(g["type"] == "new" for g in got), timeout=20,
+                 interval=0.03, what="a new event after the restart", step=lambda: send(1))  # fmt: skip
         assert not {g["event"]["id"] for g in got} & set(rows)  # new ids, not reused
         second.send_signal(signal.SIGTERM)
         _, err = second.communicate(timeout=15)
@@ -319,7 +327,7 @@ def test_sigkill_mid_event_then_restart(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- hostile input
 
 
-def malformed_zones(n: int, seed: int = 2424) -> Iterator[tuple[str, str, dict[str, Any]]]:
+def malformed_zones(n: int, seed: int = 2424) -> Iterator[tuple[str, str, object]]:
     """``n`` zone or line definitions, each wrong in one of the ways a hand-written or generated
     config can be: (kind, name, definition)."""
     rng = np.random.default_rng(seed)
@@ -350,7 +358,7 @@ def malformed_zones(n: int, seed: int = 2424) -> Iterator[tuple[str, str, dict[s
         [1],
         {},
     ]
-    makers = [
+    makers: list[Callable[[], tuple[str, object]]] = [
         lambda: ("zones", {"points": bow_tie()}),
         lambda: ("zones", {"points": pts(int(rng.integers(0, 3)))}),
         lambda: ("zones", {"points": [*square()[:2], [float(rng.choice(bad_values[:5])), 5.0], square()[3]]}),

@@ -408,8 +408,8 @@ def test_malformed_frames_and_requests_are_rejected_and_counted(engine_alone: En
                 eng.feed.garbage.put(m)
             sent += len(batch)
             target = sent
-            wait_for(
-                lambda t=target: eng.stats()["frames_rejected"] - before["frames_rejected"] >= t,
+            wait_for(  # it runs before the loop moves on
+                lambda: eng.stats()["frames_rejected"] - before["frames_rejected"] >= target,  # noqa: B023
                 timeout=20,
                 what=f"{sent} frames rejected",
             )
@@ -723,6 +723,13 @@ def test_hostile_sources_and_endpoints_are_refused(tmp_path: Path) -> None:
     assert growth_mb < 150, f"RSS grew by {growth_mb:.0f} MB"  # one 8192^2 frame: 192 MiB
 
 
+def _reply(sock: zmq.Socket[Any]) -> dict[str, Any]:
+    """A control reply: a JSON object."""
+    reply = sock.recv_json()
+    assert isinstance(reply, dict), reply
+    return reply
+
+
 def test_control_stays_answerable_under_a_crowd(engine_alone: EngineAlone) -> None:
     """100 clients each send one valid command at once: ``stats`` is answered meanwhile (it
     waited behind all of them, one frame each, for over a minute), every client gets a reply,
@@ -738,11 +745,11 @@ def test_control_stays_answerable_under_a_crowd(engine_alone: EngineAlone) -> No
         probe.send_json({"cmd": "stats"})
         assert probe.poll(10_000, zmq.POLLIN), "stats unanswered while the crowd waits"
         stats_s = time.monotonic() - t0
-        assert probe.recv_json()["ok"] is True
+        assert _reply(probe)["ok"] is True
         replies = []
         for c in clients:
             assert c.poll(40_000, zmq.POLLIN), "a client got no reply"
-            replies.append(c.recv_json())
+            replies.append(_reply(c))
         ok = sum(1 for r in replies if r["ok"])
         busy = sum(1 for r in replies if not r["ok"] and "busy" in r["error"])
         refused = len(replies) - ok - busy  # max_objects reached: a clear error, still a reply
@@ -757,7 +764,7 @@ def test_control_stays_answerable_under_a_crowd(engine_alone: EngineAlone) -> No
             "pending_max": st["control_pending_max"],
         }
         probe.send_json({"cmd": "reset"})
-        assert probe.poll(10_000, zmq.POLLIN) and probe.recv_json()["ok"] is True
+        assert probe.poll(10_000, zmq.POLLIN) and _reply(probe)["ok"] is True
     finally:
         ctx.destroy(linger=0)
 
@@ -929,6 +936,7 @@ def test_rtsp_server_restarts_capture_recovers(procs: Procs, tmp_path: Path) -> 
         procs,
         tmp_path,
         source=f"rtsp://127.0.0.1:{port}/test",
+        env=None,  # named: the dict below holds config keys only
         **{
             "source.reconnect_initial_s": "0.2",
             "source.reconnect_max_s": "1.0",
@@ -949,7 +957,7 @@ def test_rtsp_server_restarts_capture_recovers(procs: Procs, tmp_path: Path) -> 
             server = _rtsp_server(procs, port)
             t_up = time.monotonic()
             first = wait_for(
-                lambda t=t_up: tap.first_after(t),
+                lambda: tap.first_after(t_up),  # noqa: B023 (it runs before the loop moves on)
                 timeout=30,
                 what=f"tracks after rtsp restart {k + 1}",
             )

@@ -34,6 +34,7 @@ from foxglove.channels import (
     ImageAnnotationsChannel,
     RawImageChannel,
 )
+from foxglove.messages import ImageAnnotations
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from mcap.reader import make_reader
 
@@ -270,7 +271,7 @@ def test_record_mcap_profile_foxglove_closes_a_readable_file_on_sigterm(tmp_path
     cmd = [*CLI, "record", "--format", "mcap", "--profile", "foxglove", "--dir", str(tmp_path)]
     cmd += ["--log-level", "WARNING"] + [a for k, v in ov.items() for a in ("--set", f"{k}={v}")]
     seen: dict[int, TracksMessage] = {}
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     with SyntheticEngine(cfg, fps=20) as engine:
         sub = zbus.connect(ctx, zmq.SUB, cfg.bus.tracks, cfg.bus, subscribe=[b"tracks.cam0"])
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=ENV)
@@ -389,8 +390,9 @@ def server() -> Iterator[Server]:
             cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV
         )
         lines: list[str] = []
-        assert proc.stdout is not None
-        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))
+        stdout = proc.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")))
         reader.start()
         try:
             url = wait_for(
@@ -674,7 +676,7 @@ def test_the_bridge_counts_bad_messages_and_goes_on_publishing(tmp_path: Path) -
     try:
         payload = asyncio.run(watch())
         assert payload is not None, "no annotations message came"
-        cls = message_class("foxglove.ImageAnnotations", fm.ImageAnnotations.get_schema().data)
+        cls = message_class("foxglove.ImageAnnotations", ImageAnnotations.get_schema().data)
         ann = cls.FromString(payload)  # the good message
         assert _meta(ann)["ids"] == ",".join(str(o.id) for o in good[0].header.objects)
         rejected = bridge.stats.rejected

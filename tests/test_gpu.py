@@ -147,10 +147,10 @@ def test_bf16_cpu_transformers_backend_equals_session(family: str, tmp_path: Pat
     3 objects (box, box, one click) over 12 frames."""
     from engine.backends.video_models import load_video_model, save_tiny_random
     from engine.segmenters.transformers import HfVideoKernel
+    from tests.moving_blocks import H as HF_H
+    from tests.moving_blocks import W as HF_W
     from tests.test_transformers_video import FRAMES, Reference
     from tests.test_transformers_video import PROMPTS as HF_PROMPTS
-    from tests.test_transformers_video import H as HF_H
-    from tests.test_transformers_video import W as HF_W
 
     directory = save_tiny_random(family, tmp_path / family)
     loaded = load_video_model(str(directory), ModelsConfig(device="cpu", dtype="bfloat16"))
@@ -247,7 +247,7 @@ def test_gpu_grounding_on_own_stream_while_propagating(
     from engine.grounder import load_grounder
 
     _, frames = video
-    models = ModelsConfig(preset="tiny-random", device=GPU_DEVICE)  # type: ignore[arg-type]
+    models = ModelsConfig(preset="tiny-random", device=GPU_DEVICE)
     loaded = load_sam2(models)
     boxes = [((20.0, 30.0, 80.0, 80.0), "a"), ((150.0, 100.0, 200.0, 150.0), "b")]
 

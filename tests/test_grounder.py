@@ -70,6 +70,7 @@ def test_tiny_random_is_deterministic(grounder: Grounder, image: np.ndarray) -> 
     torch.manual_seed(123)
     x = torch.rand(1)
     torch.manual_seed(123)
+    assert TINY_DIR is not None
     build_tiny_random(0, TINY_DIR)
     assert torch.equal(torch.rand(1), x)
 
@@ -94,7 +95,9 @@ def grounder_model(grounder: Grounder) -> torch.nn.Module:
 def test_thresholds_and_size(grounder: Grounder, image: np.ndarray) -> None:
     strict = with_engine(grounder, box_threshold=1.0)
     d = strict.detect(image)
-    assert len(d) == 0 and d.xyxy.shape == (0, 4) and d.data["label"].shape == (0,)
+    labels = d.data["label"]
+    assert len(d) == 0 and d.xyxy.shape == (0, 4)
+    assert isinstance(labels, np.ndarray) and labels.shape == (0,)
     # The input size is a speed knob: boxes stay in the original image's pixels.
     small = with_engine(grounder, detector_size=128)
     d = small.detect(image)
@@ -178,8 +181,8 @@ def test_long_prompt_is_truncated_with_a_warning(
     d = g.detector
     assert isinstance(d, GroundingDinoDetector)
     assert len(d.tokenizer(g.prompt)["input_ids"]) <= d.max_text_len
-    d = g.detect(image)
-    assert set(d.data["label"]) <= set(kept)
+    found = g.detect(image)
+    assert set(found.data["label"]) <= set(kept)
     with pytest.raises(PromptError, match="longer than the text encoder accepts"):
         g.set_prompt(" ".join(words))  # one phrase too long to fit at all
 

@@ -201,11 +201,16 @@ def test_ids_are_never_reused_across_an_engine_killed_with_sigkill(
     )
     assert added["ok"], added
     seen: set[int] = set()
+
+    def three_seen() -> bool:
+        m = next_msg()
+        if m is None:
+            return False
+        seen.update(o.id for o in m.header.objects)
+        return len(seen) >= 3
+
     wait_for(
-        lambda: (
-            (m := next_msg()) is not None
-            and (seen.update(o.id for o in m.header.objects) or len(seen) >= 3)
-        ),
+        three_seen,
         timeout=60,
         what="detector objects and the manual one",
     )

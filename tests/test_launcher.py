@@ -392,8 +392,9 @@ def test_run_starts_names_reports_and_stops(tmp_path: Path) -> None:
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
+        stdout = proc.stdout
+        assert stdout is not None
+        first = stdout.readline()
         cfg: Config = load_config(None, dict(overrides))
         assert f"http://127.0.0.1:{cfg.web.port}/" in first
         wait_for(
@@ -416,10 +417,10 @@ def test_run_starts_names_reports_and_stops(tmp_path: Path) -> None:
         )
         pids = [c["pid"] for c in status["children"].values()]
         line = wait_for(
-            lambda: (ln := proc.stdout.readline()) and "engine in" in ln and ln,
+            lambda: (ln := stdout.readline()) and "engine in" in ln and ln,
             timeout=30,
             what="status line",
-        )  # type: ignore[union-attr]
+        )
         assert "restarts capture 0 engine 0 web 0" in line, line
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()

@@ -73,12 +73,12 @@ def test_illegal_set_is_what_the_diagram_leaves_out() -> None:
 
 
 def test_end_reasons_are_the_wire_strings() -> None:
-    assert EndReason.MISSED == "missed" and EndReason.DORMANT.value == "dormant"
-    assert EndReason.NONE == ""
+    assert isinstance(EndReason.MISSED, str) and EndReason.MISSED.value == "missed"
+    assert EndReason.DORMANT.value == "dormant" and EndReason.NONE.value == ""
 
 
 def _one_track_manager(**over: object) -> tuple[TrackManager, int]:
-    cfg = EngineConfig(prompt="", max_missed=2, reid_frames=10, **over)  # type: ignore[arg-type]
+    cfg = EngineConfig(prompt="", max_missed=2, reid_frames=10, **over)
     tm = TrackManager(cfg)
     tid = tm.add_manual("ball", (10, 10, 30, 30), seq=0)
     tm._tracks[tid].manual = False  # a detector-found track (dormancy applies)
@@ -139,7 +139,7 @@ def test_every_field_is_documented_and_bounded() -> None:
 
 
 def _drift_events(profile: str, colour: tuple[float, float, float]) -> list[str]:
-    tm = TrackManager(EngineConfig(lifecycle=LifecycleConfig(profile=profile)))  # type: ignore[arg-type]
+    tm = TrackManager(EngineConfig(lifecycle=LifecycleConfig(profile=profile)))
     (new,) = tm.on_detections(
         0, make_detections([[0, 0, 20, 20]], [0.9], ["ball"], ["ball"]), {}
     ).new
@@ -168,7 +168,7 @@ def _back_by_look(profile: str, colour: tuple[float, float, float]) -> bool:
     """A red ball goes dormant; a ball of ``colour`` comes in far away: recognised by look?"""
     cfg = EngineConfig(
         max_missed=3, max_unseen=100, reid_frames=100, lifecycle=LifecycleConfig(profile=profile)
-    )  # type: ignore[arg-type]
+    )
     tm = TrackManager(cfg)
     box = (0.0, 100.0, 20.0, 120.0)
     (new,) = tm.on_detections(
@@ -252,7 +252,7 @@ def _matched(tm: TrackManager, stages: list[Stage], seq: int, items: list[tuple[
 
 def _manager(profile: str = "general") -> TrackManager:
     cfg = EngineConfig(max_missed=30, max_unseen=100, reid_frames=100,
-                       lifecycle=LifecycleConfig(profile=profile))  # type: ignore[arg-type]  # fmt: skip
+                       lifecycle=LifecycleConfig(profile=profile))  # fmt: skip
     return TrackManager(cfg)
 
 
@@ -272,7 +272,7 @@ def test_overlap_stage_gates_on_label_and_iou() -> None:
     assert _matched(tm, no_label, 9, [("box", (38.0, 100, 58, 120))], at_seq={tid: here}) == [tid]
     tm = _manager()
     tid = _lost_red_ball(tm)
-    far = [("ball", (200.0, 100, 220, 120))]
+    far: list[tuple[str, Box]] = [("ball", (200.0, 100, 220, 120))]
     assert _matched(tm, overlap, 9, far, at_seq={tid: here}) == []
     tm = _manager()
     tid = _lost_red_ball(tm)
@@ -328,7 +328,7 @@ def test_kalman_motion_model_reidentifies_a_jittery_track_where_velocity_misses(
     it was lost it comes back where a constant 4 px a frame puts it."""
 
     def run(model: str) -> list[int]:
-        cfg = EngineConfig(max_missed=100, max_unseen=100, reid_frames=100, lifecycle=LifecycleConfig(motion_model=model))  # type: ignore[arg-type]  # fmt: skip
+        cfg = EngineConfig(max_missed=100, max_unseen=100, reid_frames=100, lifecycle=LifecycleConfig(motion_model=model))  # fmt: skip
         tm = TrackManager(cfg)
         (new,) = tm.on_detections(0, make_detections([(0.0, 100, 20, 120)], [0.9], ["ball"], ["ball"]), {}).new  # fmt: skip
         for t in range(0, 20):
@@ -372,7 +372,7 @@ def _published(probation: int) -> list[list[tuple[int, str]]]:
     tm = TrackManager(cfg)
     (new,) = tm.on_detections(0, make_detections([(0.0, 0, 20, 20)], [0.9], ["ball"], ["ball"]), {}).new  # fmt: skip
     manual = tm.add_manual("cup", (100, 100, 140, 140), seq=0)
-    out = []
+    out: list[list[tuple[int, str]]] = []
     for t, hit in enumerate([True, False, True, True, True]):
         obs = Observation((0.0, 0, 20, 20), 2.0) if hit else Observation(None, -3.0)
         tm.on_frame(t, {new.id: obs, manual: Observation((100.0, 100, 140, 140), 2.0)})

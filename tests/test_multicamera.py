@@ -34,12 +34,12 @@ from stream.demo import DemoScene
 from stream.errors import PromptError
 from stream.wire import FrameMessage, TracksMessage
 from tests.conftest import tcp_endpoint, wait_for
+from tests.moving_blocks import make_frames
 from tests.test_segmenter import (
     LOGIT_TOL,
     NUM_FRAMES,
     PROMPTS,
     frame_logits,
-    make_frames,
     run_official,
     write_video,
 )
@@ -334,7 +334,9 @@ def test_engine_process_serves_cameras_and_control_addresses_them(
     def control(req: dict[str, Any]) -> dict[str, Any]:
         return zbus.request(cfg.bus.control, req, 10_000)
 
-    wait_for(lambda: pump(left, right) or (seen["left"] and seen["right"]), 30, what="tracks")
+    wait_for(
+        lambda: seen["left"] and seen["right"], 30, what="tracks", step=lambda: pump(left, right)
+    )
     r = control({"cmd": "add_object", "box": [10, 10, 60, 60]})
     assert r["ok"] is False and "left, right" in r["error"] and "camera" in r["error"]
     r = control({"cmd": "add_object", "box": [10, 10, 60, 60], "camera": "nowhere"})
@@ -348,12 +350,16 @@ def test_engine_process_serves_cameras_and_control_addresses_them(
     def has(camera: str, oid: int) -> bool:
         return any(oid in {o.id for o in m.header.objects} for m in seen[camera][-3:])
 
-    wait_for(lambda: pump(left, right) or (has("left", 1) and has("right", 1)), 30, what="objs")
+    wait_for(
+        lambda: has("left", 1) and has("right", 1), 30, what="objs", step=lambda: pump(left, right)
+    )
     # A camera whose source stops costs the other nothing: right keeps being served.
     n_right = len(seen["right"])
     for _ in range(10):
         pump(right)
-    wait_for(lambda: pump(right) or len(seen["right"]) >= n_right + 10, 30, what="right alone")
+    wait_for(
+        lambda: len(seen["right"]) >= n_right + 10, 30, what="right alone", step=lambda: pump(right)
+    )
     listing = control({"cmd": "cameras"})["cameras"]
     assert [c["camera"] for c in listing] == ["left", "right"]
     assert all(c["objects"] == 1 for c in listing)
@@ -367,16 +373,20 @@ def test_engine_process_serves_cameras_and_control_addresses_them(
     assert control({"cmd": "add_camera", "camera": "third", "frames": third_ep})["ok"] is True
     r = control({"cmd": "add_camera", "camera": "third", "frames": third_ep})
     assert r["ok"] is False and "already served" in r["error"]
-    wait_for(lambda: pump(third) or seen["third"], 30, what="tracks of the added camera")
+    wait_for(lambda: seen["third"], 30, what="tracks of the added camera", step=lambda: pump(third))
     assert control({"cmd": "remove_camera", "camera": "left"})["ok"] is True
     r = control({"cmd": "reset", "camera": "left"})
     assert r["ok"] is False and "unknown camera 'left'" in r["error"]
     # Tracks are published in order: once right's tracks of frames sent after the removal
     # arrive, every tracks message of left that was still queued has arrived too.
     n_right = len(seen["right"])
-    wait_for(lambda: pump(left, right) or len(seen["right"]) >= n_right + 3, 30, what="right")
+    wait_for(
+        lambda: len(seen["right"]) >= n_right + 3, 30, what="right", step=lambda: pump(left, right)
+    )
     n_left, n_right = len(seen["left"]), len(seen["right"])
-    wait_for(lambda: pump(left, right) or len(seen["right"]) >= n_right + 5, 30, what="right")
+    wait_for(
+        lambda: len(seen["right"]) >= n_right + 5, 30, what="right", step=lambda: pump(left, right)
+    )
     assert len(seen["left"]) == n_left  # its topic stopped
     assert [c["camera"] for c in control({"cmd": "cameras"})["cameras"]] == ["right", "third"]
     for c in (left, right, third):

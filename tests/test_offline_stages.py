@@ -90,7 +90,7 @@ def test_prefetch_prepares_each_frame_on_its_thread() -> None:
 
     clock = StageClock()
     pre = FramePrefetch(_Numbered(5), clock, prepare)  # type: ignore[arg-type]
-    got = []
+    got: list[object] = []
     while (item := pre.next()) is not None:
         got.append(item[1])
     pre.close()

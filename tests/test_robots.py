@@ -121,9 +121,9 @@ def assert_same(msgs: list[TracksMessage], path: Path, images: int | None = None
             assert labels.shape == (h.height, h.width)
             covered = np.zeros((h.height, h.width), bool)
             for i, o in enumerate(h.objects):  # pycocotools decode of the JSONL's RLE
-                mask = o.decode_mask()
-                np.testing.assert_array_equal(labels == i + 1, mask & ~covered)
-                covered |= mask
+                obj_mask = o.decode_mask()
+                np.testing.assert_array_equal(labels == i + 1, obj_mask & ~covered)
+                covered |= obj_mask
             assert not (labels[~covered]).any()
             assert labels.max(initial=0) <= len(h.objects)
 
@@ -226,7 +226,7 @@ def test_record_mcap_closes_a_readable_file_on_sigterm(tmp_path: Path) -> None:
     cmd = [*CLI, "record", "--format", "mcap", "--profile", "ros2", "--dir", str(tmp_path)]
     cmd += ["--log-level", "WARNING"] + [a for k, v in ov.items() for a in ("--set", f"{k}={v}")]
     seen: dict[int, TracksMessage] = {}
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     with SyntheticEngine(cfg, fps=20) as engine:
         sub = zbus.connect(
             ctx, zmq.SUB, cfg.bus.tracks, cfg.bus, subscribe=[b"tracks.cam0"], curve=True
@@ -404,8 +404,9 @@ def test_record_mcap_full_disk_says_so_once_and_resumes_in_a_complete_file(tmp_p
             text=True,
         )
         err: list[str] = []
-        assert proc.stderr is not None
-        reader = threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")))
+        err_pipe = proc.stderr
+        assert err_pipe is not None
+        reader = threading.Thread(target=lambda: err.extend(iter(err_pipe.readline, "")))
         reader.start()
         try:
             recorder = wait_for(lambda: _recorder_in(proc.pid), timeout=30, what="recorder")
@@ -527,4 +528,5 @@ def test_record_mcap_keeps_frames_too_small_for_h264(tmp_path: Path) -> None:
     [path] = sorted(tmp_path.glob("*.mcap"))
     images = read_mcap(path)["/promptcam/cam0/image"]
     assert images and all(bytes(rb.data) == jpeg for _, _, rb in images)
-    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (64, 1, 3)
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape == (64, 1, 3)

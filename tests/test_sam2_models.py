@@ -13,9 +13,8 @@ import pytest
 import torch
 import yaml
 
-from engine.presets import CONFIGS_DIR
 from engine.sam2_models import load_sam2, official_video_predictor, save_checkpoint
-from stream.config import ModelsConfig
+from stream.config import CONFIGS_DIR, ModelsConfig
 from stream.errors import ModelLoadError
 
 

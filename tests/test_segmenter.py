@@ -22,12 +22,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from engine.core.prompts import mask_box
-from engine.presets import CONFIGS_DIR
 from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor, save_checkpoint
 from engine.segmenters import sam2 as segmenter
 from engine.segmenters.sam2 import StreamingSegmenter
 from engine.segmenters.sam2_memory import IMG_STD
-from stream.config import ModelsConfig
+from stream.config import CONFIGS_DIR, ModelsConfig
 from stream.errors import PromptError
 from tests.moving_blocks import H, W, make_frames, one_torch_thread  # noqa: F401 (the fixture)
 

@@ -12,6 +12,7 @@ import pytest
 
 from clients.bench import soak
 from stream.config import load_config
+from stream.errors import PromptcamError
 
 
 @pytest.mark.slow
@@ -32,7 +33,7 @@ def test_camera_churn_runs_and_reports() -> None:
 
 def test_churn_needs_a_cycle() -> None:
     args = argparse.Namespace(churn=0, soak=None, quick=False)
-    with pytest.raises(soak.PromptcamError, match="--churn must be >= 1"):
+    with pytest.raises(PromptcamError, match="--churn must be >= 1"):
         soak.run(load_config(None, {}), args)
 
 

@@ -151,7 +151,7 @@ def test_demo_ground_truth_jsonl_round_trips(tmp_path: Path) -> None:
             assert o.label == f"{g.colour} {g.label}" and o.box == list(g.box)
             assert np.array_equal(o.decode_mask(), frame.mask(g.id))
         png = cv2.imread(str(tmp_path / "frames" / f"{seq:06d}.png"))
-        assert np.array_equal(png, frame.image)
+        assert png is not None and np.array_equal(png, frame.image)
 
 
 def test_demo_scenes_have_look_alikes_and_every_colour() -> None:

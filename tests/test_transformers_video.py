@@ -37,6 +37,9 @@ NUM_FRAMES = 12  # >= max_object_pointers_in_encoder (8) of the tiny configs
 LOGIT_TOL = 1e-5
 
 Prompt = dict[str, Any]
+# transformers' own box and point scaling, as its processor applies it (the helper reads no
+# state of the processor, so a bare instance does)
+COORDINATES = Sam2VideoProcessor.__new__(Sam2VideoProcessor)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # robust on a busy 2-core machine
@@ -93,16 +96,14 @@ class Reference:
             labels: list[int] = []
             if "box" in p:
                 box = torch.tensor([p["box"]], dtype=torch.float32)
-                norm = Sam2VideoProcessor._normalize_coordinates(
-                    None, self.size, box, (H, W), is_bounding_box=True
+                norm = COORDINATES._normalize_coordinates(
+                    self.size, box, (H, W), is_bounding_box=True
                 )
                 coords += norm.reshape(2, 2).tolist()
                 labels += [2, 3]
             if "points" in p:
                 pts = torch.tensor(p["points"], dtype=torch.float32)
-                coords += Sam2VideoProcessor._normalize_coordinates(
-                    None, self.size, pts, (H, W)
-                ).tolist()
+                coords += COORDINATES._normalize_coordinates(self.size, pts, (H, W)).tolist()
                 labels += list(p["point_labels"])
             self.session.add_point_inputs(
                 idx,
@@ -241,11 +242,12 @@ def test_late_prompt_reseed_pins_remove_reset(loaded: LoadedVideoModel) -> None:
         seg.remove_object(42)
     with pytest.raises(PromptError, match="latest frame"):
         seg.track(idx5)
-    for bad, match in [
+    bad_prompts: list[tuple[Prompt, str]] = [
         ({"box": (300, 200, 400, 260)}, "outside"),
         ({"mask": np.zeros((H, W), bool)}, "empty"),
         ({}, "needs a box"),
-    ]:
+    ]
+    for bad, match in bad_prompts:
         with pytest.raises(PromptError, match=match):
             seg.add_prompt(9, idx6, **bad)
     assert seg.object_ids == [2]

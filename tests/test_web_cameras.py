@@ -84,7 +84,8 @@ def test_every_camera_is_served_and_the_list_follows_the_engine(site: Site) -> N
         wait_for(lambda: _names(url) == list(PROMPTS), what="the three cameras, in order")
         for camera, prompt in PROMPTS.items():
             want = [p.strip() for p in prompt.split(".") if p.strip()]
-            wait_for(lambda c=camera, w=want: _labels(url, c) == w, what=f"{camera}'s objects")
+            # it runs before the loop moves on
+            wait_for(lambda: _labels(url, camera) == want, what=f"{camera}'s objects")  # noqa: B023
         status, body = http("GET", url + "api/objects")
         assert status == 400 and "several cameras (yard, dock, gate)" in body["error"], body
         status, body = http("GET", url + "api/objects?camera=lot")

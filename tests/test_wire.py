@@ -20,6 +20,7 @@ from stream.wire import (
     AnnotatedMessage,
     DetectionsMessage,
     FrameMessage,
+    RleMask,
     SetPrompt,
     TrackedObject,
     TracksMessage,
@@ -83,9 +84,9 @@ def test_tracks_roundtrip_and_mask_decode() -> None:
         label="ball",
         score=0.9,
         box=[5.0, 10.0, 30.0, 20.0],
-        mask={"size": [48, 64], "counts": rle["counts"].decode()},
+        mask=RleMask(size=[48, 64], counts=rle["counts"].decode()),
         age=3,
-        state="tracked",  # type: ignore[arg-type]
+        state="tracked",
     )
     msg = TracksMessage.build("cam0", 9, 123, 64, 48, "ball.", [obj])
     back = TracksMessage.from_parts(msg.to_parts())
@@ -139,7 +140,7 @@ def test_receiver_rejects_garbage_and_keeps_working(ctx: zmq.Context[Any], endpo
         def send_good(seq: int) -> None:
             pub.send_multipart(FrameMessage.from_image("cam0", seq, _img()).to_parts(), copy=False)
 
-        wait_for(lambda: (send_good(0), rx.get(timeout=0.05))[1], what="subscription")
+        wait_for(lambda: rx.get(timeout=0.05), what="subscription", step=lambda: send_good(0))
         for _i in range(50):
             pub.send_multipart([b"frame.cam0", rng.bytes(int(rng.integers(1, 100))), rng.bytes(10)])
             pub.send_multipart([b"frame.cam0", b'{"v":1}'])
