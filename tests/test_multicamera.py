@@ -24,10 +24,10 @@ from supervision import Detections
 
 from engine.grounder import make_detections
 from engine.pipeline import FrameInput, MultiCameraEngine, TrackingEngine
-from engine.process import EngineProcess
 from engine.protocols import DetectorPrompt
 from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor
 from engine.segmenter import Sam2Kernel, StreamingSegmenter
+from engine.service import EngineProcess
 from stream import bus as zbus
 from stream.config import Config, ConfigError, EngineConfig, ModelsConfig, load_config
 from stream.demo import DemoScene

@@ -60,9 +60,9 @@ class EngineActor:
 
     def __init__(self, name: str, cfg_tree: dict[str, Any], keys: dict[str, str] | None) -> None:
         from engine.pipeline import MultiCameraEngine
-        from engine.process import EngineProcess
         from engine.sam2_models import load_sam2
         from engine.segmenter import Sam2Kernel
+        from engine.service import EngineProcess
 
         cfg = Config.model_validate(cfg_tree)
         setup_actor_logging(cfg.log_level)
