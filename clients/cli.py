@@ -32,7 +32,7 @@ log = logging.getLogger("promptcam")
 COMMANDS: dict[str, str] = {
     "run": "clients.launcher:main",
     "capture": "stream.capture:main",
-    "engine": "engine.process:main",
+    "engine": "engine.service.main:main",
     "web": "clients.web.server:main",
     "track": "engine.offline:main",
     "subscribe": "clients.subscriber:main",

@@ -4,7 +4,7 @@
 newest frame of every camera that has one: one image-encoder call over all of them, one batched
 propagation over every object of every camera, then each camera's bookkeeping
 (``engine.camera.CameraTracker``), and ``FrameResult``s with raw masks. RLE encoding, JPEG
-encoding and annotation happen elsewhere (``engine.process`` publisher threads). Each camera's
+encoding and annotation happen elsewhere (``engine.service`` publisher threads). Each camera's
 tracking is what it would be alone: its frame indices, memories, IDs, prompt and schedule are
 its own; only the model calls are shared.
 
@@ -136,7 +136,7 @@ class MultiCameraEngine:
         self.max_pinned_frames = max_pinned_frames
         self._device = device
         self._cameras: dict[str, CameraTracker] = {}
-        self.ids = IdReservations()  # each camera's IDs; engine.process persists them
+        self.ids = IdReservations()  # each camera's IDs; engine.service persists them
         self.epoch = new_epoch()  # this engine start, carried by every result
         self._worker: GroundingWorker | None = None
         self.ground_batches = 0

@@ -128,7 +128,7 @@ def test_inline_grounding_and_manual_prompts(loaded: Any) -> None:
 
 @pytest.fixture
 def engine_proc(loaded: Any, bus_overrides: dict[str, str]) -> Iterator[tuple[Config, Any]]:
-    from engine.process import EngineProcess
+    from engine.service import EngineProcess
 
     cfg = load_config(
         None,

@@ -116,8 +116,8 @@ def test_engine_process_serves_leased_ids_over_control(
     loaded: Any, tmp_path: Path, ctx: zmq.Context[Any]
 ) -> None:
     from engine.pipeline import MultiCameraEngine
-    from engine.process import EngineProcess
     from engine.segmenters.sam2 import Sam2Kernel
+    from engine.service import EngineProcess
     from stream.demo import DemoScene
     from stream.wire import FrameMessage
 

@@ -17,9 +17,9 @@ import zmq
 
 from engine.ids import IdAllocator, IdBlock, IdReservations
 from engine.pipeline import MultiCameraEngine
-from engine.process import EngineProcess
 from engine.sam2_models import LoadedSam2, load_sam2
 from engine.segmenters.sam2 import Sam2Kernel
+from engine.service import EngineProcess
 from engine.state import EngineState, ManualObject, StateFile
 from engine.track_manager import TrackManager
 from stream import bus as zbus

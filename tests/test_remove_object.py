@@ -98,7 +98,7 @@ def live(
     request: pytest.FixtureRequest,
 ) -> Iterator[Live]:
     """The engine process; ``request.param`` (indirect parametrization): config overrides."""
-    from engine.process import EngineProcess
+    from engine.service import EngineProcess
 
     kernel, detector = models
     cfg = load_config(

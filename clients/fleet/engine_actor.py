@@ -36,7 +36,7 @@ from stream.config import Config, EngineConfig
 from stream.errors import PromptcamError
 
 if TYPE_CHECKING:
-    from engine.process import EngineProcess
+    from engine.service import EngineProcess
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,9 @@ class EngineActor:
 
     def __init__(self, name: str, cfg_tree: ConfigTree, keys: Mapping[str, str] | None) -> None:
         from engine.pipeline import MultiCameraEngine
-        from engine.process import EngineProcess
         from engine.sam2_models import load_sam2
         from engine.segmenters.sam2 import Sam2Kernel
+        from engine.service import EngineProcess
 
         cfg = Config.model_validate(cfg_tree)
         setup_actor_logging(cfg.log_level)
