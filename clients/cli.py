@@ -24,7 +24,7 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "promptcam":
 
 from clients.bench import DEFAULT_PARTS, PARTS
 from stream.config import Config, ConfigError, load_config, parse_override, shorten
-from stream.errors import PromptcamError, PromptError
+from stream.errors import PromptcamError, PromptError, RequestError
 
 log = logging.getLogger("promptcam")
 
@@ -549,7 +549,7 @@ def object_request(args: argparse.Namespace) -> dict[str, object]:
         req = {"cmd": "add_object", "box": list(box), "label": label}
     elif args.verb == "remove":
         if args.id < 0:
-            raise PromptError(f"object ids are >= 0, got {args.id}")
+            raise RequestError(f"object ids are >= 0, got {args.id}")
         req = {"cmd": "remove_object", "id": args.id}
     else:
         req = {"cmd": "reset"}
@@ -564,10 +564,10 @@ def object_main(cfg: Config, args: argparse.Namespace) -> int:
 
     req = object_request(args)
     if not 0 < args.timeout <= 3600:
-        raise PromptError(f"--timeout must be in (0, 3600] seconds, got {args.timeout:g}")
+        raise RequestError(f"--timeout must be in (0, 3600] seconds, got {args.timeout:g}")
     reply = bus.request(cfg.bus.control, req, int(args.timeout * 1000), cfg.bus)
     if not reply.get("ok"):
-        raise PromptError(f"engine refused {req['cmd']}: {reply.get('error', 'unknown error')}")
+        raise RequestError(f"engine refused {req['cmd']}: {reply.get('error', 'unknown error')}")
     print(json.dumps(reply))
     return 0
 

@@ -43,7 +43,7 @@ from engine.lifecycle.protocol import Lifecycle, LifecycleFactory, default_lifec
 from engine.track_manager import Observation, Removal
 from stream.boxes import clip_box
 from stream.config import EngineConfig
-from stream.errors import PromptError
+from stream.errors import PromptError, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +118,13 @@ class CameraTracker:
     def add_object(self, box: Sequence[float], label: str = "object") -> int:
         """Manual box prompt on the newest frame; returns the new object id."""
         if self._current is None:
-            raise PromptError(f"camera {self.name}: no frame has been processed yet")
+            raise RequestError(f"camera {self.name}: no frame has been processed yet")
         seq, idx, w, h = self._current
         b = _check_box(box, w, h)
         tid = self.manager.add_manual(label, b, seq)
         try:
             self.session.add_prompt(tid, idx, box=b)
-        except PromptError:
+        except (PromptError, RequestError):
             self.manager.end(tid)
             raise
         self.counters.objects_created += 1

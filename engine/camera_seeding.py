@@ -17,7 +17,7 @@ from engine.cues import sample_points
 from engine.lifecycle.protocol import Lifecycle
 from engine.track_manager import Plan
 from stream.config import EngineConfig
-from stream.errors import PromptError
+from stream.errors import PromptError, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Seeder:
             return self.session.add_prompt(
                 tid, frame_idx, points=pts, point_labels=np.ones(len(pts), np.int32)
             )
-        except PromptError as e:
+        except (PromptError, RequestError) as e:  # a bad box, or its frame no longer held
             self.counters.seed_failures += 1
             log.warning(
                 "camera %s: could not seed object %d from box %s: %s", self.name, tid, box, e

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from stream.errors import PromptcamError, PromptError
+from stream.errors import PromptcamError, RequestError
 from stream.wire import MAX_OBJECT_ID
 
 log = logging.getLogger(__name__)
@@ -155,10 +155,10 @@ class IdAllocator:
         """Queue the leased block ``[first, limit)``, used when the current one runs out; it must
         lie above every ID given so far and above the blocks already queued."""
         if not self._leased or self._limit is None:
-            raise PromptError("this camera's IDs are not leased in blocks")
+            raise RequestError("this camera's IDs are not leased in blocks")
         floor = max(self._limit, self._next, *(b.limit for b in self._blocks))
         if first < floor or limit <= first:
-            raise PromptError(
+            raise RequestError(
                 f"ID block [{first}, {limit}) must be non-empty and start at or above {floor}"
             )
         self._blocks.append(IdBlock(first, limit))
@@ -246,7 +246,7 @@ class IdReservations:
         else:
             limit = min(first + self.block, MAX_OBJECT_ID + 1)
             if limit <= first:
-                raise PromptError(f"camera {camera!r}: no object IDs left below {MAX_OBJECT_ID}")
+                raise RequestError(f"camera {camera!r}: no object IDs left below {MAX_OBJECT_ID}")
             block = IdBlock(first, limit)
             self._upto[camera] = limit
             self._write()

@@ -32,7 +32,7 @@ from engine.pipeline import FrameInput
 from engine.render import Renderer
 from stream.boxes import clip_box, parse_box
 from stream.config import Config
-from stream.errors import EndOfStreamError, PromptError, SourceError
+from stream.errors import EndOfStreamError, PromptError, RequestError, SourceError
 from stream.media import Mp4Writer
 from stream.preflight import OutputError
 from stream.sources import FrameSource, open_source
@@ -136,7 +136,7 @@ def track_video(
     if not cfg.engine.prompt.strip() and not boxes:
         raise PromptError("nothing to track: give --prompt TEXT and/or --box X1,Y1,X2,Y2[@FRAME]")
     if max_frames is not None and max_frames < 1:
-        raise PromptError(f"--max-frames must be at least 1, got {max_frames}")
+        raise RequestError(f"--max-frames must be at least 1, got {max_frames}")
     src_cfg = cfg.source.model_copy(update={"uri": str(video), "realtime": False, "loop": False})
     source = open_source(str(video), src_cfg)
     try:
@@ -212,7 +212,7 @@ def track_video(
     stopped = image is not None and (max_frames is None or seq < max_frames)
     if by_frame and not stopped:
         late = ", ".join(f"@{f}" for f in sorted(by_frame))
-        raise PromptError(
+        raise RequestError(
             f"--box frames {late} are beyond the video's {seq} frames (outputs were written)"
         )
     return OfflineResult(seq, len(seen), fps, stopped, clock.means())
@@ -277,12 +277,12 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     boxes = [parse_box(b) for b in args.box]
     mcap = getattr(args, "mcap", None)
     if not args.out and not args.tracks and not mcap:
-        raise PromptError(
+        raise RequestError(
             "nothing to write: give --out OUT.mp4, --tracks OUT.jsonl and/or --mcap OUT.mcap"
         )
     profile = getattr(args, "profile", None)
     if profile and not mcap:
-        raise PromptError("--profile applies to --mcap OUT.mcap only")
+        raise RequestError("--profile applies to --mcap OUT.mcap only")
     if boxes and not args.prompt and not any(s.startswith("engine.prompt=") for s in args.set):
         cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"prompt": ""})})
     with _StopOnSignal() as stop:

@@ -46,7 +46,7 @@ from engine.grounding import GroundingWorker, GroundJob, GroundResult
 from engine.ids import IdAllocator, IdReservations, new_epoch
 from engine.tick_groups import TickWorkers
 from stream.config import EngineConfig
-from stream.errors import PromptError
+from stream.errors import RequestError
 
 __all__ = [
     "CameraStats",
@@ -103,7 +103,7 @@ def _default_groups(kernel: Any) -> int:
     return max(1, torch.get_num_threads())
 
 
-class UnknownCameraError(PromptError):
+class UnknownCameraError(RequestError):
     """A request names a camera the engine does not serve."""
 
 
@@ -170,10 +170,10 @@ class MultiCameraEngine:
         carries: ``engine.ids``), at or above ``first_id``; with ``id_limit``, ``[first_id,
         id_limit)`` is a leased block (a fleet's) and IDs stay in the leased blocks."""
         if name in self._cameras:
-            raise PromptError(f"camera {name!r} is already served")
+            raise RequestError(f"camera {name!r} is already served")
         start = 1 if first_id is None else first_id
         if start < 1 or (id_limit is not None and id_limit <= start):
-            raise PromptError(f"camera {name!r}: bad ID block [{start}, {id_limit})")
+            raise RequestError(f"camera {name!r}: bad ID block [{start}, {id_limit})")
         if id_limit is not None:
             ids = IdAllocator(start, id_limit)
         else:

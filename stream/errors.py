@@ -25,3 +25,10 @@ class ModelLoadError(PromptcamError):
 
 class PromptError(PromptcamError):
     """A text prompt or a manual box/point prompt is invalid."""
+
+
+class RequestError(PromptcamError):
+    """A request cannot be served as asked: an unknown camera or object, a camera already
+    served, a frame no longer held, a limit reached, an option out of range, a request the engine
+    refused. Not about what a prompt says (:class:`PromptError`); both are one-line errors on the
+    command line and ``{"ok": false, "error": ...}`` on the control socket."""

@@ -23,7 +23,7 @@ from engine.segmenters.sam2 import StreamingSegmenter
 from stream import bus as zbus
 from stream.config import Config, EngineConfig, ModelsConfig, load_config
 from stream.demo import DemoScene
-from stream.errors import PromptError
+from stream.errors import PromptError, RequestError
 from stream.wire import FrameMessage, TracksMessage
 from tests.conftest import wait_for
 
@@ -111,7 +111,7 @@ def test_inline_grounding_and_manual_prompts(loaded: Any) -> None:
         engine.add_object([10, 10, 10, 50])  # zero area
     with pytest.raises(PromptError):
         engine.add_object([400, 300, 500, 400])  # outside the 320x240 frame
-    with pytest.raises(PromptError):
+    with pytest.raises(RequestError, match="no tracked object with id 9999"):
         engine.remove_object(9999)
     tid = engine.add_object([10, 10, 60, 60], "cup")
     r = engine.process(FrameInput(11, 11, tagged(scene, 11)))

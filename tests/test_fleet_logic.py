@@ -27,7 +27,7 @@ from clients.fleet.store import CameraRecord, FleetRecord
 from engine.track_manager import TrackManager
 from stream import bus as zbus
 from stream.config import BusConfig, ConfigError, EngineConfig, load_config
-from stream.errors import PromptError
+from stream.errors import RequestError
 from stream.wire import MAX_OBJECT_ID, LeaseIds, WireError, parse_control
 from tests.conftest import free_port, tcp_endpoint, wait_for
 
@@ -65,7 +65,7 @@ def test_track_manager_stays_in_its_blocks_and_counts_what_it_could_not_create()
     m = TrackManager(cfg, first_id=10, id_limit=12)
     assert m.ids_left == 2
     assert [m.add_manual("a", (0, 0, 10, 10)), m.add_manual("b", (20, 20, 30, 30))] == [10, 11]
-    with pytest.raises(PromptError, match="used up"):
+    with pytest.raises(RequestError, match="used up"):
         m.add_manual("c", (40, 40, 50, 50))
     plan = m.on_detections(0, _detections([[60, 60, 70, 70], [80, 80, 90, 90]]), {})
     assert list(plan.new) == [] and m.ids_exhausted == 3 and m.ids_left == 0
@@ -77,9 +77,9 @@ def test_track_manager_stays_in_its_blocks_and_counts_what_it_could_not_create()
     assert m.add_manual("d", (100, 100, 110, 110)) == 102
     assert m.add_manual("e", (120, 120, 130, 130)) == 200 and m.ids_left == 9
     for bad in ((150, 160), (300, 300)):  # below what was handed out / empty
-        with pytest.raises(PromptError, match="ID block"):
+        with pytest.raises(RequestError, match="ID block"):
             m.add_id_block(*bad)
-    with pytest.raises(PromptError, match="not leased"):
+    with pytest.raises(RequestError, match="not leased"):
         TrackManager(cfg).add_id_block(1, 10)
     with pytest.raises(ValueError, match="id_limit"):
         TrackManager(cfg, first_id=5, id_limit=5)

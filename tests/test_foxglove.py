@@ -344,12 +344,12 @@ def test_track_profile_without_mcap_is_refused_before_anything_runs(tmp_path: Pa
     import argparse
 
     from engine.offline import main as track_main
-    from stream.errors import PromptError
+    from stream.errors import RequestError
 
     args = argparse.Namespace(video=str(tmp_path / "v.mp4"), box=[], out=str(tmp_path / "o.mp4"))
     args.__dict__.update(tracks=None, mcap=None, profile="foxglove", prompt="x", set=[])
     (tmp_path / "v.mp4").write_bytes(b"")
-    with pytest.raises(PromptError, match="--profile applies to --mcap"):
+    with pytest.raises(RequestError, match="--profile applies to --mcap"):
         track_main(load_config(None, {}), args)
     assert not (tmp_path / "o.mp4").exists()
 

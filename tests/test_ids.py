@@ -24,7 +24,7 @@ from engine.state import EngineState, ManualObject, StateFile
 from engine.track_manager import TrackManager
 from stream import bus as zbus
 from stream.config import EngineConfig, ModelsConfig, load_config
-from stream.errors import PromptError
+from stream.errors import RequestError
 from stream.wire import TracksMessage, WireError
 from tests.conftest import tcp_endpoint, wait_for
 
@@ -81,7 +81,7 @@ def test_reservations_continue_a_re_added_camera_and_leases_stay_in_their_blocks
     assert [leased.take(), leased.take(), leased.take()] == [10, 11, None]
     leased.add_block(20, 22)
     assert leased.take() == 20 and leased.ids_left == 1
-    with pytest.raises(PromptError, match="not leased"):
+    with pytest.raises(RequestError, match="not leased"):
         b.add_block(500, 600)
     with pytest.raises(ValueError):
         IdBlock(5, 5)

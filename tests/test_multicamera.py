@@ -31,7 +31,7 @@ from engine.service import EngineProcess
 from stream import bus as zbus
 from stream.config import Config, ConfigError, EngineConfig, ModelsConfig, load_config
 from stream.demo import DemoScene
-from stream.errors import PromptError
+from stream.errors import PromptError, RequestError
 from stream.wire import FrameMessage, TracksMessage
 from tests.conftest import tcp_endpoint, wait_for
 from tests.moving_blocks import make_frames
@@ -186,7 +186,7 @@ def test_encode_and_track_refuse_misuse(loaded: LoadedSam2) -> None:
         kernel.encode([(foreign, img)])
     idx = s.add_frame(img)
     s.add_frame(img)
-    with pytest.raises(PromptError, match="latest frame"):
+    with pytest.raises(RequestError, match="latest frame"):
         kernel.track([(s, idx)])
 
 
@@ -224,10 +224,10 @@ def test_cameras_come_and_go_and_ids_are_never_reused(loaded: LoadedSam2) -> Non
     img = DemoScene(160, 120, 1, seed=2).render(0)[0]
     multi.tick({"a": FrameInput(0, 0, img)})
     first = multi.camera("a").add_object((10, 10, 60, 60))
-    with pytest.raises(PromptError, match="already served"):
+    with pytest.raises(RequestError, match="already served"):
         multi.add_camera("a", EngineConfig(prompt=""))
     multi.remove_camera("a")
-    with pytest.raises(PromptError, match="unknown camera 'a'"):
+    with pytest.raises(RequestError, match="unknown camera 'a'"):
         multi.camera("a")
     multi.add_camera("a", EngineConfig(prompt=""))
     multi.tick({"a": FrameInput(1, 1, img)})

@@ -27,7 +27,7 @@ from engine.segmenters import sam2 as segmenter
 from engine.segmenters.sam2 import StreamingSegmenter
 from engine.segmenters.sam2_memory import IMG_STD
 from stream.config import CONFIGS_DIR, ModelsConfig
-from stream.errors import PromptError
+from stream.errors import PromptError, RequestError
 from tests.moving_blocks import H, W, make_frames, one_torch_thread  # noqa: F401 (the fixture)
 
 
@@ -284,7 +284,7 @@ def test_reseed_late_prompt_pin_remove_reset(
     idx6 = seg.add_frame(video.bgr[6])
     seg.pin(idx6)
     assert seg.state_size().pinned == 2
-    with pytest.raises(PromptError, match="frame 0 is not available"):
+    with pytest.raises(RequestError, match="frame 0 is not available"):
         seg.add_prompt(3, idx0, **PROMPTS[1])
     mask = seg.segment_box(idx5, (20, 30, 80, 80))
     assert mask.shape == (H, W) and mask.dtype == np.bool_ and mask.any()
@@ -326,11 +326,11 @@ def test_bad_prompts_raise_and_leave_state_unchanged(loaded: LoadedSam2, video: 
             seg.add_prompt(1, idx, **kwargs)
         with pytest.raises(PromptError, match=match):
             seg.add_prompt(9, idx, **kwargs)
-    with pytest.raises(PromptError, match="not available"):
+    with pytest.raises(RequestError, match="not available"):
         seg.add_prompt(9, idx + 5, **PROMPTS[1])
-    with pytest.raises(PromptError, match="unknown object id 42"):
+    with pytest.raises(RequestError, match="unknown object id 42"):
         seg.remove_object(42)
-    with pytest.raises(PromptError, match="latest frame"):
+    with pytest.raises(RequestError, match="latest frame"):
         seg.track(idx - 1)
     with pytest.raises(ValueError, match="HxWx3"):
         seg.add_frame(np.zeros((10, 10), np.uint8))

@@ -33,7 +33,7 @@ from engine.track_manager import (
     iou_matrix,
 )
 from stream.config import EngineConfig
-from stream.errors import PromptError
+from stream.errors import PromptError, RequestError
 
 W, H = 640, 480
 PHRASES = ["person", "ball"]
@@ -451,7 +451,7 @@ def test_max_objects_highest_scores_first() -> None:
     plan = tm.on_detections(0, dets(*boxes), {})
     assert [n.id for n in plan.new] == [1, 2]
     assert [n.score for n in plan.new] == pytest.approx([0.9, 0.7])
-    with pytest.raises(PromptError, match="max_objects"):
+    with pytest.raises(RequestError, match="max_objects"):
         tm.add_manual("ball", (0, 0, 5, 5))
 
 
@@ -466,7 +466,7 @@ def test_manual_remove_set_labels_reset() -> None:
     assert a in tm  # manual tracks are not ended by re-grounding
     assert tm.set_labels(["person"]) == [2]
     assert [i.id for i in tm.tracks()] == [a]  # manual tracks survive a prompt change
-    with pytest.raises(PromptError, match="no tracked object with id 99"):
+    with pytest.raises(RequestError, match="no tracked object with id 99"):
         tm.remove(99)
     with pytest.raises(PromptError, match="no area"):
         tm.add_manual("cup", (10, 10, 5, 20))
@@ -502,7 +502,7 @@ def test_removed_detected_object_is_suppressed_while_in_view() -> None:
     a, b = _two_balls(tm)
     assert tm.remove(a) is Removal.SUPPRESSED
     assert [i.id for i in tm.tracks()] == [b] and tm.suppressed_ids() == [a] and a in tm
-    with pytest.raises(PromptError, match=f"no tracked object with id {a}"):
+    with pytest.raises(RequestError, match=f"no tracked object with id {a}"):
         tm.remove(a)  # removed already: not a tracked object any more
     for seq in range(2, 60, 2):
         dx = 2.0 * seq  # both balls move 2 px a frame
@@ -522,7 +522,7 @@ def test_removed_detected_object_is_suppressed_while_in_view() -> None:
         assert {m.id for m in plan.matches} == {a, b}
         assert [r.id for r in plan.reseed] == ([a] if off else [])
         assert [i.id for i in tm.tracks()] == [b] and tm.suppressed_ids() == [a]
-    with pytest.raises(PromptError, match="no tracked object with id 99"):
+    with pytest.raises(RequestError, match="no tracked object with id 99"):
         tm.remove(99)
 
 

@@ -28,7 +28,7 @@ from engine.backends.video_models import LoadedVideoModel, load_video_model, sav
 from engine.segmenters.transformers import HfVideoKernel, HfVideoSession
 from engine.trackers import load_kernel
 from stream.config import ModelsConfig
-from stream.errors import ModelLoadError, PromptError
+from stream.errors import ModelLoadError, PromptError, RequestError
 from tests.moving_blocks import H, W, one_torch_thread  # noqa: F401 (the fixture)
 from tests.moving_blocks import make_frames as moving_blocks
 
@@ -232,15 +232,15 @@ def test_late_prompt_reseed_pins_remove_reset(loaded: LoadedVideoModel) -> None:
     idx6 = seg.add_frame(prepared[6])
     seg.pin(idx6)
     assert seg.state_size().pinned == 2
-    with pytest.raises(PromptError, match="frame 0 is not available"):
+    with pytest.raises(RequestError, match="frame 0 is not available"):
         seg.add_prompt(3, idx0, **PROMPTS[1])
     mask = seg.segment_box(idx5, (20, 30, 80, 80))
     assert mask.shape == (H, W) and mask.dtype == np.bool_
     seg.remove_object(1)
     assert set(seg.track(idx6)) == {2}
-    with pytest.raises(PromptError, match="unknown object id 42"):
+    with pytest.raises(RequestError, match="unknown object id 42"):
         seg.remove_object(42)
-    with pytest.raises(PromptError, match="latest frame"):
+    with pytest.raises(RequestError, match="latest frame"):
         seg.track(idx5)
     bad_prompts: list[tuple[Prompt, str]] = [
         ({"box": (300, 200, 400, 260)}, "outside"),

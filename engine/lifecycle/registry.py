@@ -12,7 +12,7 @@ from engine.lifecycle.config import Thresholds
 from engine.lifecycle.geometry import as_box
 from engine.lifecycle.states import TrackState
 from engine.lifecycle.track import PublishedState, Removal, Track, TrackInfo, TrackStore
-from stream.errors import PromptError
+from stream.errors import PromptError, RequestError
 
 log = logging.getLogger("engine.track_manager")
 
@@ -34,13 +34,13 @@ class Registry(TrackStore):
         if not label.strip():
             raise PromptError("an object label must not be empty")
         if self._live() >= self._th.max_objects:
-            raise PromptError(
+            raise RequestError(
                 f"cannot add an object: max_objects={self._th.max_objects} are tracked"
             )
         tid = self._ids.take()
         if tid is None:
             self.ids_exhausted += 1
-            raise PromptError(
+            raise RequestError(
                 f"cannot add an object: the IDs leased to this camera are used up (below {self._ids.limit})"
             )
         return self._create(tid, label.strip(), as_box(box), manual=True, first_seq=seq).id
@@ -51,7 +51,7 @@ class Registry(TrackStore):
         :class:`PromptError` (it is not a tracked object any more)."""
         t = self._tracks.get(track_id)
         if t is None or t.suppressed:
-            raise PromptError(f"no tracked object with id {track_id}")
+            raise RequestError(f"no tracked object with id {track_id}")
         if t.manual:
             self._end(t)
             return Removal.ENDED
@@ -63,7 +63,7 @@ class Registry(TrackStore):
         """End one track at once, whatever it is (its seeding failed); an unknown ID is a
         :class:`PromptError`."""
         if track_id not in self._tracks:
-            raise PromptError(f"no tracked object with id {track_id}")
+            raise RequestError(f"no tracked object with id {track_id}")
         self._end(self._tracks[track_id])
 
     def set_labels(self, labels: Iterable[str]) -> list[int]:

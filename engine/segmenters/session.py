@@ -30,7 +30,7 @@ from engine.core.types import (
     SegmentPrompt,
     StateSize,
 )
-from stream.errors import PromptError
+from stream.errors import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class StreamingSession(Generic[ObjT]):
             return self._latest
         frame = self._pinned.get(frame_idx)
         if frame is None:
-            raise PromptError(
+            raise RequestError(
                 f"frame {frame_idx} is not available (current frame: {self.latest_frame}, "
                 f"pinned: {list(self._pinned)})"
             )
@@ -195,12 +195,12 @@ class StreamingSession(Generic[ObjT]):
         state = self._objects.get(obj_id)
         logits = None if state is None else state.last_logits()
         if logits is None:
-            raise PromptError(f"unknown object id {obj_id}")
+            raise RequestError(f"unknown object id {obj_id}")
         return logits
 
     def remove_object(self, obj_id: int) -> None:
         if obj_id not in self._objects:
-            raise PromptError(f"unknown object id {obj_id} (known: {self.object_ids})")
+            raise RequestError(f"unknown object id {obj_id} (known: {self.object_ids})")
         del self._objects[obj_id]
 
     def reset(self) -> None:
@@ -315,7 +315,7 @@ class KernelFrames(ABC, Generic[ObjT]):
             self._check_sessions([session])
             frame = session._latest
             if frame is None or frame_idx != frame.index:
-                raise PromptError(
+                raise RequestError(
                     f"track() needs the latest frame ({session.latest_frame}), got {frame_idx}"
                 )
             todo = [s for s in session.objects.values() if not self._has_output(s, frame_idx)]

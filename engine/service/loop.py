@@ -33,7 +33,7 @@ from engine.service.stats import EngineStats
 from engine.state import EngineState, StateFile
 from stream import bus as zbus
 from stream.config import Config, EngineConfig
-from stream.errors import PromptcamError, PromptError
+from stream.errors import PromptcamError, RequestError
 from stream.wire import now_ns
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class EngineProcess:
                 self.engine.add_camera(name, cam.engine)
         for name in self.engine.cameras:
             if name not in settings:
-                raise PromptError(f"engine camera {name!r} is not in the configuration")
+                raise RequestError(f"engine camera {name!r} is not in the configuration")
             self.feeds.add(self.feeds.open(name, settings[name].frames))
 
     def _bind_publishers(self) -> tuple[TracksPublisher, AnnotatedPublisher | None]:
@@ -148,12 +148,12 @@ class EngineProcess:
         if camera is None:
             if len(self.feeds) == 1:
                 return self.engine.camera(self.feeds.names[0])
-            raise PromptError(
+            raise RequestError(
                 f"this engine serves several cameras ({self.feeds.known()}): "
                 "the request must name one in 'camera'"
             )
         if camera not in self.feeds:
-            raise PromptError(f"unknown camera {camera!r} (cameras: {self.feeds.known()})")
+            raise RequestError(f"unknown camera {camera!r} (cameras: {self.feeds.known()})")
         return self.engine.camera(camera)
 
     def set_prompt(self, camera: str | None, text: str) -> list[str]:
@@ -186,10 +186,10 @@ class EngineProcess:
         ``engine`` (default: the engine section), its text prompt replaced by ``prompt`` when
         given; ``first_id``/``id_limit``: the block its object IDs come from."""
         if name in self.feeds:
-            raise PromptError(f"camera {name!r} is already served")
+            raise RequestError(f"camera {name!r} is already served")
         limit = self.cfg.engine.max_cameras
         if len(self.feeds) >= limit:
-            raise PromptError(
+            raise RequestError(
                 f"this engine serves {len(self.feeds)} cameras, its engine.max_cameras={limit}: "
                 "remove one first"
             )
@@ -202,7 +202,7 @@ class EngineProcess:
             feed.receiver.start()
         except Exception as e:
             feed.receiver.close()
-            raise PromptError(f"cannot subscribe to {frames}: {e}") from None
+            raise RequestError(f"cannot subscribe to {frames}: {e}") from None
         try:
             self.engine.add_camera(name, engine_cfg, first_id=first_id, id_limit=id_limit)
         except PromptcamError:
@@ -218,7 +218,7 @@ class EngineProcess:
     def remove_camera(self, name: str) -> None:
         """Stop serving ``name``: its tracks end, its memory is freed, its topics stop."""
         if name not in self.feeds:
-            raise PromptError(f"unknown camera {name!r} (cameras: {self.feeds.known()})")
+            raise RequestError(f"unknown camera {name!r} (cameras: {self.feeds.known()})")
         self.feeds.pop(name).receiver.close()
         self.engine.remove_camera(name)
         if self.annotated is not None:
