@@ -150,6 +150,13 @@ def test_seeds_and_conditions_options() -> None:
 # --------------------------------------------------------------------------- the short run
 
 
+def _condition(row: dict[str, object]) -> dict[str, Any]:
+    """A quality row's ``condition`` summary (rows are JSON-like ``dict[str, object]``)."""
+    summary = row["condition"]
+    assert isinstance(summary, dict), summary
+    return summary
+
+
 def test_short_run_applies_the_condition_to_both_sides(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -182,9 +189,9 @@ def test_short_run_applies_the_condition_to_both_sides(
     args = argparse.Namespace(quick=True, seeds="103", conditions="shadow,dusk", models=None)
     rows = quality.run(load_config(None), args)
 
-    assert [r["condition"]["condition"] for r in rows] == ["shadow", "dusk"]
+    assert [_condition(r)["condition"] for r in rows] == ["shadow", "dusk"]
     for r in rows:
-        s = r["condition"]
+        s = _condition(r)
         assert s["seeds"] == [103] and s["frames"] == 6
         for side in ("promptcam", "reference"):
             assert set(s[side]) >= {"HOTA", "IDF1", "IDSW", "tracks", "frames/s"}

@@ -47,7 +47,7 @@ def _seed(db: Path, now_ns: int) -> None:
     import cv2
     import numpy as np
 
-    from clients.events.model import EventMessage, EventType, Kind
+    from clients.events.model import EventDict, EventMessage, EventType, Kind
     from clients.events.store import EventStore
 
     store = EventStore(db)
@@ -57,7 +57,7 @@ def _seed(db: Path, now_ns: int) -> None:
     for i in range(N_EVENTS):
         label = "ball" if i % 2 == 0 else "box"
         active = i == N_EVENTS - 1
-        body = {
+        body: EventDict = {
             "id": f"e{i}",
             "object_id": 10 + i,
             "label": label,

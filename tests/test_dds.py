@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def _rosbags_msg(typename: str, value: Any) -> Any:
     return STORE.types[typename](**fields)
 
 
-def _expected(typename: str, value: dict[str, Any]) -> bytes:
+def _expected(typename: str, value: Mapping[str, object]) -> bytes:
     return bytes(STORE.serialize_cdr(_rosbags_msg(typename, value), typename))
 
 

@@ -23,7 +23,7 @@ import zmq
 from clients.events.config import EventsConfig
 from clients.events.geometry import polygon_mask, self_crossing
 from clients.events.masks import decode_rle
-from clients.events.model import EventMessage, EventType, Kind
+from clients.events.model import EventDict, EventMessage, EventType, Kind
 from clients.events.store import MAX_LIMIT, EventStore
 from clients.events.tracker import CameraEvents
 from stream.config import ConfigError, load_config
@@ -377,7 +377,7 @@ def test_ground_truth_crossings_and_entries_exact() -> None:
     )
     out = _gt_scene_events(scene, frames, cfg)
     ev = objects_of(out)
-    finals: dict[str, dict[str, Any]] = {}
+    finals: dict[str, EventDict] = {}
     found_flips: Counter[tuple[int, str]] = Counter()
     for m in ev:
         finals[m.event["id"]] = m.event
@@ -412,7 +412,7 @@ def _msg(
     zones: list[str] | None = None,
     end: int | None = 5,
 ) -> EventMessage:
-    body = {
+    body: EventDict = {
         "id": f"ev{i}",
         "object_id": i,
         "label": label,

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ import zmq
 from paho.mqtt.enums import CallbackAPIVersion
 
 from clients.events.config import EventsConfig
-from clients.events.model import EventMessage, EventType, Kind
+from clients.events.model import EventDict, EventMessage, EventType, Kind
 from clients.events.mqtt import EventsMqtt, MqttConfig
 from clients.events.mqtt_link import LinkState
 from clients.events.mqtt_topics import Topics
@@ -318,9 +318,17 @@ def check_discovery(configs: dict[str, dict[str, Any]], prefix: str, retained: s
 # --------------------------------------------------------------------------- broker away
 
 
+def link_stats(mqtt: EventsMqtt) -> dict[str, object]:
+    """The ``link`` part of ``EventsMqtt.stats()`` (a JSON-like object)."""
+    link = mqtt.stats()["link"]
+    assert isinstance(link, dict), link
+    return link
+
+
 def numbered(i: int) -> EventMessage:
+    # deliberately partial: the publisher reads only these fields of a new event
     body = {"id": f"ev{i}", "object_id": i, "label": "ball", "start_ns": i, "end_ns": None}
-    return EventMessage("cam0", EventType.NEW, Kind.OBJECT, body, None)
+    return EventMessage("cam0", EventType.NEW, Kind.OBJECT, cast(EventDict, body), None)
 
 
 @needs_broker
@@ -383,7 +391,7 @@ def test_broker_stopped_and_restarted_loses_nothing_in_order(tmp_path: Path) -> 
         sub.wait(f"{prefix}/available", b"online")
         said = sub.values(f"{prefix}/available")
         assert said[-1] == b"online" and said.count(b"online") >= 2, said
-        stats = mqtt.stats()["link"]
+        stats = link_stats(mqtt)
         assert stats["dropped"] == 0 and stats["disconnects"] == 1 and stats["connects"] == 2
     finally:
         done.set()
@@ -436,13 +444,14 @@ def test_queue_is_bounded_and_drops_the_oldest_counted() -> None:
     base = mqtt.link.queued()  # status, prompt state, counts of the camera
     for i in range(25):
         mqtt.event(numbered(i))
-    stats = mqtt.stats()["link"]
+    stats = link_stats(mqtt)
     assert stats["queued"] == 10 and stats["dropped"] == 15 + base
     assert stats["state"] in ("connecting", "disconnected")
     t0 = time.monotonic()
     mqtt.close(timeout=1.0)
     assert time.monotonic() - t0 < 5.0
-    assert mqtt.stats()["link"]["undelivered_at_close"] >= 10
+    undelivered = link_stats(mqtt)["undelivered_at_close"]
+    assert isinstance(undelivered, int) and undelivered >= 10
 
 
 # --------------------------------------------------------------------------- the process

@@ -27,7 +27,7 @@ import pytest
 import zmq
 
 from clients.events.config import EventsConfig
-from clients.events.model import EventMessage, EventType, Kind
+from clients.events.model import EventDict, EventMessage, EventType, Kind
 from clients.events.service import EventsService
 from clients.events.snapshots import FrameCache, SnapshotFiles
 from clients.events.store import MAX_LIMIT, EventStore
@@ -126,7 +126,7 @@ def test_best_snapshot_written_bounded_and_marked(tmp_path: Path) -> None:
 
 
 def _ended(i: int, snap: bool = True) -> EventMessage:
-    body = {
+    body: EventDict = {
         "id": f"ev{i:03d}",
         "object_id": i,
         "label": "ball",
@@ -315,7 +315,8 @@ def test_sigkill_mid_event_then_restart(tmp_path: Path) -> None:
     for eid, body in rows.items():
         before = json.loads(body)
         now = after[eid]
-        assert now["end_ns"] is not None and now["end_ns"] >= now["start_ns"]
+        end_ns, start_ns = now["end_ns"], now["start_ns"]
+        assert isinstance(end_ns, int) and isinstance(start_ns, int) and end_ns >= start_ns
         assert {k: v for k, v in now.items() if k != "end_ns"} == {
             k: v for k, v in before.items() if k != "end_ns"
         }
@@ -478,9 +479,11 @@ def test_generated_hostile_queries_leave_the_database_intact(tmp_path: Path) -> 
         assert len(rows) <= q.get("limit", 100)
         for r in rows:
             assert q.get("label") in (None, r["label"])
-            assert q.get("zone") in (None, *r["entered_zones"])
-            assert r["start_ns"] >= (q.get("after") or 0)
-            assert r["start_ns"] < (math.inf if q.get("before") is None else q["before"])
+            zones, start_ns = r["entered_zones"], r["start_ns"]
+            assert isinstance(zones, list) and isinstance(start_ns, int)
+            assert q.get("zone") in (None, *zones)
+            assert start_ns >= (q.get("after") or 0)
+            assert start_ns < (math.inf if q.get("before") is None else q["before"])
     assert refused > 500 and answered > 100
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert store.db.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == schema

@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 
 from clients.events.config import CameraEventsConfig, EventsConfig
-from clients.events.model import EventMessage, EventType, Kind
+from clients.events.model import CrossingDict, EventDict, EventMessage, EventType, Kind
 from clients.events.service import EventsService
 from clients.events.store import EventStore
 from clients.events.zones_file import save_camera, zones_path
@@ -55,12 +55,12 @@ def _event(i: int, camera: str = "cam0") -> EventMessage:
     label = "person" if camera == "cam1" else ("ball" if i % 2 == 0 else "box")
     active = camera == "cam0" and i >= N_CAM0 - 3
     entered = ["door"] if i % 3 == 0 else []
-    lines = []
+    lines: list[CrossingDict] = []
     if i % 5 == 0:
         lines.append({"line": "gate", "direction": "in", "t_ns": T0 + i * 10**9 + 1})
     if i % 10 == 0:
         lines.append({"line": "gate", "direction": "out", "t_ns": T0 + i * 10**9 + 2})
-    body = {
+    body: EventDict = {
         "id": f"ev{i}" if camera == "cam0" else f"{camera}-ev{i}",
         "object_id": i,
         "label": label,
@@ -83,7 +83,12 @@ def _seed(db: Path) -> None:
     for i in range(5):
         store.write(_event(i, "cam1"))
     for i in range(2):
-        review = {**_event(i).event, "id": f"rev{i}", "object_ids": [i], "labels": ["ball"]}
+        review: EventDict = {
+            **_event(i).event,
+            "id": f"rev{i}",
+            "object_ids": [i],
+            "labels": ["ball"],
+        }
         store.write(EventMessage("cam0", EventType.END, Kind.REVIEW, review, None))
     store.close()
     snaps = db.parent / "snapshots"

@@ -1158,7 +1158,7 @@ def test_compressed_long_run_memory_and_latency_stay_flat() -> None:
         frames=800, duration_s=50.0, fps=60.0, windows=4, warmup_fraction=0.15, sample_every_s=0.5
     )
     result = soak.measure(plan, base)
-    FIGURES["compressed_long_run"] = result.summary()
+    FIGURES["compressed_long_run"] = dict(result.summary())
     assert result.frames_processed >= 400 and result.engine_restarts == 0
     first, last = result.windows[0], result.windows[-1]
     assert last.rss_mb <= first.rss_mb * 1.10 + 20, (first, last)

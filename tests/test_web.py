@@ -16,13 +16,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import cv2
 import numpy as np
 import psutil
 import pytest
+from av.video.stream import VideoStream
 
 from clients.web.probe import Viewer
 from clients.web.synthetic import read_stamp
@@ -126,7 +127,8 @@ def test_viewer_that_falls_behind_waits_for_a_keyframe() -> None:
     viewer starts at one."""
 
     def enc(i: int, key: bool) -> Encoded:
-        p = av.Packet(bytes([i]))
+        # a bare packet stands in for the encoder's video packet (no stream attached)
+        p = cast("av.Packet[VideoStream]", av.Packet(bytes([i])))
         p.pts = i
         return Encoded(p, key, 0)
 

@@ -148,7 +148,8 @@ async def _viewers_and_runtime_changes(site: Site, url: str) -> None:
         for v in (yard, gate):
             # stamped frames whose capture time is the right camera's: the latency is sane
             assert v.result.frames >= 10 and len(v.result.stamps) >= 5, v.result.summary()
-            assert 0 < (v.result.summary()["latency_ms_p50"] or 0) < 2000, v.result.summary()
+            p50 = v.result.summary()["latency_ms_p50"]
+            assert isinstance(p50, (int, float)) and 0 < p50 < 2000, v.result.summary()
         stats = {c: (await _get(url + f"api/stats?camera={c}"))["web"] for c in PROMPTS}
         assert stats["yard"]["encoder_active"] and stats["gate"]["encoder_active"]
         assert not stats["dock"]["encoder_active"] and stats["dock"]["frames_encoded"] == 0
