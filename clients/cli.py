@@ -313,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="download what a model, tracker or detector preset loads into the Hugging Face "
         "cache (HF_HOME), for copying to a machine without network",
     )
+    p.add_argument(
+        "--families",
+        action="store_true",
+        help="list the model families of the registry (engine/models/registry.py): kind, the "
+        "model types each reads and the presets it serves",
+    )
 
     p = sub.add_parser("eval", help="tracking quality of tracks JSONL against ground truth")
     _common(p)

@@ -39,7 +39,7 @@ from engine.detectors.base import (
     normalize_prompt,
     prompt_text,
 )
-from engine.detectors.loading import detector_source, load_detector_backend
+from engine.models.detectors import detector_source, load_detector_backend
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import PromptError
 from stream.wire import DetectionsMessage

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine.sam2_models import LoadedSam2
+from engine.models.sam2 import LoadedSam2
 from stream.errors import PromptError
 
 log = logging.getLogger(__name__)

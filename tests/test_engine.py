@@ -16,9 +16,9 @@ import zmq
 from supervision import Detections
 
 from engine.grounder import make_detections
+from engine.models.sam2 import load_sam2
 from engine.pipeline import FrameInput, TrackingEngine
 from engine.protocols import DetectorPrompt
-from engine.sam2_models import load_sam2
 from engine.segmenter import StreamingSegmenter
 from stream import bus as zbus
 from stream.config import Config, EngineConfig, ModelsConfig, load_config

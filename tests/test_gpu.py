@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from engine.models.sam2 import LoadedSam2, load_sam2, official_video_predictor
 from engine.pipeline import FrameInput, TrackingEngine
-from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor
 from engine.segmenter import IMG_STD, StreamingSegmenter
 from stream.config import EngineConfig, ModelsConfig
 from tests.moving_blocks import H, W, make_frames, one_torch_thread  # noqa: F401 (the fixture)
@@ -145,7 +145,7 @@ def test_bf16_cpu_transformers_backend_equals_session(family: str, tmp_path: Pat
     inference session under the same autocast (the oracle of tests/test_transformers_video.py),
     3 objects (box, box, one click) over 12 frames."""
     from engine.backends.transformers_video import HfVideoKernel
-    from engine.backends.video_models import load_video_model, save_tiny_random
+    from engine.models.video import load_video_model, save_tiny_random
     from tests.test_transformers_video import FRAMES, Reference
     from tests.test_transformers_video import PROMPTS as HF_PROMPTS
     from tests.test_transformers_video import H as HF_H

@@ -20,7 +20,7 @@ from engine.grounder import (
     normalize_prompt,
     prompt_text,
 )
-from engine.presets import DETECTOR_PRESETS, OFFLINE_OPTIONS
+from engine.models.presets import DETECTOR_PRESETS, OFFLINE_OPTIONS
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import ModelLoadError, PromptError
 from stream.wire import Detection, DetectionsMessage

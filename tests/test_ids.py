@@ -16,9 +16,9 @@ import pytest
 import zmq
 
 from engine.ids import IdAllocator, IdBlock, IdReservations
+from engine.models.sam2 import LoadedSam2, load_sam2
 from engine.pipeline import MultiCameraEngine
 from engine.process import EngineProcess
-from engine.sam2_models import LoadedSam2, load_sam2
 from engine.segmenter import Sam2Kernel
 from engine.state import EngineState, ManualObject, StateFile
 from engine.track_manager import TrackManager

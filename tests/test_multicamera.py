@@ -23,10 +23,10 @@ import zmq
 from supervision import Detections
 
 from engine.grounder import make_detections
+from engine.models.sam2 import LoadedSam2, load_sam2, official_video_predictor
 from engine.pipeline import FrameInput, MultiCameraEngine, TrackingEngine
 from engine.process import EngineProcess
 from engine.protocols import DetectorPrompt
-from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor
 from engine.segmenter import Sam2Kernel, StreamingSegmenter
 from stream import bus as zbus
 from stream.config import Config, ConfigError, EngineConfig, ModelsConfig, load_config

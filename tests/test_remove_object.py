@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import zmq
 
+from engine.models.loading import load_detector, load_kernel
 from engine.pipeline import TrackingEngine
 from engine.protocols import Detector
-from engine.trackers import load_detector, load_kernel
 from stream import bus as zbus
 from stream.config import Config, load_config
 from stream.demo import DemoScene, SceneFrame

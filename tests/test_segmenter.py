@@ -22,8 +22,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from engine import segmenter
-from engine.presets import CONFIGS_DIR
-from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor, save_checkpoint
+from engine.models.presets import CONFIGS_DIR
+from engine.models.sam2 import LoadedSam2, load_sam2, official_video_predictor, save_checkpoint
 from engine.segmenter import IMG_STD, StreamingSegmenter, mask_box
 from stream.config import ModelsConfig
 from stream.errors import PromptError

@@ -65,7 +65,7 @@ import json, sys
 import psutil
 import engine.pipeline as pl
 from engine.pipeline import FrameInput, MultiCameraEngine
-from engine.sam2_models import load_sam2
+from engine.models.sam2 import load_sam2
 from engine.segmenter import Sam2Kernel
 from stream.config import EngineConfig, ModelsConfig
 from stream.demo import DemoScene

@@ -25,8 +25,8 @@ import transformers
 from transformers import Sam2VideoProcessor
 
 from engine.backends.transformers_video import HfVideoKernel, HfVideoSession
-from engine.backends.video_models import LoadedVideoModel, load_video_model, save_tiny_random
-from engine.trackers import load_kernel
+from engine.models.loading import load_kernel
+from engine.models.video import LoadedVideoModel, load_video_model, save_tiny_random
 from stream.config import ModelsConfig
 from stream.errors import ModelLoadError, PromptError
 from tests.moving_blocks import H, W, one_torch_thread  # noqa: F401 (the fixture)

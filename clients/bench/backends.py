@@ -30,7 +30,7 @@ import transformers
 from clients.bench import BenchRow, row
 from clients.bench.engine import _boxes, _frames, _lockstep
 from engine.backends.transformers_video import HfVideoKernel
-from engine.backends.video_models import LoadedVideoModel, load_video_model
+from engine.models.video import LoadedVideoModel, load_video_model
 from engine.segmenter import PreparedFrame
 from stream.config import Config, ModelsConfig
 

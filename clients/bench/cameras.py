@@ -46,8 +46,8 @@ def _worker(
     """Run in a child process: track ``cameras`` demo cameras and count frames."""
     import torch
 
+    from engine.models.sam2 import load_sam2
     from engine.pipeline import FrameInput, MultiCameraEngine, TrackingEngine
-    from engine.sam2_models import load_sam2
     from engine.segmenter import Sam2Kernel, StreamingSegmenter
     from stream.config import EngineConfig, ModelsConfig
     from stream.demo import DemoScene

@@ -73,7 +73,7 @@ class Ctx:
         """Hiera ``arch`` at 1024 px with random weights on CUDA; tiny-random at 128 px on the CPU
         in the rehearsal. bf16 autocast on both."""
         from clients.bench.engine import random_sam2
-        from engine.sam2_models import load_sam2
+        from engine.models.sam2 import load_sam2
         from stream.config import ModelsConfig
 
         if self.rehearse:

@@ -24,7 +24,7 @@ from clients.bench import BenchRow, row
 from engine.detectors.base import DetectorPrompt
 from engine.detectors.grounding_dino import GroundingDinoDetector, build_tiny_random
 from engine.device import resolve_device
-from engine.presets import DETECTOR_PRESETS
+from engine.models.presets import DETECTOR_PRESETS
 from stream.config import Config
 
 log = logging.getLogger(__name__)

@@ -59,9 +59,9 @@ class EngineActor:
     """See the module docstring; created by the controller as a named, detached Ray actor."""
 
     def __init__(self, name: str, cfg_tree: dict[str, Any], keys: dict[str, str] | None) -> None:
+        from engine.models.sam2 import load_sam2
         from engine.pipeline import MultiCameraEngine
         from engine.process import EngineProcess
-        from engine.sam2_models import load_sam2
         from engine.segmenter import Sam2Kernel
 
         cfg = Config.model_validate(cfg_tree)

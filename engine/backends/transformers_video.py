@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.backends.video_models import LoadedVideoModel
+from engine.models.video import LoadedVideoModel
 from engine.segmenter import (
     ObjectStateSize,
     PreparedFrame,

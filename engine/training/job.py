@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.presets import DEMO_DIR
+from engine.models.presets import DEMO_DIR
 from engine.training.grounding_dino import (
     DetectorSchedule,
     build_detector,
@@ -210,7 +210,7 @@ def train_sam2_stage(
 
 
 def train_sam2_model(tc: TrainConfig, stages: tuple[Sam2Schedule, ...]) -> ModelReport:
-    from engine.sam2_models import _instantiate, read_sam2_config, save_checkpoint
+    from engine.models.sam2 import _instantiate, read_sam2_config, save_checkpoint
 
     yaml_path = tc.arch / SAM2_YAML
     torch.manual_seed(tc.seed)
