@@ -169,6 +169,17 @@ def finish(
 ModelBuilder = Callable[[], "PreTrainedModel"]
 
 
+@dataclass(frozen=True)
+class LoadSpec:
+    """Where a family's files are (a directory or Hub id) and how it runs once built."""
+
+    where: str
+    local_files_only: bool
+    engine: EngineConfig
+    device: torch.device
+    dtype: str
+
+
 class Saved(Protocol):
     """A part a family keeps beside its model (processor, tokenizer, ...)."""
 
@@ -218,7 +229,7 @@ class DetectorBase(ABC):
         def build() -> PreTrainedModel:
             return pretrained_model(cls.model_class(), where, local_files_only)
 
-        return cls.assemble(where, local_files_only, build, engine, device, dtype)
+        return cls.assemble(LoadSpec(where, local_files_only, engine, device, dtype), build)
 
     @classmethod
     def from_config_dir(
@@ -229,7 +240,7 @@ class DetectorBase(ABC):
         def build() -> PreTrainedModel:
             return seeded_model(lambda: cls.random_model(directory), seed)
 
-        return cls.assemble(str(directory), False, build, engine, device, dtype)
+        return cls.assemble(LoadSpec(str(directory), False, engine, device, dtype), build)
 
     @classmethod
     @abstractmethod
@@ -243,15 +254,7 @@ class DetectorBase(ABC):
 
     @classmethod
     @abstractmethod
-    def assemble(
-        cls,
-        where: str,
-        local_files_only: bool,
-        build: ModelBuilder,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str,
-    ) -> Self:
+    def assemble(cls, spec: LoadSpec, build: ModelBuilder) -> Self:
         """Read the family's processors from ``where``, then ``build()`` the model: the
         detector."""
 
@@ -346,19 +349,13 @@ class ProcessorDetector(DetectorBase):
         return AutoModelForZeroShotObjectDetection
 
     @classmethod
-    def assemble(
-        cls,
-        where: str,
-        local_files_only: bool,
-        build: ModelBuilder,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str,
-    ) -> Self:
+    def assemble(cls, spec: LoadSpec, build: ModelBuilder) -> Self:
         from transformers import AutoProcessor
 
-        processor = AutoProcessor.from_pretrained(where, local_files_only=local_files_only)
-        return cls(build(), processor, engine, device, dtype)
+        processor = AutoProcessor.from_pretrained(
+            spec.where, local_files_only=spec.local_files_only
+        )
+        return cls(build(), processor, spec.engine, spec.device, spec.dtype)
 
     def _saved(self) -> Sequence[Saved]:
         return [self.processor]

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from engine.detectors.base import (
     DetectorBase,
     DetectorPrompt,
+    LoadSpec,
     ModelBuilder,
     Saved,
     check_phrase_tokens,
@@ -87,24 +88,18 @@ class OmDetTurboDetector(DetectorBase):
         return OmDetTurboForObjectDetection
 
     @classmethod
-    def assemble(
-        cls,
-        where: str,
-        local_files_only: bool,
-        build: ModelBuilder,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str,
-    ) -> Self:
+    def assemble(cls, spec: LoadSpec, build: ModelBuilder) -> Self:
         from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
-        config = AutoConfig.from_pretrained(where, local_files_only=local_files_only)
-        _check_backbone(config, where)
+        config = AutoConfig.from_pretrained(spec.where, local_files_only=spec.local_files_only)
+        _check_backbone(config, spec.where)
         image_processor = AutoImageProcessor.from_pretrained(
-            where, local_files_only=local_files_only
+            spec.where, local_files_only=spec.local_files_only
         )
-        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_files_only)
-        return cls(build(), image_processor, tokenizer, engine, device, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(
+            spec.where, local_files_only=spec.local_files_only
+        )
+        return cls(build(), image_processor, tokenizer, spec.engine, spec.device, spec.dtype)
 
     def _saved(self) -> Sequence[Saved]:
         return [self.image_processor, self.tokenizer]

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from engine.detectors.base import (
     DetectorBase,
     DetectorPrompt,
+    LoadSpec,
     ModelBuilder,
     Saved,
     check_phrase_tokens,
@@ -139,26 +140,26 @@ class Sam3Detector(DetectorBase):
         return Sam3Model
 
     @classmethod
-    def assemble(
-        cls,
-        where: str,
-        local_files_only: bool,
-        build: ModelBuilder,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str,
-    ) -> Self:
+    def assemble(cls, spec: LoadSpec, build: ModelBuilder) -> Self:
         from huggingface_hub import hf_hub_download
         from transformers import AutoTokenizer
 
-        local = Path(where) / PREPROCESSOR_FILE
+        local = Path(spec.where) / PREPROCESSOR_FILE
         path = (
             local
             if local.is_file()
-            else Path(hf_hub_download(where, PREPROCESSOR_FILE, local_files_only=local_files_only))
+            else Path(
+                hf_hub_download(
+                    spec.where, PREPROCESSOR_FILE, local_files_only=spec.local_files_only
+                )
+            )
         )
-        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_files_only)
-        return cls(build(), tokenizer, Sam3Preprocessing.read(path), engine, device, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(
+            spec.where, local_files_only=spec.local_files_only
+        )
+        return cls(
+            build(), tokenizer, Sam3Preprocessing.read(path), spec.engine, spec.device, spec.dtype
+        )
 
     def _saved(self) -> Sequence[Saved]:
         return [self.tokenizer, self.preprocessing]
