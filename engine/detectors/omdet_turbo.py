@@ -116,13 +116,14 @@ class OmDetTurboDetector(DetectorBase):
         return (image.shape[:2], prompt.phrases)
 
     def _tokens(self, texts: list[str]) -> BatchEncoding:
-        return self.tokenizer(
+        tokens: BatchEncoding = self.tokenizer(
             texts,
             padding="max_length",
             truncation=True,
             max_length=TEXT_TOKENS,
             return_tensors="pt",
         ).to(self.device)
+        return tokens
 
     def _run(
         self, images: Sequence[NDArray[np.uint8]], prompts: Sequence[DetectorPrompt]

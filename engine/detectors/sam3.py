@@ -76,8 +76,8 @@ class Sam3Preprocessing:
             int(size.get("height", default.height)),
             int(size.get("width", default.width)),
             float(raw.get("rescale_factor", default.rescale_factor)),
-            tuple(raw.get("image_mean", default.image_mean)),  # type: ignore[arg-type]
-            tuple(raw.get("image_std", default.image_std)),  # type: ignore[arg-type]
+            tuple(raw.get("image_mean", default.image_mean)),
+            tuple(raw.get("image_std", default.image_std)),
         )
 
     def save_pretrained(self, directory: Path) -> None:

@@ -140,7 +140,7 @@ class ProgressBar(tqdm):  # type: ignore[misc]  # tqdm has no type hints
     pipe); ``HF_HUB_DISABLE_PROGRESS_BARS=1`` turns them off."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        from huggingface_hub.utils import are_progress_bars_disabled
+        from huggingface_hub.utils.tqdm import are_progress_bars_disabled
 
         kwargs.pop("name", None)
         kwargs.setdefault("file", sys.stderr)

@@ -51,7 +51,7 @@ def pretrained_model(
             problems.append(f"{len(keys)} {kind.replace('_', ' ')} (e.g. {keys[0]})")
     if problems:
         raise ModelLoadError(f"weights in {where} do not match its config: {'; '.join(problems)}")
-    return model.eval()
+    return on_device(model, None)
 
 
 def random_model(model_cls: ModelClass, directory: Path) -> PreTrainedModel:
@@ -75,8 +75,11 @@ def seeded_model(build: Callable[[], M], seed: int) -> M:
     return model.eval()
 
 
-def on_device(model: M, device: torch.device) -> M:
-    """``model`` moved to ``device`` (in place, as ``nn.Module.to`` moves) in eval mode."""
-    module: torch.nn.Module = model  # transformers' stub of PreTrainedModel.to misreads its args
-    module.to(device)
-    return model.eval()
+def on_device(model: M, device: torch.device | None) -> M:
+    """``model`` moved to ``device`` (None: where it is; in place, as ``nn.Module.to`` moves)
+    in eval mode."""
+    module: torch.nn.Module = model  # transformers' stubs of PreTrainedModel.to/.eval misread
+    if device is not None:
+        module.to(device)
+    module.eval()
+    return model
