@@ -352,6 +352,12 @@ def _models_parser(sub: Subparsers) -> None:
         help="download what a model, tracker or detector preset loads into the Hugging Face "
         "cache (HF_HOME), for copying to a machine without network",
     )
+    p.add_argument(
+        "--families",
+        action="store_true",
+        help="list the model families of the registry (engine/models/registry.py): kind, the "
+        "model types each reads and the presets it serves",
+    )
 
 
 def _eval_parser(sub: Subparsers) -> None:

@@ -3,7 +3,7 @@
 Start-up, in order: check that every port to be bound is free (one-line error naming the port
 otherwise) and the model preset (known; its Hub weights cached or the Hub reachable; on the demo
 source, a Hub preset whose weights are neither gives way to the shipped ``demo`` preset, said in
-one line: ``engine.availability``), write the resolved config to a private temporary YAML that
+one line: ``engine.models.availability``), write the resolved config to a private temporary YAML that
 every child reads (``--config``), start the children, print the page URL.
 
 Children: ``python -m clients.launcher --child NAME`` (a trampoline that arranges to die with
@@ -165,9 +165,9 @@ def _free_port(host: str) -> int:
 def check_models(cfg: Config) -> None:
     """Fail fast on an unknown preset or detector, or on Hub weights that are neither cached
     nor reachable, instead of letting the engine child find out."""
-    from engine.detectors.loading import check_source, detector_source
-    from engine.hub import ensure_available
-    from engine.presets import hub_files
+    from engine.models.detectors import check_source, detector_source
+    from engine.models.hub import ensure_available
+    from engine.models.presets import hub_files
 
     with_detector = any(c.engine.prompt.strip() for c in cfg.camera_settings().values())
     if with_detector:
@@ -177,7 +177,7 @@ def check_models(cfg: Config) -> None:
 
 def _demo_fallback(cfg: Config, args: argparse.Namespace) -> Config:
     """The demo source on Hub weights that cannot be had runs on the ``demo`` preset (one line)."""
-    from engine.availability import demo_fallback
+    from engine.models.availability import demo_fallback
 
     cfg, note = demo_fallback(cfg, explicit_models=getattr(args, "models", None) is not None)
     if note:

@@ -1,11 +1,11 @@
 """``promptcam models``: every model, tracker and detector preset, what each needs, and whether
 it is available offline: tiny-random presets are built from files under ``configs/``, ``demo`` is
 trained and shipped in ``configs/demo/``; Hub presets are ``cached`` (with their size) when the
-local Hugging Face cache holds every file they load (``engine.hub_fetch``). Listing looks only at
+local Hugging Face cache holds every file they load (``engine.models.hub_fetch``). Listing looks only at
 the local cache (``huggingface_hub.scan_cache_dir``), never at the network.
 
 ``promptcam models --fetch NAME`` downloads what preset NAME loads into that cache, with progress
-bars on stderr, for copying to a machine without network (``engine/hub_fetch.py``)."""
+bars on stderr, for copying to a machine without network (``engine/models/hub_fetch.py``)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.hub_fetch import CachedRepo, Download, cached_size, downloads, fetch, scan_cache
-from engine.presets import DETECTOR_PRESETS, TRACKER_PRESETS, Preset, all_presets
+from engine.models.hub_fetch import CachedRepo, Download, cached_size, downloads, fetch, scan_cache
+from engine.models.presets import DETECTOR_PRESETS, TRACKER_PRESETS, Preset, all_presets
+from engine.models.registry import DEFAULT_SEGMENTER, FAMILIES, ModelKind, get_family, presets_of
 from stream.config import Config
 
 log = logging.getLogger(__name__)
@@ -48,21 +49,22 @@ def _hub_status(items: list[Download], cache: dict[str, CachedRepo]) -> tuple[st
 
 def _tracker_preset_entry(name: str, cache: dict[str, CachedRepo]) -> ModelEntry:
     t = TRACKER_PRESETS[name]
+    family = get_family(t.family).name
     if t.hub_id is None:
         assert t.config_dir is not None
         needs = f"configs/{t.config_dir.name}/ (random weights, seed {t.seed})"
-        return ModelEntry("tracker", t.name, t.family, needs, _local(t.config_dir), t.note)
+        return ModelEntry(ModelKind.TRACKER, t.name, family, needs, _local(t.config_dir), t.note)
     status, size = _hub_status(downloads(name), cache)
-    return ModelEntry("tracker", t.name, t.family, f"hub {t.hub_id}", status, t.note, size)
+    return ModelEntry(ModelKind.TRACKER, t.name, family, f"hub {t.hub_id}", status, t.note, size)
 
 
 def _model_entry(preset: Preset, cache: dict[str, CachedRepo]) -> ModelEntry:
     items = downloads(preset.name)
     if preset.tracker is not None:
-        family = TRACKER_PRESETS[preset.tracker].family
+        family = get_family(TRACKER_PRESETS[preset.tracker].family).name
         needs = f"tracker {preset.tracker}; detector {preset.detector}"
     elif preset.sam2_checkpoint is not None:  # shipped weights (demo)
-        family = "sam2"
+        family = DEFAULT_SEGMENTER
         here = Path(preset.sam2_checkpoint)
         needs = (
             f"{here.name} + {Path(preset.sam2_config).name} under configs/{here.parent.name}/ "
@@ -70,13 +72,13 @@ def _model_entry(preset: Preset, cache: dict[str, CachedRepo]) -> ModelEntry:
             f"{Path(preset.detector).name}/"
         )
     elif preset.sam2_hub_id is None:
-        family = "sam2"
+        family = DEFAULT_SEGMENTER
         needs = (
             f"{Path(preset.sam2_config).name} under configs/ (random weights, seed "
             f"{preset.seed}); detector {preset.detector}"
         )
     else:
-        family = "sam2"
+        family = DEFAULT_SEGMENTER
         needs = f"hub {preset.sam2_hub_id}/{preset.sam2_file}; detector {preset.detector}"
     if not items:
         local = [Path(preset.sam2_config)]
@@ -98,19 +100,46 @@ def entries(cache: dict[str, CachedRepo]) -> Iterable[ModelEntry]:
     for name in TRACKER_PRESETS:
         yield _tracker_preset_entry(name, cache)
     for d in DETECTOR_PRESETS.values():
+        family = get_family(d.family).name
         if d.hub_id is None:
             assert d.config_dir is not None
             yield ModelEntry(
-                "detector",
+                ModelKind.DETECTOR,
                 d.name,
-                d.family,
+                family,
                 f"configs/{d.config_dir.name}/ (random weights, seed {d.seed})",
                 _local(d.config_dir / "config.json"),
                 d.note,
             )
             continue
         status, size = _hub_status(downloads(d.name), cache)
-        yield ModelEntry("detector", d.name, d.family, f"hub {d.hub_id}", status, d.note, size)
+        yield ModelEntry(
+            ModelKind.DETECTOR, d.name, family, f"hub {d.hub_id}", status, d.note, size
+        )
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    """A registry row as ``promptcam models --families`` lists it."""
+
+    name: str
+    kind: str
+    model_types: str
+    presets: str
+    description: str
+
+
+def family_entries() -> list[FamilyEntry]:
+    return [
+        FamilyEntry(
+            f.name,
+            f.kind,
+            ", ".join(f.model_types) or "-",
+            ", ".join(presets_of(f)) or "-",
+            f.description,
+        )
+        for f in FAMILIES.values()
+    ]
 
 
 def human_size(n: int | None) -> str:
@@ -130,6 +159,15 @@ def format_entries(rows: list[ModelEntry]) -> str:
         [human_size(r.size_bytes) if c == "size" else str(getattr(r, c)) for c in cols]
         for r in rows
     ]
+    return _table(cols, cells)
+
+
+def format_families(rows: list[FamilyEntry]) -> str:
+    cols = ["name", "kind", "model_types", "presets", "description"]
+    return _table(cols, [[str(getattr(r, c)) for c in cols] for r in rows])
+
+
+def _table(cols: list[str], cells: list[list[str]]) -> str:
     widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
@@ -162,6 +200,14 @@ def fetch_main(name: str) -> int:
 def main(cfg: Config, args: argparse.Namespace) -> int:
     if getattr(args, "fetch", None):
         return fetch_main(args.fetch)
+    if getattr(args, "families", False):
+        families = family_entries()
+        print(
+            json.dumps([asdict(f) for f in families], indent=2)
+            if args.json
+            else format_families(families)
+        )
+        return 0
     rows = list(entries(scan_cache()))
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
@@ -171,6 +217,6 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
             "\n--models NAME picks a preset (a tracker and its default detector); --tracker and "
             "--detector take a preset NAME, a Hub id or a directory. promptcam models --fetch "
             "NAME downloads a preset's files into the Hugging Face cache (for a machine without "
-            "network); PROMPTCAM_PRESETS=FILE.yaml adds presets (engine/presets.py)."
+            "network); PROMPTCAM_PRESETS=FILE.yaml adds presets (engine/models/presets.py)."
         )
     return 0

@@ -1,4 +1,4 @@
-"""Assemble engines from the configuration (models loaded once, here; ``engine.trackers`` says
+"""Assemble engines from the configuration (models loaded once, here; ``engine.models.loading`` says
 which tracker and detector a configuration means)."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 
 from engine.core.protocols import Detector
+from engine.models.loading import load_detector as _load_detector
+from engine.models.loading import load_kernel
 from engine.pipeline import MultiCameraEngine, TrackingEngine
-from engine.trackers import load_detector as _load_detector
-from engine.trackers import load_kernel
 from stream.config import Config
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from engine.core.protocols import Detector, DetectorPrompt
 from engine.detectors.base import empty_detections, make_detections
-from engine.detectors.loading import load_detector_backend
+from engine.models.detectors import load_detector_backend
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import PromptError
 from stream.wire import DetectionsMessage

@@ -75,7 +75,7 @@ def test_streaming_steps_record_each_stage() -> None:
     """The per-stage table of ``bench --parts engine``: prepare, encode and propagate of every
     timed frame, which add up to the step's model and preprocessing times."""
     from clients.bench.engine import _streaming_steps
-    from engine.sam2_models import load_sam2
+    from engine.models.sam2 import load_sam2
     from stream.config import ModelsConfig
     from stream.demo import DemoScene
 

@@ -14,11 +14,11 @@ import torch
 
 from clients.bench.evaluate import evaluate, read_tracks, sequence_from_results
 from clients.bench.quality import run_promptcam
-from engine.availability import demo_fallback
 from engine.detectors.base import DetectorBase
 from engine.grounder import load_grounder
-from engine.presets import DEMO_DIR
-from engine.sam2_models import load_sam2
+from engine.models.availability import demo_fallback
+from engine.models.presets import DEMO_DIR
+from engine.models.sam2 import load_sam2
 from engine.training.job import BUDGETS
 from stream.config import EngineConfig, ModelsConfig, load_config
 from stream.demo import DemoScene

@@ -17,10 +17,11 @@ import supervision as sv
 import torch
 
 from engine.detectors.base import DetectorBase, DetectorPrompt
-from engine.detectors.loading import FAMILIES, load_detector_backend
 from engine.detectors.omdet_turbo import class_nms
 from engine.grounder import Grounder
-from engine.presets import DETECTOR_PRESETS, OFFLINE_OPTIONS
+from engine.models.detectors import load_detector_backend
+from engine.models.presets import DETECTOR_PRESETS, OFFLINE_OPTIONS
+from engine.models.registry import ModelKind, families
 from stream.config import EngineConfig, ModelsConfig
 from stream.demo import DemoScene
 from stream.errors import ModelLoadError, PromptError
@@ -237,7 +238,7 @@ def test_unknown_missing_and_unsupported_sources(tmp_path: Path) -> None:
         load(str(tmp_path))
     message = str(err.value)
     assert "'bert' model, not a supported detector" in message and "\n" not in message
-    assert all(t in message for f in FAMILIES.values() for t in f.model_types)
+    assert all(t in message for f in families(ModelKind.DETECTOR) for t in f.model_types)
 
 
 def test_directory_whose_weights_do_not_match_its_config(

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.lifecycle.embedder import Gallery, ObjectPointerEmbedder, unit
-from engine.sam2_models import load_sam2
+from engine.models.sam2 import load_sam2
 from engine.segmenters.sam2 import StreamingSegmenter
 from stream.config import ModelsConfig
 from stream.demo import DemoScene

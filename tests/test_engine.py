@@ -17,8 +17,8 @@ from supervision import Detections
 
 from engine.core.protocols import DetectorPrompt
 from engine.detectors.base import make_detections
+from engine.models.sam2 import load_sam2
 from engine.pipeline import FrameInput, TrackingEngine
-from engine.sam2_models import load_sam2
 from engine.segmenters.sam2 import StreamingSegmenter
 from stream import bus as zbus
 from stream.config import Config, EngineConfig, ModelsConfig, load_config

@@ -106,7 +106,7 @@ def test_control_add_camera_and_lease_ids_fields() -> None:
 
 @pytest.fixture(scope="module")
 def loaded() -> Any:
-    from engine.sam2_models import load_sam2
+    from engine.models.sam2 import load_sam2
     from stream.config import ModelsConfig
 
     return load_sam2(ModelsConfig(preset="tiny-random", device="cpu"))

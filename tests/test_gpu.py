@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from engine.models.sam2 import LoadedSam2, load_sam2, official_video_predictor
 from engine.pipeline import FrameInput, TrackingEngine
-from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor
 from engine.segmenters.sam2 import StreamingSegmenter
 from engine.segmenters.sam2_memory import IMG_STD
 from stream.config import EngineConfig, ModelsConfig
@@ -145,7 +145,7 @@ def test_bf16_cpu_transformers_backend_equals_session(family: str, tmp_path: Pat
     """The transformers tracker backend under CPU bf16 autocast against the family's own
     inference session under the same autocast (the oracle of tests/test_transformers_video.py),
     3 objects (box, box, one click) over 12 frames."""
-    from engine.backends.video_models import load_video_model, save_tiny_random
+    from engine.models.video import load_video_model, save_tiny_random
     from engine.segmenters.transformers import HfVideoKernel
     from tests.moving_blocks import H as HF_H
     from tests.moving_blocks import W as HF_W

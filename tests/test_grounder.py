@@ -13,8 +13,12 @@ import pytest
 import torch
 
 from engine.detectors.grounding_dino import GroundingDinoDetector, build_tiny_random
-from engine.grounder import Grounder, detections_from_message, load_grounder
-from engine.presets import DETECTOR_PRESETS, OFFLINE_OPTIONS
+from engine.grounder import (
+    Grounder,
+    detections_from_message,
+    load_grounder,
+)
+from engine.models.presets import DETECTOR_PRESETS, OFFLINE_OPTIONS
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import ModelLoadError, PromptError
 from stream.prompts import normalize_prompt, prompt_text

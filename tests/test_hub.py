@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.hub_fetch import loadable_files
-from engine.presets import PRESETS, hub_files
+from engine.models.hub_fetch import loadable_files
+from engine.models.presets import PRESETS, hub_files
 from stream.config import CONFIGS_DIR, ModelsConfig
 from stream.demo import DemoScene
 from stream.media import Mp4Writer
@@ -117,7 +117,7 @@ except ModelLoadError as e:
 
 
 def test_unreachable_hub_detector_fails_fast(tmp_path: Path) -> None:
-    """The detector's path (``engine/detectors/loading.py``): the Hub's endpoint on a closed loopback
+    """The detector's path (``engine/models/detectors.py``): the Hub's endpoint on a closed loopback
     port, the cache empty."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{free_port()}")
@@ -200,8 +200,8 @@ def hub_files_served(tmp_path_factory: pytest.TempPathFactory) -> HubFixture:
     cannot be mistaken for building random weights; and a PROMPTCAM_PRESETS file naming them."""
     import torch
 
-    from engine.detectors.loading import load_detector_backend
-    from engine.sam2_models import load_sam2, save_checkpoint
+    from engine.models.detectors import load_detector_backend
+    from engine.models.sam2 import load_sam2, save_checkpoint
     from stream.config import EngineConfig
 
     root = tmp_path_factory.mktemp("hub")
@@ -264,8 +264,8 @@ def served(hub_files_served: HubFixture, request: pytest.FixtureRequest) -> Iter
 OFFLINE_LOAD = """
 import json
 import torch
-from engine.detectors.loading import load_detector_backend
-from engine.sam2_models import load_sam2
+from engine.models.detectors import load_detector_backend
+from engine.models.sam2 import load_sam2
 from stream.config import EngineConfig, ModelsConfig
 
 def weight_sum(state):
@@ -377,7 +377,7 @@ BAD_PRESETS = {
 def test_bad_presets_file_is_one_line(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.presets import get_preset
+    from engine.models.presets import get_preset
     from stream.errors import ModelLoadError
 
     text, needle = BAD_PRESETS[case]
@@ -394,8 +394,8 @@ def test_bad_presets_file_is_one_line(
 def test_presets_file_paths_are_relative_to_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.hub_fetch import downloads
-    from engine.presets import get_preset
+    from engine.models.hub_fetch import downloads
+    from engine.models.presets import get_preset
 
     (tmp_path / "sam2.yaml").write_text("model: {}\n")
     (tmp_path / "presets.yaml").write_text(

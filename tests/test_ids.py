@@ -16,8 +16,8 @@ import pytest
 import zmq
 
 from engine.ids import IdAllocator, IdBlock, IdReservations
+from engine.models.sam2 import LoadedSam2, load_sam2
 from engine.pipeline import MultiCameraEngine
-from engine.sam2_models import LoadedSam2, load_sam2
 from engine.segmenters.sam2 import Sam2Kernel
 from engine.service import EngineProcess
 from engine.state import EngineState, ManualObject, StateFile

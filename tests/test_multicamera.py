@@ -24,8 +24,8 @@ from supervision import Detections
 
 from engine.core.protocols import DetectorPrompt
 from engine.detectors.base import make_detections
+from engine.models.sam2 import LoadedSam2, load_sam2, official_video_predictor
 from engine.pipeline import FrameInput, MultiCameraEngine, TrackingEngine
-from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor
 from engine.segmenters.sam2 import Sam2Kernel, StreamingSegmenter
 from engine.service import EngineProcess
 from stream import bus as zbus

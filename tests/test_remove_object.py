@@ -21,8 +21,8 @@ import pytest
 import zmq
 
 from engine.core.protocols import Detector
+from engine.models.loading import load_detector, load_kernel
 from engine.pipeline import TrackingEngine
-from engine.trackers import load_detector, load_kernel
 from stream import bus as zbus
 from stream.config import Config, load_config
 from stream.demo import DemoScene, SceneFrame

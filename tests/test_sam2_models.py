@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from engine.sam2_models import load_sam2, official_video_predictor, save_checkpoint
+from engine.models.sam2 import load_sam2, official_video_predictor, save_checkpoint
 from stream.config import CONFIGS_DIR, ModelsConfig
 from stream.errors import ModelLoadError
 
@@ -135,7 +135,7 @@ def test_unknown_preset_and_missing_cuda() -> None:
 def test_hub_preset_offline_fails_fast_and_names_offline_options(tmp_path: Path) -> None:
     code = (
         "from stream.config import ModelsConfig\n"
-        "from engine.sam2_models import load_sam2\n"
+        "from engine.models.sam2 import load_sam2\n"
         "from stream.errors import ModelLoadError\n"
         "import time\n"
         "t = time.monotonic()\n"

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from engine.core.prompts import mask_box
-from engine.sam2_models import LoadedSam2, load_sam2, official_video_predictor, save_checkpoint
+from engine.models.sam2 import LoadedSam2, load_sam2, official_video_predictor, save_checkpoint
 from engine.segmenters import sam2 as segmenter
 from engine.segmenters.sam2 import StreamingSegmenter
 from engine.segmenters.sam2_memory import IMG_STD

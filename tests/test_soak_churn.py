@@ -66,7 +66,8 @@ import json, sys
 import psutil
 import engine.pipeline as pl
 from engine.pipeline import FrameInput, MultiCameraEngine
-from engine.sam2_models import load_sam2
+from engine.models.sam2 import load_sam2
+from engine.segmenters.sam2 import Sam2Kernel
 from engine.segmenters.sam2 import Sam2Kernel
 from stream.config import EngineConfig, ModelsConfig
 from stream.demo import DemoScene

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 import transformers
 from transformers import Sam2VideoProcessor
 
-from engine.backends.video_models import LoadedVideoModel, load_video_model, save_tiny_random
+from engine.models.loading import load_kernel
+from engine.models.video import LoadedVideoModel, load_video_model, save_tiny_random
 from engine.segmenters.transformers import HfVideoKernel, HfVideoSession
-from engine.trackers import load_kernel
 from stream.config import ModelsConfig
 from stream.errors import ModelLoadError, PromptError, RequestError
 from tests.moving_blocks import H, W, one_torch_thread  # noqa: F401 (the fixture)

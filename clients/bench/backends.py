@@ -29,8 +29,8 @@ import transformers
 
 from clients.bench import BenchRow, row
 from clients.bench.engine import Corners, _boxes, _frames, _lockstep
-from engine.backends.video_models import LoadedVideoModel, load_video_model
 from engine.core.types import PreparedFrame
+from engine.models.video import LoadedVideoModel, load_video_model
 from engine.segmenters.transformers import HfVideoKernel
 from stream.config import Config, ModelsConfig
 

@@ -51,8 +51,8 @@ def _worker(cameras: int, shared: bool, duration: float, threads: int, device: s
     """Run in a child process: track ``cameras`` demo cameras and count frames."""
     import torch
 
+    from engine.models.sam2 import load_sam2
     from engine.pipeline import FrameInput, MultiCameraEngine, TrackingEngine
-    from engine.sam2_models import load_sam2
     from engine.segmenters.sam2 import Sam2Kernel, StreamingSegmenter
     from stream.config import EngineConfig, ModelsConfig
     from stream.demo import DemoScene

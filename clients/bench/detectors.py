@@ -25,8 +25,8 @@ import torch
 
 from clients.bench import BenchRow, row
 from engine.detectors.base import DetectorBase
-from engine.detectors.loading import load_detector_backend
-from engine.presets import DETECTOR_PRESETS
+from engine.models.detectors import load_detector_backend
+from engine.models.presets import DETECTOR_PRESETS
 from stream.config import Config
 
 log = logging.getLogger(__name__)

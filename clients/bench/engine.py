@@ -45,7 +45,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from clients.bench import BenchRow, row
-from engine.sam2_models import (
+from engine.models.sam2 import (
     LoadedSam2,
     load_sam2,
     official_video_predictor,

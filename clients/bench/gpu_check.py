@@ -45,7 +45,7 @@ from clients.bench import BenchRow, machine, row
 if TYPE_CHECKING:
     import numpy as np
 
-    from engine.sam2_models import LoadedSam2
+    from engine.models.sam2 import LoadedSam2
     from stream.config import Config
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Ctx:
         """Hiera ``arch`` at 1024 px with random weights on CUDA; tiny-random at 128 px on the CPU
         in the rehearsal. bf16 autocast on both."""
         from clients.bench.engine import random_sam2
-        from engine.sam2_models import load_sam2
+        from engine.models.sam2 import load_sam2
         from stream.config import ModelsConfig
 
         if self.rehearse:

@@ -25,11 +25,11 @@ from clients.bench import BenchRow, row
 from engine.core.protocols import DetectorPrompt
 from engine.detectors.grounding_dino import GroundingDinoDetector, build_tiny_random
 from engine.device import resolve_device
-from engine.presets import DETECTOR_PRESETS
+from engine.models.presets import DETECTOR_PRESETS
 from stream.config import Config
 
 if TYPE_CHECKING:
-    from transformers import ProcessorMixin
+    from transformers import PreTrainedModel, ProcessorMixin
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ SIZES = (800, 480)
 PROMPT = "person. ball. box."
 
 
-def _tiny_architecture(seed: int = 0) -> tuple[torch.nn.Module, ProcessorMixin]:
+def _tiny_architecture(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Grounding DINO tiny (default config) with random weights, and the tiny-random processor
     (its small vocabulary only changes which token ids the prompt gets, not the cost)."""
     from transformers import AutoModelForZeroShotObjectDetection, GroundingDinoConfig
@@ -45,12 +45,12 @@ def _tiny_architecture(seed: int = 0) -> tuple[torch.nn.Module, ProcessorMixin]:
     _, processor = _tiny_random(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        build: Callable[..., torch.nn.Module] = AutoModelForZeroShotObjectDetection.from_config
+        build: Callable[..., PreTrainedModel] = AutoModelForZeroShotObjectDetection.from_config
         model = build(GroundingDinoConfig())
     return model.eval(), processor
 
 
-def _tiny_random(seed: int = 0) -> tuple[torch.nn.Module, ProcessorMixin]:
+def _tiny_random(seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
     directory = DETECTOR_PRESETS["grounding-dino-tiny-random"].config_dir
     assert directory is not None
     return build_tiny_random(seed, directory)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from clients.bench import BenchRow, row
 from engine.grounder import Grounder, load_grounder
+from engine.models.sam2 import LoadedSam2, load_sam2
 from engine.pipeline import FrameInput, TrackingEngine
-from engine.sam2_models import LoadedSam2, load_sam2
 from engine.segmenters.sam2 import StreamingSegmenter
 from stream.config import Config
 from stream.demo import DemoScene

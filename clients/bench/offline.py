@@ -27,8 +27,8 @@ import cv2
 
 from clients.bench import BenchRow, row
 from clients.bench.engine import _boxes, _frames, _official_steps
+from engine.models.sam2 import load_sam2, official_video_predictor
 from engine.offline import track_video
-from engine.sam2_models import load_sam2, official_video_predictor
 from stream.config import Config, ModelsConfig
 from stream.media import Mp4Writer
 

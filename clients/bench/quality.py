@@ -299,7 +299,7 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     results: list[ConditionResult] = []
     with tempfile.TemporaryDirectory(prefix="promptcam-bench-quality-") as tmp:
         from engine.grounder import load_grounder
-        from engine.sam2_models import load_sam2, official_video_predictor
+        from engine.models.sam2 import load_sam2, official_video_predictor
 
         loaded = load_sam2(text_cfg.models)
         reference = GroundedSam2Reference(

@@ -70,8 +70,8 @@ class EngineActor:
     """See the module docstring; created by the controller as a named, detached Ray actor."""
 
     def __init__(self, name: str, cfg_tree: ConfigTree, keys: Mapping[str, str] | None) -> None:
+        from engine.models.sam2 import load_sam2
         from engine.pipeline import MultiCameraEngine
-        from engine.sam2_models import load_sam2
         from engine.segmenters.sam2 import Sam2Kernel
         from engine.service import EngineProcess
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 
 import numpy as np
 import supervision as sv
@@ -33,11 +34,16 @@ from numpy.typing import NDArray
 
 from engine.core.protocols import DetectorPrompt
 from engine.device import autocast_dtype
-from engine.hub import first_line
+from engine.models.pretrained import on_device, pretrained_model, random_model, seeded_model
 from stream.config import EngineConfig
-from stream.errors import ModelLoadError
+from stream.errors import PromptError
 from stream.prompts import normalize_prompt as normalize_prompt  # the one rule, re-exported
 from stream.prompts import prompt_text as prompt_text
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, ProcessorMixin
+
+    from engine.models.pretrained import ModelClass
 
 
 def make_detections(
@@ -78,11 +84,22 @@ def empty_detections() -> sv.Detections:
     return make_detections(np.zeros((0, 4)), np.zeros(0), [], [])
 
 
-def check_image(image_bgr: NDArray[Any]) -> None:
+def check_image(image_bgr: NDArray[np.generic]) -> None:
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
         raise ValueError(
             f"detect expects an HxWx3 uint8 BGR image, got {image_bgr.dtype} {image_bgr.shape}"
         )
+
+
+def check_phrase_tokens(phrases: Sequence[str], count: Callable[[str], int], limit: int) -> None:
+    """:class:`PromptError` naming the first phrase of more than ``limit`` tokens (``count``)."""
+    for phrase in phrases:
+        n = count(phrase)
+        if n > limit:
+            raise PromptError(
+                f"prompt phrase {phrase[:60]!r} is longer than the text encoder accepts "
+                f"({n} tokens, at most {limit})"
+            )
 
 
 def to_rgb(image_bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -122,35 +139,113 @@ def finish(
     )
 
 
+# What a family's model is built by: pretrained weights or seeded random ones (DetectorBase).
+ModelBuilder = Callable[[], "PreTrainedModel"]
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Where a family's files are (a directory or Hub id) and how it runs once built."""
+
+    where: str
+    local_files_only: bool
+    engine: EngineConfig
+    device: torch.device
+    dtype: str
+
+
+class Saved(Protocol):
+    """A part a family keeps beside its model (processor, tokenizer, ...)."""
+
+    def save_pretrained(self, save_directory: Path) -> object: ...
+
+
 class DetectorBase(ABC):
-    """Shared machinery of the transformers families: device and autocast, input checks, the
-    grouping of ``detect_batch``. Subclasses implement :meth:`parse_prompt`, :meth:`_run` (one
-    model call over a group) and :meth:`save_pretrained` (the files their loader reads)."""
+    """Shared machinery of the transformers families: the one loading path (pretrained weights
+    from a directory or Hub id, :meth:`from_pretrained`; random weights from a config directory,
+    :meth:`from_config_dir`), device and autocast, input checks, the grouping of
+    ``detect_batch``. Subclasses implement :meth:`model_class`, :meth:`assemble` (read their
+    processors, build the model, construct), :meth:`parse_prompt`, :meth:`_run` (one model call
+    over a group) and :meth:`_saved` (the parts :meth:`save_pretrained` writes)."""
 
     prompt_type: ClassVar[type[DetectorPrompt]] = DetectorPrompt  # what parse_prompt returns
 
     def __init__(
         self,
         family: str,
-        model: Any,
+        model: PreTrainedModel,
         engine: EngineConfig,
         device: torch.device,
         dtype: str = "auto",
     ) -> None:
         self.family = family
-        self.model = model.to(device).eval()
+        self.model = on_device(model, device)
         self.device = device
         self.box_threshold = engine.box_threshold
         self.text_threshold = engine.text_threshold
         self.detector_size: int | None = engine.detector_size  # None: the family's own
         self._autocast_dtype: torch.dtype | None = autocast_dtype(dtype, device)
 
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        where: str,
+        *,
+        local_files_only: bool,
+        engine: EngineConfig,
+        device: torch.device,
+        dtype: str,
+    ) -> Self:
+        """The family from a directory or Hub id; weights must match the config."""
+
+        def build() -> PreTrainedModel:
+            return pretrained_model(cls.model_class(), where, local_files_only)
+
+        return cls.assemble(LoadSpec(where, local_files_only, engine, device, dtype), build)
+
+    @classmethod
+    def from_config_dir(
+        cls, directory: Path, *, seed: int, engine: EngineConfig, device: torch.device, dtype: str
+    ) -> Self:
+        """The family from a config directory, with random weights drawn from ``seed``."""
+
+        def build() -> PreTrainedModel:
+            return seeded_model(lambda: cls.random_model(directory), seed)
+
+        return cls.assemble(LoadSpec(str(directory), False, engine, device, dtype), build)
+
+    @classmethod
     @abstractmethod
-    def parse_prompt(self, text: str) -> DetectorPrompt: ...
+    def model_class(cls) -> ModelClass:
+        """The transformers class (or Auto* class) the family's weights load into."""
+
+    @classmethod
+    def random_model(cls, directory: Path) -> PreTrainedModel:
+        """A model with random weights from ``directory``'s ``config.json``."""
+        return random_model(cls.model_class(), directory)
+
+    @classmethod
+    @abstractmethod
+    def assemble(cls, spec: LoadSpec, build: ModelBuilder) -> Self:
+        """Read the family's processors from ``where``, then ``build()`` the model: the
+        detector."""
 
     @abstractmethod
+    def _saved(self) -> Sequence[Saved]:
+        """The parts :meth:`save_pretrained` writes beside the model."""
+
     def save_pretrained(self, directory: Path) -> None:
         """Write weights, config and processor files, loadable with ``--detector DIRECTORY``."""
+        self.model.save_pretrained(directory)
+        for part in self._saved():
+            part.save_pretrained(directory)
+
+    # ------------------------------------------------------------------ detecting
+
+    @abstractmethod
+    def parse_prompt(self, text: str) -> DetectorPrompt: ...
 
     @abstractmethod
     def _run(
@@ -196,38 +291,45 @@ class DetectorBase(ABC):
             return prompt
         return self.parse_prompt(prompt.text)
 
-    def _autocast(self) -> AbstractContextManager[Any]:
+    def _autocast(self) -> AbstractContextManager[None]:
         if self._autocast_dtype is None:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype)
 
 
-def pretrained_model(model_cls: Any, where: str, local_files_only: bool) -> Any:
-    """``model_cls.from_pretrained(where)`` in eval mode; weights that do not match the config
-    (missing or differently shaped) are a :class:`ModelLoadError`, not a silently half-random
-    model. Unexpected extra weights are allowed (a ``sam3_video`` checkpoint's tracker)."""
-    try:
-        model, info = model_cls.from_pretrained(
-            where, local_files_only=local_files_only, output_loading_info=True
+class ProcessorDetector(DetectorBase):
+    """A family that reads its inputs through one transformers processor (``AutoProcessor``)
+    and, unless it says otherwise, loads into ``AutoModelForZeroShotObjectDetection``."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        processor: ProcessorMixin,
+        engine: EngineConfig,
+        device: torch.device,
+        dtype: str = "auto",
+    ) -> None:
+        super().__init__(model.config.model_type, model, engine, device, dtype)
+        self.processor = processor
+        self._ready(engine)
+
+    def _ready(self, engine: EngineConfig) -> None:
+        """What a family derives from its model, processor and settings once loaded."""
+
+    @classmethod
+    def model_class(cls) -> ModelClass:
+        from transformers import AutoModelForZeroShotObjectDetection
+
+        return AutoModelForZeroShotObjectDetection
+
+    @classmethod
+    def assemble(cls, spec: LoadSpec, build: ModelBuilder) -> Self:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(
+            spec.where, local_files_only=spec.local_files_only
         )
-    except RuntimeError as e:  # size mismatches between checkpoint and config
-        raise ModelLoadError(
-            f"weights in {where} do not match its config: {first_line(e)}"
-        ) from None
-    problems = []
-    for kind in ("missing_keys", "mismatched_keys"):
-        keys = sorted(str(k) for k in info.get(kind) or ())
-        if keys:
-            problems.append(f"{len(keys)} {kind.replace('_', ' ')} (e.g. {keys[0]})")
-    if problems:
-        raise ModelLoadError(f"weights in {where} do not match its config: {'; '.join(problems)}")
-    return model.eval()
+        return cls(build(), processor, spec.engine, spec.device, spec.dtype)
 
-
-def seeded_model(build: Callable[[], Any], seed: int) -> Any:
-    """``build()`` (a model with random weights) drawn from ``seed``, in eval mode, leaving the
-    caller's random state alone: the same seed gives the same weights."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build()
-    return model.eval()
+    def _saved(self) -> Sequence[Saved]:
+        return [self.processor]

@@ -19,77 +19,63 @@ from __future__ import annotations
 import copy
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import supervision as sv
-import torch
 from numpy.typing import NDArray
 
 from engine.core.protocols import DetectorPrompt
 from engine.detectors.base import (
-    DetectorBase,
+    ProcessorDetector,
     finish,
     normalize_prompt,
-    pretrained_model,
     prompt_text,
-    seeded_model,
     to_rgb,
 )
 from stream.config import EngineConfig
+from stream.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from engine.models.pretrained import ModelClass
+
 
 MODEL_TYPES = ("florence2",)
 TASK = "<OPEN_VOCABULARY_DETECTION>"
 MAX_NEW_TOKENS = 256
 
 
-class Florence2Detector(DetectorBase):
-    def __init__(
-        self,
-        model: Any,
-        processor: Any,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str = "auto",
-    ) -> None:
-        super().__init__(model.config.model_type, model, engine, device, dtype)
-        self.processor = processor
-        positions = int(model.config.text_config.max_position_embeddings)
-        own = model.generation_config.max_new_tokens  # a checkpoint's own cap, if it has one
-        self.generation_config = copy.deepcopy(model.generation_config)
+class Florence2Detector(ProcessorDetector):
+    def _ready(self, engine: EngineConfig) -> None:
+        from transformers import Florence2Processor
+
+        if not isinstance(self.processor, Florence2Processor):
+            raise ModelLoadError(f"not a Florence-2 processor: {type(self.processor).__name__}")
+        self.parser = self.processor  # its generation parser, typed
+        # transformers types generate() for a protocol of its own that its models do not meet
+        self.generator: Any = self.model
+        config = self.model.config
+        positions = int(config.text_config.max_position_embeddings)
+        own = self.model.generation_config.max_new_tokens  # a checkpoint's own cap, if any
+        self.generation_config = copy.deepcopy(self.model.generation_config)
         self.generation_config.max_new_tokens = min(MAX_NEW_TOKENS, positions - 1, own or positions)
         self.generation_config.max_length = None
 
     @classmethod
-    def from_pretrained(
-        cls,
-        where: str,
-        *,
-        local_files_only: bool,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str,
-    ) -> Florence2Detector:
-        from transformers import AutoProcessor
+    def model_class(cls) -> ModelClass:
+        from transformers import Florence2ForConditionalGeneration
 
-        processor = AutoProcessor.from_pretrained(where, local_files_only=local_files_only)
-        model = pretrained_model(_model_class(), where, local_files_only)
-        return cls(model, processor, engine, device, dtype)
+        return Florence2ForConditionalGeneration
 
     @classmethod
-    def from_config_dir(
-        cls, directory: Path, *, seed: int, engine: EngineConfig, device: torch.device, dtype: str
-    ) -> Florence2Detector:
-        from transformers import AutoConfig, AutoProcessor, GenerationConfig
+    def random_model(cls, directory: Path) -> PreTrainedModel:
+        from transformers import GenerationConfig
 
-        config = AutoConfig.from_pretrained(directory)
-        model = seeded_model(lambda: _model_class()(config), seed)
+        model = super().random_model(directory)
         model.generation_config = GenerationConfig.from_pretrained(directory)
-        return cls(model, AutoProcessor.from_pretrained(directory), engine, device, dtype)
-
-    def save_pretrained(self, directory: Path) -> None:
-        self.model.save_pretrained(directory)
-        self.processor.save_pretrained(directory)
+        return model
 
     def parse_prompt(self, text: str) -> DetectorPrompt:
         phrases = normalize_prompt(text)
@@ -131,7 +117,7 @@ class Florence2Detector(DetectorBase):
             images=rgbs, text=[f"{TASK}{phrase}"] * len(rgbs), return_tensors="pt"
         ).to(self.device)
         pixel_values = inputs["pixel_values"].to(self.model.dtype)
-        generated = self.model.generate(
+        generated = self.generator.generate(
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],
             pixel_values=pixel_values,
@@ -141,7 +127,7 @@ class Florence2Detector(DetectorBase):
         return answers
 
     def _boxes(self, answer: str, size_wh: tuple[int, int]) -> list[list[float]]:
-        parsed = self.processor.post_process_generation(answer, task=TASK, image_size=size_wh)[TASK]
+        parsed = self.parser.post_process_generation(answer, task=TASK, image_size=size_wh)[TASK]
         found = [[float(v) for v in box] for box in parsed["bboxes"]]
         for polygons in parsed["polygons"]:
             coords = [np.asarray(p, dtype=np.float32).reshape(-1) for p in polygons]
@@ -150,9 +136,3 @@ class Florence2Detector(DetectorBase):
                 xy = points[: len(points) // 2 * 2].reshape(-1, 2)
                 found.append([*xy.min(axis=0).tolist(), *xy.max(axis=0).tolist()])
         return found
-
-
-def _model_class() -> Any:
-    from transformers import Florence2ForConditionalGeneration
-
-    return Florence2ForConditionalGeneration

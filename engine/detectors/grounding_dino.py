@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import supervision as sv
@@ -29,17 +29,20 @@ from numpy.typing import NDArray
 
 from engine.core.protocols import DetectorPrompt
 from engine.detectors.base import (
-    DetectorBase,
+    ProcessorDetector,
     corners,
     finish,
     normalize_prompt,
-    pretrained_model,
     prompt_text,
-    seeded_model,
     to_rgb,
 )
+from engine.models.pretrained import seeded_model
 from stream.config import EngineConfig
 from stream.errors import PromptError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, ProcessorMixin
+
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ MODEL_TYPES = ("grounding-dino", "mm-grounding-dino")
 LONGEST_EDGE_RATIO = 1333 / 800
 
 
-def processor_size(processor: Any) -> int:
+def processor_size(processor: object) -> int:
     """The shortest edge a Grounding DINO processor resizes images to (800 if it names none)."""
     size = getattr(getattr(processor, "image_processor", None), "size", None)
     edge = (
@@ -67,51 +70,15 @@ class GroundingDinoPrompt(DetectorPrompt):
     n_tokens: int
 
 
-class GroundingDinoDetector(DetectorBase):
+class GroundingDinoDetector(ProcessorDetector):
     prompt_type = GroundingDinoPrompt
+    detector_size: int
+    max_text_len: int
 
-    def __init__(
-        self,
-        model: Any,
-        processor: Any,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str = "auto",
-    ) -> None:
-        super().__init__(model.config.model_type, model, engine, device, dtype)
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.detector_size: int = engine.detector_size or processor_size(processor)
-        self.max_text_len = int(model.config.max_text_len)
-
-    # ------------------------------------------------------------------ loading
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        where: str,
-        *,
-        local_files_only: bool,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str,
-    ) -> GroundingDinoDetector:
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(where, local_files_only=local_files_only)
-        model = pretrained_model(AutoModelForZeroShotObjectDetection, where, local_files_only)
-        return cls(model, processor, engine, device, dtype)
-
-    @classmethod
-    def from_config_dir(
-        cls, directory: Path, *, seed: int, engine: EngineConfig, device: torch.device, dtype: str
-    ) -> GroundingDinoDetector:
-        model, processor = build_tiny_random(seed, directory)
-        return cls(model, processor, engine, device, dtype)
-
-    def save_pretrained(self, directory: Path) -> None:
-        self.model.save_pretrained(directory)
-        self.processor.save_pretrained(directory)
+    def _ready(self, engine: EngineConfig) -> None:
+        self.tokenizer = self.processor.tokenizer
+        self.detector_size = engine.detector_size or processor_size(self.processor)
+        self.max_text_len = int(self.model.config.max_text_len)
 
     # ------------------------------------------------------------------ prompt
 
@@ -196,12 +163,11 @@ class GroundingDinoDetector(DetectorBase):
         return results
 
 
-def build_tiny_random(seed: int, directory: Path) -> tuple[Any, Any]:
+def build_tiny_random(seed: int, directory: Path) -> tuple[PreTrainedModel, ProcessorMixin]:
     """A small random-weight model from ``directory``'s config and its processor (same ``seed``:
     same weights)."""
-    from transformers import AutoConfig, AutoModelForZeroShotObjectDetection, AutoProcessor
+    from transformers import AutoProcessor
 
-    config = AutoConfig.from_pretrained(directory)
     processor = AutoProcessor.from_pretrained(directory)
-    model = seeded_model(lambda: AutoModelForZeroShotObjectDetection.from_config(config), seed)
+    model = seeded_model(lambda: GroundingDinoDetector.random_model(directory), seed)
     return model, processor

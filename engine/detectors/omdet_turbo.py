@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import supervision as sv
@@ -30,16 +29,29 @@ from numpy.typing import NDArray
 from engine.core.protocols import DetectorPrompt
 from engine.detectors.base import (
     DetectorBase,
+    LoadSpec,
+    ModelBuilder,
+    Saved,
+    check_phrase_tokens,
     corners,
     finish,
     normalize_prompt,
-    pretrained_model,
     prompt_text,
-    seeded_model,
     to_rgb,
 )
 from stream.config import EngineConfig
-from stream.errors import ModelLoadError, PromptError
+from stream.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import (
+        BaseImageProcessor,
+        BatchEncoding,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+    )
+
+    from engine.models.pretrained import ModelClass
+
 
 MODEL_TYPES = ("omdet-turbo",)
 TEXT_TOKENS = 77  # OmDetTurboProcessor: padding="max_length", truncation, max_length=77
@@ -58,9 +70,9 @@ class OmDetTurboDetector(DetectorBase):
 
     def __init__(
         self,
-        model: Any,
-        image_processor: Any,
-        tokenizer: Any,
+        model: PreTrainedModel,
+        image_processor: BaseImageProcessor,
+        tokenizer: PreTrainedTokenizerBase,
         engine: EngineConfig,
         device: torch.device,
         dtype: str = "auto",
@@ -70,72 +82,48 @@ class OmDetTurboDetector(DetectorBase):
         self.tokenizer = tokenizer
 
     @classmethod
-    def from_pretrained(
-        cls,
-        where: str,
-        *,
-        local_files_only: bool,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str,
-    ) -> OmDetTurboDetector:
-        from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+    def model_class(cls) -> ModelClass:
+        from transformers import OmDetTurboForObjectDetection
 
-        config = AutoConfig.from_pretrained(where, local_files_only=local_files_only)
-        _check_backbone(config, where)
-        image_processor = AutoImageProcessor.from_pretrained(
-            where, local_files_only=local_files_only
-        )
-        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_files_only)
-        model = pretrained_model(_model_class(), where, local_files_only)
-        return cls(model, image_processor, tokenizer, engine, device, dtype)
+        return OmDetTurboForObjectDetection
 
     @classmethod
-    def from_config_dir(
-        cls, directory: Path, *, seed: int, engine: EngineConfig, device: torch.device, dtype: str
-    ) -> OmDetTurboDetector:
+    def assemble(cls, spec: LoadSpec, build: ModelBuilder) -> Self:
         from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
-        config = AutoConfig.from_pretrained(directory)
-        _check_backbone(config, str(directory))
-        model = seeded_model(lambda: _model_class()(config), seed)
-        return cls(
-            model,
-            AutoImageProcessor.from_pretrained(directory),
-            AutoTokenizer.from_pretrained(directory),
-            engine,
-            device,
-            dtype,
+        config = AutoConfig.from_pretrained(spec.where, local_files_only=spec.local_files_only)
+        _check_backbone(config, spec.where)
+        image_processor = AutoImageProcessor.from_pretrained(
+            spec.where, local_files_only=spec.local_files_only
         )
+        tokenizer = AutoTokenizer.from_pretrained(
+            spec.where, local_files_only=spec.local_files_only
+        )
+        return cls(build(), image_processor, tokenizer, spec.engine, spec.device, spec.dtype)
 
-    def save_pretrained(self, directory: Path) -> None:
-        self.model.save_pretrained(directory)
-        self.image_processor.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+    def _saved(self) -> Sequence[Saved]:
+        return [self.image_processor, self.tokenizer]
 
     def parse_prompt(self, text: str) -> OmDetTurboPrompt:
         phrases = normalize_prompt(text)
-        for phrase in phrases:
-            n = len(self.tokenizer(phrase)["input_ids"])
-            if n > TEXT_TOKENS:
-                raise PromptError(
-                    f"prompt phrase {phrase[:60]!r} is longer than the text encoder accepts "
-                    f"({n} tokens, at most {TEXT_TOKENS})"
-                )
+        check_phrase_tokens(
+            phrases, lambda phrase: len(self.tokenizer(phrase)["input_ids"]), TEXT_TOKENS
+        )
         task = f"Detect {', '.join(phrases)}."
         return OmDetTurboPrompt(tuple(phrases), prompt_text(phrases), self.family, task=task)
 
     def _group_key(self, image: NDArray[np.uint8], prompt: DetectorPrompt) -> Hashable:
         return (image.shape[:2], prompt.phrases)
 
-    def _tokens(self, texts: list[str]) -> Any:
-        return self.tokenizer(
+    def _tokens(self, texts: list[str]) -> BatchEncoding:
+        tokens: BatchEncoding = self.tokenizer(
             texts,
             padding="max_length",
             truncation=True,
             max_length=TEXT_TOKENS,
             return_tensors="pt",
         ).to(self.device)
+        return tokens
 
     def _run(
         self, images: Sequence[NDArray[np.uint8]], prompts: Sequence[DetectorPrompt]
@@ -191,13 +179,7 @@ def class_nms(
     return torch.tensor(order, dtype=torch.long, device=boxes.device)
 
 
-def _model_class() -> Any:
-    from transformers import OmDetTurboForObjectDetection
-
-    return OmDetTurboForObjectDetection
-
-
-def _check_backbone(config: Any, where: str) -> None:
+def _check_backbone(config: object, where: str) -> None:
     backbone = getattr(config, "backbone_config", None)
     if getattr(backbone, "model_type", None) == "timm_backbone":
         try:

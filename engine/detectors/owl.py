@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import supervision as sv
@@ -27,16 +25,14 @@ from numpy.typing import NDArray
 
 from engine.core.protocols import DetectorPrompt
 from engine.detectors.base import (
-    DetectorBase,
+    ProcessorDetector,
+    check_phrase_tokens,
     finish,
     normalize_prompt,
-    pretrained_model,
     prompt_text,
-    seeded_model,
     to_rgb,
 )
 from stream.config import EngineConfig
-from stream.errors import PromptError
 
 MODEL_TYPES = ("owlv2", "owlvit")
 
@@ -49,59 +45,19 @@ class _Outputs:
     pred_boxes: torch.Tensor  # (1, patches, 4) normalised cx, cy, w, h
 
 
-class OwlDetector(DetectorBase):
-    def __init__(
-        self,
-        model: Any,
-        processor: Any,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str = "auto",
-    ) -> None:
-        super().__init__(model.config.model_type, model, engine, device, dtype)
-        self.processor = processor
-        self.max_query_tokens = int(model.config.text_config.max_position_embeddings)
+class OwlDetector(ProcessorDetector):
+    max_query_tokens: int
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        where: str,
-        *,
-        local_files_only: bool,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str,
-    ) -> OwlDetector:
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(where, local_files_only=local_files_only)
-        model = pretrained_model(AutoModelForZeroShotObjectDetection, where, local_files_only)
-        return cls(model, processor, engine, device, dtype)
-
-    @classmethod
-    def from_config_dir(
-        cls, directory: Path, *, seed: int, engine: EngineConfig, device: torch.device, dtype: str
-    ) -> OwlDetector:
-        from transformers import AutoConfig, AutoModelForZeroShotObjectDetection, AutoProcessor
-
-        config = AutoConfig.from_pretrained(directory)
-        processor = AutoProcessor.from_pretrained(directory)
-        model = seeded_model(lambda: AutoModelForZeroShotObjectDetection.from_config(config), seed)
-        return cls(model, processor, engine, device, dtype)
-
-    def save_pretrained(self, directory: Path) -> None:
-        self.model.save_pretrained(directory)
-        self.processor.save_pretrained(directory)
+    def _ready(self, engine: EngineConfig) -> None:
+        self.max_query_tokens = int(self.model.config.text_config.max_position_embeddings)
 
     def parse_prompt(self, text: str) -> DetectorPrompt:
         phrases = normalize_prompt(text)
-        for phrase in phrases:
-            n = len(self.processor.tokenizer(phrase)["input_ids"])
-            if n > self.max_query_tokens:
-                raise PromptError(
-                    f"prompt phrase {phrase[:60]!r} is longer than the text encoder accepts "
-                    f"({n} tokens, at most {self.max_query_tokens})"
-                )
+        check_phrase_tokens(
+            phrases,
+            lambda phrase: len(self.processor.tokenizer(phrase)["input_ids"]),
+            self.max_query_tokens,
+        )
         return DetectorPrompt(tuple(phrases), prompt_text(phrases), self.family)
 
     def _group_key(self, image: NDArray[np.uint8], prompt: DetectorPrompt) -> Hashable:

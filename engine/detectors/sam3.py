@@ -22,7 +22,7 @@ import json
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import supervision as sv
@@ -33,15 +33,23 @@ from numpy.typing import NDArray
 from engine.core.protocols import DetectorPrompt
 from engine.detectors.base import (
     DetectorBase,
+    LoadSpec,
+    ModelBuilder,
+    Saved,
+    check_phrase_tokens,
     finish,
     normalize_prompt,
-    pretrained_model,
     prompt_text,
-    seeded_model,
     to_rgb,
 )
 from stream.config import EngineConfig
-from stream.errors import PromptError
+from stream.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from engine.models.pretrained import ModelClass
+
 
 MODEL_TYPES = ("sam3", "sam3_video")
 MASK_THRESHOLD = 0.5  # Sam3Processor.post_process_instance_segmentation's default
@@ -68,11 +76,11 @@ class Sam3Preprocessing:
             int(size.get("height", default.height)),
             int(size.get("width", default.width)),
             float(raw.get("rescale_factor", default.rescale_factor)),
-            tuple(raw.get("image_mean", default.image_mean)),  # type: ignore[arg-type]
-            tuple(raw.get("image_std", default.image_std)),  # type: ignore[arg-type]
+            tuple(raw.get("image_mean", default.image_mean)),
+            tuple(raw.get("image_std", default.image_std)),
         )
 
-    def save(self, directory: Path) -> None:
+    def save_pretrained(self, directory: Path) -> None:
         config = {
             "image_processor_type": "Sam3ImageProcessor",
             "processor_class": "Sam3Processor",
@@ -101,75 +109,66 @@ class Sam3Preprocessing:
         return (x - mean) / std
 
 
+# One phrase's kept queries in one image: (phrase index, scores, boxes, mask logits).
+_Found = tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 class Sam3Detector(DetectorBase):
     def __init__(
         self,
-        model: Any,
-        tokenizer: Any,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
         preprocessing: Sam3Preprocessing,
         engine: EngineConfig,
         device: torch.device,
         dtype: str = "auto",
     ) -> None:
+        from transformers import Sam3Model
+
+        if not isinstance(model, Sam3Model):
+            raise ModelLoadError(f"not a SAM 3 model: {type(model).__name__}")
         super().__init__("sam3", model, engine, device, dtype)
+        self.sam3 = model  # self.model, typed as the SAM 3 model it is
         self.tokenizer = tokenizer
         self.preprocessing = preprocessing
-        self.max_tokens = int(model.config.text_config.max_position_embeddings)
+        self.max_tokens = int(self.model.config.text_config.max_position_embeddings)
 
     @classmethod
-    def from_pretrained(
-        cls,
-        where: str,
-        *,
-        local_files_only: bool,
-        engine: EngineConfig,
-        device: torch.device,
-        dtype: str,
-    ) -> Sam3Detector:
+    def model_class(cls) -> ModelClass:
+        from transformers import Sam3Model
+
+        return Sam3Model
+
+    @classmethod
+    def assemble(cls, spec: LoadSpec, build: ModelBuilder) -> Self:
         from huggingface_hub import hf_hub_download
         from transformers import AutoTokenizer
 
-        local = Path(where) / PREPROCESSOR_FILE
+        local = Path(spec.where) / PREPROCESSOR_FILE
         path = (
             local
             if local.is_file()
-            else Path(hf_hub_download(where, PREPROCESSOR_FILE, local_files_only=local_files_only))
+            else Path(
+                hf_hub_download(
+                    spec.where, PREPROCESSOR_FILE, local_files_only=spec.local_files_only
+                )
+            )
         )
-        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_files_only)
-        model = pretrained_model(_model_class(), where, local_files_only)
-        return cls(model, tokenizer, Sam3Preprocessing.read(path), engine, device, dtype)
-
-    @classmethod
-    def from_config_dir(
-        cls, directory: Path, *, seed: int, engine: EngineConfig, device: torch.device, dtype: str
-    ) -> Sam3Detector:
-        from transformers import AutoConfig, AutoTokenizer
-
-        config = AutoConfig.from_pretrained(directory)
-        model = seeded_model(lambda: _model_class()(config), seed)
+        tokenizer = AutoTokenizer.from_pretrained(
+            spec.where, local_files_only=spec.local_files_only
+        )
         return cls(
-            model,
-            AutoTokenizer.from_pretrained(directory),
-            Sam3Preprocessing.read(directory / PREPROCESSOR_FILE),
-            engine,
-            device,
-            dtype,
+            build(), tokenizer, Sam3Preprocessing.read(path), spec.engine, spec.device, spec.dtype
         )
 
-    def save_pretrained(self, directory: Path) -> None:
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
-        self.preprocessing.save(directory)
+    def _saved(self) -> Sequence[Saved]:
+        return [self.tokenizer, self.preprocessing]
 
     def parse_prompt(self, text: str) -> DetectorPrompt:
         phrases = normalize_prompt(text)
-        for phrase in phrases:
-            n = len(self.tokenizer(phrase)["input_ids"])
-            if n > self.max_tokens:
-                raise PromptError(
-                    f"prompt phrase {phrase[:60]!r} is longer than the text encoder accepts "
-                    f"({n} tokens, at most {self.max_tokens})"
-                )
+        check_phrase_tokens(
+            phrases, lambda phrase: len(self.tokenizer(phrase)["input_ids"]), self.max_tokens
+        )
         return DetectorPrompt(tuple(phrases), prompt_text(phrases), self.family)
 
     def _group_key(self, image: NDArray[np.uint8], prompt: DetectorPrompt) -> Hashable:
@@ -181,9 +180,9 @@ class Sam3Detector(DetectorBase):
         from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
         pixels = self.preprocessing([to_rgb(im) for im in images], self.device)
-        vision = self.model.get_vision_features(pixel_values=pixels.to(self.model.dtype))
+        vision = self.sam3.get_vision_features(pixel_values=pixels.to(self.model.dtype))
         pairs = [(i, j) for i, p in enumerate(prompts) for j in range(len(p.phrases))]
-        found: list[list[tuple[int, Any, Any, Any]]] = [[] for _ in images]
+        found: list[list[_Found]] = [[] for _ in images]
         for start in range(0, len(pairs), PAIRS_PER_CALL):
             chunk = pairs[start : start + PAIRS_PER_CALL]
             index = torch.tensor([i for i, _ in chunk], device=self.device)
@@ -197,7 +196,7 @@ class Sam3Detector(DetectorBase):
                 fpn_hidden_states=tuple(t[index] for t in vision.fpn_hidden_states),
                 fpn_position_encoding=tuple(t[index] for t in vision.fpn_position_encoding),
             )
-            out = self.model(
+            out = self.sam3(
                 vision_embeds=embeds,
                 input_ids=text["input_ids"],
                 attention_mask=text["attention_mask"],
@@ -219,7 +218,7 @@ class Sam3Detector(DetectorBase):
         self,
         image: NDArray[np.uint8],
         prompt: DetectorPrompt,
-        parts: list[tuple[int, Any, Any, Any]],
+        parts: list[_Found],
     ) -> sv.Detections:
         h, w = image.shape[:2]
         scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
@@ -235,9 +234,3 @@ class Sam3Detector(DetectorBase):
         return finish(
             boxes.cpu().numpy(), scores.cpu().numpy(), labels, prompt.phrases, (h, w), mask
         )
-
-
-def _model_class() -> Any:
-    from transformers import Sam3Model
-
-    return Sam3Model

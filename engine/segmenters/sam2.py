@@ -59,7 +59,7 @@ from PIL import Image as PILImage
 
 from engine.core.prompts import PointInputs, mask_box, mask_prompt
 from engine.core.types import Image, Mask, SegmentOutput, SegmentPrompt
-from engine.sam2_models import LoadedSam2
+from engine.models.sam2 import LoadedSam2
 from engine.segmenters.sam2_memory import (
     LastOutput,
     MemoryInputs,

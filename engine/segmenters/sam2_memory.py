@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from engine.core.types import ObjectStateSize
-from engine.sam2_models import LoadedSam2
+from engine.models.sam2 import LoadedSam2
 from engine.segmenters.session import FrameFeatures, nbytes, rows_feats
 
 IMG_MEAN = (0.485, 0.456, 0.406)

@@ -3,7 +3,7 @@
 :class:`HfVideoKernel` / :class:`HfVideoSession` implement ``engine.core.protocols.SegmenterKernel`` /
 ``SegmenterSession`` with the semantics of ``engine.segmenters.sam2`` (read its module docstring:
 frame indices, pins, prompts, re-seeding, ``track``), on a transformers ``Sam2VideoModel``,
-``EdgeTamVideoModel`` or ``Sam3TrackerVideoModel`` (``engine.backends.video_models``).
+``EdgeTamVideoModel`` or ``Sam3TrackerVideoModel`` (``engine.models.video``).
 
 transformers' own streaming (``model(inference_session, frame=...)``) keeps every frame's outputs
 per object (mask logits at input resolution included) and runs objects one by one. Here, per

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from engine.backends.video_models import LoadedVideoModel
 from engine.core.types import ObjectStateSize
+from engine.models.video import LoadedVideoModel
 from engine.segmenters.session import FrameFeatures, nbytes, rows_feats
 
 NO_OBJ_SCORE = -1024.0  # transformers' logit for "no object" pixels

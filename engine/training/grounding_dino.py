@@ -21,7 +21,7 @@ import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -30,6 +30,12 @@ from engine.training.loop import OnLog, run_steps
 from engine.training.samples import DetectionSample, detection_sample
 from engine.training.vocabulary import OTHER_COLOURS, OTHER_THINGS, PLURALS
 from stream.demo import COLOURS, LABELS, GroundTruth
+
+if TYPE_CHECKING:
+    from transformers import GroundingDinoForObjectDetection, ProcessorMixin
+    from transformers.models.grounding_dino.modeling_grounding_dino import (
+        GroundingDinoObjectDetectionOutput,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +138,19 @@ def _labels(caption: Caption, width: int, height: int) -> dict[str, torch.Tensor
     }
 
 
-def make_batch(processor: Any, rng: np.random.Generator, batch: int) -> dict[str, Any]:
+class DetectorBatch(TypedDict):
+    """One training batch: the model's inputs and its ``labels`` (per image: class_labels,
+    boxes)."""
+
+    pixel_values: torch.Tensor
+    pixel_mask: torch.Tensor
+    input_ids: torch.LongTensor
+    token_type_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: list[dict[str, torch.Tensor]]
+
+
+def make_batch(processor: ProcessorMixin, rng: np.random.Generator, batch: int) -> DetectorBatch:
     """Model inputs and ``labels`` for ``batch`` captioned frames of one size."""
     size = DETECTOR_FRAME_SIZES[int(rng.integers(len(DETECTOR_FRAME_SIZES)))]
     samples: list[DetectionSample] = [detection_sample(rng, size) for _ in range(batch)]
@@ -141,19 +159,19 @@ def make_batch(processor: Any, rng: np.random.Generator, batch: int) -> dict[str
     pixels = processor.image_processor(images=images, return_tensors="pt")
     text = processor.tokenizer([c.text for c in captions], padding="longest", return_tensors="pt")
     w, h = size
-    return {
-        "pixel_values": pixels["pixel_values"],
-        "pixel_mask": pixels["pixel_mask"],
-        "input_ids": text["input_ids"],
-        "token_type_ids": text["token_type_ids"],
-        "attention_mask": text["attention_mask"],
-        "labels": [_labels(c, w, h) for c in captions],
-    }
+    return DetectorBatch(
+        pixel_values=pixels["pixel_values"],
+        pixel_mask=pixels["pixel_mask"],
+        input_ids=text["input_ids"],
+        token_type_ids=text["token_type_ids"],
+        attention_mask=text["attention_mask"],
+        labels=[_labels(c, w, h) for c in captions],
+    )
 
 
 def train_detector(
-    model: Any,
-    processor: Any,
+    model: GroundingDinoForObjectDetection,
+    processor: ProcessorMixin,
     schedule: DetectorSchedule,
     rng: np.random.Generator,
     on_log: OnLog | None = None,
@@ -209,7 +227,11 @@ def per_image_loss(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, dict[str, t
     return total, parts, None
 
 
-def encoder_proposal_loss(model: Any, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
+def encoder_proposal_loss(
+    model: GroundingDinoForObjectDetection,
+    outputs: GroundingDinoObjectDetectionOutput,
+    batch: DetectorBatch,
+) -> torch.Tensor:
     """The detection loss (transformers' matcher and criterion, same weights) on the two-stage
     encoder proposals the decoder starts from: the top ``num_queries`` tokens by class score,
     with their boxes, taken from the undetached ``enc_outputs_class``/``enc_outputs_coord_logits``
@@ -225,9 +247,11 @@ def encoder_proposal_loss(model: Any, outputs: Any, batch: dict[str, Any]) -> to
 
     cfg = model.config
     scores = outputs.enc_outputs_class  # [B, tokens, text]
+    coords = outputs.enc_outputs_coord_logits
+    if scores is None or coords is None:
+        raise ValueError("encoder proposal loss needs a two-stage model's encoder outputs")
     top = scores.max(-1).values.topk(cfg.num_queries, dim=1).indices
     logits = torch.gather(scores, 1, top[..., None].expand(-1, -1, scores.shape[-1]))
-    coords = outputs.enc_outputs_coord_logits
     boxes = torch.gather(coords, 1, top[..., None].expand(-1, -1, 4)).sigmoid()
     label_maps = build_label_maps(logits, batch["input_ids"])
     text_mask = build_text_mask(logits, batch["attention_mask"])
@@ -256,7 +280,9 @@ def encoder_proposal_loss(model: Any, outputs: Any, batch: dict[str, Any]) -> to
     return total
 
 
-def build_detector(arch_dir: Path, seed: int) -> tuple[Any, Any]:
+def build_detector(
+    arch_dir: Path, seed: int
+) -> tuple[GroundingDinoForObjectDetection, ProcessorMixin]:
     """The untrained demo detector (weights from ``seed``) and its processor, from ``arch_dir``."""
     from transformers import AutoConfig, AutoProcessor, GroundingDinoForObjectDetection
 

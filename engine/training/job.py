@@ -26,27 +26,43 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.presets import DEMO_DIR
+from engine.models.presets import DEMO_DIR
 from engine.training.grounding_dino import (
+    DetectorBatch,
     DetectorSchedule,
     build_detector,
     encoder_proposal_loss,
     make_batch,
 )
 from engine.training.grounding_dino import train_detector as run_detector
-from engine.training.sam2_clips import Sam2Schedule, clip_loss, make_clip_batch, train_sam2
+from engine.training.loop import OnLog
+from engine.training.sam2_clips import (
+    ClipBatch,
+    Sam2Schedule,
+    clip_loss,
+    make_clip_batch,
+    train_sam2,
+)
 from stream.config import Config
 from stream.errors import PromptcamError
 
+if TYPE_CHECKING:
+    from sam2.modeling.sam2_base import SAM2Base
+    from transformers import GroundingDinoForObjectDetection, ProcessorMixin
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SAM2_YAML = "sam2_demo.yaml"
 SAM2_CHECKPOINT = "sam2_demo.pt"
@@ -118,13 +134,13 @@ class ModelReport:
     held_back_loss_after: float
 
 
-def _timed(fn: Any) -> tuple[Any, float, float]:
+def _timed(fn: Callable[[], T]) -> tuple[T, float, float]:
     wall, cpu = time.monotonic(), time.process_time()
     out = fn()
     return out, time.monotonic() - wall, time.process_time() - cpu
 
 
-def _detector_loss(model: Any, batches: list[dict[str, Any]]) -> float:
+def _detector_loss(model: GroundingDinoForObjectDetection, batches: list[DetectorBatch]) -> float:
     was_training = model.training
     model.train()  # the loss is computed in training mode (no dropout in this config)
     with torch.no_grad():
@@ -146,12 +162,12 @@ def stage_rng(seed: int, stream: int, stage: int) -> np.random.Generator:
 
 
 def train_detector_stage(
-    model: Any,
-    processor: Any,
+    model: GroundingDinoForObjectDetection,
+    processor: ProcessorMixin,
     seed: int,
     stage: int,
     schedule: DetectorSchedule,
-    on_log: Any = None,
+    on_log: OnLog | None = None,
 ) -> None:
     """Detector stage ``stage`` on ``model`` in place, with a fresh optimizer."""
     run_detector(model, processor, schedule, stage_rng(seed, 2, stage), on_log=on_log)
@@ -178,9 +194,7 @@ def train_detector(tc: TrainConfig, stages: tuple[DetectorSchedule, ...]) -> Mod
     wall, cpu = 0.0, 0.0
     for k, schedule in enumerate(stages):
         _, w, c = _timed(
-            lambda k=k, schedule=schedule: train_detector_stage(
-                model, processor, tc.seed, k, schedule, on_log=logged
-            )
+            partial(train_detector_stage, model, processor, tc.seed, k, schedule, on_log=logged)
         )
         wall, cpu, done = wall + w, cpu + c, done + schedule.steps
     after = _detector_loss(model, held)
@@ -190,7 +204,7 @@ def train_detector(tc: TrainConfig, stages: tuple[DetectorSchedule, ...]) -> Mod
     return ModelReport(total, wall, cpu, curve, before, after)
 
 
-def _sam2_loss(model: Any, batches: list[Any]) -> float:
+def _sam2_loss(model: SAM2Base, batches: list[ClipBatch]) -> float:
     was_training = model.training
     model.train()
     with torch.no_grad():
@@ -203,14 +217,14 @@ def _sam2_loss(model: Any, batches: list[Any]) -> float:
 
 
 def train_sam2_stage(
-    model: Any, seed: int, stage: int, schedule: Sam2Schedule, on_log: Any
+    model: SAM2Base, seed: int, stage: int, schedule: Sam2Schedule, on_log: OnLog | None
 ) -> None:
     """SAM 2 stage ``stage`` on ``model`` in place, with a fresh optimizer."""
     train_sam2(model, schedule, stage_rng(seed, 4, stage), on_log=on_log)
 
 
 def train_sam2_model(tc: TrainConfig, stages: tuple[Sam2Schedule, ...]) -> ModelReport:
-    from engine.sam2_models import _instantiate, read_sam2_config, save_checkpoint
+    from engine.models.sam2 import _instantiate, read_sam2_config, save_checkpoint
 
     yaml_path = tc.arch / SAM2_YAML
     torch.manual_seed(tc.seed)
@@ -233,9 +247,7 @@ def train_sam2_model(tc: TrainConfig, stages: tuple[Sam2Schedule, ...]) -> Model
 
     wall, cpu = 0.0, 0.0
     for k, schedule in enumerate(stages):
-        _, w, c = _timed(
-            lambda k=k, schedule=schedule: train_sam2_stage(model, tc.seed, k, schedule, logged)
-        )
+        _, w, c = _timed(partial(train_sam2_stage, model, tc.seed, k, schedule, logged))
         wall, cpu, done = wall + w, cpu + c, done + schedule.steps
     after = _sam2_loss(model, held)
     save_checkpoint(model, tc.out / SAM2_CHECKPOINT)
@@ -300,7 +312,7 @@ def train(tc: TrainConfig) -> dict[str, Any]:
     else:
         for which in ("detector", "sam2"):
             train_one(tc, which)
-    report: dict[str, Any] = {
+    report: dict[str, Any] = {  # a JSON document
         "seed": tc.seed,
         "threads": tc.threads,
         "budget": tc.budget,
@@ -321,7 +333,7 @@ def train(tc: TrainConfig) -> dict[str, Any]:
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
-    fields: dict[str, Any] = {}
+    fields: dict[str, object] = {}
     for name in ("out", "budget", "seed", "threads", "only"):
         value = getattr(args, name, None)
         if value is not None:

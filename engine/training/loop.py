@@ -7,7 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def lr_factor(step: int, schedule: Schedule) -> float:
 
 def run_steps(
     name: str,
-    model: Any,
+    model: torch.nn.Module,
     schedule: Schedule,
     step_loss: StepLoss,
     on_log: OnLog | None = None,

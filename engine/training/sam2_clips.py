@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -27,6 +27,9 @@ from PIL import Image
 
 from engine.training.loop import OnLog, run_steps
 from engine.training.samples import FRAME_SIZES, Clip, clip_sample
+
+if TYPE_CHECKING:
+    from sam2.modeling.sam2_base import SAM2Base
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +184,7 @@ def frame_loss(
     }
 
 
-def clip_loss(model: Any, batch: ClipBatch) -> dict[str, torch.Tensor]:
+def clip_loss(model: SAM2Base, batch: ClipBatch) -> dict[str, torch.Tensor]:
     """Forward one batch of clips through SAM 2 (see the module docstring); mean losses."""
     backbone_out = model.forward_image(batch.images)
     _, vision_feats, vision_pos, feat_sizes = model._prepare_backbone_features(backbone_out)
@@ -216,7 +219,7 @@ def clip_loss(model: Any, batch: ClipBatch) -> dict[str, torch.Tensor]:
 
 
 def train_sam2(
-    model: Any,
+    model: SAM2Base,
     schedule: Sam2Schedule,
     rng: np.random.Generator,
     on_log: OnLog | None = None,

@@ -72,7 +72,7 @@ def clip_sample(
         visible = [g for g in rendered[0].truth if g.area >= floor]
         if visible:
             break
-    rng.shuffle(visible)  # type: ignore[arg-type]
+    rng.shuffle(visible)
     chosen = visible[:max_objects]
     masks = np.stack([np.stack([f.mask(g.id) for f in rendered]) for g in chosen])
     boxes = np.array([g.box for g in chosen], np.float32)

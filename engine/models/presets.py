@@ -12,7 +12,7 @@ seed, for tests that need only shapes. It is never chosen silently.
 A :class:`Preset` with ``tracker`` None tracks with Meta's ``sam2`` package (``sam2_hub_id`` /
 ``sam2_config``, or the local ``sam2_checkpoint``); with ``tracker`` set, with that row of
 :data:`TRACKER_PRESETS` (a transformers video model, ``engine.backends``). A preset's ``detector``
-is a :data:`DETECTOR_PRESETS` name (or a Hub id or directory: ``engine/detectors/loading.py``).
+is a :data:`DETECTOR_PRESETS` name (or a Hub id or directory: ``engine/models/detectors.py``).
 To add a preset, add one row. A site's own presets (its mirror's repo ids, its own SAM 2 config)
 are read from the YAML file ``PROMPTCAM_PRESETS`` names (:func:`extra_presets`): they load,
 list and fetch (``promptcam models --fetch``) as the built-in ones do.
@@ -46,7 +46,7 @@ class TrackerPreset:
     config directory under ``configs/`` built with random weights from ``seed``."""
 
     name: str
-    family: str  # transformers model_type (engine/backends/video_models.py: FAMILIES)
+    family: str  # transformers model_type (engine/models/video.py: FAMILIES)
     hub_id: str | None
     config_dir: Path | None = None
     seed: int = 0
@@ -84,7 +84,7 @@ class DetectorPreset:
     config directory under ``configs/`` built with random weights from ``seed``."""
 
     name: str
-    family: str  # the transformers model_type family (engine/detectors/loading.py: FAMILIES)
+    family: str  # the transformers model_type family (engine/models/detectors.py: FAMILIES)
     hub_id: str | None
     config_dir: Path | None = None
     seed: int = 0
@@ -324,7 +324,7 @@ def all_presets() -> dict[str, Preset]:
 def hub_files(models: ModelsConfig, with_detector: bool) -> list[tuple[str, str]]:
     """(repo id, file) on the Hugging Face Hub that loading ``models`` needs (a probe file
     for the detector: its ``config.json``); none for tiny-random or local weights."""
-    from engine.hub import looks_like_hub_id
+    from engine.models.hub import looks_like_hub_id
 
     preset = get_preset(models.preset)
     files = []

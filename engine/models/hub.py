@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.presets import OFFLINE_OPTIONS
+from engine.models.presets import OFFLINE_OPTIONS
 from stream.errors import ModelLoadError
 
 log = logging.getLogger(__name__)

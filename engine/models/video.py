@@ -1,12 +1,12 @@
 """transformers video trackers: the families promptcam streams, and how one is loaded.
 
-Families (:data:`FAMILIES`, by transformers ``model_type``): ``sam2_video`` (``Sam2VideoModel``:
+Families (the ``TRACKER`` rows of ``engine.models.registry``, by transformers ``model_type``): ``sam2_video`` (``Sam2VideoModel``:
 SAM 2 / 2.1), ``edgetam_video`` (``EdgeTamVideoModel``) and ``sam3_tracker_video``
 (``Sam3TrackerVideoModel``; a ``sam3_video`` checkpoint is read for its tracker, as
 transformers does). They share one inference-session design; what differs for streaming is
 listed on :class:`VideoFamily`.
 
-:func:`load_video_model` takes a tracker preset name (``engine.presets.TRACKER_PRESETS``), a
+:func:`load_video_model` takes a tracker preset name (``engine.models.presets.TRACKER_PRESETS``), a
 local directory (as ``save_pretrained`` writes it) or a Hugging Face Hub id:
 
 * presets with a ``config_dir`` (``*-tiny-random``) build the model from that config with random
@@ -33,15 +33,21 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from engine.device import autocast_dtype, resolve_device
-from engine.presets import OFFLINE_OPTIONS, TRACKER_PRESETS, TrackerPreset
+from engine.models.hub import first_line
+from engine.models.presets import OFFLINE_OPTIONS, TRACKER_PRESETS, TrackerPreset
+from engine.models.pretrained import on_device, pretrained_model, seeded_model
+from engine.models.registry import ModelKind, family_for_model_type, model_types
 from stream.config import ModelsConfig
 from stream.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -64,33 +70,33 @@ class VideoFamily:
     std: tuple[float, float, float]
     needs: str = ""  # what else it needs, for error messages and `promptcam models`
 
-    def model_cls(self) -> Any:
+    def model_cls(self) -> type[PreTrainedModel]:
         import transformers
 
-        return getattr(transformers, self.model_class)
+        cls = getattr(transformers, self.model_class)
+        if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+            raise ModelLoadError(f"transformers has no model class {self.model_class}")
+        return cls
 
 
-FAMILIES: dict[str, VideoFamily] = {
-    f.model_type: f
-    for f in (
-        VideoFamily(
-            "sam2_video", "Sam2VideoModel", False, True, False, IMAGENET_MEAN, IMAGENET_STD
-        ),
-        VideoFamily(
-            "edgetam_video",
-            "EdgeTamVideoModel",
-            True,
-            False,
-            True,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            needs="timm (and an importable torchvision) for its RepViT image encoder",
-        ),
-        VideoFamily("sam3_tracker_video", "Sam3TrackerVideoModel", False, True, False, HALF, HALF),
-    )
-}
-# Checkpoints whose model_type names another family's model: SAM 3 (detector + tracker).
-MODEL_TYPE_ALIASES = {"sam3_video": "sam3_tracker_video"}
+# The families, each a TRACKER row of engine.models.registry (which also maps a checkpoint's
+# model_type to its family: a sam3_video checkpoint is read for its tracker).
+SAM2_VIDEO = VideoFamily(
+    "sam2_video", "Sam2VideoModel", False, True, False, IMAGENET_MEAN, IMAGENET_STD
+)
+EDGETAM_VIDEO = VideoFamily(
+    "edgetam_video",
+    "EdgeTamVideoModel",
+    True,
+    False,
+    True,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    needs="timm (and an importable torchvision) for its RepViT image encoder",
+)
+SAM3_TRACKER_VIDEO = VideoFamily(
+    "sam3_tracker_video", "Sam3TrackerVideoModel", False, True, False, HALF, HALF
+)
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ class FramePreprocessing:
 class LoadedVideoModel:
     """A transformers video tracker ready for streaming, and how to run it."""
 
-    model: Any  # the family's model class, eval mode, on ``device``
+    model: Any  # the family's model class, eval mode, on ``device`` (attributes per family)
     family: VideoFamily
     device: torch.device
     autocast_dtype: torch.dtype | None  # None: plain float32
@@ -147,7 +153,7 @@ class LoadedVideoModel:
     def num_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
         """Context to run the model in: bf16 autocast where chosen, else nothing."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -166,7 +172,7 @@ def load_video_model(source: str, models: ModelsConfig) -> LoadedVideoModel:
     else:
         where = preset.hub_id if preset is not None and preset.hub_id else source
         family, model, prep_file = _from_pretrained(where, preset)
-    model = model.to(device).eval()
+    model = on_device(model, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -190,15 +196,16 @@ def load_video_model(source: str, models: ModelsConfig) -> LoadedVideoModel:
     return loaded
 
 
-def family_of(config: Any, where: str) -> VideoFamily:
-    """The family of a transformers config; ``ModelLoadError`` if promptcam does not stream it."""
+def family_of(config: object, where: str) -> VideoFamily:
+    """The family of a transformers config (its registry row's VideoFamily);
+    ``ModelLoadError`` if promptcam does not stream it."""
     model_type = str(getattr(config, "model_type", "?"))
-    family = FAMILIES.get(MODEL_TYPE_ALIASES.get(model_type, model_type))
-    if family is None:
-        known = ", ".join([*FAMILIES, *MODEL_TYPE_ALIASES])
+    row = family_for_model_type(ModelKind.TRACKER, model_type)
+    family = row.implementation() if row is not None else None
+    if not isinstance(family, VideoFamily):
         raise ModelLoadError(
             f"{where} is a '{model_type}' model, not a video tracker promptcam streams "
-            f"(model types: {known})"
+            f"(model types: {', '.join(model_types(ModelKind.TRACKER))})"
         )
     return family
 
@@ -214,22 +221,19 @@ def save_tiny_random(preset_name: str, directory: Path) -> Path:
     return directory
 
 
-def _from_config_dir(preset: TrackerPreset) -> tuple[VideoFamily, Any]:
+def _from_config_dir(preset: TrackerPreset) -> tuple[VideoFamily, PreTrainedModel]:
     from transformers import AutoConfig
 
     assert preset.config_dir is not None
     config = AutoConfig.from_pretrained(preset.config_dir)
     family = family_of(config, str(preset.config_dir))
     _check_needs(family, preset.name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(preset.seed)
-        model = family.model_cls()(config)
-    return family, model.eval()
+    return family, seeded_model(lambda: family.model_cls()(config), preset.seed)
 
 
 def _from_pretrained(
     where: str, preset: TrackerPreset | None
-) -> tuple[VideoFamily, Any, Path | None]:
+) -> tuple[VideoFamily, PreTrainedModel, Path | None]:
     from transformers import AutoConfig
 
     local = Path(where).is_dir()
@@ -243,28 +247,17 @@ def _from_pretrained(
         hint = f" ({preset.note})" if preset is not None and preset.note else ""
         raise ModelLoadError(
             f"tracker {where} could not be loaded from the Hugging Face Hub{hint} "
-            f"({type(e).__name__}: {_first_line(e)}); {OFFLINE_OPTIONS}"
+            f"({type(e).__name__}: {first_line(e)}); {OFFLINE_OPTIONS}"
         ) from None
     family = family_of(config, where)
     _check_needs(family, where)
     try:
-        model, info = family.model_cls().from_pretrained(where, output_loading_info=True)
-    except RuntimeError as e:  # shapes that differ between checkpoint and config
-        raise ModelLoadError(
-            f"weights in {where} do not match its config: {_first_line(e)}"
-        ) from None
+        model = pretrained_model(family.model_cls(), where)
     except OSError as e:
         raise ModelLoadError(
-            f"tracker weights in {where} are not readable: {_first_line(e)}"
+            f"tracker weights in {where} are not readable: {first_line(e)}"
         ) from None
-    problems = []
-    for kind in ("missing_keys", "mismatched_keys"):
-        keys = sorted(str(k) for k in info.get(kind) or ())
-        if keys:
-            problems.append(f"{len(keys)} {kind.replace('_', ' ')} (e.g. {keys[0]})")
-    if problems:
-        raise ModelLoadError(f"weights in {where} do not match its config: {'; '.join(problems)}")
-    return family, model.eval(), _preprocessor_file(where, local)
+    return family, model, _preprocessor_file(where, local)
 
 
 def _preprocessor_file(where: str, local: bool) -> Path | None:
@@ -297,14 +290,9 @@ def _timm_importable() -> bool:
     return True
 
 
-def _triple(value: Any, path: Path, key: str) -> tuple[float, float, float]:
-    try:
-        a, b, c = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ModelLoadError(f"{path}: {key} must be 3 numbers, got {value!r}") from None
-    return a, b, c
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
+def _triple(value: object, path: Path, key: str) -> tuple[float, float, float]:
+    items = list(value) if isinstance(value, list | tuple) else []
+    numbers = [float(v) for v in items if isinstance(v, int | float)]
+    if len(items) != 3 or len(numbers) != 3:
+        raise ModelLoadError(f"{path}: {key} must be 3 numbers, got {value!r}")
+    return numbers[0], numbers[1], numbers[2]

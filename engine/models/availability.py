@@ -2,7 +2,7 @@
 
 ``promptcam run`` on the demo source uses the ``demo`` preset (weights shipped in the repo)
 when the configured preset's Hub weights are neither in the Hugging Face cache nor fetchable now
-(``HF_HUB_OFFLINE=1`` or the Hub unreachable: ``engine.hub``, one short request), unless
+(``HF_HUB_OFFLINE=1`` or the Hub unreachable: ``engine.models.hub``, one short request), unless
 ``--models`` or local weights were given. The launcher prints the one line :func:`demo_fallback`
 returns and then checks the models as for any run.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from engine import hub
-from engine.presets import DEMO, hub_files
+from engine.models import hub
+from engine.models.presets import DEMO, hub_files
 from stream.config import Config, ModelsConfig
 
 log = logging.getLogger(__name__)

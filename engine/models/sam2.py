@@ -7,7 +7,7 @@ the autocast dtype to run it under, and the resolved model config (so that the o
 
 Four ways to get a model:
 - a real preset (``sam2.1-hiera-*``): the config from the installed ``sam2`` package and the
-  checkpoint from the cache or the Hub (``engine.hub.fetch``), as sam2's own ``build_sam2_hf``
+  checkpoint from the cache or the Hub (``engine.models.hub.fetch``), as sam2's own ``build_sam2_hf``
   does. A failed download raises ``ModelLoadError`` naming the offline options; with the Hub
   unreachable (or ``HF_HUB_OFFLINE=1``) and no cached file it fails at once, without retries.
 - ``--sam2-checkpoint FILE.pt --sam2-config FILE.yaml``: any SAM 2 hydra YAML on disk (read with
@@ -31,9 +31,10 @@ import contextlib
 import logging
 import pickle
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
@@ -42,16 +43,20 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from engine import hub
 from engine.device import autocast_dtype, resolve_device
-from engine.presets import TINY_RANDOM, Preset, get_preset
+from engine.models import hub
+from engine.models.presets import TINY_RANDOM, Preset, get_preset
 from stream.config import ModelsConfig
 from stream.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from sam2.modeling.sam2_base import SAM2Base
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 log = logging.getLogger(__name__)
 
 # What sam2.build_sam.build_sam2_video_predictor adds to every config (fill_hole_area excepted).
-_PREDICTOR_SETTINGS: dict[str, Any] = {
+_PREDICTOR_SETTINGS: dict[str, object] = {
     "sam_mask_decoder_extra_args": {
         "dynamic_multimask_via_stability": True,
         "dynamic_multimask_stability_delta": 0.05,
@@ -65,7 +70,7 @@ _PREDICTOR_SETTINGS: dict[str, Any] = {
 class LoadedSam2:
     """A SAM 2 model ready for inference, and how to run it."""
 
-    model: Any  # sam2.modeling.sam2_base.SAM2Base, in eval mode on ``device``
+    model: SAM2Base  # in eval mode on ``device``
     device: torch.device
     autocast_dtype: torch.dtype | None  # None: plain float32
     model_config: DictConfig  # the resolved ``model`` node it was built from
@@ -80,7 +85,7 @@ class LoadedSam2:
     def num_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
         """Context to run the model in: bf16 autocast where chosen, else nothing."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -139,7 +144,7 @@ def load_sam2(cfg: ModelsConfig) -> LoadedSam2:
     return loaded
 
 
-def _cache_frame_constants(model: Any) -> None:
+def _cache_frame_constants(model: SAM2Base) -> None:
     """Compute once what SAM 2 recomputes on every frame from the weights alone: the Hiera
     trunk's positional embedding (a bicubic resize of ``pos_embed``: ~10 ms per frame for
     Hiera-T at 512 px on CPU) and the prompt encoder's dense positional encoding. Values are
@@ -152,10 +157,10 @@ def _cache_frame_constants(model: Any) -> None:
     encoder.get_dense_pe = _memoised(encoder.get_dense_pe)
 
 
-def _memoised(fn: Any) -> Any:
-    cache: dict[tuple[Any, ...], torch.Tensor] = {}
+def _memoised(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    cache: dict[tuple[Hashable, ...], torch.Tensor] = {}
 
-    def cached(*args: Any) -> torch.Tensor:
+    def cached(*args: Hashable) -> torch.Tensor:
         key = (*args, torch.is_autocast_enabled(), torch.is_inference_mode_enabled())
         value = cache.get(key)
         if value is None:
@@ -206,7 +211,7 @@ def save_checkpoint(model: torch.nn.Module, path: Path) -> None:
     torch.save({"model": state}, path)
 
 
-def official_video_predictor(loaded: LoadedSam2) -> Any:
+def official_video_predictor(loaded: LoadedSam2) -> SAM2VideoPredictor:
     """The official ``SAM2VideoPredictor`` on the same config, weights and device.
 
     The correctness oracle of the streaming segmenter (tests and ``promptcam bench``). Hole
@@ -222,7 +227,7 @@ def official_video_predictor(loaded: LoadedSam2) -> Any:
     return predictor.to(loaded.device).eval()
 
 
-def _compile_hot_modules(model: Any, device: torch.device) -> None:
+def _compile_hot_modules(model: SAM2Base, device: torch.device) -> None:
     """``torch.compile`` the per-frame modules (as sam2's ``SAM2VideoPredictorVOS``, minus CUDA
     graphs, whose output buffers would be overwritten by the next call)."""
     if device.type != "cuda":
@@ -266,7 +271,7 @@ def _set_rope_feat_sizes(model_node: DictConfig, image_size: int) -> None:
             attn.feat_sizes = [side, side]
 
 
-def _instantiate(model_node: DictConfig, what: str) -> Any:
+def _instantiate(model_node: DictConfig, what: str) -> SAM2Base:
     try:
         return instantiate(model_node, _recursive_=True)
     except (HydraException, TypeError, ValueError, AssertionError, RuntimeError) as e:
@@ -294,14 +299,14 @@ def _load_checkpoint(model: torch.nn.Module, ckpt: Path, config: Path | str) -> 
         raise ModelLoadError(
             f"SAM 2 checkpoint {ckpt} is not in Meta format (a dict with key 'model')"
         )
-    state: dict[str, Any] = blob["model"]
+    state: dict[str, object] = blob["model"]
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        f"{k} {_shape(state[k])} vs {tuple(v.shape)}"
         for k, v in expected.items()
-        if k in state and (not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape)
+        if k in state and _shape(state[k]) != tuple(v.shape)
     ]
     if missing or unexpected or mismatched:
         parts = []
@@ -319,7 +324,7 @@ def _load_checkpoint(model: torch.nn.Module, ckpt: Path, config: Path | str) -> 
     model.load_state_dict(state)
 
 
-def _load_hub_preset(preset: Preset, image_size: int | None) -> tuple[DictConfig, Any]:
+def _load_hub_preset(preset: Preset, image_size: int | None) -> tuple[DictConfig, SAM2Base]:
     import sam2
 
     assert preset.sam2_hub_id is not None and preset.sam2_file is not None
@@ -333,3 +338,8 @@ def _load_hub_preset(preset: Preset, image_size: int | None) -> tuple[DictConfig
     model = _instantiate(model_cfg, config_name)
     _load_checkpoint(model, ckpt, config_name)
     return model_cfg, model
+
+
+def _shape(value: object) -> tuple[int, ...] | None:
+    """A checkpoint entry's shape (None: not a tensor)."""
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None

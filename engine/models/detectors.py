@@ -2,7 +2,7 @@
 
 A detector source is one of
 
-* a detector preset name (``engine/presets.py: DETECTOR_PRESETS``): a Hub repo, or a
+* a detector preset name (``engine/models/presets.py: DETECTOR_PRESETS``): a Hub repo, or a
   ``*-tiny-random`` preset, built from its config directory under ``configs/`` with random weights
   from a fixed seed (no weights on disk: two loads are identical);
 * a local directory (as ``save_pretrained`` writes it); the ``configs/*_tiny_random`` directories
@@ -10,81 +10,56 @@ A detector source is one of
 * a Hugging Face Hub id (``owner/name``).
 
 Without ``models.detector`` the model preset's detector is used. The family is recognised from the
-``model_type`` in the source's ``config.json`` (:data:`FAMILIES`); a source that is not one of them
+``model_type`` in the source's ``config.json`` (the ``DETECTOR`` rows of
+``engine.models.registry``); a source that is not one of them
 is a one-line :class:`ModelLoadError` naming the supported ones, as is a failed download (naming
 the offline options) and a directory whose weights do not match its config.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from engine import hub
 from engine.detectors.base import DetectorBase
 from engine.device import resolve_device
-from engine.hub import first_line
-from engine.presets import DETECTOR_PRESETS, OFFLINE_OPTIONS, DetectorPreset, get_preset
+from engine.models import hub
+from engine.models.hub import first_line
+from engine.models.presets import DETECTOR_PRESETS, OFFLINE_OPTIONS, DetectorPreset, get_preset
+from engine.models.registry import (
+    ModelFamily,
+    ModelKind,
+    family_for_model_type,
+    get_family,
+    model_types,
+)
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Family:
-    """A detector family: the ``model_type`` values it reads and its implementing class."""
-
-    name: str
-    model_types: tuple[str, ...]
-    implementation: str  # "module:Class", imported on first use
-
-
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        Family(
-            "grounding-dino",
-            ("grounding-dino",),
-            "engine.detectors.grounding_dino:GroundingDinoDetector",
-        ),
-        Family(
-            "mm-grounding-dino",
-            ("mm-grounding-dino",),
-            "engine.detectors.grounding_dino:GroundingDinoDetector",
-        ),
-        Family("owlv2", ("owlv2",), "engine.detectors.owl:OwlDetector"),
-        Family("owlvit", ("owlvit",), "engine.detectors.owl:OwlDetector"),
-        Family("omdet-turbo", ("omdet-turbo",), "engine.detectors.omdet_turbo:OmDetTurboDetector"),
-        Family("florence2", ("florence2",), "engine.detectors.florence2:Florence2Detector"),
-        Family("sam3", ("sam3", "sam3_video"), "engine.detectors.sam3:Sam3Detector"),
-    )
-}
+def family_for(model_type: object, where: str) -> ModelFamily:
+    """The ``DETECTOR`` row that reads ``model_type``; ModelLoadError naming the supported
+    model types if none does."""
+    family = family_for_model_type(ModelKind.DETECTOR, model_type)
+    if family is None:
+        raise ModelLoadError(
+            f"{where} is a {model_type!r} model, not a supported detector "
+            f"(supported model types: {', '.join(model_types(ModelKind.DETECTOR))})"
+        )
+    return family
 
 
-def supported_model_types() -> list[str]:
-    return [t for f in FAMILIES.values() for t in f.model_types]
-
-
-def family_for(model_type: str | None, where: str) -> Family:
-    for family in FAMILIES.values():
-        if model_type in family.model_types:
-            return family
-    raise ModelLoadError(
-        f"{where} is a {model_type!r} model, not a supported detector "
-        f"(supported model types: {', '.join(supported_model_types())})"
-    )
-
-
-def implementation(family: Family) -> Any:
-    module, _, name = family.implementation.partition(":")
-    return getattr(importlib.import_module(module), name)
+def detector_class(family: ModelFamily) -> type[DetectorBase]:
+    """The class a ``DETECTOR`` row names."""
+    cls = family.implementation()
+    if not (isinstance(cls, type) and issubclass(cls, DetectorBase)):
+        raise ModelLoadError(f"model family '{family.name}' is not a detector")
+    return cls
 
 
 def detector_source(models: ModelsConfig) -> str:
@@ -99,7 +74,7 @@ def load_detector_backend(models: ModelsConfig, engine: EngineConfig) -> Detecto
     preset = resolve_preset(source)
     if preset is not None and preset.hub_id is None:
         assert preset.config_dir is not None
-        cls = implementation(FAMILIES[preset.family])
+        cls = detector_class(get_family(preset.family))
         detector: DetectorBase = cls.from_config_dir(
             preset.config_dir, seed=preset.seed, engine=engine, device=device, dtype=models.dtype
         )
@@ -159,7 +134,7 @@ def _load_pretrained(
         )
     local_only = bool(unreachable)
     family = family_for(_model_type(where, is_local, local_only, unreachable), where)
-    cls = implementation(family)
+    cls = detector_class(family)
     try:
         detector: DetectorBase = cls.from_pretrained(
             where, local_files_only=local_only, engine=engine, device=device, dtype=dtype
@@ -176,7 +151,7 @@ def _load_pretrained(
     return detector
 
 
-def _model_type(where: str, is_local: bool, local_only: bool, unreachable: str | None) -> Any:
+def _model_type(where: str, is_local: bool, local_only: bool, unreachable: str | None) -> object:
     """The ``model_type`` in the source's ``config.json`` (downloaded or cached for a Hub id)."""
     if is_local:
         path = Path(where) / "config.json"

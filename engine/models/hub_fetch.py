@@ -4,7 +4,7 @@ network (``promptcam models --fetch NAME``), and whether the cache holds them al
 What is fetched is what the preset's loaders read, no more:
 
 * a ``sam2.1-hiera-*`` preset (and a ``PROMPTCAM_PRESETS`` one): the Meta-format checkpoint file
-  of its Hub repo (``engine/sam2_models.py`` reads only that file; its YAML is the ``sam2``
+  of its Hub repo (``engine/models/sam2.py`` reads only that file; its YAML is the ``sam2``
   package's own, or a local file);
 * a transformers tracker or detector (``engine/backends``, ``engine/detectors``): the files of
   the repo's top level that ``from_pretrained`` and ``AutoProcessor`` may read (configs,
@@ -30,12 +30,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tqdm.auto import tqdm
 
-from engine import hub
-from engine.presets import DETECTOR_PRESETS, TRACKER_PRESETS, all_presets
+from engine.models import hub
+from engine.models.presets import DETECTOR_PRESETS, TRACKER_PRESETS, all_presets
 from stream.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -140,8 +139,8 @@ class ProgressBar(tqdm):  # type: ignore[misc]  # tqdm has no type hints
     """huggingface_hub's progress bars, on stderr also when it is not a terminal (a log, a
     pipe); ``HF_HUB_DISABLE_PROGRESS_BARS=1`` turns them off."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from huggingface_hub.utils import are_progress_bars_disabled
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        from huggingface_hub.utils.tqdm import are_progress_bars_disabled
 
         kwargs.pop("name", None)
         kwargs.setdefault("file", sys.stderr)
