@@ -27,8 +27,8 @@ from typing import IO, Any
 import numpy as np
 
 from engine.core.types import Box, PreparedFrame
-from engine.offline_stages import FramePrefetch, OutputWriter, StageClock
-from engine.pipeline import FrameInput
+from engine.offline_stages import FramePrefetch, OutputWriter, StageClock, TracksSink
+from engine.pipeline import FrameInput, TrackingEngine
 from engine.render import Renderer
 from stream.boxes import clip_box, parse_box
 from stream.config import Config
@@ -131,38 +131,15 @@ def track_video(
     ``stop`` ends the job after the current frame, outputs finalised (``stopped`` in the result).
     ``mcap``: also the ROS 2 messages of every frame (``clients.robots.mcap_out``), or with
     ``mcap_profile`` ``foxglove`` the Foxglove ones (``clients.robots.foxglove_mcap``)."""
-    from engine.build import build_engine
-
     if not cfg.engine.prompt.strip() and not boxes:
         raise PromptError("nothing to track: give --prompt TEXT and/or --box X1,Y1,X2,Y2[@FRAME]")
     if max_frames is not None and max_frames < 1:
         raise RequestError(f"--max-frames must be at least 1, got {max_frames}")
-    src_cfg = cfg.source.model_copy(update={"uri": str(video), "realtime": False, "loop": False})
-    source = open_source(str(video), src_cfg)
-    try:
-        first = _first_frame(source, video)
-        by_frame = fit_boxes(boxes, first.shape[1], first.shape[0])
-        fps = source.fps or 30.0
-        total = getattr(source, "frame_count", None)
-        if max_frames is not None:
-            total = min(total, max_frames) if total else max_frames
-        engine = build_engine(cfg, background_grounding=False)
-    except BaseException:
-        source.close()
-        raise
+    source, first, by_frame, fps, total, engine = _open_job(cfg, video, boxes, max_frames)
     renderer = Renderer(jpeg_quality=cfg.engine.jpeg_quality)
-    sink = None
     try:
         writer, jsonl = _open_outputs(out_mp4, tracks_jsonl, fps)
-        if mcap is not None:
-            from clients.robots.foxglove_mcap import FoxgloveMcapFile
-            from clients.robots.mcap_out import McapFile
-
-            try:
-                sink = FoxgloveMcapFile(mcap) if mcap_profile == "foxglove" else McapFile(mcap)
-            except OSError as e:
-                _close_outputs(writer, jsonl)
-                raise OutputError(f"cannot write {mcap}: {e.strerror or e}") from None
+        sink = _open_mcap(mcap, mcap_profile, writer, jsonl)
     except BaseException:
         source.close()
         engine.close()
@@ -172,50 +149,124 @@ def track_video(
     outputs = OutputWriter(
         cfg.camera, renderer, writer, jsonl, clock, sink, cfg.engine.jpeg_quality
     )
-    seen: set[int] = set()
-    seq = 0
-    image: np.ndarray | None = first
-    prepared: PreparedFrame | None = None  # the first frame is prepared by the engine itself
+    run = _FrameRun(image=first)
     try:
-        while image is not None and (max_frames is None or seq < max_frames):
+        while run.image is not None and (max_frames is None or run.seq < max_frames):
             if stop is not None and stop.is_set():
                 break
-            manual = [(b, "object") for b in by_frame.pop(seq, [])]
-            result = engine.process(FrameInput(seq, int(seq * 1e9 / fps), image, prepared), manual)
-            clock.add_all(result.timings_ms)
-            clock.frames += 1
-            seen.update(o.id for o in result.objects)
-            try:
-                outputs.put(image, result)  # written on its own thread while the next frame runs
-            except OSError as e:  # a full disk: one line, the outputs closed below
-                raise OutputError(f"cannot write the outputs: {e.strerror or e}") from None
-            seq += 1
+            _track_one(run, engine, by_frame, fps, clock, outputs)
             if progress is not None:
-                progress(seq, total)
-            image, prepared = frames.next() or (None, None)
+                progress(run.seq, total)
+            run.image, run.prepared = frames.next() or (None, None)
     finally:
         frames.close()
         source.close()
         engine.close()
-        try:
-            outputs.close()  # every processed frame's outputs written, in order
-        except OSError as e:
-            raise OutputError(f"cannot write the outputs: {e.strerror or e}") from None
-        finally:
-            try:
-                if sink is not None:
-                    sink.close()  # the MCAP summary and footer: the file is complete
-            except OSError as e:
-                raise OutputError(f"cannot finish writing {mcap}: {e.strerror or e}") from None
-            finally:
-                _close_outputs(writer, jsonl)
-    stopped = image is not None and (max_frames is None or seq < max_frames)
+        _finish_outputs(outputs, sink, mcap, writer, jsonl)
+    stopped = run.image is not None and (max_frames is None or run.seq < max_frames)
     if by_frame and not stopped:
         late = ", ".join(f"@{f}" for f in sorted(by_frame))
         raise RequestError(
-            f"--box frames {late} are beyond the video's {seq} frames (outputs were written)"
+            f"--box frames {late} are beyond the video's {run.seq} frames (outputs were written)"
         )
-    return OfflineResult(seq, len(seen), fps, stopped, clock.means())
+    return OfflineResult(run.seq, len(run.seen), fps, stopped, clock.means())
+
+
+def _open_job(
+    cfg: Config, video: Path, boxes: Sequence[tuple[Box, int]], max_frames: int | None
+) -> tuple[FrameSource, np.ndarray, dict[int, list[Box]], float, int | None, TrackingEngine]:
+    """The job's source (its first frame read), manual boxes by frame fitted to it, frames per
+    second, the frame count if known, and the engine; the source closed if anything fails."""
+    from engine.build import build_engine
+
+    src_cfg = cfg.source.model_copy(update={"uri": str(video), "realtime": False, "loop": False})
+    source = open_source(str(video), src_cfg)
+    try:
+        first = _first_frame(source, video)
+        by_frame = fit_boxes(boxes, first.shape[1], first.shape[0])
+        fps = source.fps or 30.0
+        total: int | None = getattr(source, "frame_count", None)
+        if max_frames is not None:
+            total = min(total, max_frames) if total else max_frames
+        engine = build_engine(cfg, background_grounding=False)
+    except BaseException:
+        source.close()
+        raise
+    return source, first, by_frame, fps, total, engine
+
+
+@dataclass
+class _FrameRun:
+    """Where an offline job is: the next frame (prepared ahead, except the first, which the
+    engine prepares itself), its sequence number, the track IDs seen so far."""
+
+    image: np.ndarray | None
+    prepared: PreparedFrame | None = None
+    seq: int = 0
+    seen: set[int] = field(default_factory=set)
+
+
+def _track_one(
+    run: _FrameRun,
+    engine: TrackingEngine,
+    by_frame: dict[int, list[Box]],
+    fps: float,
+    clock: StageClock,
+    outputs: OutputWriter,
+) -> None:
+    """Track ``run``'s frame (its manual boxes prompted on it) and hand it to the outputs."""
+    assert run.image is not None
+    manual = [(b, "object") for b in by_frame.pop(run.seq, [])]
+    frame = FrameInput(run.seq, int(run.seq * 1e9 / fps), run.image, run.prepared)
+    result = engine.process(frame, manual)
+    clock.add_all(result.timings_ms)
+    clock.frames += 1
+    run.seen.update(o.id for o in result.objects)
+    try:
+        outputs.put(run.image, result)  # written on its own thread while the next frame runs
+    except OSError as e:  # a full disk: one line, the outputs closed by the caller
+        raise OutputError(f"cannot write the outputs: {e.strerror or e}") from None
+    run.seq += 1
+
+
+def _open_mcap(
+    mcap: Path | None, profile: str, writer: Mp4Writer | None, jsonl: IO[str] | None
+) -> TracksSink | None:
+    """The MCAP file of ``profile`` at ``mcap`` (None without one); on failure the outputs
+    opened already are closed and an ``OutputError`` says why in one line."""
+    if mcap is None:
+        return None
+    from clients.robots.foxglove_mcap import FoxgloveMcapFile
+    from clients.robots.mcap_out import McapFile
+
+    try:
+        return FoxgloveMcapFile(mcap) if profile == "foxglove" else McapFile(mcap)
+    except OSError as e:
+        _close_outputs(writer, jsonl)
+        raise OutputError(f"cannot write {mcap}: {e.strerror or e}") from None
+
+
+def _finish_outputs(
+    outputs: OutputWriter,
+    sink: TracksSink | None,
+    mcap: Path | None,
+    writer: Mp4Writer | None,
+    jsonl: IO[str] | None,
+) -> None:
+    """Every processed frame's outputs written, in order, the MCAP summary and footer written
+    (the file complete), every file closed, whatever fails first (one-line ``OutputError``)."""
+    try:
+        outputs.close()
+    except OSError as e:
+        raise OutputError(f"cannot write the outputs: {e.strerror or e}") from None
+    finally:
+        try:
+            if sink is not None:
+                sink.close()
+        except OSError as e:
+            raise OutputError(f"cannot finish writing {mcap}: {e.strerror or e}") from None
+        finally:
+            _close_outputs(writer, jsonl)
 
 
 def _progress_bar(enabled: bool) -> Callable[[int, int | None], None] | None:

@@ -142,6 +142,8 @@ class TracksSink(Protocol):
 
     def write_jpeg(self, camera: str, t_capture_ns: int, jpeg: bytes | memoryview) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class OutputWriter:
     """Writes every processed frame's outputs on its own thread, in order. ``put`` blocks while

@@ -16,7 +16,8 @@ import pytest
 import supervision as sv
 import torch
 
-from engine.detectors.base import DetectorBase, DetectorPrompt
+from engine.core.protocols import DetectorPrompt
+from engine.detectors.base import DetectorBase
 from engine.detectors.omdet_turbo import class_nms
 from engine.grounder import Grounder
 from engine.models.detectors import load_detector_backend

@@ -11,7 +11,8 @@ from typing import Any, cast, get_args
 import pytest
 import zmq
 
-from engine.camera import CameraStats, CameraTracker, EngineCounters
+from engine.camera import CameraTracker
+from engine.camera_stats import CameraStats, EngineCounters
 from engine.service import (
     ROUTES,
     CameraFeed,
