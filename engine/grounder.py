@@ -3,7 +3,7 @@ external detections of the ``detections`` topic as detector output.
 
 The detectors themselves (``engine/detectors/``) are stateless: a prompt is parsed once into an
 immutable ``DetectorPrompt`` and passed with every call, so one detector can serve many cameras;
-the engine loads them bare (``engine.trackers.load_detector``) and keeps each camera's prompt.
+the engine loads them bare (``engine.models.loading.load_detector``) and keeps each camera's prompt.
 :class:`Grounder` keeps one prompt for a caller that has one (``set_prompt(text) -> phrases``,
 ``detect(image)``, ``.phrases``, ``.prompt``), over any detector family.
 

@@ -6,7 +6,7 @@ What is fetched is what the preset's loaders read, no more:
 * a ``sam2.1-hiera-*`` preset (and a ``PROMPTCAM_PRESETS`` one): the Meta-format checkpoint file
   of its Hub repo (``engine/models/sam2.py`` reads only that file; its YAML is the ``sam2``
   package's own, or a local file);
-* a transformers tracker or detector (``engine/backends``, ``engine/detectors``): the files of
+* a transformers tracker or detector (``engine/models/video.py``, ``engine/detectors``): the files of
   the repo's top level that ``from_pretrained`` and ``AutoProcessor`` may read (configs,
   tokenizer and processor files, the weights), without the same weights in other formats
   (``pytorch_model.bin`` beside ``model.safetensors``, TensorFlow, Flax, ONNX) and pictures.

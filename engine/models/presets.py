@@ -207,7 +207,7 @@ PRESETS: dict[str, Preset] = {
         str(DEMO_DIR / "grounding_dino"),
         sam2_checkpoint=str(DEMO_DIR / "sam2_demo.pt"),
     ),
-    # transformers video trackers (engine/backends); "sam3" is SAM 3 concept mode: its detector
+    # transformers video trackers (engine/models/video.py, engine/segmenters/transformers.py); "sam3" is SAM 3 concept mode: its detector
     # grounds the prompt (engine/detectors/sam3.py), its tracker follows.
     **{
         p.name: p

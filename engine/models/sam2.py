@@ -118,7 +118,7 @@ def load_sam2(cfg: ModelsConfig) -> LoadedSam2:
             model_cfg, model = _load_hub_preset(preset, cfg.image_size)
         source = preset.name
     # Objects are batched here, one per row; the official predictor runs them one at a time,
-    # where this cross-object constraint is a no-op. Keep it a no-op (see engine/segmenter.py).
+    # where this cross-object constraint is a no-op. Keep it a no-op (see engine/segmenters/sam2.py).
     model.non_overlap_masks_for_mem_enc = False
     model = model.to(device).eval()
     _cache_frame_constants(model)

@@ -1,5 +1,5 @@
 """The ``models`` section: which segmenter, detector and tracker weights the engine loads, on
-which device and in which precision (``engine/presets.py``). One class, ``ModelsConfig``."""
+which device and in which precision (``engine/models/presets.py``). One class, ``ModelsConfig``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from stream.config.base import ConfigModel
 class ModelsConfig(ConfigModel):
     preset: str = Field(
         "sam2.1-hiera-tiny",
-        description="Model preset (engine/presets.py): sam2.1-hiera-{tiny,small,base-plus,large} "
+        description="Model preset (engine/models/presets.py): sam2.1-hiera-{tiny,small,base-plus,large} "
         "(sam2 package), sam2.1-hiera-tiny-hf, edgetam, sam3-tracker, sam3 (transformers; Hugging "
         "Face Hub), demo (trained on the demo scenes, shipped), or tiny-random, "
         "sam2.1-hf-tiny-random, sam3-tracker-tiny-random, sam3-tiny-random (random weights, offline).",
@@ -33,7 +33,7 @@ class ModelsConfig(ConfigModel):
     )
     tracker: str | None = Field(
         None,
-        description="transformers video tracker: a tracker preset (engine/presets.py "
+        description="transformers video tracker: a tracker preset (engine/models/presets.py "
         "TRACKER_PRESETS), a local directory or a Hugging Face Hub id of a Sam2Video, "
         "EdgeTamVideo or Sam3TrackerVideo model; overrides the preset's tracker.",
     )
