@@ -22,7 +22,7 @@ from engine.models.registry import (
     presets_of,
 )
 from engine.models.video import VideoFamily
-from stream.config import Config
+from stream.config import Config, ModelsConfig
 from stream.errors import ModelLoadError
 
 
@@ -81,3 +81,31 @@ def test_models_families_lists_every_row(capsys: pytest.CaptureFixture[str]) -> 
         "description",
     ]
     assert "Florence-2" in table
+
+
+def _fake_segmenter(models: ModelsConfig) -> object:
+    """A segmenter family's loader as a new family's file would define it."""
+    return ("fake kernel", models.preset)
+
+
+def test_a_new_segmenter_is_one_row_and_a_config_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segmenter family added as one registry row (its loader in its own module: here this
+    test module) is what ``models.segmenter`` selects, with no other edit; the default row is
+    ``sam2``; an unknown name is a one-line error."""
+    from engine.models import registry
+    from engine.models.loading import load_kernel
+
+    row = registry.ModelFamily(
+        "fake-seg",
+        ModelKind.SEGMENTER,
+        (),
+        f"{__name__}:_fake_segmenter",
+        "a segmenter added by a test",
+    )
+    monkeypatch.setitem(registry.FAMILIES, row.name, row)
+    models = ModelsConfig(preset="tiny-random", device="cpu", segmenter="fake-seg")
+    kernel: object = load_kernel(models)
+    assert kernel == ("fake kernel", "tiny-random")
+    assert ModelsConfig().segmenter == DEFAULT_SEGMENTER == "sam2"
+    with pytest.raises(ModelLoadError, match=r"^unknown model family 'nope' \(known: sam2, "):
+        load_kernel(ModelsConfig(preset="tiny-random", device="cpu", segmenter="nope"))

@@ -4,7 +4,7 @@ Tracker: ``models.tracker`` (``--tracker``) or the preset's tracker names a tran
 model: the one transformers path (``engine.models.video``; its family, a ``TRACKER`` row of
 ``engine.models.registry``, is read from the checkpoint's config) runs it in
 ``engine.segmenters.transformers.HfVideoKernel``. Otherwise the ``SEGMENTER`` row
-``DEFAULT_SEGMENTER`` loads (Meta's ``sam2`` package: the preset's SAM 2, or
+``models.segmenter`` names (default ``sam2``) loads (Meta's ``sam2`` package: the preset's SAM 2, or
 ``--sam2-checkpoint/--sam2-config``). Detector: ``models.detector`` or the preset's detector, a
 ``DETECTOR`` row of the registry (``engine.models.detectors``), loaded bare (a SAM 3 checkpoint
 grounds with SAM 3, whose detections carry masks: concept mode).
@@ -20,7 +20,7 @@ import torch
 from engine.core.protocols import Detector, SegmenterKernel, SegmenterSession
 from engine.models.detectors import load_detector_backend
 from engine.models.presets import get_preset
-from engine.models.registry import DEFAULT_SEGMENTER, ModelKind, get_family
+from engine.models.registry import ModelKind, get_family
 from engine.models.sam2 import load_sam2
 from engine.models.video import load_video_model
 from engine.segmenters.sam2 import Sam2Kernel
@@ -73,7 +73,7 @@ def load_kernel(models: ModelsConfig) -> Kernel[Any]:
     """The segmenter kernel (shared by every camera) that ``models`` names."""
     source = tracker_source(models)
     if source is None:
-        return segmenter_loader(DEFAULT_SEGMENTER)(models)
+        return segmenter_loader(models.segmenter)(models)
     return HfVideoKernel(load_video_model(source, models))
 
 

@@ -37,6 +37,15 @@ class ModelsConfig(ConfigModel):
         "TRACKER_PRESETS), a local directory or a Hugging Face Hub id of a Sam2Video, "
         "EdgeTamVideo or Sam3TrackerVideo model; overrides the preset's tracker.",
     )
+    segmenter: str = Field(
+        "sam2",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+        description="Segmenter family when no transformers tracker is named: a segmenter row of "
+        "the model registry (engine/models/registry.py; promptcam models --families). sam2 "
+        "(Meta's sam2 package, the preset's checkpoint or --sam2-checkpoint) is the one shipped.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Compute device.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA, float32 on CPU."
