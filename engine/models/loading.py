@@ -13,11 +13,9 @@ grounds with SAM 3, whose detections carry masks: concept mode).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-import torch
-
-from engine.core.protocols import Detector, SegmenterKernel, SegmenterSession
+from engine.core.protocols import Detector, SegmenterKernel
 from engine.models.detectors import load_detector_backend
 from engine.models.presets import get_preset
 from engine.models.registry import ModelKind, get_family
@@ -28,17 +26,9 @@ from engine.segmenters.transformers import HfVideoKernel
 from stream.config import EngineConfig, ModelsConfig
 from stream.errors import ModelLoadError
 
-S = TypeVar("S", bound=SegmenterSession)
-
-
-class Kernel(SegmenterKernel[S], Protocol[S]):
-    """A loaded segmenter kernel: the engine's protocol plus the device it runs on."""
-
-    device: torch.device
-
-
-# A SEGMENTER row's implementation: the kernel the configuration names, loaded.
-KernelLoader = Callable[[ModelsConfig], "Kernel[Any]"]
+# A SEGMENTER row's implementation: the kernel the configuration names, loaded (engine/core's
+# kernel protocol, which carries the device it runs on).
+KernelLoader = Callable[[ModelsConfig], "SegmenterKernel[Any]"]
 
 
 def load_sam2_kernel(models: ModelsConfig) -> Sam2Kernel:
@@ -69,7 +59,7 @@ def segmenter_loader(name: str) -> KernelLoader:
     return load
 
 
-def load_kernel(models: ModelsConfig) -> Kernel[Any]:
+def load_kernel(models: ModelsConfig) -> SegmenterKernel[Any]:
     """The segmenter kernel (shared by every camera) that ``models`` names."""
     source = tracker_source(models)
     if source is None:
