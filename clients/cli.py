@@ -396,6 +396,13 @@ def _train_demo_parser(sub: Subparsers) -> None:
     p.add_argument("--seed", type=int, help="training seed (default 0)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default 2)")
     p.add_argument("--only", choices=["sam2", "detector"], help="train one of the two models only")
+    p.add_argument(
+        "--from-stage",
+        type=int,
+        metavar="K",
+        help="go on from the shipped weights with the budget's stages K.. (a stopped run goes on"
+        " from its checkpoint in --out)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import numpy as np
 import torch
 
-from engine.training.loop import OnLog, run_steps
+from engine.training.loop import Checkpoint, OnLog, run_steps
 from engine.training.samples import DetectionSample, detection_sample
 from engine.training.vocabulary import OTHER_COLOURS, OTHER_THINGS, PLURALS
 from stream.demo import COLOURS, LABELS, GroundTruth
@@ -53,6 +53,7 @@ class DetectorSchedule:
     weight_decay: float = 1e-4
     clip_grad: float = 0.1
     log_every: int = 50
+    augment: float = 0.0  # share of frames seen under a random camera look (training.augment)
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,13 @@ class DetectorBatch(TypedDict):
     labels: list[dict[str, torch.Tensor]]
 
 
-def make_batch(processor: ProcessorMixin, rng: np.random.Generator, batch: int) -> DetectorBatch:
-    """Model inputs and ``labels`` for ``batch`` captioned frames of one size."""
+def make_batch(
+    processor: ProcessorMixin, rng: np.random.Generator, batch: int, augment: float = 0.0
+) -> DetectorBatch:
+    """Model inputs and ``labels`` for ``batch`` captioned frames of one size (a share
+    ``augment`` of them under a random camera look)."""
     size = DETECTOR_FRAME_SIZES[int(rng.integers(len(DETECTOR_FRAME_SIZES)))]
-    samples: list[DetectionSample] = [detection_sample(rng, size) for _ in range(batch)]
+    samples: list[DetectionSample] = [detection_sample(rng, size, augment) for _ in range(batch)]
     captions = [make_caption(s.targets, rng) for s in samples]
     images = [np.ascontiguousarray(s.image[:, :, ::-1]) for s in samples]
     pixels = processor.image_processor(images=images, return_tensors="pt")
@@ -175,16 +179,17 @@ def train_detector(
     schedule: DetectorSchedule,
     rng: np.random.Generator,
     on_log: OnLog | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> list[float]:
     """Train ``model`` in place; returns the loss of every step."""
 
     def step_loss(_step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        batch = make_batch(processor, rng, schedule.batch)
+        batch = make_batch(processor, rng, schedule.batch, schedule.augment)
         out = model(**batch)
         loss = out.loss + encoder_proposal_loss(model, out, batch)
         return loss, {k: out.loss_dict[f"loss_{k}"] for k in ("ce", "bbox", "giou")}
 
-    return run_steps("detector", model, schedule, step_loss, on_log)
+    return run_steps("detector", model, schedule, step_loss, on_log, checkpoint)
 
 
 def per_image_loss(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], None]:
@@ -293,3 +298,15 @@ def build_detector(
         model = GroundingDinoForObjectDetection(config)
     model.loss_function = per_image_loss
     return model, processor
+
+
+def load_trained_detector(
+    weights_dir: Path,
+) -> tuple[GroundingDinoForObjectDetection, ProcessorMixin]:
+    """The demo detector and its processor with the trained weights in ``weights_dir`` (a
+    ``save_pretrained`` directory), to go on training."""
+    from transformers import AutoProcessor, GroundingDinoForObjectDetection
+
+    model = GroundingDinoForObjectDetection.from_pretrained(weights_dir)
+    model.loss_function = per_image_loss  # the loss the earlier stages trained with
+    return model, AutoProcessor.from_pretrained(weights_dir)

@@ -42,10 +42,11 @@ from engine.training.grounding_dino import (
     DetectorSchedule,
     build_detector,
     encoder_proposal_loss,
+    load_trained_detector,
     make_batch,
 )
 from engine.training.grounding_dino import train_detector as run_detector
-from engine.training.loop import OnLog
+from engine.training.loop import Checkpoint, OnLog
 from engine.training.sam2_clips import (
     ClipBatch,
     Sam2Schedule,
@@ -68,7 +69,10 @@ SAM2_YAML = "sam2_demo.yaml"
 SAM2_CHECKPOINT = "sam2_demo.pt"
 DETECTOR_DIR = "grounding_dino"
 REPORT = "training.json"
-SNAPSHOT_EVERY = 250  # steps between weight snapshots during a run
+SNAPSHOT_EVERY = 250  # steps between weight snapshots (and stage checkpoints) during a run
+# The fourth stages (2026-12-06): the shipped weights seen under random camera looks and other
+# backdrops (engine.training.augment), half of the samples.
+DET4, SAM4 = 3000, 3000
 
 
 class TrainingError(PromptcamError):
@@ -87,6 +91,12 @@ class TrainConfig(BaseModel):
     only: str | None = Field(
         None, pattern="^(sam2|detector)$", description="Train one model only (the other is kept)."
     )
+    from_stage: int | None = Field(
+        None,
+        ge=1,
+        description="Go on from the weights in `arch` (the shipped ones by default) with the budget's"
+        " stages from this one (0-based) on, instead of training from seeded random weights.",
+    )
 
 
 @dataclass(frozen=True)
@@ -104,21 +114,23 @@ BUDGETS = {
             DetectorSchedule(steps=2400, batch=4, lr=3e-4, warmup=200, log_every=50),
             DetectorSchedule(steps=2000, batch=4, lr=1.5e-4, warmup=50, log_every=50),
             DetectorSchedule(steps=2400, batch=4, lr=1e-4, warmup=50, log_every=50),
+            DetectorSchedule(steps=DET4, batch=4, lr=1e-4, warmup=50, log_every=50, augment=0.5),
         ),
         (
             Sam2Schedule(steps=4500, clips=2, frames=4, objects=3, lr=1e-3, warmup=150, log_every=50, image_steps=3000),
             Sam2Schedule(steps=1200, clips=2, frames=4, objects=3, lr=5e-4, warmup=50, log_every=50),
             Sam2Schedule(steps=2400, clips=2, frames=6, objects=3, lr=3e-4, warmup=50, log_every=50),
+            Sam2Schedule(steps=SAM4, clips=2, frames=6, objects=3, lr=3e-4, warmup=50, log_every=50, augment=0.5),
         ),
     ),
     "tiny": Budget(
         (
             DetectorSchedule(steps=16, batch=2, lr=3e-4, warmup=4, log_every=8),
-            DetectorSchedule(steps=8, batch=2, lr=1.5e-4, warmup=2, log_every=8),
+            DetectorSchedule(steps=8, batch=2, lr=1.5e-4, warmup=2, log_every=8, augment=0.5),
         ),
         (
             Sam2Schedule(steps=16, clips=1, frames=3, objects=2, lr=1e-3, warmup=4, log_every=8, image_steps=8, image_clips=2, image_objects=2),
-            Sam2Schedule(steps=8, clips=1, frames=3, objects=2, lr=5e-4, warmup=2, log_every=8),
+            Sam2Schedule(steps=8, clips=1, frames=3, objects=2, lr=5e-4, warmup=2, log_every=8, augment=0.5),
         ),
     ),
 }  # fmt: skip
@@ -168,33 +180,44 @@ def train_detector_stage(
     stage: int,
     schedule: DetectorSchedule,
     on_log: OnLog | None = None,
+    resume: Path | None = None,
 ) -> None:
-    """Detector stage ``stage`` on ``model`` in place, with a fresh optimizer."""
-    run_detector(model, processor, schedule, stage_rng(seed, 2, stage), on_log=on_log)
+    """Detector stage ``stage`` on ``model`` in place, with a fresh optimizer; ``resume``: the
+    stage's checkpoint file (gone on from if it exists, written as the stage goes)."""
+    rng = stage_rng(seed, 2, stage)
+    ckpt = None if resume is None else Checkpoint(resume, rng, SNAPSHOT_EVERY)
+    run_detector(model, processor, schedule, rng, on_log=on_log, checkpoint=ckpt)
 
 
 def train_detector(tc: TrainConfig, stages: tuple[DetectorSchedule, ...]) -> ModelReport:
     torch.manual_seed(tc.seed)
-    model, processor = build_detector(tc.arch / DETECTOR_DIR, tc.seed)
+    if tc.from_stage is None:
+        model, processor = build_detector(tc.arch / DETECTOR_DIR, tc.seed)
+    else:
+        model, processor = load_trained_detector(tc.arch / DETECTOR_DIR)
+    first = tc.from_stage or 0
     held_rng = np.random.default_rng([tc.seed, 1])
     held = [make_batch(processor, held_rng, 2) for _ in range(2)]
     before = _detector_loss(model, held)
     curve: list[tuple[int, float]] = []
     target = tc.out / DETECTOR_DIR
     target.mkdir(parents=True, exist_ok=True)
-    total = sum(s.steps for s in stages)
+    total = sum(s.steps for s in stages[first:])
     done = 0
 
     def logged(step: int, loss: float, _parts: dict[str, float]) -> None:
         curve.append((done + step, loss))
-        if (done + step) % SNAPSHOT_EVERY == 0 and done + step < total:
+        if (done + step) % SNAPSHOT_EVERY == 0 and done + step < total and first == 0:
             model.save_pretrained(target)  # a snapshot: a stopped run leaves usable weights
             processor.save_pretrained(target)
 
     wall, cpu = 0.0, 0.0
     for k, schedule in enumerate(stages):
+        if k < first:
+            continue
+        resume = tc.out / f"detector-stage{k}.ckpt" if first else None
         _, w, c = _timed(
-            partial(train_detector_stage, model, processor, tc.seed, k, schedule, on_log=logged)
+            partial(train_detector_stage, model, processor, tc.seed, k, schedule, logged, resume)
         )
         wall, cpu, done = wall + w, cpu + c, done + schedule.steps
     after = _detector_loss(model, held)
@@ -217,18 +240,29 @@ def _sam2_loss(model: SAM2Base, batches: list[ClipBatch]) -> float:
 
 
 def train_sam2_stage(
-    model: SAM2Base, seed: int, stage: int, schedule: Sam2Schedule, on_log: OnLog | None
+    model: SAM2Base,
+    seed: int,
+    stage: int,
+    schedule: Sam2Schedule,
+    on_log: OnLog | None,
+    resume: Path | None = None,
 ) -> None:
-    """SAM 2 stage ``stage`` on ``model`` in place, with a fresh optimizer."""
-    train_sam2(model, schedule, stage_rng(seed, 4, stage), on_log=on_log)
+    """SAM 2 stage ``stage`` on ``model`` in place, with a fresh optimizer (``resume`` as for
+    the detector)."""
+    rng = stage_rng(seed, 4, stage)
+    ckpt = None if resume is None else Checkpoint(resume, rng, SNAPSHOT_EVERY)
+    train_sam2(model, schedule, rng, on_log=on_log, checkpoint=ckpt)
 
 
 def train_sam2_model(tc: TrainConfig, stages: tuple[Sam2Schedule, ...]) -> ModelReport:
-    from engine.models.sam2 import _instantiate, read_sam2_config, save_checkpoint
+    from engine.models.sam2 import _instantiate, _load_checkpoint, read_sam2_config, save_checkpoint
 
     yaml_path = tc.arch / SAM2_YAML
     torch.manual_seed(tc.seed)
     model = _instantiate(read_sam2_config(yaml_path), str(yaml_path))
+    first = tc.from_stage or 0
+    if first:
+        _load_checkpoint(model, tc.arch / SAM2_CHECKPOINT, yaml_path)
     size = int(model.image_size)
     held_rng = np.random.default_rng([tc.seed, 3])
     held = [make_clip_batch(stages[0], size, held_rng, click=False) for _ in range(2)]
@@ -237,17 +271,20 @@ def train_sam2_model(tc: TrainConfig, stages: tuple[Sam2Schedule, ...]) -> Model
     tc.out.mkdir(parents=True, exist_ok=True)
     if yaml_path.resolve() != (tc.out / SAM2_YAML).resolve():
         shutil.copyfile(yaml_path, tc.out / SAM2_YAML)
-    total = sum(s.steps for s in stages)
+    total = sum(s.steps for s in stages[first:])
     done = 0
 
     def logged(step: int, loss: float, _parts: dict[str, float]) -> None:
         curve.append((done + step, loss))
-        if (done + step) % SNAPSHOT_EVERY == 0 and done + step < total:
+        if (done + step) % SNAPSHOT_EVERY == 0 and done + step < total and first == 0:
             save_checkpoint(model, tc.out / SAM2_CHECKPOINT)  # a snapshot, as for the detector
 
     wall, cpu = 0.0, 0.0
     for k, schedule in enumerate(stages):
-        _, w, c = _timed(partial(train_sam2_stage, model, tc.seed, k, schedule, logged))
+        if k < first:
+            continue
+        resume = tc.out / f"sam2-stage{k}.ckpt" if first else None
+        _, w, c = _timed(partial(train_sam2_stage, model, tc.seed, k, schedule, logged, resume))
         wall, cpu, done = wall + w, cpu + c, done + schedule.steps
     after = _sam2_loss(model, held)
     save_checkpoint(model, tc.out / SAM2_CHECKPOINT)
@@ -285,6 +322,8 @@ def _in_parallel(tc: TrainConfig) -> None:
         argv = [sys.executable, "-m", "clients.cli", "train-demo", "--only", which]
         argv += ["--out", str(tc.out), "--budget", tc.budget, "--seed", str(tc.seed)]
         argv += ["--threads", str(max(1, tc.threads // 2)), "--log-level", "INFO"]
+        if tc.from_stage is not None:
+            argv += ["--from-stage", str(tc.from_stage)]
         procs.append(
             (which, subprocess.Popen(argv, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}))
         )
@@ -328,13 +367,18 @@ def train(tc: TrainConfig) -> dict[str, Any]:
         path.unlink()
         cpu += report[which]["cpu_s"] if tc.threads >= 2 else 0.0
     report["cpu_s"] = cpu
+    if tc.from_stage is not None:  # the earlier stages' report, this run appended to it
+        earlier = tc.arch / REPORT
+        whole: dict[str, Any] = json.loads(earlier.read_text()) if earlier.exists() else {}
+        whole.setdefault("continued", []).append({"from_stage": tc.from_stage, **report})
+        report = whole
     (tc.out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
     fields: dict[str, object] = {}
-    for name in ("out", "budget", "seed", "threads", "only"):
+    for name in ("out", "budget", "seed", "threads", "only", "from_stage"):
         value = getattr(args, name, None)
         if value is not None:
             fields[name] = value
@@ -345,6 +389,8 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     report = train(tc)
     if tc.only is not None:
         report = {tc.only: report}
+    elif tc.from_stage is not None:
+        report = report["continued"][-1]
     summary = {
         k: {
             "steps": report[k]["steps"],

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine.training.loop import OnLog, run_steps
+from engine.training.loop import Checkpoint, OnLog, run_steps
 from engine.training.samples import FRAME_SIZES, Clip, clip_sample
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class Sam2Schedule:
     image_steps: int = 0
     image_clips: int = 4
     image_objects: int = 6
+    augment: float = 0.0  # share of clips seen under a random camera look (training.augment)
 
     def phase(self, step: int) -> Sam2Schedule:
         """The batch shape of ``step``: an image step or a clip step."""
@@ -120,7 +121,7 @@ def make_clip_batch(
     frame_size = FRAME_SIZES[int(rng.integers(len(FRAME_SIZES)))]
     images, masks, clip_of, coords, labels = [], [], [], [], []
     for c in range(schedule.clips):
-        clip = clip_sample(rng, schedule.frames, schedule.objects, frame_size)
+        clip = clip_sample(rng, schedule.frames, schedule.objects, frame_size, schedule.augment)
         images += [model_input(img, size) for img in clip.images]
         for k in range(len(clip.masks)):
             masks.append(np.stack([_target(m, size) for m in clip.masks[k]]))
@@ -223,6 +224,7 @@ def train_sam2(
     schedule: Sam2Schedule,
     rng: np.random.Generator,
     on_log: OnLog | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> list[float]:
     """Train ``model`` (a ``SAM2Base``) in place; returns the loss of every step."""
     size = int(model.image_size)
@@ -232,4 +234,4 @@ def train_sam2(
         parts = clip_loss(model, make_clip_batch(schedule.phase(step), size, rng, click))
         return parts["mask"] + parts["iou"] + parts["score"], parts
 
-    return run_steps("sam2", model, schedule, step_loss, on_log)
+    return run_steps("sam2", model, schedule, step_loss, on_log, checkpoint)

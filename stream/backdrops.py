@@ -1,0 +1,108 @@
+"""Backdrops of other styles than the demo scene's own canvas, for training and for held-out
+evaluation.
+
+The demo scene (``stream.demo``) paints its objects over one kind of background: a muted grey
+canvas with blotches and faint lines. Models trained only on it learn that background: on a
+scene drawn by another generator the demo detector found balls in the background. This module
+draws backdrops of other kinds, seeded, at any size, all muted (saturation held low, so that a
+named object colour still stands out as it does on a real camera):
+
+- ``noise``: multi-octave value noise in two muted colours (soft blobs at several scales);
+- ``gradient``: a linear gradient between two muted colours with a little grain;
+- ``stripes``: soft stripes at a random angle and period (floors, fences, blinds);
+- ``cells``: flat-shaded Voronoi cells with dark seams (paving, tiles): the held-out kind,
+  never used in training (``TRAINING_KINDS``), so that evaluation on it measures a generator
+  style the models did not see.
+
+``replace_background(image, ids, backdrop)`` puts a backdrop where a frame's instance map says
+background (``ids == 0``), so a demo frame's objects and exact masks stay as they were.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+KINDS = ("noise", "gradient", "stripes", "cells")
+TRAINING_KINDS = ("noise", "gradient", "stripes")
+HELD_OUT_KIND = "cells"
+MAX_SATURATION = 0.45  # HSV saturation of backdrop colours (named object colours are ~0.75+)
+
+
+def muted_colour(rng: np.random.Generator) -> np.ndarray:
+    """A BGR colour (float32) of low saturation and middle value."""
+    hue = float(rng.uniform(0, 180))
+    sat = float(rng.uniform(0.0, MAX_SATURATION)) * 255
+    val = float(rng.uniform(60, 200))
+    hsv = np.array([[[hue, sat, val]]], np.uint8)
+    return np.asarray(cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0], np.float32)
+
+
+def _blend(weight: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel mix of two colours by ``weight`` in [0, 1] (HxW) -> HxWx3 float32."""
+    w = weight[..., None].astype(np.float32)
+    return np.asarray(a * (1 - w) + b * w, np.float32)
+
+
+def _noise(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    field = np.zeros((h, w), np.float32)
+    amp, total = 1.0, 0.0
+    for cell in (int(rng.integers(48, 160)), int(rng.integers(16, 48)), int(rng.integers(4, 16))):
+        coarse = rng.random((max(2, h // cell), max(2, w // cell))).astype(np.float32)
+        field += amp * cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+        total += amp
+        amp *= 0.5
+    field = np.clip(field / total, 0, 1)
+    return _blend(field, muted_colour(rng), muted_colour(rng))
+
+
+def _gradient(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    angle = float(rng.uniform(0, 2 * np.pi))
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    t = xs * np.cos(angle) / w + ys * np.sin(angle) / h
+    t = (t - t.min()) / max(1e-6, float(t.max() - t.min()))
+    out = _blend(t, muted_colour(rng), muted_colour(rng))
+    return out + rng.normal(0, 4, (h, w, 1)).astype(np.float32)
+
+
+def _stripes(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    angle = float(rng.uniform(0, np.pi))
+    period = float(rng.uniform(8, 60))
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    phase = (xs * np.cos(angle) + ys * np.sin(angle)) * 2 * np.pi / period
+    sharp = float(rng.uniform(1, 6))
+    t = 0.5 + 0.5 * np.tanh(sharp * np.sin(phase))
+    return _blend(t, muted_colour(rng), muted_colour(rng))
+
+
+def _cells(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    n = int(rng.integers(12, 60))
+    pts = np.stack([rng.uniform(0, w, n), rng.uniform(0, h, n)], 1).astype(np.float32)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    d = (xs[..., None] - pts[:, 0]) ** 2 + (ys[..., None] - pts[:, 1]) ** 2
+    owner = np.argmin(d, axis=2)
+    two = np.partition(d, 1, axis=2)
+    d0, d1 = two[..., 0], two[..., 1]
+    palette = np.stack([muted_colour(rng) for _ in range(n)])
+    out = palette[owner]
+    seam = (np.sqrt(d1) - np.sqrt(d0)) < float(rng.uniform(1.5, 4.0))
+    out[seam] *= 0.55
+    return np.asarray(out, np.float32)
+
+
+_MAKERS = {"noise": _noise, "gradient": _gradient, "stripes": _stripes, "cells": _cells}
+
+
+def backdrop(kind: str, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``kind`` backdrop of ``width`` x ``height`` (HxWx3 uint8 BGR), drawn from ``rng``."""
+    if kind not in _MAKERS:
+        raise ValueError(f"unknown backdrop kind {kind!r} (one of {', '.join(KINDS)})")
+    return np.asarray(np.clip(_MAKERS[kind](height, width, rng), 0, 255), np.uint8)
+
+
+def replace_background(image: np.ndarray, ids: np.ndarray, back: np.ndarray) -> np.ndarray:
+    """``image`` with ``back`` where ``ids == 0`` (a new array; objects untouched)."""
+    out = image.copy()
+    where = ids == 0
+    out[where] = back[where]
+    return out
