@@ -14,6 +14,7 @@ import pytest
 
 from clients.bench import quality
 from clients.bench.conditions import (
+    BACKDROP_NOISE,
     DUSK_FLOOR,
     SHADOW_STRENGTH,
     SHAKE_PX,
@@ -25,6 +26,7 @@ from clients.bench.conditions import (
 )
 from clients.bench.evaluate import EvalError, FrameObjects, TrackSequence, evaluate
 from clients.bench.live import live_window, restrict
+from stream.backdrops import HELD_OUT_KIND, backdrop
 from stream.demo import DemoScene, SceneFrame
 from stream.errors import PromptcamError
 
@@ -94,6 +96,23 @@ def _shifted(m: np.ndarray, dx: int, dy: int) -> np.ndarray:
         max(-dy, 0) : H + min(-dy, 0), max(-dx, 0) : W + min(-dx, 0)
     ]
     return out
+
+
+def test_backdrop_replaces_the_background_only_with_the_held_out_kind(
+    frames: list[SceneFrame],
+) -> None:
+    """Background pixels become the held-out backdrop of the seed (one backdrop for the whole
+    clip), objects keep their pixels, both under the stated noise; the ground truth is kept."""
+    clip = perturb(Condition.BACKDROP, frames, 101, 15.0)
+    back = backdrop(HELD_OUT_KIND, W, H, np.random.default_rng([101, 7])).astype(float)
+    for c, f in zip(clip, frames, strict=True):
+        img = c.frame.image.astype(float)
+        bg, obj = f.ids == 0, f.ids > 0
+        assert c.frame.truth == f.truth and np.array_equal(c.frame.ids, f.ids)
+        assert abs(float((img[bg] - back[bg]).mean())) < 1.0
+        assert float((img[bg] - back[bg]).std()) < 2 * BACKDROP_NOISE
+        assert float(np.abs(img[obj] - f.image[obj].astype(float)).mean()) < BACKDROP_NOISE
+        assert float(np.abs(f.image[bg].astype(float) - back[bg]).mean()) > 10  # it changed
 
 
 def test_shake_moves_ground_truth_with_the_image(frames: list[SceneFrame]) -> None:

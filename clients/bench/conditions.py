@@ -20,7 +20,11 @@ the frames both sides of the benchmark see, with their ground truth:
   the frame is no longer visible;
 - ``drop3``: every ``DROP_EVERY``-th frame only (a camera or network that delivers a third of
   the frames): the kept frames keep their frame index (``seq``) and capture time, and the
-  ground truth is that of the kept frames only.
+  ground truth is that of the kept frames only;
+- ``backdrop``: a generator style the demo models never trained on: the scene's background
+  replaced by the held-out backdrop kind (``stream.backdrops.HELD_OUT_KIND``, flat-shaded cells
+  with dark seams, drawn from the scene's seed) under sensor noise of ``BACKDROP_NOISE`` grey
+  levels; the objects and the ground truth are the scene's own.
 
 The image border that a translation uncovers repeats the edge pixels (as a stabiliser's crop
 would show); the instance map's uncovered border is background.
@@ -35,6 +39,7 @@ from enum import Enum
 import cv2
 import numpy as np
 
+from stream.backdrops import HELD_OUT_KIND, backdrop, replace_background
 from stream.demo import GroundTruth, SceneFrame
 
 DUSK_FLOOR = 0.35  # brightness gain on the last frame of the dusk ramp
@@ -45,6 +50,7 @@ SHADOW_SLANT = 0.4  # the band's horizontal shift per row, pixels per pixel
 JPEG_QUALITY = 30
 SHAKE_PX = 4  # largest translation in x and in y, pixels
 DROP_EVERY = 3
+BACKDROP_NOISE = 3.0  # grey levels of sensor noise over the held-out backdrop
 
 
 class Condition(str, Enum):
@@ -57,6 +63,7 @@ class Condition(str, Enum):
     JPEG30 = "jpeg30"
     SHAKE = "shake"
     DROP3 = "drop3"
+    BACKDROP = "backdrop"
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,16 @@ def _with_image(f: SceneFrame, image: np.ndarray) -> SceneFrame:
     return SceneFrame(f.index, image, f.ids, f.truth)
 
 
+def on_backdrop(f: SceneFrame, seed: int) -> np.ndarray:
+    """Frame ``f`` with its background replaced by the held-out backdrop of ``seed`` (the same
+    backdrop on every frame of a scene) and fresh sensor noise of frame ``f.index``."""
+    h, w = f.ids.shape
+    back = backdrop(HELD_OUT_KIND, w, h, np.random.default_rng([seed, 7]))
+    image = replace_background(f.image, f.ids, back).astype(np.float32)
+    noise = np.random.default_rng([seed, 8, f.index]).normal(0, BACKDROP_NOISE, (h, w, 1))
+    return np.asarray(np.clip(image + noise, 0, 255), np.uint8)
+
+
 def perturb(
     condition: Condition, frames: Sequence[SceneFrame], seed: int, fps: float
 ) -> list[ClipFrame]:
@@ -194,4 +211,6 @@ def perturb(
         return clip(moved)
     if condition is Condition.DROP3:
         return clip([frames[i] for i in kept_indices(n)])
+    if condition is Condition.BACKDROP:
+        return clip([_with_image(f, on_backdrop(f, seed)) for f in frames])
     raise ValueError(f"unknown condition {condition!r}")

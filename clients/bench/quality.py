@@ -318,6 +318,10 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
             )
             if condition is Condition.CLEAN:
                 rows += _clean_rows(result, dets, boxes, reds, detector, where)
+            elif condition is Condition.BACKDROP:
+                rows += _model_rows(
+                    dets, boxes, f"{detector}; held-out backdrop", where, " (backdrop)"
+                )
         live_result = None
         if live:
             live_seed = seeds[0]
@@ -348,7 +352,8 @@ def _run_condition(
     reds: list[Pair] = []
     boxes: list[Pair] = []
     dets: list[Pair] = []
-    ap_grounder = _ap_grounder(text_cfg) if condition is Condition.CLEAN else None
+    with_models = condition in (Condition.CLEAN, Condition.BACKDROP)
+    ap_grounder = _ap_grounder(text_cfg) if with_models else None
     ours_s = theirs_s = 0.0
     n = 0
     for seed in seeds:
@@ -360,9 +365,10 @@ def _run_condition(
         theirs.append((sequence_from_results(_at_seqs(ref.results, s.seqs)), s.truth))
         theirs_s += ref.seconds
         n += len(s.images)
-        if ap_grounder is not None:  # the clean condition
+        if ap_grounder is not None:  # the models alone: clean, and on the held-out backdrop
             dets.append(_detections(ap_grounder, s))
             boxes.append((sequence_from_results(_box_run(cfg, args, s)), s.truth))
+        if condition is Condition.CLEAN:
             red, _ = run_promptcam(_config(cfg, args, COLOUR_PROMPT), s.images)
             reds.append((sequence_from_results(red), s.truth))
         shutil.rmtree(s.jpeg_dir)
@@ -385,6 +391,22 @@ def _box_run(cfg: Config, args: argparse.Namespace, s: HeldOutScene) -> list[Fra
     return results
 
 
+def _model_rows(
+    dets: list[tuple[TrackSequence, TrackSequence]],
+    boxes: list[tuple[TrackSequence, TrackSequence]],
+    detector: str,
+    where: str,
+    suffix: str,
+) -> list[BenchRow]:
+    """The models alone: the detector's AP50 per label and J&F from manual box prompts."""
+    rows: list[BenchRow] = []
+    for label, value in ap50_many(dets, TEXT_PROMPT).items():
+        rows.append(row(PART, f"detector AP50 {label}{suffix}", value, "", f"{detector}; every {AP_EVERY}rd frame of {where}"))  # fmt: skip
+    box = evaluate_many(boxes, labels=False)
+    rows.append(row(PART, f"J&F manual boxes (promptcam){suffix}", box.jandf.jf, "", f"J {box.jandf.j:.3f}, F {box.jandf.f:.3f}, {box.jandf.objects} objects; box on each object's first findable frame, never ended; {where}"))  # fmt: skip
+    return rows
+
+
 def _clean_rows(
     result: ConditionResult,
     dets: list[tuple[TrackSequence, TrackSequence]],
@@ -393,11 +415,7 @@ def _clean_rows(
     detector: str,
     where: str,
 ) -> list[BenchRow]:
-    rows: list[BenchRow] = []
-    for label, value in ap50_many(dets, TEXT_PROMPT).items():
-        rows.append(row(PART, f"detector AP50 {label}", value, "", f"{detector}; every {AP_EVERY}rd frame of {where}"))  # fmt: skip
-    box = evaluate_many(boxes, labels=False)
-    rows.append(row(PART, "J&F manual boxes (promptcam)", box.jandf.jf, "", f"J {box.jandf.j:.3f}, F {box.jandf.f:.3f}, {box.jandf.objects} objects; box on each object's first findable frame, never ended; {where}"))  # fmt: skip
+    rows = _model_rows(dets, boxes, detector, where, "")
     note = f"prompt '{TEXT_PROMPT}', grounding every {STEP} frames; clean; {where}"
     rows += _tracking_rows("promptcam", result.ours, result.ours_fps, note)
     rows += _tracking_rows("reference", result.theirs, result.theirs_fps, note)
