@@ -268,6 +268,14 @@ def session(out: Path) -> dict[str, Any]:
             results["phone_svg_texts"] = js(
                 f"[...document.querySelectorAll('{cam} .zones-layer text')].map(t => t.textContent)"
             )
+            # no two zone / line labels drawn over each other (the line's name and its "in")
+            results["phone_label_overlaps"] = js(
+                f"""(() => {{ const b = [...document.querySelectorAll('{cam} .zones-layer text')]
+                .map(t => [t.textContent, t.getBBox()]); const out = [];
+                b.forEach(([n, r], i) => b.slice(i + 1).forEach(([m, q]) => {{
+                  if (r.x < q.x + q.width && q.x < r.x + r.width && r.y < q.y + q.height && q.y < r.y + r.height) out.push([n, m]); }}));
+                return out; }})()"""
+            )
             page.screenshot(path=str(art / "events-390.png"), full_page=True)
             results["console_errors"] = [c for c in console if c.startswith("error")]
             browser.close()
@@ -301,6 +309,7 @@ def test_zones_counts_and_timeline_in_chromium() -> None:
     assert r["filtered"] == ["e5", "e3", "e1"], r["filtered"]
     assert not r["unnamed"], r["unnamed"]
     assert r["phone_scroll_width"] <= 390 and "door · 1" in r["phone_svg_texts"]
+    assert r["phone_label_overlaps"] == [], r["phone_label_overlaps"]
     assert not r["console_errors"], r["console_errors"]
     for name in ("1280", "edit-1280", "dialog-1280", "390"):
         assert (ROOT / "artifacts" / f"events-{name}.png").stat().st_size > 0

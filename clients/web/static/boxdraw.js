@@ -130,7 +130,8 @@ class BoxOverlay {
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
     g.clearRect(0, 0, cv.clientWidth, cv.clientHeight);
     const small = this.videoLabelsSmall();
-    const placed = [];  // label rectangles drawn, [x, y, w, h]
+    // label rectangles drawn, [x, y, w, h]; first those that labels must keep off (the zones')
+    const placed = this.opts.avoid ? this.opts.avoid().map((r) => r.slice()) : [];
     for (const b of this.boxes) {
       if (b.whenSmall && !small) continue;
       const r = this.toCanvas(b.box);

@@ -62,6 +62,7 @@ class CameraView {
       frameSize: () => this.frame,
       onPoint: (p) => this.select(this.hit(p)),
       onBox: (box) => this.addObject(box),
+      avoid: () => (this.zones && this.zones.labelRects) || [],  // zone and line labels
     });
     this.bind();
     this.zones = new ZoneEditor(this);     // zones.js: zones and lines over the video

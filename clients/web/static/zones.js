@@ -31,6 +31,7 @@ class ZoneEditor {
     this.svg = view.el["zones-svg"];
     this.shapes = [];      // [{kind: "zone"|"line", name, points: [[fx, fy]...], inSide, extra}]
     this.counts = {};      // name -> number shown (zone: objects in it now; line: in / out)
+    this.labelRects = [];  // the labels render() drew, [x, y, w, h]
     this.editing = false;
     this.drawing = null;   // {kind, points} while a new shape is clicked in
     this.selected = -1;    // index in shapes
@@ -363,6 +364,7 @@ class ZoneEditor {
     const w = svg.clientWidth, h = svg.clientHeight;
     svg.setAttribute("viewBox", "0 0 " + w + " " + h);
     svg.textContent = "";
+    this.labelRects = [];  // [x, y, w, h] of every label drawn: object labels keep off them
     const c = this.rect();
     if (!c) return;
     const pts = (ps) => ps.map((p) => this.toPx(p).map((v) => v.toFixed(1)).join(",")).join(" ");
@@ -388,7 +390,10 @@ class ZoneEditor {
         const anchors = ["end", "middle", "start"];
         this.label(g, [tip[0] + u[0] * 8, tip[1] + u[1] * 12], "in", i, anchors[side + 1]).classList.add("in");
         const count = this.counts[s.name] !== undefined ? " · " + this.counts[s.name] : "";
-        this.label(g, [m[0] - u[0] * 12, m[1] - u[1] * 16], s.name + count, i, anchors[1 - side]);
+        // the name on the "out" side, at the first place along the line that overlaps no label
+        // drawn so far (the arrow's "in" among them): the middle, then towards either end
+        const spots = [0.5, 0.3, 0.7, 0.15, 0.85].map((t) => [a[0] + (b[0] - a[0]) * t - u[0] * 12, a[1] + (b[1] - a[1]) * t - u[1] * 16]);
+        this.label(g, spots, s.name + count, i, anchors[1 - side]);
       }
       if (this.editing) {
         s.points.forEach((p, j) => {
@@ -411,14 +416,28 @@ class ZoneEditor {
     svgEl("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrowhead" }, marker);
   }
 
-  // a text at (x, y), moved inside the picture when it would stick out of it
-  label(g, [x, y], value, i, anchor = "middle") {
-    const t = svgEl("text", { x, y, "text-anchor": anchor, "dominant-baseline": "middle", "data-shape": i }, g);
+  // a text at (x, y), moved inside the picture when it would stick out of it; given several
+  // places ([[x, y], ...]), the first where it overlaps no label drawn before (else the first)
+  label(g, at, value, i, anchor = "middle") {
+    const spots = Array.isArray(at[0]) ? at : [at];
+    const t = svgEl("text", { "text-anchor": anchor, "dominant-baseline": "middle", "data-shape": i }, g);
     t.textContent = value;
-    const b = t.getBBox(), w = this.svg.clientWidth, h = this.svg.clientHeight;
-    const dx = b.x < 2 ? 2 - b.x : b.x + b.width > w - 2 ? w - 2 - b.x - b.width : 0;
-    const dy = b.y < 2 ? 2 - b.y : b.y + b.height > h - 2 ? h - 2 - b.y - b.height : 0;
-    if (dx || dy) { t.setAttribute("x", x + dx); t.setAttribute("y", y + dy); }
+    const w = this.svg.clientWidth, h = this.svg.clientHeight;
+    let chosen = null;
+    for (const [x, y] of spots) {
+      t.setAttribute("x", x);
+      t.setAttribute("y", y);
+      const b = t.getBBox();
+      const dx = b.x < 2 ? 2 - b.x : b.x + b.width > w - 2 ? w - 2 - b.x - b.width : 0;
+      const dy = b.y < 2 ? 2 - b.y : b.y + b.height > h - 2 ? h - 2 - b.y - b.height : 0;
+      const r = [b.x + dx, b.y + dy, b.width, b.height];
+      const free = !this.labelRects.some((p) => r[0] < p[0] + p[2] && p[0] < r[0] + r[2] && r[1] < p[1] + p[3] && p[1] < r[1] + r[3]);
+      if (chosen === null || free) chosen = { x: x + dx, y: y + dy, r };
+      if (free) break;
+    }
+    t.setAttribute("x", chosen.x);
+    t.setAttribute("y", chosen.y);
+    this.labelRects.push(chosen.r);
     return t;
   }
 }
