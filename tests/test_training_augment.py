@@ -15,7 +15,7 @@ import torch
 from engine.models.presets import DEMO_DIR
 from engine.training import augment
 from engine.training.augment import Look, draw_look
-from engine.training.job import TrainConfig, train
+from engine.training.job import TrainConfig, TrainingError, train
 from engine.training.loop import Checkpoint, run_steps
 from engine.training.samples import clip_sample, detection_sample
 from stream.backdrops import (
@@ -162,3 +162,9 @@ def test_from_stage_goes_on_from_the_shipped_weights_and_keeps_their_report(
     assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
     assert (out / "grounding_dino" / "model.safetensors").exists()
     assert not list(out.glob("*.ckpt"))
+
+
+def test_from_stage_beyond_the_budget_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match=r"^--from-stage 2: the tiny budget has stages 0-1$"):
+        train(TrainConfig(budget="tiny", from_stage=2, threads=1, out=tmp_path / "x"))
+    assert not (tmp_path / "x").exists()  # refused before anything is written

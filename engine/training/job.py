@@ -339,6 +339,12 @@ def train(tc: TrainConfig) -> dict[str, Any]:
     for need in (tc.arch / SAM2_YAML, tc.arch / DETECTOR_DIR / "config.json"):
         if not need.exists():
             raise TrainingError(f"architecture file {need} is missing")
+    budget = BUDGETS[tc.budget]
+    stages = min(len(budget.detector), len(budget.sam2))
+    if tc.from_stage is not None and tc.from_stage >= stages:
+        raise TrainingError(
+            f"--from-stage {tc.from_stage}: the {tc.budget} budget has stages 0-{stages - 1}"
+        )
     try:
         tc.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
