@@ -324,7 +324,7 @@ def session(out: Path) -> dict[str, Any]:
             )
             page.reload()
             page.wait_for_function(
-                f"document.querySelector('{role('prompt')}').value === 'person. dog.'",
+                f"document.querySelector('{role('prompt')}')?.value === 'person. dog.'",
                 timeout=30_000,
             )
             results["prompt_after_reload"] = js(f"document.querySelector('{role('prompt')}').value")
