@@ -331,7 +331,7 @@ def _bench_parser(sub: Subparsers) -> None:
         "--conditions",
         metavar="NAME,...",
         help="quality: camera conditions (clean, dusk, white-balance, shadow, jpeg30, shake, "
-        "drop3) and live (promptcam run at real time); default all",
+        "drop3, backdrop) and live (promptcam run at real time); default all",
     )
     p.add_argument(
         "--seeds",
