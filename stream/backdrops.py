@@ -56,11 +56,15 @@ def _noise(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return _blend(field, muted_colour(rng), muted_colour(rng))
 
 
-def _gradient(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    angle = float(rng.uniform(0, 2 * np.pi))
+def ramp(h: int, w: int, angle: float) -> np.ndarray:
+    """An HxW linear ramp from 0 to 1 along ``angle`` (radians; the frame's sides scaled to 1)."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     t = xs * np.cos(angle) / w + ys * np.sin(angle) / h
-    t = (t - t.min()) / max(1e-6, float(t.max() - t.min()))
+    return np.asarray((t - t.min()) / max(1e-6, float(t.max() - t.min())), np.float32)
+
+
+def _gradient(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    t = ramp(h, w, float(rng.uniform(0, 2 * np.pi)))
     out = _blend(t, muted_colour(rng), muted_colour(rng))
     return out + rng.normal(0, 4, (h, w, 1)).astype(np.float32)
 

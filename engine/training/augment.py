@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.backdrops import TRAINING_KINDS, backdrop, replace_background
+from stream.backdrops import TRAINING_KINDS, backdrop, ramp, replace_background
 
 __all__ = ["Look", "backdrop", "draw_look"]
 
@@ -69,9 +69,7 @@ def _light(h: int, w: int, rng: np.random.Generator) -> np.ndarray | None:
         field *= 1 - float(rng.uniform(0.25, 0.65)) * inside
         used = True
     if rng.random() < 0.35:  # a gradient of light across the view
-        angle = float(rng.uniform(0, 2 * np.pi))
-        t = xs * np.cos(angle) / w + ys * np.sin(angle) / h
-        t = (t - t.min()) / max(1e-6, float(t.max() - t.min()))
+        t = ramp(h, w, float(rng.uniform(0, 2 * np.pi)))
         lo = float(rng.uniform(0.45, 0.9))
         field *= lo + (1 - lo) * t
         used = True
