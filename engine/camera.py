@@ -35,7 +35,7 @@ from engine.camera_seeding import Seeder
 from engine.camera_stats import CameraStats, EngineCounters
 from engine.core.protocols import Detector, DetectorPrompt, SegmenterSession
 from engine.core.types import Box, FrameInput, FrameResult, ObjectResult, SegmentOutput
-from engine.cues import box_colours, mask_colour, mask_iou_of
+from engine.cues import box_colours, mask_colour, mask_iou_of, white_of
 from engine.grounding import GroundJob, GroundResult
 from engine.ids import IdAllocator
 from engine.lifecycle.embedder import Embedder, ObjectPointerEmbedder
@@ -190,11 +190,12 @@ class CameraTracker:
         """After propagation: bookkeeping, in-line grounding if asked and due, the result."""
         t0 = time.perf_counter()
         current = dict(outs)
+        white = white_of(frame.image, self.cfg.lifecycle.colour_space)
         obs = {
             tid: Observation(
                 o.box,
                 o.score,
-                mask_colour(frame.image, o.mask, o.box),
+                mask_colour(frame.image, o.mask, o.box, white),
                 self.embedder.embed(o, frame.image),
             )
             for tid, o in current.items()
@@ -288,7 +289,9 @@ class CameraTracker:
             dets,
             self._history[frame.seq],
             mask_iou_of({t: o.mask for t, o in outs.items()}),
-            box_colours(frame.image, dets.xyxy),
+            box_colours(
+                frame.image, dets.xyxy, white_of(frame.image, self.cfg.lifecycle.colour_space)
+            ),
         )
         self._seeder.apply_plan(plan, self._current[1], outs, dets)
         ms = (time.perf_counter() - t0) * 1e3
@@ -314,7 +317,9 @@ class CameraTracker:
                 self.counters.grounding_results_dropped += 1
                 return
             dets = r.detections
-            colours = box_colours(image, dets.xyxy)
+            colours = box_colours(
+                image, dets.xyxy, white_of(image, self.cfg.lifecycle.colour_space)
+            )
             plan = self.manager.on_detections(r.seq, dets, obs, mask_iou_of(masks), colours)
             self._seeder.apply_plan(plan, r.frame_idx, None, dets)
         finally:

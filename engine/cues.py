@@ -1,5 +1,11 @@
 """What the camera tracker measures on a frame for the track manager: mask IoU between tracks,
-mean colours of masks and boxes (re-identification), and seed points inside a mask."""
+mean colours of masks and boxes (re-identification), the frame's white point, and seed points
+inside a mask.
+
+A colour is the mean (b, g, r) in [0, 1]; given the frame's white point (``white_point``: its
+mean colour, the grey-world estimate of the light) it is divided by it channel by channel, so a
+white balance or an exposure that scales the three channels of the whole frame leaves it
+unchanged (the lifecycle's ``grey-world`` colour space)."""
 
 from __future__ import annotations
 
@@ -26,11 +32,39 @@ def mask_iou_of(masks: Mapping[int, np.ndarray]) -> Callable[[int, int], float]:
 
 
 COLOUR_SAMPLES = 4096  # pixels a mean colour is taken over at most (a regular grid over the box)
+WHITE_FLOOR = 1 / 255  # a channel of the white point is at least this (a black frame stays defined)
 
 
-def mask_colour(image: np.ndarray, mask: np.ndarray, box: Box | None) -> Colour | None:
-    """Mean colour (b, g, r in [0, 1]) of ``image`` inside ``mask`` (within its ``box``), for
-    re-identification; None for an empty mask. The mean is taken on a regular grid of at most
+def white_point(image: np.ndarray) -> Colour:
+    """The frame's mean colour (b, g, r in [0, 1], each at least ``WHITE_FLOOR``) on a regular
+    grid of at most ``COLOUR_SAMPLES`` pixels: under the grey-world assumption, the light's
+    colour and strength."""
+    h, w = image.shape[:2]
+    step = max(1, int(np.ceil(np.sqrt(h * w / COLOUR_SAMPLES))))
+    mean = image[::step, ::step].reshape(-1, 3).mean(axis=0) / 255.0
+    b, g, r = (max(WHITE_FLOOR, float(c)) for c in mean)
+    return (b, g, r)
+
+
+def white_of(image: np.ndarray, space: str) -> Colour | None:
+    """The white point colours of ``image`` are measured against for the lifecycle's colour
+    ``space`` (``engine.lifecycle.colour_space``): the frame's for ``grey-world``, else None
+    (raw colours)."""
+    return white_point(image) if space == "grey-world" else None
+
+
+def _relative(mean: np.ndarray, white: Colour | None) -> Colour:
+    """``mean`` (b, g, r in [0, 1]) over ``white`` channel by channel (unchanged for None)."""
+    if white is not None:
+        mean = mean / np.asarray(white, np.float64)
+    return (float(mean[0]), float(mean[1]), float(mean[2]))
+
+
+def mask_colour(
+    image: np.ndarray, mask: np.ndarray, box: Box | None, white: Colour | None = None
+) -> Colour | None:
+    """Mean colour (b, g, r in [0, 1]; over ``white`` where given) of ``image`` inside ``mask``
+    (within its ``box``), for re-identification; None for an empty mask. The mean is taken on a regular grid of at most
     ``COLOUR_SAMPLES`` pixels of the box, so its cost is bounded per object whatever its size
     (a full-resolution mean cost 6 ms per object per frame on a 300x300 object)."""
     if box is None:
@@ -44,12 +78,14 @@ def mask_colour(image: np.ndarray, mask: np.ndarray, box: Box | None) -> Colour 
         if not m.any():
             return None
         step = 1
-    mean = image[y1:y2:step, x1:x2:step][m].mean(axis=0) / 255.0
-    return (float(mean[0]), float(mean[1]), float(mean[2]))
+    return _relative(image[y1:y2:step, x1:x2:step][m].mean(axis=0) / 255.0, white)
 
 
-def box_colours(image: np.ndarray, xyxy: np.ndarray) -> list[Colour | None]:
-    """Mean colour of each box's central half (inside a ball or a box, off the background)."""
+def box_colours(
+    image: np.ndarray, xyxy: np.ndarray, white: Colour | None = None
+) -> list[Colour | None]:
+    """Mean colour of each box's central half (inside a ball or a box, off the background;
+    over ``white`` where given)."""
     h, w = image.shape[:2]
     out: list[Colour | None] = []
     for x1, y1, x2, y2 in np.asarray(xyxy, dtype=np.float64).reshape(-1, 4):
@@ -62,8 +98,7 @@ def box_colours(image: np.ndarray, xyxy: np.ndarray) -> list[Colour | None]:
         if b <= a or d <= c:
             out.append(None)
             continue
-        mean = image[c:d, a:b].reshape(-1, 3).mean(axis=0) / 255.0
-        out.append((float(mean[0]), float(mean[1]), float(mean[2])))
+        out.append(_relative(image[c:d, a:b].reshape(-1, 3).mean(axis=0) / 255.0, white))
     return out
 
 

@@ -1,6 +1,7 @@
 """``mask_colour``: the mean colour inside a mask, taken on a bounded grid of the box, agrees with
 the full-resolution mean (within 0.02 on noise, exactly on a solid object), finds thin masks, and
-costs a bounded number of pixels whatever the object's size."""
+costs a bounded number of pixels whatever the object's size; measured against the frame's white
+point, a white balance drift leaves it unchanged."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engine.cues import COLOUR_SAMPLES, mask_colour
+from engine.cues import COLOUR_SAMPLES, box_colours, mask_colour, white_of, white_point
+from stream.config import EngineConfig
 
 
 def _disc(h: int, w: int, cy: int, cx: int, r: int) -> np.ndarray:
@@ -64,3 +66,33 @@ def test_cost_is_bounded_per_object() -> None:
         assert mask_colour(image, mask, (0, 0, size, size)) == (100 / 255,) * 3
         assert _Counting.taken, "the mean was taken over a boolean selection"
         assert max(_Counting.taken) <= min(size * size, 2 * COLOUR_SAMPLES)
+
+
+def test_grey_world_colour_ignores_the_white_balance() -> None:
+    """A white balance drift (blue x1.3, red x0.7 over the whole frame) moves an object's
+    chromaticity by more than the lifecycle's look threshold (0.1), and its colour relative to
+    the frame's white point (the ``grey-world`` colour space) by almost nothing; the other
+    spaces measure raw colours (no white point)."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(60, 200, (240, 320, 3)).astype(np.uint8)
+    mask = _disc(240, 320, 120, 160, 40)
+    image[mask] = (40, 90, 180)
+    box = (120.0, 80.0, 200.0, 160.0)
+    drifted = np.clip(image * np.array([1.3, 1.0, 0.7]), 0, 255).astype(np.uint8)
+
+    def chroma(c: tuple[float, float, float] | None) -> np.ndarray:
+        assert c is not None
+        return np.asarray(c) / sum(c)
+
+    raw = [mask_colour(im, mask, box) for im in (image, drifted)]
+    assert np.abs(chroma(raw[0]) - chroma(raw[1])).sum() > 0.1
+    grey = [mask_colour(im, mask, box, white_of(im, "grey-world")) for im in (image, drifted)]
+    assert np.abs(chroma(grey[0]) - chroma(grey[1])).sum() < 0.01
+    boxes = np.array([box])
+    grey_boxes = [box_colours(im, boxes, white_of(im, "grey-world"))[0] for im in (image, drifted)]
+    assert np.abs(chroma(grey_boxes[0]) - chroma(grey_boxes[1])).sum() < 0.01
+    assert white_of(image, "chromaticity") is None and white_of(image, "bgr") is None
+    general, demo = EngineConfig().lifecycle, EngineConfig(lifecycle={"profile": "demo"}).lifecycle
+    assert white_of(image, general.colour_space) is not None  # the default measures against it
+    assert white_of(image, demo.colour_space) is None
+    assert min(white_point(np.zeros((8, 8, 3), np.uint8))) > 0  # a black frame stays defined

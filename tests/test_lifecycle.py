@@ -116,7 +116,7 @@ def _dim(c: tuple[float, float, float], k: float) -> tuple[float, float, float]:
 
 def test_profiles_give_defaults_and_explicit_fields_win() -> None:
     general, demo = LifecycleConfig(), LifecycleConfig(profile="demo")
-    assert general.profile == "general" and general.colour_space == "chromaticity"
+    assert general.profile == "general" and general.colour_space == "grey-world"
     assert (general.motion_model, demo.motion_model) == ("kalman", "velocity")
     assert (demo.colour_space, demo.drift_colour, demo.reid_look_colour) == ("bgr", 0.45, 0.12)
     assert LifecycleConfig(profile="demo", reid_colour=0.2).reid_colour == 0.2

@@ -3,7 +3,10 @@
 ``bgr``: the raw mean colour (b, g, r in [0, 1]): tuned on the demo scene, but a brightness
 ramp, a shadow or auto-exposure move it as far as a change of object does. ``chromaticity``:
 each channel over the sum of the three (plus a small floor so that near-black stays defined):
-scaling the light scales the three alike and leaves it unchanged."""
+scaling the light scales the three alike and leaves it unchanged. ``grey-world``: the same
+chromaticity of a colour the camera tracker measured relative to its frame's mean colour
+(``engine.cues.white_point``): a white balance that scales the channels unequally over the whole
+frame leaves it unchanged too."""
 
 from __future__ import annotations
 

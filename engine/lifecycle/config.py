@@ -10,8 +10,9 @@ one object.
 Profiles (``engine.lifecycle.profile``) give defaults to the fields not set explicitly:
 
 - ``general`` (the default): colour cues compared as chromaticity (each channel over their sum:
-  a brightness ramp, a shadow or auto-exposure leave it unchanged), never as raw colour; lost
-  tracks predicted by the Kalman motion model;
+  a brightness ramp, a shadow or auto-exposure leave it unchanged) of the colour relative to the
+  frame's mean colour (``grey-world``: a white balance drift leaves it unchanged too), never as
+  raw colour; lost tracks predicted by the Kalman motion model;
 - ``demo``: the raw mean-BGR rules and the velocity motion model as before the profiles,
   tuned on the built-in demo scene of saturated balls and boxes under constant light.
 """
@@ -24,11 +25,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Profile = Literal["general", "demo"]
-ColourSpace = Literal["bgr", "chromaticity"]
+ColourSpace = Literal["bgr", "chromaticity", "grey-world"]
 
 # Each profile's values for the fields it decides (the others have one default for both).
 PROFILES: dict[str, dict[str, Any]] = {
-    "general": {"colour_space": "chromaticity", "drift_colour": 0.35, "reid_colour": 0.25,
+    "general": {"colour_space": "grey-world", "drift_colour": 0.35, "reid_colour": 0.25,
                 "reid_look_colour": 0.1, "motion_model": "kalman"},
     "demo": {"colour_space": "bgr", "drift_colour": 0.45, "reid_colour": 0.3,
              "reid_look_colour": 0.12, "motion_model": "velocity"},
@@ -43,12 +44,14 @@ class LifecycleConfig(BaseModel):
     profile: Profile = Field(
         "general",
         description="Defaults for the appearance fields: 'general' (illumination-invariant "
-        "chromaticity colour cues) or 'demo' (raw mean-BGR colour, tuned on the demo scene).",
+        "grey-world chromaticity colour cues) or 'demo' (raw mean-BGR colour, tuned on the demo scene).",
     )
     colour_space: ColourSpace = Field(
-        "chromaticity",
+        "grey-world",
         description="How mask and detection colours are compared: 'chromaticity' (b, g, r over "
-        "their sum: brightness-invariant) or 'bgr' (raw mean colour in [0, 1]). Profile default.",
+        "their sum: brightness-invariant), 'grey-world' (the chromaticity of the colour over the "
+        "frame's mean colour: brightness- and white-balance-invariant) or 'bgr' (raw mean colour "
+        "in [0, 1]). Profile default.",
     )
     drift_colour: float = Field(
         0.35,
