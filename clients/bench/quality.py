@@ -27,6 +27,8 @@ Reported (``clients.bench.evaluate`` defines the measures):
   of promptcam and the reference, and the deltas against issue 26's targets
   (``clients.bench.condition_table``), printed as a Markdown table and carried in the rows'
   ``condition`` dicts (``--json``);
+- appearance separability on clean and white-balance scenes (``clients.bench.appearance``): how
+  well SAM 2's object pointer and the colour cues tell same-label objects apart (AUC);
 - ``live``: ``promptcam run`` at real-time speed on the first seed's scene, scored against its
   ground truth beside the same engine offline on the same frames (``clients.bench.live``).
 
@@ -49,6 +51,7 @@ import numpy as np
 from PIL import Image
 
 from clients.bench import BenchRow, row
+from clients.bench.appearance import appearance_rows
 from clients.bench.condition_table import ConditionResult, condition_rows, markdown
 from clients.bench.conditions import Condition, perturb
 from clients.bench.evaluate import (
@@ -322,6 +325,9 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
                 rows += _model_rows(
                     dets, boxes, f"{detector}; held-out backdrop", where, " (backdrop)"
                 )
+        from engine.segmenters.sam2 import Sam2Kernel
+
+        rows += appearance_rows(Sam2Kernel(loaded), conditions, seeds, frames, size, OBJECTS, where)
         live_result = None
         if live:
             live_seed = seeds[0]
