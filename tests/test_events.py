@@ -215,7 +215,7 @@ def test_bottom_center_presence_and_loitering() -> None:
 
 
 def test_line_crossing_direction_and_gaps() -> None:
-    ev = CameraEvents("cam0", events_cfg(lines={"gate": GATE}))
+    ev = CameraEvents("cam0", events_cfg(lines={"gate": {**GATE, "inertia": 1}}))
     ys = [80, 100, 115, 125, 140, 110, 90]  # centre y: in at frame 3, out at frame 5
     out: list[EventMessage] = []
     for seq, y in enumerate(ys):
@@ -231,6 +231,25 @@ def test_line_crossing_direction_and_gaps() -> None:
     out = ev.process(tracks(seq, []))
     out += ev.process(tracks(seq + 1, [rect_object(3, 50, 190, 70, 210)]))
     assert all(len(m.event["lines"]) == 2 for m in objects_of(out))
+
+
+def test_line_inertia_a_box_jittering_on_the_line_crosses_once() -> None:
+    """Default inertia (3 frames): across at frame 2, back at 3 (no crossing), across again at 4
+    and staying: one 'in', timed at frame 4, raised at frame 6; going back out for 2 frames
+    only is no 'out'."""
+    ev = CameraEvents("cam0", events_cfg(lines={"gate": GATE}))
+    ys = [80, 100, 125, 115, 125, 130, 140, 150, 110, 112, 135, 140, 150]
+    raised: list[int] = []
+    out: list[EventMessage] = []
+    for seq, y in enumerate(ys):
+        got = ev.process(tracks(seq, [rect_object(3, 50, y - 10, 70, y + 10)]))
+        if any(len(m.event["lines"]) > 0 for m in objects_of(got)):
+            raised.append(seq)
+        out += got
+    crossings = objects_of(out)[-1].event["lines"]
+    assert [(c["direction"], c["t_ns"]) for c in crossings] == [("in", 1_000 + 4 * FRAME_NS)]
+    assert raised and raised[0] == 6
+    assert ev.counts()["lines"] == {"gate": {"in": {"ball": 1}}}
 
 
 def test_ghosts_raise_nothing_and_epoch_change_ends() -> None:

@@ -117,6 +117,13 @@ class LineConfig(_Model):
     anchor: Literal["center", "bottom_center"] = Field(
         "center", description="The object's reference point: its box's centre or bottom centre."
     )
+    inertia: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Consecutive frames an object's reference point must stay across the line "
+        "before the crossing counts (a box jittering on the line crosses once, not three times).",
+    )
 
     @model_validator(mode="after")
     def _geometry(self) -> LineConfig:

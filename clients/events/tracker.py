@@ -12,8 +12,9 @@ Zones: an object's presence in a zone is judged per frame (share of its mask ins
 for ``inertia`` consecutive frames of the object before the state flips (a frame without the
 object resets that count); after a flip to inside, the object counts as entered once it has
 stayed ``loitering`` seconds. Lines: an object crosses when its reference point (box centre, or
-bottom centre) moves across the segment between two consecutive messages that both show it;
-towards ``in_side`` is "in", away "out". Review items: one per activity on the camera, from the
+bottom centre) moves across the segment between two consecutive messages that both show it and
+stays across for ``inertia`` messages in all (the crossing's time is the first of them); one
+that goes back sooner never crossed. Towards ``in_side`` is "in", away "out". Review items: one per activity on the camera, from the
 first active object until no active object is left.
 """
 
@@ -48,6 +49,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class _LineState:
+    settled: Point  # the reference point when its side of the line was last settled
+    streak: int = 0  # consecutive frames across the line from ``settled``
+    since_ns: int = 0  # the first of those frames
+
+
+@dataclass
 class _ZoneState:
     inside: bool = False  # after inertia
     streak: int = 0  # consecutive frames whose presence differs from ``inside``
@@ -68,7 +76,7 @@ class _Track:
     last_index: int = -1  # index of the camera's last message that showed the object
     top_score: float = 0.0
     reported_score: float = 0.0
-    ref: dict[str, Point] = field(default_factory=dict)  # line -> last reference point
+    lines: dict[str, _LineState] = field(default_factory=dict)
     zones: dict[str, _ZoneState] = field(default_factory=dict)
     entered: list[str] = field(default_factory=list)
     crossings: list[Crossing] = field(default_factory=list)
@@ -200,9 +208,9 @@ class CameraEvents:
             for z in list(tr.zones):
                 if z not in new.zones or new.zones[z] != old.zones.get(z):
                     del tr.zones[z]
-            for ln in list(tr.ref):
+            for ln in list(tr.lines):
                 if ln not in new.lines or new.lines[ln] != old.lines.get(ln):
-                    del tr.ref[ln]
+                    del tr.lines[ln]
 
     def active_events(self) -> dict[int, str]:
         """Object id -> event id of the objects whose event is open (past probation)."""
@@ -331,15 +339,22 @@ class CameraEvents:
             if not _labels_ok(line.labels, obj.label):
                 continue
             ref: Point = ((x1 + x2) / 2, y2 if line.anchor == "bottom_center" else (y1 + y2) / 2)
-            prev = tr.ref.get(name)
-            tr.ref[name] = ref
-            if prev is None or not consecutive:
+            st = tr.lines.get(name)
+            if st is None or not consecutive:
+                tr.lines[name] = _LineState(ref)
                 continue
-            direction = _crossing(self._line_points[name], prev, ref)
-            if direction is not None:
-                tr.crossings.append(Crossing(name, direction, t))
+            direction = _crossing(self._line_points[name], st.settled, ref)
+            if direction is None:  # on the settled side (back again: the crossing never was)
+                st.settled, st.streak = ref, 0
+                continue
+            st.streak += 1
+            if st.streak == 1:
+                st.since_ns = t
+            if st.streak >= line.inertia:
+                tr.crossings.append(Crossing(name, direction, st.since_ns))
                 if tr.state is ObjectState.ACTIVE:
                     self._count(name, direction, obj.label)
+                st.settled, st.streak = ref, 0
                 changed = True
         return changed
 
