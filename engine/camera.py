@@ -167,6 +167,7 @@ class CameraTracker:
         grounding results and external detections before it propagates."""
         h, w = frame.image.shape[:2]
         self._current = (frame.seq, idx, w, h)
+        self._schedule.frame(frame.t_capture_ns)
         for box, label in manual:
             self.add_object(box, label)
         for r in results:

@@ -1,13 +1,16 @@
 """When one camera re-grounds: at once after a prompt change or a refused job, else when
 ``engine.reground_every_frames`` frames or ``engine.reground_every_s`` seconds have passed since
-its last grounding. A due grounding of a frame too small to detect in is skipped (counted, said
-once). Used by ``engine.camera.CameraTracker``, on the engine loop."""
+its last grounding. Seconds are the frames' capture times (``FrameInput.t_capture_ns``: a live
+camera's clock, a file's own timeline), not the engine's clock: a file processed faster or slower
+than real time is grounded at the same places, and a camera that delivers every 3rd frame is
+grounded as often per second as one that delivers them all. A due grounding of a frame too small
+to detect in is skipped (counted, said once). Used by ``engine.camera.CameraTracker``, on the
+engine loop."""
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 
 from engine.camera_stats import EngineCounters
 from engine.detectors.base import MIN_DETECT_SIDE
@@ -25,7 +28,16 @@ class GroundingSchedule:
         self.counters = counters
         self.due = False  # at once: a prompt changed or a job was refused
         self.frames_since = 0
-        self._last_t = time.monotonic()
+        self._now_ns: int | None = None  # the newest frame's capture time
+        self._last_ns: int | None = None  # the capture time of the frame last grounded
+
+    def frame(self, t_capture_ns: int) -> None:
+        """A new frame of the camera, captured at ``t_capture_ns``. A time earlier than the last
+        grounding's (a file that loops, a camera clock set back) starts the count afresh, as the
+        first frame does."""
+        self._now_ns = t_capture_ns
+        if self._last_ns is None or t_capture_ns < self._last_ns:
+            self._last_ns = t_capture_ns  # the first frame, or time went back: count from here
 
     def overdue(self, ready: bool, frame_size: tuple[int, int] | None) -> float:
         """How overdue the camera's re-grounding is: 0 when not due (or not ``ready``: no
@@ -38,7 +50,7 @@ class GroundingSchedule:
     def mark_grounded(self) -> None:
         self.due = False
         self.frames_since = 0
-        self._last_t = time.monotonic()
+        self._last_ns = self._now_ns
 
     def _ratio(self) -> float:
         if self.due:
@@ -48,8 +60,8 @@ class GroundingSchedule:
         if n > 0:
             ratio = self.frames_since / n
         s = self.cfg.reground_every_s
-        if s is not None:
-            ratio = max(ratio, (time.monotonic() - self._last_t) / s)
+        if s is not None and self._now_ns is not None and self._last_ns is not None:
+            ratio = max(ratio, (self._now_ns - self._last_ns) / 1e9 / s)
         return ratio if ratio >= 1.0 else 0.0
 
     def _skip_small_frame(self, frame_size: tuple[int, int] | None) -> bool:

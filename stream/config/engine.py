@@ -24,7 +24,11 @@ class EngineConfig(ConfigModel):
         30, ge=0, le=100000, description="Re-ground every N processed frames (0: off)."
     )
     reground_every_s: float | None = Field(
-        None, gt=0, le=3600, description="Re-ground at least every N seconds (None: off)."
+        None,
+        gt=0,
+        le=3600,
+        description="Re-ground at least every N seconds of the frames' capture times (a live "
+        "camera's clock, a file's own timeline; None: off).",
     )
     box_threshold: float = Field(
         0.35,
