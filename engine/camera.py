@@ -40,7 +40,7 @@ from engine.grounding import GroundJob, GroundResult
 from engine.ids import IdAllocator
 from engine.lifecycle.embedder import Embedder, ObjectPointerEmbedder
 from engine.lifecycle.protocol import Lifecycle, LifecycleFactory, default_lifecycle
-from engine.track_manager import Observation, Removal
+from engine.track_manager import Colour, Observation, Removal
 from stream.boxes import clip_box
 from stream.config import EngineConfig
 from stream.errors import PromptError, RequestError
@@ -217,7 +217,7 @@ class CameraTracker:
             self._history.popitem(last=False)
         ground_ms = 0.0
         if inline_grounding and self.ground_overdue() > 0:
-            ground_ms = self._ground_inline(frame, current)
+            ground_ms = self._ground_inline(frame, current, white)
         self._last_masks = {t: o.mask for t, o in current.items()}
         self._schedule.frames_since += 1
         result = self._result(frame, current)
@@ -278,7 +278,9 @@ class CameraTracker:
     def grounding_in_flight(self) -> bool:
         return bool(self._inflight)
 
-    def _ground_inline(self, frame: FrameInput, outs: dict[int, SegmentOutput]) -> float:
+    def _ground_inline(
+        self, frame: FrameInput, outs: dict[int, SegmentOutput], white: Colour | None
+    ) -> float:
         assert self.detector is not None and self._dprompt is not None
         assert self._current is not None
         t0 = time.perf_counter()
@@ -290,9 +292,7 @@ class CameraTracker:
             dets,
             self._history[frame.seq],
             mask_iou_of({t: o.mask for t, o in outs.items()}),
-            box_colours(
-                frame.image, dets.xyxy, white_of(frame.image, self.cfg.lifecycle.colour_space)
-            ),
+            box_colours(frame.image, dets.xyxy, white),
         )
         self._seeder.apply_plan(plan, self._current[1], outs, dets)
         ms = (time.perf_counter() - t0) * 1e3

@@ -15,6 +15,7 @@ import numpy as np
 import supervision as sv
 
 from engine.core.types import Box
+from engine.lifecycle.config import ColourSpace
 from engine.track_manager import Colour
 
 
@@ -46,7 +47,7 @@ def white_point(image: np.ndarray) -> Colour:
     return (b, g, r)
 
 
-def white_of(image: np.ndarray, space: str) -> Colour | None:
+def white_of(image: np.ndarray, space: ColourSpace) -> Colour | None:
     """The white point colours of ``image`` are measured against for the lifecycle's colour
     ``space`` (``engine.lifecycle.colour_space``): the frame's for ``grey-world``, else None
     (raw colours)."""
@@ -64,8 +65,8 @@ def mask_colour(
     image: np.ndarray, mask: np.ndarray, box: Box | None, white: Colour | None = None
 ) -> Colour | None:
     """Mean colour (b, g, r in [0, 1]; over ``white`` where given) of ``image`` inside ``mask``
-    (within its ``box``), for re-identification; None for an empty mask. The mean is taken on a regular grid of at most
-    ``COLOUR_SAMPLES`` pixels of the box, so its cost is bounded per object whatever its size
+    (within its ``box``), for re-identification; None for an empty mask. The mean is taken on a
+    regular grid of at most ``COLOUR_SAMPLES`` pixels of the box, so its cost is bounded per object whatever its size
     (a full-resolution mean cost 6 ms per object per frame on a 300x300 object)."""
     if box is None:
         return None

@@ -99,8 +99,7 @@ def sightings(
                     "grey-world colour": _colour_vector(mask_colour(f.image, mask, g.box, white)),
                     "chromaticity": _colour_vector(mask_colour(f.image, mask, g.box)),
                 }
-                label = g.label.split()[-1]  # 'red ball' -> 'ball': what a prompt names
-                out.append(Sighting(scene, f.index, g.id, label, vectors))
+                out.append(Sighting(scene, f.index, g.id, g.label, vectors))
         finally:
             session.close()
     return out

@@ -14,8 +14,8 @@ object resets that count); after a flip to inside, the object counts as entered 
 stayed ``loitering`` seconds. Lines: an object crosses when its reference point (box centre, or
 bottom centre) moves across the segment between two consecutive messages that both show it and
 stays across for ``inertia`` messages in all (the crossing's time is the first of them); one
-that goes back sooner never crossed. Towards ``in_side`` is "in", away "out". Review items: one per activity on the camera, from the
-first active object until no active object is left.
+that goes back sooner never crossed. Towards ``in_side`` is "in", away "out". Review items: one
+per activity on the camera, from the first active object until no active object is left.
 """
 
 from __future__ import annotations
