@@ -150,10 +150,13 @@ def _tmpfs_namespace_unavailable(tmp_path: Path) -> str | None:
 
 def _recorder_in(shell_pid: int) -> psutil.Process | None:
     """The recorder started by FULL_DISK_SCRIPT's shell: not its first child (that is ``mount``
-    or ``head``, which a loaded host may still be running), the one running ``clients.cli``."""
+    or ``head``, which a loaded host may still be running), the one that runs ``clients.cli``.
+    Matched on the start of its argv: a child the shell has forked but not yet exec'd (for
+    ``head`` or for the recorder) carries the shell's argv, which names ``clients.cli`` too, and
+    it is gone a moment later."""
     for child in psutil.Process(shell_pid).children():
         try:
-            if "clients.cli" in child.cmdline():
+            if child.cmdline()[:3] == [sys.executable, "-m", "clients.cli"]:
                 return child
         except psutil.NoSuchProcess:
             continue
