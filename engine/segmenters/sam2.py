@@ -144,8 +144,17 @@ class Sam2Kernel(Sam2Memory, KernelFrames[ObjectState]):
         """The frame resized where the model runs (``models.preprocess: device``): antialiased
         bicubic as PIL's, rounded to grey levels as PIL's uint8 output, then the same lookup
         table. Within one grey level of the PIL path on natural images (not bit-exact); on CUDA
-        it takes the CPU resize (~10 ms for 720p -> 1024 px) off the frame loop."""
+        it takes the CPU resize (~10 ms for 720p -> 1024 px) off the frame loop. On the CPU the
+        uint8 frame is resized as it is (torch's vectorised uint8 kernel, on the HxWxC memory
+        seen as channels-last): 768x576 -> 128 px in 0.5 ms against PIL's 3.5 ms."""
         size = self.image_size
+        if self.device.type == "cpu":
+            bgr = torch.from_numpy(np.ascontiguousarray(image_bgr)).permute(2, 0, 1).unsqueeze(0)
+            small = F.interpolate(
+                bgr, size=(size, size), mode="bicubic", antialias=True, align_corners=False
+            )
+            levels = small[0].flip(0).reshape(3, -1).long()
+            return torch.gather(self._lut_device, 1, levels).view(1, 3, size, size)
         frame = torch.from_numpy(np.ascontiguousarray(image_bgr)).to(self.device)
         rgb = frame.permute(2, 0, 1).flip(0).unsqueeze(0).float()
         resized = F.interpolate(
