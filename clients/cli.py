@@ -60,6 +60,7 @@ def error_line(prog: str, message: str) -> str:
 
 
 # With a cameras mapping these flags would silently redefine every camera: refused.
+MAX_SECONDS = 365 * 86400.0  # the longest --duration / --timeout taken
 SINGLE_CAMERA_FLAGS = {"run": ("source", "prompt"), "engine": ("prompt",), "capture": ("source",)}
 # Commands that serve one camera: they run on that camera's view of the config (--camera).
 ONE_CAMERA_COMMANDS = ("capture", "record")
@@ -76,17 +77,60 @@ class _Parser(argparse.ArgumentParser):
 Subparsers: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="YAML config (default: configs/default.yaml)")
+def _seconds(text: str) -> float:
+    """An argparse type: a duration or timeout in seconds, more than 0 and at most a year."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < v <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most a year ({MAX_SECONDS:.0f} s), got {text}"
+        )
+    return v
+
+
+def _count(text: str) -> int:
+    """An argparse type: a count of at least 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _common(p: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    """The flags every subcommand takes. ``nested``: a verb's parser under a subcommand that
+    takes them too (``promptcam object --config F reset`` and ``object reset --config F``): no
+    defaults there, which would overwrite what was given before the verb."""
+    unset: object = argparse.SUPPRESS
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=unset if nested else None,
+        help="YAML config (default: configs/default.yaml)",
+    )
     p.add_argument(
         "--set",
         metavar="KEY=VALUE",
         action="append",
-        default=[],
+        default=unset if nested else [],
         help="override any config key, e.g. engine.max_missed=10",
     )
-    p.add_argument("--camera", metavar="NAME", help="camera name (config: camera)")
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    p.add_argument(
+        "--camera",
+        metavar="NAME",
+        default=unset if nested else None,
+        help="camera name (config: camera)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=unset if nested else None,
+        help="log level",
+    )
 
 
 def _models(p: argparse.ArgumentParser) -> None:
@@ -223,11 +267,11 @@ def _subscribe_parser(sub: Subparsers) -> None:
     """``promptcam subscribe``."""
     p = sub.add_parser("subscribe", help="print tracks messages as JSON lines")
     _common(p)
-    p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
+    p.add_argument("--count", type=_count, metavar="N", help="exit after N messages")
     p.add_argument("--endpoint", help="tracks endpoint (default from config)")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=None,
         metavar="S",
         help="exit 1 if nothing arrives for S seconds",
@@ -248,7 +292,7 @@ def _prompt_parser(sub: Subparsers) -> None:
     p = sub.add_parser("prompt", help="change the text prompt of a running engine")
     _common(p)
     p.add_argument("text", metavar="TEXT", help="new prompt, e.g. 'person. forklift.'")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="reply timeout")
+    p.add_argument("--timeout", type=_seconds, default=5.0, metavar="S", help="reply timeout")
 
 
 def _record_parser(sub: Subparsers) -> None:
@@ -256,7 +300,7 @@ def _record_parser(sub: Subparsers) -> None:
     p = sub.add_parser("record", help="record annotated video (MP4) and tracks (JSONL)")
     _common(p)
     p.add_argument("--dir", metavar="DIR", help="output directory (config: record.directory)")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
     p.add_argument(
         "--format",
         choices=["mp4", "mcap"],
@@ -289,7 +333,7 @@ def _dds_parser(sub: Subparsers) -> None:
     """``promptcam dds``."""
     p = sub.add_parser("dds", help="publish tracks as ROS 2 messages on DDS (no ROS 2 needed)")
     _common(p)
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
 
 
 def _fleet_parser(sub: Subparsers) -> None:
@@ -418,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _object_parser(sub: Subparsers) -> None:
     """``promptcam object add X1,Y1,X2,Y2 [--label L] | remove ID | reset`` (control commands)."""
     p = sub.add_parser("object", help="add, remove or reset tracked objects of a running engine")
+    _common(p)
     verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     verbs.required = True
     v = verbs.add_parser("add", help="track the object in a box of the newest frame")
@@ -427,7 +472,7 @@ def _object_parser(sub: Subparsers) -> None:
     v.add_argument("id", metavar="ID", type=int, help="object id, as in tracks messages")
     v = verbs.add_parser("reset", help="end every track")
     for v in (verbs.choices["add"], verbs.choices["remove"], verbs.choices["reset"]):
-        _common(v)
+        _common(v, nested=True)
         v.add_argument("--timeout", type=float, default=5.0, metavar="S", help="reply timeout")
 
 

@@ -167,7 +167,9 @@ class TracksSubscriber:
 def main(cfg: Config, args: argparse.Namespace) -> int:
     """``promptcam subscribe``: one JSON tracks header per line on stdout."""
     endpoint = args.endpoint or cfg.bus.tracks
-    camera = cfg.selected_camera()  # --camera is folded into the config; None: all cameras
+    # Without --camera every camera's tracks (CONTRACT: ``subscribe [--camera NAME]``); with it,
+    # that camera (--camera is folded into the config; one a mapping does not name: all).
+    camera = cfg.selected_camera() if getattr(args, "camera", None) else None
     count: int | None = args.count
     timeout: float | None = args.timeout
     n = 0

@@ -38,6 +38,10 @@ def test_object_verbs_send_the_control_commands() -> None:
 
         r = _object(control, "reset")
         assert r.returncode == 0 and engine.requests[-1] == {"cmd": "reset"}
+        # the common flags before the verb too (CONTRACT: every subcommand takes --config)
+        argv = [sys.executable, "-m", "clients.cli", "object", "--set", f"bus.control={control}"]
+        r = subprocess.run([*argv, "reset"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and engine.requests[-1] == {"cmd": "reset"}, r.stderr
 
         # --camera is passed only when given; a one-camera engine may not know the field yet
         r = _object(control, "reset", "--camera", "cam0")
@@ -58,3 +62,39 @@ def test_object_verbs_send_the_control_commands() -> None:
 def test_object_without_engine_is_a_one_line_error() -> None:
     r = _object(tcp_endpoint(), "reset", "--timeout", "0.5")
     assert r.returncode == 2 and "no reply" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_durations_timeouts_and_counts_out_of_range_are_one_line_errors() -> None:
+    """A negative timeout would wait forever, a count of 0 or a negative duration would exit 0
+    having done nothing: each is refused before anything starts, one line, exit 2."""
+    cases = [
+        ["prompt", "cup.", "--timeout", "-5"],
+        ["subscribe", "--count", "0"],
+        ["subscribe", "--count", "-1"],
+        ["subscribe", "--timeout", "nan"],
+        ["record", "--duration", "-1"],
+        ["dds", "--duration", "0"],
+    ]
+    for args in cases:
+        argv = [sys.executable, "-m", "clients.cli", *args]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, (args, r.stderr)
+        assert args[-2] in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_subscribe_without_camera_prints_every_cameras_tracks() -> None:
+    """CONTRACT: ``promptcam subscribe [--camera NAME]``. Without ``--camera`` it prints the
+    tracks of whatever cameras the engine serves (here two, neither named ``cam0``, the config's
+    default camera); with it, that camera's alone."""
+    overrides = {k: tcp_endpoint() for k in ("bus.annotated", "bus.tracks", "bus.control")}
+    cfg = load_config(None, overrides)
+    base = [sys.executable, "-m", "clients.cli", "subscribe", "--set"]
+    base += [f"bus.tracks={overrides['bus.tracks']}", "--timeout", "20"]
+    with SyntheticEngine(cfg, fps=20, cameras=["front", "back"]):
+        r = subprocess.run([*base, "--count", "40"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert {json.loads(ln)["camera"] for ln in r.stdout.splitlines()} == {"front", "back"}
+        argv = [*base, "--count", "5", "--camera", "back"]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert {json.loads(ln)["camera"] for ln in r.stdout.splitlines()} == {"back"}

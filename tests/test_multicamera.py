@@ -365,6 +365,11 @@ def test_engine_process_serves_cameras_and_control_addresses_them(
     assert all(c["objects"] == 1 for c in listing)
     stats = control({"cmd": "stats"})["stats"]
     assert set(stats["cameras"]) == {"left", "right"}
+    for cmd in ("stats", "cameras"):  # engine-wide replies; a camera named must be known (v1.1)
+        assert control({"cmd": cmd, "camera": "right"})["ok"] is True
+        r = control({"cmd": cmd, "camera": "nowhere"})
+        assert r["ok"] is False and "unknown camera 'nowhere'" in r["error"], r
+        assert "left, right" in r["error"]
     assert stats["cameras"]["right"]["frames_out"] > stats["cameras"]["left"]["frames_out"]
 
     # add_camera / remove_camera at runtime

@@ -162,7 +162,10 @@ class ControlServer:
             return control_reply(False, error=str(e))
         route = ROUTES[type(req)]
         if not route.on_loop:
-            return control_reply(True, **route.command(req)(self._service))
+            try:
+                return control_reply(True, **route.command(req)(self._service))
+            except PromptcamError as e:  # refused as an on-loop command is
+                return control_reply(False, error=str(e))
         if len(self._pending) >= MAX_PENDING_COMMANDS:
             self._reject("busy")
             return control_reply(False, error=BUSY)

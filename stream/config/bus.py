@@ -41,8 +41,9 @@ class BusConfig(ConfigModel):
     )
     control: str = Field("tcp://127.0.0.1:5553", description="Control REP endpoint (engine binds).")
     detections: str | None = Field(
-        None,
-        description="Optional external detections SUB endpoint (engine connects), e.g. tcp://127.0.0.1:5554.",
+        "tcp://127.0.0.1:5554",
+        description="External detections SUB endpoint (engine connects; CONTRACT: an optional "
+        "input, applied when a detector publishes there); null: not subscribed.",
     )
     events: str = Field(
         "tcp://127.0.0.1:5555", description="Events PUB endpoint (promptcam events binds)."
