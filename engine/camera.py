@@ -101,7 +101,16 @@ class CameraTracker:
         self.detector = detector
 
     def set_prompt(self, text: str) -> list[str]:
-        """New text prompt: tracks whose label left it end; re-grounding starts at once."""
+        """New text prompt: tracks whose label left it end; re-grounding starts at once. An
+        empty prompt clears it: every track from the detector ends, manual ones go on, and
+        nothing is grounded until a prompt is set again."""
+        if not text.strip():
+            for tid in self.manager.set_labels([]):
+                self._seeder.free(tid)
+            self._dprompt = None
+            self.prompt, self.labels = "", []
+            self._epoch += 1
+            return []
         if self.detector is None:
             raise PromptError("no detector is loaded, so a text prompt cannot be used")
         parsed = self.detector.parse_prompt(text)

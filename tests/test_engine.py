@@ -352,3 +352,25 @@ def test_a_thread_that_dies_stops_the_process_and_nothing_blocks_on_it(
     finally:
         death.disarm()
         threading.excepthook = previous
+
+
+def test_an_empty_prompt_clears_it_manual_objects_go_on(loaded: Any) -> None:
+    """``set_prompt`` with "" (CONTRACT: any ``prompt:str``): the detector's tracks end, a manual
+    object goes on, nothing is grounded until a prompt is set again, which grounds at once."""
+    scene = DemoScene(320, 240, 2, seed=3, fps=30)
+    det = SlowDetector(scene)
+    cfg = EngineConfig(prompt="ball. box.", reground_every_frames=3)
+    engine = TrackingEngine(cfg, StreamingSegmenter(loaded), det, background_grounding=False)
+    r = engine.process(FrameInput(0, 0, tagged(scene, 0)))
+    found = {o.id for o in r.objects}
+    assert found and det.calls == [0]
+    manual = engine.add_object([10, 10, 60, 60], "cup")
+    assert engine.set_prompt("") == []
+    for i in range(1, 8):
+        r = engine.process(FrameInput(i, i, tagged(scene, i)))
+        assert {o.id for o in r.objects} == {manual}, i
+    assert det.calls == [0]  # no grounding without a prompt
+    assert engine.set_prompt("ball. box.") == ["ball", "box"]
+    r = engine.process(FrameInput(8, 8, tagged(scene, 8)))
+    assert det.calls == [0, 8] and manual in {o.id for o in r.objects}
+    assert {o.id for o in r.objects} - {manual} - found  # new IDs: the old ones ended

@@ -158,7 +158,7 @@ class EngineProcess:
 
     def set_prompt(self, camera: str | None, text: str) -> list[str]:
         cam = self.tracker(camera)
-        if self.engine.detector is None:
+        if self.engine.detector is None and text.strip():
             log.info("loading the detector for the first text prompt")
             self._load_detector()
         return cam.set_prompt(text)

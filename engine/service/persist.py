@@ -112,7 +112,7 @@ class RuntimeState:
                 state.describe(),
                 self._path,
             )
-            if state.prompt.strip() and state.prompt != engine.camera(name).prompt:
+            if state.prompt != engine.camera(name).prompt:  # "" too: cleared at runtime
                 try:
                     set_prompt(name, state.prompt)
                 except PromptcamError as e:
