@@ -40,6 +40,7 @@ from engine.grounding import GroundJob, GroundResult
 from engine.ids import IdAllocator
 from engine.lifecycle.embedder import Embedder, ObjectPointerEmbedder
 from engine.lifecycle.protocol import Lifecycle, LifecycleFactory, default_lifecycle
+from engine.lifecycle.states import EndReason
 from engine.track_manager import Colour, Observation, Removal
 from stream.boxes import clip_box
 from stream.config import EngineConfig
@@ -47,6 +48,8 @@ from stream.errors import PromptError, RequestError
 
 log = logging.getLogger(__name__)
 
+# Retirements that leave the object in view but untracked: worth an early re-grounding.
+RETIRE_IN_VIEW = frozenset({EndReason.DRIFTED, EndReason.MISSED})
 HISTORY_FRAMES = 256  # frames of per-object observations kept for matching late detections
 
 
@@ -212,6 +215,8 @@ class CameraTracker:
         }
         masks = {t: o.mask for t, o in current.items()}
         for event in self.manager.on_frame(frame.seq, obs, mask_iou_of(masks)):
+            if event.kind in ("dormant", "ended") and event.reason in RETIRE_IN_VIEW:
+                self._schedule.retired()
             if event.kind == "dormant":
                 self._seeder.sleep(event.id)
                 current.pop(event.id, None)

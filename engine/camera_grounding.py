@@ -1,6 +1,7 @@
 """When one camera re-grounds: at once after a prompt change or a refused job, else when
 ``engine.reground_every_frames`` frames or ``engine.reground_every_s`` seconds have passed since
-its last grounding. Seconds are the frames' capture times (``FrameInput.t_capture_ns``: a live
+its last grounding, or ``engine.reground_after_retire_frames`` frames once a track retired with
+its object maybe still in view. Seconds are the frames' capture times (``FrameInput.t_capture_ns``: a live
 camera's clock, a file's own timeline), not the engine's clock: a file processed faster or slower
 than real time is grounded at the same places, and a camera that delivers every 3rd frame is
 grounded as often per second as one that delivers them all. A due grounding of a frame too small
@@ -30,6 +31,7 @@ class GroundingSchedule:
         self.frames_since = 0
         self._now_ns: int | None = None  # the newest frame's capture time
         self._last_ns: int | None = None  # the capture time of the frame last grounded
+        self.retired_since = False  # a track retired since the last grounding (see retired())
 
     def frame(self, t_capture_ns: int) -> None:
         """A new frame of the camera, captured at ``t_capture_ns``. A time earlier than the last
@@ -47,8 +49,15 @@ class GroundingSchedule:
         due = self._ratio() if ready else 0.0
         return 0.0 if due > 0 and self._skip_small_frame(frame_size) else due
 
+    def retired(self) -> None:
+        """A track retired with its object maybe still in view (drifted, missed): re-ground as
+        soon as ``engine.reground_after_retire_frames`` frames have passed since the last
+        grounding (at once if they have), if sooner than the schedule's next one."""
+        self.retired_since = True
+
     def mark_grounded(self) -> None:
         self.due = False
+        self.retired_since = False
         self.frames_since = 0
         self._last_ns = self._now_ns
 
@@ -56,6 +65,9 @@ class GroundingSchedule:
         if self.due:
             return math.inf
         ratio = 0.0
+        after = self.cfg.reground_after_retire_frames
+        if self.retired_since and after > 0 and self.frames_since >= after:
+            return 1.0
         n = self.cfg.reground_every_frames
         if n > 0:
             ratio = self.frames_since / n

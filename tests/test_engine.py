@@ -374,3 +374,34 @@ def test_an_empty_prompt_clears_it_manual_objects_go_on(loaded: Any) -> None:
     r = engine.process(FrameInput(8, 8, tagged(scene, 8)))
     assert det.calls == [0, 8] and manual in {o.id for o in r.objects}
     assert {o.id for o in r.objects} - {manual} - found  # new IDs: the old ones ended
+
+
+def test_a_track_retired_in_view_brings_the_next_grounding_forward(loaded: Any) -> None:
+    """The camera tells its schedule of retirements that may leave an object in view, untracked
+    (drifted, missed) and of no other: a duplicate retiring on frame 4 changes nothing; a drift
+    on frame 6 (6 frames after the last grounding) grounds that frame, one on frame 7 three
+    frames after it (``reground_after_retire_frames`` 3), against every 1000 frames otherwise."""
+    from engine.lifecycle.states import EndReason
+    from engine.lifecycle.track import TrackEvent
+
+    scene = DemoScene(320, 240, 2, seed=3, fps=30)
+    det = SlowDetector(scene)
+    cfg = EngineConfig(
+        prompt="ball. box.", reground_every_frames=1000, reground_after_retire_frames=3
+    )
+    engine = TrackingEngine(cfg, StreamingSegmenter(loaded), det, background_grounding=False)
+    manager = engine.tracker.manager
+    real_on_frame = manager.on_frame
+    injected = {4: EndReason.DUPLICATE, 6: EndReason.DRIFTED, 7: EndReason.MISSED}
+
+    def on_frame(seq: int, *args: Any, **kwargs: Any) -> list[TrackEvent]:
+        events = list(real_on_frame(seq, *args, **kwargs))
+        if seq in injected:  # an ID no track has: nothing else is disturbed
+            events.append(TrackEvent(seq, 999, "dormant", injected[seq]))
+        return events
+
+    manager.on_frame = on_frame  # type: ignore[method-assign]
+    for i in range(12):
+        engine.process(FrameInput(i, i, tagged(scene, i)))
+    assert det.calls == [0, 6, 9]
+    engine.close()

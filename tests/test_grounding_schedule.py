@@ -66,3 +66,27 @@ def test_at_once_when_due_and_nothing_when_not_ready() -> None:
     assert s.overdue(False, SIZE) == 0.0 and s.overdue(True, SIZE) == float("inf")
     s.mark_grounded()
     assert s.overdue(True, SIZE) == 0.0
+
+
+def test_a_retired_track_brings_the_next_grounding_forward_once() -> None:
+    """A track retires on frame 3 (its mask slid off its object, which stays in view untracked):
+    with ``reground_after_retire_frames`` 4 the next grounding comes 4 frames after the last one
+    instead of 30; the one after that is on the schedule again. Off (0): the schedule alone."""
+    times = [round(i * 1e9 / 15) for i in range(70)]
+
+    def due(after: int) -> list[int]:
+        s = _schedule(reground_every_frames=30, reground_after_retire_frames=after)
+        out = []
+        for i, t in enumerate(times):
+            s.frame(t)
+            if s.overdue(True, SIZE) > 0:
+                out.append(i)
+                s.mark_grounded()
+            if i == 3:
+                s.retired()
+            s.frames_since += 1
+        return out
+
+    assert due(0) == [30, 60]
+    assert due(4) == [4, 34, 64]
+    assert due(10) == [10, 40]
