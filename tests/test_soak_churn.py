@@ -135,7 +135,10 @@ def test_removed_cameras_give_their_memory_back() -> None:
     3-4 %. Three bursts in a row, judged on their medians: what one burst leaves swings with
     the heap's fragmentation and oneDNN's caches (2-35 % in single runs, not growing from burst to
     burst: 366-414 MB after each of three), while without the release 60-100 % of every burst
-    stays (16 cameras: median 4-10 % with it, 55 % without)."""
+    stays (16 cameras: median 4-10 % with it, 55 % without). Since camera groups (a worker thread,
+    glibc arenas of its own) the median with the release is 3-15 % in ten runs on a quiet host and
+    was 36 % once in a CI run (all three bursts alike); without it 62-100 % in four runs: the bound
+    sits between, at 45 %."""
     r = _burst("on", 16)
     before = r["before"]
     rise = statistics.median(p - before for p in r["peak"])
@@ -143,4 +146,4 @@ def test_removed_cameras_give_their_memory_back() -> None:
     mb = {"before": before >> 20, "peak": [p >> 20 for p in r["peak"]]}
     mb["after"] = [a >> 20 for a in r["after"]]
     assert rise > 50 * 2**20, mb  # the cameras really took memory
-    assert left < 0.3 * rise, mb
+    assert left < 0.45 * rise, mb

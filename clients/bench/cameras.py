@@ -16,8 +16,10 @@ A last row per N measures the batching gain at equal cores: the one engine on on
 against one camera alone on one thread (frames/s per core). Where the model work is
 compute-bound (CPU), batching removes only per-call overhead, so this gain bounds what one
 engine can reach against separate engines that keep every core busy.
-Targets (issue 16, CPU, tiny-random): 4 cameras in one engine >= 1.5x the aggregate frames/s of
-4 one-camera engines at <= 40 % of their summed RSS; per-camera fps within +-10 %.
+Targets (issue 28, CPU, tiny-random): 4 cameras in one engine >= 1.0x the aggregate frames/s of
+4 one-camera engines (goal 1.2x; issue 16 asked 1.5x) at <= 40 % of their summed RSS;
+per-camera fps within +-10 %. For N > 1 both sides run in each of 3 rounds (2 with ``--quick``),
+the order alternating, and the ratio is the median of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -120,31 +122,68 @@ def _spread(rates: list[float]) -> float:
     return (max(rates) / min(rates) - 1) * 100 if rates and min(rates) > 0 else float("inf")
 
 
-def _count_rows(n: int, duration: float, cores: int, device: str) -> list[BenchRow]:
-    """``n`` cameras on one engine vs ``n`` one-camera engines sharing the cores."""
-    shared = _collect([_spawn(n, True, duration, cores, device)])[0]
-    per_solo = max(1, cores // n)
-    solos = _collect([_spawn(1, False, duration, per_solo, device) for _ in range(n)])
+def _round(
+    n: int, duration: float, cores: int, device: str, shared_first: bool
+) -> tuple[WorkerResult, list[WorkerResult]]:
+    """One round: ``n`` cameras on one engine, then ``n`` one-camera engines sharing the cores
+    (or the other way round)."""
+
+    def one() -> WorkerResult:
+        return _collect([_spawn(n, True, duration, cores, device)])[0]
+
+    def separate() -> list[WorkerResult]:
+        per_solo = max(1, cores // n)
+        return _collect([_spawn(1, False, duration, per_solo, device) for _ in range(n)])
+
+    if shared_first:
+        shared = one()
+        return shared, separate()
+    solos = separate()
+    return one(), solos
+
+
+def _count_rows(n: int, duration: float, cores: int, device: str, rounds: int) -> list[BenchRow]:
+    """``n`` cameras on one engine vs ``n`` one-camera engines sharing the cores, ``rounds``
+    rounds with the order alternating; the ratio is the median of the rounds' ratios (one side
+    timed after the other reads the host's drift as well: 0.79-1.09x in three single runs)."""
+    ratios: list[float] = []
+    one_totals: list[float] = []
+    solo_totals: list[float] = []
+    shared: WorkerResult | None = None
+    solos: list[WorkerResult] = []
+    for r in range(rounds):
+        shared, solos = _round(n, duration, cores, device, shared_first=r % 2 == 0)
+        one_totals.append(sum(shared["fps"].values()))
+        solo_totals.append(sum(next(iter(s["fps"].values())) for s in solos))
+        ratios.append(one_totals[-1] / solo_totals[-1] if solo_totals[-1] else float("inf"))
+    assert shared is not None
     one_rates = list(shared["fps"].values())
     solo_rates = [next(iter(s["fps"].values())) for s in solos]
-    one_total, solo_total = sum(one_rates), sum(solo_rates)
     solo_rss = sum(s["rss_mb"] for s in solos)
-    note = f"tiny-random, 2 objects/camera, 640x480, {duration:.0f} s"
+    per_solo = max(1, cores // n)
+    note = f"tiny-random, 2 objects/camera, 640x480, {duration:.0f} s, median of {rounds} round(s)"
     return [
-        row("cameras", f"{n} cameras, one engine: aggregate", one_total, "frames/s", note),
+        row(
+            "cameras",
+            f"{n} cameras, one engine: aggregate",
+            statistics.median(one_totals),
+            "frames/s",
+            note,
+        ),
         row(
             "cameras",
             f"{n} cameras, {n} one-camera engines: aggregate",
-            solo_total,
+            statistics.median(solo_totals),
             "frames/s",
             f"{per_solo} torch thread(s) each",
         ),
         row(
             "cameras",
             f"{n} cameras: one engine / separate engines",
-            one_total / solo_total if solo_total else float("inf"),
+            statistics.median(ratios),
             "x",
-            "target >= 1.5x at 4 cameras",
+            f"rounds {', '.join(f'{x:.2f}' for x in ratios)}; "
+            "target >= 1.0x at 4 cameras (goal 1.2x)",
         ),
         row(
             "cameras",
@@ -152,7 +191,8 @@ def _count_rows(n: int, duration: float, cores: int, device: str) -> list[BenchR
             f"{_spread(one_rates):.1f} / {_spread(solo_rates):.1f}",
             "%",
             "target within +-10 %; median per camera "
-            f"{statistics.median(one_rates):.1f} / {statistics.median(solo_rates):.1f}",
+            f"{statistics.median(one_rates):.1f} / {statistics.median(solo_rates):.1f} "
+            "(last round)",
         ),
         row("cameras", f"{n} cameras, one engine: RSS", shared["rss_mb"], "MB"),
         row("cameras", f"{n} cameras, {n} one-camera engines: summed RSS", solo_rss, "MB"),
@@ -170,13 +210,14 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     quick = bool(getattr(args, "quick", False))
     duration = 4.0 if quick else 20.0
     counts = (1, 4) if quick else (1, 2, 4, 8)
+    rounds = 2 if quick else 3
     cores = psutil.cpu_count() or 1
     device = "cuda" if cfg.models.device == "cuda" else "cpu"
     rows: list[BenchRow] = []
     alone = _collect([_spawn(1, False, duration, 1, device)])[0]
     alone_rate = next(iter(alone["fps"].values()))
     for n in counts:
-        rows += _count_rows(n, duration, cores, device)
+        rows += _count_rows(n, duration, cores, device, rounds if n > 1 else 1)
         if n > 1:
             one_thread = sum(_collect([_spawn(n, True, duration, 1, device)])[0]["fps"].values())
             rows.append(
