@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TypeAlias
+from typing import NoReturn, TypeAlias, TypeVar
 
 from clients.proctitle import TOKEN_ENV, hide_secrets
 
@@ -60,6 +60,7 @@ def error_line(prog: str, message: str) -> str:
 
 
 # With a cameras mapping these flags would silently redefine every camera: refused.
+Num = TypeVar("Num", int, float)
 MAX_SECONDS = 365 * 86400.0  # the longest --duration / --timeout taken
 SINGLE_CAMERA_FLAGS = {"run": ("source", "prompt"), "engine": ("prompt",), "capture": ("source",)}
 # Commands that serve one camera: they run on that camera's view of the config (--camera).
@@ -77,58 +78,63 @@ class _Parser(argparse.ArgumentParser):
 Subparsers: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 
-def _seconds(text: str) -> float:
-    """An argparse type: a duration or timeout in seconds, more than 0 and at most a year."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < v <= MAX_SECONDS:
-        raise argparse.ArgumentTypeError(
-            f"must be more than 0 and at most a year ({MAX_SECONDS:.0f} s), got {text}"
-        )
-    return v
+def _ranged(
+    convert: Callable[[str], Num], within: Callable[[Num], bool], kind: str, bounds: str
+) -> Callable[[str], Num]:
+    """An argparse type: ``convert`` the text (else "not KIND"), then ``within`` (else "must be
+    BOUNDS")."""
+
+    def check(text: str) -> Num:
+        try:
+            v = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+        if not within(v):
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return v
+
+    return check
 
 
-def _count(text: str) -> int:
-    """An argparse type: a count of at least 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
+# A duration or timeout: more than 0 and at most a year (a negative timeout would wait forever).
+_seconds = _ranged(
+    float,
+    lambda v: 0 < v <= MAX_SECONDS,
+    "a number of seconds",
+    f"more than 0 and at most a year ({MAX_SECONDS:.0f} s)",
+)
+# A count of messages or frames: at least 1.
+_count = _ranged(int, lambda v: v >= 1, "a whole number", "at least 1")
 
 
 def _common(p: argparse.ArgumentParser, *, nested: bool = False) -> None:
     """The flags every subcommand takes. ``nested``: a verb's parser under a subcommand that
     takes them too (``promptcam object --config F reset`` and ``object reset --config F``): no
     defaults there, which would overwrite what was given before the verb."""
-    unset: object = argparse.SUPPRESS
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if nested else value
+
     p.add_argument(
         "--config",
         metavar="FILE",
-        default=unset if nested else None,
+        default=default(None),
         help="YAML config (default: configs/default.yaml)",
     )
     p.add_argument(
         "--set",
         metavar="KEY=VALUE",
         action="append",
-        default=unset if nested else [],
+        default=default([]),
         help="override any config key, e.g. engine.max_missed=10",
     )
     p.add_argument(
-        "--camera",
-        metavar="NAME",
-        default=unset if nested else None,
-        help="camera name (config: camera)",
+        "--camera", metavar="NAME", default=default(None), help="camera name (config: camera)"
     )
     p.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        default=unset if nested else None,
+        default=default(None),
         help="log level",
     )
 

@@ -107,24 +107,20 @@ class CameraTracker:
         """New text prompt: tracks whose label left it end; re-grounding starts at once. An
         empty prompt clears it: every track from the detector ends, manual ones go on, and
         nothing is grounded until a prompt is set again."""
-        if not text.strip():
-            for tid in self.manager.set_labels([]):
-                self._seeder.free(tid)
-            self._dprompt = None
-            self.prompt, self.labels = "", []
-            self._epoch += 1
-            return []
-        if self.detector is None:
-            raise PromptError("no detector is loaded, so a text prompt cannot be used")
-        parsed = self.detector.parse_prompt(text)
-        labels = [p.rstrip(".").strip() for p in parsed.phrases]
+        parsed: DetectorPrompt | None = None
+        labels: list[str] = []
+        if text.strip():
+            if self.detector is None:
+                raise PromptError("no detector is loaded, so a text prompt cannot be used")
+            parsed = self.detector.parse_prompt(text)
+            labels = [p.rstrip(".").strip() for p in parsed.phrases]
         for tid in self.manager.set_labels(labels):
             self._seeder.free(tid)
         self._dprompt = parsed
         self.prompt = " ".join(f"{label}." for label in labels)
         self.labels = labels
         self._epoch += 1
-        self._schedule.due = True
+        self._schedule.due = parsed is not None
         return labels
 
     def add_object(self, box: Sequence[float], label: str = "object") -> int:

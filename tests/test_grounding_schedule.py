@@ -10,14 +10,19 @@ from stream.config import EngineConfig
 SIZE = (640, 480)
 
 
-def _due_frames(schedule: GroundingSchedule, times_ns: list[int]) -> list[int]:
-    """Feed frames captured at ``times_ns``; the indices where a grounding was due (then done)."""
+def _due_frames(
+    schedule: GroundingSchedule, times_ns: list[int], retire_at: int | None = None
+) -> list[int]:
+    """Feed frames captured at ``times_ns``; the indices where a grounding was due (then done).
+    ``retire_at``: the frame after which a track retires with its object in view."""
     due = []
     for i, t in enumerate(times_ns):
         schedule.frame(t)
         if schedule.overdue(True, SIZE) > 0:
             due.append(i)
             schedule.mark_grounded()
+        if i == retire_at:
+            schedule.retired()
         schedule.frames_since += 1
     return due
 
@@ -76,16 +81,7 @@ def test_a_retired_track_brings_the_next_grounding_forward_once() -> None:
 
     def due(after: int) -> list[int]:
         s = _schedule(reground_every_frames=30, reground_after_retire_frames=after)
-        out = []
-        for i, t in enumerate(times):
-            s.frame(t)
-            if s.overdue(True, SIZE) > 0:
-                out.append(i)
-                s.mark_grounded()
-            if i == 3:
-                s.retired()
-            s.frames_since += 1
-        return out
+        return _due_frames(s, times, retire_at=3)
 
     assert due(0) == [30, 60]
     assert due(4) == [4, 34, 64]

@@ -122,6 +122,11 @@ def _spread(rates: list[float]) -> float:
     return (max(rates) / min(rates) - 1) * 100 if rates and min(rates) > 0 else float("inf")
 
 
+def _solo_threads(cores: int, n: int) -> int:
+    """Torch threads of each of ``n`` one-camera engines: their share of the cores."""
+    return max(1, cores // n)
+
+
 def _round(
     n: int, duration: float, cores: int, device: str, shared_first: bool
 ) -> tuple[WorkerResult, list[WorkerResult]]:
@@ -132,8 +137,8 @@ def _round(
         return _collect([_spawn(n, True, duration, cores, device)])[0]
 
     def separate() -> list[WorkerResult]:
-        per_solo = max(1, cores // n)
-        return _collect([_spawn(1, False, duration, per_solo, device) for _ in range(n)])
+        threads = _solo_threads(cores, n)
+        return _collect([_spawn(1, False, duration, threads, device) for _ in range(n)])
 
     if shared_first:
         shared = one()
@@ -160,7 +165,7 @@ def _count_rows(n: int, duration: float, cores: int, device: str, rounds: int) -
     one_rates = list(shared["fps"].values())
     solo_rates = [next(iter(s["fps"].values())) for s in solos]
     solo_rss = sum(s["rss_mb"] for s in solos)
-    per_solo = max(1, cores // n)
+    per_solo = _solo_threads(cores, n)
     note = f"tiny-random, 2 objects/camera, 640x480, {duration:.0f} s, median of {rounds} round(s)"
     return [
         row(

@@ -138,6 +138,12 @@ class Sam2Kernel(Sam2Memory, KernelFrames[ObjectState]):
             return torch.from_numpy(out).unsqueeze(0)
         levels = torch.from_numpy(small).to(self.device, non_blocking=True)
         levels = levels.permute(2, 0, 1).flip(0).reshape(3, -1).long()
+        return self._normalise(levels)
+
+    def _normalise(self, levels: torch.Tensor) -> torch.Tensor:
+        """Grey levels (3, H*W, RGB order, int64) through the normalisation lookup table, as the
+        model's (1, 3, size, size) input."""
+        size = self.image_size
         return torch.gather(self._lut_device, 1, levels).view(1, 3, size, size)
 
     def _preprocess_on_device(self, image_bgr: Image) -> torch.Tensor:
@@ -154,14 +160,14 @@ class Sam2Kernel(Sam2Memory, KernelFrames[ObjectState]):
                 bgr, size=(size, size), mode="bicubic", antialias=True, align_corners=False
             )
             levels = small[0].flip(0).reshape(3, -1).long()
-            return torch.gather(self._lut_device, 1, levels).view(1, 3, size, size)
+            return self._normalise(levels)
         frame = torch.from_numpy(np.ascontiguousarray(image_bgr)).to(self.device)
         rgb = frame.permute(2, 0, 1).flip(0).unsqueeze(0).float()
         resized = F.interpolate(
             rgb, size=(size, size), mode="bicubic", antialias=True, align_corners=False
         )
         levels = resized.round_().clamp_(0, 255).long().view(3, -1)
-        return torch.gather(self._lut_device, 1, levels).view(1, 3, size, size)
+        return self._normalise(levels)
 
     # ------------------------------------------------------------------ prompts
 

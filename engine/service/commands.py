@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from stream.errors import RequestError
 from stream.wire import (
     AddCamera,
     AddObject,
@@ -58,20 +57,15 @@ class Dispatch(Protocol):
     def command(self, req: ControlCommand) -> Command: ...
 
 
-def _known(s: EngineProcess, camera: str | None) -> None:
-    """An engine-wide request may name a camera; one the engine does not serve is refused,
-    naming those it does (CONTRACT v1.1)."""
-    if camera is not None and camera not in s.feeds:
-        raise RequestError(f"unknown camera {camera!r} (cameras: {s.feeds.known()})")
-
-
 def _stats(s: EngineProcess, req: Stats) -> Reply:
-    _known(s, req.camera)
+    if req.camera is not None:  # engine-wide; a camera named must be served
+        s.feeds.require(req.camera)
     return {"stats": s.stats()}
 
 
 def _cameras(s: EngineProcess, req: Cameras) -> Reply:
-    _known(s, req.camera)
+    if req.camera is not None:
+        s.feeds.require(req.camera)
     return {"cameras": s.camera_list()}
 
 

@@ -19,6 +19,7 @@ import zmq
 from engine.pipeline import FrameInput
 from engine.state import ManualObject
 from stream.config import BusConfig
+from stream.errors import RequestError
 from stream.receiver import LatestFrameReceiver
 from stream.wire import WireError, now_ns
 
@@ -147,6 +148,11 @@ class CameraFeeds:
     def known(self) -> str:
         """The served cameras for an error message."""
         return ", ".join(self._feeds) or "none"
+
+    def require(self, name: str) -> None:
+        """Refuse a camera the engine does not serve, naming those it does (CONTRACT v1.1)."""
+        if name not in self._feeds:
+            raise RequestError(f"unknown camera {name!r} (cameras: {self.known()})")
 
     def newest(self) -> dict[str, FrameInput]:
         """The newest new frame of every camera that has one (decoded); waits up to

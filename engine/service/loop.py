@@ -152,8 +152,7 @@ class EngineProcess:
                 f"this engine serves several cameras ({self.feeds.known()}): "
                 "the request must name one in 'camera'"
             )
-        if camera not in self.feeds:
-            raise RequestError(f"unknown camera {camera!r} (cameras: {self.feeds.known()})")
+        self.feeds.require(camera)
         return self.engine.camera(camera)
 
     def set_prompt(self, camera: str | None, text: str) -> list[str]:
@@ -217,8 +216,7 @@ class EngineProcess:
 
     def remove_camera(self, name: str) -> None:
         """Stop serving ``name``: its tracks end, its memory is freed, its topics stop."""
-        if name not in self.feeds:
-            raise RequestError(f"unknown camera {name!r} (cameras: {self.feeds.known()})")
+        self.feeds.require(name)
         self.feeds.pop(name).receiver.close()
         self.engine.remove_camera(name)
         if self.annotated is not None:
