@@ -137,11 +137,16 @@ run: {{status_file: '{tmp_path / "status.json"}', status_every_s: 1, stop_timeou
 
     try:
         # Both labels tracked for a while (re-groundings included) before the change.
+        def both(h: Any) -> bool:
+            return {"ball", "box"} <= set(labels_of(h).values())
+
+        def ready() -> bool:
+            hs = log.headers()
+            # both labels over 8 frames, and in the newest one: a box is live at the change
+            return running() and sum(map(both, hs)) >= 8 and both(hs[-1])
+
         wait_for(
-            lambda: (
-                running()
-                and sum({"ball", "box"} <= set(labels_of(h).values()) for h in log.headers()) >= 8
-            ),
+            ready,
             timeout=180,
             what="tracks of both labels over 8 frames",
         )
@@ -208,11 +213,15 @@ run: {{status_file: '{tmp_path / "status.json"}', status_every_s: 1, stop_timeou
         previous = set(now)
 
     # The change: only balls afterwards; the balls of the last frame before it keep their IDs
-    # (at least one survives) and labels; no box ID ever shows up again.
+    # (at least one survives) and labels; no box ID ever shows up again, though a box was live
+    # within the last frames before it (the random-weight masks make tracks go dormant as
+    # duplicates now and then; a dormant box would come back within reid_frames if the change
+    # did not end it).
     last = labels_of(before[-1])
     balls = {tid for tid, lab in last.items() if lab == "ball"}
     boxes = {tid for h in before for tid, lab in labels_of(h).items() if lab == "box"}
-    assert balls and boxes & set(last), f"last frame before the change: {last}"
+    recent = {tid for h in before[-6:] for tid in labels_of(h)}
+    assert balls and boxes & recent, f"last frames before the change: {before[-6:]}"
     after_ids = {tid for h in after for tid in labels_of(h)}
     assert {lab for h in after for lab in labels_of(h).values()} == {"ball"}
     assert not after_ids & boxes, sorted(after_ids & boxes)
