@@ -80,12 +80,10 @@ fleet: {{engines: 1, engine_cpus: 0.5, capture_cpus: 0.1, local_cpus: 2}}
         assert proc.poll() is None, (tmp_path / "fleet.log").read_text()[-2000:]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        wait_for(
-            lambda: not _names(seen),
-            timeout=30,
-            interval=0.2,
-            what="no Ray process of the fleet left",
-        )
+        try:
+            wait_for(lambda: not _names(seen), timeout=30, interval=0.2, what="no Ray process left")
+        except pytest.fail.Exception:
+            pytest.fail(f"Ray processes of the SIGKILLed fleet still run: {_names(seen)}")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -6,8 +6,8 @@ fleet cannot: the agents (dashboard agent, runtime-env agent: 186 MB) were left 
 ``start_reaper`` starts this module as a small separate process (its own session, so a
 terminal's Ctrl-C does not reach it) that remembers every descendant of the fleet process,
 refreshed every ``POLL_S``, and once the fleet process is gone kills each remembered process
-that still runs (the same pid *and* start time: never a recycled pid), then exits. On a clean
-stop there is nothing left to kill.
+that still runs, with whatever those started since the last look (the same pid *and* start
+time: never a recycled pid), then exits. On a clean stop there is nothing left to kill.
 
 ``python -m clients.fleet.reaper PID``.
 """
@@ -26,7 +26,7 @@ import psutil
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.25
+POLL_S = 0.1
 GRACE_S = 2.0  # SIGTERM first, SIGKILL what is left after this
 
 
@@ -51,6 +51,10 @@ def _still(pid: int, started: float) -> psutil.Process | None:
     return None
 
 
+def _alive(seen: dict[int, float]) -> list[psutil.Process]:
+    return [p for p in (_still(q, t) for q, t in seen.items()) if p is not None]
+
+
 def reap(pid: int, poll_s: float = POLL_S, grace_s: float = GRACE_S) -> int:
     """Watch ``pid``; when it is gone, end its remembered descendants. Returns how many."""
     try:
@@ -61,7 +65,12 @@ def reap(pid: int, poll_s: float = POLL_S, grace_s: float = GRACE_S) -> int:
     while root.is_running() and root.status() != psutil.STATUS_ZOMBIE:
         seen.update(_descendants(root))
         time.sleep(poll_s)
-    left = [p for p in (_still(q, t) for q, t in seen.items()) if p is not None]
+    left = _alive(seen)
+    # What the survivors started since the last look (a raylet's agents start late): found
+    # now, before the survivors end and their children are handed to init.
+    for p in list(left):
+        seen.update(_descendants(p))
+    left = _alive(seen)
     for p in left:
         with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGTERM)
