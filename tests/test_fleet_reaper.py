@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 
@@ -37,8 +36,8 @@ def test_what_a_survivor_started_after_the_last_look_is_ended_too() -> None:
         fleet.wait()
         worker.join(timeout=30)
         assert ended == [2]  # the raylet and the agent it started after the reaper's last look
-        time.sleep(0.2)
-        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree)
+        _gone, alive = psutil.wait_procs(tree, timeout=5)  # init collects the orphans
+        assert not alive, alive
     finally:
         fleet.kill()
         for p in tree:

@@ -68,7 +68,7 @@ def reap(pid: int, poll_s: float = POLL_S, grace_s: float = GRACE_S) -> int:
     left = _alive(seen)
     # What the survivors started since the last look (a raylet's agents start late): found
     # now, before the survivors end and their children are handed to init.
-    for p in list(left):
+    for p in left:
         seen.update(_descendants(p))
     left = _alive(seen)
     for p in left:
