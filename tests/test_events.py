@@ -233,6 +233,37 @@ def test_line_crossing_direction_and_gaps() -> None:
     assert all(len(m.event["lines"]) == 2 for m in objects_of(out))
 
 
+@pytest.mark.parametrize(
+    ("max_gap", "missing", "crossed"),
+    [(5, 2, True), (5, 5, True), (5, 6, False), (0, 1, False)],
+)
+def test_line_crossed_across_a_short_gap(max_gap: int, missing: int, crossed: bool) -> None:
+    """A mask lost for a few messages while its object crosses: the side before the gap is
+    compared with the side after (timed at the first message back), up to ``max_gap``
+    messages; a longer gap forgets the side."""
+    ev = CameraEvents(
+        "cam0", events_cfg(lines={"gate": {**GATE, "inertia": 1, "max_gap": max_gap}})
+    )
+    ev.cfg = ev.cfg.model_copy(update={"end_after": 20})  # the event outlives every gap here
+    seq, out = 0, []
+    for y in (76, 88, 100):  # above the line (y = 120), moving down 12 px a message
+        out += ev.process(tracks(seq, [rect_object(3, 50, y - 10, 70, y + 10)]))
+        seq += 1
+    for _ in range(missing):
+        out += ev.process(tracks(seq, []))
+        seq += 1
+    back = seq
+    y = 100 + 12 * (missing + 1)  # where it is now: below the line
+    assert y > 120
+    out += ev.process(tracks(seq, [rect_object(3, 50, y - 10, 70, y + 10)]))
+    lines = objects_of(out)[-1].event["lines"]
+    if crossed:
+        assert [(c["direction"], c["t_ns"]) for c in lines] == [("in", 1_000 + back * FRAME_NS)]
+        assert ev.counts()["lines"] == {"gate": {"in": {"ball": 1}}}
+    else:
+        assert lines == [] and ev.counts()["lines"] == {}
+
+
 def test_line_inertia_a_box_jittering_on_the_line_crosses_once() -> None:
     """Default inertia (3 frames): across at frame 2, back at 3 (no crossing), across again at 4
     and staying: one 'in', timed at frame 4, raised at frame 6; going back out for 2 frames

@@ -124,6 +124,15 @@ class LineConfig(_Model):
         description="Consecutive frames an object's reference point must stay across the line "
         "before the crossing counts (a box jittering on the line crosses once, not three times).",
     )
+    max_gap: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="Tracks messages in a row an object may be missing (or lost) and still be "
+        "followed across the line: its side before the gap is compared with its side after, "
+        "if it moved at most one box side per message (a longer gap, or a jump, forgets the "
+        "side; 0: only consecutive messages count).",
+    )
 
     @model_validator(mode="after")
     def _geometry(self) -> LineConfig:

@@ -14,7 +14,9 @@ object resets that count); after a flip to inside, the object counts as entered 
 stayed ``loitering`` seconds. Lines: an object crosses when its reference point (box centre, or
 bottom centre) moves across the segment between two consecutive messages that both show it and
 stays across for ``inertia`` messages in all (the crossing's time is the first of them); one
-that goes back sooner never crossed. Towards ``in_side`` is "in", away "out". Review items: one
+that goes back sooner never crossed. A gap of up to ``max_gap`` messages without the object (a
+mask lost for a moment) does not forget its side when it moved at most one box side per message
+(so an object that leaves the view and comes back elsewhere crosses nothing). Towards ``in_side`` is "in", away "out". Review items: one
 per activity on the camera, from the first active object until no active object is left.
 """
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,6 +76,7 @@ class _Track:
     missing: int = 0
     last_ns: int = 0
     last_index: int = -1  # index of the camera's last message that showed the object
+    last_box: Sequence[float] | None = None  # its box in that message
     top_score: float = 0.0
     reported_score: float = 0.0
     lines: dict[str, _LineState] = field(default_factory=dict)
@@ -260,13 +263,14 @@ class CameraEvents:
             tr.label, changed = obj.label, True
         score = obj.confidence if obj.confidence is not None else confidence_of(obj.score)
         tr.top_score = max(tr.top_score, score)
-        consecutive = tr.last_index == self._index - 1
+        gap = self._index - tr.last_index - 1 if tr.last_index >= 0 else None
+        last_box, tr.last_box = tr.last_box, obj.box
         tr.seen += 1
         tr.missing = 0
         tr.last_ns = t
         tr.last_index = self._index
         changed |= self._zones(tr, obj, t, width, height)
-        changed |= self._lines(tr, obj, t, consecutive)
+        changed |= self._lines(tr, obj, t, _followed(gap, last_box, obj.box))
         if tr.state is ObjectState.PROBATION:
             if tr.seen < self.cfg.probation_frames:
                 return []
@@ -332,7 +336,9 @@ class CameraEvents:
                     tr.entered.append(name)
         return changed
 
-    def _lines(self, tr: _Track, obj: TrackedObject, t: int, consecutive: bool) -> bool:
+    def _lines(self, tr: _Track, obj: TrackedObject, t: int, gap: int | None) -> bool:
+        """``gap``: messages without the object since it was last seen (None: first seen, or
+        it jumped too far to be followed)."""
         changed = False
         x1, y1, x2, y2 = obj.box
         for name, line in self.geometry.lines.items():
@@ -340,7 +346,7 @@ class CameraEvents:
                 continue
             ref: Point = ((x1 + x2) / 2, y2 if line.anchor == "bottom_center" else (y1 + y2) / 2)
             st = tr.lines.get(name)
-            if st is None or not consecutive:
+            if st is None or gap is None or gap > line.max_gap:
                 tr.lines[name] = _LineState(ref)
                 continue
             direction = _crossing(self._line_points[name], st.settled, ref)
@@ -382,6 +388,23 @@ class CameraEvents:
         for (line, d, label), n in self.line_counts.items():
             lines.setdefault(line, {}).setdefault(d, {})[label] = n
         return {"camera": self.camera, "labels": labels, "zones": zones, "lines": lines}
+
+
+def _followed(
+    gap: int | None,
+    before: Sequence[float] | None,
+    box: Sequence[float],
+) -> int | None:
+    """``gap`` when the object can be followed over it: seen before, and (after a gap) its box
+    centre moved at most one box side (the larger of the two boxes') per message; else None."""
+    if gap is None or before is None:
+        return None
+    if gap == 0:
+        return 0
+    side_px = max(box[2] - box[0], box[3] - box[1], before[2] - before[0], before[3] - before[1])
+    dx = (box[0] + box[2] - before[0] - before[2]) / 2
+    dy = (box[1] + box[3] - before[1] - before[3]) / 2
+    return gap if (dx * dx + dy * dy) ** 0.5 <= (gap + 1) * side_px else None
 
 
 def _crossing(line: list[Point], prev: Point, cur: Point) -> Direction | None:
