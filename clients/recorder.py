@@ -307,6 +307,7 @@ class Recorder:
             self.cfg.bus,
             subscribe=[f"annotated.{self.camera}".encode()],
             rcvhwm=50,
+            curve=True,
         )
         trk = zbus.connect(
             self._ctx,

@@ -220,6 +220,7 @@ class DdsBridge:
                     self.cfg.bus,
                     subscribe=[f"annotated.{prefix}".encode()],
                     rcvhwm=10,
+                    curve=True,
                 )
             )
         poller = zmq.Poller()

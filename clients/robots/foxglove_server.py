@@ -181,6 +181,7 @@ class FoxgloveBridge:
             subscribe=[b"annotated."],
             rcvhwm=50,
             maxmsgsize=self._max_payload + 2**16,
+            curve=True,
         )
         trk = zbus.connect(
             self._zctx, zmq.SUB, bus.tracks, bus, subscribe=[b"tracks."], rcvhwm=1000, curve=True

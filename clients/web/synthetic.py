@@ -131,8 +131,9 @@ class SyntheticEngine:
             self._add(name, cam.engine.prompt if cam is not None else cfg.engine.prompt)
         self.camera = next(iter(self._cameras), cfg.camera)  # the first camera
         self._stop = threading.Event()
-        self._ann = zbus.bind(self._ctx, zmq.PUB, cfg.bus.annotated, cfg.bus)
-        self._trk = zbus.bind(self._ctx, zmq.PUB, cfg.bus.tracks, cfg.bus)
+        # encrypted where the config has CURVE keys, as the engine's (engine/service/loop.py)
+        self._ann = zbus.bind(self._ctx, zmq.PUB, cfg.bus.annotated, cfg.bus, curve=True)
+        self._trk = zbus.bind(self._ctx, zmq.PUB, cfg.bus.tracks, cfg.bus, curve=True)
         self._rep = zbus.bind(self._ctx, zmq.REP, cfg.bus.control, cfg.bus)
         self._threads = [
             threading.Thread(target=self._publish_loop, name="synthetic-publish", daemon=True),
