@@ -101,7 +101,7 @@ def assert_same(msgs: list[TracksMessage], topics: dict[str, list[Any]]) -> None
     """The decoded Foxglove messages hold exactly ``msgs`` (one camera): stamps, ids, labels,
     confidences, boxes; masks pixel-equal; contours close to the masks and bounded."""
     cam = msgs[0].camera
-    anns, masks = topics[fm.topic(cam, "annotations")], topics[fm.topic(cam, "mask")]
+    anns, masks = topics[fm.topic(cam, "detections")], topics[fm.topic(cam, "masks")]
     assert len(anns) == len(masks) == len(msgs)
     for m, (t_a, ann, *_), (t_m, img, *_) in zip(msgs, anns, masks, strict=True):
         h = m.header
@@ -109,14 +109,15 @@ def assert_same(msgs: list[TracksMessage], topics: dict[str, list[Any]]) -> None
         assert t_a == t_m == h.t_capture_ns
         assert (ann.timestamp.seconds, ann.timestamp.nanos) == (sec, nsec)
         assert (img.timestamp.seconds, img.timestamp.nanos, img.frame_id) == (sec, nsec, cam)
-        ids = [str(o.id) for o in h.objects]
+        objects = [o for o in h.objects if o.state != "lost"]  # lost tracks are left out
+        ids = [str(o.id) for o in objects]
         assert _meta(ann) == {"camera": cam, "seq": str(h.seq), "ids": ",".join(ids)}
         boxes = [p for p in ann.points if _meta(p)["kind"] == "box"]
         assert [_meta(p)["id"] for p in boxes] == [_meta(t)["id"] for t in ann.texts] == ids
         labels = fm.decode_label_image(img)
         assert labels.shape == (h.height, h.width)
         covered = np.zeros((h.height, h.width), bool)
-        for i, (o, box, text) in enumerate(zip(h.objects, boxes, ann.texts, strict=True)):
+        for i, (o, box, text) in enumerate(zip(objects, boxes, ann.texts, strict=True)):
             conf = o.confidence if o.confidence is not None else confidence_of(o.score)
             assert _meta(text) == {"id": str(o.id), "label": o.label, "confidence": repr(conf)}
             assert text.text == f"#{o.id} {o.label} {conf:.2f}"
@@ -172,8 +173,11 @@ def _overlap_message() -> TracksMessage:
     a[5:40, 5:50] = True
     b[20:60, 30:80] = True  # overlaps a (b is listed first and wins), touches two edges
     b[2:6, 70:74] = True  # a second, small piece of b
+    c = np.zeros((60, 80), bool)
+    c[50:58, 2:10] = True
+    lost = _obj(2, c, 0.05).model_copy(update={"state": "lost"})  # left out of every topic
     return TracksMessage.build(
-        "cam7", 9, T0 + 10**9, 80, 60, "thing", [_obj(0, b, None), _obj(1, a, 0.25)], T0
+        "cam7", 9, T0 + 10**9, 80, 60, "thing", [_obj(0, b, None), lost, _obj(1, a, 0.25)], T0
     )
 
 
@@ -199,7 +203,7 @@ def test_foxglove_mcap_round_trip_matches_the_tracks_jsonl(tmp_path: Path) -> No
     assert [(t, i.data, i.format, i.frame_id) for t, i, *_ in images] == [
         (m.header.t_capture_ns, j, "jpeg", "cam7") for m, j in zip(msgs, jpegs, strict=True)
     ]
-    labels = fm.decode_label_image(topics["/promptcam/cam7/mask"][-1][1])
+    labels = fm.decode_label_image(topics["/promptcam/cam7/masks"][-1][1])
     assert (labels[30, 40], labels[10, 10], labels[3, 71]) == (1, 2, 1)  # overlap: first listed
 
 
@@ -210,8 +214,8 @@ def test_our_files_carry_the_schemas_and_bytes_foxglove_sdk_writes(tmp_path: Pat
     ctx = foxglove.Context()
     with foxglove.open_mcap(tmp_path / "sdk.mcap", context=ctx):
         image = CompressedImageChannel("/promptcam/cam7/image", context=ctx)
-        ann = ImageAnnotationsChannel("/promptcam/cam7/annotations", context=ctx)
-        mask = RawImageChannel("/promptcam/cam7/mask", context=ctx)
+        ann = ImageAnnotationsChannel("/promptcam/cam7/detections", context=ctx)
+        mask = RawImageChannel("/promptcam/cam7/masks", context=ctx)
         for m, jpeg in zip(msgs, jpegs, strict=True):
             t = m.header.t_capture_ns
             mapped = fm.map_tracks(m)
@@ -297,7 +301,7 @@ def test_record_mcap_profile_foxglove_closes_a_readable_file_on_sigterm(tmp_path
     assert proc.returncode == 0 and "tracks messages" in out
     [path] = sorted(tmp_path.glob("*.mcap"))
     topics = read_mcap(path)
-    anns = topics["/promptcam/cam0/annotations"]
+    anns = topics["/promptcam/cam0/detections"]
     assert len(anns) >= 8 and len(topics["/promptcam/cam0/image"]) >= 5
     recorded = [seen[t] for t, *_ in anns]  # every recorded message is one the engine sent
     assert any(m.header.objects for m in recorded)
@@ -496,12 +500,12 @@ def test_a_foxglove_client_gets_every_channel_of_every_camera_at_the_engine_rate
     for topic, n in got["counts"].items():  # at least 90% of the engine's frames in 2 s
         assert n >= 0.9 * 2.0 * 15 * min(1.0, rate / 15), (topic, n, got["counts"], rate)
     for cam in ("cam0", "cam1"):  # stamped with the capture time of the engine's frame
-        ann = got["samples"][fm.topic(cam, "annotations")]
+        ann = got["samples"][fm.topic(cam, "detections")]
         meta = {kv.key: kv.value for kv in ann.metadata}
         t = server.engine.t_capture_of(int(meta["seq"]), cam)
         assert t == ann.timestamp.seconds * 10**9 + ann.timestamp.nanos
         assert meta["camera"] == cam and meta["ids"]
-        mask = got["samples"][fm.topic(cam, "mask")]
+        mask = got["samples"][fm.topic(cam, "masks")]
         assert (mask.width, mask.height, mask.frame_id) == (320, 240, cam)
         assert fm.decode_label_image(mask).max() == len(meta["ids"].split(","))
         image = got["samples"][fm.topic(cam, "image")]
@@ -661,7 +665,7 @@ def test_the_bridge_counts_bad_messages_and_goes_on_publishing(tmp_path: Path) -
                             subs = [
                                 {"id": c["id"], "channelId": c["id"]}
                                 for c in d["channels"]
-                                if c["topic"] == fm.topic("cam0", "annotations")
+                                if c["topic"] == fm.topic("cam0", "detections")
                             ]
                             await ws.send_str(
                                 json.dumps({"op": "subscribe", "subscriptions": subs})

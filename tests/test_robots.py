@@ -106,8 +106,9 @@ def assert_same(msgs: list[TracksMessage], path: Path, images: int | None = None
             sec, nanosec = divmod(h.t_capture_ns, 10**9)
             for hdr in (d.header, img.header):
                 assert (hdr.stamp.sec, hdr.stamp.nanosec, hdr.frame_id) == (sec, nanosec, cam)
-            assert len(d.detections) == len(h.objects)
-            for det_i, o in zip(d.detections, h.objects, strict=True):
+            objects = [o for o in h.objects if o.state != "lost"]  # lost tracks left out
+            assert len(d.detections) == len(objects)
+            for det_i, o in zip(d.detections, objects, strict=True):
                 assert det_i.id == str(o.id)
                 hyp = det_i.results[0].hypothesis
                 assert hyp.class_id == o.label
@@ -121,12 +122,12 @@ def assert_same(msgs: list[TracksMessage], path: Path, images: int | None = None
             labels = ros2.decode_label_image(img)
             assert labels.shape == (h.height, h.width)
             covered = np.zeros((h.height, h.width), bool)
-            for i, o in enumerate(h.objects):  # pycocotools decode of the JSONL's RLE
+            for i, o in enumerate(objects):  # pycocotools decode of the JSONL's RLE
                 obj_mask = o.decode_mask()
                 np.testing.assert_array_equal(labels == i + 1, obj_mask & ~covered)
                 covered |= obj_mask
             assert not (labels[~covered]).any()
-            assert labels.max(initial=0) <= len(h.objects)
+            assert labels.max(initial=0) <= len(objects)
 
 
 def _scene_messages(n: int, objects: int = 4) -> tuple[list[TracksMessage], list[np.ndarray]]:
@@ -189,6 +190,26 @@ def test_overlaps_go_to_the_first_listed_and_old_messages_use_the_sigmoid(tmp_pa
     assert img.encoding == "mono8" and (labels[12, 18], labels[6, 6], labels[25, 36]) == (1, 2, 1)
     det = read_mcap(tmp_path / "o.mcap")["/promptcam/c/detections"][0][1]
     assert det.detections[0].results[0].hypothesis.score == pytest.approx(confidence_of(-2.0))
+
+
+def test_lost_tracks_are_left_out_of_the_ros2_topics(tmp_path: Path) -> None:
+    """A lost track (its last box kept, nothing seen) is no detection for a robot: the array
+    and the label image's indices hold the others only (Foxglove: tests/test_foxglove.py)."""
+    a, b, c = (np.zeros((30, 40), bool) for _ in range(3))
+    a[2:8, 2:8] = True
+    b[10:16, 10:16] = True
+    c[20:26, 20:26] = True
+    lost = _obj(1, b, 0.05).model_copy(update={"state": "lost"})
+    msg = TracksMessage.build("c", 1, T0, 40, 30, "thing", [_obj(0, a, 0.9), lost, _obj(2, c, 0.8)])
+    f = McapFile(tmp_path / "o.mcap")
+    f.write_tracks(msg)
+    f.close()
+    assert_same([msg], tmp_path / "o.mcap")
+    topics = read_mcap(tmp_path / "o.mcap")
+    det = topics["/promptcam/c/detections"][0][1]
+    assert [d.id for d in det.detections] == ["1000", "1002"]
+    labels = ros2.decode_label_image(topics["/promptcam/c/masks"][0][2])
+    assert (labels[4, 4], labels[12, 12], labels[22, 22]) == (1, 0, 2)
 
 
 def test_more_than_255_objects_give_a_mono16_label_image(tmp_path: Path) -> None:

@@ -114,8 +114,8 @@ def _foxglove_publish(_: Path) -> Output:
     held = [ctx]
     server = foxglove.start_server(name="promptcam-bench", host="127.0.0.1", port=0, context=ctx)
     image = CompressedImageChannel(fm.topic("cam0", fm.IMAGE), context=ctx)
-    annotations = ImageAnnotationsChannel(fm.topic("cam0", fm.ANNOTATIONS), context=ctx)
-    mask = RawImageChannel(fm.topic("cam0", fm.MASK), context=ctx)
+    annotations = ImageAnnotationsChannel(fm.topic("cam0", fm.DETECTIONS), context=ctx)
+    mask = RawImageChannel(fm.topic("cam0", fm.MASKS), context=ctx)
     client = subprocess.Popen(
         [sys.executable, "-c", _FOXGLOVE_CLIENT, str(server.port)],
         stdout=subprocess.PIPE,

@@ -8,15 +8,16 @@ the capture time, ``frame_id`` = the camera:
 
 - ``/promptcam/<camera>/image``: ``foxglove.CompressedImage``, format ``jpeg``, the annotated
   frame.
-- ``/promptcam/<camera>/annotations``: ``foxglove.ImageAnnotations``: per object, in message
+- ``/promptcam/<camera>/detections``: ``foxglove.ImageAnnotations`` (Foxglove has no
+  detection-array schema; the annotations draw the detections): per object, in message
   order, its box as a ``LineLoop`` of 4 points (x1,y1 x2,y1 x2,y2 x1,y2), its mask as up to
   ``MAX_CONTOURS`` filled ``LineLoop`` polygons (outer contours of the decoded mask, simplified
   to at most ``MAX_CONTOUR_POINTS`` points each), and one text ``#<id> <label> <confidence>``
   at the box's top-left corner; each carries metadata ``id``, ``label`` (and ``confidence`` on
   the text, ``kind`` box/mask on the points). The array's metadata: ``camera``, ``seq`` and
   ``ids`` (the track ids, comma-separated, in message order: the label image's index map).
-- ``/promptcam/<camera>/mask``: ``foxglove.RawImage`` label image, the ROS 2 mapping's:
-  pixel ``i + 1`` = object ``i`` of the message (``ids[i]``), 0 = none, ``mono8`` up to 255
+- ``/promptcam/<camera>/masks``: ``foxglove.RawImage`` label image, the ROS 2 mapping's:
+  pixel ``i + 1`` = object ``i`` of the message, lost tracks left out (``ids[i]``), 0 = none, ``mono8`` up to 255
   objects, ``mono16`` (little-endian) beyond; a pixel in several masks goes to the object
   listed first. Why a label image and not a colour RGBA overlay: it is exact (every mask comes
   back pixel for pixel, ids by index), a quarter of the bytes of RGBA on the WebSocket, the
@@ -55,12 +56,13 @@ MIN_CONTOUR_AREA = 4.0  # pixels: smaller specks are left out of the polygons (n
 MASK_FILL_ALPHA = 0.35
 FONT_SIZE = 14.0
 
-IMAGE, ANNOTATIONS, MASK = "image", "annotations", "mask"
-KINDS = (IMAGE, ANNOTATIONS, MASK)
+# the ROS 2 mapping's topics (CONTRACT v1.2: the same topics with Foxglove schemas)
+IMAGE, DETECTIONS, MASKS = "image", "detections", "masks"
+KINDS = (IMAGE, DETECTIONS, MASKS)
 
 
 def topic(camera: str, kind: str) -> str:
-    """``/promptcam/<camera>/<kind>`` (kind: image, annotations, mask)."""
+    """``/promptcam/<camera>/<kind>`` (kind: image, detections, masks)."""
     return ros2.topic(camera, kind)
 
 
@@ -204,12 +206,13 @@ def map_tracks(msg: TracksMessage) -> Mapped:
     decoded once for both)."""
     h = msg.header
     ts = timestamp(h.t_capture_ns)
-    masks = [o.decode_mask() for o in h.objects]
+    objects = ros2.shown(msg)  # lost tracks left out, as on the ROS 2 topics
+    masks = [o.decode_mask() for o in objects]
     extents = [extent(m) for m in masks]
     labels = _label_image(masks, extents, h.height, h.width)
     points: list[PointsAnnotation] = []
     texts: list[TextAnnotation] = []
-    for o, mask, ext in zip(h.objects, masks, extents, strict=True):
+    for o, mask, ext in zip(objects, masks, extents, strict=True):
         obj_points, text = _object_annotations(o, mask, ext, ts)
         points.extend(obj_points)
         texts.append(text)
@@ -217,7 +220,7 @@ def map_tracks(msg: TracksMessage) -> Mapped:
         timestamp=ts,
         points=points,
         texts=texts,
-        metadata=_kv(camera=h.camera, seq=h.seq, ids=",".join(str(o.id) for o in h.objects)),
+        metadata=_kv(camera=h.camera, seq=h.seq, ids=",".join(str(o.id) for o in objects)),
     )
     raw = RawImage(
         timestamp=ts,

@@ -25,8 +25,8 @@ from stream.wire import TracksMessage
 
 SCHEMAS: dict[str, type[CompressedImage] | type[ImageAnnotations] | type[RawImage]] = {
     fm.IMAGE: CompressedImage,
-    fm.ANNOTATIONS: ImageAnnotations,
-    fm.MASK: RawImage,
+    fm.DETECTIONS: ImageAnnotations,
+    fm.MASKS: RawImage,
 }
 
 
@@ -64,8 +64,8 @@ class FoxgloveMcapFile(McapHandle):
         h = msg.header
         mapped = fm.map_tracks(msg)
         ann, mask = mapped.annotations.encode(), mapped.mask.encode()
-        self._write(h.camera, fm.ANNOTATIONS, ann, h.t_capture_ns, h.t_publish_ns)
-        self._write(h.camera, fm.MASK, mask, h.t_capture_ns, h.t_publish_ns)
+        self._write(h.camera, fm.DETECTIONS, ann, h.t_capture_ns, h.t_publish_ns)
+        self._write(h.camera, fm.MASKS, mask, h.t_capture_ns, h.t_publish_ns)
 
     def write_jpeg(self, camera: str, t_capture_ns: int, jpeg: bytes | memoryview) -> None:
         """An annotated (or raw) JPEG frame as a ``CompressedImage``."""

@@ -4,12 +4,12 @@ Subscribes ``tracks.*`` (``bus.tracks``) and ``annotated.*`` (``bus.annotated``)
 ``foxglove-sdk``'s WebSocket server (protocol ``foxglove.websocket.v1``) on ``foxglove.host``:
 ``foxglove.port`` (loopback, 8765 by default) with three channels per camera, the Foxglove
 mapping (``clients.robots.foxglove_map``): ``/promptcam/<camera>/image``
-(``foxglove.CompressedImage``, the annotated JPEG as it came), ``/annotations``
-(``foxglove.ImageAnnotations``) and ``/mask`` (``foxglove.RawImage`` label image), each message
+(``foxglove.CompressedImage``, the annotated JPEG as it came), ``/detections``
+(``foxglove.ImageAnnotations``) and ``/masks`` (``foxglove.RawImage`` label image), each message
 logged at its capture time. A configured camera's channels exist from the start; a camera that
 appears on the bus gets its channels (advertised to connected clients) with its first message,
 up to ``foxglove.max_cameras``. A tracks message is mapped only while a client subscribes to
-its annotations or mask channel, a frame sent only while one subscribes to its image channel.
+its detections or masks channel, a frame sent only while one subscribes to its image channel.
 Each client has a queue of ``foxglove.backlog`` messages; a slow client loses its oldest ones.
 
 Off loopback: foxglove-sdk's server cannot check a token (no hook sees a connection before it
@@ -126,11 +126,11 @@ class FoxgloveBridge:
                 return None
             ch = _Channels(
                 CompressedImageChannel(fm.topic(camera, fm.IMAGE), context=self._fctx),
-                ImageAnnotationsChannel(fm.topic(camera, fm.ANNOTATIONS), context=self._fctx),
-                RawImageChannel(fm.topic(camera, fm.MASK), context=self._fctx),
+                ImageAnnotationsChannel(fm.topic(camera, fm.DETECTIONS), context=self._fctx),
+                RawImageChannel(fm.topic(camera, fm.MASKS), context=self._fctx),
             )
             self._cameras[camera] = ch
-            log.info("camera %s: channels %s", camera, fm.topic(camera, "{image,annotations,mask}"))
+            log.info("camera %s: channels %s", camera, fm.topic(camera, "{image,detections,masks}"))
         return ch
 
     def _reject(self, reason: str, detail: str) -> None:
@@ -152,8 +152,8 @@ class FoxgloveBridge:
         t = msg.header.t_capture_ns
         ch.annotations.log(mapped.annotations, log_time=t)
         ch.mask.log(mapped.mask, log_time=t)
-        self.stats.published[fm.ANNOTATIONS] += 1
-        self.stats.published[fm.MASK] += 1
+        self.stats.published[fm.DETECTIONS] += 1
+        self.stats.published[fm.MASKS] += 1
 
     def publish_frame(self, msg: AnnotatedMessage) -> None:
         """Log an annotated JPEG as it came (``WireError`` for a stamp with no Foxglove form)."""

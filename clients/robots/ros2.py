@@ -10,7 +10,8 @@ MCAP schema (encoding ``ros2msg``).
   capture time, ``frame_id`` = the camera; one ``Detection2D`` per object in message order:
   ``bbox`` centre and size in pixels (``theta`` 0), ``results[0].hypothesis.class_id`` = label,
   ``.score`` = confidence (the sigmoid of the score where an older message has none),
-  ``id`` = the track id as a decimal string.
+  ``id`` = the track id as a decimal string. Lost tracks (``state`` ``lost``: the engine keeps
+  them for a moment with their last box, while nothing is seen) are left out of every topic.
 - ``/promptcam/<camera>/masks``: ``sensor_msgs/msg/Image``, one label image per tracks message,
   same stamp: pixel value ``i + 1`` = ``detections[i]``, 0 = no object; ``mono8`` for up to
   255 objects, ``mono16`` (little-endian) beyond. A pixel in several masks takes the object
@@ -279,23 +280,29 @@ def _detection(header: HeaderMsg, obj: TrackedObject) -> Detection2DMsg:
     }
 
 
+def shown(msg: TracksMessage) -> list[TrackedObject]:
+    """The objects a robot is given, in message order: all but lost tracks."""
+    return [o for o in msg.header.objects if o.state != "lost"]
+
+
 def detections(msg: TracksMessage) -> Detection2DArrayMsg:
-    """``vision_msgs/msg/Detection2DArray`` of a tracks message."""
+    """``vision_msgs/msg/Detection2DArray`` of a tracks message (lost tracks left out)."""
     h = msg.header
     header = _header(h.camera, h.t_capture_ns)
-    return {"header": header, "detections": [_detection(header, o) for o in h.objects]}
+    return {"header": header, "detections": [_detection(header, o) for o in shown(msg)]}
 
 
 def label_image(msg: TracksMessage) -> np.ndarray:
-    """HxW labels: ``i + 1`` where object ``i`` (message order) is, 0 elsewhere; where masks
-    overlap, the object listed first. uint8 up to 255 objects, else uint16."""
+    """HxW labels: ``i + 1`` where object ``i`` of ``shown`` (message order) is, 0 elsewhere;
+    where masks overlap, the object listed first. uint8 up to 255 objects, else uint16."""
     from pycocotools import mask as mask_utils
 
     h = msg.header
-    n = len(h.objects)
+    objects = shown(msg)
+    n = len(objects)
     labels = np.zeros((h.height, h.width), np.uint8 if n <= MONO8_MAX_OBJECTS else np.uint16)
     for i in range(n - 1, -1, -1):  # the first listed is painted last, so it wins overlaps
-        rle = h.objects[i].mask
+        rle = objects[i].mask
         mask = mask_utils.decode({"size": list(rle.size), "counts": rle.counts.encode()})
         np.copyto(labels, labels.dtype.type(i + 1), where=mask.view(bool))  # 0/1 bytes, no copy
     return labels
