@@ -27,7 +27,7 @@ import pytest
 import zmq
 from paho.mqtt.enums import CallbackAPIVersion
 
-from clients.events.config import EventsConfig
+from clients.events.config import CameraEventsConfig, EventsConfig
 from clients.events.model import EventDict, EventMessage, EventType, Kind
 from clients.events.mqtt import EventsMqtt, MqttConfig
 from clients.events.mqtt_link import LinkState
@@ -288,6 +288,57 @@ def test_topics_counts_status_snapshots_and_discovery(broker: Broker, tmp_path: 
     check_discovery(configs, prefix, set(retained))
 
 
+@needs_broker
+def test_zones_saved_from_the_page_are_announced_counted_and_cleared(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A zone that only ``zones.json`` has (drawn on the web page; none in the config): its
+    occupancy sensor is announced, its retained counts go 0 -> 1 -> 0 with the object (not stuck
+    at 1); deleted on the page, its counts and its discovery config are cleared (empty retained
+    payloads), so a late subscriber finds neither."""
+    from clients.events.zones_file import save_camera, zones_path
+
+    prefix = "t5/pc"
+    sub = Sub(broker.port, [f"{prefix}/#", "homeassistant/#"])
+    cfg = MqttConfig(enabled=True, port=broker.port, prefix=prefix, client_id="t5")
+    mqtt = EventsMqtt(cfg, {"cam0": ("ball.", [])})
+    mqtt.start()
+    store = SnapStore(str(tmp_path / "e.db"), 30.0, 1000, 100)
+    save_camera(
+        zones_path(store.path), "cam0", CameraEventsConfig.model_validate({"zones": {"door": ZONE}})
+    )
+    service = EventsService(EventsConfig(probation_frames=2, end_after=3), store, None, mqtt)
+    occupancy = "homeassistant/binary_sensor/t5_pc/cam0_door_occupancy/config"
+    try:
+        sub.wait(f"{prefix}/cam0/door/all", b"0")
+        wait_for(lambda: sub.last(occupancy), what="the zone's occupancy sensor")
+        for i, x in enumerate([20, 40, 120, 130, 140, 150, 150, 150, 150]):
+            objects = [rect_object(1, x, 100, x + 30, 140)] if i < 6 else []
+            service.handle(tracks(i, objects))
+            if i == 3:
+                sub.wait(f"{prefix}/cam0/door/ball", b"1")
+        sub.wait(f"{prefix}/cam0/door/ball", b"0")
+        assert sub.values(f"{prefix}/cam0/door/all") == [b"0", b"1", b"0"]
+        save_camera(zones_path(store.path), "cam0", CameraEventsConfig())  # deleted on the page
+        assert service.zones.poll(service, force=True)
+        sub.wait(f"{prefix}/cam0/door/all", b"")
+        sub.wait(occupancy, b"")
+    finally:
+        mqtt.close()
+        store.close()
+        sub.close()
+    late = Sub(broker.port, [f"{prefix}/#", "homeassistant/#"])
+    try:
+        late.wait(f"{prefix}/available", b"offline")
+        time.sleep(0.5)  # retained messages arrive together; give the rest a moment
+        with late.lock:
+            topics = {t for t, _, r in late.messages if r}
+        ours = [t for t in topics if t.startswith(prefix) or "/t5_pc/" in t]
+        assert ours and not [t for t in ours if "door" in t], ours
+    finally:
+        late.close()
+
+
 def check_discovery(configs: dict[str, dict[str, Any]], prefix: str, retained: set[str]) -> None:
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for topic, body in configs.items():
@@ -313,6 +364,7 @@ def check_discovery(configs: dict[str, dict[str, Any]], prefix: str, retained: s
     assert sensors["t1_pc_cam0_cat_count"]["state_topic"] == f"{prefix}/cam0/cat"
     (text,) = by_kind["text"]
     assert text["command_topic"] == f"{prefix}/cam0/prompt/set" and text["max"] == 255
+    assert text["value_template"] == "{{ value[:255] }}"  # a longer prompt shows its start
 
 
 # --------------------------------------------------------------------------- broker away

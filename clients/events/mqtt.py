@@ -68,6 +68,7 @@ class EventsMqtt:
         self._clock = clock
         self._lock = threading.Lock()  # the service thread and the prompt worker
         self._cameras: dict[str, _Camera] = {}
+        self._zones = {name: list(zones) for name, (_, zones) in cameras.items()}  # in use
         for name, (prompt, zones) in cameras.items():
             try:
                 labels = normalize_prompt(prompt) if prompt.strip() else []
@@ -141,6 +142,38 @@ class EventsMqtt:
                 self._set_status(camera, cam, CameraStatus.LIVE)
             self._counts(camera, cam, counts)
 
+    def set_zones(self, zones: dict[str, list[str]]) -> None:
+        """The zones in use per camera (the config's, or those saved from the web page and
+        reloaded): a new zone is announced (discovery, its counts at 0); a zone gone has its
+        retained counts and its discovery cleared (empty retained payloads), so neither a stuck
+        count nor a dead Home Assistant entity is left. Cameras not named keep no zone; a
+        camera seen later starts with its zones here."""
+        with self._lock:
+            self._zones = {name: list(names) for name, names in zones.items()}
+            for name, cam in self._cameras.items():
+                wanted = self._zones.get(name, [])
+                for zone in [z for z in cam.zones if z not in wanted]:
+                    cam.zones.remove(zone)
+                    self._clear_zone(name, cam, zone)
+                added = [z for z in wanted if z not in cam.zones]
+                cam.zones.extend(added)
+                for zone in added:  # nobody counted in it yet (the logic judges it afresh)
+                    if self.cfg.discovery:
+                        for topic, body in self.topics.zone_discovery(name, zone):
+                            self.link.send(topic, body, retain=True)
+                    for label in [*cam.labels, ALL]:
+                        topic = self.topics.count(name, label, zone)
+                        cam.counts[topic] = 0
+                        self.link.send(topic, "0", retain=True)
+
+    def _clear_zone(self, camera: str, cam: _Camera, zone: str) -> None:
+        topics = [self.topics.count(camera, label, zone) for label in [*cam.labels, ALL]]
+        if self.cfg.discovery:
+            topics += [topic for topic, _ in self.topics.zone_discovery(camera, zone)]
+        for topic in topics:
+            cam.counts.pop(topic, None)
+            self.link.send(topic, b"", retain=True)
+
     def counts(self, camera: str, counts: LabelCounts) -> None:
         """Counts changed without a tracks message (the service ended every event)."""
         with self._lock:
@@ -164,7 +197,7 @@ class EventsMqtt:
     def _camera(self, name: str) -> _Camera:
         cam = self._cameras.get(name)
         if cam is None:  # tracks of a camera the config does not name (a fleet's)
-            cam = self._cameras[name] = _Camera([], [])
+            cam = self._cameras[name] = _Camera([], list(self._zones.get(name, [])))
             self._announce(name, cam)
         return cam
 

@@ -128,6 +128,9 @@ class Topics:
                     "name": "prompt",
                     "command_topic": self.prompt_set(camera),
                     "state_topic": self.prompt_state(camera),
+                    # the engine takes longer prompts than a Home Assistant text holds: the
+                    # entity shows their first HA_TEXT_MAX characters (the topic has them all)
+                    "value_template": f"{{{{ value[:{HA_TEXT_MAX}] }}}}",
                     "max": HA_TEXT_MAX,
                     "mode": "text",
                 },

@@ -191,3 +191,5 @@ def apply_geometry(service: EventsService, cfg: EventsConfig) -> None:
     service.cfg = cfg
     for logic in service.cameras.values():
         logic.set_geometry(cfg)
+    if service.mqtt is not None:  # count topics and discovery follow the zones in use
+        service.mqtt.set_zones({name: list(c.zones) for name, c in cfg.cameras.items()})
