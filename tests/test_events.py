@@ -497,8 +497,12 @@ def test_store_round_trip_retention_and_reopen(tmp_path: Path) -> None:
     store.close()
     again = EventStore(db, retention_days=1.0, max_events=50)
     assert again.count() == 51 and again.query(limit=1)[0]["id"] == "ev100"
-    assert again.close_open() == 1
-    assert again.query(limit=1)[0]["end_ns"] is not None
+    (closed,) = again.close_open()  # its end, for the service to publish
+    stored = again.query(limit=1)[0]
+    assert closed.type is EventType.END and closed.before is not None
+    assert closed.event["id"] == stored["id"] == "ev100" and closed.before["end_ns"] is None
+    assert stored["end_ns"] is not None and closed.event["end_ns"] == stored["end_ns"]
+    assert again.close_open() == []  # nothing open any more
     assert again.retain(now_ns=time.time_ns() + 2 * 86400 * 10**9) == 51  # all over a day old
     assert again.count() == 0
     again.close()

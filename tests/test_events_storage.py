@@ -226,8 +226,8 @@ def test_sigkill_mid_event_then_restart(tmp_path: Path) -> None:
     """``promptcam events`` with tracks and annotated frames of a demo scene on loopback, killed
     with SIGKILL while events are open: the database passes its integrity check with every
     event stored so far and their snapshots; restarted on the same file, the events left open
-    are ended (at their last write), nothing stored is changed otherwise, and the objects still
-    in view get new events."""
+    are ended (at their last write) and their ``end`` published, nothing stored is changed
+    otherwise, and the objects still in view get new events."""
     tracks_ep, events_ep, ann_ep = tcp_endpoint(), tcp_endpoint(), tcp_endpoint()
     cfg_path = tmp_path / "events.yaml"
     cfg_path.write_text(json.dumps({
@@ -298,9 +298,19 @@ def test_sigkill_mid_event_then_restart(tmp_path: Path) -> None:
         got.clear()
         second = _events_proc(cfg_path, db, tracks_ep, events_ep)
         started(second)
-        wait_for(lambda: any(g["type"] == "new" for g in got), timeout=20,
-                 interval=0.03, what="a new event after the restart", step=lambda: send(1))  # fmt: skip
-        assert not {g["event"]["id"] for g in got} & set(rows)  # new ids, not reused
+
+        def ended() -> set[str]:
+            return {g["event"]["id"] for g in got if g["type"] == "end" and g["kind"] == "object"}
+
+        wait_for(lambda: any(g["type"] == "new" for g in got) and open_ids <= ended(),
+                 timeout=20, interval=0.03, what="a new event and the open ones' ends after the "
+                 "restart", step=lambda: send(1))  # fmt: skip
+        # the events left open are ended for subscribers too (an ``end`` each), ids kept
+        ends = {g["event"]["id"]: g for g in got if g["type"] == "end" and g["kind"] == "object"}
+        assert open_ids <= set(ends), (open_ids, set(ends))
+        assert all(ends[i]["before"]["end_ns"] is None for i in open_ids)
+        new_ids = {g["event"]["id"] for g in got if g["type"] == "new"}
+        assert not new_ids & set(rows)  # new ids, not reused
         second.send_signal(signal.SIGTERM)
         _, err = second.communicate(timeout=15)
         assert second.returncode == 0 and "Traceback" not in err

@@ -86,8 +86,8 @@ def _seed(db: Path) -> None:
         review: EventDict = {
             **_event(i).event,
             "id": f"rev{i}",
-            "object_ids": [i],
-            "labels": ["ball"],
+            "object_ids": [i, 10 + i] if i else [i],
+            "labels": ["box", "ball"] if i else ["ball"],  # rev1: a box, then a ball joined
         }
         store.write(EventMessage("cam0", EventType.END, Kind.REVIEW, review, None))
     store.close()
@@ -191,6 +191,9 @@ def test_events_filters_newest_first_and_clamped(site: Site) -> None:
         assert status == 200 and headers["X-Promptcam-Limit"] == "1000"
         assert len(body) == N_CAM0 + 5
     assert [e["id"] for e in events(site, kind="review")] == ["rev1", "rev0"]
+    # a review item matches the label of any of its objects, not only its first one's
+    assert [e["id"] for e in events(site, kind="review", label="ball")] == ["rev1", "rev0"]
+    assert [e["id"] for e in events(site, kind="review", label="box")] == ["rev1"]
     # snapshot and mask URLs only where the files are, and the files served as they are
     for e in everything:
         i = int(e["id"][2:])

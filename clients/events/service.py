@@ -54,6 +54,9 @@ PRUNE_SHARE = 0.1
 PRUNE_MIN_BYTES = 64 * 1024
 
 
+LEFT_OPEN_GRACE_S = 1.0  # after the start, before a previous run's open events' ends go out
+
+
 class EventsService:
     """The events process's work, testable without signals: ``handle`` one tracks message,
     ``run`` until ``stop`` is set. With a ``FrameCache`` (``frames``) it keeps each event's best
@@ -77,6 +80,8 @@ class EventsService:
         self.stop = threading.Event()
         self.published = 0
         self.rejected_cameras = 0
+        self._left_open: list[EventMessage] = []  # ends of a previous run's, to publish
+        self._started = time.monotonic()
         # zones and lines saved from the web page: loaded now, reloaded when the file changes
         self.zones = ZonesWatcher(zones_path(store.path))
         self.zones.poll(self, force=True)
@@ -84,6 +89,7 @@ class EventsService:
         self._snapshot_bytes_mark = 0
 
     def handle(self, msg: TracksMessage) -> list[EventMessage]:
+        self._flush_left_open()
         logic = self.cameras.get(msg.camera)
         if logic is None:
             if len(self.cameras) >= MAX_CAMERAS:
@@ -143,14 +149,17 @@ class EventsService:
     def _emit(self, out: list[EventMessage]) -> None:
         for ev in out:
             self.store.write(ev)
-            if self.publisher is not None:
-                try:
-                    self.publisher.send_multipart(ev.to_parts(), zmq.NOBLOCK)
-                    self.published += 1
-                except zmq.Again:
-                    log.warning("events publisher full: one %s message not sent", ev.type.value)
-            if self.mqtt is not None:
-                self.mqtt.event(ev, self._snapshot(ev))
+            self._publish(ev)
+
+    def _publish(self, ev: EventMessage) -> None:
+        if self.publisher is not None:
+            try:
+                self.publisher.send_multipart(ev.to_parts(), zmq.NOBLOCK)
+                self.published += 1
+            except zmq.Again:
+                log.warning("events publisher full: one %s message not sent", ev.type.value)
+        if self.mqtt is not None:
+            self.mqtt.event(ev, self._snapshot(ev))
 
     def _snapshot(self, ev: EventMessage) -> bytes | None:
         """The event's snapshot JPEG from the store, when it has one (``has_snapshot``)."""
@@ -164,7 +173,25 @@ class EventsService:
             return None
         return data if isinstance(data, bytes) else None
 
+    def close_left_open(self) -> int:
+        """End the events a previous run left open (a crash, a kill): stored closed now; their
+        ``end`` is published (ZeroMQ and MQTT) with the first tracks message handled
+        ``LEFT_OPEN_GRACE_S`` after the start, when the subscribers of the socket just bound
+        have had time to connect (at the latest when the service stops)."""
+        closed = self.store.close_open()
+        self._left_open += closed
+        if closed:
+            log.info("closed %d events left open by the last stop", len(closed))
+        return len(closed)
+
+    def _flush_left_open(self, now: bool = False) -> None:
+        if self._left_open and (now or time.monotonic() - self._started >= LEFT_OPEN_GRACE_S):
+            for ev in self._left_open:
+                self._publish(ev)
+            self._left_open = []
+
     def end_all(self) -> None:
+        self._flush_left_open(now=True)
         for logic in self.cameras.values():
             self._emit(logic.end_all())
             if self.mqtt is not None:
@@ -248,9 +275,6 @@ def _open_store(ecfg: EventsConfig) -> EventStore:
         )
     except (OSError, sqlite3.Error) as e:
         raise PromptcamError(f"cannot open the events database {ecfg.database}: {e}") from None
-    closed = store.close_open()
-    if closed:
-        log.info("closed %d events left open by the last stop", closed)
     return store
 
 
@@ -289,6 +313,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     cache = FrameCache() if ecfg.snapshots else None
     feed = FrameFeed(cfg, cache, ctx) if cache is not None else None
     service = EventsService(ecfg, store, pub, mqtt, cache)
+    service.close_left_open()
     status_file = Path(ecfg.status_file).expanduser() if ecfg.status_file else None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -21,8 +21,9 @@ import sqlite3
 import time
 from collections import deque
 from pathlib import Path
+from typing import cast
 
-from clients.events.model import EventMessage, Kind
+from clients.events.model import EventDict, EventMessage, EventType, Kind
 from clients.events.snapshots import SnapshotFiles
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,15 @@ def query_sql(
         raise ValueError("after is later than before")
     sql = f"SELECT {columns} FROM events WHERE kind = ?"
     params: list[str | int] = [Kind(kind).value]
-    for column, value in (("camera", camera), ("label", label)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
+    if camera is not None:
+        sql += " AND camera = ?"
+        params.append(camera)
+    if label is not None and Kind(kind) is Kind.REVIEW:  # any of the item's objects' labels
+        sql += " AND EXISTS (SELECT 1 FROM json_each(events.body, '$.labels') WHERE value = ?)"
+        params.append(label)
+    elif label is not None:
+        sql += " AND label = ?"
+        params.append(label)
     if zone is not None:
         sql += " AND EXISTS (SELECT 1 FROM json_each(events.zones) WHERE value = ?)"
         params.append(zone)
@@ -189,19 +195,35 @@ class EventStore:
             ),
         )
 
-    def close_open(self, end_ns: int | None = None) -> int:
+    def close_open(self, end_ns: int | None = None) -> list[EventMessage]:
         """End rows left open by a stop (at ``end_ns``, default the wall time of their last
-        write): returns how many."""
+        write, which is within the pipeline's latency of the capture time of a live camera):
+        returns their ``end`` messages (``before``: the state stored), for the service to
+        publish, so that a subscriber that saw ``new`` sees ``end``."""
         try:
-            cur = self.db.execute(
-                "UPDATE events SET end_ns = COALESCE(?, updated_ns),"
-                " body = json_set(body, '$.end_ns', COALESCE(?, updated_ns)) WHERE end_ns IS NULL",
-                (end_ns, end_ns),
-            )
+            with self.db:
+                rows = self.db.execute(
+                    "SELECT camera, kind, body, COALESCE(?, updated_ns) FROM events"
+                    " WHERE end_ns IS NULL ORDER BY start_ns, id",
+                    (end_ns,),
+                ).fetchall()
+                self.db.execute(
+                    "UPDATE events SET end_ns = COALESCE(?, updated_ns), body = json_set(body,"
+                    " '$.end_ns', COALESCE(?, updated_ns)) WHERE end_ns IS NULL",
+                    (end_ns, end_ns),
+                )
         except sqlite3.Error as e:
             log.error("events database %s: cannot close open events (%s)", self.path, e)
-            return 0
-        return cur.rowcount
+            return []
+        out = []
+        for camera, kind, body, end in rows:
+            try:
+                before = json.loads(body)
+                event = cast(EventDict, {**before, "end_ns": end})
+                out.append(EventMessage(camera, EventType.END, Kind(kind), event, before))
+            except (ValueError, TypeError):  # a row this version cannot read: closed, not sent
+                continue
+        return out
 
     def retain(self, now_ns: int | None = None) -> int:
         """Apply retention (age, then row count, then the snapshot folder's size); returns
