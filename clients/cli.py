@@ -570,7 +570,8 @@ def setup_logging(level: str) -> None:
 def prompt_main(cfg: Config, args: argparse.Namespace) -> int:
     from stream import bus
 
-    request: dict[str, object] = {"cmd": "set_prompt", "prompt": args.text}
+    text = args.text if args.text.strip() else ""  # blank: clear the prompt
+    request: dict[str, object] = {"cmd": "set_prompt", "prompt": text}
     if args.camera is not None:
         request["camera"] = args.camera
     reply = bus.request(
@@ -583,9 +584,6 @@ def prompt_main(cfg: Config, args: argparse.Namespace) -> int:
         raise PromptError(f"engine refused the prompt: {reply.get('error', 'unknown error')}")
     print(json.dumps(reply))
     return 0
-
-
-MAX_LABEL_CHARS = 64
 
 
 def object_request(args: argparse.Namespace) -> dict[str, object]:
@@ -605,6 +603,8 @@ def object_request(args: argparse.Namespace) -> dict[str, object]:
             raise PromptError(
                 f"the box must be X1,Y1,X2,Y2 in pixels with X2>X1 and Y2>Y1, got '{args.box}'"
             ) from None
+        from stream.wire import MAX_LABEL_CHARS  # the engine's own bound
+
         label = args.label.strip()
         if not label or len(label) > MAX_LABEL_CHARS or not label.isprintable():
             raise PromptError(
@@ -612,8 +612,8 @@ def object_request(args: argparse.Namespace) -> dict[str, object]:
             )
         req = {"cmd": "add_object", "box": list(box), "label": label}
     elif args.verb == "remove":
-        if args.id < 0:
-            raise RequestError(f"object ids are >= 0, got {args.id}")
+        if args.id < 1:
+            raise RequestError(f"object ids are >= 1, got {args.id}")
         req = {"cmd": "remove_object", "id": args.id}
     else:
         req = {"cmd": "reset"}
@@ -675,11 +675,15 @@ def preflight(cfg: Config, args: argparse.Namespace) -> None:
         for cam in cfg.camera_settings().values():
             if cam.engine.prompt.strip():
                 normalize_prompt(cam.engine.prompt)
-    elif command == "prompt":
+    elif command == "prompt" and args.text.strip():  # "" clears it, as set_prompt "" does
         normalize_prompt(args.text)
     flags = OUTPUT_FLAGS.get(command, ())
     outputs = [(f"--{f}", Path(v)) for f in flags if (v := getattr(args, f, None))]
-    inputs = [Path(getattr(args, a)) for a in ("video", "pred", "gt") if getattr(args, a, None)]
+    inputs = [
+        Path(getattr(args, a))
+        for a in ("video", "pred", "gt")
+        if getattr(args, a, None) and f"--{a}" not in dict(outputs)  # scene writes its --gt
+    ]
     check_outputs(outputs, inputs)
 
 

@@ -168,8 +168,8 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     """``promptcam subscribe``: one JSON tracks header per line on stdout."""
     endpoint = args.endpoint or cfg.bus.tracks
     # Without --camera every camera's tracks (CONTRACT: ``subscribe [--camera NAME]``); with it,
-    # that camera (--camera is folded into the config; one a mapping does not name: all).
-    camera = cfg.selected_camera() if getattr(args, "camera", None) else None
+    # that camera only, also one the config's mapping does not name (added at run time).
+    camera = cfg.camera if getattr(args, "camera", None) else None
     count: int | None = args.count
     timeout: float | None = args.timeout
     n = 0

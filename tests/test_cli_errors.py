@@ -121,6 +121,14 @@ def test_other_output_files_are_checked_first(args: list[str], tmp_path: Path) -
     assert not (tmp_path / "s.mp4").exists()
 
 
+def test_scene_writes_its_video_and_ground_truth(tmp_path: Path) -> None:
+    """``promptcam scene --gt`` names an output (not an input the job would overwrite)."""
+    out, gt = tmp_path / "s.mp4", tmp_path / "gt.jsonl"
+    r, _ = promptcam("scene", "--out", str(out), "--gt", str(gt), "--frames", "3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert out.stat().st_size > 0 and len(gt.read_text().splitlines()) == 3
+
+
 # --------------------------------------------------------------------------- 2: prompts
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from clients.web.synthetic import SyntheticEngine
 from stream.config import load_config
@@ -82,7 +83,7 @@ def test_durations_timeouts_and_counts_out_of_range_are_one_line_errors() -> Non
         assert args[-2] in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 
 
-def test_subscribe_without_camera_prints_every_cameras_tracks() -> None:
+def test_subscribe_without_camera_prints_every_cameras_tracks(tmp_path: Path) -> None:
     """CONTRACT: ``promptcam subscribe [--camera NAME]``. Without ``--camera`` it prints the
     tracks of whatever cameras the engine serves (here two, neither named ``cam0``, the config's
     default camera); with it, that camera's alone."""
@@ -96,5 +97,13 @@ def test_subscribe_without_camera_prints_every_cameras_tracks() -> None:
         assert {json.loads(ln)["camera"] for ln in r.stdout.splitlines()} == {"front", "back"}
         argv = [*base, "--count", "5", "--camera", "back"]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert {json.loads(ln)["camera"] for ln in r.stdout.splitlines()} == {"back"}
+        # a camera the config's mapping does not name (added at run time): that one alone too
+        site = tmp_path / "site.yaml"
+        site.write_text("cameras:\n  a: {source: demo}\n  b: {source: demo}\n")
+        r = subprocess.run(
+            [*argv, "--config", str(site)], capture_output=True, text=True, timeout=60
+        )
         assert r.returncode == 0, r.stderr
         assert {json.loads(ln)["camera"] for ln in r.stdout.splitlines()} == {"back"}

@@ -186,3 +186,17 @@ def test_box_parsing_is_imported_from_stream_boxes_only() -> None:
     assert users, "parse_box has users"
     for p in users:
         assert "from stream.boxes import" in p.read_text(encoding="utf-8"), p
+
+
+def test_one_camera_view_of_a_mapping_names_the_camera_asked_for(tmp_path: Path) -> None:
+    """``record``/``capture`` on a config of several cameras: without ``--camera`` the error
+    asks for one; with a name the mapping lacks it names that camera."""
+    from stream.config import ConfigError, load_config
+
+    site = tmp_path / "site.yaml"
+    site.write_text("cameras:\n  a: {source: demo}\n  b: {source: demo}\n")
+    with pytest.raises(ConfigError, match="choose one with --camera"):
+        load_config(site).for_camera()
+    with pytest.raises(ConfigError, match="no camera 'zzz'"):
+        load_config(site, {"camera": "zzz"}).for_camera()
+    assert load_config(site, {"camera": "b"}).for_camera().camera == "b"

@@ -301,6 +301,14 @@ def test_engine_process_text_prompt_and_prompt_command(
     assert all(o.label == "cup" for o in msg.header.objects)
     bad = run_cli("prompt", "...", "--set", f"bus.control={live['control']}", timeout=30)
     assert bad.returncode == 2 and "prompt" in bad.stderr and "Traceback" not in bad.stderr
+    cleared = run_cli("prompt", "", "--set", f"bus.control={live['control']}", timeout=30)
+    assert cleared.returncode == 0, cleared.stderr  # "" clears it, as set_prompt "" does
+    assert json.loads(cleared.stdout) == {"ok": True, "labels": []}
+    wait_for(
+        lambda: (m := next_msg()) is not None and m.header.prompt == "" and not m.header.objects,
+        timeout=30,
+        what="the prompt cleared in tracks",
+    )
     stats = zbus.request(live["control"], {"cmd": "stats"})["stats"]
     assert stats["fps_out"] > 0 and stats["groundings"] >= 1
     sub.close(0)

@@ -148,6 +148,8 @@ class EngineProcess:
         if camera is None:
             if len(self.feeds) == 1:
                 return self.engine.camera(self.feeds.names[0])
+            if len(self.feeds) == 0:
+                raise RequestError("this engine serves no camera now (add one with add_camera)")
             raise RequestError(
                 f"this engine serves several cameras ({self.feeds.known()}): "
                 "the request must name one in 'camera'"

@@ -157,7 +157,8 @@ class Config(ConfigModel):
         engine settings and frames endpoint in the top-level sections, no mapping. What a
         one-camera process (capture, record) runs on."""
         settings = self.camera_settings()
-        name = name if name is not None else self.selected_camera()
+        if name is None:  # a camera asked for (--camera, camera:) that the mapping lacks: named
+            name = self.camera if "camera" in self.model_fields_set else self.selected_camera()
         if name is None or name not in settings:
             known = ", ".join(settings)
             what = "choose one with --camera" if name is None else f"no camera {name!r}"
