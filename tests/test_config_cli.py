@@ -200,3 +200,14 @@ def test_one_camera_view_of_a_mapping_names_the_camera_asked_for(tmp_path: Path)
     with pytest.raises(ConfigError, match="no camera 'zzz'"):
         load_config(site, {"camera": "zzz"}).for_camera()
     assert load_config(site, {"camera": "b"}).for_camera().camera == "b"
+
+
+def test_a_bad_secret_is_not_echoed_in_its_error() -> None:
+    from stream.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="web.token") as e:
+        load_config(None, {"web.token": "shhh7"})  # too short
+    assert "shhh7" not in str(e.value)
+    with pytest.raises(ConfigError, match="mqtt.port") as e:
+        load_config(None, {"mqtt.port": "99999"})  # other values are still shown
+    assert "99999" in str(e.value)

@@ -56,6 +56,9 @@ def shorten(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
     return line if len(line) <= limit else f"{line[: limit - 3]}..."
 
 
+SECRET_KEYS = frozenset({"token", "password"})  # config keys whose values errors never show
+
+
 def first_error(exc: ValidationError, prefix: str = "") -> str:
     """The first error of ``exc`` as one line naming its key (under ``prefix``)."""
     err = exc.errors()[0]
@@ -65,4 +68,6 @@ def first_error(exc: ValidationError, prefix: str = "") -> str:
     key = prefix + ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return f"unknown config key '{shorten(key)}'"
+    if key.rsplit(".", 1)[-1] in SECRET_KEYS:  # never echo a secret, even a bad one
+        return f"bad config value for '{shorten(key)}': {msg}"
     return f"bad config value for '{shorten(key)}': {msg} (got {shorten(repr(err.get('input')))})"
