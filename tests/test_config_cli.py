@@ -205,9 +205,9 @@ def test_one_camera_view_of_a_mapping_names_the_camera_asked_for(tmp_path: Path)
 def test_a_bad_secret_is_not_echoed_in_its_error() -> None:
     from stream.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match="web.token") as e:
+    with pytest.raises(ConfigError, match=r"web\.token") as e:
         load_config(None, {"web.token": "shhh7"})  # too short
     assert "shhh7" not in str(e.value)
-    with pytest.raises(ConfigError, match="mqtt.port") as e:
+    with pytest.raises(ConfigError, match=r"mqtt\.port") as e:
         load_config(None, {"mqtt.port": "99999"})  # other values are still shown
     assert "99999" in str(e.value)
