@@ -189,6 +189,17 @@ class SnapStore(EventStore):
         return self.data
 
 
+def walk_through_door(service: EventsService, sub: Sub, prefix: str) -> list[EventMessage]:
+    """A ball walks into ``ZONE`` (cam0's door: its count seen at 1) and out of the frame."""
+    out: list[EventMessage] = []
+    for i, x in enumerate([20, 40, 120, 130, 140, 150, 150, 150, 150]):
+        objects = [rect_object(1, x, 100, x + 30, 140)] if i < 6 else []
+        out += service.handle(tracks(i, objects))
+        if i == 3:
+            sub.wait(f"{prefix}/cam0/door/ball", b"1")
+    return out
+
+
 @needs_broker
 def test_topics_counts_status_snapshots_and_discovery(broker: Broker, tmp_path: Path) -> None:
     """The events service with MQTT on: a ball walks into the zone and out of the frame. A
@@ -210,11 +221,7 @@ def test_topics_counts_status_snapshots_and_discovery(broker: Broker, tmp_path: 
     try:
         sub.wait(f"{prefix}/available", b"online")
         sub.wait(f"{prefix}/cam0/status", b"waiting")
-        for i, x in enumerate([20, 40, 120, 130, 140, 150, 150, 150, 150]):
-            objects = [rect_object(1, x, 100, x + 30, 140)] if i < 6 else []
-            out += service.handle(tracks(i, objects))
-            if i == 3:
-                sub.wait(f"{prefix}/cam0/door/ball", b"1")
+        out += walk_through_door(service, sub, prefix)
         # A snapshot through the service: an event message whose event has one.
         store.data = jpeg()
         snap = EventMessage(
@@ -312,11 +319,7 @@ def test_zones_saved_from_the_page_are_announced_counted_and_cleared(
     try:
         sub.wait(f"{prefix}/cam0/door/all", b"0")
         wait_for(lambda: sub.last(occupancy), what="the zone's occupancy sensor")
-        for i, x in enumerate([20, 40, 120, 130, 140, 150, 150, 150, 150]):
-            objects = [rect_object(1, x, 100, x + 30, 140)] if i < 6 else []
-            service.handle(tracks(i, objects))
-            if i == 3:
-                sub.wait(f"{prefix}/cam0/door/ball", b"1")
+        walk_through_door(service, sub, prefix)
         sub.wait(f"{prefix}/cam0/door/ball", b"0")
         assert sub.values(f"{prefix}/cam0/door/all") == [b"0", b"1", b"0"]
         save_camera(zones_path(store.path), "cam0", CameraEventsConfig())  # deleted on the page

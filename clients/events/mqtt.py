@@ -159,8 +159,7 @@ class EventsMqtt:
                 cam.zones.extend(added)
                 for zone in added:  # nobody counted in it yet (the logic judges it afresh)
                     if self.cfg.discovery:
-                        for topic, body in self.topics.zone_discovery(name, zone):
-                            self.link.send(topic, body, retain=True)
+                        self._zone_discovery(name, zone)
                     for label in [*cam.labels, ALL]:
                         topic = self.topics.count(name, label, zone)
                         cam.counts[topic] = 0
@@ -206,12 +205,15 @@ class EventsMqtt:
             for topic, body in self.topics.camera_discovery(name):
                 self.link.send(topic, body, retain=True)
             for zone in cam.zones:
-                for topic, body in self.topics.zone_discovery(name, zone):
-                    self.link.send(topic, body, retain=True)
+                self._zone_discovery(name, zone)
         for label in cam.labels:
             self._label_discovery(name, label)
         zero: LabelCounts = {"labels": {}, "zones": {}}
         self._counts(name, cam, zero)
+
+    def _zone_discovery(self, camera: str, zone: str) -> None:
+        for topic, body in self.topics.zone_discovery(camera, zone):
+            self.link.send(topic, body, retain=True)
 
     def _label_discovery(self, camera: str, label: str) -> None:
         if self.cfg.discovery:

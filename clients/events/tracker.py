@@ -16,7 +16,8 @@ bottom centre) moves across the segment between two consecutive messages that bo
 stays across for ``inertia`` messages in all (the crossing's time is the first of them); one
 that goes back sooner never crossed. A gap of up to ``max_gap`` messages without the object (a
 mask lost for a moment) does not forget its side when it moved at most one box side per message
-(so an object that leaves the view and comes back elsewhere crosses nothing). Towards ``in_side`` is "in", away "out". Review items: one
+(so an object that leaves the view and comes back elsewhere crosses nothing). Towards
+``in_side`` is "in", away "out". Review items: one
 per activity on the camera, from the first active object until no active object is left.
 """
 
