@@ -217,11 +217,11 @@ def session(out: Path) -> dict[str, Any]:
                 f"{video}.getVideoPlaybackQuality().totalVideoFrames > {f0} + 3", timeout=60_000
             )
             results["frames_advance"] = True
-            banner = f"document.querySelector('{role('banner')}').textContent"
+            banner = f"document.querySelector('{role('banner')}')?.textContent"
             page.wait_for_function(f"{banner}.startsWith('live')", timeout=30_000)
             results["banner_live"] = js(banner)
             results["engine_error_during_start"] = js(
-                f"document.querySelector('{role('stats-error')}').textContent"
+                f"document.querySelector('{role('stats-error')}')?.textContent"
             )
 
             # draw a box on the video: it becomes a tracked object, listed with its id
@@ -232,7 +232,7 @@ def session(out: Path) -> dict[str, Any]:
             first = int(js(f"{rows}[0].dataset.id"))
             results["drawn_row"] = js(f"{rows}[0].textContent")
             results["drawn_selected"] = js(
-                f"document.querySelector('{role('selected-name')}').textContent"
+                f"document.querySelector('{role('selected-name')}')?.textContent"
             )
             # a second one, selected by a click on the video, relabelled
             page.fill(role("new-label"), "other")
@@ -241,7 +241,7 @@ def session(out: Path) -> dict[str, Any]:
             second = max(int(i) for i in js(f"{rows}.map(r => r.dataset.id)"))
             # (random weights: both masks may cover the frame; clicks cycle through overlaps)
             page.keyboard.press("Escape")
-            selected = f"document.querySelector('{role('selected-name')}').textContent"
+            selected = f"document.querySelector('{role('selected-name')}')?.textContent"
             clicks = []
             for _ in range(2):
                 page.locator(role("overlay")).click(
@@ -299,7 +299,7 @@ def session(out: Path) -> dict[str, Any]:
             # select in the list, remove
             page.click(f"{role('objects')} tr[data-id='{first}']")
             page.wait_for_function(
-                f"document.querySelector('{role('objects')} tr[data-id=\"{first}\"]').classList.contains('selected')",
+                f"document.querySelector('{role('objects')} tr[data-id=\"{first}\"]')?.classList.contains('selected')",
                 timeout=10_000,
             )
             page.click(role("remove"))
@@ -319,7 +319,7 @@ def session(out: Path) -> dict[str, Any]:
             page.fill(role("prompt"), "person. dog.")
             page.click(role("prompt-send"))
             page.wait_for_function(
-                f"document.querySelector('{role('s-prompt')}').textContent === 'person. dog.'",
+                f"document.querySelector('{role('s-prompt')}')?.textContent === 'person. dog.'",
                 timeout=120_000,
             )
             page.reload()
@@ -327,7 +327,9 @@ def session(out: Path) -> dict[str, Any]:
                 f"document.querySelector('{role('prompt')}')?.value === 'person. dog.'",
                 timeout=30_000,
             )
-            results["prompt_after_reload"] = js(f"document.querySelector('{role('prompt')}').value")
+            results["prompt_after_reload"] = js(
+                f"document.querySelector('{role('prompt')}')?.value"
+            )
             page.wait_for_function(f"{video}.videoWidth > 0", timeout=60_000)
 
             # 390 px wide: one column, the video at least 300 px wide
@@ -358,7 +360,7 @@ def session(out: Path) -> dict[str, Any]:
                 "document.querySelectorAll('#boxes li').length === 1", timeout=5_000
             )
             results["offline_box"] = js(
-                "document.querySelector('#boxes li').firstChild.textContent"
+                "document.querySelector('#boxes li')?.firstChild.textContent"
             )
             page.fill("#prompt", "ball.")
             page.screenshot(path=str(art / "offline-1400.png"))
@@ -369,7 +371,7 @@ def session(out: Path) -> dict[str, Any]:
                 timeout=30_000,
             )
             results["offline_plays"] = js("document.getElementById('result-video').videoWidth")
-            results["offline_job_row"] = js("document.querySelector('#jobs tr').textContent")
+            results["offline_job_row"] = js("document.querySelector('#jobs tr')?.textContent")
             with page.expect_download() as dl:
                 page.click("#dl-video")
             saved = tmp / "download.mp4"

@@ -183,11 +183,12 @@ def session(out: Path) -> dict[str, Any]:
             }
             for cam in CAMERAS:
                 page.wait_for_function(
-                    f"document.querySelector('{role(cam, 'banner')}').textContent.startsWith('live')",
+                    f"document.querySelector('{role(cam, 'banner')}')?.textContent.startsWith('live')",
                     timeout=30_000,
                 )
             results["banners"] = {
-                c: js(f"document.querySelector('{role(c, 'banner')}').textContent") for c in CAMERAS
+                c: js(f"document.querySelector('{role(c, 'banner')}')?.textContent")
+                for c in CAMERAS
             }
             results["grid_video_widths"] = {c: js(f"{video(c)}.clientWidth") for c in CAMERAS}
 
@@ -195,18 +196,18 @@ def session(out: Path) -> dict[str, Any]:
             page.fill(role("dock", "prompt"), NEW_PROMPT)
             page.click(role("dock", "prompt-send"))
             page.wait_for_function(
-                f"document.querySelector('{role('dock', 'prompt-status')}').textContent"
+                f"document.querySelector('{role('dock', 'prompt-status')}')?.textContent"
                 f" === 'tracking: {NEW_PROMPT}'",
                 timeout=60_000,
             )
             cams = _control(site, {"cmd": "cameras"})["cameras"]
             results["engine_prompts"] = {c["camera"]: c["prompt"] for c in cams}
             page.wait_for_function(
-                f"document.querySelector('{role('dock', 's-prompt')}').textContent === '{NEW_PROMPT}'",
+                f"document.querySelector('{role('dock', 's-prompt')}')?.textContent === '{NEW_PROMPT}'",
                 timeout=30_000,
             )
             results["page_prompts"] = {
-                c: js(f"document.querySelector('{role(c, 's-prompt')}').textContent")
+                c: js(f"document.querySelector('{role(c, 's-prompt')}')?.textContent")
                 for c in CAMERAS
             }
             page.screenshot(path=str(art / "cameras-grid-1400.png"))
@@ -214,13 +215,13 @@ def session(out: Path) -> dict[str, Any]:
             # a click enlarges a camera; the others stay live as small pictures
             page.click(role("gate", "enlarge"))
             page.wait_for_function(
-                "document.querySelector('[data-camera=gate]').dataset.mode === 'enlarged'",
+                "document.querySelector('[data-camera=gate]')?.dataset.mode === 'enlarged'",
                 timeout=10_000,
             )
             page.wait_for_function(f"{video('gate')}.clientWidth > 800", timeout=10_000)
             results["enlarged"] = {
                 "modes": {
-                    c: js(f"document.querySelector('[data-camera={c}]').dataset.mode")
+                    c: js(f"document.querySelector('[data-camera={c}]')?.dataset.mode")
                     for c in CAMERAS
                 },
                 "widths": {c: js(f"{video(c)}.clientWidth") for c in CAMERAS},
@@ -236,8 +237,8 @@ def session(out: Path) -> dict[str, Any]:
             # a click on a small picture enlarges that camera instead
             page.click("[data-camera=yard] [data-role=stage]")
             page.wait_for_function(
-                "document.querySelector('[data-camera=yard]').dataset.mode === 'enlarged'"
-                " && document.querySelector('[data-camera=gate]').dataset.mode === 'thumb'",
+                "document.querySelector('[data-camera=yard]')?.dataset.mode === 'enlarged'"
+                " && document.querySelector('[data-camera=gate]')?.dataset.mode === 'thumb'",
                 timeout=10_000,
             )
             results["switched"] = js("location.hash")

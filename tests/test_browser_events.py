@@ -156,7 +156,7 @@ def session(out: Path) -> dict[str, Any]:
 
         def live_video() -> None:
             page.wait_for_function(
-                f"document.querySelector('{role('video')}').videoWidth > 0", timeout=60_000
+                f"document.querySelector('{role('video')}')?.videoWidth > 0", timeout=60_000
             )
 
         def timeline_ready(n: int) -> None:
@@ -198,7 +198,7 @@ def session(out: Path) -> dict[str, Any]:
             page.screenshot(path=str(art / "events-edit-1280.png"))
             page.click(role("zones-save"))
             page.wait_for_function(
-                f"document.querySelector('{role('zones-status')}').textContent.startsWith('saved')",
+                f"document.querySelector('{role('zones-status')}')?.textContent.startsWith('saved')",
                 timeout=10_000,
             )
             results["zones_file"] = json.loads((tmp / "zones.json").read_text())
@@ -227,14 +227,14 @@ def session(out: Path) -> dict[str, Any]:
             page.click(f"{cam} .timeline .event[data-id=e4]")
             page.wait_for_function(
                 "document.getElementById('event-dialog').open"
-                " && document.querySelector('#event-dialog img').naturalWidth > 0",
+                " && document.querySelector('#event-dialog img')?.naturalWidth > 0",
                 timeout=10_000,
             )
-            results["dialog_src"] = js("document.querySelector('#event-dialog img').src")
+            results["dialog_src"] = js("document.querySelector('#event-dialog img')?.src")
             results["dialog_size"] = js(
-                "[document.querySelector('#event-dialog img').naturalWidth, document.querySelector('#event-dialog img').naturalHeight]"
+                "[document.querySelector('#event-dialog img')?.naturalWidth, document.querySelector('#event-dialog img')?.naturalHeight]"
             )
-            results["dialog_title"] = js("document.querySelector('#event-dialog h2').textContent")
+            results["dialog_title"] = js("document.querySelector('#event-dialog h2')?.textContent")
             page.screenshot(path=str(art / "events-dialog-1280.png"))
             page.keyboard.press("Escape")
             page.wait_for_function("!document.getElementById('event-dialog').open", timeout=5_000)
@@ -262,7 +262,7 @@ def session(out: Path) -> dict[str, Any]:
             # a phone
             page.set_viewport_size({"width": 390, "height": 844})
             page.wait_for_function(
-                f"document.querySelector('{role('video')}').clientWidth < 390", timeout=10_000
+                f"document.querySelector('{role('video')}')?.clientWidth < 390", timeout=10_000
             )
             results["phone_scroll_width"] = js("document.documentElement.scrollWidth")
             results["phone_svg_texts"] = js(

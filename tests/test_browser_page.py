@@ -169,7 +169,7 @@ def session(out: Path) -> dict[str, Any]:
             )
             results["gate_note"] = js(f"{q('gate', 'stage-note')}.textContent")
             results["gate_banner"] = js(f"{q('gate', 'banner')}.textContent")
-            results["gate_text"] = js("document.querySelector('[data-camera=gate]').innerText")
+            results["gate_text"] = js("document.querySelector('[data-camera=gate]')?.innerText")
             results["yard_note_hidden"] = js(f"{q('yard', 'stage-note')}.hidden")
 
             # labels in the grid's tiles: drawn on the overlay, 12 CSS px or more
@@ -243,8 +243,8 @@ def session(out: Path) -> dict[str, Any]:
             page.click("#start")
             row = "document.querySelector('#jobs tr')"
             page.wait_for_function(
-                f"{row} && {row}.querySelector('.prompt').textContent === 'ball.'"
-                f" && {row}.querySelector('.started').textContent !== ''",
+                f"{row} && {row}.querySelector('.prompt')?.textContent === 'ball.'"
+                f" && {row}.querySelector('.started')?.textContent !== ''",
                 timeout=30_000,
             )
             results["job_row"] = js(

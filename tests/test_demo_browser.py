@@ -108,14 +108,14 @@ def session() -> dict[str, Any]:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(str(url))
             page.wait_for_function(
-                "document.querySelector('[data-camera=cam0] [data-role=video]').videoWidth > 0",
+                "document.querySelector('[data-camera=cam0] [data-role=video]')?.videoWidth > 0",
                 timeout=90_000,
             )
             f0 = page.evaluate(
-                "document.querySelector('[data-camera=cam0] [data-role=video]').getVideoPlaybackQuality().totalVideoFrames"
+                "document.querySelector('[data-camera=cam0] [data-role=video]')?.getVideoPlaybackQuality().totalVideoFrames"
             )
             page.wait_for_function(
-                f"document.querySelector('[data-camera=cam0] [data-role=video]').getVideoPlaybackQuality().totalVideoFrames > {f0} + 10",
+                f"document.querySelector('[data-camera=cam0] [data-role=video]')?.getVideoPlaybackQuality().totalVideoFrames > {f0} + 10",
                 timeout=60_000,
             )
             # the object list is live: a ball that leaves the frame is lost, then leaves the
