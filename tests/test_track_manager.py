@@ -828,6 +828,28 @@ def test_tracks_whose_masks_coincide_for_frames_are_one_object() -> None:
     assert [i.id for i in tm.tracks()] == [1] and tm.dormant_ids() == [2]
 
 
+@pytest.mark.parametrize(
+    ("named", "kept", "retired"), [("person", 2, 1), ("ball", 1, 2), (None, 1, 2)]
+)
+def test_coinciding_tracks_named_apart_keep_the_detectors_latest_name(
+    named: str | None, kept: int, retired: int
+) -> None:
+    """A ball (1) and a person (2) whose masks come to coincide: one object under two names.
+    The track the last re-grounding found under its name is kept, whichever is older; found
+    under neither (or both), the older."""
+    tm = TrackManager(demo_cfg(merge_iou=0.8, max_unseen=100, reid_frames=50))
+    tm.on_detections(0, dets(("ball", (0, 0, 20, 20), 0.9), ("person", (100, 0, 120, 20), 0.9)), {})
+    same = {1: Observation((50, 0, 70, 20), 2.0), 2: Observation((51, 0, 71, 20), 2.0)}
+    found = dets((named, (50, 0, 70, 20), 0.9)) if named else dets()
+    plan = tm.on_detections(5, found, same)
+    assert plan.new == () and [m.id for m in plan.matches] == ([kept] if named else [])
+    events = []
+    for t in range(6, 6 + DUPLICATE_FRAMES):
+        events += tm.on_frame(t, same, mask_iou=lambda a, b: 0.95)
+    assert [(e.id, e.kind, e.reason) for e in events] == [(retired, "dormant", "duplicate")]
+    assert [i.id for i in tm.tracks()] == [kept] and tm.dormant_ids() == [retired]
+
+
 def test_manual_tracks_are_not_taken_for_duplicates() -> None:
     tm = TrackManager(demo_cfg(merge_iou=0.8))
     a = tm.add_manual("cup", (0, 0, 20, 20), seq=0)

