@@ -386,7 +386,8 @@ def _bench_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--seeds",
         metavar="SEED,LOW-HIGH",
-        help="quality: demo scene seeds (default 0-3, the tuning seeds; e.g. 100-111 held out)",
+        help="quality and events: demo scene seeds (quality: default 0-3, the tuning seeds, "
+        "e.g. 100-111 held out; events: default 20-23, held out, 24-35 the tuning seeds)",
     )
 
 
