@@ -237,13 +237,14 @@ def test_vs_clean_only_for_perturbed_conditions() -> None:
     from clients.bench.davis import JandF
     from clients.bench.evaluate import QualityReport
 
-    def report(hota: float, idsw: int) -> QualityReport:
+    def report(hota: float, idsw: int, run: int = 3) -> QualityReport:
         t = {"HOTA": hota, "DetA": 0.5, "AssA": 0.5, "IDF1": 0.6, "IDSW": idsw, "MOTA": 0.4}
-        return QualityReport(10, t | {"gt_tracks": 6, "pred_tracks": 8}, JandF(0, 0, 0), {})
+        t |= {"two-ID share": 0.02, "two-ID run": run, "gt_tracks": 6, "pred_tracks": 8}
+        return QualityReport(10, t, JandF(0, 0, 0), {})
 
     results = [
-        ConditionResult("clean", (100,), 10, report(0.60, 4), report(0.45, 10), 20.0, 15.0),
-        ConditionResult("dusk", (100,), 10, report(0.55, 6), report(0.50, 10), 20.0, 15.0),
+        ConditionResult("clean", (100,), 10, report(0.60, 4), report(0.45, 10, 9), 20.0, 15.0),
+        ConditionResult("dusk", (100,), 10, report(0.55, 6, 6), report(0.50, 10), 20.0, 15.0),
     ]
     rows, summaries = condition_rows(results)
     clean, dusk = summaries
@@ -256,6 +257,11 @@ def test_vs_clean_only_for_perturbed_conditions() -> None:
     table = markdown(summaries)
     assert "| dusk | 0.550 / 0.500 | +0.050 (missed) |" in table
     assert "-0.050 (missed)" in table
+    # two IDs on one object: promptcam's longest run against TWO_ID_RUN (5 frames)
+    assert clean["two-ID run met"] and not dusk["two-ID run met"]
+    assert table.splitlines()[2].endswith("| 3 / 9 (met) |")
+    assert table.splitlines()[3].endswith("| 6 / 3 (missed) |")
+    assert "longest 6 / 3 frames (<= 5: missed)" in str(rows[1]["note"])
 
 
 # --------------------------------------------------------------------------- the live row

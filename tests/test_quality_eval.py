@@ -141,6 +141,25 @@ def test_idf1_id_switch_and_mota_hand_case() -> None:
     assert r.jandf.j == pytest.approx(5 / 6) and r.jandf.jf == pytest.approx(5 / 6)
 
 
+def test_two_ids_on_one_object_share_and_longest_run() -> None:
+    """GT A and B on 6 frames; track 1 on A throughout, track 2 on B. A second track is on A
+    on frames 1-2 (half its mask on A, labels aside: a box on a ball is still a second ID) and
+    on frames 4-5 (all of it): 4 of 12 target-frames doubled, the longest run 2 frames. A track
+    with less than half its mask on A, or an empty mask (lost), is no second ID."""
+    a, b = _square(2, 2), _square(30, 20)
+    half_on_a = _square(6, 2)  # 8x8 at x 6..13: half of it on A (x 2..9)
+    off_a = _square(7, 2)  # 3 of its 8 columns on A
+    empty = np.zeros((H, W), bool)
+    second = [half_on_a, half_on_a, off_a, empty, a, a]
+    frames = [[(1, "ball", a), (2, "ball", b), (3, "box", m)] for m in second]
+    gt = _seq([[(1, "red ball", a), (2, "blue ball", b)] for _ in range(6)])
+    r = evaluate(_seq(frames, prompt="ball. box."), gt)
+    assert r.tracking["two-ID share"] == pytest.approx(4 / 12)
+    assert r.tracking["two-ID run"] == 2
+    one = evaluate(_seq([[(1, "ball", a), (2, "ball", b)] for _ in range(6)]), gt)
+    assert one.tracking["two-ID share"] == 0.0 and one.tracking["two-ID run"] == 0
+
+
 def test_prompt_phrases_choose_targets_and_labels_must_match() -> None:
     assert phrase_for("red ball", ["red ball"]) == "red ball"
     assert phrase_for("red ball", ["balls"]) == "balls"

@@ -23,7 +23,10 @@ Measures:
   findable one (frames where both are empty count as 1; an object with no track scores against
   an empty prediction);
 - AP50 per label: COCO average precision at box IoU 0.5 (``pycocotools``), the per-frame boxes
-  ranked by score; ignored regions are COCO crowd regions.
+  ranked by score; ignored regions are COCO crowd regions;
+- two IDs on one object (``two-ID share``, ``two-ID run``): target-frames on which two or more
+  predictions, of any labels, each have at least half their mask on the target, and the longest
+  run of such frames for one target (what a viewer sees as one object with two IDs).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from stream.wire import MAX_HEADER_BYTES, TracksMessage, WireError
 log = logging.getLogger(__name__)
 
 MATCH_IOU = 0.5
+TWO_ID_SHARE = 0.5  # share of a prediction's mask on a target for it to be on that target
 _SINGULAR = {"balls": "ball", "boxes": "box"}
 
 
@@ -342,7 +346,7 @@ def _tracking(frames: list[_Frame]) -> dict[str, float]:
         hota = HOTA(quiet).eval_sequence(data)
         ident = Identity(quiet).eval_sequence(data)
         clear = CLEAR(quiet).eval_sequence(data)
-    return {
+    return _two_ids(frames) | {
         "HOTA": float(np.mean(hota["HOTA"])),
         "DetA": float(np.mean(hota["DetA"])),
         "AssA": float(np.mean(hota["AssA"])),
@@ -352,6 +356,34 @@ def _tracking(frames: list[_Frame]) -> dict[str, float]:
         "gt_tracks": len(gt_index),
         "pred_tracks": len(pr_index),
     }
+
+
+def _two_ids(frames: list[_Frame]) -> dict[str, float]:
+    """Two IDs on one object, as a viewer sees it: frames where two or more predictions (of any
+    labels) each have at least ``TWO_ID_SHARE`` of their mask on one target. ``two-ID share``:
+    the share of target-frames so; ``two-ID run``: the longest run of consecutive frames one
+    target is so (frames in order; a frame without it ends the run)."""
+    runs: dict[int, int] = {}
+    doubled = total = longest = 0
+    for f in frames:
+        total += len(f.gt)
+        live = [i for i, a in enumerate(f.pred.areas) if a > 0]
+        now: dict[int, int] = {}
+        if len(live) >= 2 and len(f.gt):
+            iou = np.asarray(
+                mask_utils.iou([f.pred.rles[i] for i in live], f.gt.rles, [0] * len(f.gt)),
+                dtype=np.float64,
+            ).reshape(len(live), len(f.gt))
+            ap = np.array([f.pred.areas[i] for i in live], np.float64)[:, None]
+            ag = np.array(f.gt.areas, np.float64)[None, :]
+            on = iou * (ap + ag) / (1 + iou) >= TWO_ID_SHARE * ap - 1e-6  # intersection
+            for j in np.nonzero(on.sum(axis=0) >= 2)[0]:
+                gid = f.gt.ids[int(j)]
+                now[gid] = runs.get(gid, 0) + 1
+                longest = max(longest, now[gid])
+            doubled += len(now)
+        runs = now
+    return {"two-ID share": doubled / total if total else 0.0, "two-ID run": longest}
 
 
 # ---------------------------------------------------------------------- J&F
