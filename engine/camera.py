@@ -35,7 +35,7 @@ from engine.camera_seeding import Seeder
 from engine.camera_stats import CameraStats, EngineCounters
 from engine.core.protocols import Detector, DetectorPrompt, SegmenterSession
 from engine.core.types import Box, FrameInput, FrameResult, ObjectResult, SegmentOutput
-from engine.cues import box_colours, mask_colour, mask_iou_of, white_of
+from engine.cues import box_colours, mask_colour, mask_contained_of, mask_iou_of, white_of
 from engine.grounding import GroundJob, GroundResult
 from engine.ids import IdAllocator
 from engine.lifecycle.embedder import Embedder, ObjectPointerEmbedder
@@ -210,7 +210,8 @@ class CameraTracker:
             for tid, o in current.items()
         }
         masks = {t: o.mask for t, o in current.items()}
-        for event in self.manager.on_frame(frame.seq, obs, mask_iou_of(masks)):
+        overlap = mask_iou_of(masks), mask_contained_of(masks)
+        for event in self.manager.on_frame(frame.seq, obs, *overlap):
             if event.kind in ("dormant", "ended") and event.reason in RETIRE_IN_VIEW:
                 self._schedule.retired()
             if event.kind == "dormant":

@@ -32,6 +32,20 @@ def mask_iou_of(masks: Mapping[int, np.ndarray]) -> Callable[[int, int], float]:
     return iou
 
 
+def mask_contained_of(masks: Mapping[int, np.ndarray]) -> Callable[[int, int], float]:
+    """The share of the smaller of two tracks' masks inside the larger, on one frame (0 where
+    either has no mask or an empty one), for the track manager's duplicate rule."""
+
+    def contained(a: int, b: int) -> float:
+        ma, mb = masks.get(a), masks.get(b)
+        if ma is None or mb is None:
+            return 0.0
+        smaller = min(np.count_nonzero(ma), np.count_nonzero(mb))
+        return float(np.count_nonzero(ma & mb)) / smaller if smaller else 0.0
+
+    return contained
+
+
 COLOUR_SAMPLES = 4096  # pixels a mean colour is taken over at most (a regular grid over the box)
 WHITE_FLOOR = 1 / 255  # a channel of the white point is at least this (a black frame stays defined)
 

@@ -14,7 +14,9 @@ decides. Two inputs drive it:
   ``DUPLICATE_FRAMES`` (5) frames in a row are one object: the younger goes dormant (reason
   ``"duplicate"``; it may have drifted onto the other's object while its own is hidden);
   for two labels, the one the last re-grounding did not find under its label goes, if the
-  other was found (one object under two names: the detector's latest name wins).
+  other was found (one object under two names: the detector's latest name wins). With
+  ``mask_contained`` given, the smaller mask ``duplicate_contained`` inside the larger counts as
+  coinciding too; a frame overlapping ``duplicate_hold_iou`` holds the run.
   With ``drift_colour`` above 0, a track whose mask's mean colour stays more than that (L1 over
   b, g, r in [0, 1]) from its *anchor* colour on ``DRIFT_FRAMES`` (3) frames in a row has slid
   onto another object: it goes dormant (reason ``"drifted"``; ``"ended"`` when ``reid_frames``

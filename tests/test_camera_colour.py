@@ -9,7 +9,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engine.cues import COLOUR_SAMPLES, box_colours, mask_colour, white_of, white_point
+from engine.cues import (
+    COLOUR_SAMPLES,
+    box_colours,
+    mask_colour,
+    mask_contained_of,
+    white_of,
+    white_point,
+)
 from stream.config import EngineConfig
 
 
@@ -96,3 +103,14 @@ def test_grey_world_colour_ignores_the_white_balance() -> None:
     assert white_of(image, general.colour_space) is not None  # the default measures against it
     assert white_of(image, demo.colour_space) is None
     assert min(white_point(np.zeros((8, 8, 3), np.uint8))) > 0  # a black frame stays defined
+
+
+def test_mask_contained_is_the_smaller_masks_share_inside_the_larger() -> None:
+    big = np.zeros((20, 20), bool)
+    big[0:10, 0:10] = True  # 100 pixels
+    small = np.zeros((20, 20), bool)
+    small[8:12, 0:5] = True  # 20 pixels, 10 of them inside big
+    contained = mask_contained_of({1: big, 2: small, 3: np.zeros((20, 20), bool)})
+    assert contained(1, 2) == contained(2, 1) == 0.5
+    assert contained(1, 1) == 1.0
+    assert contained(1, 3) == 0.0 and contained(1, 9) == 0.0  # empty or no mask: no decision

@@ -304,6 +304,30 @@ def test_motion_stage_reidentifies_where_the_motion_puts_the_track() -> None:
             ]
 
 
+def test_motion_stage_takes_a_detection_inside_a_live_track_whose_mask_bled() -> None:
+    """A live ball whose mask bled over 120 px (box IoU with its detection 0.03, below the
+    overlap stage's gate): with ``covering`` the detection inside its box is its object and the
+    track is re-seeded from it; without, a second track is born on the same ball."""
+    bled = {1: Observation((0.0, 80, 120, 200), 2.0, RED)}
+    inside: list[tuple[str, Box]] = [("ball", (40.0, 100, 60, 120))]
+    for covering, matched in ((0.9, [1]), (0.0, [])):
+        cfg = EngineConfig(max_missed=30, max_unseen=100, reid_frames=100,
+                           lifecycle=LifecycleConfig(covering=covering))  # fmt: skip
+        tm = TrackManager(cfg)
+        assert _lost_red_ball(tm) == 1
+        dets = make_detections([b for _, b in inside], [0.8], ["ball"], ["ball", "box"])
+        plan = tm.on_detections(20, dets, bled, colours=[RED])
+        assert sorted(m.id for m in plan.matches) == matched
+        assert [r.id for r in plan.reseed] == matched
+        assert len(plan.new) == 1 - len(matched)
+    # the share is the detection's own: a detection half outside the track's box is not inside
+    for det, matched in (((100.0, 100, 120, 120), [1]), ((110.0, 100, 130, 120), [])):
+        tm = TrackManager(EngineConfig(max_missed=30, max_unseen=100, reid_frames=100,
+                                       lifecycle=LifecycleConfig(covering=0.9)))  # fmt: skip
+        _lost_red_ball(tm)
+        assert _matched(tm, tm._stages, 20, [("ball", det)], [RED], at_seq=bled) == matched
+
+
 def test_look_stage_recognises_only_an_unambiguous_look_alike() -> None:
     far = ("ball", (500.0, 300, 520, 320))
     tm = _manager()

@@ -10,7 +10,7 @@ nothing while it is occluded or gone, and can drift until it is re-seeded.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -848,6 +848,53 @@ def test_coinciding_tracks_named_apart_keep_the_detectors_latest_name(
         events += tm.on_frame(t, same, mask_iou=lambda a, b: 0.95)
     assert [(e.id, e.kind, e.reason) for e in events] == [(retired, "dormant", "duplicate")]
     assert [i.id for i in tm.tracks()] == [kept] and tm.dormant_ids() == [retired]
+
+
+def _overlap(m: float) -> Callable[[int, int], float]:
+    return lambda a, b: m
+
+
+def _two_balls_under(life: LifecycleConfig) -> TrackManager:
+    """Balls 1 and 2 apart on frame 0, under ``life``'s rules."""
+    cfg = demo_cfg(merge_iou=0.8, max_unseen=100, reid_frames=50)
+    tm = TrackManager(cfg.model_copy(update={"lifecycle": life}))
+    tm.on_detections(0, dets(("ball", (0, 0, 20, 20), 0.9), ("ball", (100, 0, 120, 20), 0.9)), {})
+    return tm
+
+
+@pytest.mark.parametrize("hold", [0.5, 0.0])
+def test_a_duplicate_run_is_held_by_a_frame_of_lesser_overlap(hold: float) -> None:
+    """Masks coinciding on 3 frames, overlapping 0.6 on one (a mask flickers), then coinciding
+    on 2 more: with ``duplicate_hold_iou`` 0.5 the run is held and the 5th coinciding frame
+    makes them one object; without, the run starts again. 0.3 ends it either way."""
+    life = LifecycleConfig(profile="demo", duplicate_hold_iou=hold)
+    tm = _two_balls_under(life)
+    same = {1: Observation((50, 0, 70, 20), 2.0), 2: Observation((51, 0, 71, 20), 2.0)}
+    events = []
+    for t, m in enumerate([0.95, 0.95, 0.95, 0.6, 0.95, 0.95], start=1):
+        events += tm.on_frame(t, same, mask_iou=_overlap(m))
+    assert [(e.id, e.reason) for e in events] == ([(2, "duplicate")] if hold else [])
+    tm = _two_balls_under(life)
+    for t, m in enumerate([0.95, 0.95, 0.95, 0.3, 0.95, 0.95], start=1):
+        assert tm.on_frame(t, same, mask_iou=_overlap(m)) == []
+
+
+@pytest.mark.parametrize("inside", [0.9, 0.0])
+def test_a_mask_inside_another_for_frames_is_one_object(inside: float) -> None:
+    """Track 2's mask lies inside track 1's (IoU 0.3, the larger bled past the object; 95 % of
+    the smaller inside): with ``duplicate_contained`` 0.9 that is coinciding, and after
+    ``duplicate_frames`` frames the younger is a duplicate; without, two objects."""
+    life = LifecycleConfig(profile="demo", duplicate_contained=inside)
+    tm = _two_balls_under(life)
+    nested = {1: Observation((40, 0, 100, 40), 2.0), 2: Observation((50, 5, 70, 25), 2.0)}
+    events = []
+    for t in range(1, DUPLICATE_FRAMES + 1):
+        events += tm.on_frame(t, nested, lambda a, b: 0.3, lambda a, b: 0.95)
+    assert [(e.id, e.reason) for e in events] == ([(2, "duplicate")] if inside else [])
+    # the boxes nested but the masks not (85 % inside): two objects
+    tm = _two_balls_under(life)
+    for t in range(1, 2 * DUPLICATE_FRAMES):
+        assert tm.on_frame(t, nested, lambda a, b: 0.3, lambda a, b: 0.85) == []
 
 
 def test_manual_tracks_are_not_taken_for_duplicates() -> None:

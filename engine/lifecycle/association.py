@@ -13,7 +13,8 @@ The cascade (:func:`default_cascade`), in order:
    ``engine.iou_threshold``; cost 1 - IoU. Tracks not dormant.
 2. ``motion`` (re-identification near the predicted place): same label, similar size
    (``reid_size_ratio``), the motion cue (a live track: its box inside the detection,
-   ``contained``; a lost or dormant one: within ``engine.reid_distance`` box sides of its
+   ``contained``, or the detection inside its box, ``covering``: its mask bled past its
+   object; a lost or dormant one: within ``engine.reid_distance`` box sides of its
    predicted centre, widening by ``reid_growth`` per frame, or, with the Kalman motion model,
    inside its Kalman gate), a similar colour (``reid_colour``) where both are known.
 3. ``look`` (re-identification by look alone, anywhere): same label, similar size, a lost or
@@ -106,19 +107,24 @@ class SizeGate:
 
 @dataclass(frozen=True)
 class MotionCue:
-    """A live track: its box inside the detection. A lost or dormant one: the detection's centre
-    near the predicted centre (box sides, the gate widening with time; or the Kalman gate)."""
+    """A live track: its box inside the detection, or (``covering`` > 0) the detection inside its
+    box. A lost or dormant one: the detection's centre near the predicted centre (box sides, the
+    gate widening with time; or the Kalman gate)."""
 
     distance: float
     growth: float
     contained: float
     kalman: bool = False
+    covering: float = 0.0  # > 0: also a detection inside a live track's box (the mask bled)
     name: str = "motion"
 
     def cost(self, q: Query) -> float | None:
         t = q.cand.track
         if q.cand.at_seq:
-            return 0.0 if _contained(q.cand.box, q.box) >= self.contained else None
+            if _contained(q.cand.box, q.box) >= self.contained:
+                return 0.0
+            covered = self.covering > 0 and _contained(q.box, q.cand.box) >= self.covering
+            return 0.0 if covered else None
         side = max(_side(t.last_box), t.side)
         gate = self.distance + self.growth * q.elapsed
         (px, py), (cx, cy) = _centre(q.predicted), _centre(q.box)
@@ -178,7 +184,11 @@ def default_cascade(th: Thresholds) -> list[Stage]:
     if th.reid_distance > 0:
         size = SizeGate(life.reid_size_ratio)
         motion = MotionCue(
-            th.reid_distance, life.reid_growth, life.contained, life.motion_model == "kalman"
+            th.reid_distance,
+            life.reid_growth,
+            life.contained,
+            life.motion_model == "kalman",
+            life.covering,
         )
         stages.append(Stage("motion", (LabelGate(), size, motion, ColourCue(life.reid_colour))))
         look = ColourCue(life.reid_look_colour, look=True)

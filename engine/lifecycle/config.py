@@ -111,6 +111,14 @@ class LifecycleConfig(BaseModel):
         description="Share (0-1) of a live track's box inside a left-over detection of its "
         "label for that detection to be its object (the mask shrank away).",
     )
+    covering: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Share (0-1) of a left-over detection's box inside a live track's box of "
+        "its label for that detection to be the track's object (the mask bled past it); "
+        "0: off.",
+    )
     velocity_smoothing: float = Field(
         0.5,
         gt=0,
@@ -136,6 +144,23 @@ class LifecycleConfig(BaseModel):
         le=10000,
         description="Consecutive frames two tracks' masks must coincide (engine.merge_iou) to "
         "be one object.",
+    )
+    duplicate_contained: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Share (0-1) of the smaller of two tracks' masks (and boxes) inside the "
+        "larger at or above which a frame counts as coinciding for the duplicate rule, like "
+        "masks overlapping engine.merge_iou (one object, one track's mask bled past it); 0: "
+        "off.",
+    )
+    duplicate_hold_iou: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Mask IoU (0-1) at or above which a frame below engine.merge_iou holds two "
+        "tracks' run of coinciding frames (duplicate_frames) instead of ending it; 0: any such "
+        "frame ends it.",
     )
     duplicate_box_share: float = Field(
         0.5,

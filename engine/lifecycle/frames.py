@@ -13,6 +13,7 @@ from engine.lifecycle.geometry import (
     Colour,
     _centre,
     _colour_distance,
+    _contained,
     _mix,
     _side,
     as_box,
@@ -41,6 +42,7 @@ class FrameRules(TrackStore):
         seq: int,
         observations: Mapping[int, Observation],
         mask_iou: Callable[[int, int], float] | None = None,
+        mask_contained: Callable[[int, int], float] | None = None,
     ) -> list[TrackEvent]:
         """Update tracks from the segmenter's output for frame ``seq``.
 
@@ -59,7 +61,7 @@ class FrameRules(TrackStore):
                 continue
             events += self._observe(t, tid, seq, obs)
         if mask_iou is not None:
-            events += self._duplicates(seq, observations, mask_iou)
+            events += self._duplicates(seq, observations, mask_iou, mask_contained)
         events += self._end_dormant(seq)
         return events
 
@@ -117,6 +119,7 @@ class FrameRules(TrackStore):
         seq: int,
         observations: Mapping[int, Observation],
         mask_iou: Callable[[int, int], float],
+        mask_contained: Callable[[int, int], float] | None = None,
     ) -> list[TrackEvent]:
         """Tracks whose masks coincide (``merge_iou``) on ``DUPLICATE_FRAMES`` frames in a row:
         the younger goes dormant (or ends), the older (lower ID) is kept. Under two labels (one
@@ -135,20 +138,24 @@ class FrameRules(TrackStore):
         counts: dict[tuple[int, int], int] = {}
         events: list[TrackEvent] = []
         gone: set[int] = set()
+        inside = self._th.life.duplicate_contained if mask_contained is not None else 0.0
         if len(hits) >= 2:
             iou = iou_matrix([b for _, b in hits], [b for _, b in hits])
             for j in range(len(hits)):
                 for i in range(j):
-                    a, b = hits[i][0], hits[j][0]
-                    if (
-                        a in gone
-                        or b in gone
-                        or iou[i, j] < self._th.merge_iou * self._th.life.duplicate_box_share
-                    ):
+                    (a, box_a), (b, box_b) = hits[i], hits[j]
+                    near = iou[i, j] >= self._th.merge_iou * self._th.life.duplicate_box_share
+                    nested = inside > 0 and _nested(box_a, box_b) >= inside
+                    if a in gone or b in gone or not (near or nested):
                         continue
-                    if mask_iou(a, b) < self._th.merge_iou:
+                    pair, m = (a, b), mask_iou(a, b)
+                    if nested and mask_contained is not None and mask_contained(a, b) >= inside:
+                        m = 1.0  # the smaller mask inside the larger: one object
+                    if m < self._th.merge_iou:
+                        hold = self._th.life.duplicate_hold_iou
+                        if hold > 0 and m >= hold and pair in self._dup_frames:
+                            counts[pair] = self._dup_frames[pair]  # held, not counted
                         continue
-                    pair = (a, b)
                     counts[pair] = self._dup_frames.get(pair, 0) + 1
                     if counts[pair] < self._th.life.duplicate_frames:
                         continue
@@ -220,3 +227,13 @@ class FrameRules(TrackStore):
                 t.anchor = colour
 
     # ------------------------------------------------------------------ detections
+
+
+def _nested(a: Box, b: Box) -> float:
+    """The share of the smaller of two boxes inside the larger."""
+    small, large = (a, b) if _area(a) <= _area(b) else (b, a)
+    return _contained(small, large)
+
+
+def _area(box: Box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])

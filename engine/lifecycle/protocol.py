@@ -25,6 +25,7 @@ class Lifecycle(Protocol):
         seq: int,
         observations: Mapping[int, Observation],
         mask_iou: Callable[[int, int], float] | None = None,
+        mask_contained: Callable[[int, int], float] | None = None,
     ) -> list[TrackEvent]: ...
 
     def on_detections(
