@@ -210,8 +210,8 @@ class CameraTracker:
             for tid, o in current.items()
         }
         masks = {t: o.mask for t, o in current.items()}
-        overlap = mask_iou_of(masks), mask_contained_of(masks)
-        for event in self.manager.on_frame(frame.seq, obs, *overlap):
+        events = self.manager.on_frame(frame.seq, obs, mask_iou_of(masks), mask_contained_of(masks))
+        for event in events:
             if event.kind in ("dormant", "ended") and event.reason in RETIRE_IN_VIEW:
                 self._schedule.retired()
             if event.kind == "dormant":

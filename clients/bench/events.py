@@ -4,9 +4,9 @@
 
 Scenes: demo scenes of seeds the events logic was never tuned on (``SEEDS``, or ``--seeds``;
 the tests use seed 4, the events logic was tuned on 24-35, the training scenes start at
-1,000,000), 640x480, 6 objects. Geometry per scene: a
-horizontal line across the middle ("in" downwards), a vertical one ("in" rightwards) and a zone
-covering the middle quarter of the frame (mask presence, share >= 0.5, inertia 2).
+1,000,000), 640x480, 6 objects. Geometry per scene: a horizontal line across the middle ("in"
+downwards), a vertical one ("in" rightwards) and a zone covering the middle quarter of the frame
+(mask presence, share >= 0.5, inertia 2).
 
 Expected events: the events logic (``clients.events.tracker.CameraEvents``) run on the
 generator's exact ground truth (its instance masks and boxes), so every crossing and zone entry

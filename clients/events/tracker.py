@@ -17,8 +17,8 @@ stays across for ``inertia`` messages in all (the crossing's time is the first o
 that goes back sooner never crossed. A gap of up to ``max_gap`` messages without the object (a
 mask lost for a moment) does not forget its side when it moved at most one box side per message
 (so an object that leaves the view and comes back elsewhere crosses nothing). Towards
-``in_side`` is "in", away "out". Review items: one
-per activity on the camera, from the first active object until no active object is left.
+``in_side`` is "in", away "out". Review items: one per activity on the camera, from the first
+active object until no active object is left.
 """
 
 from __future__ import annotations

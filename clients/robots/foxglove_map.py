@@ -19,10 +19,11 @@ the capture time, ``frame_id`` = the camera:
 - ``/promptcam/<camera>/masks``: ``foxglove.RawImage`` label image, the ROS 2 mapping's:
   pixel ``i + 1`` = object ``i`` of the message, lost tracks left out (``ids[i]``), 0 = none,
   ``mono8`` up to 255 objects, ``mono16`` (little-endian) beyond; a pixel in several masks goes
-  to the object listed first. Why a label image and not a colour RGBA overlay: it is exact (every mask comes
-  back pixel for pixel, ids by index), a quarter of the bytes of RGBA on the WebSocket, the
-  same decoder serves both profiles; the colours are drawn by the annotations' filled
-  polygons over the image, and Foxglove's Image panel shows the label image with a colour map.
+  to the object listed first. Why a label image and not a colour RGBA overlay: it is exact
+  (every mask comes back pixel for pixel, ids by index), a quarter of the bytes of RGBA on the
+  WebSocket, the same decoder serves both profiles; the colours are drawn by the annotations'
+  filled polygons over the image, and Foxglove's Image panel shows the label image with a
+  colour map.
 """
 
 from __future__ import annotations

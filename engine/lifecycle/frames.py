@@ -13,8 +13,8 @@ from engine.lifecycle.geometry import (
     Colour,
     _centre,
     _colour_distance,
-    _contained,
     _mix,
+    _nested,
     _side,
     as_box,
     iou_matrix,
@@ -150,9 +150,11 @@ class FrameRules(TrackStore):
                     nested = inside > 0 and _nested(box_a, box_b) >= inside
                     if a in gone or b in gone or not (near or nested):
                         continue
-                    pair, m = (a, b), mask_iou(a, b)
+                    pair = (a, b)
                     if nested and mask_contained is not None and mask_contained(a, b) >= inside:
                         m = 1.0  # the smaller mask inside the larger: one object
+                    else:
+                        m = mask_iou(a, b)
                     if m < self._th.merge_iou:
                         hold = self._th.life.duplicate_hold_iou
                         if hold > 0 and m >= hold and pair in self._dup_frames:
@@ -229,13 +231,3 @@ class FrameRules(TrackStore):
                 t.anchor = colour
 
     # ------------------------------------------------------------------ detections
-
-
-def _nested(a: Box, b: Box) -> float:
-    """The share of the smaller of two boxes inside the larger."""
-    small, large = (a, b) if _area(a) <= _area(b) else (b, a)
-    return _contained(small, large)
-
-
-def _area(box: Box) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])

@@ -64,6 +64,12 @@ def _contained(inner: Box, outer: Box) -> float:
     return max(0.0, w) * max(0.0, h) / area if area > 0 else 0.0
 
 
+def _nested(a: Box, b: Box) -> float:
+    """The share of the smaller of two boxes inside the larger."""
+    small, large = (a, b) if _side(a) <= _side(b) else (b, a)
+    return _contained(small, large)
+
+
 def _side(box: Box) -> float:
     """The side of the square of the box's area."""
     return float(np.sqrt(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])))
