@@ -53,6 +53,11 @@ RETIRE_IN_VIEW = frozenset({EndReason.DRIFTED, EndReason.MISSED})
 HISTORY_FRAMES = 256  # frames of per-object observations kept for matching late detections
 
 
+def blank_output(out: SegmentOutput) -> SegmentOutput:
+    """``out`` without its mask (a track whose mask is on another object this frame)."""
+    return dataclasses.replace(out, mask=np.zeros_like(out.mask), box=None)
+
+
 class CameraTracker:
     """Turns one camera's frames into tracked objects (see the module docstring)."""
 
@@ -214,7 +219,10 @@ class CameraTracker:
         for event in events:
             if event.kind in ("dormant", "ended") and event.reason in RETIRE_IN_VIEW:
                 self._schedule.retired()
-            if event.kind == "dormant":
+            if event.kind == "jumped" and event.id in current:  # on another object: no mask
+                current[event.id] = blank_output(current[event.id])
+                obs.pop(event.id, None)
+            elif event.kind == "dormant":
                 self._seeder.sleep(event.id)
                 current.pop(event.id, None)
             elif event.kind == "ended":

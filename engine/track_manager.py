@@ -23,6 +23,10 @@ decides. Two inputs drive it:
   is 0). The anchor is the mask colour on the first frame after the track was prompted, and its
   smoothed colour whenever a detection confirms it; the off-colour frames do not move its box,
   velocity or colour, so re-identification looks for it where and as it was.
+  A track with ``jump_after_hits`` good frames whose mask's box overlaps neither its last good
+  box nor its predicted one has left its object for another in one frame: a miss
+  (``kind="jumped"``, then ``"lost"``; the engine publishes no mask for it on that frame), its
+  box and motion unchanged, and no part in the duplicate rule on that frame.
 * ``on_detections(seq, detections, tracks_at_seq)``: a grounding result computed on frame ``seq``
   (possibly several frames ago: grounding runs beside propagation), matched against the tracks'
   boxes *of that frame*. Returns a :class:`Plan` for the engine to apply:

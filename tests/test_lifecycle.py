@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -413,3 +414,34 @@ def test_probation_hides_a_track_until_enough_good_frames() -> None:
     assert on[3][0] == (1, "new") and on[4][0] == (1, "tracked") and on[0] == [(2, "new")]
     off = _published(1)
     assert off[0] == [(1, "new"), (2, "new")] and off[1][0] == (1, "lost")
+
+
+# ---------------------------------------------------------------------- a mask that jumps
+
+
+def test_camera_publishes_no_mask_for_a_track_whose_mask_jumped() -> None:
+    """The camera tracker publishes a track whose mask jumped onto another object (the
+    lifecycle's ``jumped``) as ``lost`` with an empty mask and its last good box, so a viewer
+    and the quality bench see no second ID on the other object; the next good frame of its own
+    object publishes it again."""
+    from engine.camera import CameraTracker
+    from engine.core.types import FrameInput, SegmentOutput
+
+    cam = CameraTracker("cam", EngineConfig(prompt="", max_missed=5), None, None)  # type: ignore[arg-type]
+    dets = make_detections([(0.0, 0, 20, 20)], [0.9], ["ball"], ["ball"])
+    (new,) = cam.manager.on_detections(0, dets, {}).new
+    image = np.zeros((240, 320, 3), np.uint8)
+
+    def frame(seq: int, x: int) -> tuple[FrameInput, dict[int, SegmentOutput]]:
+        mask = np.zeros((240, 320), bool)
+        mask[0:20, x : x + 20] = True
+        out = SegmentOutput(new.id, mask, 2.0, (float(x), 0.0, float(x + 20), 20.0))
+        return FrameInput(seq, seq * 1000, image), {new.id: out}
+
+    for seq in range(5):
+        result = cam.finish(*frame(seq, 4 * seq), {})
+    assert [(o.state, o.mask.sum()) for o in result.objects] == [("tracked", 400)]
+    (obj,) = cam.finish(*frame(5, 280), {}).objects  # far away in one frame
+    assert obj.state == "lost" and not obj.mask.any() and obj.box == (16.0, 0.0, 36.0, 20.0)
+    (obj,) = cam.finish(*frame(6, 24), {}).objects  # its own object again
+    assert obj.state == "tracked" and obj.mask.sum() == 400

@@ -1015,3 +1015,60 @@ def test_object_back_far_from_where_it_left_is_recognised_by_look_if_unambiguous
     tm = TrackManager(cfg)  # a detection colour unknown (an external detector): never by look
     _dormant_red_ball(tm, 0.0)
     assert len(tm.on_detections(20, dets(back), {}, colours=[None]).new) == 1
+
+
+@pytest.mark.parametrize("after", [3, 0], ids=["rule-on", "rule-off"])
+def test_a_mask_that_jumps_away_from_its_track_is_a_miss(after: int) -> None:
+    """A ball moving 4 px/frame whose mask lands on frame 11 far away (its object left the view,
+    the memory took another): with ``jump_after_hits`` 3 the frame is a miss (``jumped``, then
+    ``lost``), the box stays where the motion says, the masks keep missing until the track
+    goes dormant, and it is looked for at its own place; with the rule off the track follows
+    the mask."""
+    cfg = demo_cfg(max_missed=3, max_unseen=100, reid_frames=100)
+    tm = TrackManager(
+        cfg.model_copy(update={"lifecycle": LifecycleConfig(profile="demo", jump_after_hits=after)})
+    )
+    tid = _moving_track(tm, range(11), RED)  # last good box on frame 10: x=40..60
+    far = Observation((500, 300, 520, 320), 2.0, RED)  # same look, far away
+    events = tm.on_frame(11, {tid: far})
+    if not after:
+        assert events == [] and tm.tracks()[0].state == "tracked"
+        return
+    assert [e.kind for e in events] == ["jumped", "lost"] and tm.tracks()[0].state == "lost"
+    events = [e for t in (12, 13) for e in tm.on_frame(t, {tid: far})]
+    assert [(e.kind, e.reason) for e in events] == [
+        ("jumped", ""),
+        ("jumped", ""),
+        ("dormant", "missed"),
+    ]
+    plan = tm.on_detections(13, dets(("ball", (500, 300, 520, 320), 0.9)), {}, colours=[RED])
+    assert plan.reseed == () and len(plan.new) == 1  # the far object is another one
+    plan = tm.on_detections(14, dets(("ball", (56, 100, 76, 120), 0.9)), {}, colours=[RED])
+    assert [r.id for r in plan.reseed] == [tid]  # found again where its motion puts it
+
+
+def test_a_fast_object_leaving_its_last_box_behind_is_no_jump() -> None:
+    """30 px/frame with a 20 px box: no overlap with the last box, but with the predicted one."""
+    tm = TrackManager(demo_cfg(max_missed=3))
+    (new,) = tm.on_detections(0, dets(("ball", (0, 100, 20, 120), 0.9)), {}).new
+    for t in range(8):
+        assert (
+            tm.on_frame(t, {new.id: Observation((30.0 * t, 100, 30.0 * t + 20, 120), 2.0, RED)})
+            == []
+        )
+    assert tm.tracks()[0].state == "tracked"
+
+
+def test_a_jump_is_no_duplicate() -> None:
+    """A track whose mask jumped onto another track's object is not that object's duplicate:
+    the other (younger) track, on its own object, is kept."""
+    tm = TrackManager(demo_cfg(max_missed=30, merge_iou=0.8))
+    old = _moving_track(tm, range(6), RED)  # x=20..40 on frame 5
+    (new,) = tm.on_detections(6, dets(("ball", (300, 100, 320, 120), 0.9)), {}).new
+    young = new.id
+    on_young = Observation((300, 100, 320, 120), 2.0, RED)
+    events = []
+    for t in range(6, 6 + 2 * DUPLICATE_FRAMES):
+        events += tm.on_frame(t, {old: on_young, young: on_young}, mask_iou=lambda a, b: 1.0)
+    assert {e.kind for e in events} == {"jumped", "lost"} and all(e.id == old for e in events)
+    assert [i.id for i in tm.tracks() if i.state == "tracked"] == [young]

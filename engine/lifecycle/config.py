@@ -175,6 +175,15 @@ class LifecycleConfig(BaseModel):
         le=10000,
         description="Consecutive off-colour frames (drift_colour) after which a track drifted.",
     )
+    jump_after_hits: int = Field(
+        3,
+        ge=0,
+        le=10000,
+        description="A track with at least this many good frames whose new mask's box overlaps "
+        "neither its last good box nor the box its motion predicts counts the frame as a miss: "
+        "in one frame a mask left its object for another (a track whose object leaves the "
+        "view jumps onto one entering elsewhere). 0: off.",
+    )
     motion_model: Literal["velocity", "kalman"] = Field(
         "kalman",
         description="How a lost or dormant track's place is predicted for re-identification: "

@@ -15,6 +15,7 @@ from engine.lifecycle.geometry import (
     _colour_distance,
     _mix,
     _nested,
+    _shift,
     _side,
     as_box,
     iou_matrix,
@@ -81,6 +82,11 @@ class FrameRules(TrackStore):
                 log.info("track %d (%s) slid onto another object (colour)", tid, t.label)
                 return [ev]
             return []  # a mask on another object: the track's box and colour stay as they were
+        jumped: list[TrackEvent] = []
+        if hit and obs.box is not None and self._jumped(t, seq, as_box(obs.box)):
+            hit = False  # the mask left the track's object in one frame: not its object
+            jumped.append(TrackEvent(seq, tid, "jumped"))
+            log.debug("track %d (%s) jumped on frame %d: a miss", tid, t.label, seq)
         if hit:
             assert obs.box is not None
             t.off_colour = 0
@@ -97,11 +103,11 @@ class FrameRules(TrackStore):
         if t.missed >= self._th.max_missed:
             ev = self._retire(t, seq, EndReason.MISSED)
             log.info("track %d (%s) %s: missed %d frames", tid, t.label, ev.kind, t.missed)
-            return [ev]
+            return [*jumped, ev]
         old = t.apply(LifecycleEvent.MISS)
         if t.state is TrackState.LOST and old is not TrackState.LOST:
-            return [TrackEvent(seq, tid, "lost")]
-        return []
+            return [*jumped, TrackEvent(seq, tid, "lost")]
+        return jumped
 
     def _end_dormant(self, seq: int) -> list[TrackEvent]:
         """End the tracks dormant for ``reid_frames`` frames by ``seq``."""
@@ -135,6 +141,7 @@ class FrameRules(TrackStore):
             and tid in self._tracks
             and not self._tracks[tid].dormant
             and not self._tracks[tid].manual
+            and self._tracks[tid].missed == 0  # a jump (_jumped) is no hit
             and obs.score >= self._th.score_threshold
         ]
         counts: dict[tuple[int, int], int] = {}
@@ -202,6 +209,19 @@ class FrameRules(TrackStore):
         if self._th.drift_colour <= 0 or t.manual or t.anchor is None or colour is None:
             return False
         return _colour_distance(colour, t.anchor) > self._th.drift_colour
+
+    def _jumped(self, t: Track, seq: int, box: Box) -> bool:
+        """Whether ``box`` overlaps neither ``t``'s last good box nor its predicted box on
+        ``seq`` (a track with ``jump_after_hits`` good frames; manual tracks are exempt)."""
+        after = self._th.life.jump_after_hits
+        if after <= 0 or t.manual or t.hits < after or t.hit_seq is None:
+            return False
+        if t.motion is not None:
+            predicted = t.motion.predicted_box(seq)
+        else:
+            elapsed = max(0, seq - t.hit_seq)
+            predicted = _shift(t.last_box, t.velocity[0] * elapsed, t.velocity[1] * elapsed)
+        return bool(iou_matrix([box], [t.last_box, predicted]).max() <= 0)
 
     def _hit(self, t: Track, seq: int, box: Box, colour: Colour | None) -> None:
         """A good box on frame ``seq``: the last box, the centre velocity, the colour."""
