@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import zmq
 
-from clients.events.config import EventsConfig
+from clients.events.config import EventsConfig, LineConfig
 from clients.events.geometry import polygon_mask, self_crossing
 from clients.events.masks import decode_rle
 from clients.events.model import EventDict, EventMessage, EventType, Kind
@@ -233,6 +233,36 @@ def test_line_crossing_direction_and_gaps() -> None:
     assert all(len(m.event["lines"]) == 2 for m in objects_of(out))
 
 
+def _bled_object(y: int) -> TrackedObject:
+    """A 20x20 object centred at (60, y) whose mask bled down a 1 px streak to y + 60 (a
+    demo-model mask): its box's centre is at y + 25, its mask's at y + 3.9."""
+    mask = np.zeros((H, W), bool)
+    mask[y - 10 : y + 10, 50:70] = True
+    mask[y + 10 : y + 60, 60:61] = True
+    obj = TrackedObject.model_construct(
+        id=3, label="ball", score=2.0, confidence=0.9, box=[50.0, y - 10.0, 70.0, y + 60.0],
+        mask=encode_mask(mask), age=0, state="tracked",
+    )  # fmt: skip
+    return obj
+
+
+@pytest.mark.parametrize(("anchor", "crossed_at"), [("mask_center", 4), ("center", 1)])
+def test_line_crossing_by_the_mask_centre_ignores_a_bled_box(anchor: str, crossed_at: int) -> None:
+    """Moving down 8 px a message from y = 90: the object crosses y = 120 between messages 3
+    and 4 (y = 114, 122: mask centre 117.9, 125.9); its box's centre, pulled down by the bled
+    streak, already on message 1 (y = 98, box centre 123). ``mask_center`` (the default) dates
+    the crossing by the object."""
+    ev = CameraEvents("cam0", events_cfg(lines={"gate": {**GATE, "inertia": 1, "anchor": anchor}}))
+    out: list[EventMessage] = []
+    for seq in range(7):
+        out += ev.process(tracks(seq, [_bled_object(90 + 8 * seq)]))
+    crossings = objects_of(out)[-1].event["lines"]
+    assert [(c["direction"], c["t_ns"]) for c in crossings] == [
+        ("in", 1_000 + crossed_at * FRAME_NS)
+    ]
+    assert LineConfig.model_validate(GATE).anchor == "mask_center"
+
+
 @pytest.mark.parametrize(
     ("max_gap", "missing", "crossed"),
     [(5, 2, True), (5, 5, True), (5, 6, False), (0, 1, False)],
@@ -357,9 +387,10 @@ def _gt_scene_events(scene: DemoScene, frames: int, cfg: EventsConfig) -> list[E
 
 
 def _expected(
-    scene: DemoScene, frames: int, probation: int, end_after: int, inertia: int
+    scene: DemoScene, frames: int, probation: int, end_after: int, inertia: int, anchor: str
 ) -> tuple[Counter[tuple[int, str, int]], Counter[tuple[int, str]]]:
-    """Crossings (object, direction, frame) of the horizontal line y = 120 (in: downwards) and
+    """Crossings (object, direction, frame) of the horizontal line y = 120 (in: downwards) by
+    the object's box centre or (``mask_center``) the mean of its pixel centres, and
     zone flips (object, enter|leave) of the rectangle [60, 260) x [40, 200) at share >= 0.5,
     straight from the scene's instance maps, per visit (a gap of ``end_after`` frames starts a
     new one; visits shorter than ``probation`` frames are ghosts)."""
@@ -393,7 +424,7 @@ def _expected(
             if oid in visits and i - last_seen[oid] > end_after:
                 close(oid)
             ys, xs = np.nonzero(ids == oid)
-            cy = (ys.min() + ys.max() + 1) / 2
+            cy = ys.mean() + 0.5 if anchor == "mask_center" else (ys.min() + ys.max() + 1) / 2
             share = np.count_nonzero(ids[40:200, 60:260] == oid) / len(xs)
             visits.setdefault(oid, []).append((i, float(cy), bool(share >= 0.5)))
             last_seen[oid] = i
@@ -402,9 +433,11 @@ def _expected(
     return crossings, flips
 
 
-def test_ground_truth_crossings_and_entries_exact() -> None:
+@pytest.mark.parametrize("anchor", ["mask_center", "center"])
+def test_ground_truth_crossings_and_entries_exact(anchor: str) -> None:
     """Seed 4 of a 320x240 demo scene, 200 frames: every expected line crossing (with its
-    direction, object and frame) and zone entry/exit is found, nothing else, no duplicate."""
+    direction, object and frame, by the mask's or the box's centre) and zone entry/exit is
+    found, nothing else, no duplicate."""
     scene = DemoScene(W, H, 4, 4, 15.0)
     frames, probation, end_after, inertia = 200, 3, 5, 2
     cfg = EventsConfig.model_validate(
@@ -420,7 +453,7 @@ def test_ground_truth_crossings_and_entries_exact() -> None:
                             "min_share": 0.5,
                         }
                     },
-                    "lines": {"gate": GATE},
+                    "lines": {"gate": {**GATE, "anchor": anchor}},
                 }
             },
         }
@@ -441,7 +474,7 @@ def test_ground_truth_crossings_and_entries_exact() -> None:
         for e in finals.values()
         for c in e["lines"]
     )
-    expected, flips = _expected(scene, frames, probation, end_after, inertia)
+    expected, flips = _expected(scene, frames, probation, end_after, inertia, anchor)
     assert sum(expected.values()) >= 4 and {d for _, d, _ in expected} == {"in", "out"}
     tp = sum((found & expected).values())
     precision = tp / max(1, sum(found.values()))

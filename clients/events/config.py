@@ -114,8 +114,12 @@ class LineConfig(_Model):
         max_length=MAX_LABELS,
         description="Only objects with one of these labels count (default: every label).",
     )
-    anchor: Literal["center", "bottom_center"] = Field(
-        "center", description="The object's reference point: its box's centre or bottom centre."
+    anchor: Literal["mask_center", "center", "bottom_center"] = Field(
+        "mask_center",
+        description="The object's reference point: the centre of its mask (the mean of its "
+        "pixels; its box's centre when the mask is empty), its box's centre, or its box's "
+        "bottom centre. A mask that bleeds past its object moves its box's edges much more "
+        "than its mask's centre.",
     )
     inertia: int = Field(
         3,

@@ -11,8 +11,9 @@ Zones: an object's presence in a zone is judged per frame (share of its mask ins
 >= ``min_share``, or its box's bottom centre inside); presence must differ from the current state
 for ``inertia`` consecutive frames of the object before the state flips (a frame without the
 object resets that count); after a flip to inside, the object counts as entered once it has
-stayed ``loitering`` seconds. Lines: an object crosses when its reference point (box centre, or
-bottom centre) moves across the segment between two consecutive messages that both show it and
+stayed ``loitering`` seconds. Lines: an object crosses when its reference point (its mask's
+centre, its box's centre or bottom centre) moves across the segment between two consecutive
+messages that both show it and
 stays across for ``inertia`` messages in all (the crossing's time is the first of them); one
 that goes back sooner never crossed. A gap of up to ``max_gap`` messages without the object (a
 mask lost for a moment) does not forget its side when it moved at most one box side per message
@@ -270,8 +271,9 @@ class CameraEvents:
         tr.missing = 0
         tr.last_ns = t
         tr.last_index = self._index
-        changed |= self._zones(tr, obj, t, width, height)
-        changed |= self._lines(tr, obj, t, _followed(gap, last_box, obj.box))
+        mask = _Once(lambda: self._mask(obj, width, height))  # decoded once, if asked
+        changed |= self._zones(tr, obj, t, mask)
+        changed |= self._lines(tr, obj, t, _followed(gap, last_box, obj.box), mask)
         if tr.state is ObjectState.PROBATION:
             if tr.seen < self.cfg.probation_frames:
                 return []
@@ -315,17 +317,13 @@ class CameraEvents:
         inside = int(np.count_nonzero(mask & self._zone_masks[name]))
         return inside >= zone.min_share * area
 
-    def _zones(self, tr: _Track, obj: TrackedObject, t: int, width: int, height: int) -> bool:
+    def _zones(self, tr: _Track, obj: TrackedObject, t: int, mask: _Once) -> bool:
         changed = False
-        mask: np.ndarray | None = None
-        decoded = False
         for name, zone in self.geometry.zones.items():
             if not _labels_ok(zone.labels, obj.label):
                 continue
             st = tr.zones.setdefault(name, _ZoneState())
-            if zone.presence == "mask" and not decoded:
-                mask, decoded = self._mask(obj, width, height), True  # once for all zones
-            p = self._presence(name, zone, obj, mask)
+            p = self._presence(name, zone, obj, mask() if zone.presence == "mask" else None)
             st.streak = st.streak + 1 if p != st.inside else 0
             if st.streak >= zone.inertia:
                 st.inside, st.streak, st.since_ns = p, 0, t
@@ -337,7 +335,7 @@ class CameraEvents:
                     tr.entered.append(name)
         return changed
 
-    def _lines(self, tr: _Track, obj: TrackedObject, t: int, gap: int | None) -> bool:
+    def _lines(self, tr: _Track, obj: TrackedObject, t: int, gap: int | None, mask: _Once) -> bool:
         """``gap``: messages without the object since it was last seen (None: first seen, or
         it jumped too far to be followed)."""
         changed = False
@@ -346,6 +344,8 @@ class CameraEvents:
             if not _labels_ok(line.labels, obj.label):
                 continue
             ref: Point = ((x1 + x2) / 2, y2 if line.anchor == "bottom_center" else (y1 + y2) / 2)
+            if line.anchor == "mask_center":
+                ref = _mask_center(mask()) or ref
             st = tr.lines.get(name)
             if st is None or gap is None or gap > line.max_gap:
                 tr.lines[name] = _LineState(ref)
@@ -406,6 +406,30 @@ def _followed(
     dx = (box[0] + box[2] - before[0] - before[2]) / 2
     dy = (box[1] + box[3] - before[1] - before[3]) / 2
     return gap if (dx * dx + dy * dy) ** 0.5 <= (gap + 1) * side_px else None
+
+
+class _Once:
+    """An object's mask, decoded on the first call (by a zone or a line that needs it)."""
+
+    def __init__(self, decode: Callable[[], np.ndarray | None]) -> None:
+        self._decode = decode
+        self._done = False
+        self._mask: np.ndarray | None = None
+
+    def __call__(self) -> np.ndarray | None:
+        if not self._done:
+            self._mask, self._done = self._decode(), True
+        return self._mask
+
+
+def _mask_center(mask: np.ndarray | None) -> Point | None:
+    """The mean of a mask's pixel centres (x + 0.5, y + 0.5), or None when it is empty."""
+    if mask is None:
+        return None
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return None
+    return (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5)
 
 
 def _crossing(line: list[Point], prev: Point, cur: Point) -> Direction | None:
