@@ -216,7 +216,10 @@ class CameraTracker:
         }
         masks = {t: o.mask for t, o in current.items()}
         events = self.manager.on_frame(frame.seq, obs, mask_iou_of(masks), mask_contained_of(masks))
+        hidden: set[int] = set()  # on another track's object while the duplicate rule decides
         for event in events:
+            if event.kind == "hidden":
+                hidden.add(event.id)
             if event.kind in ("dormant", "ended") and event.reason in RETIRE_IN_VIEW:
                 self._schedule.retired()
             if event.kind == "jumped" and event.id in current:  # on another object: no mask
@@ -239,7 +242,7 @@ class CameraTracker:
             ground_ms = self._ground_inline(frame, current, white)
         self._last_masks = {t: o.mask for t, o in current.items()}
         self._schedule.frames_since += 1
-        result = self._result(frame, current)
+        result = self._result(frame, {t: o for t, o in current.items() if t not in hidden})
         timings = {
             **timings_ms,
             "ground_inline_ms": ground_ms,

@@ -16,7 +16,9 @@ decides. Two inputs drive it:
   for two labels, the one the last re-grounding did not find under its label goes, if the
   other was found (one object under two names: the detector's latest name wins). With
   ``mask_contained`` given, the smaller mask ``duplicate_contained`` inside the larger counts as
-  coinciding too; a frame overlapping ``duplicate_hold_iou`` holds the run.
+  coinciding too; a frame overlapping ``duplicate_hold_iou`` holds the run. From the run's
+  ``duplicate_hide_frames``-th frame on, the track it would retire is ``hidden`` (not
+  published) on each further coinciding frame.
   With ``drift_colour`` above 0, a track whose mask's mean colour stays more than that (L1 over
   b, g, r in [0, 1]) from its *anchor* colour on ``DRIFT_FRAMES`` (3) frames in a row has slid
   onto another object: it goes dormant (reason ``"drifted"``; ``"ended"`` when ``reid_frames``

@@ -445,3 +445,27 @@ def test_camera_publishes_no_mask_for_a_track_whose_mask_jumped() -> None:
     assert obj.state == "lost" and not obj.mask.any() and obj.box == (16.0, 0.0, 36.0, 20.0)
     (obj,) = cam.finish(*frame(6, 24), {}).objects  # its own object again
     assert obj.state == "tracked" and obj.mask.sum() == 400
+
+
+def test_camera_does_not_publish_the_track_a_duplicate_run_would_retire() -> None:
+    """Two detector tracks whose masks coincide: the younger is published on the first
+    coinciding frame, hidden from the second (``duplicate_hide_frames`` 2) until the rule
+    retires it; the older is published throughout."""
+    from engine.camera import CameraTracker
+    from engine.core.types import FrameInput, SegmentOutput
+
+    cam = CameraTracker("cam", EngineConfig(prompt=""), None, None)  # type: ignore[arg-type]
+    dets = make_detections([(0.0, 0, 20, 20), (100.0, 0, 120, 20)], [0.9, 0.9], ["ball"] * 2, ["ball"])  # fmt: skip
+    old, young = (n.id for n in cam.manager.on_detections(0, dets, {}).new)
+    image = np.zeros((240, 320, 3), np.uint8)
+    mask = np.zeros((240, 320), bool)
+    mask[0:20, 50:70] = True
+    published = []
+    for seq in range(1, 7):
+        outs = {t: SegmentOutput(t, mask, 2.0, (50.0, 0.0, 70.0, 20.0)) for t in (old, young)}
+        cam._seeder.sleep = lambda tid: None  # type: ignore[method-assign]  # no session here
+        published.append(
+            [o.id for o in cam.finish(FrameInput(seq, seq * 1000, image), outs, {}).objects]
+        )
+    assert published == [[old, young]] + [[old]] * 5
+    assert cam.manager.dormant_ids() == [young]

@@ -29,6 +29,7 @@ from engine.track_manager import (
     Observation,
     Plan,
     Removal,
+    TrackEvent,
     TrackManager,
     iou_matrix,
 )
@@ -822,7 +823,8 @@ def test_tracks_whose_masks_coincide_for_frames_are_one_object() -> None:
     tm.on_frame(DUPLICATE_FRAMES, same, mask_iou=lambda a, b: 0.3)
     for t in range(DUPLICATE_FRAMES + 1, 2 * DUPLICATE_FRAMES):
         events += tm.on_frame(t, same, mask_iou=lambda a, b: 0.95)
-    assert events == []
+    # No retirement; from the 2nd coinciding frame on, the younger is hidden while the run lasts.
+    assert {(e.id, e.kind) for e in events} == {(2, "hidden")}
     (ev,) = tm.on_frame(2 * DUPLICATE_FRAMES, same, mask_iou=lambda a, b: 0.95)
     assert (ev.id, ev.kind, ev.reason) == (2, "dormant", "duplicate")
     assert [i.id for i in tm.tracks()] == [1] and tm.dormant_ids() == [2]
@@ -846,8 +848,34 @@ def test_coinciding_tracks_named_apart_keep_the_detectors_latest_name(
     events = []
     for t in range(6, 6 + DUPLICATE_FRAMES):
         events += tm.on_frame(t, same, mask_iou=lambda a, b: 0.95)
-    assert [(e.id, e.kind, e.reason) for e in events] == [(retired, "dormant", "duplicate")]
+    assert [(e.id, e.kind, e.reason) for e in events if e.kind != "hidden"] == [
+        (retired, "dormant", "duplicate")
+    ]
+    assert {e.id for e in events if e.kind == "hidden"} == {retired}  # the one the rule retires
     assert [i.id for i in tm.tracks()] == [kept] and tm.dormant_ids() == [retired]
+
+
+def _retired(events: list[TrackEvent]) -> list[TrackEvent]:
+    """``events`` without the duplicate rule's ``hidden`` (tested on their own below)."""
+    return [e for e in events if e.kind != "hidden"]
+
+
+@pytest.mark.parametrize("hide", [2, 0])
+def test_the_track_a_duplicate_run_would_retire_is_hidden_while_it_runs(hide: int) -> None:
+    """Balls 1 and 2 coinciding: from the ``duplicate_hide_frames``-th coinciding frame on,
+    the younger (the one the rule retires) is ``hidden`` on each frame until it retires; a frame
+    apart ends the run and shows it again. 0: never hidden."""
+    tm = _two_balls_under(LifecycleConfig(profile="demo", duplicate_hide_frames=hide))
+    same = {1: Observation((50, 0, 70, 20), 2.0), 2: Observation((51, 0, 71, 20), 2.0)}
+    kinds: list[list[tuple[int, str]]] = []
+    for t, m in enumerate([0.95, 0.95, 0.95, 0.3, 0.95, 0.95, 0.95, 0.95, 0.95], start=1):
+        kinds.append([(e.id, e.kind) for e in tm.on_frame(t, same, mask_iou=_overlap(m))])
+    hidden, retired = [(2, "hidden")], [(2, "dormant")]
+    apart: list[tuple[int, str]] = []
+    if hide:
+        assert kinds == [[], hidden, hidden, apart, [], hidden, hidden, hidden, retired]
+    else:
+        assert kinds == [[], [], [], apart, [], [], [], [], retired]
 
 
 def _overlap(m: float) -> Callable[[int, int], float]:
@@ -873,10 +901,10 @@ def test_a_duplicate_run_is_held_by_a_frame_of_lesser_overlap(hold: float) -> No
     events = []
     for t, m in enumerate([0.95, 0.95, 0.95, 0.6, 0.95, 0.95], start=1):
         events += tm.on_frame(t, same, mask_iou=_overlap(m))
-    assert [(e.id, e.reason) for e in events] == ([(2, "duplicate")] if hold else [])
+    assert [(e.id, e.reason) for e in _retired(events)] == ([(2, "duplicate")] if hold else [])
     tm = _two_balls_under(life)
     for t, m in enumerate([0.95, 0.95, 0.95, 0.3, 0.95, 0.95], start=1):
-        assert tm.on_frame(t, same, mask_iou=_overlap(m)) == []
+        assert _retired(tm.on_frame(t, same, mask_iou=_overlap(m))) == []
 
 
 @pytest.mark.parametrize("inside", [0.9, 0.0])
@@ -890,7 +918,7 @@ def test_a_mask_inside_another_for_frames_is_one_object(inside: float) -> None:
     events = []
     for t in range(1, DUPLICATE_FRAMES + 1):
         events += tm.on_frame(t, nested, lambda a, b: 0.3, lambda a, b: 0.95)
-    assert [(e.id, e.reason) for e in events] == ([(2, "duplicate")] if inside else [])
+    assert [(e.id, e.reason) for e in _retired(events)] == ([(2, "duplicate")] if inside else [])
     # the boxes nested but the masks not (85 % inside): two objects
     tm = _two_balls_under(life)
     for t in range(1, 2 * DUPLICATE_FRAMES):

@@ -162,6 +162,14 @@ class LifecycleConfig(BaseModel):
         "tracks' run of coinciding frames (duplicate_frames) instead of ending it; 0: any such "
         "frame ends it.",
     )
+    duplicate_hide_frames: int = Field(
+        2,
+        ge=0,
+        le=1000,
+        description="Coinciding frames (duplicate_frames' count) after which the track the "
+        "duplicate rule would retire is not published while the run lasts, so a viewer does "
+        "not see two IDs on one object while the rule decides; 0: both are shown.",
+    )
     duplicate_box_share: float = Field(
         0.5,
         gt=0,

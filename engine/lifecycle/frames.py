@@ -133,7 +133,9 @@ class FrameRules(TrackStore):
         ``unseen`` re-groundings) is kept, whichever is older: measured on tuning seeds 200-207
         and 300-307, HOTA +0.008 clean, +0.012 / +0.000 with every 3rd frame. A frame also
         coincides where the smaller mask (and box) is ``duplicate_contained`` inside the larger
-        (``mask_contained``); one overlapping ``duplicate_hold_iou`` holds the count."""
+        (``mask_contained``); one overlapping ``duplicate_hold_iou`` holds the count. From
+        ``duplicate_hide_frames`` coinciding frames on, the track the rule would retire is
+        ``hidden`` (not published) on each further coinciding frame of the run."""
         hits = [
             (tid, obs.box)
             for tid, obs in sorted(observations.items())
@@ -168,11 +170,14 @@ class FrameRules(TrackStore):
                             counts[pair] = self._dup_frames[pair]  # held, not counted
                         continue
                     counts[pair] = self._dup_frames.get(pair, 0) + 1
-                    if counts[pair] < self._th.life.duplicate_frames:
-                        continue
                     keep, t = self._tracks[a], self._tracks[b]
                     if keep.label != t.label and t.unseen < keep.unseen:
                         keep, t = t, keep  # named apart: the name the detector gave last wins
+                    if counts[pair] < self._th.life.duplicate_frames:
+                        hide = self._th.life.duplicate_hide_frames
+                        if 0 < hide <= counts[pair]:
+                            events.append(TrackEvent(seq, t.id, "hidden"))
+                        continue
                     gone.add(t.id)
                     keep.unseen = min(keep.unseen, t.unseen)
                     events.append(self._retire(t, seq, EndReason.DUPLICATE))

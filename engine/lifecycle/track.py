@@ -52,14 +52,16 @@ class TrackEvent:
 
     ``kind``: ``lost`` (score fell below threshold), ``recovered`` (back above it), ``jumped``
     (the frame's mask left the track's object for another: a miss, and the engine publishes no
-    mask for it on this frame; ``lost`` follows where it was active), ``dormant``
+    mask for it on this frame; ``lost`` follows where it was active), ``hidden`` (its mask
+    coincides with another track's while the duplicate rule decides: not published on this
+    frame), ``dormant``
     (missed ``max_missed`` frames but kept for re-identification: the engine frees the
     object's memory and publishes nothing for it) or ``ended`` (``reason`` ``"missed"``: the
     engine must free the object's memory)."""
 
     seq: int
     id: int
-    kind: Literal["lost", "recovered", "jumped", "dormant", "ended"]
+    kind: Literal["lost", "recovered", "jumped", "hidden", "dormant", "ended"]
     reason: EndReason = EndReason.NONE
 
 
