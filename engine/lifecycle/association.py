@@ -41,7 +41,6 @@ from engine.lifecycle.geometry import (
     _centre,
     _colour_distance,
     _contained,
-    _shift,
     _side,
     _similar_size,
     iou_matrix,
@@ -201,11 +200,7 @@ def predicted_box(c: Candidate, seq: int) -> tuple[Box, int]:
     frames since its last good box."""
     t = c.track
     elapsed = 0 if t.hit_seq is None else max(0, seq - t.hit_seq)
-    if c.at_seq:
-        return c.box, elapsed
-    if t.motion is not None:
-        return t.motion.predicted_box(seq), elapsed
-    return _shift(t.last_box, t.velocity[0] * elapsed, t.velocity[1] * elapsed), elapsed
+    return (c.box if c.at_seq else t.predicted_box(seq)), elapsed
 
 
 def run_cascade(

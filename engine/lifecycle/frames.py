@@ -15,7 +15,6 @@ from engine.lifecycle.geometry import (
     _colour_distance,
     _mix,
     _nested,
-    _shift,
     _side,
     as_box,
     iou_matrix,
@@ -221,12 +220,7 @@ class FrameRules(TrackStore):
         after = self._th.life.jump_after_hits
         if after <= 0 or t.manual or t.hits < after or t.hit_seq is None:
             return False
-        if t.motion is not None:
-            predicted = t.motion.predicted_box(seq)
-        else:
-            elapsed = max(0, seq - t.hit_seq)
-            predicted = _shift(t.last_box, t.velocity[0] * elapsed, t.velocity[1] * elapsed)
-        return bool(iou_matrix([box], [t.last_box, predicted]).max() <= 0)
+        return bool(iou_matrix([box], [t.last_box, t.predicted_box(seq)]).max() <= 0)
 
     def _hit(self, t: Track, seq: int, box: Box, colour: Colour | None) -> None:
         """A good box on frame ``seq``: the last box, the centre velocity, the colour."""

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from engine.core.types import Box
 from engine.lifecycle.embedder import GALLERY_SIZE, Gallery, Vector
-from engine.lifecycle.geometry import Colour
+from engine.lifecycle.geometry import Colour, _shift
 from engine.lifecycle.kalman import KalmanBox
 from engine.lifecycle.states import EndReason, LifecycleEvent, TrackState, transition
 
@@ -171,6 +171,14 @@ class Track:
         elif self.state is not TrackState.DORMANT:
             self.dormant_since = None
         return old
+
+    def predicted_box(self, seq: int) -> Box:
+        """Where its motion puts it on ``seq``: the Kalman filter's prediction, or its last box
+        moved by its velocity over the frames since that box."""
+        if self.motion is not None:
+            return self.motion.predicted_box(seq)
+        elapsed = 0 if self.hit_seq is None else max(0, seq - self.hit_seq)
+        return _shift(self.last_box, self.velocity[0] * elapsed, self.velocity[1] * elapsed)
 
     @property
     def dormant(self) -> bool:
