@@ -13,9 +13,8 @@ for ``inertia`` consecutive frames of the object before the state flips (a frame
 object resets that count); after a flip to inside, the object counts as entered once it has
 stayed ``loitering`` seconds. Lines: an object crosses when its reference point (its mask's
 centre, its box's centre or bottom centre) moves across the segment between two consecutive
-messages that both show it and
-stays across for ``inertia`` messages in all (the crossing's time is the first of them); one
-that goes back sooner never crossed. A gap of up to ``max_gap`` messages without the object (a
+messages that both show it and stays across for ``inertia`` messages in all (the crossing's
+time is the first of them); one that goes back sooner never crossed. A gap of up to ``max_gap`` messages without the object (a
 mask lost for a moment) does not forget its side when it moved at most one box side per message
 (so an object that leaves the view and comes back elsewhere crosses nothing). Towards
 ``in_side`` is "in", away "out". Review items: one per activity on the camera, from the first
@@ -24,6 +23,7 @@ active object until no active object is left.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -50,6 +50,8 @@ from clients.events.reviews import ReviewGroup
 from stream.wire import TrackedObject, TracksMessage, confidence_of
 
 log = logging.getLogger(__name__)
+
+MaskOnce = Callable[[], np.ndarray | None]  # an object's mask, decoded on the first call
 
 
 @dataclass
@@ -271,7 +273,7 @@ class CameraEvents:
         tr.missing = 0
         tr.last_ns = t
         tr.last_index = self._index
-        mask = _Once(lambda: self._mask(obj, width, height))  # decoded once, if asked
+        mask = functools.cache(lambda: self._mask(obj, width, height))  # decoded once, if asked
         changed |= self._zones(tr, obj, t, mask)
         changed |= self._lines(tr, obj, t, _followed(gap, last_box, obj.box), mask)
         if tr.state is ObjectState.PROBATION:
@@ -317,7 +319,7 @@ class CameraEvents:
         inside = int(np.count_nonzero(mask & self._zone_masks[name]))
         return inside >= zone.min_share * area
 
-    def _zones(self, tr: _Track, obj: TrackedObject, t: int, mask: _Once) -> bool:
+    def _zones(self, tr: _Track, obj: TrackedObject, t: int, mask: MaskOnce) -> bool:
         changed = False
         for name, zone in self.geometry.zones.items():
             if not _labels_ok(zone.labels, obj.label):
@@ -335,7 +337,9 @@ class CameraEvents:
                     tr.entered.append(name)
         return changed
 
-    def _lines(self, tr: _Track, obj: TrackedObject, t: int, gap: int | None, mask: _Once) -> bool:
+    def _lines(
+        self, tr: _Track, obj: TrackedObject, t: int, gap: int | None, mask: MaskOnce
+    ) -> bool:
         """``gap``: messages without the object since it was last seen (None: first seen, or
         it jumped too far to be followed)."""
         changed = False
@@ -406,20 +410,6 @@ def _followed(
     dx = (box[0] + box[2] - before[0] - before[2]) / 2
     dy = (box[1] + box[3] - before[1] - before[3]) / 2
     return gap if (dx * dx + dy * dy) ** 0.5 <= (gap + 1) * side_px else None
-
-
-class _Once:
-    """An object's mask, decoded on the first call (by a zone or a line that needs it)."""
-
-    def __init__(self, decode: Callable[[], np.ndarray | None]) -> None:
-        self._decode = decode
-        self._done = False
-        self._mask: np.ndarray | None = None
-
-    def __call__(self) -> np.ndarray | None:
-        if not self._done:
-            self._mask, self._done = self._decode(), True
-        return self._mask
 
 
 def _mask_center(mask: np.ndarray | None) -> Point | None:
