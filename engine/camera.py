@@ -216,15 +216,16 @@ class CameraTracker:
         }
         masks = {t: o.mask for t, o in current.items()}
         events = self.manager.on_frame(frame.seq, obs, mask_iou_of(masks), mask_contained_of(masks))
-        hidden: set[int] = set()  # on another track's object while the duplicate rule decides
+        hidden: set[int] = set()  # on another object while the duplicate or the drift rule decides
         for event in events:
-            if event.kind == "hidden":
+            if event.kind in ("hidden", "off_colour"):
                 hidden.add(event.id)
             if event.kind in ("dormant", "ended") and event.reason in RETIRE_IN_VIEW:
                 self._schedule.retired()
-            if event.kind == "jumped" and event.id in current:  # on another object: no mask
-                current[event.id] = blank_output(current[event.id])
+            if event.kind in ("jumped", "off_colour"):  # on another object: not its box
                 obs.pop(event.id, None)
+            if event.kind == "jumped" and event.id in current:  # published without a mask
+                current[event.id] = blank_output(current[event.id])
             elif event.kind == "dormant":
                 self._seeder.sleep(event.id)
                 current.pop(event.id, None)

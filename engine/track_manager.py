@@ -24,11 +24,14 @@ decides. Two inputs drive it:
   onto another object: it goes dormant (reason ``"drifted"``; ``"ended"`` when ``reid_frames``
   is 0). The anchor is the mask colour on the first frame after the track was prompted, and its
   smoothed colour whenever a detection confirms it; the off-colour frames do not move its box,
-  velocity or colour, so re-identification looks for it where and as it was.
+  velocity or colour, so re-identification looks for it where and as it was. Each off-colour
+  frame before the last is reported (``kind="off_colour"``: the engine does not publish the
+  track on it) and takes no part in the duplicate rule.
   A track with ``jump_after_hits`` good frames whose mask's box overlaps neither its last good
   box nor its predicted one has left its object for another in one frame: a miss
   (``kind="jumped"``, then ``"lost"``; the engine publishes no mask for it on that frame), its
-  box and motion unchanged, and no part in the duplicate rule on that frame.
+  box and motion unchanged, and no part in the duplicate rule on that frame; off-colour too,
+  it counts toward the drift.
 * ``on_detections(seq, detections, tracks_at_seq)``: a grounding result computed on frame ``seq``
   (possibly several frames ago: grounding runs beside propagation), matched against the tracks'
   boxes *of that frame*. Returns a :class:`Plan` for the engine to apply:

@@ -158,11 +158,12 @@ def _drift_events(profile: str, colour: tuple[float, float, float]) -> list[str]
 def test_profile_switch_colour_drift_under_a_shadow() -> None:
     """A shadow halves the light on the track's own object: the demo profile's raw-colour rule
     takes it for another object, the general profile's chromaticity does not; a real change of
-    object (red to blue) drifts in both."""
-    assert _drift_events("demo", _dim(RED, 0.5)) == ["dormant:drifted"]
+    object (red to blue) drifts in both (after two frames not shown, ``off_colour``)."""
+    drifted = ["off_colour:", "off_colour:", "dormant:drifted"]
+    assert _drift_events("demo", _dim(RED, 0.5)) == drifted
     assert _drift_events("general", _dim(RED, 0.5)) == []
-    assert _drift_events("general", BLUE) == ["dormant:drifted"]
-    assert _drift_events("demo", BLUE) == ["dormant:drifted"]
+    assert _drift_events("general", BLUE) == drifted
+    assert _drift_events("demo", BLUE) == drifted
 
 
 def _back_by_look(profile: str, colour: tuple[float, float, float]) -> bool:
@@ -445,6 +446,34 @@ def test_camera_publishes_no_mask_for_a_track_whose_mask_jumped() -> None:
     assert obj.state == "lost" and not obj.mask.any() and obj.box == (16.0, 0.0, 36.0, 20.0)
     (obj,) = cam.finish(*frame(6, 24), {}).objects  # its own object again
     assert obj.state == "tracked" and obj.mask.sum() == 400
+
+
+def test_camera_does_not_publish_a_track_whose_mask_turned_another_colour() -> None:
+    """A track on a red object whose mask slides onto the blue object beside it (the
+    lifecycle's ``off_colour``): not published on that frame, and its box there is not kept
+    for matching late detections; its own object again publishes it."""
+    from engine.camera import CameraTracker
+    from engine.core.types import FrameInput, SegmentOutput
+
+    cam = CameraTracker("cam", EngineConfig(prompt=""), None, None)  # type: ignore[arg-type]
+    dets = make_detections([(0.0, 0, 20, 20)], [0.9], ["ball"], ["ball"])
+    (new,) = cam.manager.on_detections(0, dets, {}).new
+    image = np.full((240, 320, 3), 128, np.uint8)
+    image[:, :20] = (40, 40, 220)  # red (BGR) where the track's object is
+    image[:, 20:60] = (220, 120, 30)  # blue beside it
+
+    def frame(seq: int, x: int) -> tuple[FrameInput, dict[int, SegmentOutput]]:
+        mask = np.zeros((240, 320), bool)
+        mask[0:20, x : x + 20] = True
+        out = SegmentOutput(new.id, mask, 2.0, (float(x), 0.0, float(x + 20), 20.0))
+        return FrameInput(seq, seq * 1000, image), {new.id: out}
+
+    for seq in range(5):
+        assert [o.id for o in cam.finish(*frame(seq, 0), {}).objects] == [new.id]
+    assert cam.finish(*frame(5, 15), {}).objects == []  # mostly on the blue object
+    assert new.id not in cam._history[5] and new.id in cam._history[4]
+    (obj,) = cam.finish(*frame(6, 1), {}).objects  # its own object again
+    assert obj.state == "tracked" and obj.box == (1.0, 0.0, 21.0, 20.0)
 
 
 def test_camera_does_not_publish_the_track_a_duplicate_run_would_retire() -> None:

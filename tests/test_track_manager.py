@@ -935,22 +935,43 @@ def test_manual_tracks_are_not_taken_for_duplicates() -> None:
     assert [i.id for i in tm.tracks()] == [a, b]
 
 
-def test_track_that_slides_onto_another_colour_goes_dormant_and_is_found_as_it_was() -> None:
+@pytest.mark.parametrize("jump", [False, True], ids=["slides", "jumps"])
+def test_track_whose_mask_turns_another_colour_is_not_shown_and_drifts(jump: bool) -> None:
+    """A mask on a blue object, next to the track's red one (slides) or far away (jumps): each
+    such frame is reported (``off_colour``: the engine does not publish it; a jump: a miss,
+    ``jumped``), one of the track's own colour ends the count, and ``drift_frames`` (3) in a row
+    retire it as drifted, from where a jump comes as from where a slide does."""
     tm = TrackManager(demo_cfg(max_missed=30, max_unseen=100, reid_frames=100))
     tid = _moving_track(tm, range(11), RED)  # last good box on frame 10: x=40..60
-    on_blue = Observation((200, 100, 220, 120), 2.0, BLUE)  # its mask on a blue object
-    # Two off-colour frames, then its own colour again: nothing happens.
-    assert tm.on_frame(11, {tid: on_blue}) == [] and tm.on_frame(12, {tid: on_blue}) == []
-    assert tm.on_frame(13, {tid: Observation((52, 100, 72, 120), 2.0, RED)}) == []
+    on_blue = Observation((200, 100, 220, 120) if jump else (52, 100, 72, 120), 2.0, BLUE)
+    kinds = [[e.kind for e in tm.on_frame(t, {tid: on_blue})] for t in (11, 12)]
+    assert kinds == ([["jumped", "lost"], ["jumped"]] if jump else [["off_colour"]] * 2)
+    own = tm.on_frame(13, {tid: Observation((52, 100, 72, 120), 2.0, RED)})
+    assert [e.kind for e in own] == (["recovered"] if jump else [])
     events = [e for t in (14, 15, 16) for e in tm.on_frame(t, {tid: on_blue})]
-    assert [(e.kind, e.reason) for e in events] == [("dormant", "drifted")]
-    assert tm.dormant_ids() == [tid]
+    assert [(e.kind, e.reason) for e in events][-1] == ("dormant", "drifted")
+    assert len(events) == (4 if jump else 3) and tm.dormant_ids() == [tid]
     # The off-colour frames moved nothing: it is looked for where its motion puts it (x~64 at
     # frame 16, not at the blue object's x=200), under its own colour.
     plan = tm.on_detections(16, dets(("ball", (200, 100, 220, 120), 0.8)), {}, colours=[BLUE])
     assert [n.label for n in plan.new] == ["ball"] and plan.reseed == ()
     plan = tm.on_detections(17, dets(("ball", (66, 100, 86, 120), 0.8)), {}, colours=[RED])
     assert [r.id for r in plan.reseed] == [tid]
+
+
+def test_an_off_colour_mask_is_no_duplicate() -> None:
+    """A track whose mask slid onto the neighbouring blue object, where a younger track
+    follows that object: not that track's duplicate (the younger is neither hidden nor
+    retired); the older drifts after ``drift_frames``."""
+    tm = TrackManager(demo_cfg(max_missed=30, merge_iou=0.8, max_unseen=100, reid_frames=100))
+    old = _moving_track(tm, range(6), RED)  # x=20..40 on frame 5
+    (new,) = tm.on_detections(6, dets(("ball", (300, 100, 320, 120), 0.9)), {}).new
+    on_young = Observation((30, 100, 50, 120), 2.0, BLUE)  # the blue object came next to it
+    events = []
+    for t in range(6, 6 + 2 * DUPLICATE_FRAMES):
+        events += tm.on_frame(t, {old: on_young, new.id: on_young}, mask_iou=lambda a, b: 1.0)
+    assert {e.id for e in events} == {old} and events[-1].reason == "drifted"
+    assert [i.id for i in tm.tracks() if i.state == "tracked"] == [new.id]
 
 
 @pytest.mark.parametrize(

@@ -74,15 +74,17 @@ class FrameRules(TrackStore):
         t.score = float(obs.score)
         hit = obs.box is not None and obs.score >= self._th.score_threshold
         colour = self._cue(obs.colour)
+        jump = hit and obs.box is not None and self._jumped(t, seq, as_box(obs.box))
         if hit and self._off_colour(t, colour):
             t.off_colour += 1
             if t.off_colour >= self._th.life.drift_frames:
                 ev = self._retire(t, seq, EndReason.DRIFTED)
                 log.info("track %d (%s) slid onto another object (colour)", tid, t.label)
                 return [ev]
-            return []  # a mask on another object: the track's box and colour stay as they were
+            if not jump:  # a mask on another object: not shown; box and colour stay as they were
+                return [TrackEvent(seq, tid, "off_colour")]
         jumped: list[TrackEvent] = []
-        if hit and obs.box is not None and self._jumped(t, seq, as_box(obs.box)):
+        if jump:
             hit = False  # the mask left the track's object in one frame: not its object
             jumped.append(TrackEvent(seq, tid, "jumped"))
             log.debug("track %d (%s) jumped on frame %d: a miss", tid, t.label, seq)
@@ -143,6 +145,7 @@ class FrameRules(TrackStore):
             and not self._tracks[tid].dormant
             and not self._tracks[tid].manual
             and self._tracks[tid].missed == 0  # a jump (_jumped) is no hit
+            and self._tracks[tid].off_colour == 0  # nor a mask of another colour
             and obs.score >= self._th.score_threshold
         ]
         counts: dict[tuple[int, int], int] = {}

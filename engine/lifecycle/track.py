@@ -52,7 +52,9 @@ class TrackEvent:
 
     ``kind``: ``lost`` (score fell below threshold), ``recovered`` (back above it), ``jumped``
     (the frame's mask left the track's object for another: a miss, and the engine publishes no
-    mask for it on this frame; ``lost`` follows where it was active), ``hidden`` (its mask
+    mask for it on this frame; ``lost`` follows where it was active), ``off_colour`` (the
+    frame's mask is another colour than the track's, before the drift rule retires it: not
+    published on this frame), ``hidden`` (its mask
     coincides with another track's while the duplicate rule decides: not published on this
     frame), ``dormant``
     (missed ``max_missed`` frames but kept for re-identification: the engine frees the
@@ -61,7 +63,7 @@ class TrackEvent:
 
     seq: int
     id: int
-    kind: Literal["lost", "recovered", "jumped", "hidden", "dormant", "ended"]
+    kind: Literal["lost", "recovered", "jumped", "off_colour", "hidden", "dormant", "ended"]
     reason: EndReason = EndReason.NONE
 
 
