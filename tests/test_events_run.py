@@ -216,6 +216,27 @@ def test_bench_events_runs_the_seeds_asked_for() -> None:
     assert first["name"] == "line crossings precision"
     assert f"seeds 5 x {events.QUICK_FRAMES} frames" in str(first["note"]), first
     assert isinstance(first["value"], float) and 0.0 <= first["value"] <= 1.0
+    assert "grounded every 20 frames" in str(first["note"])  # the quality bench's cadence
+
+
+def test_bench_events_takes_the_grounding_cadence_asked_for() -> None:
+    """``--set engine.reground_every_frames=5`` reaches the engine the events bench runs (the
+    quality bench's 20 otherwise); other keys leave the cadence at 20."""
+    import argparse
+
+    from clients.bench import events
+    from clients.bench.quality import _config
+    from stream.config import load_config
+
+    asked = argparse.Namespace(set=["engine.reground_every_frames=5"], models=None)
+    cfg = load_config(None, overrides={"engine.reground_every_frames": 5})
+    assert (
+        events._cadence(_config(cfg, asked, "ball."), cfg, asked).engine.reground_every_frames == 5
+    )
+    other = argparse.Namespace(set=["engine.max_missed=5"], models=None)
+    cfg = load_config(None, overrides={"engine.max_missed": 5})
+    bench_cfg = events._cadence(_config(cfg, other, "ball."), cfg, other)
+    assert (bench_cfg.engine.reground_every_frames, bench_cfg.engine.max_missed) == (20, 5)
 
 
 def test_bench_events_soak_short(tmp_path: Path) -> None:

@@ -275,6 +275,19 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def _cadence(bench_cfg: Config, cfg: Config, args: argparse.Namespace) -> Config:
+    """The quality bench's grounding cadence (every ``STEP`` frames, like for like with the
+    reference), unless ``--set engine.reground_every_frames`` asked for another: events have
+    no reference side, and a surveillance camera may be grounded more often."""
+    asked = {s.split("=", 1)[0].strip() for s in getattr(args, "set", None) or []}
+    if "engine.reground_every_frames" not in asked:
+        return bench_cfg
+    every = cfg.engine.reground_every_frames
+    return bench_cfg.model_copy(
+        update={"engine": bench_cfg.engine.model_copy(update={"reground_every_frames": every})}
+    )
+
+
 def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     if getattr(args, "soak", None) is not None:
         from clients.bench.events_soak import run_soak
@@ -286,7 +299,7 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
     default, frames = (QUICK_SEEDS, QUICK_FRAMES) if quick else (SEEDS, FRAMES)
     seeds: tuple[int, ...] = parse_seeds(getattr(args, "seeds", None)) or default
     ecfg = scene_events_config(WIDTH, HEIGHT)
-    ecfg_cfg = _config(cfg, args, PROMPT)
+    ecfg_cfg = _cadence(_config(cfg, args, PROMPT), cfg, args)
     crossings, entries = Score(), Score()
     dup_alerts = dup_events = activities = 0
     latency: list[float] = []
@@ -312,7 +325,8 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
             max(0, n - expected.events_per_track.get(g, 0)) for g, n in per_gt.items()
         )
     model = ecfg_cfg.models.preset if ecfg_cfg.models.sam2_checkpoint is None else "custom"
-    where = f"seeds {', '.join(map(str, seeds))} x {frames} frames, {WIDTH}x{HEIGHT}, {OBJECTS} objects, model {model}, tolerance {TOLERANCE} frames"
+    every = ecfg_cfg.engine.reground_every_frames
+    where = f"seeds {', '.join(map(str, seeds))} x {frames} frames, {WIDTH}x{HEIGHT}, {OBJECTS} objects, model {model}, grounded every {every} frames, tolerance {TOLERANCE} frames"
     return [
         row(PART, "line crossings precision", crossings.precision, "", f"{crossings.tp}/{crossings.found} found right (line, direction, object); target >= 0.95; {where}"),
         row(PART, "line crossings recall", crossings.recall, "", f"{crossings.tp}/{crossings.expected} expected found; target >= 0.95"),
