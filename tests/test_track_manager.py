@@ -1096,6 +1096,39 @@ def test_a_mask_that_jumps_away_from_its_track_is_a_miss(after: int) -> None:
     assert [r.id for r in plan.reseed] == [tid]  # found again where its motion puts it
 
 
+@pytest.mark.parametrize("ratio", [2.0, 0.0], ids=["rule-on", "rule-off"])
+def test_a_mask_that_bleeds_past_its_object_is_a_miss(ratio: float) -> None:
+    """A 20 px ball whose mask suddenly covers a 64 px square around it (bled onto the
+    background or a neighbour; it overlaps its last box, so no jump): with ``bleed_ratio`` 2
+    the frame is a miss (``jumped``, then ``lost``) and the track's box and size stay; the
+    mask back on the ball is a hit again. Off: the track takes the bled box."""
+    cfg = demo_cfg(max_missed=30)
+    life = LifecycleConfig(profile="demo", bleed_ratio=ratio)
+    tm = TrackManager(cfg.model_copy(update={"lifecycle": life}))
+    tid = _moving_track(tm, range(11), RED)  # last good box on frame 10: x=40..60
+    bled = Observation((20, 80, 84, 144), 2.0, RED)
+    events = tm.on_frame(11, {tid: bled})
+    if not ratio:
+        assert events == [] and tm.tracks()[0].box == (20, 80, 84, 144)
+        return
+    assert [e.kind for e in events] == ["jumped", "lost"]
+    assert tm._tracks[tid].last_box == (40, 100, 60, 120) and tm.tracks()[0].state == "lost"
+    back = tm.on_frame(12, {tid: Observation((48, 100, 68, 120), 2.0, RED)})
+    assert [e.kind for e in back] == ["recovered"] and tm.tracks()[0].state == "tracked"
+
+
+def test_an_object_growing_as_it_comes_closer_is_no_bleed() -> None:
+    """15 % larger a frame (an object approaching the camera): never a miss (default 2.5)."""
+    tm = TrackManager(demo_cfg(max_missed=3))
+    (new,) = tm.on_detections(0, dets(("ball", (100, 100, 120, 120), 0.9)), {}).new
+    side = 20.0
+    for t in range(15):
+        box = (100.0, 100.0, 100.0 + side, 100.0 + side)
+        assert tm.on_frame(t, {new.id: Observation(box, 2.0, RED)}) == []
+        side *= 1.15
+    assert tm.tracks()[0].state == "tracked"
+
+
 def test_a_fast_object_leaving_its_last_box_behind_is_no_jump() -> None:
     """30 px/frame with a 20 px box: no overlap with the last box, but with the predicted one."""
     tm = TrackManager(demo_cfg(max_missed=3))

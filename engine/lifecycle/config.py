@@ -192,6 +192,15 @@ class LifecycleConfig(BaseModel):
         "in one frame a mask left its object for another (a track whose object leaves the "
         "view jumps onto one entering elsewhere). 0: off.",
     )
+    bleed_ratio: float = Field(
+        2.5,
+        ge=0,
+        le=100,
+        description="A track with jump_after_hits good frames whose new mask's box side (the "
+        "square root of its area) exceeds this many times its smoothed side counts the frame "
+        "as a miss, like a jump: in one frame the mask bled past its object onto the background "
+        "or a neighbour. An object coming closer grows far slower. 0: off.",
+    )
     motion_model: Literal["velocity", "kalman"] = Field(
         "kalman",
         description="How a lost or dormant track's place is predicted for re-identification: "

@@ -219,10 +219,15 @@ class FrameRules(TrackStore):
 
     def _jumped(self, t: Track, seq: int, box: Box) -> bool:
         """Whether ``box`` overlaps neither ``t``'s last good box nor its predicted box on
-        ``seq`` (a track with ``jump_after_hits`` good frames; manual tracks are exempt)."""
+        ``seq``, or its side is over ``bleed_ratio`` times the track's smoothed side (a mask
+        that bled past its object); a track with ``jump_after_hits`` good frames, manual
+        tracks exempt."""
         after = self._th.life.jump_after_hits
         if after <= 0 or t.manual or t.hits < after or t.hit_seq is None:
             return False
+        r = self._th.life.bleed_ratio
+        if r > 0 and t.side > 0 and _side(box) > r * t.side:
+            return True
         return bool(iou_matrix([box], [t.last_box, t.predicted_box(seq)]).max() <= 0)
 
     def _hit(self, t: Track, seq: int, box: Box, colour: Colour | None) -> None:
