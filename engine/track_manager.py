@@ -31,8 +31,8 @@ decides. Two inputs drive it:
   box nor its predicted one has left its object for another in one frame: a miss
   (``kind="jumped"``, then ``"lost"``; the engine publishes no mask for it on that frame), its
   box and motion unchanged, and no part in the duplicate rule on that frame; off-colour too,
-  it counts toward the drift. So is a mask whose box side is over ``bleed_ratio`` times the
-  track's smoothed side (it bled past its object in one frame).
+  it counts toward the drift. So is, where ``bleed_ratio`` is above 0 (off by default), a mask
+  whose box side is over that many times the track's smoothed side (it bled past its object).
 * ``on_detections(seq, detections, tracks_at_seq)``: a grounding result computed on frame ``seq``
   (possibly several frames ago: grounding runs beside propagation), matched against the tracks'
   boxes *of that frame*. Returns a :class:`Plan` for the engine to apply:

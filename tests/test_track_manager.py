@@ -1118,8 +1118,9 @@ def test_a_mask_that_bleeds_past_its_object_is_a_miss(ratio: float) -> None:
 
 
 def test_an_object_growing_as_it_comes_closer_is_no_bleed() -> None:
-    """15 % larger a frame (an object approaching the camera): never a miss (default 2.5)."""
-    tm = TrackManager(demo_cfg(max_missed=3))
+    """15 % larger a frame (an object approaching the camera): never a miss at ratio 2.5."""
+    life = LifecycleConfig(profile="demo", bleed_ratio=2.5)
+    tm = TrackManager(demo_cfg(max_missed=3).model_copy(update={"lifecycle": life}))
     (new,) = tm.on_detections(0, dets(("ball", (100, 100, 120, 120), 0.9)), {}).new
     side = 20.0
     for t in range(15):
