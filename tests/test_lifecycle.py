@@ -3,7 +3,9 @@ motion model and its gate, the lifecycle factory."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -24,6 +26,10 @@ from engine.lifecycle.states import (
 )
 from engine.track_manager import Box, Observation, TrackManager
 from stream.config import EngineConfig
+
+if TYPE_CHECKING:
+    from engine.camera import CameraTracker
+    from engine.core.types import FrameInput, SegmentOutput
 
 S, E = TrackState, LifecycleEvent
 
@@ -420,25 +426,35 @@ def test_probation_hides_a_track_until_enough_good_frames() -> None:
 # ---------------------------------------------------------------------- a mask that jumps
 
 
+def _one_ball_camera(
+    cfg: EngineConfig, image: np.ndarray
+) -> tuple[CameraTracker, int, Callable[[int, int], tuple[FrameInput, dict[int, SegmentOutput]]]]:
+    """A camera tracker (no session, no detector) with one detected ball, and ``frame(seq, x)``:
+    frame ``seq`` of ``image`` with the ball's 20 px mask at column ``x``."""
+    from engine.camera import CameraTracker
+    from engine.core.types import FrameInput, SegmentOutput
+
+    cam = CameraTracker("cam", cfg, None, None)  # type: ignore[arg-type]
+    dets = make_detections([(0.0, 0, 20, 20)], [0.9], ["ball"], ["ball"])
+    (new,) = cam.manager.on_detections(0, dets, {}).new
+
+    def frame(seq: int, x: int) -> tuple[FrameInput, dict[int, SegmentOutput]]:
+        mask = np.zeros(image.shape[:2], bool)
+        mask[0:20, x : x + 20] = True
+        out = SegmentOutput(new.id, mask, 2.0, (float(x), 0.0, float(x + 20), 20.0))
+        return FrameInput(seq, seq * 1000, image), {new.id: out}
+
+    return cam, new.id, frame
+
+
 def test_camera_publishes_no_mask_for_a_track_whose_mask_jumped() -> None:
     """The camera tracker publishes a track whose mask jumped onto another object (the
     lifecycle's ``jumped``) as ``lost`` with an empty mask and its last good box, so a viewer
     and the quality bench see no second ID on the other object; the next good frame of its own
     object publishes it again."""
-    from engine.camera import CameraTracker
-    from engine.core.types import FrameInput, SegmentOutput
-
-    cam = CameraTracker("cam", EngineConfig(prompt="", max_missed=5), None, None)  # type: ignore[arg-type]
-    dets = make_detections([(0.0, 0, 20, 20)], [0.9], ["ball"], ["ball"])
-    (new,) = cam.manager.on_detections(0, dets, {}).new
-    image = np.zeros((240, 320, 3), np.uint8)
-
-    def frame(seq: int, x: int) -> tuple[FrameInput, dict[int, SegmentOutput]]:
-        mask = np.zeros((240, 320), bool)
-        mask[0:20, x : x + 20] = True
-        out = SegmentOutput(new.id, mask, 2.0, (float(x), 0.0, float(x + 20), 20.0))
-        return FrameInput(seq, seq * 1000, image), {new.id: out}
-
+    cam, _, frame = _one_ball_camera(
+        EngineConfig(prompt="", max_missed=5), np.zeros((240, 320, 3), np.uint8)
+    )
     for seq in range(5):
         result = cam.finish(*frame(seq, 4 * seq), {})
     assert [(o.state, o.mask.sum()) for o in result.objects] == [("tracked", 400)]
@@ -452,26 +468,14 @@ def test_camera_does_not_publish_a_track_whose_mask_turned_another_colour() -> N
     """A track on a red object whose mask slides onto the blue object beside it (the
     lifecycle's ``off_colour``): not published on that frame, and its box there is not kept
     for matching late detections; its own object again publishes it."""
-    from engine.camera import CameraTracker
-    from engine.core.types import FrameInput, SegmentOutput
-
-    cam = CameraTracker("cam", EngineConfig(prompt=""), None, None)  # type: ignore[arg-type]
-    dets = make_detections([(0.0, 0, 20, 20)], [0.9], ["ball"], ["ball"])
-    (new,) = cam.manager.on_detections(0, dets, {}).new
     image = np.full((240, 320, 3), 128, np.uint8)
     image[:, :20] = (40, 40, 220)  # red (BGR) where the track's object is
     image[:, 20:60] = (220, 120, 30)  # blue beside it
-
-    def frame(seq: int, x: int) -> tuple[FrameInput, dict[int, SegmentOutput]]:
-        mask = np.zeros((240, 320), bool)
-        mask[0:20, x : x + 20] = True
-        out = SegmentOutput(new.id, mask, 2.0, (float(x), 0.0, float(x + 20), 20.0))
-        return FrameInput(seq, seq * 1000, image), {new.id: out}
-
+    cam, tid, frame = _one_ball_camera(EngineConfig(prompt=""), image)
     for seq in range(5):
-        assert [o.id for o in cam.finish(*frame(seq, 0), {}).objects] == [new.id]
+        assert [o.id for o in cam.finish(*frame(seq, 0), {}).objects] == [tid]
     assert cam.finish(*frame(5, 15), {}).objects == []  # mostly on the blue object
-    assert new.id not in cam._history[5] and new.id in cam._history[4]
+    assert tid not in cam._history[5] and tid in cam._history[4]
     (obj,) = cam.finish(*frame(6, 1), {}).objects  # its own object again
     assert obj.state == "tracked" and obj.box == (1.0, 0.0, 21.0, 20.0)
 
