@@ -12,7 +12,11 @@ named object colour still stands out as it does on a real camera):
 - ``stripes``: soft stripes at a random angle and period (floors, fences, blinds);
 - ``cells``: flat-shaded Voronoi cells with dark seams (paving, tiles): the held-out kind,
   never used in training (``TRAINING_KINDS``), so that evaluation on it measures a generator
-  style the models did not see.
+  style the models did not see;
+- ``photo``: a random crop of one of the real photographs that ship with scikit-image (a
+  street, a cat, coffee cups, gravel, grass, bricks, a rocket, text...), flipped at random and
+  muted like the others. Drawn only where asked for (the fifth training stages:
+  ``PHOTO_KINDS``), so the data of earlier stages is unchanged.
 
 ``replace_background(image, ids, backdrop)`` puts a backdrop where a frame's instance map says
 background (``ids == 0``), so a demo frame's objects and exact masks stay as they were.
@@ -20,11 +24,19 @@ background (``ids == 0``), so a demo frame's objects and exact masks stay as the
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
-KINDS = ("noise", "gradient", "stripes", "cells")
+KINDS = ("noise", "gradient", "stripes", "cells", "photo")
 TRAINING_KINDS = ("noise", "gradient", "stripes")
+PHOTO_KINDS = (*TRAINING_KINDS, "photo")  # what the fifth training stages draw from
+# scikit-image's bundled photographs (``skimage.data``; no download): scenes, textures, text
+PHOTOS = (
+    "astronaut", "brick", "camera", "chelsea", "coffee", "grass", "gravel", "rocket", "moon",
+    "page", "text", "hubble_deep_field", "coins", "cell", "stereo_motorcycle",
+)  # fmt: skip
 HELD_OUT_KIND = "cells"
 MAX_SATURATION = 0.45  # HSV saturation of backdrop colours (named object colours are ~0.75+)
 
@@ -94,7 +106,40 @@ def _cells(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
-_MAKERS = {"noise": _noise, "gradient": _gradient, "stripes": _stripes, "cells": _cells}
+@functools.cache
+def _photograph(name: str) -> np.ndarray:
+    """scikit-image's photograph ``name`` as HxWx3 uint8 BGR (loaded once)."""
+    import skimage.data  # only the photo kind needs scikit-image
+
+    image = getattr(skimage.data, name)()
+    image = image[0] if isinstance(image, tuple) else image  # a stereo pair: its left view
+    if image.ndim == 2:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), np.uint8)
+    return np.asarray(cv2.cvtColor(image[..., :3], cv2.COLOR_RGB2BGR), np.uint8)
+
+
+def _photo(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    src = _photograph(PHOTOS[int(rng.integers(len(PHOTOS)))])
+    sh, sw = src.shape[:2]
+    scale = float(rng.uniform(0.35, 1.0)) * min(sh / h, sw / w)  # a crop of the frame's shape
+    ch, cw = max(8, int(h * scale)), max(8, int(w * scale))
+    y, x = int(rng.integers(0, sh - ch + 1)), int(rng.integers(0, sw - cw + 1))
+    crop = cv2.resize(src[y : y + ch, x : x + cw], (w, h), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    hsv = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 1] *= MAX_SATURATION  # muted: no colour of it as strong as a named object's
+    hsv[..., 2] = 30 + hsv[..., 2] * float(rng.uniform(0.6, 0.85))
+    return np.asarray(cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR), np.float32)
+
+
+_MAKERS = {
+    "noise": _noise,
+    "gradient": _gradient,
+    "stripes": _stripes,
+    "cells": _cells,
+    "photo": _photo,
+}
 
 
 def backdrop(kind: str, width: int, height: int, rng: np.random.Generator) -> np.ndarray:

@@ -15,13 +15,16 @@ import torch
 from engine.models.presets import DEMO_DIR
 from engine.training import augment
 from engine.training.augment import Look, draw_look
-from engine.training.job import TrainConfig, TrainingError, train
+from engine.training.job import BUDGETS, TrainConfig, TrainingError, train
 from engine.training.loop import Checkpoint, run_steps
 from engine.training.samples import clip_sample, detection_sample
+from stream import backdrops
 from stream.backdrops import (
     HELD_OUT_KIND,
     KINDS,
     MAX_SATURATION,
+    PHOTO_KINDS,
+    PHOTOS,
     TRAINING_KINDS,
     backdrop,
     replace_background,
@@ -60,6 +63,56 @@ def test_training_never_draws_the_held_out_backdrop(monkeypatch: pytest.MonkeyPa
         draw_look(rng, 40, 30, clip=bool(rng.random() < 0.5))
     assert HELD_OUT_KIND not in TRAINING_KINDS
     assert set(drawn) == set(TRAINING_KINDS)  # every training kind, the held-out one never
+
+
+def test_photo_backdrops_are_crops_of_the_bundled_photographs_drawn_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drawn: list[str] = []
+    real = augment.backdrop
+
+    def spy(kind: str, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
+        drawn.append(kind)
+        return real(kind, w, h, rng)
+
+    names: list[str] = []
+    photograph = backdrops._photograph
+    monkeypatch.setattr(augment, "backdrop", spy)
+
+    def seen(name: str) -> np.ndarray:
+        names.append(name)
+        return photograph(name)
+
+    monkeypatch.setattr(backdrops, "_photograph", seen)
+    rng = np.random.default_rng(1)
+    for _ in range(160):
+        draw_look(rng, 40, 30, clip=False, kinds=PHOTO_KINDS)
+    assert set(drawn) == set(PHOTO_KINDS) and HELD_OUT_KIND not in drawn
+    assert len(set(names)) >= 8 and set(names) <= set(PHOTOS)  # many photographs, all known
+    # a crop of the photograph, muted: it follows the photo's own light and dark
+    cat = cv2.cvtColor(photograph("chelsea"), cv2.COLOR_BGR2GRAY).astype(np.float32)
+    monkeypatch.setattr(backdrops, "PHOTOS", ("chelsea",))
+
+    class Whole:  # the draws of a crop of the whole photograph, not flipped
+        def integers(self, lo: int, hi: int | None = None) -> int:
+            return 0
+
+        def uniform(self, lo: float, hi: float) -> float:
+            return hi if lo == 0.35 else 0.7  # the crop's scale: all of it; the value: 0.7
+
+        def random(self) -> float:
+            return 0.9  # no flip
+
+    crop = backdrop("photo", cat.shape[1], cat.shape[0], Whole())  # type: ignore[arg-type]
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    assert float(np.corrcoef(grey.ravel(), cat.ravel())[0, 1]) > 0.95
+
+
+def test_the_fifth_stages_draw_photographs_and_the_earlier_ones_do_not() -> None:
+    full = BUDGETS["full"]
+    assert [s.backdrops for s in full.detector] == [TRAINING_KINDS] * 4 + [PHOTO_KINDS]
+    assert [s.backdrops for s in full.sam2] == [TRAINING_KINDS] * 4 + [PHOTO_KINDS]
+    assert all(s.augment > 0 for s in full.detector[3:] + full.sam2[3:])
 
 
 def test_a_look_changes_the_background_only_where_the_instance_map_says_background() -> None:

@@ -76,9 +76,15 @@ def _light(h: int, w: int, rng: np.random.Generator) -> np.ndarray | None:
     return field if used else None
 
 
-def draw_look(rng: np.random.Generator, width: int, height: int, clip: bool) -> Look:
+def draw_look(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    clip: bool,
+    kinds: tuple[str, ...] = TRAINING_KINDS,
+) -> Look:
     """A random look for a ``width`` x ``height`` sample; ``clip``: exposure and white balance
-    may drift from its first frame to its last."""
+    may drift from its first frame to its last; ``kinds``: the backdrop kinds drawn from."""
     g0 = float(np.exp(rng.uniform(np.log(0.3), np.log(1.35))))
     g1 = (
         float(np.exp(rng.uniform(np.log(0.3), np.log(1.35)))) if clip and rng.random() < 0.5 else g0
@@ -87,7 +93,7 @@ def draw_look(rng: np.random.Generator, width: int, height: int, clip: bool) -> 
     w1 = rng.uniform(0.8, 1.25, 3).astype(np.float32) if clip and rng.random() < 0.5 else w0
     back = None
     if rng.random() < 0.5:
-        kind = TRAINING_KINDS[int(rng.integers(len(TRAINING_KINDS)))]
+        kind = kinds[int(rng.integers(len(kinds)))]
         back = backdrop(kind, width, height, rng)
     jpeg = int(rng.integers(20, 80)) if rng.random() < 0.3 else None
     blur = float(rng.uniform(0.5, 2.0)) if rng.random() < 0.2 else 0.0

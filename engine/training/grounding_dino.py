@@ -29,6 +29,7 @@ import torch
 from engine.training.loop import Checkpoint, OnLog, run_steps
 from engine.training.samples import DetectionSample, detection_sample
 from engine.training.vocabulary import OTHER_COLOURS, OTHER_THINGS, PLURALS
+from stream.backdrops import TRAINING_KINDS
 from stream.demo import COLOURS, LABELS, GroundTruth
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class DetectorSchedule:
     clip_grad: float = 0.1
     log_every: int = 50
     augment: float = 0.0  # share of frames seen under a random camera look (training.augment)
+    backdrops: tuple[str, ...] = TRAINING_KINDS  # the looks' backdrop kinds (stream.backdrops)
 
 
 @dataclass(frozen=True)
@@ -152,12 +154,18 @@ class DetectorBatch(TypedDict):
 
 
 def make_batch(
-    processor: ProcessorMixin, rng: np.random.Generator, batch: int, augment: float = 0.0
+    processor: ProcessorMixin,
+    rng: np.random.Generator,
+    batch: int,
+    augment: float = 0.0,
+    kinds: tuple[str, ...] = TRAINING_KINDS,
 ) -> DetectorBatch:
     """Model inputs and ``labels`` for ``batch`` captioned frames of one size (a share
-    ``augment`` of them under a random camera look)."""
+    ``augment`` of them under a random camera look, backdrops of ``kinds``)."""
     size = DETECTOR_FRAME_SIZES[int(rng.integers(len(DETECTOR_FRAME_SIZES)))]
-    samples: list[DetectionSample] = [detection_sample(rng, size, augment) for _ in range(batch)]
+    samples: list[DetectionSample] = [
+        detection_sample(rng, size, augment, kinds) for _ in range(batch)
+    ]
     captions = [make_caption(s.targets, rng) for s in samples]
     images = [np.ascontiguousarray(s.image[:, :, ::-1]) for s in samples]
     pixels = processor.image_processor(images=images, return_tensors="pt")
@@ -184,7 +192,7 @@ def train_detector(
     """Train ``model`` in place; returns the loss of every step."""
 
     def step_loss(_step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        batch = make_batch(processor, rng, schedule.batch, schedule.augment)
+        batch = make_batch(processor, rng, schedule.batch, schedule.augment, schedule.backdrops)
         out = model(**batch)
         loss = out.loss + encoder_proposal_loss(model, out, batch)
         return loss, {k: out.loss_dict[f"loss_{k}"] for k in ("ce", "bbox", "giou")}

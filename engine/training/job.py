@@ -54,6 +54,7 @@ from engine.training.sam2_clips import (
     make_clip_batch,
     train_sam2,
 )
+from stream.backdrops import PHOTO_KINDS
 from stream.config import Config
 from stream.errors import PromptcamError
 
@@ -73,6 +74,9 @@ SNAPSHOT_EVERY = 250  # steps between weight snapshots (and stage checkpoints) d
 # The fourth stages (2026-12-06): the shipped weights seen under random camera looks and other
 # backdrops (engine.training.augment), half of the samples.
 DET4, SAM4 = 3000, 3000
+# The fifth stages (2026-12-07): more of the same at a lower learning rate, a larger share of
+# looks, and real photographs (scikit-image's) among the backdrops.
+DET5, SAM5 = 3000, 3000
 
 
 class TrainingError(PromptcamError):
@@ -115,22 +119,24 @@ BUDGETS = {
             DetectorSchedule(steps=2000, batch=4, lr=1.5e-4, warmup=50, log_every=50),
             DetectorSchedule(steps=2400, batch=4, lr=1e-4, warmup=50, log_every=50),
             DetectorSchedule(steps=DET4, batch=4, lr=1e-4, warmup=50, log_every=50, augment=0.5),
+            DetectorSchedule(steps=DET5, batch=4, lr=7e-5, warmup=50, log_every=50, augment=0.6, backdrops=PHOTO_KINDS),
         ),
         (
             Sam2Schedule(steps=4500, clips=2, frames=4, objects=3, lr=1e-3, warmup=150, log_every=50, image_steps=3000),
             Sam2Schedule(steps=1200, clips=2, frames=4, objects=3, lr=5e-4, warmup=50, log_every=50),
             Sam2Schedule(steps=2400, clips=2, frames=6, objects=3, lr=3e-4, warmup=50, log_every=50),
             Sam2Schedule(steps=SAM4, clips=2, frames=6, objects=3, lr=3e-4, warmup=50, log_every=50, augment=0.5),
+            Sam2Schedule(steps=SAM5, clips=2, frames=6, objects=3, lr=2e-4, warmup=50, log_every=50, augment=0.6, backdrops=PHOTO_KINDS),
         ),
     ),
     "tiny": Budget(
         (
             DetectorSchedule(steps=16, batch=2, lr=3e-4, warmup=4, log_every=8),
-            DetectorSchedule(steps=8, batch=2, lr=1.5e-4, warmup=2, log_every=8, augment=0.5),
+            DetectorSchedule(steps=8, batch=2, lr=1.5e-4, warmup=2, log_every=8, augment=0.5, backdrops=PHOTO_KINDS),
         ),
         (
             Sam2Schedule(steps=16, clips=1, frames=3, objects=2, lr=1e-3, warmup=4, log_every=8, image_steps=8, image_clips=2, image_objects=2),
-            Sam2Schedule(steps=8, clips=1, frames=3, objects=2, lr=5e-4, warmup=2, log_every=8, augment=0.5),
+            Sam2Schedule(steps=8, clips=1, frames=3, objects=2, lr=5e-4, warmup=2, log_every=8, augment=0.5, backdrops=PHOTO_KINDS),
         ),
     ),
 }  # fmt: skip

@@ -27,6 +27,7 @@ from PIL import Image
 
 from engine.training.loop import Checkpoint, OnLog, run_steps
 from engine.training.samples import FRAME_SIZES, Clip, clip_sample
+from stream.backdrops import TRAINING_KINDS
 
 if TYPE_CHECKING:
     from sam2.modeling.sam2_base import SAM2Base
@@ -60,6 +61,7 @@ class Sam2Schedule:
     image_clips: int = 4
     image_objects: int = 6
     augment: float = 0.0  # share of clips seen under a random camera look (training.augment)
+    backdrops: tuple[str, ...] = TRAINING_KINDS  # the looks' backdrop kinds (stream.backdrops)
 
     def phase(self, step: int) -> Sam2Schedule:
         """The batch shape of ``step``: an image step or a clip step."""
@@ -121,7 +123,9 @@ def make_clip_batch(
     frame_size = FRAME_SIZES[int(rng.integers(len(FRAME_SIZES)))]
     images, masks, clip_of, coords, labels = [], [], [], [], []
     for c in range(schedule.clips):
-        clip = clip_sample(rng, schedule.frames, schedule.objects, frame_size, schedule.augment)
+        clip = clip_sample(
+            rng, schedule.frames, schedule.objects, frame_size, schedule.augment, schedule.backdrops
+        )
         images += [model_input(img, size) for img in clip.images]
         for k in range(len(clip.masks)):
             masks.append(np.stack([_target(m, size) for m in clip.masks[k]]))

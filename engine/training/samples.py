@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.training.augment import draw_look
+from stream.backdrops import TRAINING_KINDS
 from stream.demo import DemoScene, GroundTruth, min_visible_area
 
 TRAIN_SEED_BASE = 1_000_000
@@ -39,17 +40,22 @@ class DetectionSample:
 
 
 def detection_sample(
-    rng: np.random.Generator, size: tuple[int, int], augment: float = 0.0
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    augment: float = 0.0,
+    kinds: tuple[str, ...] = TRAINING_KINDS,
 ) -> DetectionSample:
     """A frame of a fresh scene; with probability ``augment`` seen under a random camera look
-    (``engine.training.augment``). ``augment == 0`` draws nothing more from ``rng``, so the data
-    streams of stages trained without it are unchanged."""
+    (``engine.training.augment``) whose backdrop, if any, is of one of ``kinds``. ``augment == 0``
+    draws nothing more from ``rng``, so the data streams of stages trained without it are
+    unchanged."""
     scene = training_scene(rng, size)
     frame = scene.render_frame(int(rng.integers(0, MAX_START_FRAME)))
     floor = min_visible_area(scene.width, scene.height)
     image = frame.image
     if augment > 0 and rng.random() < augment:
-        image = draw_look(rng, scene.width, scene.height, clip=False).apply(image, frame.ids, 0.0)
+        look = draw_look(rng, scene.width, scene.height, clip=False, kinds=kinds)
+        image = look.apply(image, frame.ids, 0.0)
     return DetectionSample(image, [g for g in frame.truth if g.area >= floor])
 
 
@@ -68,12 +74,14 @@ def clip_sample(
     max_objects: int,
     size: tuple[int, int],
     augment: float = 0.0,
+    kinds: tuple[str, ...] = TRAINING_KINDS,
 ) -> Clip:
     """A clip of ``frames`` frames with up to ``max_objects`` objects that are visible on its
     first frame; later frames may show them partly or not at all. Frames follow each other 1-3
     apart, and now and then 5-40 apart, so that objects also leave and come back within a clip.
     With probability ``augment`` the clip is seen under one random camera look whose exposure
-    and white balance may drift over the clip (nothing more is drawn when ``augment == 0``)."""
+    and white balance may drift over the clip, its backdrop (if any) of one of ``kinds``
+    (nothing more is drawn when ``augment == 0``)."""
     while True:
         scene = training_scene(rng, size)
         index = int(rng.integers(0, MAX_START_FRAME))
@@ -93,7 +101,7 @@ def clip_sample(
     boxes = np.array([g.box for g in chosen], np.float32)
     images = [f.image for f in rendered]
     if augment > 0 and rng.random() < augment:
-        look = draw_look(rng, scene.width, scene.height, clip=True)
+        look = draw_look(rng, scene.width, scene.height, clip=True, kinds=kinds)
         last = max(1, len(rendered) - 1)
         images = [look.apply(f.image, f.ids, k / last) for k, f in enumerate(rendered)]
     return Clip(images, masks, boxes)
