@@ -49,7 +49,8 @@ def test_unknown_backdrop_kind_is_refused() -> None:
         backdrop("plaid", 10, 10, np.random.default_rng(0))
 
 
-def test_training_never_draws_the_held_out_backdrop(monkeypatch: pytest.MonkeyPatch) -> None:
+def _drawn_kinds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The backdrop kinds the looks draw from now on, in order."""
     drawn: list[str] = []
     real = augment.backdrop
 
@@ -58,6 +59,11 @@ def test_training_never_draws_the_held_out_backdrop(monkeypatch: pytest.MonkeyPa
         return real(kind, w, h, rng)
 
     monkeypatch.setattr(augment, "backdrop", spy)
+    return drawn
+
+
+def test_training_never_draws_the_held_out_backdrop(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = _drawn_kinds(monkeypatch)
     rng = np.random.default_rng(0)
     for _ in range(120):
         draw_look(rng, 40, 30, clip=bool(rng.random() < 0.5))
@@ -68,16 +74,9 @@ def test_training_never_draws_the_held_out_backdrop(monkeypatch: pytest.MonkeyPa
 def test_photo_backdrops_are_crops_of_the_bundled_photographs_drawn_only_when_asked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    drawn: list[str] = []
-    real = augment.backdrop
-
-    def spy(kind: str, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
-        drawn.append(kind)
-        return real(kind, w, h, rng)
-
+    drawn = _drawn_kinds(monkeypatch)
     names: list[str] = []
     photograph = backdrops._photograph
-    monkeypatch.setattr(augment, "backdrop", spy)
 
     def seen(name: str) -> np.ndarray:
         names.append(name)
