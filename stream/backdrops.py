@@ -15,7 +15,7 @@ named object colour still stands out as it does on a real camera):
   style the models did not see;
 - ``photo``: a random crop of one of the real photographs that ship with scikit-image (a
   street, a cat, coffee cups, gravel, grass, bricks, a rocket, text...), flipped at random and
-  muted like the others. Drawn only where asked for (the fifth training stages:
+  muted like the others. Drawn only where asked for (the training stages from the fifth:
   ``PHOTO_KINDS``), so the data of earlier stages is unchanged.
 
 ``replace_background(image, ids, backdrop)`` puts a backdrop where a frame's instance map says
@@ -31,7 +31,7 @@ import numpy as np
 
 KINDS = ("noise", "gradient", "stripes", "cells", "photo")
 TRAINING_KINDS = ("noise", "gradient", "stripes")
-PHOTO_KINDS = (*TRAINING_KINDS, "photo")  # what the fifth training stages draw from
+PHOTO_KINDS = (*TRAINING_KINDS, "photo")  # what the training stages from the fifth draw from
 # scikit-image's bundled photographs (``skimage.data``; no download): scenes, textures, text
 PHOTOS = (
     "astronaut", "brick", "camera", "chelsea", "coffee", "grass", "gravel", "rocket", "moon",

@@ -107,10 +107,10 @@ def test_photo_backdrops_are_crops_of_the_bundled_photographs_drawn_only_when_as
     assert float(np.corrcoef(grey.ravel(), cat.ravel())[0, 1]) > 0.95
 
 
-def test_the_fifth_stages_draw_photographs_and_the_earlier_ones_do_not() -> None:
+def test_the_stages_from_the_fifth_draw_photographs_and_the_earlier_ones_do_not() -> None:
     full = BUDGETS["full"]
-    assert [s.backdrops for s in full.detector] == [TRAINING_KINDS] * 4 + [PHOTO_KINDS]
-    assert [s.backdrops for s in full.sam2] == [TRAINING_KINDS] * 4 + [PHOTO_KINDS]
+    assert [s.backdrops for s in full.detector] == [TRAINING_KINDS] * 4 + [PHOTO_KINDS] * 2
+    assert [s.backdrops for s in full.sam2] == [TRAINING_KINDS] * 4 + [PHOTO_KINDS] * 2
     assert all(s.augment > 0 for s in full.detector[3:] + full.sam2[3:])
 
 

@@ -77,6 +77,9 @@ DET4, SAM4 = 3000, 3000
 # The fifth stages (2026-12-07): more of the same at a lower learning rate, a larger share of
 # looks, and real photographs (scikit-image's) among the backdrops.
 DET5, SAM5 = 3000, 3000
+# The sixth stages (2026-12-07): the fifth's data at a lower learning rate; SAM 2 on 8-frame clips
+# (longer memory to follow an object through) with fewer steps for the same time.
+DET6, SAM6 = 3000, 2400
 
 
 class TrainingError(PromptcamError):
@@ -120,6 +123,7 @@ BUDGETS = {
             DetectorSchedule(steps=2400, batch=4, lr=1e-4, warmup=50, log_every=50),
             DetectorSchedule(steps=DET4, batch=4, lr=1e-4, warmup=50, log_every=50, augment=0.5),
             DetectorSchedule(steps=DET5, batch=4, lr=7e-5, warmup=50, log_every=50, augment=0.6, backdrops=PHOTO_KINDS),
+            DetectorSchedule(steps=DET6, batch=4, lr=5e-5, warmup=50, log_every=50, augment=0.6, backdrops=PHOTO_KINDS),
         ),
         (
             Sam2Schedule(steps=4500, clips=2, frames=4, objects=3, lr=1e-3, warmup=150, log_every=50, image_steps=3000),
@@ -127,6 +131,7 @@ BUDGETS = {
             Sam2Schedule(steps=2400, clips=2, frames=6, objects=3, lr=3e-4, warmup=50, log_every=50),
             Sam2Schedule(steps=SAM4, clips=2, frames=6, objects=3, lr=3e-4, warmup=50, log_every=50, augment=0.5),
             Sam2Schedule(steps=SAM5, clips=2, frames=6, objects=3, lr=2e-4, warmup=50, log_every=50, augment=0.6, backdrops=PHOTO_KINDS),
+            Sam2Schedule(steps=SAM6, clips=2, frames=8, objects=3, lr=1.5e-4, warmup=50, log_every=50, augment=0.6, backdrops=PHOTO_KINDS),
         ),
     ),
     "tiny": Budget(
