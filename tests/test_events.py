@@ -332,17 +332,32 @@ def test_ghosts_raise_nothing_and_epoch_change_ends() -> None:
     assert [m.type for m in out if m.kind is Kind.REVIEW] == [EventType.END]
 
 
-def test_reviews_group_overlapping_objects() -> None:
-    ev = CameraEvents("cam0", events_cfg())
-    out: list[EventMessage] = []
+def _review_run(gap_s: float) -> tuple[CameraEvents, list[tuple[int, EventMessage]]]:
+    """Objects 1 (frames 0-9) and 2 (5-12) overlapping, nothing on 13-18, object 3 on 19-22
+    (active from 21), nothing on 23-28; ``end_after`` 4, 15 frames/s. (frame, review message)s."""
+    ev = CameraEvents("cam0", events_cfg().model_copy(update={"review_gap_s": gap_s}))
+    out: list[tuple[int, EventMessage]] = []
     seq = 0
     for frames, objs in ((5, [1]), (5, [1, 2]), (3, [2]), (6, []), (4, [3]), (6, [])):
         for _ in range(frames):
-            out += ev.process(
+            got = ev.process(
                 tracks(seq, [rect_object(o, 10 * o, 10, 10 * o + 5, 20) for o in objs])
             )
+            out += [(seq, m) for m in got if m.kind is Kind.REVIEW]
             seq += 1
-    reviews = [m for m in out if m.kind is Kind.REVIEW]
+    return ev, out
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.5])
+def test_reviews_group_overlapping_objects(gap_s: float) -> None:
+    """Objects 1 and 2 are one activity, object 3 later another. An item ends when its last
+    object's event ends (``review_gap_s`` 0: frame 16 for 2, 26 for 3), or 0.5 s after that
+    object's last frame (frame 20, before 3 is active; for 3, past the scene's end, so the
+    scene's end ends it); its end time is that last frame either way."""
+    ev, got = _review_run(gap_s)
+    if gap_s:
+        got += [(29, m) for m in ev.end_all() if m.kind is Kind.REVIEW]
+    reviews = [m for _, m in got]
     assert [m.type for m in reviews] == [
         EventType.NEW,
         EventType.UPDATE,
@@ -350,10 +365,23 @@ def test_reviews_group_overlapping_objects() -> None:
         EventType.NEW,
         EventType.END,  # object 3 later: another
     ]
+    assert [f for f, _ in got][2:] == ([16, 21, 26] if gap_s == 0 else [20, 21, 29])
     assert reviews[2].event["object_ids"] == [1, 2]
     assert reviews[2].event["end_ns"] == 1_000 + 12 * FRAME_NS  # object 2's last frame
+    assert reviews[4].event["end_ns"] == 1_000 + 22 * FRAME_NS  # object 3's
     assert reviews[0].event["id"] == reviews[2].event["id"] != reviews[3].event["id"]
     assert reviews[2].before == reviews[1].event
+
+
+def test_an_activity_with_a_moment_without_tracks_is_one_review() -> None:
+    """With the default ``review_gap_s`` (5 s), object 3 becoming active 0.6 s after object
+    2's last frame joins the same review item; the scene's end (``end_all``) ends it, at
+    object 3's last frame."""
+    ev, got = _review_run(EventsConfig.model_fields["review_gap_s"].default)
+    assert [m.type for _, m in got] == [EventType.NEW, EventType.UPDATE, EventType.UPDATE]
+    (end,) = [m for m in ev.end_all() if m.kind is Kind.REVIEW]
+    assert end.type is EventType.END and end.event["id"] == got[0][1].event["id"]
+    assert end.event["object_ids"] == [1, 2, 3] and end.event["end_ns"] == 1_000 + 22 * FRAME_NS
 
 
 def test_hostile_tracks_rejected_not_crashing() -> None:

@@ -209,6 +209,14 @@ class EventsConfig(_Model):
     score_step: float = Field(
         0.05, ge=0.0, le=1.0, description="A top score rise of at least this much is an 'update'."
     )
+    review_gap_s: float = Field(
+        5.0,
+        ge=0.0,
+        le=3600.0,
+        description="Seconds (capture time) a review item stays open after its last object's "
+        "event ended: an object active again within them joins the same item (one activity, "
+        "one alert, through a moment without tracks); 0: the item ends with its last object.",
+    )
     retention_days: float = Field(
         30.0,
         gt=0.0,

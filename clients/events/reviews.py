@@ -10,14 +10,17 @@ from clients.events.model import EventBody, EventDict, EventMessage, EventType, 
 
 class ReviewGroup:
     """The open review item of a camera: opened by the first active object, joined by every
-    object that becomes active while it is open, ended when its last object's event ends."""
+    object that becomes active while it is open, ended ``gap_ns`` (capture time) after its last
+    object's event ended, unless an object became active meanwhile (``tick`` ends it)."""
 
-    def __init__(self, camera: str, new_id: Callable[[], str]) -> None:
+    def __init__(self, camera: str, new_id: Callable[[], str], gap_ns: int = 0) -> None:
         self.camera = camera
         self._new_id = new_id
+        self._gap_ns = gap_ns
         self._body: EventBody | None = None
         self._members: set[int] = set()
         self._published: EventDict | None = None
+        self._left_ns: int | None = None  # when its last object left (the item is pending)
 
     def _emit(self, kind: EventType) -> list[EventMessage]:
         assert self._body is not None
@@ -27,6 +30,7 @@ class ReviewGroup:
         return [msg]
 
     def join(self, ev: EventBody) -> list[EventMessage]:
+        self._left_ns = None
         if self._body is None:
             self._body = EventBody(
                 self._new_id(), ev.object_id, ev.label, ev.start_ns, object_ids=[], labels=[]
@@ -68,7 +72,22 @@ class ReviewGroup:
         self._members.discard(object_id)
         if self._members:
             return []
-        self._body.end_ns = t_ns
+        self._left_ns = t_ns
+        return self._end() if self._gap_ns <= 0 else []
+
+    def tick(self, t_ns: int) -> list[EventMessage]:
+        """Capture time ``t_ns`` reached: a pending item whose gap has passed ends."""
+        if self._left_ns is None or t_ns - self._left_ns < self._gap_ns:
+            return []
+        return self._end()
+
+    def close(self) -> list[EventMessage]:
+        """End a pending item now (the engine restarted, the service stops)."""
+        return [] if self._left_ns is None else self._end()
+
+    def _end(self) -> list[EventMessage]:
+        assert self._body is not None and self._left_ns is not None
+        self._body.end_ns = self._left_ns
         out = self._emit(EventType.END)
-        self._body, self._published = None, None
+        self._body, self._published, self._left_ns = None, None, None
         return out

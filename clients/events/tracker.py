@@ -131,7 +131,7 @@ class CameraEvents:
         self._zone_masks: dict[str, np.ndarray] = {}
         self._zone_points: dict[str, list[Point]] = {}
         self._line_points: dict[str, list[Point]] = {}
-        self.reviews = ReviewGroup(camera, new_id)
+        self.reviews = ReviewGroup(camera, new_id, int(cfg.review_gap_s * 1e9))
         self.line_counts: dict[tuple[str, str, str], int] = {}  # (line, direction, label) -> n
         self.bad_masks = 0
         self.rejected = 0  # tracks messages of a frame larger than any source's
@@ -201,6 +201,7 @@ class CameraEvents:
                 z.streak = 0
             if tr.missing >= self.cfg.end_after:
                 out += self._end(tr)
+        out += self.reviews.tick(t)
         self._index += 1
         return out
 
@@ -237,7 +238,7 @@ class CameraEvents:
         out: list[EventMessage] = []
         for tr in list(self._tracks.values()):
             out += self._end(tr)
-        return out
+        return out + self.reviews.close()
 
     def _end(self, tr: _Track) -> list[EventMessage]:
         del self._tracks[tr.object_id]
