@@ -10,13 +10,12 @@ from clients.events.model import EventBody, EventDict, EventMessage, EventType, 
 
 class ReviewGroup:
     """The open review item of a camera: opened by the first active object, joined by every
-    object that becomes active while it is open, ended ``gap_ns`` (capture time) after its last
-    object's event ended, unless an object became active meanwhile (``tick`` ends it)."""
+    object that becomes active while it is open, ended by ``tick`` a gap (capture time) after
+    its last object's event ended, unless an object became active meanwhile."""
 
-    def __init__(self, camera: str, new_id: Callable[[], str], gap_ns: int = 0) -> None:
+    def __init__(self, camera: str, new_id: Callable[[], str]) -> None:
         self.camera = camera
         self._new_id = new_id
-        self._gap_ns = gap_ns
         self._body: EventBody | None = None
         self._members: set[int] = set()
         self._published: EventDict | None = None
@@ -66,18 +65,19 @@ class ReviewGroup:
             return []
         return self._emit(EventType.UPDATE) if self._merge(ev) else []
 
-    def leave(self, object_id: int, t_ns: int) -> list[EventMessage]:
+    def leave(self, object_id: int, t_ns: int) -> None:
+        """An object's event ended; the last one's leaves the item pending (``tick`` or
+        ``close`` ends it)."""
         if self._body is None or object_id not in self._members:
-            return []
+            return
         self._members.discard(object_id)
-        if self._members:
-            return []
-        self._left_ns = t_ns
-        return self._end() if self._gap_ns <= 0 else []
+        if not self._members:
+            self._left_ns = t_ns
 
-    def tick(self, t_ns: int) -> list[EventMessage]:
-        """Capture time ``t_ns`` reached: a pending item whose gap has passed ends."""
-        if self._left_ns is None or t_ns - self._left_ns < self._gap_ns:
+    def tick(self, t_ns: int, gap_ns: int) -> list[EventMessage]:
+        """Capture time ``t_ns`` reached: a pending item whose last object left ``gap_ns`` ago
+        or more ends (0: on the message its last object's event ended)."""
+        if self._left_ns is None or t_ns - self._left_ns < gap_ns:
             return []
         return self._end()
 

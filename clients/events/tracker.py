@@ -131,7 +131,7 @@ class CameraEvents:
         self._zone_masks: dict[str, np.ndarray] = {}
         self._zone_points: dict[str, list[Point]] = {}
         self._line_points: dict[str, list[Point]] = {}
-        self.reviews = ReviewGroup(camera, new_id, int(cfg.review_gap_s * 1e9))
+        self.reviews = ReviewGroup(camera, new_id)
         self.line_counts: dict[tuple[str, str, str], int] = {}  # (line, direction, label) -> n
         self.bad_masks = 0
         self.rejected = 0  # tracks messages of a frame larger than any source's
@@ -201,7 +201,7 @@ class CameraEvents:
                 z.streak = 0
             if tr.missing >= self.cfg.end_after:
                 out += self._end(tr)
-        out += self.reviews.tick(t)
+        out += self.reviews.tick(t, int(self.cfg.review_gap_s * 1e9))
         self._index += 1
         return out
 
@@ -245,9 +245,8 @@ class CameraEvents:
         if tr.state is not ObjectState.ACTIVE:
             return []  # a ghost: never published
         tr.state = ObjectState.ENDED
-        out = [self._emit(tr, EventType.END)]
-        out += self.reviews.leave(tr.object_id, tr.last_ns)
-        return out
+        self.reviews.leave(tr.object_id, tr.last_ns)
+        return [self._emit(tr, EventType.END)]
 
     def _emit(self, tr: _Track, kind: EventType) -> EventMessage:
         body = tr.body().as_dict()
