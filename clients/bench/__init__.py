@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -44,6 +45,13 @@ DEFAULT_PARTS = ("transport", "engine", "grounding", "detectors", "loop", "outpu
 
 def row(part: str, name: str, value: float | int | str, unit: str = "", note: str = "") -> BenchRow:
     return {"part": part, "name": name, "value": value, "unit": unit, "note": note}
+
+
+def openmp_policy() -> str:
+    """The OpenMP wait policy of this process (promptcam sets PASSIVE unless the environment set
+    one; ``GOMP_SPINCOUNT`` overrides the spin), for rows whose sides share one process."""
+    spin = os.environ.get("GOMP_SPINCOUNT")
+    return os.environ.get("OMP_WAIT_POLICY", "unset") + (f", GOMP_SPINCOUNT {spin}" if spin else "")
 
 
 def machine() -> str:

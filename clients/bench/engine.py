@@ -44,7 +44,7 @@ from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from clients.bench import BenchRow, row
+from clients.bench import BenchRow, openmp_policy, row
 from engine.models.sam2 import (
     LoadedSam2,
     load_sam2,
@@ -86,6 +86,8 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
             rows += _bench_case(case, workdir)
             del case
     rows.append(row(PART, "process RSS", psutil.Process().memory_info().rss / 2**20, "MiB"))
+    note = "both sides in this process; bench --parts offline also times both sides spinning"
+    rows.append(row(PART, "OpenMP wait policy", openmp_policy(), "", note))
     return rows
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import cv2
 
-from clients.bench import BenchRow, row
+from clients.bench import BenchRow, openmp_policy, row
 from clients.bench.engine import _boxes, _frames, _official_steps
 from engine.models.sam2 import load_sam2, official_video_predictor
 from engine.offline import track_video
@@ -122,11 +122,6 @@ def _round(
     )
 
 
-def _policy() -> str:
-    spin = os.environ.get("GOMP_SPINCOUNT")
-    return os.environ.get("OMP_WAIT_POLICY", "unset") + (f", GOMP_SPINCOUNT {spin}" if spin else "")
-
-
 def _spinning(job: Path, video: Path, jpegs: Path, span: tuple[int, int]) -> dict[int, Round]:
     """One round per object count in a process of its own whose OpenMP threads spin while they
     wait (``SPIN``), as in a plain SAM 2 process: the official predictor under its own default."""
@@ -182,7 +177,7 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
                     f"{ours:.1f} vs {official:.1f} ms/frame ({WIDTH}x{HEIGHT}, frames {short}->{long}), "
                     f"median of {rounds} round(s) with both sides in each "
                     f"({', '.join(f'{r:.2f}' for r in ratios)}); OpenMP wait policy of both: "
-                    f"{_policy()}; target <= 1.0x" + (" (goal <= 0.8x)" if n == 16 else ""),
+                    f"{openmp_policy()}; target <= 1.0x" + (" (goal <= 0.8x)" if n == 16 else ""),
                 )
             )
             rows.append(
