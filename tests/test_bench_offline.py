@@ -4,7 +4,6 @@ spin (libgomp's default), measures both sides at every object count and hands th
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -44,11 +43,11 @@ def test_the_spinning_round_runs_in_a_child_with_the_spin_count_and_reports_ever
         assert {"decode", "prepare", "encode", "propagate"} <= set(r.stages)
 
 
-def test_a_failing_child_is_one_error_with_its_stderr(tmp_path: Path) -> None:
+def test_a_failing_child_is_one_error_with_its_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = tmp_path / "job.json"
     job.write_text("{not json")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(os, "environ", env)
-        with pytest.raises(RuntimeError, match="bench offline child exited"):
-            offline._spinning(job, tmp_path / "none.mp4", tmp_path, (2, 4))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    with pytest.raises(RuntimeError, match="bench offline child exited"):
+        offline._spinning(job, tmp_path / "none.mp4", tmp_path, (2, 4))

@@ -209,8 +209,9 @@ def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
                     round(r.ours_ms / r.official_ms, 3),
                     "x",
                     f"{r.ours_ms:.1f} vs {r.official_ms:.1f} ms/frame, one round in a process whose "
-                    "OpenMP threads spin while they wait (GOMP_SPINCOUNT 300000, libgomp's default "
-                    "without a policy, i.e. a plain SAM 2 process); the official step waiting "
+                    f"OpenMP threads spin while they wait (GOMP_SPINCOUNT {SPIN['GOMP_SPINCOUNT']}, "
+                    "libgomp's default without a policy, i.e. a plain SAM 2 process); the official "
+                    "step waiting "
                     f"passively above: {official_passive[n]:.1f} ms",
                 )
             )
