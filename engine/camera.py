@@ -24,18 +24,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from supervision import Detections
 
 from engine.camera_grounding import GroundingSchedule
+from engine.camera_late import FrameHistory
 from engine.camera_seeding import Seeder
 from engine.camera_stats import CameraStats, EngineCounters
 from engine.core.protocols import Detector, DetectorPrompt, SegmenterSession
 from engine.core.types import Box, FrameInput, FrameResult, ObjectResult, SegmentOutput
-from engine.cues import box_colours, mask_colour, mask_contained_of, mask_iou_of, white_of
+from engine.cues import mask_colour, mask_contained_of, mask_iou_of, white_of
 from engine.grounding import GroundJob, GroundResult
 from engine.ids import IdAllocator
 from engine.lifecycle.embedder import Embedder, ObjectPointerEmbedder
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 # Retirements that leave the object in view but untracked: worth an early re-grounding.
 RETIRE_IN_VIEW = frozenset({EndReason.DRIFTED, EndReason.MISSED})
-HISTORY_FRAMES = 256  # frames of per-object observations kept for matching late detections
 
 
 def blank_output(out: SegmentOutput) -> SegmentOutput:
@@ -91,14 +90,11 @@ class CameraTracker:
         self.labels: list[str] = []
         self._dprompt: DetectorPrompt | None = None
         self._epoch = 0  # bumped by a prompt change and by reset: older grounding is stale
-        self._history: OrderedDict[int, dict[int, Observation]] = OrderedDict()
         self._last_box: dict[int, Box] = {}
         self._schedule = GroundingSchedule(name, cfg, self.counters)
         self._seeder = Seeder(name, cfg, session, self.manager, self.counters, self._last_box)
+        self.history = FrameHistory(cfg, session, self.manager, self._seeder, self.counters)
         self._current: tuple[int, int, int, int] | None = None  # seq, frame_idx, width, height
-        self._pending_external: deque[tuple[int, Detections]] = deque(maxlen=8)
-        # seq -> frame idx, masks, image of a grounding job in flight
-        self._inflight: dict[int, tuple[int, dict[int, np.ndarray], np.ndarray]] = {}
         self._last_masks: dict[int, np.ndarray] = {}
         if cfg.prompt.strip():
             self.set_prompt(cfg.prompt)
@@ -157,15 +153,12 @@ class CameraTracker:
             self._last_box.pop(tid, None)
         self.session.reset()
         self._epoch += 1
-        self._history.clear()
-        self.counters.grounding_results_dropped += len(self._pending_external)  # counted
-        self._pending_external.clear()
-        self._inflight.clear()
+        self.history.clear()
         self._last_masks = {}
 
     def add_external_detections(self, seq: int, detections: Detections) -> None:
         """Boxes from an external detector, computed on frame ``seq``; applied on the next frame."""
-        self._pending_external.append((seq, detections))
+        self.history.queue_external(seq, detections)
 
     # ------------------------------------------------------------------ the frame
 
@@ -184,14 +177,8 @@ class CameraTracker:
         for box, label in manual:
             self.add_object(box, label)
         for r in results:
-            self._apply_ground_result(r)
-        while self._pending_external:
-            seq, dets = self._pending_external.popleft()
-            obs = self._history.get(seq)
-            if obs is None:
-                self.counters.grounding_results_dropped += 1
-                continue
-            self._seeder.apply_plan(self.manager.on_detections(seq, dets, obs), idx, None, dets)
+            self.history.apply_result(r, self._epoch)
+        self.history.apply_external(idx)
 
     def finish(
         self,
@@ -235,9 +222,7 @@ class CameraTracker:
                 self._seeder.free(event.id)
                 current.pop(event.id, None)
         lifecycle_ms = (time.perf_counter() - t0) * 1e3  # appearance cues and the track manager
-        self._history[frame.seq] = {tid: o for tid, o in obs.items() if tid in current}
-        while len(self._history) > HISTORY_FRAMES:
-            self._history.popitem(last=False)
+        self.history.record(frame.seq, {tid: o for tid, o in obs.items() if tid in current})
         ground_ms = 0.0
         if inline_grounding and self.ground_overdue() > 0:
             ground_ms = self._ground_inline(frame, current, white)
@@ -278,7 +263,8 @@ class CameraTracker:
         """How overdue this camera's re-grounding is: 0 when not due, otherwise at least 1 (the
         schedule's multiple reached), infinite right after a prompt change. A due grounding of a
         frame too small to detect in is skipped instead (counted, said once)."""
-        ready = self.detector is not None and self._dprompt is not None and not self._inflight
+        ready = self.detector is not None and self._dprompt is not None
+        ready = ready and not self.history.in_flight
         size = None if self._current is None else (self._current[2], self._current[3])
         return self._schedule.overdue(ready, size)
 
@@ -287,19 +273,19 @@ class CameraTracker:
         assert self._dprompt is not None and self._current is not None
         seq, idx, _, _ = self._current
         self.session.pin(idx)
-        self._inflight[seq] = (idx, self._last_masks, frame.image)
+        self.history.job_started(seq, idx, self._last_masks, frame.image)
         self._schedule.mark_grounded()
         return GroundJob(self.name, seq, idx, frame.image, self._dprompt, self._epoch)
 
     def job_refused(self, job: GroundJob) -> None:
         """The worker did not take ``job``: due again on a later frame."""
-        self._inflight.pop(job.seq, None)
+        self.history.job_refused(job.seq)
         self.session.unpin(job.frame_idx)
         self._schedule.due = True
 
     @property
     def grounding_in_flight(self) -> bool:
-        return bool(self._inflight)
+        return self.history.in_flight
 
     def _ground_inline(
         self, frame: FrameInput, outs: dict[int, SegmentOutput], white: Colour | None
@@ -310,44 +296,12 @@ class CameraTracker:
         dets = self.detector.detect(frame.image, self._dprompt)
         self.counters.groundings += 1
         self._schedule.mark_grounded()
-        plan = self.manager.on_detections(
-            frame.seq,
-            dets,
-            self._history[frame.seq],
-            mask_iou_of({t: o.mask for t, o in outs.items()}),
-            box_colours(frame.image, dets.xyxy, white),
-        )
-        self._seeder.apply_plan(plan, self._current[1], outs, dets)
+        obs = self.history.observations(frame.seq) or {}
+        masks = {t: o.mask for t, o in outs.items()}
+        self.history.match(frame.seq, dets, obs, masks, frame.image, white, self._current[1], outs)
         ms = (time.perf_counter() - t0) * 1e3
         self.counters.last_grounding_ms = ms
         return ms
-
-    def _apply_ground_result(self, r: GroundResult) -> None:
-        pending = self._inflight.pop(r.seq, None)
-        if pending is None or r.epoch != self._epoch:
-            # Made before a prompt change or a reset: its frame and tracks are gone.
-            self.counters.grounding_results_dropped += 1
-            self.session.unpin(r.frame_idx)
-            return
-        _, masks, image = pending
-        try:
-            if r.detections is None:
-                self.counters.grounding_errors += 1
-                return
-            self.counters.groundings += 1
-            self.counters.last_grounding_ms = r.elapsed_ms
-            obs = self._history.get(r.seq)
-            if obs is None:
-                self.counters.grounding_results_dropped += 1
-                return
-            dets = r.detections
-            colours = box_colours(
-                image, dets.xyxy, white_of(image, self.cfg.lifecycle.colour_space)
-            )
-            plan = self.manager.on_detections(r.seq, dets, obs, mask_iou_of(masks), colours)
-            self._seeder.apply_plan(plan, r.frame_idx, None, dets)
-        finally:
-            self.session.unpin(r.frame_idx)
 
     # ------------------------------------------------------------------ state
 
@@ -369,8 +323,7 @@ class CameraTracker:
         """Free everything this camera holds (its tracks end, its memory goes)."""
         self.manager.reset()
         self.session.close()
-        self._history.clear()
-        self._inflight.clear()
+        self.history.clear()
         self._last_masks = {}
 
 
