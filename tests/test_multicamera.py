@@ -408,6 +408,44 @@ def test_cameras_bench_worker_counts_frames_per_camera() -> None:
     assert list(solo["fps"]) == ["cam0"] and solo["fps"]["cam0"] > 0 and solo["rss_mb"] > 0
 
 
+def test_cameras_bench_compares_one_engine_two_engines_and_separate_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rows of ``bench --parts cameras`` from its children's reports (faked here; the
+    worker itself is run above): ratios against the separate engines, the split side (two
+    engines of N/2 cameras, their share of the cores each) from 4 cameras on, RSS against the
+    summed one-camera engines, and the sides' order alternating between rounds."""
+    from clients.bench import cameras
+
+    fps = {(4, True): 10.0, (1, False): 12.0, (2, True): 15.0}  # per camera, by (cameras, shared)
+    rss = {(4, True): 500.0, (1, False): 400.0, (2, True): 450.0}
+    spawned: list[tuple[int, bool, int]] = []
+
+    def spawn(n: int, shared: bool, duration: float, threads: int, device: str) -> Any:
+        spawned.append((n, shared, threads))
+        return (n, shared)
+
+    def collect(procs: list[Any]) -> list[cameras.WorkerResult]:
+        return [{"fps": {f"cam{k}": fps[p] for k in range(p[0])}, "rss_mb": rss[p]} for p in procs]
+
+    monkeypatch.setattr(cameras, "_spawn", spawn)
+    monkeypatch.setattr(cameras, "_collect", collect)
+    rows = {r["name"]: r["value"] for r in cameras._count_rows(4, 1.0, 2, "cpu", rounds=2)}
+    assert rows["4 cameras: one engine / separate engines"] == pytest.approx(40 / 48)
+    assert rows["4 cameras, two engines of 2: aggregate / separate engines"] == pytest.approx(
+        60 / 48
+    )
+    assert rows["4 cameras, two engines of 2: RSS / summed"] == pytest.approx(900 / 1600 * 100)
+    assert rows["4 cameras: RSS one engine / summed"] == pytest.approx(500 / 1600 * 100)
+    sides = [(n, shared) for n, shared, _ in spawned]
+    one, solo, half = [(4, True)], [(1, False)] * 4, [(2, True)] * 2
+    assert sides == one + solo + half + half + solo + one  # round 1, then the other way round
+    assert {t for n, shared, t in spawned if (n, shared) == (2, True)} == {1}  # 2 cores / 2
+    spawned.clear()
+    two = {str(r["name"]) for r in cameras._count_rows(2, 1.0, 2, "cpu", rounds=1)}
+    assert not any("two engines" in name for name in two) and spawned[0] == (2, True, 2)
+
+
 def test_camera_groups_run_side_by_side_and_track_as_alone(loaded: LoadedSam2) -> None:
     """``groups=2`` (the CPU default on 2 cores): three cameras in two groups, each group's
     encoder call and propagation on its own worker thread with one torch thread; every camera

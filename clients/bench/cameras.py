@@ -12,6 +12,11 @@ Each process runs ``WARMUP`` frames, then as many as it can in ``duration`` seco
 its frames per camera and its RSS. Rows: aggregate processed frames/s, the spread of per-camera
 frames/s (max/min - 1), and RSS, for both sides; the ratio of aggregate rates and of RSS.
 
+From 4 cameras on, a third side: the same cameras as two engines of N/2 cameras each (each its
+share of the cores, the way two ``promptcam run`` instances or a fleet of two engines on one
+host would serve them): each engine process has its own interpreter lock, where one engine's
+tick threads share one, and the models are loaded twice (RSS).
+
 A last row per N measures the batching gain at equal cores: the one engine on one torch thread
 against one camera alone on one thread (frames/s per core). Where the model work is
 compute-bound (CPU), batching removes only per-call overhead, so this gain bounds what one
@@ -127,11 +132,17 @@ def _solo_threads(cores: int, n: int) -> int:
     return max(1, cores // n)
 
 
+def _split(n: int) -> bool:
+    """Whether ``n`` cameras are also run as two engines of ``n / 2`` cameras."""
+    return n >= 4 and n % 2 == 0
+
+
 def _round(
     n: int, duration: float, cores: int, device: str, shared_first: bool
-) -> tuple[WorkerResult, list[WorkerResult]]:
-    """One round: ``n`` cameras on one engine, then ``n`` one-camera engines sharing the cores
-    (or the other way round)."""
+) -> tuple[WorkerResult, list[WorkerResult], list[WorkerResult]]:
+    """One round: ``n`` cameras on one engine, then ``n`` one-camera engines sharing the cores,
+    then (``_split``) two engines of ``n / 2`` cameras; or the other way round. The last list
+    is empty where there is no split side."""
 
     def one() -> WorkerResult:
         return _collect([_spawn(n, True, duration, cores, device)])[0]
@@ -140,11 +151,22 @@ def _round(
         threads = _solo_threads(cores, n)
         return _collect([_spawn(1, False, duration, threads, device) for _ in range(n)])
 
+    def halves() -> list[WorkerResult]:
+        if not _split(n):
+            return []
+        threads = _solo_threads(cores, 2)
+        return _collect([_spawn(n // 2, True, duration, threads, device) for _ in range(2)])
+
     if shared_first:
-        shared = one()
-        return shared, separate()
-    solos = separate()
-    return one(), solos
+        shared, solos = one(), separate()
+        return shared, solos, halves()
+    halved, solos = halves(), separate()
+    return one(), solos, halved
+
+
+def _total(results: list[WorkerResult]) -> float:
+    """Aggregate frames/s of every camera of ``results``."""
+    return sum(sum(r["fps"].values()) for r in results)
 
 
 def _count_rows(n: int, duration: float, cores: int, device: str, rounds: int) -> list[BenchRow]:
@@ -154,20 +176,28 @@ def _count_rows(n: int, duration: float, cores: int, device: str, rounds: int) -
     ratios: list[float] = []
     one_totals: list[float] = []
     solo_totals: list[float] = []
+    split_ratios: list[float] = []
+    split_totals: list[float] = []
     shared: WorkerResult | None = None
     solos: list[WorkerResult] = []
+    halves: list[WorkerResult] = []
     for r in range(rounds):
-        shared, solos = _round(n, duration, cores, device, shared_first=r % 2 == 0)
-        one_totals.append(sum(shared["fps"].values()))
-        solo_totals.append(sum(next(iter(s["fps"].values())) for s in solos))
+        shared, solos, halves = _round(n, duration, cores, device, shared_first=r % 2 == 0)
+        one_totals.append(_total([shared]))
+        solo_totals.append(_total(solos))
         ratios.append(one_totals[-1] / solo_totals[-1] if solo_totals[-1] else float("inf"))
+        if halves:
+            split_totals.append(_total(halves))
+            split_ratios.append(
+                split_totals[-1] / solo_totals[-1] if solo_totals[-1] else float("inf")
+            )
     assert shared is not None
     one_rates = list(shared["fps"].values())
     solo_rates = [next(iter(s["fps"].values())) for s in solos]
     solo_rss = sum(s["rss_mb"] for s in solos)
     per_solo = _solo_threads(cores, n)
     note = f"tiny-random, 2 objects/camera, 640x480, {duration:.0f} s, median of {rounds} round(s)"
-    return [
+    rows = [
         row(
             "cameras",
             f"{n} cameras, one engine: aggregate",
@@ -209,6 +239,27 @@ def _count_rows(n: int, duration: float, cores: int, device: str, rounds: int) -
             "target <= 40 % at 4 cameras",
         ),
     ]
+    if halves:
+        rss = sum(h["rss_mb"] for h in halves)
+        rows += [
+            row(
+                "cameras",
+                f"{n} cameras, two engines of {n // 2}: aggregate / separate engines",
+                statistics.median(split_ratios),
+                "x",
+                f"{statistics.median(split_totals):.1f} frames/s; rounds "
+                f"{', '.join(f'{x:.2f}' for x in split_ratios)}; "
+                f"{_solo_threads(cores, 2)} torch thread(s) each",
+            ),
+            row(
+                "cameras",
+                f"{n} cameras, two engines of {n // 2}: RSS / summed",
+                rss / solo_rss * 100,
+                "%",
+                f"{rss:.0f} MB (the models loaded twice)",
+            ),
+        ]
+    return rows
 
 
 def run(cfg: Config, args: argparse.Namespace) -> list[BenchRow]:
