@@ -28,9 +28,14 @@ Job = tuple[Callable[[], Any], "Future[Any]"]
 
 
 class TickWorkers:
-    """``count`` threads, each with one torch intra-op thread (``torch.set_num_threads`` is per
-    thread in torch's OpenMP build; the process-wide default for threads started later is put
-    back once the workers are up)."""
+    """``count`` threads, each with one torch intra-op thread; the process-wide default for
+    threads started later is put back once the workers are up.
+
+    ``torch.set_num_threads`` is per thread in torch's OpenMP build, but ATen applies a thread's
+    count lazily, on its first parallel call, from the count set last in the process: a worker
+    that only set 1 ran its ops with the default put back after it (2 threads per group on 2
+    cores, 4 on 2 cores in all). Each worker makes that first call while its own 1 is the last
+    count set, then reports ready."""
 
     def __init__(self, count: int, name: str = "engine-group") -> None:
         if count < 1:
@@ -60,6 +65,7 @@ class TickWorkers:
         import torch
 
         torch.set_num_threads(1)
+        torch.get_num_threads()  # ATen's per-thread lazy set-up, now, with the count at 1
         ready.set()
         while True:
             job = jobs.get()

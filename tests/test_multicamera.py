@@ -446,6 +446,28 @@ def test_cameras_bench_compares_one_engine_two_engines_and_separate_ones(
     assert not any("two engines" in name for name in two) and spawned[0] == (2, True, 2)
 
 
+def test_tick_workers_keep_one_torch_thread_each_after_the_default_is_put_back() -> None:
+    """Each group worker runs its ops on one torch thread although the engine's own count (2,
+    set before the workers start, as the engine service and the bench set it) is put back
+    after them; measured before the fix: 2 threads in every worker."""
+    from engine.tick_groups import TickWorkers
+
+    def job() -> int:
+        a = torch.ones(256, 256)
+        assert float((a @ a).sum()) == 256.0**3  # a parallel op first, then the count it ran on
+        return torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    workers = TickWorkers(2)
+    try:
+        assert workers.run([job, job]) == [1, 1]
+        assert torch.get_num_threads() == 2  # the engine loop's own count is back
+    finally:
+        workers.close()
+        torch.set_num_threads(before)
+
+
 def test_camera_groups_run_side_by_side_and_track_as_alone(loaded: LoadedSam2) -> None:
     """``groups=2`` (the CPU default on 2 cores): three cameras in two groups, each group's
     encoder call and propagation on its own worker thread with one torch thread; every camera
