@@ -169,6 +169,11 @@ def _total(results: list[WorkerResult]) -> float:
     return sum(sum(r["fps"].values()) for r in results)
 
 
+def _ratio(rate: float, separate: float) -> float:
+    """``rate`` against the separate engines' aggregate (infinite when they made none)."""
+    return rate / separate if separate else float("inf")
+
+
 def _count_rows(n: int, duration: float, cores: int, device: str, rounds: int) -> list[BenchRow]:
     """``n`` cameras on one engine vs ``n`` one-camera engines sharing the cores, ``rounds``
     rounds with the order alternating; the ratio is the median of the rounds' ratios (one side
@@ -185,12 +190,10 @@ def _count_rows(n: int, duration: float, cores: int, device: str, rounds: int) -
         shared, solos, halves = _round(n, duration, cores, device, shared_first=r % 2 == 0)
         one_totals.append(_total([shared]))
         solo_totals.append(_total(solos))
-        ratios.append(one_totals[-1] / solo_totals[-1] if solo_totals[-1] else float("inf"))
+        ratios.append(_ratio(one_totals[-1], solo_totals[-1]))
         if halves:
             split_totals.append(_total(halves))
-            split_ratios.append(
-                split_totals[-1] / solo_totals[-1] if solo_totals[-1] else float("inf")
-            )
+            split_ratios.append(_ratio(split_totals[-1], solo_totals[-1]))
     assert shared is not None
     one_rates = list(shared["fps"].values())
     solo_rates = [next(iter(s["fps"].values())) for s in solos]
